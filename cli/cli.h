@@ -1,0 +1,29 @@
+/* cli/cli.h — the `nibble` subcommands. The CLI only parses arguments and
+ * calls the library. Exit codes: 0 ok, 1 usage, 2 bad input, 3 I/O (incl.
+ * disk full and out of memory). */
+#ifndef NB_CLI_H
+#define NB_CLI_H
+
+#include "core/ctx.h"
+
+#include <stdbool.h>
+
+enum { NB_EXIT_OK = 0, NB_EXIT_USAGE = 1, NB_EXIT_INPUT = 2, NB_EXIT_IO = 3 };
+
+/* Each command gets argv with argv[0] = command name. */
+int nb_cmd_inspect(int argc, char **argv);
+int nb_cmd_convert(int argc, char **argv);
+int nb_cmd_synth(int argc, char **argv);
+int nb_cmd_quantize(int argc, char **argv);
+
+/* Map a library status to the documented exit code. */
+int nb_cli_exit_code(nb_status st);
+/* Print "nibble CMD: <errmsg>" to stderr and return the exit code for st. */
+int nb_cli_fail(const char *cmd, nb_ctx *ctx, nb_status st);
+/* Common options every command accepts: --threads N, --quiet, --verbose.
+ * Returns 1 if argv[*i] was consumed (advancing *i), 0 if not ours, -1 on a usage error. */
+int nb_cli_common_opt(nb_ctx *ctx, int argc, char **argv, int *i);
+/* Parse a non-negative integer with optional K/M/G suffix; false if malformed. */
+bool nb_cli_parse_u64(const char *s, unsigned long long *out);
+
+#endif

@@ -1,0 +1,170 @@
+/* formats/model.c — format probing and the format-independent parts of
+ * sources and sinks. */
+#include "formats/model.h"
+
+#include "core/fp.h"
+#include "formats/readers.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+const char *nb_format_name(nb_format f) {
+    switch (f) {
+    case NB_FMT_SAFETENSORS: return "safetensors";
+    case NB_FMT_GGUF: return "gguf";
+    case NB_FMT_HF_DIR: return "hf-dir";
+    default: return "unknown";
+    }
+}
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcasecmp(s + a - b, suffix) == 0;
+}
+
+nb_status nb_model_open(const char *path, nb_model **out, nb_ctx *ctx) {
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) != 0) return nb_err_errno(ctx, errno, "%s", path);
+    if (S_ISDIR(st.st_mode)) return nb_hf_open(path, out, ctx);
+    if (ends_with(path, ".json")) return nb_safetensors_open(path, out, ctx);
+    /* Probe by content: GGUF starts with its magic; anything else is tried as safetensors. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return nb_err_errno(ctx, errno, "%s", path);
+    unsigned char head[4] = {0};
+    ssize_t n = read(fd, head, sizeof head);
+    close(fd);
+    if (n == 4 && memcmp(head, "GGUF", 4) == 0) return nb_gguf_open(path, out, ctx);
+    if (ends_with(path, ".gguf"))
+        return nb_err(ctx, NB_ERR_FORMAT, "%s: not a GGUF file (bad magic)", path);
+    return nb_safetensors_open(path, out, ctx);
+}
+
+void nb_model_close(nb_model *m) {
+    if (!m) return;
+    if (m->ops && m->ops->close) m->ops->close(m);
+    else nb_model_free_common(m);
+}
+
+nb_model *nb_model_alloc(const char *path, nb_format fmt, nb_ctx *ctx) {
+    nb_model *m = nb_calloc(ctx, 1, sizeof *m, "model");
+    if (!m) return NULL;
+    m->path = nb_strdup(ctx, path);
+    if (!m->path) { free(m); return NULL; }
+    m->format = fmt;
+    nb_kvset_init(&m->kv);
+    return m;
+}
+
+void nb_model_free_common(nb_model *m) {
+    if (!m) return;
+    for (size_t i = 0; i < m->n_tensors; i++) free(m->tensors[i].name);
+    free(m->tensors);
+    nb_kvset_free(&m->kv);
+    free(m->path);
+    free(m);
+}
+
+nb_status nb_model_read_tensor(nb_model *m, size_t i, void *dst, nb_ctx *ctx) {
+    if (i >= m->n_tensors) return nb_err(ctx, NB_ERR_INVALID, "tensor index %zu out of range", i);
+    const nb_tensor *t = &m->tensors[i];
+    if (t->data) {
+        memcpy(dst, t->data, t->nbytes);
+        return NB_OK;
+    }
+    if (!m->ops || !m->ops->read)
+        return nb_err(ctx, NB_ERR_INTERNAL, "%s: tensor '%s' has no data", m->path, t->name);
+    return m->ops->read(m, i, dst, ctx);
+}
+
+uint64_t nb_tensor_nelements(const nb_tensor *t) {
+    uint64_t n = 1;
+    for (uint32_t d = 0; d < t->n_dims && d < NB_MAX_DIMS; d++) n *= (uint64_t)t->ne[d];
+    return n;
+}
+
+const nb_tensor *nb_model_find(const nb_model *m, const char *name) {
+    for (size_t i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+static nb_status to_f32_integer(const nb_tensor *t, const void *src, float *dst, uint64_t n) {
+    for (uint64_t k = 0; k < n; k++) {
+        switch (t->type) {
+        case NB_TYPE_I8: dst[k] = (float)((const int8_t *)src)[k]; break;
+        case NB_TYPE_U8: case NB_TYPE_BOOL: dst[k] = (float)((const uint8_t *)src)[k]; break;
+        case NB_TYPE_I16: dst[k] = (float)((const int16_t *)src)[k]; break;
+        case NB_TYPE_U16: dst[k] = (float)((const uint16_t *)src)[k]; break;
+        case NB_TYPE_I32: dst[k] = (float)((const int32_t *)src)[k]; break;
+        case NB_TYPE_U32: dst[k] = (float)((const uint32_t *)src)[k]; break;
+        case NB_TYPE_I64: dst[k] = (float)((const int64_t *)src)[k]; break;
+        case NB_TYPE_U64: dst[k] = (float)((const uint64_t *)src)[k]; break;
+        case NB_TYPE_F64: dst[k] = (float)((const double *)src)[k]; break;
+        case NB_TYPE_F8_E4M3: dst[k] = nb_f8e4m3_to_f32(((const uint8_t *)src)[k]); break;
+        case NB_TYPE_F8_E5M2: dst[k] = nb_f8e5m2_to_f32(((const uint8_t *)src)[k]); break;
+        default: return NB_ERR_UNSUPPORTED;
+        }
+    }
+    return NB_OK;
+}
+
+nb_status nb_model_read_f32(nb_model *m, size_t i, float *dst, nb_ctx *ctx) {
+    if (i >= m->n_tensors) return nb_err(ctx, NB_ERR_INVALID, "tensor index %zu out of range", i);
+    const nb_tensor *t = &m->tensors[i];
+    const nb_type_traits *tr = nb_type_get(t->type);
+    uint64_t n = nb_tensor_nelements(t);
+    if (t->type == NB_TYPE_F32) return nb_model_read_tensor(m, i, dst, ctx);
+    const void *src = t->data;
+    void *tmp = NULL;
+    if (!src) {
+        tmp = nb_malloc(ctx, t->nbytes, "tensor buffer");
+        if (!tmp) return NB_ERR_NOMEM;
+        nb_status st = m->ops->read(m, i, tmp, ctx);
+        if (st != NB_OK) { free(tmp); return st; }
+        src = tmp;
+    }
+    nb_status st = NB_OK;
+    if (tr && tr->to_float) {
+        tr->to_float(src, dst, (int64_t)n);
+    } else if (to_f32_integer(t, src, dst, n) != NB_OK) {
+        st = nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: tensor '%s': cannot convert type %s to f32", m->path,
+                    t->name, nb_type_name(t->type));
+    }
+    free(tmp);
+    return st;
+}
+
+/* ---- sinks ------------------------------------------------------------------ */
+
+nb_status nb_sink_create(const char *path, nb_format fmt, nb_sink **out, nb_ctx *ctx) {
+    *out = NULL;
+    if (fmt == NB_FMT_UNKNOWN) {
+        if (ends_with(path, ".gguf")) fmt = NB_FMT_GGUF;
+        else if (ends_with(path, ".safetensors")) fmt = NB_FMT_SAFETENSORS;
+        else
+            return nb_err(ctx, NB_ERR_INVALID, "%s: output must end in .gguf or .safetensors", path);
+    }
+    if (fmt == NB_FMT_GGUF) return nb_gguf_sink_create(path, out, ctx);
+    if (fmt == NB_FMT_SAFETENSORS) return nb_safetensors_sink_create(path, out, ctx);
+    return nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: cannot write format %s", path, nb_format_name(fmt));
+}
+
+nb_status nb_sink_add_tensor(nb_sink *s, const char *name, nb_type type, uint32_t n_dims,
+                             const int64_t *ne, nb_ctx *ctx) {
+    return s->ops->add_tensor(s, name, type, n_dims, ne, ctx);
+}
+nb_status nb_sink_begin(nb_sink *s, nb_ctx *ctx) { return s->ops->begin(s, ctx); }
+size_t nb_sink_data_order(const nb_sink *s, size_t k) { return s->ops->data_order(s, k); }
+nb_status nb_sink_write(nb_sink *s, const void *data, uint64_t n, nb_ctx *ctx) {
+    return s->ops->write(s, data, n, ctx);
+}
+nb_status nb_sink_commit(nb_sink *s, nb_ctx *ctx) { return s->ops->commit(s, ctx); }
+void nb_sink_free(nb_sink *s) {
+    if (s) s->ops->free(s);
+}
