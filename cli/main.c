@@ -1,0 +1,49 @@
+/* cli/main.c — `nibble` entry point: dispatches to cli/cmd_*.c. */
+#include "cli/cli.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *summary;
+} command;
+
+static const command g_commands[] = {
+    {"inspect", nb_cmd_inspect, "show format, architecture, metadata and tensor table of a model"},
+    {"convert", nb_cmd_convert, "convert between safetensors / HF dirs and GGUF (f32/f16/bf16)"},
+    {"synth", nb_cmd_synth, "write a seeded random model of a given architecture and size"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "nibble %s — turn trained language models into deployable variants\n\n"
+               "usage: nibble COMMAND [options]    (nibble COMMAND --help for details)\n\ncommands:\n",
+            NB_VERSION);
+    for (size_t i = 0; i < sizeof g_commands / sizeof *g_commands; i++)
+        fprintf(f, "  %-10s %s\n", g_commands[i].name, g_commands[i].summary);
+    fprintf(f, "\ncommon options: --threads N, --quiet, --verbose\n"
+               "exit codes: 0 ok, 1 usage error, 2 bad input (malformed, unsupported or out-of-range\n"
+               "            data), 3 I/O error (cannot read/write, disk full, out of memory)\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { usage(stderr); return NB_EXIT_USAGE; }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return NB_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--version")) { printf("nibble %s\n", NB_VERSION); return NB_EXIT_OK; }
+    for (size_t i = 0; i < sizeof g_commands / sizeof *g_commands; i++)
+        if (!strcmp(argv[1], g_commands[i].name)) return g_commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "nibble: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return NB_EXIT_USAGE;
+}
+
+/* Placeholder until cli/cmd_synth.c lands (a strong definition there replaces it). */
+__attribute__((weak)) int nb_cmd_synth(int argc, char **argv) {
+    (void)argc; (void)argv;
+    fprintf(stderr, "nibble synth: not built in this version\n");
+    return NB_EXIT_USAGE;
+}

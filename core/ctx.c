@@ -1,0 +1,141 @@
+/* core/ctx.c — context, error messages, logging, allocation helpers. */
+#include "core/ctx.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void nb_ctx_init(nb_ctx *ctx) {
+    if (!ctx) return;
+    memset(ctx, 0, sizeof *ctx);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    ctx->n_threads = n > 0 ? (int)n : 1;
+    ctx->log_level = NB_LOG_INFO;
+    pthread_mutex_init(&ctx->mu, NULL);
+}
+
+void nb_ctx_free(nb_ctx *ctx) {
+    if (!ctx) return;
+    pthread_mutex_destroy(&ctx->mu);
+}
+
+static void set_msg(nb_ctx *ctx, nb_status code, const char *prefix, const char *fmt, va_list ap) {
+    char tmp[NB_ERRMSG_MAX];
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    pthread_mutex_lock(&ctx->mu);
+    ctx->err = code;
+    if (prefix) {
+        char joined[2 * NB_ERRMSG_MAX + 2];
+        snprintf(joined, sizeof joined, "%s: %s", tmp, ctx->errmsg);
+        memcpy(ctx->errmsg, joined, NB_ERRMSG_MAX - 1);
+        ctx->errmsg[NB_ERRMSG_MAX - 1] = 0;
+    } else {
+        memcpy(ctx->errmsg, tmp, sizeof tmp);
+    }
+    pthread_mutex_unlock(&ctx->mu);
+}
+
+nb_status nb_err(nb_ctx *ctx, nb_status code, const char *fmt, ...) {
+    if (!ctx) return code;
+    va_list ap;
+    va_start(ap, fmt);
+    set_msg(ctx, code, NULL, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+nb_status nb_err_prefix(nb_ctx *ctx, const char *fmt, ...) {
+    if (!ctx) return NB_ERR_INTERNAL;
+    va_list ap;
+    va_start(ap, fmt);
+    set_msg(ctx, ctx->err, "", fmt, ap);
+    va_end(ap);
+    return ctx->err;
+}
+
+nb_status nb_err_errno(nb_ctx *ctx, int errnum, const char *fmt, ...) {
+    nb_status code = NB_ERR_IO;
+    if (errnum == ENOSPC || errnum == EDQUOT) code = NB_ERR_NOSPACE;
+    else if (errnum == ENOMEM) code = NB_ERR_NOMEM;
+    if (!ctx) return code;
+    char what[NB_ERRMSG_MAX / 2];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    const char *why = errnum == ENOSPC ? "disk full (no space left on device)" : strerror(errnum);
+    return nb_err(ctx, code, "%s: %s", what, why);
+}
+
+const char *nb_errmsg(const nb_ctx *ctx) { return ctx ? ctx->errmsg : ""; }
+
+void nb_err_clear(nb_ctx *ctx) {
+    if (!ctx) return;
+    pthread_mutex_lock(&ctx->mu);
+    ctx->err = NB_OK;
+    ctx->errmsg[0] = 0;
+    pthread_mutex_unlock(&ctx->mu);
+}
+
+const char *nb_status_name(nb_status s) {
+    switch (s) {
+    case NB_OK: return "ok";
+    case NB_ERR_INVALID: return "invalid argument";
+    case NB_ERR_FORMAT: return "bad format";
+    case NB_ERR_UNSUPPORTED: return "unsupported";
+    case NB_ERR_RANGE: return "out of range";
+    case NB_ERR_IO: return "i/o error";
+    case NB_ERR_NOSPACE: return "disk full";
+    case NB_ERR_NOMEM: return "out of memory";
+    case NB_ERR_INTERNAL: return "internal error";
+    }
+    return "?";
+}
+
+void nb_log(nb_ctx *ctx, nb_log_level level, const char *fmt, ...) {
+    if (ctx && level > ctx->log_level) return;
+    if (ctx && ctx->quiet && level > NB_LOG_WARN) return;
+    char line[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (ctx && ctx->log_fn) {
+        ctx->log_fn(ctx->log_user, level, line);
+        return;
+    }
+    static const char *const tags[] = {"error", "warning", "info", "debug"};
+    if (level == NB_LOG_INFO) fprintf(stderr, "%s\n", line);
+    else fprintf(stderr, "nibble: %s: %s\n", tags[level], line);
+}
+
+void *nb_malloc(nb_ctx *ctx, size_t n, const char *what) {
+    void *p = malloc(n ? n : 1);
+    if (!p) nb_err(ctx, NB_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
+    return p;
+}
+
+void *nb_calloc(nb_ctx *ctx, size_t count, size_t size, const char *what) {
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) nb_err(ctx, NB_ERR_NOMEM, "out of memory allocating %zu x %zu bytes for %s", count, size, what);
+    return p;
+}
+
+char *nb_strdup(nb_ctx *ctx, const char *s) { return nb_strndup(ctx, s, strlen(s)); }
+
+char *nb_strndup(nb_ctx *ctx, const char *s, size_t n) {
+    char *p = nb_malloc(ctx, n + 1, "string");
+    if (!p) return NULL;
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
+double nb_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}

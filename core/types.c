@@ -1,0 +1,145 @@
+/* core/types.c — the element-type table (see core/types.h).
+ *
+ * Rows are indexed by nb_type. Quantizer hooks point into quant/; a NULL hook
+ * means the operation is not available for that type. */
+#include "core/types.h"
+
+#include "core/checked.h"
+#include "core/fp.h"
+
+#include <string.h>
+#include <strings.h>
+
+static void f32_to_float(const void *src, float *dst, int64_t n) { memcpy(dst, src, (size_t)n * 4); }
+static void f16_to_float(const void *src, float *dst, int64_t n) { nb_f16_to_f32_n(src, dst, (size_t)n); }
+static void bf16_to_float(const void *src, float *dst, int64_t n) { nb_bf16_to_f32_n(src, dst, (size_t)n); }
+
+static size_t f32_quantize(const float *src, void *dst, int64_t nrows, int64_t n, const float *imp) {
+    (void)imp;
+    memcpy(dst, src, (size_t)(nrows * n) * 4);
+    return (size_t)(nrows * n) * 4;
+}
+static size_t f16_quantize(const float *src, void *dst, int64_t nrows, int64_t n, const float *imp) {
+    (void)imp;
+    nb_f32_to_f16_n(src, dst, (size_t)(nrows * n));
+    return (size_t)(nrows * n) * 2;
+}
+static size_t bf16_quantize(const float *src, void *dst, int64_t nrows, int64_t n, const float *imp) {
+    (void)imp;
+    nb_f32_to_bf16_n(src, dst, (size_t)(nrows * n));
+    return (size_t)(nrows * n) * 2;
+}
+
+/* Quantizer hooks implemented in quant/ (declared here so the table is the one place that names them). */
+#define Q(name, id, bs, ts, dq, qz) [NB_TYPE_##id] = {name, NB_TYPE_##id, NULL, bs, ts, true, false, true, dq, qz}
+#define PLAIN(name, id, st, ts, isf, dq, qz) [NB_TYPE_##id] = {name, NB_TYPE_##id, st, 1, ts, false, isf, true, dq, qz}
+#define OWN(name, id, k, bs, ts, dq, qz) [NB_TYPE_##id] = {name, (int64_t)NB_GGUF_ID_BASE + (k), NULL, bs, ts, true, false, false, dq, qz}
+
+static const nb_type_traits g_types[NB_TYPE_COUNT] = {
+    PLAIN("f32", F32, "F32", 4, true, f32_to_float, f32_quantize),
+    PLAIN("f16", F16, "F16", 2, true, f16_to_float, f16_quantize),
+    PLAIN("bf16", BF16, "BF16", 2, true, bf16_to_float, bf16_quantize),
+    PLAIN("f64", F64, "F64", 8, true, NULL, NULL),
+    PLAIN("i8", I8, "I8", 1, false, NULL, NULL),
+    PLAIN("i16", I16, "I16", 2, false, NULL, NULL),
+    PLAIN("i32", I32, "I32", 4, false, NULL, NULL),
+    PLAIN("i64", I64, "I64", 8, false, NULL, NULL),
+    Q("q4_0", Q4_0, 32, 18, NULL, NULL),
+    Q("q4_1", Q4_1, 32, 20, NULL, NULL),
+    Q("q5_0", Q5_0, 32, 22, NULL, NULL),
+    Q("q5_1", Q5_1, 32, 24, NULL, NULL),
+    Q("q8_0", Q8_0, 32, 34, NULL, NULL),
+    Q("q8_1", Q8_1, 32, 36, NULL, NULL),
+    Q("q2_K", Q2_K, 256, 84, NULL, NULL),
+    Q("q3_K", Q3_K, 256, 110, NULL, NULL),
+    Q("q4_K", Q4_K, 256, 144, NULL, NULL),
+    Q("q5_K", Q5_K, 256, 176, NULL, NULL),
+    Q("q6_K", Q6_K, 256, 210, NULL, NULL),
+    Q("q8_K", Q8_K, 256, 292, NULL, NULL),
+    Q("iq2_xxs", IQ2_XXS, 256, 66, NULL, NULL),
+    Q("iq2_xs", IQ2_XS, 256, 74, NULL, NULL),
+    Q("iq3_xxs", IQ3_XXS, 256, 98, NULL, NULL),
+    Q("iq1_s", IQ1_S, 256, 50, NULL, NULL),
+    Q("iq4_nl", IQ4_NL, 32, 18, NULL, NULL),
+    Q("iq3_s", IQ3_S, 256, 110, NULL, NULL),
+    Q("iq2_s", IQ2_S, 256, 82, NULL, NULL),
+    Q("iq4_xs", IQ4_XS, 256, 136, NULL, NULL),
+    Q("iq1_m", IQ1_M, 256, 56, NULL, NULL),
+    Q("tq1_0", TQ1_0, 256, 54, NULL, NULL),
+    Q("tq2_0", TQ2_0, 256, 66, NULL, NULL),
+    Q("mxfp4", MXFP4, 32, 17, NULL, NULL),
+    /* safetensors-only element types */
+    [NB_TYPE_BOOL] = {"bool", -1, "BOOL", 1, 1, false, false, false, NULL, NULL},
+    [NB_TYPE_U8] = {"u8", -1, "U8", 1, 1, false, false, false, NULL, NULL},
+    [NB_TYPE_U16] = {"u16", -1, "U16", 1, 2, false, false, false, NULL, NULL},
+    [NB_TYPE_U32] = {"u32", -1, "U32", 1, 4, false, false, false, NULL, NULL},
+    [NB_TYPE_U64] = {"u64", -1, "U64", 1, 8, false, false, false, NULL, NULL},
+    [NB_TYPE_F8_E4M3] = {"f8_e4m3", -1, "F8_E4M3", 1, 1, false, true, false, NULL, NULL},
+    [NB_TYPE_F8_E5M2] = {"f8_e5m2", -1, "F8_E5M2", 1, 1, false, true, false, NULL, NULL},
+    /* nibble's own packed types: GGUF id NB_GGUF_ID_BASE + k (append-only); layouts in docs/formats.md */
+    OWN("nf4", NF4, 0, 64, 36, NULL, NULL),
+    OWN("nf4_dq", NF4_DQ, 1, 16384, 8456, NULL, NULL),
+    OWN("int4_sym_g32", INT4_SYM_G32, 2, 32, 18, NULL, NULL),
+    OWN("int4_sym_g64", INT4_SYM_G64, 3, 64, 34, NULL, NULL),
+    OWN("int4_sym_g128", INT4_SYM_G128, 4, 128, 66, NULL, NULL),
+    OWN("int4_asym_g32", INT4_ASYM_G32, 5, 32, 20, NULL, NULL),
+    OWN("int4_asym_g64", INT4_ASYM_G64, 6, 64, 36, NULL, NULL),
+    OWN("int4_asym_g128", INT4_ASYM_G128, 7, 128, 68, NULL, NULL),
+};
+
+const nb_type_traits *nb_type_get(nb_type t) {
+    if ((unsigned)t >= NB_TYPE_COUNT || !g_types[t].name) return NULL;
+    return &g_types[t];
+}
+
+const char *nb_type_name(nb_type t) {
+    const nb_type_traits *tr = nb_type_get(t);
+    return tr ? tr->name : "?";
+}
+
+bool nb_type_from_name(const char *name, nb_type *out) {
+    for (int t = 0; t < NB_TYPE_COUNT; t++) {
+        if (g_types[t].name && strcasecmp(g_types[t].name, name) == 0) {
+            *out = (nb_type)t;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool nb_type_from_gguf_id(uint64_t id, nb_type *out) {
+    for (int t = 0; t < NB_TYPE_COUNT; t++) {
+        if (g_types[t].name && g_types[t].gguf_id >= 0 && (uint64_t)g_types[t].gguf_id == id) {
+            *out = (nb_type)t;
+            return true;
+        }
+    }
+    return false;
+}
+
+bool nb_type_from_st_dtype(const char *dtype, nb_type *out) {
+    for (int t = 0; t < NB_TYPE_COUNT; t++) {
+        if (g_types[t].st_dtype && strcmp(g_types[t].st_dtype, dtype) == 0) {
+            *out = (nb_type)t;
+            return true;
+        }
+    }
+    return false;
+}
+
+nb_status nb_type_row_bytes(nb_type t, uint64_t n, uint64_t *out, nb_ctx *ctx, const char *what) {
+    const nb_type_traits *tr = nb_type_get(t);
+    if (!tr) return nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: unknown type id %d", what, (int)t);
+    if (n % tr->block_size != 0)
+        return nb_err(ctx, NB_ERR_RANGE, "%s: row length %llu is not a multiple of %s's block size %u", what,
+                      (unsigned long long)n, tr->name, tr->block_size);
+    if (!nb_mul_u64(n / tr->block_size, tr->type_size, out))
+        return nb_err(ctx, NB_ERR_RANGE, "%s: size of %llu elements of %s overflows", what,
+                      (unsigned long long)n, tr->name);
+    return NB_OK;
+}
+
+double nb_type_bpw(nb_type t) {
+    const nb_type_traits *tr = nb_type_get(t);
+    return tr ? (double)tr->type_size * 8.0 / (double)tr->block_size : 0.0;
+}

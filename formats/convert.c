@@ -1,0 +1,129 @@
+/* formats/convert.c — streaming conversion (see formats/convert.h). */
+#include "formats/convert.h"
+
+#include "core/afile.h"
+#include "core/progress.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define CHUNK_ELEMS (1u << 22) /* 4 Mi elements per conversion chunk */
+
+void nb_model_release_tensor(nb_model *m, size_t i) {
+    const nb_tensor *t = &m->tensors[i];
+    if (!t->data || t->nbytes == 0) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)t->data & ~(page - 1);
+    uintptr_t e = ((uintptr_t)t->data + t->nbytes + page - 1) & ~(page - 1);
+    madvise((void *)a, e - a, MADV_DONTNEED); /* advisory: failure only costs memory */
+}
+
+nb_status nb_copy_tensor(nb_model *m, size_t i, nb_type out, nb_sink *sink, nb_ctx *ctx) {
+    const nb_tensor *t = &m->tensors[i];
+    if (t->nbytes == 0) return NB_OK;
+    const void *src = t->data;
+    void *owned = NULL;
+    if (!src) {
+        owned = nb_malloc(ctx, t->nbytes, t->name);
+        if (!owned) return NB_ERR_NOMEM;
+        nb_status st = nb_model_read_tensor(m, i, owned, ctx);
+        if (st != NB_OK) { free(owned); return st; }
+        src = owned;
+    }
+    nb_status st = NB_OK;
+    if (out == t->type) {
+        st = nb_sink_write(sink, src, t->nbytes, ctx);
+        goto done;
+    }
+    const nb_type_traits *ti = nb_type_get(t->type), *to = nb_type_get(out);
+    if (!ti || !ti->to_float) {
+        st = nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: tensor '%s': cannot convert from type %s", m->path, t->name,
+                    nb_type_name(t->type));
+        goto done;
+    }
+    if (!to || !to->quantize) {
+        st = nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: tensor '%s': cannot convert to type %s", m->path, t->name,
+                    nb_type_name(out));
+        goto done;
+    }
+    uint64_t row = (uint64_t)t->ne[0], nrows = row ? nb_tensor_nelements(t) / row : 0;
+    uint64_t in_row_bytes, out_row_bytes;
+    NB_CHECK_GOTO(st, nb_type_row_bytes(t->type, row, &in_row_bytes, ctx, t->name), done);
+    NB_CHECK_GOTO(st, nb_type_row_bytes(out, row, &out_row_bytes, ctx, t->name), done);
+    uint64_t rows_per = row >= CHUNK_ELEMS ? 1 : CHUNK_ELEMS / row;
+    if (rows_per > nrows) rows_per = nrows;
+    float *f = nb_malloc(ctx, rows_per * row * sizeof(float), "conversion buffer");
+    void *q = nb_malloc(ctx, rows_per * out_row_bytes, "conversion buffer");
+    if (!f || !q) {
+        free(f); free(q);
+        st = NB_ERR_NOMEM;
+        goto done;
+    }
+    for (uint64_t r0 = 0; r0 < nrows && st == NB_OK; r0 += rows_per) {
+        uint64_t nr = nrows - r0 < rows_per ? nrows - r0 : rows_per;
+        ti->to_float((const unsigned char *)src + r0 * in_row_bytes, f, (int64_t)(nr * row));
+        size_t w = to->quantize(f, q, (int64_t)nr, (int64_t)row, NULL);
+        st = nb_sink_write(sink, q, w, ctx);
+    }
+    free(f);
+    free(q);
+done:
+    free(owned);
+    nb_model_release_tensor(m, i);
+    return st;
+}
+
+static nb_type target_type(const nb_tensor *t, const nb_convert_opts *o) {
+    if (!o || !o->set_type) return t->type;
+    const nb_type_traits *tr = nb_type_get(t->type);
+    if (!tr || !(tr->is_float || tr->is_quantized)) return t->type; /* integers stay as they are */
+    return t->n_dims >= 2 ? o->type : NB_TYPE_F32;
+}
+
+nb_status nb_convert(const char *src, const char *dst, const nb_convert_opts *o, nb_convert_result *r,
+                     nb_ctx *ctx) {
+    memset(r, 0, sizeof *r);
+    double t0 = nb_now();
+    if (nb_same_file(src, dst))
+        return nb_err(ctx, NB_ERR_INVALID, "%s: output is the same file as the input", dst);
+    nb_model *m = NULL;
+    NB_TRY(nb_model_open(src, &m, ctx));
+    nb_sink *sink = NULL;
+    nb_status st = nb_sink_create(dst, NB_FMT_UNKNOWN, &sink, ctx);
+    if (st != NB_OK) { nb_model_close(m); return st; }
+    NB_CHECK_GOTO(st, nb_kvset_copy(&sink->kv, &m->kv, ctx), out);
+    if (o && o->set_type && sink->format == NB_FMT_GGUF) {
+        /* llama.cpp's file-type enum: 0 all F32, 1 mostly F16, 32 mostly BF16 */
+        uint32_t ft = o->type == NB_TYPE_F16 ? 1 : o->type == NB_TYPE_BF16 ? 32 : 0;
+        NB_CHECK_GOTO(st, nb_kv_set_u32(&sink->kv, "general.file_type", ft, ctx), out);
+    }
+    uint64_t total = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const nb_tensor *t = &m->tensors[i];
+        total += t->nbytes;
+        NB_CHECK_GOTO(st, nb_sink_add_tensor(sink, t->name, target_type(t, o), t->n_dims, t->ne, ctx), out);
+    }
+    NB_CHECK_GOTO(st, nb_sink_begin(sink, ctx), out);
+    nb_progress p;
+    nb_progress_begin(&p, ctx, "convert", total);
+    for (size_t k = 0; k < m->n_tensors && st == NB_OK; k++) {
+        size_t i = nb_sink_data_order(sink, k);
+        const nb_tensor *t = &m->tensors[i];
+        st = nb_copy_tensor(m, i, target_type(t, o), sink, ctx);
+        nb_progress_add(&p, t->nbytes, t->name);
+    }
+    nb_progress_end(&p);
+    if (st != NB_OK) goto out;
+    NB_CHECK_GOTO(st, nb_sink_commit(sink, ctx), out);
+    r->n_tensors = m->n_tensors;
+    r->bytes_in = total;
+    r->bytes_out = sink->bytes_written;
+    memcpy(r->sha256, sink->sha256, 32);
+out:
+    nb_sink_free(sink);
+    nb_model_close(m);
+    r->seconds = nb_now() - t0;
+    return st;
+}

@@ -1,0 +1,36 @@
+/* formats/convert.h — streaming conversion between model files.
+ *
+ * Reads any source nb_model_open accepts and writes a .gguf or .safetensors
+ * file, one tensor (in chunks of rows) at a time: peak memory is a few MB of
+ * buffers plus, for sources that must be materialised (stacked HF experts,
+ * permuted q/k), one tensor — never the model. Output is atomic. */
+#ifndef NB_FORMATS_CONVERT_H
+#define NB_FORMATS_CONVERT_H
+
+#include "formats/model.h"
+
+typedef struct nb_convert_opts {
+    bool set_type;      /* false: keep every tensor's type (lossless) */
+    nb_type type;       /* with set_type: target for float tensors with >= 2 dims
+                           (1-D float tensors become F32, as llama.cpp's converter does) */
+} nb_convert_opts;
+
+typedef struct nb_convert_result {
+    size_t n_tensors;
+    uint64_t bytes_in;      /* tensor bytes read */
+    uint64_t bytes_out;     /* output file size */
+    double seconds;
+    unsigned char sha256[32];
+} nb_convert_result;
+
+nb_status nb_convert(const char *src, const char *dst, const nb_convert_opts *o, nb_convert_result *r,
+                     nb_ctx *ctx);
+
+/* Write tensor i of m to the sink as type `out` (converting through F32 when
+ * types differ), streaming in chunks of rows. Shared by convert and quantize. */
+nb_status nb_copy_tensor(nb_model *m, size_t i, nb_type out, nb_sink *sink, nb_ctx *ctx);
+
+/* Drop the resident pages of tensor i's mapping (keeps RSS flat while streaming). */
+void nb_model_release_tensor(nb_model *m, size_t i);
+
+#endif
