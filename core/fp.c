@@ -21,7 +21,8 @@ static inline float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 float nb_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
     uint32_t e = (h >> 10) & 0x1f, m = h & 0x3ff;
-    if (e == 0x1f) return u2f(sign | 0x7f800000u | (m << 13)); /* inf / nan (payload kept) */
+    if (e == 0x1f) /* inf, or NaN made quiet with its payload kept (as F16C does) */
+        return u2f(sign | 0x7f800000u | (m << 13) | (m ? 0x400000u : 0));
     if (e == 0) {
         float v = (float)m * 0x1p-24f; /* exact: m < 2^10 */
         return sign ? -v : v;
