@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# CLI end to end: help, exit codes, bad input, synth -> convert round trips,
+# determinism, atomic outputs. Needs NB_BIN (set by ctest).
+set -uo pipefail
+nb=${NB_BIN:?NB_BIN not set}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+check() { # check DESC EXPECTED_RC CMD...
+  local desc=$1 want=$2; shift 2
+  "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$?
+  if [ "$rc" != "$want" ]; then
+    echo "FAIL: $desc: exit $rc, expected $want"; sed 's/^/  | /' "$tmp/err" | head -5; fail=1
+  else
+    echo "ok: $desc"
+  fi
+}
+has() { grep -q -- "$1" "$2" || { echo "FAIL: expected '$1' in $2:"; head -5 "$2" | sed 's/^/  | /'; fail=1; }; }
+
+check "nibble --help" 0 "$nb" --help
+has "inspect" "$tmp/out"
+check "no command is a usage error" 1 "$nb"
+check "unknown command" 1 "$nb" frobnicate
+for c in inspect convert synth; do
+  check "$c --help" 0 "$nb" $c --help
+  has "usage: nibble $c" "$tmp/out"
+done
+check "inspect without file" 1 "$nb" inspect
+check "inspect missing file" 3 "$nb" inspect "$tmp/nope.gguf"
+has "nope.gguf" "$tmp/err"
+printf 'GGUF\x03\x00\x00\x00' > "$tmp/trunc.gguf"
+check "truncated gguf" 2 "$nb" inspect "$tmp/trunc.gguf"
+has "trunc.gguf" "$tmp/err"
+[ "$(wc -l < "$tmp/err")" = 1 ] || { echo "FAIL: error is not one line"; fail=1; }
+printf '\x10\x00\x00\x00\x00\x00\x00\x00{"a":1}' > "$tmp/bad.safetensors"
+check "corrupt safetensors" 2 "$nb" inspect "$tmp/bad.safetensors"
+has "bad.safetensors" "$tmp/err"
+
+# synth -> GGUF and HF dir; both inspect; convert round trips are lossless
+check "synth gguf" 0 "$nb" synth --arch llama --layers 2 --dim 64 --ff 128 --heads 4 --kv-heads 2 --vocab 256 --seed 3 -o "$tmp/a.gguf"
+check "synth gguf again (determinism)" 0 "$nb" synth --arch llama --layers 2 --dim 64 --ff 128 --heads 4 --kv-heads 2 --vocab 256 --seed 3 --threads 1 -o "$tmp/a2.gguf"
+cmp -s "$tmp/a.gguf" "$tmp/a2.gguf" || { echo "FAIL: synth output differs between runs/thread counts"; fail=1; }
+check "inspect synth gguf" 0 "$nb" inspect "$tmp/a.gguf"
+has "blk.1.attn_q.weight" "$tmp/out"
+check "inspect --json" 0 "$nb" inspect "$tmp/a.gguf" --json
+has '"architecture":"llama"' "$tmp/out"
+check "gguf -> safetensors" 0 "$nb" convert "$tmp/a.gguf" -o "$tmp/b.safetensors"
+check "safetensors -> gguf" 0 "$nb" convert "$tmp/b.safetensors" -o "$tmp/c.gguf"
+check "gguf -> gguf" 0 "$nb" convert "$tmp/a.gguf" -o "$tmp/d.gguf"
+cmp -s "$tmp/a.gguf" "$tmp/d.gguf" || { echo "FAIL: gguf -> gguf is not byte-identical"; fail=1; }
+check "safetensors -> safetensors" 0 "$nb" convert "$tmp/b.safetensors" -o "$tmp/e.safetensors"
+cmp -s "$tmp/b.safetensors" "$tmp/e.safetensors" || { echo "FAIL: safetensors -> safetensors is not byte-identical"; fail=1; }
+# tensor data survives gguf -> safetensors -> gguf (compare the tensor tables and bytes)
+"$nb" inspect "$tmp/a.gguf" --json | tr ',' '\n' | grep -E '"(name|type|bytes)"' > "$tmp/ta"
+"$nb" inspect "$tmp/c.gguf" --json | tr ',' '\n' | grep -E '"(name|type|bytes)"' > "$tmp/tc"
+diff -q <(sort "$tmp/ta") <(sort "$tmp/tc") >/dev/null || { echo "FAIL: tensor tables differ after gguf->safetensors->gguf"; fail=1; }
+check "f16 convert" 0 "$nb" convert "$tmp/a.gguf" -o "$tmp/f.gguf" --type f16
+check "inspect f16" 0 "$nb" inspect "$tmp/f.gguf"
+has "f16" "$tmp/out"
+check "bad --type" 1 "$nb" convert "$tmp/a.gguf" -o "$tmp/g.gguf" --type q9
+check "output == input" 1 "$nb" convert "$tmp/a.gguf" -o "$tmp/a.gguf"
+check "output dir missing" 3 "$nb" convert "$tmp/a.gguf" -o "$tmp/no/dir/x.gguf"
+ls "$tmp"/*.partial "$tmp"/no 2>/dev/null && { echo "FAIL: partial output left behind"; fail=1; }
+check "bad output extension" 1 "$nb" convert "$tmp/a.gguf" -o "$tmp/x.bin"
+
+# a truncated copy of a valid file fails cleanly at every cut (no crash = exit 2 or 3, not >= 128)
+size=$(stat -c %s "$tmp/a.gguf")
+for cut in 4 8 24 100 1000 $((size / 2)) $((size - 1)); do
+  head -c "$cut" "$tmp/a.gguf" > "$tmp/cut.gguf"
+  "$nb" inspect "$tmp/cut.gguf" >/dev/null 2>&1; rc=$?
+  [ "$rc" = 2 ] || { echo "FAIL: truncated at $cut: exit $rc"; fail=1; }
+done
+echo "cut tests done"
+exit $fail
