@@ -1,5 +1,6 @@
 /* cli/cmd_inspect.c — `nibble inspect FILE|DIR [--json]`. */
 #include "cli/cli.h"
+#include "core/progress.h"
 #include "formats/model.h"
 
 #include <cjson/cJSON.h>
