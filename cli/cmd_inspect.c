@@ -115,8 +115,9 @@ static void print_text(const nb_model *m, bool all_meta) {
     }
     printf("metadata (%zu keys):\n", m->kv.n);
     for (size_t i = 0; i < m->kv.n; i++) {
-        char v[all_meta ? 4096 : 160];
-        printf("  %-44s %s\n", m->kv.items[i].key, nb_kv_value_fmt(&m->kv.items[i].val, v, sizeof v));
+        char v[4096];
+        printf("  %-44s %s\n", m->kv.items[i].key,
+               nb_kv_value_fmt(&m->kv.items[i].val, v, all_meta ? sizeof v : 160));
     }
     printf("tensors (%zu):\n  %-44s %-8s %-24s %12s\n", m->n_tensors, "name", "type", "shape (ne)", "bytes");
     size_t not_ggml = 0;
