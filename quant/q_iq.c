@@ -188,8 +188,10 @@ void nb_dequant_iq4_xs(const void *src, float *y, int64_t n) {
 
 /* Ternary code of x: lroundf(x * id) + 1, i.e. 0, 1, 2 for -1, 0, +1. */
 static int trit(float v) {
-    long r = lroundf(v); /* NaN/huge: unspecified value, no trap */
-    return (int)(r + 1);
+    /* finite input gives |v| <= 1; NaN (from Inf input) is mapped to 0 so that
+     * lroundf never sees it and the packing arithmetic cannot overflow */
+    if (!(v >= -2.f && v <= 2.f)) return 1;
+    return (int)lroundf(v) + 1;
 }
 
 /* Absmax scale of a 256-block; returns 1/d or 0 and stores d as fp16. */
