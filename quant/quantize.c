@@ -1,0 +1,427 @@
+/* quant/quantize.c — the streaming quantization pipeline (see quant/quantize.h). */
+#include "quant/quantize.h"
+
+#include "core/afile.h"
+#include "core/progress.h"
+#include "formats/convert.h"
+#include "formats/model.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Rows are processed in blocks of about this many elements: the unit of
+ * OpenMP work and of error accumulation. Fixed, so results (including the
+ * report's sums) do not depend on the thread count. */
+#define BLOCK_ELEMS (1u << 16)
+
+/* ---- error statistics ---------------------------------------------------------------------- */
+
+void nb_err_acc_add(nb_err_acc *a, const float *x, const float *y, uint64_t n) {
+    double se = 0, xx = 0, yy = 0, xy = 0, mx = a->max_abs;
+    for (uint64_t k = 0; k < n; k++) {
+        double xv = x[k], yv = y[k], d = xv - yv;
+        se += d * d;
+        xx += xv * xv;
+        yy += yv * yv;
+        xy += xv * yv;
+        if (fabs(d) > mx) mx = fabs(d);
+    }
+    a->se += se; a->xx += xx; a->yy += yy; a->xy += xy;
+    a->max_abs = mx;
+    a->n += n;
+}
+
+void nb_err_acc_merge(nb_err_acc *a, const nb_err_acc *b) {
+    a->se += b->se; a->xx += b->xx; a->yy += b->yy; a->xy += b->xy;
+    if (b->max_abs > a->max_abs) a->max_abs = b->max_abs;
+    a->n += b->n;
+}
+
+void nb_err_acc_finish(const nb_err_acc *a, double *rmse, double *max_abs, double *rel_rmse, double *cosine) {
+    double n = a->n ? (double)a->n : 1.0;
+    *rmse = sqrt(a->se / n);
+    *max_abs = a->max_abs;
+    *rel_rmse = a->xx > 0 ? sqrt(a->se / a->xx) : 0.0;
+    if (a->xx == 0 && a->yy == 0) *cosine = 1.0;
+    else if (a->xx == 0 || a->yy == 0) *cosine = 0.0;
+    else *cosine = a->xy / (sqrt(a->xx) * sqrt(a->yy));
+}
+
+/* ---- buffers --------------------------------------------------------------------------------- */
+
+/* Grow-only work buffers reused across tensors. */
+typedef struct bufs {
+    float *f;        size_t f_cap;   /* source rows in F32 */
+    float *y;        size_t y_cap;   /* dequantized output rows (report) */
+    unsigned char *q; size_t q_cap;  /* quantized rows */
+    nb_err_acc *acc; size_t acc_cap; /* per row block */
+    int64_t *bad;    size_t bad_cap; /* per row block: first non-finite element or -1 */
+} bufs;
+
+static void *grow(void **p, size_t *cap, size_t need, nb_ctx *ctx) {
+    if (need <= *cap) return *p;
+    void *n = realloc(*p, need ? need : 1);
+    if (!n) { nb_err(ctx, NB_ERR_NOMEM, "out of memory (%zu bytes of quantization buffers)", need); return NULL; }
+    *p = n;
+    *cap = need;
+    return n;
+}
+
+static void bufs_free(bufs *b) {
+    free(b->f); free(b->y); free(b->q); free(b->acc); free(b->bad);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- one tensor ---------------------------------------------------------------------------------- */
+
+typedef struct job {
+    nb_model *m;
+    nb_sink *sink;
+    const nb_quant_opts *o;
+    bufs *b;
+    nb_progress *prog;
+} job;
+
+/* Convert (and for a type change quantize) rows [r0, r0 + nr) whose source
+ * bytes start at `src`. Writes the chunk's output to the sink. */
+static nb_status do_chunk(job *jb, const nb_tensor *t, nb_quant_tensor *rt, const unsigned char *src, uint64_t r0,
+                          uint64_t nr, int64_t slice, uint64_t in_row_bytes, uint64_t out_row_bytes,
+                          nb_err_acc *tacc, nb_ctx *ctx) {
+    const nb_type_traits *ti = nb_type_get(t->type), *to = nb_type_get(rt->type);
+    const uint64_t row = (uint64_t)t->ne[0];
+    const bool same = rt->type == t->type;
+    const bool whole = rt->type == NB_TYPE_NF4_DQ; /* tensor-wide absmax offset: one call per slice */
+    const bool report = jb->o->report && !same;
+    bufs *b = jb->b;
+    uint64_t block_rows = row >= BLOCK_ELEMS ? 1 : BLOCK_ELEMS / row;
+    uint64_t nblocks = (nr + block_rows - 1) / block_rows;
+    if (!grow((void **)&b->f, &b->f_cap, nr * row * sizeof(float), ctx)) return NB_ERR_NOMEM;
+    if (!same && !grow((void **)&b->q, &b->q_cap, nr * out_row_bytes, ctx)) return NB_ERR_NOMEM;
+    if (report && !grow((void **)&b->y, &b->y_cap, nr * row * sizeof(float), ctx)) return NB_ERR_NOMEM;
+    if (!grow((void **)&b->acc, &b->acc_cap, nblocks * sizeof(nb_err_acc), ctx)) return NB_ERR_NOMEM;
+    if (!grow((void **)&b->bad, &b->bad_cap, nblocks * sizeof(int64_t), ctx)) return NB_ERR_NOMEM;
+    const float *imp = NULL;
+    if (!same && jb->o->importance) imp = jb->o->importance(jb->o->importance_user, t->name, slice, t->ne[0]);
+    int nt = ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
+    float *f = b->f, *y = b->y;
+    unsigned char *q = b->q;
+    nb_err_acc *acc = b->acc;
+    int64_t *bad = b->bad;
+    const int64_t nb = (int64_t)nblocks;
+
+    /* 1. source rows -> F32, finiteness, and (row-wise types) quantization */
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t k = 0; k < nb; k++) {
+        uint64_t a = (uint64_t)k * block_rows, e = a + block_rows < nr ? a + block_rows : nr;
+        float *fk = f + a * row;
+        ti->to_float(src + a * in_row_bytes, fk, (int64_t)((e - a) * row));
+        bad[k] = -1;
+        for (uint64_t j = 0; j < (e - a) * row; j++)
+            if (!isfinite(fk[j])) { bad[k] = (int64_t)(a * row + j); break; }
+        if (!same && !whole && bad[k] < 0) to->quantize(fk, q + a * out_row_bytes, (int64_t)(e - a), (int64_t)row, imp);
+    }
+    for (int64_t k = 0; k < nb; k++) {
+        if (bad[k] < 0) continue;
+        uint64_t at = r0 * row + (uint64_t)bad[k];
+        return nb_err(ctx, NB_ERR_RANGE, "%s: tensor '%s': element %llu (row %llu, column %llu) is %s",
+                      jb->m->path, t->name, (unsigned long long)at, (unsigned long long)(at / row),
+                      (unsigned long long)(at % row), isnan(f[bad[k]]) ? "NaN" : "infinite");
+    }
+    if (same) return nb_sink_write(jb->sink, src, nr * in_row_bytes, ctx);
+    if (whole) to->quantize(f, q, (int64_t)nr, (int64_t)row, imp);
+
+    /* 2. error report: dequantize what was written and compare */
+    if (report) {
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+        for (int64_t k = 0; k < nb; k++) {
+            uint64_t a = (uint64_t)k * block_rows, e = a + block_rows < nr ? a + block_rows : nr;
+            to->to_float(q + a * out_row_bytes, y + a * row, (int64_t)((e - a) * row));
+            memset(&acc[k], 0, sizeof acc[k]);
+            nb_err_acc_add(&acc[k], f + a * row, y + a * row, (e - a) * row);
+        }
+        for (int64_t k = 0; k < nb; k++) nb_err_acc_merge(tacc, &acc[k]);
+    }
+    return nb_sink_write(jb->sink, q, nr * out_row_bytes, ctx);
+}
+
+static nb_status do_tensor(job *jb, size_t i, nb_quant_tensor *rt, nb_ctx *ctx) {
+    nb_model *m = jb->m;
+    const nb_tensor *t = &m->tensors[i];
+    if (t->nbytes == 0) return NB_OK;
+    const nb_type_traits *ti = nb_type_get(t->type);
+    const bool same = rt->type == t->type;
+    if (same && (!ti || !ti->to_float)) {
+        /* nothing to check or convert (integer tensors ...): copy the bytes */
+        nb_status st = nb_copy_tensor(m, i, t->type, jb->sink, ctx);
+        nb_progress_add(jb->prog, t->nbytes, t->name);
+        return st;
+    }
+    const unsigned char *src = t->data;
+    unsigned char *owned = NULL;
+    if (!src) {
+        owned = nb_malloc(ctx, t->nbytes, t->name);
+        if (!owned) return NB_ERR_NOMEM;
+        nb_status st = nb_model_read_tensor(m, i, owned, ctx);
+        if (st != NB_OK) { free(owned); return st; }
+        src = owned;
+    }
+    nb_status st = NB_OK;
+    uint64_t row = (uint64_t)t->ne[0], nrows = nb_tensor_nelements(t) / row;
+    uint64_t in_row_bytes = 0, out_row_bytes = 0;
+    NB_CHECK_GOTO(st, nb_type_row_bytes(t->type, row, &in_row_bytes, ctx, t->name), out);
+    NB_CHECK_GOTO(st, nb_type_row_bytes(rt->type, row, &out_row_bytes, ctx, t->name), out);
+    /* chunks never cross a 2-D slice (an expert of a stacked tensor): importance is per slice */
+    uint64_t slice_rows = (uint64_t)(t->ne[1] > 0 ? t->ne[1] : 1);
+    if (slice_rows > nrows) slice_rows = nrows;
+    uint64_t rows_per = rt->type == NB_TYPE_NF4_DQ ? slice_rows
+                        : row >= NB_QUANT_CHUNK_ELEMS ? 1 : NB_QUANT_CHUNK_ELEMS / row;
+    if (rows_per > slice_rows) rows_per = slice_rows;
+    nb_err_acc tacc = {0};
+    for (uint64_t s0 = 0; s0 < nrows && st == NB_OK; s0 += slice_rows) {
+        uint64_t s_end = s0 + slice_rows < nrows ? s0 + slice_rows : nrows;
+        for (uint64_t r0 = s0; r0 < s_end && st == NB_OK; r0 += rows_per) {
+            uint64_t nr = s_end - r0 < rows_per ? s_end - r0 : rows_per;
+            st = do_chunk(jb, t, rt, src + r0 * in_row_bytes, r0, nr, (int64_t)(s0 / slice_rows), in_row_bytes,
+                          out_row_bytes, &tacc, ctx);
+            nb_progress_add(jb->prog, nr * in_row_bytes, t->name);
+        }
+    }
+    if (st == NB_OK && jb->o->report && !same) {
+        rt->has_error = true;
+        nb_err_acc_finish(&tacc, &rt->rmse, &rt->max_abs, &rt->rel_rmse, &rt->cosine);
+    }
+out:
+    free(owned);
+    nb_model_release_tensor(m, i);
+    return st;
+}
+
+/* ---- planning into the result ------------------------------------------------------------------- */
+
+static nb_status fill_plan(nb_model *m, const nb_quant_opts *o, nb_quant_result *r, nb_ctx *ctx) {
+    nb_mix_hparams hp;
+    nb_mix_hparams_from_kv(&m->kv, &hp);
+    hp.has_imatrix = o->importance != NULL;
+    size_t n = m->n_tensors;
+    nb_plan *plan = nb_calloc(ctx, n ? n : 1, sizeof *plan, "tensor plan");
+    r->tensors = nb_calloc(ctx, n ? n : 1, sizeof *r->tensors, "tensor table");
+    size_t name_bytes = 0;
+    for (size_t i = 0; i < n; i++) name_bytes += strlen(m->tensors[i].name) + 1;
+    r->names = nb_malloc(ctx, name_bytes ? name_bytes : 1, "tensor names");
+    if (!plan || !r->tensors || !r->names) { free(plan); return NB_ERR_NOMEM; }
+    nb_mix_opts mo = {.rules = o->rules, .pure = o->pure, .no_fallback = o->no_fallback};
+    nb_status st = nb_mix_plan(o->mix, &hp, &mo, m->tensors, n, plan, ctx);
+    if (st != NB_OK) { free(plan); return st; }
+    r->n_tensors = n;
+    char *np = r->names;
+    for (size_t i = 0; i < n && st == NB_OK; i++) {
+        const nb_tensor *t = &m->tensors[i];
+        nb_quant_tensor *rt = &r->tensors[i];
+        size_t len = strlen(t->name) + 1;
+        memcpy(np, t->name, len);
+        rt->name = np;
+        np += len;
+        rt->src_type = t->type;
+        rt->type = plan[i].type;
+        rt->why = plan[i].why;
+        rt->n_dims = t->n_dims;
+        memcpy(rt->ne, t->ne, sizeof rt->ne);
+        rt->n_elements = nb_tensor_nelements(t);
+        rt->bytes_in = t->nbytes;
+        uint64_t rb = 0;
+        uint64_t nrows = t->ne[0] > 0 ? rt->n_elements / (uint64_t)t->ne[0] : 0;
+        st = nb_type_row_bytes(rt->type, (uint64_t)t->ne[0], &rb, ctx, t->name);
+        if (st != NB_OK) break;
+        rt->bytes_out = rb * nrows;
+        r->n_elements += rt->n_elements;
+        r->bytes_in += rt->bytes_in;
+        r->tensor_bytes_out += rt->bytes_out;
+        if (plan[i].why == NB_PLAN_FALLBACK) {
+            r->n_fallback++;
+            const nb_type_traits *w = nb_type_get(plan[i].wanted);
+            NB_WARN(ctx, "tensor '%s': row length %lld is not a multiple of %u (%s): using %s", t->name,
+                    (long long)t->ne[0], w ? w->block_size : 0, nb_type_name(plan[i].wanted),
+                    nb_type_name(rt->type));
+        }
+        if (rt->type == t->type) continue;
+        const nb_type_traits *ti = nb_type_get(t->type), *to = nb_type_get(rt->type);
+        if (!ti || !ti->to_float)
+            st = nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: tensor '%s': cannot convert from type %s", m->path, t->name,
+                        nb_type_name(t->type));
+        else if (!to || !to->quantize || !to->to_float || to->gguf_id < 0)
+            st = nb_err(ctx, NB_ERR_UNSUPPORTED, "tensor '%s': quantizing to %s is not available in this build",
+                        t->name, nb_type_name(rt->type));
+        r->n_quantized++;
+        if (ti && ti->is_quantized) r->n_requantized++;
+    }
+    if (st == NB_OK && o->rules) {
+        for (size_t k = 0; k < o->rules->n; k++) {
+            bool used = false;
+            for (size_t i = 0; i < n && !used; i++) used = plan[i].rule == (long)k;
+            if (!used) NB_WARN(ctx, "rule '%s' decided no tensor (no quantizable tensor matches it, or a later rule wins)",
+                               nb_rule_text(o->rules, k));
+        }
+    }
+    free(plan);
+    if (st != NB_OK) return st;
+    /* per-type totals, ascending type id */
+    size_t counts[NB_TYPE_COUNT] = {0};
+    for (size_t i = 0; i < n; i++) counts[r->tensors[i].type]++;
+    size_t nty = 0;
+    for (int t = 0; t < NB_TYPE_COUNT; t++) nty += counts[t] != 0;
+    r->types = nb_calloc(ctx, nty ? nty : 1, sizeof *r->types, "type table");
+    if (!r->types) return NB_ERR_NOMEM;
+    for (int t = 0; t < NB_TYPE_COUNT; t++) {
+        if (!counts[t]) continue;
+        nb_quant_type_stat *s = &r->types[r->n_types++];
+        s->type = (nb_type)t;
+        for (size_t i = 0; i < n; i++) {
+            if (r->tensors[i].type != (nb_type)t) continue;
+            s->n_tensors++;
+            s->n_elements += r->tensors[i].n_elements;
+            s->bytes += r->tensors[i].bytes_out;
+        }
+    }
+    if (r->n_requantized)
+        NB_WARN(ctx, "%s: %zu tensor%s already quantized: dequantizing and requantizing (errors add up; "
+                "quantize from the F16/BF16/F32 original when you have it)", m->path, r->n_requantized,
+                r->n_requantized == 1 ? " is" : "s are");
+    return NB_OK;
+}
+
+/* ---- the driver ---------------------------------------------------------------------------------- */
+
+nb_status nb_quantize_model(const char *src, const char *dst, const nb_quant_opts *o, nb_quant_result *r,
+                            nb_ctx *ctx) {
+    memset(r, 0, sizeof *r);
+    double t0 = nb_now();
+    if (!o || !o->mix) return nb_err(ctx, NB_ERR_INVALID, "quantize: no type/mix given");
+    if (!src || !dst) return nb_err(ctx, NB_ERR_INVALID, "quantize: source and output paths are required");
+    if (!o->dry_run && (!strcmp(src, dst) || nb_same_file(src, dst)))
+        return nb_err(ctx, NB_ERR_INVALID, "%s: output is the same file as the input", dst);
+    nb_model *m = NULL;
+    NB_TRY(nb_model_open(src, &m, ctx));
+    nb_sink *sink = NULL;
+    bufs b = {0};
+    nb_status st = fill_plan(m, o, r, ctx);
+    if (st != NB_OK || o->dry_run) goto out;
+
+    NB_CHECK_GOTO(st, nb_sink_create(dst, NB_FMT_GGUF, &sink, ctx), out);
+    NB_CHECK_GOTO(st, nb_kvset_copy(&sink->kv, &m->kv, ctx), out);
+    nb_kv_remove(&sink->kv, "split.no");
+    nb_kv_remove(&sink->kv, "split.count");
+    nb_kv_remove(&sink->kv, "split.tensors.count");
+    NB_CHECK_GOTO(st, nb_kv_set_u32(&sink->kv, "general.quantization_version", 2, ctx), out);
+    if (o->mix->llama_ftype >= 0)
+        NB_CHECK_GOTO(st, nb_kv_set_u32(&sink->kv, "general.file_type", (uint32_t)o->mix->llama_ftype, ctx), out);
+    else
+        nb_kv_remove(&sink->kv, "general.file_type");
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const nb_tensor *t = &m->tensors[i];
+        NB_CHECK_GOTO(st, nb_sink_add_tensor(sink, t->name, r->tensors[i].type, t->n_dims, t->ne, ctx), out);
+    }
+    NB_CHECK_GOTO(st, nb_sink_begin(sink, ctx), out);
+    nb_progress prog;
+    nb_progress_begin(&prog, ctx, "quantize", r->bytes_in);
+    job jb = {m, sink, o, &b, &prog};
+    for (size_t k = 0; k < m->n_tensors && st == NB_OK; k++) {
+        size_t i = nb_sink_data_order(sink, k);
+        st = do_tensor(&jb, i, &r->tensors[i], ctx);
+    }
+    nb_progress_end(&prog);
+    if (st != NB_OK) goto out;
+    NB_CHECK_GOTO(st, nb_sink_commit(sink, ctx), out);
+    r->bytes_out = sink->bytes_written;
+    memcpy(r->sha256, sink->sha256, 32);
+out:
+    bufs_free(&b);
+    nb_sink_free(sink);
+    nb_model_close(m);
+    r->seconds = nb_now() - t0;
+    return st;
+}
+
+void nb_quant_result_free(nb_quant_result *r) {
+    if (!r) return;
+    free(r->tensors);
+    free(r->types);
+    free(r->names);
+    memset(r, 0, sizeof *r);
+}
+
+/* ---- JSON ----------------------------------------------------------------------------------------- */
+
+static cJSON *shape_json(const nb_quant_tensor *t) {
+    cJSON *a = cJSON_CreateArray();
+    uint32_t nd = t->n_dims ? t->n_dims : 1;
+    for (uint32_t d = 0; d < nd && d < 4 && a; d++) cJSON_AddItemToArray(a, cJSON_CreateNumber((double)t->ne[d]));
+    return a;
+}
+
+char *nb_quant_result_json(const nb_quant_result *r, const char *src, const char *dst, const nb_quant_opts *o,
+                           bool with_tensors) {
+    cJSON *j = cJSON_CreateObject();
+    if (!j) return NULL;
+    cJSON_AddStringToObject(j, "input", src ? src : "");
+    cJSON_AddStringToObject(j, "output", dst ? dst : "");
+    if (o && o->mix) {
+        cJSON_AddStringToObject(j, "mix", o->mix->name);
+        if (o->mix->llama_ftype >= 0) cJSON_AddNumberToObject(j, "file_type", o->mix->llama_ftype);
+    }
+    cJSON_AddBoolToObject(j, "dry_run", o && o->dry_run);
+    cJSON_AddNumberToObject(j, "seconds", r->seconds);
+    cJSON_AddNumberToObject(j, "n_tensors", (double)r->n_tensors);
+    cJSON_AddNumberToObject(j, "n_quantized", (double)r->n_quantized);
+    cJSON_AddNumberToObject(j, "n_requantized", (double)r->n_requantized);
+    cJSON_AddNumberToObject(j, "n_fallback", (double)r->n_fallback);
+    cJSON_AddNumberToObject(j, "n_elements", (double)r->n_elements);
+    cJSON_AddNumberToObject(j, "bytes_in", (double)r->bytes_in);
+    cJSON_AddNumberToObject(j, "tensor_bytes_out", (double)r->tensor_bytes_out);
+    cJSON_AddNumberToObject(j, "bytes_out", (double)r->bytes_out);
+    cJSON_AddNumberToObject(j, "bpw_in", r->n_elements ? (double)r->bytes_in * 8.0 / (double)r->n_elements : 0);
+    cJSON_AddNumberToObject(j, "bpw_out",
+                            r->n_elements ? (double)r->tensor_bytes_out * 8.0 / (double)r->n_elements : 0);
+    if (r->bytes_out) {
+        char hex[65];
+        for (int k = 0; k < 32; k++) snprintf(hex + 2 * k, 3, "%02x", r->sha256[k]);
+        cJSON_AddStringToObject(j, "sha256", hex);
+    }
+    cJSON *types = cJSON_AddArrayToObject(j, "types");
+    for (size_t k = 0; k < r->n_types && types; k++) {
+        const nb_quant_type_stat *s = &r->types[k];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "type", nb_type_name(s->type));
+        cJSON_AddNumberToObject(e, "n_tensors", (double)s->n_tensors);
+        cJSON_AddNumberToObject(e, "n_elements", (double)s->n_elements);
+        cJSON_AddNumberToObject(e, "bytes", (double)s->bytes);
+        cJSON_AddNumberToObject(e, "bpw", s->n_elements ? (double)s->bytes * 8.0 / (double)s->n_elements : 0);
+        cJSON_AddItemToArray(types, e);
+    }
+    if (with_tensors) {
+        cJSON *ts = cJSON_AddArrayToObject(j, "tensors");
+        for (size_t k = 0; k < r->n_tensors && ts; k++) {
+            const nb_quant_tensor *t = &r->tensors[k];
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddStringToObject(e, "name", t->name);
+            cJSON_AddStringToObject(e, "src_type", nb_type_name(t->src_type));
+            cJSON_AddStringToObject(e, "type", nb_type_name(t->type));
+            cJSON_AddStringToObject(e, "why", nb_plan_why_name(t->why));
+            cJSON_AddItemToObject(e, "shape", shape_json(t));
+            cJSON_AddNumberToObject(e, "bytes_in", (double)t->bytes_in);
+            cJSON_AddNumberToObject(e, "bytes_out", (double)t->bytes_out);
+            if (t->has_error) {
+                cJSON_AddNumberToObject(e, "rmse", t->rmse);
+                cJSON_AddNumberToObject(e, "max_abs", t->max_abs);
+                cJSON_AddNumberToObject(e, "rel_rmse", t->rel_rmse);
+                cJSON_AddNumberToObject(e, "cosine", t->cosine);
+            }
+            cJSON_AddItemToArray(ts, e);
+        }
+    }
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return s;
+}
