@@ -285,14 +285,25 @@ static nb_status parse_header(rd *r, uint64_t *n_tensors, uint64_t *n_kv) {
     return NB_OK;
 }
 
+/* Make room for `need` elements in *p (capacity *cap; new slots zeroed).
+ * Arrays sized by counts from the file grow as entries actually parse, so a
+ * header that merely claims a huge count allocates nothing up front. */
+static nb_status grow(rd *r, void **p, size_t *cap, size_t need, size_t elsz) {
+    if (need <= *cap) return NB_OK;
+    size_t nc = *cap ? *cap : 16;
+    while (nc < need) nc *= 2; /* need <= file size / 13: no overflow */
+    void *q = realloc(*p, nc * elsz);
+    if (!q) return nb_err(r->ctx, NB_ERR_NOMEM, "%s: out of memory (%zu entries)", r->name, nc);
+    memset((char *)q + *cap * elsz, 0, (nc - *cap) * elsz);
+    *p = q;
+    *cap = nc;
+    return NB_OK;
+}
+
 static nb_status parse_kv(rd *r, nb_model *m, uint64_t n_kv, uint32_t *alignment) {
     nb_kvset *kv = &m->kv;
-    kv->items = nb_calloc(r->ctx, n_kv ? (size_t)n_kv : 1, sizeof *kv->items, "metadata");
-    if (!kv->items) return NB_ERR_NOMEM;
-    kv->cap = n_kv ? (size_t)n_kv : 1;
-    kv->n = 0;
-    name_ref *refs = nb_calloc(r->ctx, n_kv ? (size_t)n_kv : 1, sizeof *refs, "metadata keys");
-    if (!refs) return NB_ERR_NOMEM;
+    name_ref *refs = NULL;
+    size_t refs_cap = 0;
     nb_status st = NB_OK;
     uint64_t align_at = 0;
     for (uint64_t k = 0; k < n_kv; k++) {
@@ -300,6 +311,12 @@ static nb_status parse_kv(rd *r, nb_model *m, uint64_t n_kv, uint32_t *alignment
         uint64_t at = r->pos;
         nb_str key = {0, NULL};
         NB_CHECK_GOTO(st, rd_str(r, &key, "key", true, NB_GGUF_MAX_KEY), out);
+        st = grow(r, (void **)&kv->items, &kv->cap, kv->n + 1, sizeof *kv->items);
+        if (st == NB_OK) st = grow(r, (void **)&refs, &refs_cap, kv->n + 1, sizeof *refs);
+        if (st != NB_OK) {
+            free(key.ptr);
+            goto out;
+        }
         nb_kv *item = &kv->items[kv->n++];
         item->key = key.ptr;
         item->val.type = NB_KV_U8;
@@ -409,23 +426,25 @@ static nb_status parse_tensor_info(rd *r, nb_tensor *t, uint64_t *rel_offset, ui
 static nb_status parse_tensors(rd *r, nb_model *m, uint64_t n_tensors, uint32_t alignment,
                                const unsigned char *base) {
     nb_status st = NB_OK;
-    size_t n = (size_t)n_tensors;
-    m->tensors = nb_calloc(r->ctx, n ? n : 1, sizeof *m->tensors, "tensors");
-    if (!m->tensors) return NB_ERR_NOMEM;
-    uint64_t *rel = nb_calloc(r->ctx, n ? n : 1, sizeof *rel, "tensor offsets");
-    uint64_t *info_at = nb_calloc(r->ctx, n ? n : 1, sizeof *info_at, "tensor offsets");
-    name_ref *refs = nb_calloc(r->ctx, n ? n : 1, sizeof *refs, "tensor names");
-    span *spans = nb_calloc(r->ctx, n ? n : 1, sizeof *spans, "tensor spans");
-    if (!rel || !info_at || !refs || !spans) { st = NB_ERR_NOMEM; goto out; }
+    size_t n = (size_t)n_tensors, cap = 0, tcap = 0;
+    typedef struct tpos { uint64_t rel, at; } tpos; /* relative data offset, info's file offset */
+    tpos *pos = NULL;
+    name_ref *refs = NULL;
+    span *spans = NULL;
     for (size_t i = 0; i < n; i++) {
         snprintf(r->where, sizeof r->where, "tensor info %zu", i);
-        info_at[i] = r->pos;
+        NB_CHECK_GOTO(st, grow(r, (void **)&m->tensors, &tcap, i + 1, sizeof *m->tensors), out);
+        NB_CHECK_GOTO(st, grow(r, (void **)&pos, &cap, i + 1, sizeof *pos), out);
+        pos[i].at = r->pos;
         nb_tensor *t = &m->tensors[i];
         m->n_tensors = i + 1; /* so the name is freed on failure */
-        NB_CHECK_GOTO(st, parse_tensor_info(r, t, &rel[i], alignment), out);
-        refs[i].s = t->name;
-        refs[i].off = info_at[i];
+        NB_CHECK_GOTO(st, parse_tensor_info(r, t, &pos[i].rel, alignment), out);
     }
+    /* every info parsed, so n is backed by >= 24 bytes each */
+    refs = nb_calloc(r->ctx, n ? n : 1, sizeof *refs, "tensor names");
+    spans = nb_calloc(r->ctx, n ? n : 1, sizeof *spans, "tensor spans");
+    if (!refs || !spans) { st = NB_ERR_NOMEM; goto out; }
+    for (size_t i = 0; i < n; i++) refs[i] = (name_ref){m->tensors[i].name, pos[i].at};
     long dup = find_duplicate(refs, n);
     if (dup >= 0) {
         rd_where(r, "tensor", refs[dup].s, strlen(refs[dup].s));
@@ -438,13 +457,13 @@ static nb_status parse_tensors(rd *r, nb_model *m, uint64_t n_tensors, uint32_t 
     for (size_t i = 0; i < n; i++) {
         nb_tensor *t = &m->tensors[i];
         uint64_t abs, end;
-        if (!nb_add_u64(data_start, rel[i], &abs) || !nb_add_u64(abs, t->nbytes, &end) ||
+        if (!nb_add_u64(data_start, pos[i].rel, &abs) || !nb_add_u64(abs, t->nbytes, &end) ||
             end > r->size) {
             rd_where(r, "tensor", t->name, strlen(t->name));
             NB_FAIL_GOTO(st, out, r->ctx, NB_ERR_FORMAT,
                          "%s: offset %" PRIu64 ": %s: data [%" PRIu64 " + %" PRIu64 ", +%" PRIu64
                          " bytes) extends past the end of the file (%" PRIu64 " bytes)",
-                         r->name, info_at[i], r->where, data_start, rel[i], t->nbytes, r->size);
+                         r->name, pos[i].at, r->where, data_start, pos[i].rel, t->nbytes, r->size);
         }
         t->file_offset = abs;
         t->data = base + abs;
@@ -465,7 +484,7 @@ static nb_status parse_tensors(rd *r, nb_model *m, uint64_t n_tensors, uint32_t 
                 NB_FAIL_GOTO(st, out, r->ctx, NB_ERR_FORMAT,
                              "%s: offset %" PRIu64 ": %s: data [%" PRIu64 ", %" PRIu64
                              ") overlaps tensor '%s'",
-                             r->name, info_at[spans[k].idx], r->where, spans[k].start, spans[k].end,
+                             r->name, pos[spans[k].idx].at, r->where, spans[k].start, spans[k].end,
                              m->tensors[prev].name);
             }
             if (!have_prev || spans[k].end > prev_end) {
@@ -476,8 +495,7 @@ static nb_status parse_tensors(rd *r, nb_model *m, uint64_t n_tensors, uint32_t 
         }
     }
 out:
-    free(rel);
-    free(info_at);
+    free(pos);
     free(refs);
     free(spans);
     return st;

@@ -81,6 +81,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         char buf[256];
         for (size_t i = 0; i < m->kv.n; i++) nb_kv_value_fmt(&m->kv.items[i].val, buf, sizeof buf);
+        (void)sum;
         rewrite(m, &ctx);
         nb_model_close(m);
     }
