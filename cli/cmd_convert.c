@@ -15,8 +15,9 @@ static const char *const HELP =
     "OUT: a path ending in .gguf or .safetensors. The output is written to OUT.partial and\n"
     "renamed when complete; nothing is left behind on failure.\n\n"
     "  -o, --output OUT   output file (required)\n"
-    "  --type T           store float tensors with >= 2 dims as T (f32, f16, bf16); 1-D\n"
-    "                     tensors (norms, biases) become f32. Default: keep every type as is\n"
+    "  --type T           store float and quantized tensors with >= 2 dims as T (f32, f16,\n"
+    "                     bf16; quantized ones are dequantized); 1-D tensors (norms, biases)\n"
+    "                     become f32. Default: keep every type as is\n"
     "                     (lossless; quantized GGUF tensors are copied byte for byte).\n"
     "  --json             print a JSON summary on stdout\n";
 

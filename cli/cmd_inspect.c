@@ -22,13 +22,23 @@ static cJSON *kv_json(const nb_kv_value *v) {
     case NB_KV_STRING: return cJSON_CreateString(v->v.s.ptr);
     case NB_KV_BOOL: return cJSON_CreateBool(v->v.u != 0);
     case NB_KV_F32: case NB_KV_F64: return cJSON_CreateNumber(v->v.f);
-    case NB_KV_I8: case NB_KV_I16: case NB_KV_I32: case NB_KV_I64: return cJSON_CreateNumber((double)v->v.i);
+    case NB_KV_I8: case NB_KV_I16: case NB_KV_I32: return cJSON_CreateNumber((double)v->v.i);
     case NB_KV_ARRAY: {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "type", "array");
         cJSON_AddStringToObject(o, "elem", nb_kv_type_name(v->v.arr.elem));
         cJSON_AddNumberToObject(o, "n", (double)v->v.arr.n);
         return o;
+    }
+    case NB_KV_I64: {
+        char b[32];
+        snprintf(b, sizeof b, "%lld", (long long)v->v.i);
+        return cJSON_CreateRaw(b); /* exact: a double would lose 64-bit precision */
+    }
+    case NB_KV_U64: {
+        char b[32];
+        snprintf(b, sizeof b, "%llu", (unsigned long long)v->v.u);
+        return cJSON_CreateRaw(b);
     }
     default: return cJSON_CreateNumber((double)v->v.u);
     }

@@ -50,8 +50,16 @@ static nb_status flush_buf(nb_afile *f, nb_ctx *ctx) {
     return NB_OK;
 }
 
+static nb_status write_all(nb_afile *f, const void *data, size_t n, nb_ctx *ctx);
+
 nb_status nb_afile_write(nb_afile *f, const void *data, size_t n, nb_ctx *ctx) {
     if (f->fd < 0) return nb_err(ctx, NB_ERR_INTERNAL, "write to a closed file");
+    nb_status st = write_all(f, data, n, ctx);
+    if (st != NB_OK) nb_afile_abort(f); /* a failed write never leaves a partial file */
+    return st;
+}
+
+static nb_status write_all(nb_afile *f, const void *data, size_t n, nb_ctx *ctx) {
     const unsigned char *p = data;
     if (f->hash) nb_sha256_update(&f->sha, p, n);
     f->written += n;

@@ -28,6 +28,7 @@ typedef struct nb_afile {
 
 /* Create PATH.partial (replacing a stale one). `hash`: keep a SHA-256. */
 nb_status nb_afile_open(nb_afile *f, const char *path, bool hash, nb_ctx *ctx);
+/* On failure the partial file is already removed (f is closed; abort stays safe). */
 nb_status nb_afile_write(nb_afile *f, const void *data, size_t n, nb_ctx *ctx);
 /* Write n zero bytes (padding). */
 nb_status nb_afile_zeros(nb_afile *f, size_t n, nb_ctx *ctx);

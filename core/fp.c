@@ -11,6 +11,7 @@
 #include <string.h>
 
 #if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define NB_X86 1
 #endif
@@ -114,8 +115,10 @@ static int have_avx2_f16c(void) {
     static int cached = -1;
     int c = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (c < 0) {
+        /* CPUID.1:ECX bit 29 is F16C (clang's __builtin_cpu_supports does not know "f16c") */
+        unsigned a, b, cx, d;
         __builtin_cpu_init();
-        c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+        c = __builtin_cpu_supports("avx2") && __get_cpuid(1, &a, &b, &cx, &d) && (cx & (1u << 29));
         __atomic_store_n(&cached, c, __ATOMIC_RELAXED);
     }
     return c;

@@ -57,7 +57,9 @@ typedef enum nb_type {
     NB_TYPE_TQ2_0 = 35,
     /* 36..38: removed (IQ4_NL_4_4, IQ4_NL_4_8, IQ4_NL_8_8) */
     NB_TYPE_MXFP4 = 39,
-    NB_GGML_TYPE_COUNT = 40,
+    NB_TYPE_NVFP4 = 40,
+    NB_TYPE_Q1_0 = 41,
+    NB_GGML_TYPE_COUNT = 42,
 
     /* element types safetensors has and ggml lacks (no GGUF id) */
     NB_TYPE_BOOL = 48,
