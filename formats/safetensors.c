@@ -18,6 +18,15 @@
  * NB_ERR_UNSUPPORTED: <= 4 dims, names <= NB_MAX_NAME bytes, no "\u0000" in
  * strings, JSON nesting <= 64, <= 4M JSON values, <= 10,000 metadata entries.
  *
+ * Sharded checkpoints (a path ending in .json: model.safetensors.index.json):
+ * "weight_map" {tensor: shard file relative to the index's directory}. Every
+ * shard is opened and validated as above; model->tensors lists the shards in
+ * order of first mention in weight_map, each shard's tensors in its data order.
+ * A tensor the map names but its shard lacks, or a shard tensor the map does not
+ * assign to that shard, is NB_ERR_FORMAT. Metadata: the index's "metadata"
+ * (strings; non-negative integers as u64, e.g. total_size; other numbers f64;
+ * booleans), then each shard's __metadata__ in shard order (same keys replace).
+ *
  * JSON is parsed by cJSON after a strict RFC 8259 scan of our own: cJSON is
  * lenient (raw control characters in strings, numbers as doubles), while the
  * reference is strict and reads shapes and offsets as exact 64-bit integers. The
@@ -170,7 +179,7 @@ static nb_status scan_string(st_scan *s) {
         if (c != '\\') { s->i++; continue; }
         if (++s->i >= s->n) return scan_fail(s, NB_ERR_FORMAT, "unterminated string");
         unsigned char e = s->p[s->i];
-        if (strchr("\"\\/bfnrt", e) && e) { s->i++; continue; }
+        if (e && strchr("\"\\/bfnrt", e)) { s->i++; continue; }
         if (e != 'u') return scan_fail(s, NB_ERR_FORMAT, "invalid escape '\\%c'", e >= 0x20 && e < 0x7f ? e : '?');
         s->i++;
         long cp = scan_hex4(s);
@@ -833,7 +842,7 @@ typedef struct st_index {
     cJSON *root;
     st_wm *wm;      /* sorted by tensor name */
     size_t n_wm;
-    st_wm **first;  /* first weight_map entry of each shard, in shard order */
+    st_wm **first;  /* per shard id: one of its weight_map entries (for the file name) */
     size_t n_shards;
 } st_index;
 
