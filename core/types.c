@@ -7,6 +7,8 @@
 #include "core/checked.h"
 #include "core/fp.h"
 #include "quant/ggml_quants.h"
+#include "quant/int4.h"
+#include "quant/nf4.h"
 
 #include <string.h>
 #include <strings.h>
@@ -69,6 +71,9 @@ static const nb_type_traits g_types[NB_TYPE_COUNT] = {
     Q("tq1_0", TQ1_0, 256, 54, nb_dequant_tq1_0, nb_quantize_tq1_0),
     Q("tq2_0", TQ2_0, 256, 66, nb_dequant_tq2_0, nb_quantize_tq2_0),
     Q("mxfp4", MXFP4, 32, 17, nb_dequant_mxfp4, nb_quantize_mxfp4),
+    /* known to ggml / gguf-py 0.19; block sizes only (no dequantizer yet) */
+    Q("nvfp4", NVFP4, 64, 36, NULL, NULL),
+    Q("q1_0", Q1_0, 128, 18, NULL, NULL),
     /* safetensors-only element types */
     [NB_TYPE_BOOL] = {"bool", -1, "BOOL", 1, 1, false, false, false, NULL, NULL},
     [NB_TYPE_U8] = {"u8", -1, "U8", 1, 1, false, false, false, NULL, NULL},
@@ -78,14 +83,14 @@ static const nb_type_traits g_types[NB_TYPE_COUNT] = {
     [NB_TYPE_F8_E4M3] = {"f8_e4m3", -1, "F8_E4M3", 1, 1, false, true, false, NULL, NULL},
     [NB_TYPE_F8_E5M2] = {"f8_e5m2", -1, "F8_E5M2", 1, 1, false, true, false, NULL, NULL},
     /* nibble's own packed types: GGUF id NB_GGUF_ID_BASE + k (append-only); layouts in docs/formats.md */
-    OWN("nf4", NF4, 0, 64, 36, NULL, NULL),
-    OWN("nf4_dq", NF4_DQ, 1, 16384, 8456, NULL, NULL),
-    OWN("int4_sym_g32", INT4_SYM_G32, 2, 32, 18, NULL, NULL),
-    OWN("int4_sym_g64", INT4_SYM_G64, 3, 64, 34, NULL, NULL),
-    OWN("int4_sym_g128", INT4_SYM_G128, 4, 128, 66, NULL, NULL),
-    OWN("int4_asym_g32", INT4_ASYM_G32, 5, 32, 20, NULL, NULL),
-    OWN("int4_asym_g64", INT4_ASYM_G64, 6, 64, 36, NULL, NULL),
-    OWN("int4_asym_g128", INT4_ASYM_G128, 7, 128, 68, NULL, NULL),
+    OWN("nf4", NF4, 0, 64, 36, nb_dequant_nf4, nb_quantize_nf4),
+    OWN("nf4_dq", NF4_DQ, 1, 16384, 8456, nb_dequant_nf4_dq, nb_quantize_nf4_dq),
+    OWN("int4_sym_g32", INT4_SYM_G32, 2, 32, 18, nb_dequant_int4_sym_g32, nb_quantize_int4_sym_g32),
+    OWN("int4_sym_g64", INT4_SYM_G64, 3, 64, 34, nb_dequant_int4_sym_g64, nb_quantize_int4_sym_g64),
+    OWN("int4_sym_g128", INT4_SYM_G128, 4, 128, 66, nb_dequant_int4_sym_g128, nb_quantize_int4_sym_g128),
+    OWN("int4_asym_g32", INT4_ASYM_G32, 5, 32, 20, nb_dequant_int4_asym_g32, nb_quantize_int4_asym_g32),
+    OWN("int4_asym_g64", INT4_ASYM_G64, 6, 64, 36, nb_dequant_int4_asym_g64, nb_quantize_int4_asym_g64),
+    OWN("int4_asym_g128", INT4_ASYM_G128, 7, 128, 68, nb_dequant_int4_asym_g128, nb_quantize_int4_asym_g128),
 };
 
 const nb_type_traits *nb_type_get(nb_type t) {
