@@ -176,8 +176,8 @@ static nb_status do_tensor(job *jb, size_t i, nb_quant_tensor *rt, nb_ctx *ctx) 
     /* chunks never cross a 2-D slice (an expert of a stacked tensor): importance is per slice */
     uint64_t slice_rows = (uint64_t)(t->ne[1] > 0 ? t->ne[1] : 1);
     if (slice_rows > nrows) slice_rows = nrows;
-    uint64_t rows_per = rt->type == NB_TYPE_NF4_DQ ? slice_rows
-                        : row >= NB_QUANT_CHUNK_ELEMS ? 1 : NB_QUANT_CHUNK_ELEMS / row;
+    uint64_t chunk = jb->o->chunk_elems ? jb->o->chunk_elems : NB_QUANT_CHUNK_ELEMS;
+    uint64_t rows_per = rt->type == NB_TYPE_NF4_DQ ? slice_rows : row >= chunk ? 1 : chunk / row;
     if (rows_per > slice_rows) rows_per = slice_rows;
     nb_err_acc tacc = {0};
     for (uint64_t s0 = 0; s0 < nrows && st == NB_OK; s0 += slice_rows) {

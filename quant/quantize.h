@@ -53,6 +53,7 @@ typedef struct nb_quant_opts {
     bool no_fallback;         /* error instead of a fallback type */
     bool report;              /* compute per-tensor error statistics (costs a dequantization) */
     bool dry_run;             /* plan only: fill the result, write nothing */
+    uint64_t chunk_elems;     /* elements per chunk; 0: NB_QUANT_CHUNK_ELEMS (tests use small values) */
     nb_importance_fn importance;
     void *importance_user;
 } nb_quant_opts;
