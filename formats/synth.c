@@ -132,7 +132,7 @@ static nb_status fit_size(const nb_arch *a, const nb_synth_opts *o, nb_hparams *
         if (!ok) break;
     }
     if (!best_embd)
-        return nb_err(ctx, NB_ERR_INVALID, "synth: a %s model cannot be as small as %llu bytes", a->name,
+        return nb_err(ctx, NB_ERR_INVALID, "a %s model cannot be as small as %llu bytes", a->name,
                       (unsigned long long)T);
     /* Now spend what is left on the FFN width (multiples of 64) unless it was given. */
     uint32_t ff = o->n_ff;
@@ -150,16 +150,16 @@ static nb_status fit_size(const nb_arch *a, const nb_synth_opts *o, nb_hparams *
 
 nb_status nb_synth_hparams(const nb_synth_opts *o, const nb_arch **arch, nb_hparams *hp, nb_ctx *ctx) {
     const nb_arch *a = nb_arch_find(o->arch ? o->arch : "llama");
-    NB_RETURN_IF(ctx, !a, NB_ERR_INVALID, "synth: unknown architecture '%s' (supported: %s)",
+    NB_RETURN_IF(ctx, !a, NB_ERR_INVALID, "unknown architecture '%s' (supported: %s)",
                  o->arch ? o->arch : "", nb_arch_supported_list());
     NB_RETURN_IF(ctx, o->dtype != NB_TYPE_F32 && o->dtype != NB_TYPE_F16 && o->dtype != NB_TYPE_BF16,
-                 NB_ERR_INVALID, "synth: --dtype must be f32, f16 or bf16 (got %s)", nb_type_name(o->dtype));
+                 NB_ERR_INVALID, "--dtype must be f32, f16 or bf16 (got %s)", nb_type_name(o->dtype));
     memset(hp, 0, sizeof *hp);
     bool moe = a->flags & NB_ARCH_F_MOE;
     bool qwen = a->id == NB_ARCH_QWEN2 || a->id == NB_ARCH_QWEN3 || is_qwen_moe(a);
     bool gemma = a->id == NB_ARCH_GEMMA3;
     NB_RETURN_IF(ctx, !moe && (o->n_expert > 0 || o->n_expert_used > 0), NB_ERR_INVALID,
-                 "synth: --experts/--experts-used need a MoE architecture (mixtral, qwen2moe, qwen3moe)");
+                 "--experts/--experts-used need a MoE architecture (mixtral, qwen2moe, qwen3moe)");
     hp->n_vocab = o->n_vocab ? o->n_vocab : (o->target_bytes ? 32000 : 512);
     hp->n_ctx = o->n_ctx ? o->n_ctx : 4096;
     hp->n_expert = moe ? (o->n_expert ? o->n_expert : 4) : 0;
@@ -181,10 +181,11 @@ nb_status nb_synth_hparams(const nb_synth_opts *o, const nb_arch **arch, nb_hpar
         if (!o->n_head && !o->n_embd) { hp->n_head = 4; hp->n_head_kv = o->n_head_kv ? o->n_head_kv : 2; }
         if (hp->head_dim) hp->head_dim = hp->n_embd / hp->n_head;
     }
-    nb_status st = nb_hparams_validate(a, hp, "synth", ctx);
-    if (st != NB_OK) {
-        nb_err_prefix(ctx, "invalid shape");
-        return nb_err(ctx, NB_ERR_INVALID, "%s", nb_errmsg(ctx));
+    nb_status st = nb_hparams_validate(a, hp, "options", ctx);
+    if (st != NB_OK) { /* a usage error here, whatever code validate chose */
+        char msg[NB_ERRMSG_MAX];
+        snprintf(msg, sizeof msg, "%s", nb_errmsg(ctx));
+        return nb_err(ctx, NB_ERR_INVALID, "invalid shape: %s", msg);
     }
     *arch = a;
     return NB_OK;
