@@ -53,7 +53,7 @@ int nb_cmd_convert(int argc, char **argv) {
     nb_convert_result res;
     nb_status st = nb_convert(src, dst, &o, &res, &ctx);
     if (st != NB_OK) return nb_cli_fail("convert", &ctx, st);
-    char hex[65], b1[32], b2[32];
+    char hex[65], b1[32], b2[32], b3[32];
     nb_sha256_hex(res.sha256, hex);
     if (json) {
         printf("{\"input\":\"%s\",\"output\":\"%s\",\"n_tensors\":%zu,\"bytes_in\":%llu,\"bytes_out\":%llu,"
@@ -64,7 +64,7 @@ int nb_cmd_convert(int argc, char **argv) {
         fprintf(stderr, "converted %zu tensors: %s -> %s (%s in %.2f s, %s/s)\nsha256 %s  %s\n", res.n_tensors,
                 nb_fmt_bytes((double)res.bytes_in, b1, sizeof b1), dst,
                 nb_fmt_bytes((double)res.bytes_out, b2, sizeof b2), res.seconds,
-                nb_fmt_bytes(res.seconds > 0 ? (double)res.bytes_in / res.seconds : 0, b1, sizeof b1), hex, dst);
+                nb_fmt_bytes(res.seconds > 0 ? (double)res.bytes_in / res.seconds : 0, b3, sizeof b3), hex, dst);
     }
     nb_ctx_free(&ctx);
     return NB_EXIT_OK;

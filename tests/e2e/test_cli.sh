@@ -52,8 +52,10 @@ cmp -s "$tmp/a.gguf" "$tmp/d.gguf" || { echo "FAIL: gguf -> gguf is not byte-ide
 check "safetensors -> safetensors" 0 "$nb" convert "$tmp/b.safetensors" -o "$tmp/e.safetensors"
 cmp -s "$tmp/b.safetensors" "$tmp/e.safetensors" || { echo "FAIL: safetensors -> safetensors is not byte-identical"; fail=1; }
 # tensor data survives gguf -> safetensors -> gguf (compare the tensor tables and bytes)
-"$nb" inspect "$tmp/a.gguf" --json | tr ',' '\n' | grep -E '"(name|type|bytes)"' > "$tmp/ta"
-"$nb" inspect "$tmp/c.gguf" --json | tr ',' '\n' | grep -E '"(name|type|bytes)"' > "$tmp/tc"
+tensors() { "$nb" inspect "$1" --json | grep -oE '"name":"[^"]*","type":"[^"]*","ne":\[[0-9,]*\]'; }
+tensors "$tmp/a.gguf" > "$tmp/ta"
+tensors "$tmp/c.gguf" > "$tmp/tc"
+[ "$(wc -l < "$tmp/ta")" -gt 10 ] || { echo "FAIL: no tensors listed"; fail=1; }
 diff -q <(sort "$tmp/ta") <(sort "$tmp/tc") >/dev/null || { echo "FAIL: tensor tables differ after gguf->safetensors->gguf"; fail=1; }
 check "f16 convert" 0 "$nb" convert "$tmp/a.gguf" -o "$tmp/f.gguf" --type f16
 check "inspect f16" 0 "$nb" inspect "$tmp/f.gguf"
