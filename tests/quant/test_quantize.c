@@ -441,6 +441,43 @@ START_TEST(moe_slices) {
 }
 END_TEST
 
+/* NF4_DQ: its absmax offset is a tensor-wide mean, so the pipeline quantizes
+ * a whole 2-D slice in one call, whatever the chunk size and thread count. */
+START_TEST(nf4_dq_whole_slice) {
+    if (!have_quantizer(NB_TYPE_NF4_DQ)) { printf("SKIP nf4-dq: not built\n"); return; }
+    enum { W = 16384, H = 3 };
+    float *v = malloc(sizeof(float) * W * H);
+    uint64_t rs = 5;
+    for (int k = 0; k < W * H; k++) v[k] = nbt_rand_normal(&rs) * (k < W ? 0.5f : 2.0f);
+    char src[512], a[512], b[512];
+    snprintf(src, sizeof src, "%s", nbt_path("wide.gguf"));
+    snprintf(a, sizeof a, "%s", nbt_path("wide.dq1.gguf"));
+    snprintf(b, sizeof b, "%s", nbt_path("wide.dq2.gguf"));
+    write_model(src, NB_TYPE_F32, W, H, v);
+    nb_quant_result r;
+    nb_quant_opts o1 = {.chunk_elems = 1000}, o2 = {.report = true};
+    ck_assert_int_eq(run(src, a, "nf4-dq", 1, &o1, &r, NULL, 0), NB_OK);
+    ck_assert_int_eq(r.tensors[1].type, NB_TYPE_NF4_DQ);
+    nb_quant_result_free(&r);
+    ck_assert_int_eq(run(src, b, "nf4-dq", 2, &o2, &r, NULL, 0), NB_OK);
+    ck_assert(r.tensors[1].has_error && r.tensors[1].cosine > 0.99);
+    nb_quant_result_free(&r);
+    ck_assert(files_equal(a, b));
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_model *m = NULL;
+    ck_assert_int_eq(nb_model_open(a, &m, &ctx), NB_OK);
+    const nb_tensor *t = nb_model_find(m, "blk.0.attn_q.weight");
+    unsigned char *q = malloc(t->nbytes);
+    nb_type_get(NB_TYPE_NF4_DQ)->quantize(v, q, H, W, NULL);
+    ck_assert_mem_eq(q, t->data, t->nbytes);
+    free(q);
+    nb_model_close(m);
+    nb_ctx_free(&ctx);
+    free(v);
+}
+END_TEST
+
 START_TEST(json_summary) {
     const char *src = src_model(), *dst = nbt_path("json.gguf");
     nb_quant_opts o = {.report = true};
@@ -503,6 +540,7 @@ int main(void) {
     tcase_add_test(tc, unsupported_and_usage);
     tcase_add_test(tc, requantize);
     tcase_add_test(tc, moe_slices);
+    tcase_add_test(tc, nf4_dq_whole_slice);
     tcase_add_test(tc, json_summary);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
