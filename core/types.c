@@ -17,6 +17,11 @@ static void f32_to_float(const void *src, float *dst, int64_t n) { memcpy(dst, s
 static void f16_to_float(const void *src, float *dst, int64_t n) { nb_f16_to_f32_n(src, dst, (size_t)n); }
 static void bf16_to_float(const void *src, float *dst, int64_t n) { nb_bf16_to_f32_n(src, dst, (size_t)n); }
 
+static void f64_to_float(const void *src, float *dst, int64_t n) {
+    const double *d = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = (float)d[i];
+}
+
 static size_t f32_quantize(const float *src, void *dst, int64_t nrows, int64_t n, const float *imp) {
     (void)imp;
     memcpy(dst, src, (size_t)(nrows * n) * 4);
@@ -42,7 +47,7 @@ static const nb_type_traits g_types[NB_TYPE_COUNT] = {
     PLAIN("f32", F32, "F32", 4, true, f32_to_float, f32_quantize),
     PLAIN("f16", F16, "F16", 2, true, f16_to_float, f16_quantize),
     PLAIN("bf16", BF16, "BF16", 2, true, bf16_to_float, bf16_quantize),
-    PLAIN("f64", F64, "F64", 8, true, NULL, NULL),
+    PLAIN("f64", F64, "F64", 8, true, f64_to_float, NULL),
     PLAIN("i8", I8, "I8", 1, false, NULL, NULL),
     PLAIN("i16", I16, "I16", 2, false, NULL, NULL),
     PLAIN("i32", I32, "I32", 4, false, NULL, NULL),

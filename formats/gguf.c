@@ -509,7 +509,7 @@ nb_status nb_gguf_open_memory(const void *data, size_t size, const char *name, n
     m->ops = &gguf_ops;
     m->file_bytes = size;
     rd r = {.p = data, .size = size, .pos = 0, .name = name, .ctx = ctx};
-    uint64_t n_tensors, n_kv;
+    uint64_t n_tensors = 0, n_kv = 0;
     uint32_t alignment = NB_GGUF_DEFAULT_ALIGNMENT;
     nb_status st = parse_header(&r, &n_tensors, &n_kv);
     if (st == NB_OK) st = parse_kv(&r, m, n_kv, &alignment);
