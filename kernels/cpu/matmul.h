@@ -1,0 +1,37 @@
+/* kernels/cpu/matmul.h — matrix products on packed weights.
+ *
+ * The engine multiplies activations by weights stored in any type of the
+ * type table, without a full-precision copy of the weights. One entry point;
+ * the implementation picks a per-type kernel (generic C, AVX2, AVX-512) at
+ * run time, and falls back to "dequantize one row, F32 dot" for any type
+ * with a to_float hook.
+ *
+ * Determinism: every output element is computed by exactly one thread with a
+ * fixed summation order, so results are bit-identical at any thread count.
+ */
+#ifndef NB_KERNELS_MATMUL_H
+#define NB_KERNELS_MATMUL_H
+
+#include "core/types.h"
+
+#include <stdint.h>
+
+/* y[t*n_out + r] = sum_k W[r][k] * x[t*n_in + k]
+ *   W: n_out rows of n_in elements of `wtype`, packed (row stride = row bytes of n_in)
+ *   x: n_tok x n_in floats (row-major), y: n_tok x n_out floats
+ * n_threads >= 1 (OpenMP). Returns NB_ERR_UNSUPPORTED when wtype has no
+ * kernel and no to_float, NB_ERR_RANGE when n_in is not a multiple of the
+ * type's block size. */
+nb_status nb_matmul(nb_type wtype, const void *w, int64_t n_out, int64_t n_in, const float *x, int64_t n_tok,
+                    float *y, int n_threads, nb_ctx *ctx);
+
+/* The reference path (dequantize row, F32 dot in double-free fixed order),
+ * exposed so tests can compare the fast kernels against it. */
+nb_status nb_matmul_ref(nb_type wtype, const void *w, int64_t n_out, int64_t n_in, const float *x,
+                        int64_t n_tok, float *y, int n_threads, nb_ctx *ctx);
+
+/* Dequantize row `r` of a packed matrix into dst (n_in floats); used for
+ * embedding lookups (token_embd in any type). */
+nb_status nb_get_row(nb_type wtype, const void *w, int64_t n_in, int64_t r, float *dst, nb_ctx *ctx);
+
+#endif
