@@ -1,0 +1,69 @@
+/* engine/engine.h — the validation engine: a forward pass on packed weights.
+ *
+ * Opens a model (GGUF, or anything nb_model_open reads, as long as the
+ * metadata names a supported architecture), keeps the weights where they are
+ * (mmapped, any type of the type table), and evaluates token batches with a
+ * KV cache. Memory: weights (mapped) + KV cache + scratch for one batch.
+ *
+ * Supported architectures (general.architecture): llama (also mistral layout),
+ * qwen2, qwen3, qwen2moe, qwen3moe, gemma3; MoE variants of llama (mixtral).
+ * Anything else is refused with NB_ERR_UNSUPPORTED naming what is missing.
+ *
+ * Determinism: results are bit-identical at any thread count.
+ */
+#ifndef NB_ENGINE_ENGINE_H
+#define NB_ENGINE_ENGINE_H
+
+#include "core/ctx.h"
+#include "formats/model.h"
+
+#include <stdint.h>
+
+typedef struct nb_engine nb_engine;
+
+typedef struct nb_engine_opts {
+    int n_ctx;      /* KV cache length in tokens (0: 512) */
+    int n_batch;    /* max tokens per nb_engine_eval call (0: n_ctx) */
+    int n_threads;  /* 0: ctx->n_threads */
+} nb_engine_opts;
+
+/* ---- calibration hooks (calib/ builds on these) ------------------------------ */
+
+/* Called with the input activations of every matmul: `name` is the weight
+ * tensor's GGUF name, x is n_tok x n_in floats (row-major). For MoE expert
+ * tensors (3-D `*_exps`), `expert` is the expert index and x holds only the
+ * rows of tokens routed to it; otherwise expert = -1. The pointers are
+ * borrowed for the duration of the call. Called from the evaluating thread only. */
+typedef void (*nb_matmul_hook)(void *user, const char *name, int expert, const float *x, int64_t n_tok,
+                               int64_t n_in);
+/* Called once per MoE layer per batch: for each of n_tok tokens, n_used
+ * chosen experts (ids, n_tok x n_used) and their gate weights (after any
+ * normalisation, n_tok x n_used). */
+typedef void (*nb_route_hook)(void *user, int layer, const int32_t *experts, const float *weights,
+                              int64_t n_tok, int n_used, int n_expert);
+
+typedef struct nb_engine_hooks {
+    nb_matmul_hook on_matmul;
+    nb_route_hook on_route;
+    void *user;
+} nb_engine_hooks;
+
+/* Open from a path (nb_model_open) — the engine owns the model. */
+nb_status nb_engine_open(const char *path, const nb_engine_opts *o, nb_engine **out, nb_ctx *ctx);
+/* Open on an already-open model (borrowed: must outlive the engine). */
+nb_status nb_engine_open_model(nb_model *m, const nb_engine_opts *o, nb_engine **out, nb_ctx *ctx);
+void nb_engine_free(nb_engine *e); /* NULL-safe */
+
+int nb_engine_n_vocab(const nb_engine *e);
+int nb_engine_n_ctx(const nb_engine *e);
+const nb_model *nb_engine_model(const nb_engine *e);
+void nb_engine_set_hooks(nb_engine *e, const nb_engine_hooks *h); /* NULL clears */
+
+/* Forget the KV cache (next eval starts at position 0). */
+void nb_engine_reset(nb_engine *e);
+/* Evaluate n tokens at positions [pos, pos+n) (pos == tokens already in the
+ * cache; pos + n <= n_ctx). logits: NULL, or n x n_vocab floats receiving the
+ * logits of every token (row-major). */
+nb_status nb_engine_eval(nb_engine *e, const int32_t *tokens, int n, int pos, float *logits, nb_ctx *ctx);
+
+#endif
