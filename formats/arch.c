@@ -207,9 +207,9 @@ nb_status nb_arch_hparams_to_kv(const nb_arch *a, const nb_hparams *hp, const ch
     if (hp->n_ff) NB_TRY(kv_u32(kv, g, "feed_forward_length", hp->n_ff, ctx));
     NB_TRY(kv_u32(kv, g, "attention.head_count", hp->n_head, ctx));
     NB_TRY(kv_u32(kv, g, "attention.head_count_kv", hp->n_head_kv, ctx));
-    if (hp->rope_theta) NB_TRY(kv_f32(kv, g, "rope.freq_base", hp->rope_theta, ctx));
-    if (hp->rope_theta_swa) NB_TRY(kv_f32(kv, g, "rope.freq_base_swa", hp->rope_theta_swa, ctx));
-    if (hp->rms_eps) NB_TRY(kv_f32(kv, g, "attention.layer_norm_rms_epsilon", hp->rms_eps, ctx));
+    if (hp->rope_theta != 0) NB_TRY(kv_f32(kv, g, "rope.freq_base", hp->rope_theta, ctx));
+    if (hp->rope_theta_swa != 0) NB_TRY(kv_f32(kv, g, "rope.freq_base_swa", hp->rope_theta_swa, ctx));
+    if (hp->rms_eps != 0) NB_TRY(kv_f32(kv, g, "attention.layer_norm_rms_epsilon", hp->rms_eps, ctx));
     if (hp->n_expert) NB_TRY(kv_u32(kv, g, "expert_count", hp->n_expert, ctx));
     if (hp->n_expert_used) NB_TRY(kv_u32(kv, g, "expert_used_count", hp->n_expert_used, ctx));
     if (hp->head_dim) {
@@ -292,7 +292,7 @@ nb_status nb_arch_llama3_rope_factors(const nb_hparams *hp, float *out, size_t n
     /* Mirrors llama.cpp's converter, which computes the frequencies in float32
      * (torch) and the factors from them: 1 for short wavelengths, `factor` for
      * long ones, a smooth interpolation between. */
-    const float base = (float)(hp->rope_theta ? hp->rope_theta : 10000.0);
+    const float base = (float)(hp->rope_theta != 0 ? hp->rope_theta : 10000.0);
     const float factor = (float)hp->rope_factor, lo = (float)hp->rope_low_freq,
                 hi = (float)hp->rope_high_freq, old_ctx = (float)hp->rope_orig_ctx;
     const float low_wl = old_ctx / lo, high_wl = old_ctx / hi;

@@ -43,17 +43,19 @@ static nb_status cfg_num(const cJSON *o, const char *key, double *out, bool *pre
         return nb_err(ctx, NB_ERR_FORMAT, "%s: '%s' must be a number", what, key);
     if (!isfinite(it->valuedouble))
         return nb_err(ctx, NB_ERR_RANGE, "%s: '%s' is not finite", what, key);
-    *out = it->valuedouble;
+    /* -0 becomes +0: zero means "absent" in nb_hparams */
+    *out = it->valuedouble == 0 ? 0.0 : it->valuedouble;
     *present = true;
     return NB_OK;
 }
 
-/* Optional uint with a default (used for Gemma's transformers defaults). */
+/* Optional uint with a default (used for Gemma's transformers defaults).
+ * 0 counts as absent, as everywhere in nb_hparams. */
 static nb_status cfg_uint_def(const cJSON *o, const char *key, uint32_t *out, uint32_t def,
                               const char *what, nb_ctx *ctx) {
     bool p;
     NB_TRY(cfg_uint(o, key, out, &p, what, ctx));
-    if (!p) *out = def;
+    if (!p || *out == 0) *out = def;
     return NB_OK;
 }
 
@@ -166,8 +168,8 @@ static nb_status cfg_rope_theta(const cJSON *hpo, nb_hparams *hp, const char *wh
         NB_TRY(st);
         const cJSON *swa = cfg_obj(rp, "sliding_attention", what, &st, ctx);
         NB_TRY(st);
-        if (!hp->rope_theta) NB_TRY(cfg_num(full ? full : rp, "rope_theta", &hp->rope_theta, &p, what, ctx));
-        if (swa && !hp->rope_theta_swa)
+        if (hp->rope_theta == 0) NB_TRY(cfg_num(full ? full : rp, "rope_theta", &hp->rope_theta, &p, what, ctx));
+        if (swa && hp->rope_theta_swa == 0)
             NB_TRY(cfg_num(swa, "rope_theta", &hp->rope_theta_swa, &p, what, ctx));
     }
     return NB_OK;
@@ -204,12 +206,12 @@ nb_status nb_hf_config_parse(const char *json, size_t len, const char *what, nb_
     NB_CHECK_GOTO(st, cfg_uint_def(hpo, "head_dim", &hp->head_dim, gemma ? 256 : 0, what, ctx), done);
     NB_CHECK_GOTO(st, cfg_uint(hpo, "max_position_embeddings", &hp->n_ctx, &p, what, ctx), done);
     if (!p) NB_CHECK_GOTO(st, cfg_uint(hpo, "max_sequence_length", &hp->n_ctx, &p, what, ctx), done);
-    if (!p && gemma) hp->n_ctx = 131072;
+    if (gemma && hp->n_ctx == 0) hp->n_ctx = 131072;
     NB_CHECK_GOTO(st, cfg_uint_def(hpo, "vocab_size", &hp->n_vocab, gemma ? 262208 : 0, what, ctx), done);
     NB_CHECK_GOTO(st, cfg_rope_theta(hpo, hp, what, ctx), done);
-    if (gemma && !hp->rope_theta) hp->rope_theta = 1000000.0;
+    if (gemma && hp->rope_theta == 0) hp->rope_theta = 1000000.0;
     NB_CHECK_GOTO(st, cfg_num(hpo, "rms_norm_eps", &hp->rms_eps, &p, what, ctx), done);
-    if (!p && gemma) hp->rms_eps = 1e-6;
+    if (gemma && hp->rms_eps == 0) hp->rms_eps = 1e-6;
     if (a->flags & NB_ARCH_F_MOE) {
         const char *nk = (a->flags & NB_ARCH_F_MIXTRAL_NAMES) ? "num_local_experts" : "num_experts";
         NB_CHECK_GOTO(st, cfg_uint(hpo, nk, &hp->n_expert, &p, what, ctx), done);
@@ -253,6 +255,17 @@ void nb_hf_config_free(nb_hf_config *c) {
     memset(c, 0, sizeof *c);
 }
 
+/* A double as JSON text that reads back exactly (cJSON's own printer may
+ * lose the last bit): the shortest of %.15g, %.16g, %.17g that round-trips. */
+static bool add_exact_number(cJSON *o, const char *key, double v) {
+    char buf[40];
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(buf, sizeof buf, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v) break;
+    }
+    return cJSON_AddRawToObject(o, key, buf) != NULL;
+}
+
 char *nb_hf_config_render(const nb_arch *a, const nb_hparams *hp, const char *torch_dtype,
                           nb_ctx *ctx) {
     cJSON *o = cJSON_CreateObject();
@@ -272,9 +285,9 @@ char *nb_hf_config_render(const nb_arch *a, const nb_hparams *hp, const char *to
     if (hp->head_dim) NUM("head_dim", hp->head_dim);
     NUM("max_position_embeddings", hp->n_ctx);
     NUM("vocab_size", hp->n_vocab);
-    if (hp->rms_eps) NUM("rms_norm_eps", hp->rms_eps);
-    if (hp->rope_theta) NUM("rope_theta", hp->rope_theta);
-    if (hp->rope_theta_swa) NUM("rope_local_base_freq", hp->rope_theta_swa);
+    if (hp->rms_eps != 0) ok = ok && add_exact_number(o, "rms_norm_eps", hp->rms_eps);
+    if (hp->rope_theta != 0) ok = ok && add_exact_number(o, "rope_theta", hp->rope_theta);
+    if (hp->rope_theta_swa != 0) ok = ok && add_exact_number(o, "rope_local_base_freq", hp->rope_theta_swa);
     if (a->flags & NB_ARCH_F_MOE) {
         NUM((a->flags & NB_ARCH_F_MIXTRAL_NAMES) ? "num_local_experts" : "num_experts", hp->n_expert);
         NUM("num_experts_per_tok", hp->n_expert_used);
@@ -295,12 +308,12 @@ char *nb_hf_config_render(const nb_arch *a, const nb_hparams *hp, const char *to
                         : hp->rope_scaling == NB_ROPE_SCALING_YARN ? "yarn"
                                                                    : "llama3";
         ok = ok && cJSON_AddStringToObject(rs, "rope_type", t) != NULL;
-        ok = ok && cJSON_AddNumberToObject(rs, "factor", hp->rope_factor) != NULL;
+        ok = ok && add_exact_number(rs, "factor", hp->rope_factor);
         if (hp->rope_orig_ctx)
             ok = ok && cJSON_AddNumberToObject(rs, "original_max_position_embeddings", hp->rope_orig_ctx);
         if (hp->rope_scaling == NB_ROPE_SCALING_LLAMA3) {
-            ok = ok && cJSON_AddNumberToObject(rs, "low_freq_factor", hp->rope_low_freq) != NULL;
-            ok = ok && cJSON_AddNumberToObject(rs, "high_freq_factor", hp->rope_high_freq) != NULL;
+            ok = ok && add_exact_number(rs, "low_freq_factor", hp->rope_low_freq);
+            ok = ok && add_exact_number(rs, "high_freq_factor", hp->rope_high_freq);
         }
     }
     if (torch_dtype) ok = ok && cJSON_AddStringToObject(o, "torch_dtype", torch_dtype) != NULL;
