@@ -221,19 +221,28 @@ static void fill_rows(const gen_state *g, const piece *p, uint64_t key, uint64_t
     const bool norm = p->src->is_norm;
     const uint64_t cols = p->cols, rows = p->rows;
     const uint64_t base = p->expert >= 0 ? (uint64_t)p->expert * rows * cols : 0;
+    const size_t es = (size_t)type_bytes(p->type);
     const int64_t n = (int64_t)nr;
 #pragma omp parallel for num_threads(g->n_threads) schedule(static)
     for (int64_t k = 0; k < n; k++) {
         uint64_t r = r0 + (uint64_t)k;
         uint64_t gr = p->perm_heads ? nb_qk_dst_row(r, rows, p->perm_heads) : r;
         uint64_t idx0 = base + gr * cols;
-        for (uint64_t c = 0; c < cols; c++) {
-            float v = norm ? p->norm_value : key_value(key, idx0 + c);
-            uint64_t at = (uint64_t)k * cols + c;
-            switch (p->type) {
-            case NB_TYPE_F32: memcpy(out + at * 4, &v, 4); break;
-            case NB_TYPE_F16: { uint16_t h = nb_f32_to_f16(v); memcpy(out + at * 2, &h, 2); } break;
-            default: { uint16_t h = nb_f32_to_bf16(v); memcpy(out + at * 2, &h, 2); } break;
+        unsigned char *row = out + (uint64_t)k * cols * es;
+        float tmp[256]; /* values in blocks, then one bulk conversion (F16C when available) */
+        for (uint64_t c0 = 0; c0 < cols; c0 += 256) {
+            size_t m = cols - c0 < 256 ? (size_t)(cols - c0) : 256;
+            for (size_t j = 0; j < m; j++) tmp[j] = norm ? p->norm_value : key_value(key, idx0 + c0 + j);
+            unsigned char *dst = row + c0 * es;
+            if (p->type == NB_TYPE_F32) memcpy(dst, tmp, m * 4);
+            else if (p->type == NB_TYPE_F16) {
+                uint16_t h[256];
+                nb_f32_to_f16_n(tmp, h, m);
+                memcpy(dst, h, m * 2);
+            } else {
+                uint16_t h[256];
+                nb_f32_to_bf16_n(tmp, h, m);
+                memcpy(dst, h, m * 2);
             }
         }
     }
