@@ -29,6 +29,14 @@
  *   ...mlp.shared_expert_gate                    blk.{L}.ffn_gate_inp_shexp
  * Stacked expert tensors have ne = {in, out, n_expert}: expert e's HF matrix
  * [out, in] is slice e, exactly torch.stack(dim=0) as llama.cpp does.
+ *
+ * Gemma 3: transformers' Gemma3RMSNorm computes x * (1 + w), llama.cpp's
+ * gemma3 graph x * w, so llama.cpp's converter stores w + 1 for every HF
+ * tensor whose name ends in "norm.weight" (input/post-attention/pre- and
+ * post-feedforward norms, q/k norms, the final norm). nibble does the same
+ * (NB_XF_NORM_SHIFT), adding 1 in F32 and exposing those tensors as F32
+ * (llama.cpp converts bf16 sources to f32 before adding; f16 sources it adds
+ * in f16 — F32 here is the exact value). Export subtracts 1 again.
  */
 #ifndef NB_FORMATS_ARCH_H
 #define NB_FORMATS_ARCH_H
@@ -190,8 +198,10 @@ bool nb_arch_is_expert_stack(const char *gguf);
  *   w.reshape(n_head, 2, rows/n_head/2, ...).swapaxes(1, 2).reshape(rows, ...)
  * i.e. GGUF row h*hd + 2*i + j  =  HF row h*hd + j*(hd/2) + i
  * for head h, i in [0, hd/2), j in {0, 1}, hd = rows / n_head.
- * nb_qk_gguf_row gives the HF row a GGUF row comes from; nb_qk_hf_row is the
- * inverse (the GGUF row an HF row goes to). Both need rows % (2*n_head) == 0. */
+ * nb_qk_src_row gives the HF row a GGUF row comes from; nb_qk_dst_row is the
+ * inverse (the GGUF row an HF row goes to). Both need rows % (2*n_head) == 0.
+ * llama.cpp applies it to llama/mistral/mixtral q (n_head) and k (n_head_kv)
+ * weights and biases only; qwen and gemma keep HF's row order. */
 uint64_t nb_qk_src_row(uint64_t gguf_row, uint64_t rows, uint32_t n_head);
 uint64_t nb_qk_dst_row(uint64_t hf_row, uint64_t rows, uint32_t n_head);
 /* Copy `rows` rows of `row_bytes` from src to dst applying the permutation
