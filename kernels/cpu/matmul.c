@@ -1,7 +1,12 @@
-/* kernels/cpu/matmul.c — reference matmul on packed weights and the dispatcher. */
+/* kernels/cpu/matmul.c — reference matmul on packed weights, kernel selection
+ * and the threaded driver of the fast kernels (kernels_impl.h). */
 #include "kernels/cpu/matmul.h"
 
+#include "core/checked.h"
+#include "kernels/cpu/kernels_impl.h"
+
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,7 +59,155 @@ nb_status nb_matmul_ref(nb_type wtype, const void *w, int64_t n_out, int64_t n_i
     return NB_OK;
 }
 
+/* ------------------------------------------------------------ kernel selection */
+
+enum { ISA_GENERIC, ISA_AVX2, ISA_AVX512, ISA_NEON, ISA_COUNT };
+static const char *const isa_names[ISA_COUNT] = {"generic", "avx2", "avx512", "neon"};
+static nb_kernels tables[ISA_COUNT];
+static int table_ok[ISA_COUNT];
+static int best_isa;
+static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
+
+static int cpu_has_avx2(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+    return 0;
+#endif
+}
+
+static int cpu_has_avx512(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
+/* The tables are filled once and read-only afterwards (no mutable global
+ * state is visible to callers). */
+static void tables_init(void) {
+    nb_kern_fill_generic(&tables[ISA_GENERIC]);
+    table_ok[ISA_GENERIC] = 1;
+    if (nb_kern_have_avx2() && cpu_has_avx2()) {
+        tables[ISA_AVX2] = tables[ISA_GENERIC];
+        nb_kern_fill_avx2(&tables[ISA_AVX2]);
+        table_ok[ISA_AVX2] = 1;
+        if (nb_kern_have_avx512() && cpu_has_avx512()) {
+            tables[ISA_AVX512] = tables[ISA_AVX2];
+            nb_kern_fill_avx512(&tables[ISA_AVX512]);
+            table_ok[ISA_AVX512] = 1;
+        }
+    }
+    if (nb_kern_have_neon()) {
+        tables[ISA_NEON] = tables[ISA_GENERIC];
+        nb_kern_fill_neon(&tables[ISA_NEON]);
+        table_ok[ISA_NEON] = 1;
+    }
+    best_isa = ISA_GENERIC;
+    for (int i = 0; i < ISA_COUNT; i++)
+        if (table_ok[i]) best_isa = i;
+    /* NB_KERNELS=<isa> selects a lower table (tests, benchmarks, bisecting) */
+    const char *env = getenv("NB_KERNELS");
+    if (env)
+        for (int i = 0; i < ISA_COUNT; i++)
+            if (table_ok[i] && strcmp(env, isa_names[i]) == 0) best_isa = i;
+}
+
+const nb_kernels *nb_kernels_best(void) {
+    pthread_once(&tables_once, tables_init);
+    return &tables[best_isa];
+}
+
+const nb_kernels *nb_kernels_by_name(const char *isa) {
+    pthread_once(&tables_once, tables_init);
+    for (int i = 0; i < ISA_COUNT; i++)
+        if (table_ok[i] && isa && strcmp(isa, isa_names[i]) == 0) return &tables[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------ the driver */
+
+/* Rows per work item: a tile of ROW_TILE weight rows stays in L1/L2 while
+ * every token of the batch passes over it. */
+enum { ROW_TILE = 16 };
+
+nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int64_t n_out, int64_t n_in,
+                         const float *x, int64_t n_tok, float *y, int n_threads, nb_ctx *ctx) {
+    if (n_out < 0 || n_in < 0 || n_tok < 0)
+        return nb_err(ctx, NB_ERR_INVALID, "matmul: negative shape (%lld x %lld, %lld tokens)", (long long)n_out,
+                      (long long)n_in, (long long)n_tok);
+    const nb_act_fmt fmt = nb_kern_act_fmt(wtype);
+    const nb_vdot_fn dot = (k && fmt != NB_ACT_NONE) ? k->dot[wtype] : NULL;
+    if (!dot) return nb_matmul_ref(wtype, w, n_out, n_in, x, n_tok, y, n_threads, ctx);
+    uint64_t rb;
+    NB_TRY(nb_type_row_bytes(wtype, (uint64_t)n_in, &rb, ctx, "matmul weight row"));
+    if (n_out == 0 || n_tok == 0) return NB_OK;
+    if (n_in == 0) {
+        memset(y, 0, (size_t)n_out * (size_t)n_tok * sizeof(float));
+        return NB_OK;
+    }
+    const int nt = n_threads < 1 ? 1 : n_threads;
+    const unsigned char *wb = w;
+
+    /* quantized activations: per token n_in codes, then scales, then sums */
+    const int64_t blk = fmt == NB_ACT_Q256 ? 256 : 32;
+    const int64_t n_d = n_in / blk, n_s = fmt == NB_ACT_Q256 ? n_in / 16 : n_in / 32;
+    /* keep each token's arrays 4-byte aligned */
+    const uint64_t tok_bytes = ((uint64_t)n_in + 3) / 4 * 4 + (uint64_t)n_d * 4 + ((uint64_t)n_s * 2 + 3) / 4 * 4;
+    unsigned char *xbuf = NULL;
+    if (fmt != NB_ACT_F32) {
+        uint64_t total;
+        if (!nb_mul_u64(tok_bytes, (uint64_t)n_tok, &total) || total > SIZE_MAX)
+            return nb_err(ctx, NB_ERR_RANGE, "matmul: activation buffer size overflows");
+        xbuf = malloc((size_t)total);
+        if (!xbuf) return nb_err(ctx, NB_ERR_NOMEM, "matmul: out of memory for %llu bytes of activations",
+                                 (unsigned long long)total);
+    }
+    const nb_actq_fn quant = fmt == NB_ACT_Q256 ? k->quant_q256 : k->quant_q32;
+    const int64_t n_tiles = (n_out + ROW_TILE - 1) / ROW_TILE;
+
+#pragma omp parallel num_threads(nt)
+    {
+        if (xbuf) {
+            /* each token row is quantized by one thread: deterministic */
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < n_tok; t++) {
+                unsigned char *p = xbuf + (uint64_t)t * tok_bytes;
+                int8_t *qs = (int8_t *)p;
+                float *d = (float *)(p + ((uint64_t)n_in + 3) / 4 * 4);
+                int16_t *s = (int16_t *)(d + n_d);
+                quant(x + t * n_in, n_in, qs, d, s);
+            }
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t tile = 0; tile < n_tiles; tile++) {
+            const int64_t r0 = tile * ROW_TILE, r1 = r0 + ROW_TILE < n_out ? r0 + ROW_TILE : n_out;
+            for (int64_t t = 0; t < n_tok; t++) {
+                nb_xq xq;
+                const void *xa;
+                if (xbuf) {
+                    const unsigned char *p = xbuf + (uint64_t)t * tok_bytes;
+                    xq.qs = (const int8_t *)p;
+                    xq.d = (const float *)(p + ((uint64_t)n_in + 3) / 4 * 4);
+                    xq.s = (const int16_t *)(xq.d + n_d);
+                    xa = &xq;
+                } else {
+                    xa = x + t * n_in;
+                }
+                float *yt = y + t * n_out;
+                for (int64_t r = r0; r < r1; r++) yt[r] = dot(n_in, wb + (uint64_t)r * rb, xa);
+            }
+        }
+    }
+    free(xbuf);
+    return NB_OK;
+}
+
 nb_status nb_matmul(nb_type wtype, const void *w, int64_t n_out, int64_t n_in, const float *x, int64_t n_tok,
                     float *y, int n_threads, nb_ctx *ctx) {
-    return nb_matmul_ref(wtype, w, n_out, n_in, x, n_tok, y, n_threads, ctx);
+    return nb_matmul_with(nb_kernels_best(), wtype, w, n_out, n_in, x, n_tok, y, n_threads, ctx);
 }

@@ -1,0 +1,134 @@
+/* kernels/cpu/kernels_impl.h — per-ISA kernel tables behind nb_matmul (internal).
+ *
+ * How a matmul runs (as ggml does it): the activations of each token are
+ * quantized once to 8-bit blocks in the format the weight type pairs with,
+ * then every output element is one "vec_dot" of a packed weight row with one
+ * quantized activation row. F32/F16/BF16 weights skip the quantization and
+ * take float dots against the f32 activations.
+ *
+ * Activation formats (nb_act_fmt):
+ *   NB_ACT_F32   the f32 row itself
+ *   NB_ACT_Q32   blocks of 32: d[b] = amax/127 (fp32), qs = round-half-even(x/d)
+ *                in [-127, 127], s[b] = sum of the block's 32 codes
+ *   NB_ACT_Q256  blocks of 256 (the K-quants' super-blocks): d[b] fp32 as
+ *                above, s[j] = sum of the codes of 16-element group j
+ * A block holding a NaN or Inf gets d = NaN and zero codes, so the non-finite
+ * value reaches every output it touches (as in the reference path).
+ * Codes stay in [-127, 127] so that the AVX2 sign trick (|w| * sign(x, w)
+ * with maddubs) can never saturate its 16-bit pair sums.
+ *
+ * The canonical result of every integer kernel (all ISAs compute exactly it,
+ * so they agree bit for bit):
+ *   - each 32-element chunk c (NB_ACT_Q32 types) or 256-element super-block c
+ *     (NB_ACT_Q256 types) yields an exact int32 dot product of weight codes
+ *     and activation codes (K-quants: already weighted by the integer
+ *     sub-block scales, minus the integer min term where the type has one);
+ *   - its float contribution is formed by the per-type expression written in
+ *     generic.c (e.g. (float)isum * (dw * dx)), without fused multiply-add;
+ *   - contributions are summed into 8 accumulators, chunk c into acc[c % 8],
+ *     in increasing c, and the result is
+ *     ((acc0 + acc1) + (acc2 + acc3)) + ((acc4 + acc5) + (acc6 + acc7)).
+ * Float kernels (F32/F16/BF16) are only required to be deterministic per ISA:
+ * the SIMD ones use FMA and more partial sums than the generic C, so they
+ * differ from it in the last bits (tests bound that difference).
+ *
+ * Files: generic.c (every kernel in C, and the activation quantizers),
+ * x86_avx2.c, x86_avx512.c, arm_neon.c (override the table entries they
+ * implement), matmul.c (selection at start-up, threading, fallback).
+ */
+#ifndef NB_KERNELS_CPU_KERNELS_IMPL_H
+#define NB_KERNELS_CPU_KERNELS_IMPL_H
+
+#include "core/types.h"
+#include "core/ctx.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* clang would contract a*b+c into FMA and break the canonical order */
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+typedef enum nb_act_fmt { NB_ACT_NONE = 0, NB_ACT_F32, NB_ACT_Q32, NB_ACT_Q256 } nb_act_fmt;
+
+/* One quantized activation row of n elements (n a multiple of the block). */
+typedef struct nb_xq {
+    const int8_t *qs; /* n codes */
+    const float *d;   /* n/32 or n/256 scales */
+    const int16_t *s; /* n/32 block sums (Q32) or n/16 group sums (Q256) */
+} nb_xq;
+
+/* Dot product of one packed weight row (n elements) with one activation row:
+ * `x` is a `const float *` for NB_ACT_F32 types, else a `const nb_xq *`. */
+typedef float (*nb_vdot_fn)(int64_t n, const void *w, const void *x);
+
+/* Quantize one activation row of n floats (n a multiple of 32 / 256). */
+typedef void (*nb_actq_fn)(const float *x, int64_t n, int8_t *qs, float *d, int16_t *s);
+
+typedef struct nb_kernels {
+    const char *isa;                /* "generic", "avx2", "avx512", "neon" */
+    nb_vdot_fn dot[NB_TYPE_COUNT];  /* NULL: no kernel (nb_matmul uses the reference path) */
+    nb_actq_fn quant_q32;
+    nb_actq_fn quant_q256;
+} nb_kernels;
+
+/* Activation format each weight type pairs with (ISA-independent). */
+nb_act_fmt nb_kern_act_fmt(nb_type t);
+
+/* Table fillers: generic sets every entry; the others override the entries
+ * they implement and leave the rest (so a table is always complete). */
+void nb_kern_fill_generic(nb_kernels *k);
+void nb_kern_fill_avx2(nb_kernels *k);   /* needs AVX2 + FMA + F16C */
+void nb_kern_fill_avx512(nb_kernels *k); /* needs AVX-512 F/BW/VL + VNNI, after avx2 */
+void nb_kern_fill_neon(nb_kernels *k);
+/* 1 when this build has that ISA's code (compiler support), 0 otherwise. */
+int nb_kern_have_avx2(void);
+int nb_kern_have_avx512(void);
+int nb_kern_have_neon(void);
+
+/* The table chosen for this CPU (once; env NB_KERNELS=generic|avx2|avx512|neon
+ * forces a lower one), and a table by ISA name for tests and benchmarks:
+ * NULL when this build or this CPU cannot run it. */
+const nb_kernels *nb_kernels_best(void);
+const nb_kernels *nb_kernels_by_name(const char *isa);
+
+/* nb_matmul with an explicit table (tests compare ISAs through it). */
+nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int64_t n_out, int64_t n_in,
+                         const float *x, int64_t n_tok, float *y, int n_threads, nb_ctx *ctx);
+
+/* The fixed final reduction of the 8 canonical accumulators. */
+static inline float nb_kern_acc_sum(const float a[8]) {
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/* Round to nearest, ties to even, for |f| <= 2^22 (what cvtps2dq does in the
+ * default rounding mode). */
+static inline int32_t nb_kern_rne(float f) {
+    union { float f; int32_t i; } u;
+    u.f = f + 12582912.f;
+    return (u.i & 0x007fffff) - 0x00400000;
+}
+
+/* Q4_K / Q5_K: 6-bit scale and min of sub-block j (0..7) from the 12 bytes. */
+static inline void nb_kern_scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+
+/* Q3_K: signed 6-bit scale of sub-block j (0..15). */
+static inline int nb_kern_scale_q3k(int j, const uint8_t *s) {
+    int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
+    int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
+    return (lo | (hi << 4)) - 32;
+}
+
+/* NF4 code values as int8 (round(code * 127)); value ~= code8 * absmax / 127. */
+extern const int8_t nb_kern_nf4_i8[16];
+
+#endif

@@ -1,0 +1,333 @@
+/* kernels/cpu: fast matmul kernels against the reference path.
+ *
+ * Checks: per type, nb_matmul is within a named tolerance of nb_matmul_ref
+ * (activations are quantized to 8 bits for the integer kernels, so results
+ * are close, not equal); every ISA table this CPU runs gives bit-identical
+ * results to the generic C for the integer kernels (exact integer dots, one
+ * canonical float order) — also on random weight bytes, which reach the
+ * extreme codes — and agrees within a tolerance for the float kernels (FMA);
+ * the activation quantizers agree bit for bit, ties included; 1, 2 and 3
+ * threads give identical outputs; odd n_out, n_tok = 1 and > 1; NaN in one
+ * token reaches only that token's outputs; types without a kernel fall back
+ * to the reference exactly; bad shapes and unsupported types fail cleanly. */
+#include "core/fp.h"
+#include "kernels/cpu/kernels_impl.h"
+#include "kernels/cpu/matmul.h"
+#include "quant/nf4.h"
+#include "testutil.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Relative RMS error allowed against the reference. The integer kernels'
+ * error is dominated by 8-bit activations (blocks of 32: ~0.5 %, of 256:
+ * ~0.65 % expected on Gaussian data, numpy-simulated); NF4 adds its int8
+ * code book (~0.4 %). The bounds leave about 2x for the small samples. */
+#define TOL_FLOAT 2e-6
+#define TOL_Q32 1.2e-2
+#define TOL_Q256 1.5e-2
+#define TOL_NF4 1.5e-2
+
+static const struct {
+    nb_type t;
+    double tol;
+} TYPES[] = {
+    {NB_TYPE_F32, TOL_FLOAT},          {NB_TYPE_F16, TOL_FLOAT},          {NB_TYPE_BF16, TOL_FLOAT},
+    {NB_TYPE_Q4_0, TOL_Q32},           {NB_TYPE_Q4_1, TOL_Q32},           {NB_TYPE_Q5_0, TOL_Q32},
+    {NB_TYPE_Q5_1, TOL_Q32},           {NB_TYPE_Q8_0, TOL_Q32},           {NB_TYPE_IQ4_NL, TOL_Q32},
+    {NB_TYPE_Q2_K, TOL_Q256},          {NB_TYPE_Q3_K, TOL_Q256},          {NB_TYPE_Q4_K, TOL_Q256},
+    {NB_TYPE_Q5_K, TOL_Q256},          {NB_TYPE_Q6_K, TOL_Q256},          {NB_TYPE_IQ4_XS, TOL_Q256},
+    {NB_TYPE_NF4, TOL_NF4},            {NB_TYPE_INT4_SYM_G32, TOL_Q32},   {NB_TYPE_INT4_SYM_G64, TOL_Q32},
+    {NB_TYPE_INT4_SYM_G128, TOL_Q32},  {NB_TYPE_INT4_ASYM_G32, TOL_Q32},  {NB_TYPE_INT4_ASYM_G64, TOL_Q32},
+    {NB_TYPE_INT4_ASYM_G128, TOL_Q32},
+};
+#define N_TYPES (sizeof TYPES / sizeof TYPES[0])
+
+enum { N_OUT = 37, N_IN = 768, N_TOK = 5 };
+
+static float *gauss(size_t n, uint64_t seed, float scale) {
+    float *v = malloc(n * sizeof(float));
+    ck_assert_ptr_nonnull(v);
+    uint64_t s = seed;
+    for (size_t i = 0; i < n; i++) v[i] = scale * nbt_rand_normal(&s);
+    return v;
+}
+
+/* n_out rows of Gaussian weights (row scales vary 0.1..1.7) quantized to t. */
+static void *weights(nb_type t, int64_t n_out, int64_t n_in, uint64_t seed) {
+    const nb_type_traits *tr = nb_type_get(t);
+    ck_assert_ptr_nonnull(tr);
+    ck_assert_ptr_nonnull(tr->quantize);
+    float *f = gauss((size_t)(n_out * n_in), seed, 1.f);
+    for (int64_t r = 0; r < n_out; r++)
+        for (int64_t i = 0; i < n_in; i++) f[r * n_in + i] *= 0.1f + 0.05f * (float)(r % 33);
+    uint64_t rb = 0;
+    ck_assert_int_eq(nb_type_row_bytes(t, (uint64_t)n_in, &rb, NULL, "w"), NB_OK);
+    void *q = malloc((size_t)(rb * (uint64_t)n_out));
+    ck_assert_ptr_nonnull(q);
+    tr->quantize(f, q, n_out, n_in, NULL);
+    free(f);
+    return q;
+}
+
+/* Random bytes (every code pattern, extreme scales, the odd Inf/NaN scale). */
+static void *random_bytes(nb_type t, int64_t n_out, int64_t n_in, uint64_t seed) {
+    uint64_t rb = 0;
+    ck_assert_int_eq(nb_type_row_bytes(t, (uint64_t)n_in, &rb, NULL, "w"), NB_OK);
+    size_t n = (size_t)(rb * (uint64_t)n_out);
+    unsigned char *q = malloc(n);
+    ck_assert_ptr_nonnull(q);
+    uint64_t s = seed;
+    for (size_t i = 0; i < n; i++) q[i] = (unsigned char)(nbt_rand_u64(&s) >> 56);
+    return q;
+}
+
+static double rel_rms(const float *a, const float *ref, size_t n) {
+    double e = 0, r = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)a[i] - (double)ref[i];
+        e += d * d;
+        r += (double)ref[i] * (double)ref[i];
+    }
+    return r > 0 ? sqrt(e / r) : sqrt(e);
+}
+
+/* Bitwise equal, counting any two NaNs as equal. */
+static int same_bits(const float *a, const float *b, size_t n, size_t *where) {
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) && isnan(b[i])) continue;
+        if (memcmp(&a[i], &b[i], sizeof(float)) != 0) {
+            *where = i;
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int is_float_type(nb_type t) { return nb_kern_act_fmt(t) == NB_ACT_F32; }
+
+START_TEST(matches_reference) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const nb_type t = TYPES[_i].t;
+    void *w = weights(t, N_OUT, N_IN, 11 + (uint64_t)_i);
+    float *x = gauss((size_t)N_TOK * N_IN, 99, 2.f);
+    float y[N_TOK * N_OUT], yr[N_TOK * N_OUT];
+    for (int64_t nt = 1; nt <= N_TOK; nt += N_TOK - 1) {
+        ck_assert_int_eq(nb_matmul_ref(t, w, N_OUT, N_IN, x, nt, yr, 1, &ctx), NB_OK);
+        ck_assert_int_eq(nb_matmul(t, w, N_OUT, N_IN, x, nt, y, 1, &ctx), NB_OK);
+        double e = rel_rms(y, yr, (size_t)(nt * N_OUT));
+        printf("%-16s n_tok=%lld rel rms vs ref %.2e (tol %.1e, kernels %s)\n", nb_type_name(t), (long long)nt, e,
+               TYPES[_i].tol, nb_kernels_best()->isa);
+        ck_assert_msg(e <= TYPES[_i].tol, "%s: rel rms %g > %g", nb_type_name(t), e, TYPES[_i].tol);
+        /* every output is near its own reference, not only on average */
+        for (int64_t i = 0; i < nt * N_OUT; i++) ck_assert(isfinite(y[i]));
+    }
+    /* and every ISA this machine runs stays within the same bound */
+    const char *isas[] = {"generic", "avx2", "avx512", "neon"};
+    for (size_t k = 0; k < 4; k++) {
+        const nb_kernels *kt = nb_kernels_by_name(isas[k]);
+        if (!kt) continue;
+        ck_assert_ptr_nonnull(kt->dot[t]);
+        ck_assert_int_eq(nb_matmul_with(kt, t, w, N_OUT, N_IN, x, N_TOK, y, 1, &ctx), NB_OK);
+        double e = rel_rms(y, yr, (size_t)(N_TOK * N_OUT));
+        ck_assert_msg(e <= TYPES[_i].tol, "%s/%s: rel rms %g", isas[k], nb_type_name(t), e);
+    }
+    free(w);
+    free(x);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+/* Activations with the awkward cases: exact ties after scaling, a zero
+ * block, tiny (subnormal-scale) values, huge values, a lone outlier. */
+static float *tricky_x(size_t n, uint64_t seed) {
+    float *x = gauss(n, seed, 1.f);
+    for (size_t i = 0; i < n && i < 256; i++) x[i] = (float)((int)(i % 9) - 4) * 0.5f; /* ties */
+    for (size_t i = 256; i < n && i < 288; i++) x[i] = 0.f;
+    for (size_t i = 288; i < n && i < 320; i++) x[i] *= 1e-39f;
+    for (size_t i = 320; i < n && i < 352; i++) x[i] *= 1e30f;
+    if (n > 400) x[400] = 1e4f;
+    return x;
+}
+
+START_TEST(isas_agree) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const nb_kernels *g = nb_kernels_by_name("generic");
+    ck_assert_ptr_nonnull(g);
+    const char *isas[] = {"avx2", "avx512", "neon"};
+    int compared = 0;
+    for (size_t k = 0; k < 3; k++) {
+        const nb_kernels *kt = nb_kernels_by_name(isas[k]);
+        if (!kt) continue;
+        compared++;
+        /* activation quantizers: identical codes, scales and sums */
+        float *x = tricky_x(N_IN * 2, 5);
+        int8_t qa[N_IN * 2], qb[N_IN * 2];
+        float da[N_IN * 2 / 32], db[N_IN * 2 / 32];
+        int16_t sa[N_IN * 2 / 16], sb[N_IN * 2 / 16];
+        memset(sa, 0, sizeof sa);
+        memset(sb, 0, sizeof sb);
+        g->quant_q32(x, N_IN * 2, qa, da, sa);
+        kt->quant_q32(x, N_IN * 2, qb, db, sb);
+        ck_assert_mem_eq(qa, qb, sizeof qa);
+        ck_assert_mem_eq(da, db, sizeof da);
+        ck_assert_mem_eq(sa, sb, sizeof(int16_t) * N_IN * 2 / 32);
+        g->quant_q256(x, N_IN * 2, qa, da, sa);
+        kt->quant_q256(x, N_IN * 2, qb, db, sb);
+        ck_assert_mem_eq(qa, qb, sizeof qa);
+        ck_assert_mem_eq(da, db, sizeof(float) * N_IN * 2 / 256);
+        ck_assert_mem_eq(sa, sb, sizeof sa);
+        free(x);
+
+        for (size_t i = 0; i < N_TYPES; i++) {
+            const nb_type t = TYPES[i].t;
+            float *xs = tricky_x((size_t)N_TOK * N_IN, 17);
+            for (int pass = 0; pass < 2; pass++) {
+                if (pass == 1 && is_float_type(t)) break;
+                void *w = pass == 0 ? weights(t, N_OUT, N_IN, 3 + i) : random_bytes(t, N_OUT, N_IN, 7 + i);
+                float ya[N_TOK * N_OUT], yb[N_TOK * N_OUT];
+                ck_assert_int_eq(nb_matmul_with(g, t, w, N_OUT, N_IN, xs, N_TOK, ya, 1, &ctx), NB_OK);
+                ck_assert_int_eq(nb_matmul_with(kt, t, w, N_OUT, N_IN, xs, N_TOK, yb, 1, &ctx), NB_OK);
+                if (is_float_type(t)) {
+                    double e = rel_rms(yb, ya, (size_t)N_TOK * N_OUT);
+                    ck_assert_msg(e <= 1e-6, "%s %s vs generic: rel rms %g", isas[k], nb_type_name(t), e);
+                } else {
+                    size_t at = 0;
+                    ck_assert_msg(same_bits(ya, yb, (size_t)N_TOK * N_OUT, &at),
+                                  "%s %s (%s weights) differs from generic at %zu: %.9g vs %.9g", isas[k],
+                                  nb_type_name(t), pass ? "random-byte" : "quantized", at, (double)ya[at],
+                                  (double)yb[at]);
+                }
+                free(w);
+            }
+            free(xs);
+        }
+    }
+    if (!compared) printf("isas_agree: only the generic kernels run on this CPU/build\n");
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(threads_identical) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const nb_type t = TYPES[_i].t;
+    void *w = weights(t, N_OUT, N_IN, 23);
+    float *x = gauss((size_t)N_TOK * N_IN, 4, 1.f);
+    float y1[N_TOK * N_OUT], yn[N_TOK * N_OUT];
+    ck_assert_int_eq(nb_matmul(t, w, N_OUT, N_IN, x, N_TOK, y1, 1, &ctx), NB_OK);
+    for (int th = 2; th <= 3; th++) {
+        ck_assert_int_eq(nb_matmul(t, w, N_OUT, N_IN, x, N_TOK, yn, th, &ctx), NB_OK);
+        ck_assert_mem_eq(y1, yn, sizeof y1);
+    }
+    /* one token at a time gives the same numbers as the batch */
+    for (int64_t tk = 0; tk < N_TOK; tk++) {
+        float yt[N_OUT];
+        ck_assert_int_eq(nb_matmul(t, w, N_OUT, N_IN, x + tk * N_IN, 1, yt, 2, &ctx), NB_OK);
+        ck_assert_mem_eq(yt, y1 + tk * N_OUT, sizeof yt);
+    }
+    free(w);
+    free(x);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(nan_stays_in_its_token) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const nb_type ts[] = {NB_TYPE_Q8_0, NB_TYPE_Q4_K, NB_TYPE_F16};
+    for (size_t i = 0; i < 3; i++) {
+        void *w = weights(ts[i], N_OUT, N_IN, 5);
+        float *x = gauss(2 * N_IN, 8, 1.f);
+        x[N_IN + 77] = NAN;
+        float y[2 * N_OUT];
+        ck_assert_int_eq(nb_matmul(ts[i], w, N_OUT, N_IN, x, 2, y, 2, &ctx), NB_OK);
+        for (int r = 0; r < N_OUT; r++) {
+            ck_assert_msg(isfinite(y[r]), "%s: token 0 row %d", nb_type_name(ts[i]), r);
+            ck_assert_msg(isnan(y[N_OUT + r]), "%s: token 1 row %d not NaN", nb_type_name(ts[i]), r);
+        }
+        free(w);
+        free(x);
+    }
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(fallback_and_errors) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    /* a type with a dequantizer but no kernel: exactly the reference */
+    const nb_type fb = NB_TYPE_TQ2_0;
+    ck_assert_int_eq(nb_kern_act_fmt(fb), NB_ACT_NONE);
+    void *w = weights(fb, 9, 512, 1);
+    float *x = gauss(2 * 512, 2, 1.f);
+    float y[18], yr[18];
+    ck_assert_int_eq(nb_matmul(fb, w, 9, 512, x, 2, y, 2, &ctx), NB_OK);
+    ck_assert_int_eq(nb_matmul_ref(fb, w, 9, 512, x, 2, yr, 1, &ctx), NB_OK);
+    ck_assert_mem_eq(y, yr, sizeof y);
+    free(w);
+    /* a type with neither: unsupported, named in the message */
+    nb_type none = NB_TYPE_COUNT;
+    for (int t = 0; t < NB_TYPE_COUNT; t++) {
+        const nb_type_traits *tr = nb_type_get((nb_type)t);
+        if (tr && tr->name && !tr->to_float) {
+            none = (nb_type)t;
+            break;
+        }
+    }
+    ck_assert_int_ne(none, NB_TYPE_COUNT);
+    float wdummy[64] = {0};
+    ck_assert_int_eq(nb_matmul(none, wdummy, 1, 8, x, 1, y, 1, &ctx), NB_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), nb_type_name(none)));
+    ck_assert_int_eq(nb_matmul((nb_type)200, wdummy, 1, 8, x, 1, y, 1, &ctx), NB_ERR_UNSUPPORTED);
+    /* row length not a multiple of the block */
+    void *wq = weights(NB_TYPE_Q4_K, 2, 256, 3);
+    ck_assert_int_eq(nb_matmul(NB_TYPE_Q4_K, wq, 2, 100, x, 1, y, 1, &ctx), NB_ERR_RANGE);
+    ck_assert_int_eq(nb_matmul(NB_TYPE_Q8_0, wq, 2, 48, x, 1, y, 1, &ctx), NB_ERR_RANGE);
+    ck_assert_int_eq(nb_matmul(NB_TYPE_Q4_K, wq, -1, 256, x, 1, y, 1, &ctx), NB_ERR_INVALID);
+    /* empty shapes do nothing */
+    ck_assert_int_eq(nb_matmul(NB_TYPE_Q4_K, wq, 2, 256, x, 0, y, 1, &ctx), NB_OK);
+    free(wq);
+    free(x);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(nf4_codebook) {
+    /* the int8 code book is round(code * 127) of bitsandbytes' NF4 values */
+    for (int i = 0; i < 16; i++) ck_assert_int_eq(nb_kern_nf4_i8[i], (int)lrintf(nb_nf4_code[i] * 127.f));
+    /* F32 weights with n_in not a multiple of 8 (tails) */
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    float *w = gauss(3 * 13, 3, 1.f), *x = gauss(13, 4, 1.f), y[3], yr[3];
+    ck_assert_int_eq(nb_matmul(NB_TYPE_F32, w, 3, 13, x, 1, y, 1, &ctx), NB_OK);
+    ck_assert_int_eq(nb_matmul_ref(NB_TYPE_F32, w, 3, 13, x, 1, yr, 1, &ctx), NB_OK);
+    ck_assert(rel_rms(y, yr, 3) < 1e-6);
+    free(w);
+    free(x);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("kernels/matmul");
+    TCase *tc = tcase_create("matmul");
+    tcase_set_timeout(tc, 120);
+    tcase_add_loop_test(tc, matches_reference, 0, (int)N_TYPES);
+    tcase_add_test(tc, isas_agree);
+    tcase_add_loop_test(tc, threads_identical, 0, (int)N_TYPES);
+    tcase_add_test(tc, nan_stays_in_its_token);
+    tcase_add_test(tc, fallback_and_errors);
+    tcase_add_test(tc, nf4_codebook);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
