@@ -1,0 +1,235 @@
+/* engine/forward.c — the transformer graph for one sub-batch of tokens.
+ *
+ * Per layer (llama family; the gemma3 extras in brackets):
+ *   xb  = RMSNorm(x) * attn_norm
+ *   q,k,v = xb Wq (+bq), xb Wk (+bk), xb Wv (+bv)        batched over all tokens
+ *   [qwen3, gemma3] q,k = RMSNorm per head * q_norm / k_norm
+ *   q,k = RoPE(q,k, pos)   NORM layout (llama: GGUF q/k rows are permuted so
+ *                          pairs are adjacent) or NEOX (qwen2/3, gemma3)
+ *   K,V -> cache; att = softmax(scale * q.K^T, causal [+ sliding window]) V
+ *   xb2 = att Wo (+bo)  [gemma3: RMSNorm * post_attention_norm]
+ *   x  += xb2
+ *   xb  = RMSNorm(x) * ffn_norm
+ *   xb2 = FFN(xb): down(act(gate xb) * up xb), act = SiLU (GELU-tanh for gemma3),
+ *         or the MoE FFN (forward_moe.c)   [gemma3: RMSNorm * post_ffw_norm]
+ *   x  += xb2
+ * then logits = (RMSNorm(x) * output_norm) W_out.
+ *
+ * Threads: matmuls run in nb_matmul (each output by one thread); the other
+ * steps split rows or (head, token) pairs across OpenMP threads, and every
+ * output value is computed by one thread in a fixed order, so results are
+ * bit-identical at any thread count.
+ */
+#include "engine/engine_impl.h"
+
+#include "kernels/cpu/matmul.h"
+
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+nb_status nb_eng_matmul(nb_engine *e, const nb_wmat *w, int expert, const float *x, int64_t n_tok, float *y,
+                        nb_ctx *ctx) {
+    if (e->hooks.on_matmul) e->hooks.on_matmul(e->hooks.user, w->name, expert, x, n_tok, w->n_in);
+    const unsigned char *base = w->data;
+    if (expert > 0) base += (uint64_t)expert * w->mat_bytes;
+    return nb_matmul(w->type, base, w->n_out, w->n_in, x, n_tok, y, e->n_threads, ctx);
+}
+
+static float dot(const float *a, const float *b, int n) {
+    float s[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+/* out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for `rows` rows of n (in place allowed).
+ * The sum of squares is accumulated in double, as ggml does. */
+static void rmsnorm(float *out, const float *x, const float *w, int64_t rows, int n, float eps, int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * n;
+        float *o = out + r * n;
+        double ss = 0;
+        for (int i = 0; i < n; i++) ss += (double)(xr[i] * xr[i]);
+        const float scale = 1.0f / sqrtf((float)(ss / n) + eps);
+        for (int i = 0; i < n; i++) o[i] = (xr[i] * scale) * w[i];
+    }
+}
+
+static void add_bias(float *y, const float *b, int64_t rows, int n) {
+    if (!b) return;
+    for (int64_t r = 0; r < rows; r++)
+        for (int i = 0; i < n; i++) y[r * n + i] += b[i];
+}
+
+static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+static inline float gelu_tanh(float x) {
+    const float c = 0.79788456080286535588f; /* sqrt(2/pi) */
+    return 0.5f * x * (1.0f + tanhf(c * x * (1.0f + 0.044715f * x * x)));
+}
+
+void nb_eng_glu(nb_ffn_act act, float *gate, const float *up, int64_t n) {
+    if (act == NB_ACT_GELU_TANH)
+        for (int64_t i = 0; i < n; i++) gate[i] = gelu_tanh(gate[i]) * up[i];
+    else
+        for (int64_t i = 0; i < n; i++) gate[i] = silu(gate[i]) * up[i];
+}
+
+/* cos/sin of every rotary pair for token positions pos..pos+n-1 under rope r:
+ * cs[(t * n_rot/2 + i) * 2 + {0,1}]. YaRN as ggml's rope_yarn: a ramp over
+ * the correction dims mixes interpolated and extrapolated angles and the
+ * magnitude gets 1 + 0.1 ln(1/scale). */
+static void rope_table(const nb_rope *r, int n_rot, int pos, int n, double *cs) {
+    const int half = n_rot / 2;
+    for (int t = 0; t < n; t++) {
+        const double p = (double)(pos + t);
+        for (int i = 0; i < half; i++) {
+            double extrap = p * r->inv_freq[i];
+            double theta = r->freq_scale * extrap, mscale = r->attn_factor;
+            if (r->ext_factor != 0) {
+                double y = ((double)i - r->corr_lo) / fmax(0.001, r->corr_hi - r->corr_lo);
+                double ramp = (1.0 - fmin(1.0, fmax(0.0, y))) * r->ext_factor;
+                theta = theta * (1.0 - ramp) + extrap * ramp;
+                mscale *= 1.0 + 0.1 * log(1.0 / r->freq_scale);
+            }
+            cs[((size_t)t * half + i) * 2] = cos(theta) * mscale;
+            cs[((size_t)t * half + i) * 2 + 1] = sin(theta) * mscale;
+        }
+    }
+}
+
+/* Rotate the first n_rot dims of each of n_h heads (hd wide) of n tokens. */
+static void rope_apply(float *v, int n, int n_h, int hd, int n_rot, nb_rope_layout lay, const double *cs, int nt) {
+    const int half = n_rot / 2;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t th = 0; th < (int64_t)n * n_h; th++) {
+        const int64_t t = th / n_h;
+        float *x = v + th * hd;
+        const double *c = cs + (size_t)t * half * 2;
+        for (int i = 0; i < half; i++) {
+            const float co = (float)c[2 * i], si = (float)c[2 * i + 1];
+            const int a = lay == NB_ROPE_NORM ? 2 * i : i, b = lay == NB_ROPE_NORM ? 2 * i + 1 : i + half;
+            const float x0 = x[a], x1 = x[b];
+            x[a] = x0 * co - x1 * si;
+            x[b] = x0 * si + x1 * co;
+        }
+    }
+}
+
+/* Attention of n query tokens (positions pos..pos+n-1) against the cache of layer L. */
+static void attention(nb_engine *e, int L, int n, int pos) {
+    const nb_ehparams *hp = &e->hp;
+    const int hd = hp->head_dim, H = hp->n_head, G = hp->n_head / hp->n_head_kv;
+    const bool swa = e->layers[L].swa;
+    const float *kc = e->k_cache[L], *vc = e->v_cache[L];
+    const int64_t n_ctx = e->n_ctx;
+#pragma omp parallel num_threads(e->n_threads)
+    {
+        float *sc = e->scores + (int64_t)omp_get_thread_num() * n_ctx;
+#pragma omp for schedule(static)
+        for (int64_t ht = 0; ht < (int64_t)n * H; ht++) {
+            const int t = (int)(ht / H), h = (int)(ht % H), kvh = h / G;
+            const float *q = e->q + ((int64_t)t * H + h) * hd;
+            const float *K = kc + (int64_t)kvh * n_ctx * hd, *V = vc + (int64_t)kvh * n_ctx * hd;
+            const int p1 = pos + t;
+            const int p0 = swa && p1 - hp->n_swa + 1 > 0 ? p1 - hp->n_swa + 1 : 0;
+            float mx = -INFINITY;
+            for (int p = p0; p <= p1; p++) {
+                sc[p] = dot(q, K + (int64_t)p * hd, hd);
+                if (sc[p] > mx) mx = sc[p];
+            }
+            double sum = 0;
+            for (int p = p0; p <= p1; p++) {
+                sc[p] = expf(sc[p] - mx);
+                sum += sc[p];
+            }
+            const float inv = (float)(1.0 / sum);
+            float *o = e->att + ((int64_t)t * H + h) * hd;
+            memset(o, 0, (size_t)hd * sizeof *o);
+            for (int p = p0; p <= p1; p++) {
+                const float w = sc[p] * inv;
+                const float *vr = V + (int64_t)p * hd;
+                for (int d = 0; d < hd; d++) o[d] += w * vr[d];
+            }
+        }
+    }
+}
+
+static nb_status attn_block(nb_engine *e, int L, int n, int pos, nb_ctx *ctx) {
+    const nb_ehparams *hp = &e->hp;
+    const nb_layer *l = &e->layers[L];
+    const int hd = hp->head_dim, H = hp->n_head, KVH = hp->n_head_kv, nt = e->n_threads;
+    const int Q = H * hd, KV = KVH * hd;
+    NB_TRY(nb_eng_matmul(e, &l->wq, -1, e->xb, n, e->q, ctx));
+    NB_TRY(nb_eng_matmul(e, &l->wk, -1, e->xb, n, e->k, ctx));
+    NB_TRY(nb_eng_matmul(e, &l->wv, -1, e->xb, n, e->v, ctx));
+    add_bias(e->q, l->bq, n, Q);
+    add_bias(e->k, l->bk, n, KV);
+    add_bias(e->v, l->bv, n, KV);
+    if (l->q_norm) rmsnorm(e->q, e->q, l->q_norm, (int64_t)n * H, hd, hp->rms_eps, nt);
+    if (l->k_norm) rmsnorm(e->k, e->k, l->k_norm, (int64_t)n * KVH, hd, hp->rms_eps, nt);
+    const double *cs = e->rope_cs + (l->rope == &e->rope_local ? (size_t)e->n_batch * (size_t)hp->n_rot : 0);
+    rope_apply(e->q, n, H, hd, hp->n_rot, hp->rope_layout, cs, nt);
+    rope_apply(e->k, n, KVH, hd, hp->n_rot, hp->rope_layout, cs, nt);
+    for (int64_t i = 0; i < (int64_t)n * Q; i++) e->q[i] *= hp->attn_scale;
+    /* cache: per kv head, positions contiguous */
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < KVH; h++) {
+            const size_t off = ((size_t)h * (size_t)e->n_ctx + (size_t)(pos + t)) * (size_t)hd;
+            memcpy(e->k_cache[L] + off, e->k + ((size_t)t * KVH + h) * hd, (size_t)hd * sizeof(float));
+            memcpy(e->v_cache[L] + off, e->v + ((size_t)t * KVH + h) * hd, (size_t)hd * sizeof(float));
+        }
+    attention(e, L, n, pos);
+    NB_TRY(nb_eng_matmul(e, &l->wo, -1, e->att, n, e->xb2, ctx));
+    add_bias(e->xb2, l->bo, n, hp->n_embd);
+    return NB_OK;
+}
+
+static nb_status ffn_dense(nb_engine *e, const nb_layer *l, int n, nb_ctx *ctx) {
+    const int64_t F = e->hp.n_ff;
+    NB_TRY(nb_eng_matmul(e, &l->ffn_gate, -1, e->xb, n, e->hb, ctx));
+    NB_TRY(nb_eng_matmul(e, &l->ffn_up, -1, e->xb, n, e->hb2, ctx));
+    const nb_ffn_act act = e->hp.act;
+#pragma omp parallel for num_threads(e->n_threads) schedule(static)
+    for (int t = 0; t < n; t++) nb_eng_glu(act, e->hb + t * F, e->hb2 + t * F, F);
+    return nb_eng_matmul(e, &l->ffn_down, -1, e->hb, n, e->xb2, ctx);
+}
+
+static void add_rows(float *x, const float *y, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+nb_status nb_engine_forward(nb_engine *e, const int32_t *tokens, int n, int pos, float *logits, nb_ctx *ctx) {
+    const nb_ehparams *hp = &e->hp;
+    const int E = hp->n_embd, nt = e->n_threads;
+    for (int t = 0; t < n; t++) {
+        NB_TRY(nb_get_row(e->tok_embd.type, e->tok_embd.data, E, tokens[t], e->x + (size_t)t * E, ctx));
+        if (hp->embd_scale != 1.0f)
+            for (int i = 0; i < E; i++) e->x[(size_t)t * E + i] *= hp->embd_scale;
+    }
+    rope_table(&e->rope_global, hp->n_rot, pos, n, e->rope_cs);
+    if (hp->n_swa) rope_table(&e->rope_local, hp->n_rot, pos, n, e->rope_cs + (size_t)e->n_batch * hp->n_rot);
+    for (int L = 0; L < hp->n_layer; L++) {
+        const nb_layer *l = &e->layers[L];
+        rmsnorm(e->xb, e->x, l->attn_norm, n, E, hp->rms_eps, nt);
+        NB_TRY(attn_block(e, L, n, pos, ctx));
+        if (l->post_attn_norm) rmsnorm(e->xb2, e->xb2, l->post_attn_norm, n, E, hp->rms_eps, nt);
+        add_rows(e->x, e->xb2, (int64_t)n * E);
+        rmsnorm(e->xb, e->x, l->ffn_norm, n, E, hp->rms_eps, nt);
+        if (l->moe) NB_TRY(nb_engine_moe(e, L, e->xb, n, e->xb2, ctx));
+        else NB_TRY(ffn_dense(e, l, n, ctx));
+        if (l->post_ffw_norm) rmsnorm(e->xb2, e->xb2, l->post_ffw_norm, n, E, hp->rms_eps, nt);
+        add_rows(e->x, e->xb2, (int64_t)n * E);
+    }
+    if (!logits && !e->hooks.on_matmul) return NB_OK;
+    rmsnorm(e->xb, e->x, e->output_norm, n, E, hp->rms_eps, nt);
+    if (!logits) { /* the hook still sees the output matmul's input; the product is not needed */
+        e->hooks.on_matmul(e->hooks.user, e->output.name, -1, e->xb, n, e->output.n_in);
+        return NB_OK;
+    }
+    return nb_eng_matmul(e, &e->output, -1, e->xb, n, logits, ctx);
+}
