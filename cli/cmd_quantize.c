@@ -1,4 +1,5 @@
 /* cli/cmd_quantize.c — `nibble quantize SRC -o OUT --type MIX [--rule P=T]... [--report [F]] [--json]`. */
+#include "calib/imatrix.h"
 #include "cli/cli.h"
 #include "core/afile.h"
 #include "core/progress.h"
@@ -11,7 +12,7 @@
 static void help(FILE *f) {
     fputs("usage: nibble quantize SRC -o OUT.gguf --type MIX [--rule PATTERN=TYPE]... [--pure]\n"
           "                       [--no-fallback] [--dry-run] [--report[=FILE.json]] [--json]\n"
-          "                       [--threads N] [--quiet]\n\n"
+          "                       [--imatrix STATS] [--threads N] [--quiet]\n\n"
           "Quantize a model to GGUF, one tensor at a time (memory stays bounded by a few tensors).\n"
           "SRC: a .gguf (F32/F16/BF16, or already quantized: dequantized and requantized, with a\n"
           "warning), a .safetensors file, a sharded index or a Hugging Face model directory.\n"
@@ -31,6 +32,9 @@ static void help(FILE *f) {
           "                       cosine similarity): printed as a table, and written as JSON to FILE\n"
           "                       (also accepted as `--report FILE.json`). Costs one dequantization.\n"
           "  --json               print a JSON summary (with the per-tensor list) on stdout\n"
+          "  --imatrix STATS      importance matrix (nibble calibrate, or llama-imatrix's .gguf / .dat):\n"
+          "                       weighted rounding as llama-quantize --imatrix does (same bytes for the\n"
+          "                       GGUF types); tensors without an entry are rounded plainly\n"
           "  --threads N, --quiet, --verbose\n\n"
           "mixes (bpw = bits per weight of the base type; the file's average is a bit higher):\n",
           f);
@@ -130,7 +134,10 @@ int nb_cmd_quantize(int argc, char **argv) {
     nb_ctx_init(&ctx);
     nb_rules rules;
     nb_rules_init(&rules);
-    const char *src = NULL, *dst = NULL, *report_file = NULL;
+    const char *src = NULL, *dst = NULL, *report_file = NULL, *imatrix_file = NULL;
+    nb_imatrix im;
+    nb_imatrix_init(&im);
+    nb_imatrix_importance imu = {.im = &im};
     bool json = false;
     nb_quant_opts o = {0};
     int rc = NB_EXIT_USAGE;
@@ -181,6 +188,12 @@ int nb_cmd_quantize(int argc, char **argv) {
     if (dst && !ends_with(dst, ".gguf"))
         NB_WARN(&ctx, "%s: output is GGUF whatever the extension (consider naming it .gguf)", dst);
     o.rules = &rules;
+    if (imatrix_file) {
+        nb_status ist = nb_imatrix_load_for_model(imatrix_file, src, &im, &ctx);
+        if (ist != NB_OK) { rc = nb_cli_fail("quantize", &ctx, ist); goto done; }
+        o.importance = nb_imatrix_importance_fn;
+        o.importance_user = &imu;
+    }
     nb_quant_result res;
     nb_status st = nb_quantize_model(src, dst ? dst : "", &o, &res, &ctx);
     if (st != NB_OK) {
@@ -207,6 +220,8 @@ int nb_cmd_quantize(int argc, char **argv) {
     }
     nb_quant_result_free(&res);
 done:
+    nb_imatrix_importance_free(&imu);
+    nb_imatrix_free(&im);
     nb_rules_free(&rules);
     nb_ctx_free(&ctx);
     return rc;
