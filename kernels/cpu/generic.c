@@ -257,7 +257,9 @@ static float dot_nf4(int64_t n, const void *vw, const void *vx) {
 }
 
 /* INT4 group-wise (element 2i in the LOW nibble): value = d * (q - z), z = 8
- * for the symmetric types. A group of G spans G/32 chunks. */
+ * for the symmetric types. A group of G spans G/32 chunks. The format's zero
+ * point is 0..15; the kernels read z & 15 (a corrupt byte cannot push a
+ * product outside int8 in the SIMD versions). */
 static inline float dot_int4(int64_t n, const uint8_t *w, int G, int asym, const nb_xq *x) {
     const int per = G / 32;
     const size_t bsz = 2 + (asym ? 2 : 0) + (size_t)G / 2;
@@ -266,7 +268,7 @@ static inline float dot_int4(int64_t n, const uint8_t *w, int G, int asym, const
         const uint8_t *b = w + (size_t)(c / per) * bsz;
         uint16_t dh;
         memcpy(&dh, b, 2);
-        const int z = asym ? b[2] : 8;
+        const int z = asym ? (b[2] & 15) : 8;
         const uint8_t *qs = b + (asym ? 4 : 2) + 16 * (c % per);
         const int8_t *q = x->qs + 32 * c;
         int32_t is = 0;
