@@ -205,7 +205,7 @@ static nb_status read_hparams(nb_engine *e, nb_ctx *ctx) {
     const char *g = e->arch->gguf_arch;
     const char *path = e->model->path;
     nb_hparams h;
-    NB_TRY(nb_arch_hparams_from_kv(e->arch, kv, &h, ctx));
+    if (nb_arch_hparams_from_kv(e->arch, kv, &h, ctx) != NB_OK) return nb_err_prefix(ctx, "%s", path);
     nb_ehparams *hp = &e->hp;
     memset(hp, 0, sizeof *hp);
     NB_TRY(need_pos(e, "block_count", h.n_layer, ENG_MAX_LAYER, ctx));

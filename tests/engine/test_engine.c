@@ -1,0 +1,412 @@
+/* tests/engine/test_engine.c — the forward pass on synthetic models of every
+ * architecture: logits finite and token-dependent, one batch == token by
+ * token through the KV cache == uneven sub-batches, 1 vs 3 threads
+ * bit-identical, GGUF and the same model as an HF directory give identical
+ * logits, calibration hooks see every matmul (experts with only their routed
+ * rows) and every routing decision; errors for a missing tensor, a wrong
+ * shape, an unknown architecture, a missing key and bad eval arguments; and,
+ * when the real models are cached, a plausible next token. (Agreement with
+ * an independent implementation is tests/interop/test_engine_interop.py.) */
+#include "engine/engine.h"
+#include "formats/synth.h"
+#include "testutil.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const k_archs[] = {"llama", "mistral", "mixtral", "qwen2", "qwen3", "qwen2moe", "qwen3moe", "gemma3"};
+#define N_ARCH (sizeof k_archs / sizeof k_archs[0])
+#define NTOK 7
+static const int32_t k_toks[NTOK] = {1, 77, 200, 3, 255, 42, 77};
+
+static nb_synth_opts opts_for(const char *arch) {
+    nb_synth_opts o;
+    nb_synth_opts_init(&o);
+    o.arch = arch;
+    o.seed = 5;
+    o.n_layer = strcmp(arch, "gemma3") == 0 ? 6 : 2; /* gemma3: 5 local + 1 global layer */
+    o.n_embd = 64;
+    o.n_ff = 96;
+    o.n_head = 4;
+    o.n_head_kv = 2;
+    o.n_vocab = 256;
+    o.dtype = NB_TYPE_F16; /* packed weights through nb_matmul's F16 path */
+    if (strstr(arch, "moe") || !strcmp(arch, "mixtral")) {
+        o.n_expert = 4;
+        o.n_expert_used = 2;
+    }
+    return o;
+}
+
+static const char *synth(const char *arch, const char *suffix) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    char name[64];
+    snprintf(name, sizeof name, "%s%s", arch, suffix);
+    const char *p = nbt_path(name);
+    if (!nbt_file_exists(p)) {
+        nb_synth_opts o = opts_for(arch);
+        ck_assert_msg(nb_synth_write(&o, p, &ctx) == NB_OK, "synth %s: %s", arch, nb_errmsg(&ctx));
+    }
+    nb_ctx_free(&ctx);
+    return p;
+}
+
+static float *eval_all(const char *path, int threads, int batch, const int *split, nb_ctx *ctx) {
+    nb_engine_opts o = {16, batch, threads};
+    nb_engine *e;
+    ck_assert_msg(nb_engine_open(path, &o, &e, ctx) == NB_OK, "%s: %s", path, nb_errmsg(ctx));
+    const int V = nb_engine_n_vocab(e);
+    float *lg = malloc(sizeof(float) * NTOK * (size_t)V);
+    ck_assert_ptr_nonnull(lg);
+    int pos = 0;
+    for (int k = 0; pos < NTOK; k++) {
+        int n = split ? split[k] : NTOK;
+        ck_assert_msg(nb_engine_eval(e, k_toks + pos, n, pos, lg + (size_t)pos * V, ctx) == NB_OK, "%s",
+                      nb_errmsg(ctx));
+        pos += n;
+    }
+    nb_engine_free(e);
+    return lg;
+}
+
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double d = 0, m = 0;
+    for (size_t i = 0; i < n; i++) {
+        double x = fabs((double)a[i] - (double)b[i]);
+        if (x > d) d = x;
+        if (fabs((double)b[i]) > m) m = fabs((double)b[i]);
+    }
+    return m > 0 ? d / m : d;
+}
+
+START_TEST(test_every_arch) {
+    const char *arch = k_archs[_i];
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const char *p = synth(arch, ".gguf");
+    const size_t V = 256, N = (size_t)NTOK * V;
+    float *batch = eval_all(p, 1, 0, NULL, &ctx);
+    /* finite, and depends on the token: rows differ */
+    for (size_t i = 0; i < N; i++) ck_assert_msg(isfinite(batch[i]), "%s: logit %zu not finite", arch, i);
+    ck_assert_msg(rel_diff(batch, batch + V, V) > 1e-3, "%s: logits do not depend on the token", arch);
+    /* the same token (77) at positions 1 and 6 sees different contexts */
+    ck_assert_msg(rel_diff(batch + V, batch + 6 * V, V) > 1e-4, "%s: position/context has no effect", arch);
+
+    static const int one[NTOK] = {1, 1, 1, 1, 1, 1, 1}, uneven[3] = {3, 1, 3};
+    float *tok = eval_all(p, 1, 0, one, &ctx);
+    float *unev = eval_all(p, 1, 2, uneven, &ctx); /* batch 2 splits the 3s again */
+    for (int t = 0; t < NTOK; t++) {
+        double d1 = rel_diff(tok + t * V, batch + t * V, V), d2 = rel_diff(unev + t * V, batch + t * V, V);
+        ck_assert_msg(d1 <= 1e-5, "%s: token %d: token-by-token differs from batch by %g", arch, t, d1);
+        ck_assert_msg(d2 <= 1e-5, "%s: token %d: sub-batches differ from batch by %g", arch, t, d2);
+    }
+    float *thr = eval_all(p, 3, 0, NULL, &ctx);
+    ck_assert_msg(memcmp(thr, batch, N * sizeof(float)) == 0, "%s: 3 threads differ from 1 thread", arch);
+    free(batch);
+    free(tok);
+    free(unev);
+    free(thr);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+/* The same model as an HF directory (q/k rows permuted on read, experts
+ * stacked, Gemma norms shifted) gives exactly the GGUF's logits. */
+START_TEST(test_hf_dir_equals_gguf) {
+    static const char *const archs[] = {"llama", "qwen2moe", "mixtral", "gemma3"};
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    for (size_t a = 0; a < sizeof archs / sizeof archs[0]; a++) {
+        float *g = eval_all(synth(archs[a], ".gguf"), 1, 0, NULL, &ctx);
+        float *h = eval_all(synth(archs[a], "_hf"), 1, 0, NULL, &ctx);
+        ck_assert_msg(memcmp(g, h, sizeof(float) * NTOK * 256) == 0, "%s: HF dir logits differ from GGUF (%g)",
+                      archs[a], rel_diff(h, g, (size_t)NTOK * 256));
+        free(g);
+        free(h);
+    }
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+/* ---- hooks ------------------------------------------------------------------------- */
+
+typedef struct hook_log {
+    int n_matmul, n_route, n_expert_calls;
+    int64_t dense_rows_bad;     /* dense matmuls whose row count was not the batch size */
+    int64_t expert_rows[2][3];  /* per layer: rows seen by gate/up/down _exps, summed over experts */
+    int64_t routed[2][8];       /* per layer, per expert: tokens routed (from on_route) */
+    int64_t hooked[2][8];       /* per layer, per expert: rows given to ffn_gate_exps */
+    bool saw_output, bad_route, weights_not_normalised;
+    int n_tok;
+    bool norm;
+} hook_log;
+
+static void on_mm(void *user, const char *name, int expert, const float *x, int64_t n_tok, int64_t n_in) {
+    hook_log *h = user;
+    h->n_matmul++;
+    ck_assert_ptr_nonnull(x);
+    ck_assert(n_in > 0);
+    for (int64_t i = 0; i < n_tok * n_in; i++) ck_assert(isfinite(x[i]));
+    int L = -1;
+    sscanf(name, "blk.%d.", &L);
+    if (strstr(name, "_exps")) {
+        ck_assert(expert >= 0 && expert < 8 && L >= 0 && L < 2);
+        int k = strstr(name, "gate_exps") ? 0 : strstr(name, "up_exps") ? 1 : 2;
+        h->expert_rows[L][k] += n_tok;
+        if (k == 0) h->hooked[L][expert] += n_tok;
+        h->n_expert_calls++;
+    } else {
+        ck_assert_int_eq(expert, -1);
+        if (n_tok != h->n_tok) h->dense_rows_bad++;
+    }
+    if (!strcmp(name, "output.weight") || !strcmp(name, "token_embd.weight")) h->saw_output = true;
+}
+
+static void on_rt(void *user, int layer, const int32_t *ex, const float *w, int64_t n_tok, int n_used,
+                  int n_expert) {
+    hook_log *h = user;
+    h->n_route++;
+    if (layer < 0 || layer > 1 || n_tok != h->n_tok || n_expert > 8) { h->bad_route = true; return; }
+    for (int64_t t = 0; t < n_tok; t++) {
+        double s = 0;
+        for (int k = 0; k < n_used; k++) {
+            int32_t e = ex[t * n_used + k];
+            if (e < 0 || e >= n_expert || !(w[t * n_used + k] > 0)) h->bad_route = true;
+            for (int j = 0; j < k; j++) if (ex[t * n_used + j] == e) h->bad_route = true;
+            /* descending weights */
+            if (k && w[t * n_used + k] > w[t * n_used + k - 1]) h->bad_route = true;
+            if (e >= 0 && e < 8) h->routed[layer][e]++;
+            s += w[t * n_used + k];
+        }
+        if (h->norm && fabs(s - 1.0) > 1e-5) h->weights_not_normalised = true;
+        if (!h->norm && !(s < 1.0)) h->weights_not_normalised = true; /* softmax mass of 2 of 4 experts */
+    }
+}
+
+START_TEST(test_hooks) {
+    static const char *const archs[] = {"qwen2moe", "qwen3moe", "llama"};
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    for (size_t a = 0; a < 3; a++) {
+        const bool moe = a < 2;
+        nb_engine_opts o = {16, 0, 2};
+        nb_engine *e;
+        ck_assert(nb_engine_open(synth(archs[a], ".gguf"), &o, &e, &ctx) == NB_OK);
+        hook_log h;
+        memset(&h, 0, sizeof h);
+        h.n_tok = NTOK;
+        h.norm = a == 1; /* qwen3moe renormalises, qwen2moe does not */
+        nb_engine_hooks hk = {on_mm, on_rt, &h};
+        nb_engine_set_hooks(e, &hk);
+        float *lg = malloc(sizeof(float) * NTOK * 256);
+        ck_assert(nb_engine_eval(e, k_toks, NTOK, 0, lg, &ctx) == NB_OK);
+        ck_assert_int_eq(h.dense_rows_bad, 0);
+        ck_assert(h.saw_output);
+        if (moe) {
+            /* per layer: q k v o + router (+ qwen2moe: shared gate, gate, up, down) + output */
+            int dense = 2 * (5 + (a == 0 ? 4 : 0)) + 1;
+            ck_assert_int_eq(h.n_matmul - h.n_expert_calls, dense);
+            ck_assert_int_eq(h.n_route, 2);
+            ck_assert(!h.bad_route);
+            ck_assert_msg(!h.weights_not_normalised, "%s: expert weights normalisation", archs[a]);
+            for (int L = 0; L < 2; L++) {
+                for (int k = 0; k < 3; k++) ck_assert_int_eq(h.expert_rows[L][k], NTOK * 2);
+                for (int x = 0; x < 4; x++) ck_assert_int_eq(h.hooked[L][x], h.routed[L][x]);
+            }
+        } else {
+            ck_assert_int_eq(h.n_matmul, 2 * 7 + 1);
+            ck_assert_int_eq(h.n_route, 0);
+        }
+        /* hooks do not change results; clearing them stops the calls */
+        float *lg2 = malloc(sizeof(float) * NTOK * 256);
+        nb_engine_set_hooks(e, NULL);
+        int before = h.n_matmul;
+        nb_engine_reset(e);
+        ck_assert(nb_engine_eval(e, k_toks, NTOK, 0, lg2, &ctx) == NB_OK);
+        ck_assert_int_eq(h.n_matmul, before);
+        ck_assert(memcmp(lg, lg2, sizeof(float) * NTOK * 256) == 0);
+        /* logits NULL: the output matmul's input is still hooked */
+        nb_engine_set_hooks(e, &hk);
+        h.saw_output = false;
+        nb_engine_reset(e);
+        ck_assert(nb_engine_eval(e, k_toks, NTOK, 0, NULL, &ctx) == NB_OK);
+        ck_assert(h.saw_output);
+        free(lg);
+        free(lg2);
+        nb_engine_free(e);
+    }
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+/* ---- errors -------------------------------------------------------------------------- */
+
+static nb_model *open_model(const char *arch) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_model *m;
+    ck_assert(nb_model_open(synth(arch, ".gguf"), &m, &ctx) == NB_OK);
+    nb_ctx_free(&ctx);
+    return m;
+}
+
+static nb_tensor *find_mut(nb_model *m, const char *name) {
+    for (size_t i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, name)) return &m->tensors[i];
+    ck_abort_msg("no tensor %s", name);
+    return NULL;
+}
+
+START_TEST(test_errors) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_engine *e = NULL;
+    /* missing tensor (renamed away) */
+    nb_model *m = open_model("qwen2");
+    strcpy(find_mut(m, "blk.1.attn_k.bias")->name, "blk.1.attn_k.bixs");
+    ck_assert_int_eq(nb_engine_open_model(m, NULL, &e, &ctx), NB_ERR_FORMAT);
+    ck_assert_ptr_null(e);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "missing tensor 'blk.1.attn_k.bias'"), "%s", nb_errmsg(&ctx));
+    nb_model_close(m);
+    /* an expert stack missing */
+    m = open_model("mixtral");
+    strcpy(find_mut(m, "blk.0.ffn_down_exps.weight")->name, "blk.0.ffn_dowx_exps.weight");
+    ck_assert_int_eq(nb_engine_open_model(m, NULL, &e, &ctx), NB_ERR_FORMAT);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "'blk.0.ffn_down_exps.weight'"), "%s", nb_errmsg(&ctx));
+    nb_model_close(m);
+    /* wrong shape: both shapes in the message */
+    m = open_model("llama");
+    nb_tensor *t = find_mut(m, "blk.0.attn_v.weight");
+    t->ne[1] = 48;
+    ck_assert_int_eq(nb_engine_open_model(m, NULL, &e, &ctx), NB_ERR_FORMAT);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "'blk.0.attn_v.weight'") && strstr(nb_errmsg(&ctx), "[64, 48]") &&
+                      strstr(nb_errmsg(&ctx), "[64, 32]"),
+                  "%s", nb_errmsg(&ctx));
+    nb_model_close(m);
+    /* gemma3 needs its sandwich norms */
+    m = open_model("gemma3");
+    strcpy(find_mut(m, "blk.2.post_ffw_norm.weight")->name, "blk.2.post_ffw_norx.weight");
+    ck_assert_int_eq(nb_engine_open_model(m, NULL, &e, &ctx), NB_ERR_FORMAT);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "'blk.2.post_ffw_norm.weight'"), "%s", nb_errmsg(&ctx));
+    nb_model_close(m);
+    /* unknown architecture: refused with the supported list */
+    m = open_model("llama");
+    ck_assert(nb_kv_set_str(&m->kv, "general.architecture", "phi3", &ctx) == NB_OK);
+    ck_assert_int_eq(nb_engine_open_model(m, NULL, &e, &ctx), NB_ERR_UNSUPPORTED);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "'phi3'") && strstr(nb_errmsg(&ctx), "qwen3moe") &&
+                      strstr(nb_errmsg(&ctx), "gemma3"),
+                  "%s", nb_errmsg(&ctx));
+    nb_kv_remove(&m->kv, "general.architecture");
+    ck_assert_int_eq(nb_engine_open_model(m, NULL, &e, &ctx), NB_ERR_FORMAT);
+    nb_model_close(m);
+    /* missing key */
+    m = open_model("qwen3");
+    nb_kv_remove(&m->kv, "qwen3.block_count");
+    ck_assert_int_eq(nb_engine_open_model(m, NULL, &e, &ctx), NB_ERR_FORMAT);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "qwen3.block_count"), "%s", nb_errmsg(&ctx));
+    nb_model_close(m);
+    m = open_model("gemma3");
+    nb_kv_remove(&m->kv, "gemma3.attention.sliding_window");
+    ck_assert_int_eq(nb_engine_open_model(m, NULL, &e, &ctx), NB_ERR_FORMAT);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "gemma3.attention.sliding_window"), "%s", nb_errmsg(&ctx));
+    nb_model_close(m);
+    /* heads that do not divide */
+    m = open_model("llama");
+    ck_assert(nb_kv_set_u32(&m->kv, "llama.attention.head_count_kv", 3, &ctx) == NB_OK);
+    ck_assert_int_eq(nb_engine_open_model(m, NULL, &e, &ctx), NB_ERR_FORMAT);
+    nb_model_close(m);
+
+    /* eval arguments */
+    nb_engine_opts o = {8, 0, 1};
+    ck_assert(nb_engine_open(synth("llama", ".gguf"), &o, &e, &ctx) == NB_OK);
+    ck_assert_int_eq(nb_engine_n_ctx(e), 8);
+    int32_t bad = 256;
+    ck_assert_int_eq(nb_engine_eval(e, &bad, 1, 0, NULL, &ctx), NB_ERR_RANGE);
+    bad = -1;
+    ck_assert_int_eq(nb_engine_eval(e, &bad, 1, 0, NULL, &ctx), NB_ERR_RANGE);
+    ck_assert_int_eq(nb_engine_eval(e, k_toks, 7, 2, NULL, &ctx), NB_ERR_INVALID); /* pos past the cache */
+    ck_assert_int_eq(nb_engine_eval(e, k_toks, 7, 0, NULL, &ctx), NB_OK);
+    ck_assert_int_eq(nb_engine_eval(e, k_toks, 2, 7, NULL, &ctx), NB_ERR_RANGE); /* 9 > n_ctx 8 */
+    ck_assert_int_eq(nb_engine_eval(e, k_toks, 1, 7, NULL, &ctx), NB_OK);
+    nb_engine_free(e);
+    nb_engine_free(NULL);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+/* ---- real models (skipped when not cached) ----------------------------------------------- */
+
+static const char *cached(const char *file) {
+    static char buf[4096];
+    const char *dir = getenv("NIBBLE_MODELS");
+    if (dir && *dir) snprintf(buf, sizeof buf, "%s/%s", dir, file);
+    else if (getenv("HOME")) snprintf(buf, sizeof buf, "%s/.cache/nibble/models/%s", getenv("HOME"), file);
+    else return NULL;
+    return access(buf, R_OK) == 0 ? buf : NULL;
+}
+
+static int rank_of(const float *l, int V, int id) {
+    int r = 0;
+    for (int i = 0; i < V; i++) r += l[i] > l[id];
+    return r;
+}
+
+START_TEST(test_real_models) {
+    /* "The capital of France is" with ids from each model's vocabulary; the
+     * next token " Paris" must rank first (SmolLM2) / in the top 5 (Gemma 3
+     * 270M, which also likes " the" and " a" here). */
+    static const struct { const char *file; int32_t ids[6]; int n; int32_t paris; int max_rank; } k[] = {
+        {"SmolLM2-135M-Instruct.Q4_1.gguf", {504, 3575, 282, 4649, 314}, 5, 7042, 0},
+        {"gemma-3-270m-Q4_K_M.gguf", {2, 818, 5279, 529, 7001, 563}, 6, 9079, 4},
+    };
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        const char *p = cached(k[i].file);
+        if (!p) {
+            printf("SKIP real model %s: not cached (scripts/fetch-models)\n", k[i].file);
+            continue;
+        }
+        nb_engine_opts o = {16, 0, 2};
+        nb_engine *e;
+        ck_assert_msg(nb_engine_open(p, &o, &e, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+        const int V = nb_engine_n_vocab(e);
+        float *l = malloc(sizeof(float) * (size_t)V);
+        ck_assert(nb_engine_eval(e, k[i].ids, k[i].n - 1, 0, NULL, &ctx) == NB_OK);
+        ck_assert(nb_engine_eval(e, k[i].ids + k[i].n - 1, 1, k[i].n - 1, l, &ctx) == NB_OK);
+        for (int j = 0; j < V; j++) ck_assert(isfinite(l[j]));
+        int r = rank_of(l, V, k[i].paris);
+        ck_assert_msg(r <= k[i].max_rank, "%s: ' Paris' ranks %d", k[i].file, r);
+        free(l);
+        nb_engine_free(e);
+    }
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+static Suite *engine_suite(void) {
+    Suite *s = suite_create("engine");
+    TCase *tc = tcase_create("engine");
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, test_every_arch, 0, (int)N_ARCH);
+    tcase_add_test(tc, test_hf_dir_equals_gguf);
+    tcase_add_test(tc, test_hooks);
+    tcase_add_test(tc, test_errors);
+    tcase_add_test(tc, test_real_models);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+    SRunner *sr = srunner_create(engine_suite());
+    srunner_set_fork_status(sr, CK_NOFORK); /* synthetic models are written once per process */
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
