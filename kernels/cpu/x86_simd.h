@@ -1,0 +1,510 @@
+/* kernels/cpu/x86_simd.h — the x86 kernel bodies, compiled once per ISA.
+ *
+ * Included by x86_avx2.c (AVX2 + FMA + F16C) and x86_avx512.c (the same plus
+ * AVX-512 VL/BW and VNNI) inside a target pragma; the includer defines
+ * NB_X86_MUL_US(u, s), the u8 x s8 -> 8 x int32 product step (maddubs + madd
+ * on AVX2, vpdpbusd with VNNI). Everything here is static: each includer gets
+ * its own copy compiled for its own target, and calls x86_fill().
+ *
+ * Integer kernels reproduce generic.c bit for bit (kernels_impl.h): within a
+ * 32-element chunk the int8 products are summed exactly in int32 lanes
+ * (maddubs pair sums cannot saturate: codes are <= 127 in magnitude on the
+ * activation side and 8 bits on the weight side, unsigned via the sign
+ * trick), each chunk's lanes are reduced to one exact int32, and the float
+ * part repeats generic.c's expressions: 8 chunks at a time in the 8 lanes of
+ * one vector (chunk c in lane c % 8 = generic's acc[c % 8]), with separate
+ * multiplies and adds (no FMA) in the same order.
+ */
+#ifndef NB_X86_MUL_US
+#error "define NB_X86_MUL_US before including x86_simd.h"
+#endif
+
+#include "kernels/cpu/kernels_impl.h"
+#include "quant/ggml_quants.h"
+#include "quant/nf4.h"
+
+#include <float.h>
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#define INL static inline __attribute__((always_inline))
+
+/* u8 x s8, 32 lanes -> 8 int32 sums of 4 products each (maddubs + madd, or
+ * one VNNI dpbusd: the same exact integers) */
+INL __m256i mul_us(__m256i u, __m256i s) { return NB_X86_MUL_US(u, s); }
+/* s8 x s8 via |a| * sign(b, a) */
+INL __m256i mul_ss(__m256i a, __m256i b) { return mul_us(_mm256_abs_epi8(a), _mm256_sign_epi8(b, a)); }
+
+INL int32_t hsum1(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4E));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xB1));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* lane j = sum of the 8 lanes of v[j] */
+INL __m256i hsum8x8(__m256i v0, __m256i v1, __m256i v2, __m256i v3, __m256i v4, __m256i v5, __m256i v6,
+                    __m256i v7) {
+    __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
+    __m256i c = _mm256_hadd_epi32(_mm256_hadd_epi32(v4, v5), _mm256_hadd_epi32(v6, v7));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, c, 0x20), _mm256_permute2x128_si256(a, c, 0x31));
+}
+
+INL __m256i load256(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+INL __m128i load128(const void *p) { return _mm_loadu_si128((const __m128i *)p); }
+INL __m256i join(__m128i lo, __m128i hi) { return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1); }
+
+/* 16 bytes of ggml nibbles: element j low nibble, j+16 high nibble */
+INL __m256i nib32(const uint8_t *p) {
+    __m128i t = load128(p);
+    return _mm256_and_si256(join(t, _mm_srli_epi16(t, 4)), _mm256_set1_epi8(15));
+}
+/* 16 bytes, element 2i in the low (lo_first) or high nibble of byte i */
+INL __m256i nib32_interleaved(const uint8_t *p, int lo_first) {
+    __m128i t = load128(p), m = _mm_set1_epi8(15);
+    __m128i lo = _mm_and_si128(t, m), hi = _mm_and_si128(_mm_srli_epi16(t, 4), m);
+    if (lo_first) return join(_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi));
+    return join(_mm_unpacklo_epi8(hi, lo), _mm_unpackhi_epi8(hi, lo));
+}
+/* byte k = 0xFF where bit k of m is set */
+INL __m256i bits32(uint32_t m) {
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)m),
+                                    _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
+                                                      0x0101010101010101LL, 0));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+}
+INL __m256i table16(const int8_t *t) {
+    __m128i v = load128(t);
+    return join(v, v);
+}
+
+INL float h2f(uint16_t h) { return _cvtsh_ss(h); }
+
+/* ------------------------------------------------------------ activations */
+
+/* See generic.c quant_block: same scale, same codes (cvtps2dq rounds to
+ * nearest even like nb_kern_rne). len is a multiple of 32. */
+INL float quant_block(const float *x, int len, int8_t *qs, int16_t *sums, int sum_len) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), big = _mm256_set1_ps(FLT_MAX);
+    __m256 amax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+    for (int i = 0; i < len; i += 8) {
+        __m256 a = _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i));
+        bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, big, _CMP_NLE_UQ));
+        amax = _mm256_max_ps(amax, a);
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    const float am = _mm_cvtss_f32(m);
+    if (_mm256_movemask_ps(bad) || am < 1e-30f) {
+        memset(qs, 0, (size_t)len);
+        for (int i = 0; i < len / sum_len; i++) sums[i] = 0;
+        return _mm256_movemask_ps(bad) ? NAN : 0.f;
+    }
+    const float d = am / 127.f, id = 1.f / d;
+    const __m256 vid = _mm256_set1_ps(id);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int i = 0; i < len; i += 32) {
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i), vid));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8), vid));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 16), vid));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 24), vid));
+        if (sum_len == 32) {
+            sums[i / 32] = (int16_t)hsum1(_mm256_add_epi32(_mm256_add_epi32(i0, i1), _mm256_add_epi32(i2, i3)));
+        } else {
+            sums[i / 16] = (int16_t)hsum1(_mm256_add_epi32(i0, i1));
+            sums[i / 16 + 1] = (int16_t)hsum1(_mm256_add_epi32(i2, i3));
+        }
+        __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+        p = _mm256_max_epi8(_mm256_permutevar8x32_epi32(p, perm), _mm256_set1_epi8(-127));
+        _mm256_storeu_si256((__m256i *)(qs + i), p);
+    }
+    return d;
+}
+
+static void quant_q32(const float *x, int64_t n, int8_t *qs, float *d, int16_t *s) {
+    for (int64_t b = 0; b < n / 32; b++) d[b] = quant_block(x + 32 * b, 32, qs + 32 * b, s + b, 32);
+}
+
+static void quant_q256(const float *x, int64_t n, int8_t *qs, float *d, int16_t *s) {
+    for (int64_t b = 0; b < n / 256; b++) d[b] = quant_block(x + 256 * b, 256, qs + 256 * b, s + 16 * b, 16);
+}
+
+/* ------------------------------------------------------------ float weights */
+
+INL float hsum_ps(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* kind 0: f32, 1: f16, 2: bf16 */
+INL __m256 load_w(const void *w, int64_t i, int kind) {
+    if (kind == 0) return _mm256_loadu_ps((const float *)w + i);
+    __m128i h = load128((const uint16_t *)w + i);
+    if (kind == 1) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+INL float load_w1(const void *w, int64_t i, int kind) {
+    if (kind == 0) return ((const float *)w)[i];
+    uint16_t h = ((const uint16_t *)w)[i];
+    if (kind == 1) return _cvtsh_ss(h);
+    union { uint32_t u; float f; } v = {(uint32_t)h << 16};
+    return v.f;
+}
+
+INL float dot_float(int64_t n, const void *w, const float *x, int kind) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(load_w(w, i, kind), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(load_w(w, i + 8, kind), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(load_w(w, i + 16, kind), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load_w(w, i + 24, kind), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load_w(w, i, kind), _mm256_loadu_ps(x + i), a0);
+    float s = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++) s += load_w1(w, i, kind) * x[i];
+    return s;
+}
+static float dot_f32(int64_t n, const void *w, const void *x) { return dot_float(n, w, x, 0); }
+static float dot_f16(int64_t n, const void *w, const void *x) { return dot_float(n, w, x, 1); }
+static float dot_bf16(int64_t n, const void *w, const void *x) { return dot_float(n, w, x, 2); }
+
+/* ------------------------------------------------------------ 32-element chunks */
+
+/* Per type: CHUNK(w, c, q) -> 8 int32 lanes summing to the chunk's exact
+ * integer dot; SCALE(w, c) -> the weight scale generic.c uses; MIN(w, c) ->
+ * the min scale (types with value = code * d + m) or absent. */
+#define DOT32_FN(name, CHUNK, SCALE, HAS_MIN, MIN)                                                        \
+    static float name(int64_t n, const void *w, const void *vx) {                                      \
+        const nb_xq *x = vx;                                                                           \
+        const int64_t nc = n / 32;                                                                     \
+        __m256 acc = _mm256_setzero_ps();                                                              \
+        int64_t c = 0;                                                                                 \
+        for (; c + 8 <= nc; c += 8) {                                                                  \
+            const int8_t *q = x->qs + 32 * c;                                                          \
+            __m256i r = hsum8x8(CHUNK(w, c, q), CHUNK(w, c + 1, q + 32), CHUNK(w, c + 2, q + 64),       \
+                                CHUNK(w, c + 3, q + 96), CHUNK(w, c + 4, q + 128), CHUNK(w, c + 5, q + 160), \
+                                CHUNK(w, c + 6, q + 192), CHUNK(w, c + 7, q + 224));                    \
+            const __m256 dx = _mm256_loadu_ps(x->d + c);                                               \
+            const __m256 dw = _mm256_setr_ps(SCALE(w, c), SCALE(w, c + 1), SCALE(w, c + 2), SCALE(w, c + 3), \
+                                             SCALE(w, c + 4), SCALE(w, c + 5), SCALE(w, c + 6),        \
+                                             SCALE(w, c + 7));                                         \
+            __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(r), _mm256_mul_ps(dw, dx));                    \
+            if (HAS_MIN) {                                                                             \
+                const __m256 mw = _mm256_setr_ps(MIN(w, c), MIN(w, c + 1), MIN(w, c + 2), MIN(w, c + 3), \
+                                                 MIN(w, c + 4), MIN(w, c + 5), MIN(w, c + 6), MIN(w, c + 7)); \
+                const __m256 fs = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(load128(x->s + c)));        \
+                t = _mm256_add_ps(t, _mm256_mul_ps(fs, _mm256_mul_ps(mw, dx)));                         \
+            }                                                                                          \
+            acc = _mm256_add_ps(acc, t);                                                               \
+        }                                                                                              \
+        float a[8];                                                                                    \
+        _mm256_storeu_ps(a, acc);                                                                      \
+        for (; c < nc; c++) {                                                                          \
+            float t = (float)hsum1(CHUNK(w, c, x->qs + 32 * c)) * (SCALE(w, c) * x->d[c]);             \
+            if (HAS_MIN) t = t + (float)x->s[c] * (MIN(w, c) * x->d[c]);                                \
+            a[c & 7] += t;                                                                             \
+        }                                                                                              \
+        return nb_kern_acc_sum(a);                                                                     \
+    }
+
+#define NO_MIN(w, c) 0.f
+
+/* Q8_0 */
+INL __m256i ck_q8_0(const void *w, int64_t c, const int8_t *q) {
+    return mul_ss(load256(((const nb_block_q8_0 *)w)[c].qs), load256(q));
+}
+#define SC_Q8_0(w, c) h2f(((const nb_block_q8_0 *)(w))[c].d)
+DOT32_FN(dot_q8_0, ck_q8_0, SC_Q8_0, 0, NO_MIN)
+
+/* Q4_0: code - 8 */
+INL __m256i ck_q4_0(const void *w, int64_t c, const int8_t *q) {
+    __m256i v = _mm256_sub_epi8(nib32(((const nb_block_q4_0 *)w)[c].qs), _mm256_set1_epi8(8));
+    return mul_ss(v, load256(q));
+}
+#define SC_Q4_0(w, c) h2f(((const nb_block_q4_0 *)(w))[c].d)
+DOT32_FN(dot_q4_0, ck_q4_0, SC_Q4_0, 0, NO_MIN)
+
+/* Q4_1: unsigned code, min term from the activation sums */
+INL __m256i ck_q4_1(const void *w, int64_t c, const int8_t *q) {
+    return mul_us(nib32(((const nb_block_q4_1 *)w)[c].qs), load256(q));
+}
+#define SC_Q4_1(w, c) h2f(((const nb_block_q4_1 *)(w))[c].d)
+#define MN_Q4_1(w, c) h2f(((const nb_block_q4_1 *)(w))[c].m)
+DOT32_FN(dot_q4_1, ck_q4_1, SC_Q4_1, 1, MN_Q4_1)
+
+/* Q5_0 / Q5_1: fifth bit from qh */
+INL __m256i q5_codes(const uint8_t *qs, const uint8_t *qh) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    return _mm256_or_si256(nib32(qs), _mm256_and_si256(bits32(h), _mm256_set1_epi8(0x10)));
+}
+INL __m256i ck_q5_0(const void *w, int64_t c, const int8_t *q) {
+    const nb_block_q5_0 *b = (const nb_block_q5_0 *)w + c;
+    return mul_ss(_mm256_sub_epi8(q5_codes(b->qs, b->qh), _mm256_set1_epi8(16)), load256(q));
+}
+#define SC_Q5_0(w, c) h2f(((const nb_block_q5_0 *)(w))[c].d)
+DOT32_FN(dot_q5_0, ck_q5_0, SC_Q5_0, 0, NO_MIN)
+
+INL __m256i ck_q5_1(const void *w, int64_t c, const int8_t *q) {
+    const nb_block_q5_1 *b = (const nb_block_q5_1 *)w + c;
+    return mul_us(q5_codes(b->qs, b->qh), load256(q));
+}
+#define SC_Q5_1(w, c) h2f(((const nb_block_q5_1 *)(w))[c].d)
+#define MN_Q5_1(w, c) h2f(((const nb_block_q5_1 *)(w))[c].m)
+DOT32_FN(dot_q5_1, ck_q5_1, SC_Q5_1, 1, MN_Q5_1)
+
+/* IQ4_NL: code book lookup */
+INL __m256i ck_iq4_nl(const void *w, int64_t c, const int8_t *q) {
+    __m256i v = _mm256_shuffle_epi8(table16(nb_kvalues_iq4nl), nib32(((const nb_block_iq4_nl *)w)[c].qs));
+    return mul_ss(v, load256(q));
+}
+#define SC_IQ4_NL(w, c) h2f(((const nb_block_iq4_nl *)(w))[c].d)
+DOT32_FN(dot_iq4_nl, ck_iq4_nl, SC_IQ4_NL, 0, NO_MIN)
+
+/* NF4: 2 chunks per 64-block, high nibble first, int8 code book */
+INL __m256i ck_nf4(const void *w, int64_t c, const int8_t *q) {
+    const nb_block_nf4 *b = (const nb_block_nf4 *)w + c / 2;
+    __m256i v = _mm256_shuffle_epi8(table16(nb_kern_nf4_i8), nib32_interleaved(b->qs + 16 * (c & 1), 0));
+    return mul_ss(v, load256(q));
+}
+#define SC_NF4(w, c) (((const nb_block_nf4 *)(w))[(c) / 2].d * (1.f / 127.f))
+DOT32_FN(dot_nf4, ck_nf4, SC_NF4, 0, NO_MIN)
+
+/* INT4 group-wise: low nibble first, value q - z */
+#define INT4_FNS(sfx, G, A)                                                                               \
+    INL const uint8_t *blk_##sfx(const void *w, int64_t c) {                                           \
+        return (const uint8_t *)w + (size_t)(c / ((G) / 32)) * (size_t)(2 + 2 * (A) + (G) / 2);          \
+    }                                                                                                  \
+    INL __m256i ck_##sfx(const void *w, int64_t c, const int8_t *q) {                                  \
+        const uint8_t *b = blk_##sfx(w, c);                                                            \
+        const int z = (A) ? (b[2] & 15) : 8;                                                                \
+        __m256i v = nib32_interleaved(b + 2 + 2 * (A) + 16 * (c % ((G) / 32)), 1);                      \
+        return mul_ss(_mm256_sub_epi8(v, _mm256_set1_epi8((char)z)), load256(q));                       \
+    }                                                                                                  \
+    INL float sc_##sfx(const void *w, int64_t c) {                                                     \
+        uint16_t h;                                                                                    \
+        memcpy(&h, blk_##sfx(w, c), 2);                                                                \
+        return h2f(h);                                                                                 \
+    }                                                                                                  \
+    DOT32_FN(dot_##sfx, ck_##sfx, sc_##sfx, 0, NO_MIN)
+INT4_FNS(int4_s32, 32, 0)
+INT4_FNS(int4_s64, 64, 0)
+INT4_FNS(int4_s128, 128, 0)
+INT4_FNS(int4_a32, 32, 1)
+INT4_FNS(int4_a64, 64, 1)
+INT4_FNS(int4_a128, 128, 1)
+
+/* ------------------------------------------------------------ K-quants */
+
+/* int16 scale vector: lanes 0..7 = a, 8..15 = b (pair sums of 16-element groups) */
+INL __m256i sc2(int a, int b) { return join(_mm_set1_epi16((short)a), _mm_set1_epi16((short)b)); }
+
+static float dot_q4_k(int64_t n, const void *vw, const void *vx) {
+    const nb_block_q4_K *w = vw;
+    const nb_xq *x = vx;
+    const __m256i m4 = _mm256_set1_epi8(15);
+    float acc[8] = {0};
+    for (int64_t b = 0; b < n / 256; b++) {
+        const nb_block_q4_K *wb = w + b;
+        const int8_t *q = x->qs + 256 * b;
+        const int16_t *bs = x->s + 16 * b;
+        int sc[8], m[8];
+        for (int j = 0; j < 8; j++) nb_kern_scale_min_k4(j, wb->scales, &sc[j], &m[j]);
+        int32_t ms = 0;
+        for (int j = 0; j < 8; j++) ms += m[j] * (bs[2 * j] + bs[2 * j + 1]);
+        __m256i ai = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            __m256i qb = load256(wb->qs + 32 * j);
+            __m256i plo = _mm256_maddubs_epi16(_mm256_and_si256(qb, m4), load256(q + 64 * j));
+            __m256i phi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), load256(q + 64 * j + 32));
+            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(plo, _mm256_set1_epi16((short)sc[2 * j])));
+            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(phi, _mm256_set1_epi16((short)sc[2 * j + 1])));
+        }
+        const int32_t is = hsum1(ai);
+        const float dx = x->d[b];
+        acc[b & 7] += (h2f(wb->d) * dx) * (float)is - (h2f(wb->dmin) * dx) * (float)ms;
+    }
+    return nb_kern_acc_sum(acc);
+}
+
+static float dot_q5_k(int64_t n, const void *vw, const void *vx) {
+    const nb_block_q5_K *w = vw;
+    const nb_xq *x = vx;
+    const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(0x10);
+    float acc[8] = {0};
+    for (int64_t b = 0; b < n / 256; b++) {
+        const nb_block_q5_K *wb = w + b;
+        const int8_t *q = x->qs + 256 * b;
+        const int16_t *bs = x->s + 16 * b;
+        int sc[8], m[8];
+        for (int j = 0; j < 8; j++) nb_kern_scale_min_k4(j, wb->scales, &sc[j], &m[j]);
+        int32_t ms = 0;
+        for (int j = 0; j < 8; j++) ms += m[j] * (bs[2 * j] + bs[2 * j + 1]);
+        const __m256i hq = load256(wb->qh);
+        __m256i ai = _mm256_setzero_si256();
+        for (int j = 0; j < 4; j++) {
+            __m256i qb = load256(wb->qs + 32 * j);
+            /* bit 2j (2j+1) of each qh byte moved to bit 4 */
+            __m256i hlo = _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(hq, _mm_cvtsi32_si128(2 * j)), 4), b4);
+            __m256i hhi = _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(hq, _mm_cvtsi32_si128(2 * j + 1)), 4), b4);
+            __m256i lo = _mm256_or_si256(_mm256_and_si256(qb, m4), hlo);
+            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), hhi);
+            __m256i plo = _mm256_maddubs_epi16(lo, load256(q + 64 * j));
+            __m256i phi = _mm256_maddubs_epi16(hi, load256(q + 64 * j + 32));
+            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(plo, _mm256_set1_epi16((short)sc[2 * j])));
+            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(phi, _mm256_set1_epi16((short)sc[2 * j + 1])));
+        }
+        const int32_t is = hsum1(ai);
+        const float dx = x->d[b];
+        acc[b & 7] += (h2f(wb->d) * dx) * (float)is - (h2f(wb->dmin) * dx) * (float)ms;
+    }
+    return nb_kern_acc_sum(acc);
+}
+
+/* Q6_K with unsigned codes 0..63: is = sum sc*(code.q) - 32 * sum sc*bsum */
+static float dot_q6_k(int64_t n, const void *vw, const void *vx) {
+    const nb_block_q6_K *w = vw;
+    const nb_xq *x = vx;
+    const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
+    float acc[8] = {0};
+    for (int64_t b = 0; b < n / 256; b++) {
+        const nb_block_q6_K *wb = w + b;
+        const int16_t *bs = x->s + 16 * b;
+        int32_t corr = 0;
+        for (int g = 0; g < 16; g++) corr += wb->scales[g] * bs[g];
+        __m256i ai = _mm256_setzero_si256();
+        for (int k = 0; k < 2; k++) {
+            const uint8_t *ql = wb->ql + 64 * k;
+            const int8_t *sc = wb->scales + 8 * k;
+            const int8_t *q = x->qs + 256 * b + 128 * k;
+            const __m256i l0 = load256(ql), l1 = load256(ql + 32), h = load256(wb->qh + 32 * k);
+            __m256i q1 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+            __m256i q2 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+            __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
+            __m256i q4 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                         _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q1, load256(q)), sc2(sc[0], sc[1])));
+            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q2, load256(q + 32)), sc2(sc[2], sc[3])));
+            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q3, load256(q + 64)), sc2(sc[4], sc[5])));
+            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q4, load256(q + 96)), sc2(sc[6], sc[7])));
+        }
+        const int32_t is = hsum1(ai) - 32 * corr;
+        acc[b & 7] += (h2f(wb->d) * x->d[b]) * (float)is;
+    }
+    return nb_kern_acc_sum(acc);
+}
+
+/* Q3_K with unsigned codes low | hbit << 2 (0..7): value = code - 4 */
+static float dot_q3_k(int64_t n, const void *vw, const void *vx) {
+    const nb_block_q3_K *w = vw;
+    const nb_xq *x = vx;
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    float acc[8] = {0};
+    for (int64_t b = 0; b < n / 256; b++) {
+        const nb_block_q3_K *wb = w + b;
+        const int16_t *bs = x->s + 16 * b;
+        int sc[16];
+        int32_t corr = 0;
+        for (int g = 0; g < 16; g++) {
+            sc[g] = nb_kern_scale_q3k(g, wb->scales);
+            corr += sc[g] * bs[g];
+        }
+        const __m256i hm = load256(wb->hmask);
+        __m256i ai = _mm256_setzero_si256();
+        for (int k = 0; k < 2; k++) {
+            const __m256i qv = load256(wb->qs + 32 * k);
+            for (int j = 0; j < 4; j++) {
+                __m256i lo = _mm256_and_si256(_mm256_srl_epi16(qv, _mm_cvtsi32_si128(2 * j)), m3);
+                __m256i hb = _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * k + j)), one);
+                __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 2));
+                __m256i p = _mm256_maddubs_epi16(u, load256(x->qs + 256 * b + 128 * k + 32 * j));
+                ai = _mm256_add_epi32(ai, _mm256_madd_epi16(p, sc2(sc[8 * k + 2 * j], sc[8 * k + 2 * j + 1])));
+            }
+        }
+        const int32_t is = hsum1(ai) - 4 * corr;
+        acc[b & 7] += (h2f(wb->d) * x->d[b]) * (float)is;
+    }
+    return nb_kern_acc_sum(acc);
+}
+
+static float dot_q2_k(int64_t n, const void *vw, const void *vx) {
+    const nb_block_q2_K *w = vw;
+    const nb_xq *x = vx;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    float acc[8] = {0};
+    for (int64_t b = 0; b < n / 256; b++) {
+        const nb_block_q2_K *wb = w + b;
+        const int16_t *bs = x->s + 16 * b;
+        int32_t ms = 0;
+        for (int g = 0; g < 16; g++) ms += (wb->scales[g] >> 4) * bs[g];
+        __m256i ai = _mm256_setzero_si256();
+        for (int k = 0; k < 2; k++) {
+            const __m256i qv = load256(wb->qs + 32 * k);
+            for (int j = 0; j < 4; j++) {
+                __m256i u = _mm256_and_si256(_mm256_srl_epi16(qv, _mm_cvtsi32_si128(2 * j)), m3);
+                __m256i p = _mm256_maddubs_epi16(u, load256(x->qs + 256 * b + 128 * k + 32 * j));
+                const int g = 8 * k + 2 * j;
+                ai = _mm256_add_epi32(ai, _mm256_madd_epi16(p, sc2(wb->scales[g] & 15, wb->scales[g + 1] & 15)));
+            }
+        }
+        const int32_t is = hsum1(ai);
+        const float dx = x->d[b];
+        acc[b & 7] += (h2f(wb->d) * dx) * (float)is - (h2f(wb->dmin) * dx) * (float)ms;
+    }
+    return nb_kern_acc_sum(acc);
+}
+
+static float dot_iq4_xs(int64_t n, const void *vw, const void *vx) {
+    const nb_block_iq4_xs *w = vw;
+    const nb_xq *x = vx;
+    const __m256i tab = table16(nb_kvalues_iq4nl);
+    float acc[8] = {0};
+    for (int64_t b = 0; b < n / 256; b++) {
+        const nb_block_iq4_xs *wb = w + b;
+        __m256i ai = _mm256_setzero_si256();
+        for (int ib = 0; ib < 8; ib++) {
+            const int ls = ((wb->scales_l[ib / 2] >> 4 * (ib % 2)) & 15) | (((wb->scales_h >> 2 * ib) & 3) << 4);
+            __m256i v = _mm256_shuffle_epi8(tab, nib32(wb->qs + 16 * ib));
+            __m256i xq = load256(x->qs + 256 * b + 32 * ib);
+            __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(xq, v));
+            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(p, _mm256_set1_epi16((short)(ls - 32))));
+        }
+        const int32_t is = hsum1(ai);
+        acc[b & 7] += (h2f(wb->d) * x->d[b]) * (float)is;
+    }
+    return nb_kern_acc_sum(acc);
+}
+
+static void x86_fill(nb_kernels *k) {
+    k->quant_q32 = quant_q32;
+    k->quant_q256 = quant_q256;
+    k->dot[NB_TYPE_F32] = dot_f32;
+    k->dot[NB_TYPE_F16] = dot_f16;
+    k->dot[NB_TYPE_BF16] = dot_bf16;
+    k->dot[NB_TYPE_Q4_0] = dot_q4_0;
+    k->dot[NB_TYPE_Q4_1] = dot_q4_1;
+    k->dot[NB_TYPE_Q5_0] = dot_q5_0;
+    k->dot[NB_TYPE_Q5_1] = dot_q5_1;
+    k->dot[NB_TYPE_Q8_0] = dot_q8_0;
+    k->dot[NB_TYPE_IQ4_NL] = dot_iq4_nl;
+    k->dot[NB_TYPE_NF4] = dot_nf4;
+    k->dot[NB_TYPE_INT4_SYM_G32] = dot_int4_s32;
+    k->dot[NB_TYPE_INT4_SYM_G64] = dot_int4_s64;
+    k->dot[NB_TYPE_INT4_SYM_G128] = dot_int4_s128;
+    k->dot[NB_TYPE_INT4_ASYM_G32] = dot_int4_a32;
+    k->dot[NB_TYPE_INT4_ASYM_G64] = dot_int4_a64;
+    k->dot[NB_TYPE_INT4_ASYM_G128] = dot_int4_a128;
+    k->dot[NB_TYPE_Q2_K] = dot_q2_k;
+    k->dot[NB_TYPE_Q3_K] = dot_q3_k;
+    k->dot[NB_TYPE_Q4_K] = dot_q4_k;
+    k->dot[NB_TYPE_Q5_K] = dot_q5_k;
+    k->dot[NB_TYPE_Q6_K] = dot_q6_k;
+    k->dot[NB_TYPE_IQ4_XS] = dot_iq4_xs;
+}
+
