@@ -50,13 +50,46 @@ def _rotate_half(x):
     return np.concatenate([-x[..., h:], x[..., :h]], axis=-1)
 
 
-def _rope(x, pos, base, n_rot, scale=1.0):
-    """HF apply_rotary_pos_emb on the first n_rot dims; x: (T, heads, hd)."""
+def _inv_freq(base, n_rot, rope):
+    """HF's rope_init functions (default, linear, llama3, yarn) -> (inv_freq, attention_factor).
+    rope: None or a dict like HF's config.rope_scaling with "rope_type"."""
     inv = 1.0 / base ** (np.arange(0, n_rot, 2, dtype=np.float64) / n_rot)
-    ang = np.outer(pos.astype(np.float64) / scale, inv)  # (T, n_rot/2)
+    if not rope or rope["rope_type"] == "default":
+        return inv, 1.0
+    f = rope["factor"]
+    if rope["rope_type"] == "linear":
+        return inv / f, 1.0
+    if rope["rope_type"] == "llama3":
+        old = rope["original_max_position_embeddings"]
+        lo, hi = rope["low_freq_factor"], rope["high_freq_factor"]
+        wavelen = 2 * np.pi / inv
+        smooth = (old / wavelen - lo) / (hi - lo)
+        mid = (1 - smooth) * inv / f + smooth * inv
+        out = np.where(wavelen > old / lo, inv / f, inv)
+        return np.where((wavelen <= old / lo) & (wavelen >= old / hi), mid, out), 1.0
+    if rope["rope_type"] == "yarn":
+        old = rope["original_max_position_embeddings"]
+        dim = n_rot
+
+        def corr(rot):
+            return dim * np.log(old / (rot * 2 * np.pi)) / (2 * np.log(base))
+        low, high = max(np.floor(corr(32)), 0), min(np.ceil(corr(1)), dim - 1)
+        if low == high:
+            high += 0.001
+        ramp = np.clip((np.arange(dim // 2) - low) / (high - low), 0, 1)
+        extra = 1 - ramp
+        inv = (inv / f) * (1 - extra) + inv * extra
+        return inv, 0.1 * np.log(f) + 1.0
+    raise ValueError(rope["rope_type"])
+
+
+def _rope(x, pos, base, n_rot, rope=None):
+    """HF apply_rotary_pos_emb on the first n_rot dims; x: (T, heads, hd)."""
+    inv, att = _inv_freq(base, n_rot, rope)
+    ang = np.outer(pos.astype(np.float64), inv)  # (T, n_rot/2)
     emb = np.concatenate([ang, ang], axis=-1)[:, None, :]
     xr, xp = x[..., :n_rot], x[..., n_rot:]
-    xr = xr * np.cos(emb) + _rotate_half(xr) * np.sin(emb)
+    xr = xr * (np.cos(emb) * att) + _rotate_half(xr) * (np.sin(emb) * att)
     return np.concatenate([xr, xp], axis=-1)
 
 
@@ -74,8 +107,11 @@ def _softmax(x, axis=-1):
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
-def forward(r, tokens, variant=None):
-    """variant: None, or a deliberate mistake for the test's sensitivity
+def forward(r, tokens, variant=None, rope=None):
+    """rope: HF's rope_scaling dict for the global layers when the GGUF
+    cannot say it (llama3 becomes a rope_freqs tensor in GGUF); without it,
+    a GGUF rope.scaling.type of linear / yarn is read from the metadata.
+    variant: None, or a deliberate mistake for the test's sensitivity
     checks: "no_window" (gemma3 attends globally everywhere), "flip_norm_topk"
     (MoE renormalisation the other way), "no_unpermute" (llama q/k rows used
     as stored in GGUF with HF's rotate_half)."""
@@ -101,6 +137,12 @@ def forward(r, tokens, variant=None):
         norm_topk = not norm_topk
     window = g("attention.sliding_window", 0) if gemma else 0
     theta_local = g("rope.freq_base_swa", 10000.0)
+    if rope is None and g("rope.scaling.type") in ("linear", "yarn"):
+        rope = {"rope_type": g("rope.scaling.type"), "factor": g("rope.scaling.factor"),
+                "original_max_position_embeddings": g("rope.scaling.original_context_length",
+                                                      g("context_length"))}
+    if variant == "no_scaling":
+        rope = None
 
     def norm_w(name):
         w = W[name]
@@ -137,8 +179,8 @@ def forward(r, tokens, variant=None):
             k = rmsnorm(k, p + "attn_k_norm.weight")
         sliding = gemma and (L + 1) % 6 != 0  # Gemma 3: 5 local layers, then 1 global
         base = theta_local if sliding else theta
-        q = _rope(q, pos, base, n_rot)
-        k = _rope(k, pos, base, n_rot)
+        q = _rope(q, pos, base, n_rot, None if sliding else rope)
+        k = _rope(k, pos, base, n_rot, None if sliding else rope)
         rep = H // KVH  # repeat_kv
         k = np.repeat(k, rep, axis=1)
         v = np.repeat(v, rep, axis=1)
