@@ -10,6 +10,11 @@
  * Anything else is refused with NB_ERR_UNSUPPORTED naming what is missing.
  *
  * Determinism: results are bit-identical at any thread count.
+ *
+ * Numerics: activations and the KV cache are F32 (llama.cpp defaults to an
+ * F16 cache); norms accumulate in double; the graph follows llama.cpp's per
+ * architecture (rope layout, MoE renormalisation, Gemma 3's local/global
+ * layers). docs/engine.md lists the details and the known differences.
  */
 #ifndef NB_ENGINE_ENGINE_H
 #define NB_ENGINE_ENGINE_H
@@ -23,7 +28,8 @@ typedef struct nb_engine nb_engine;
 
 typedef struct nb_engine_opts {
     int n_ctx;      /* KV cache length in tokens (0: 512) */
-    int n_batch;    /* max tokens per nb_engine_eval call (0: n_ctx) */
+    int n_batch;    /* tokens per forward pass: scratch is sized for this many; an eval
+                       call with more tokens runs in sub-batches (0: min(n_ctx, 512)) */
     int n_threads;  /* 0: ctx->n_threads */
 } nb_engine_opts;
 
@@ -33,7 +39,10 @@ typedef struct nb_engine_opts {
  * tensor's GGUF name, x is n_tok x n_in floats (row-major). For MoE expert
  * tensors (3-D `*_exps`), `expert` is the expert index and x holds only the
  * rows of tokens routed to it; otherwise expert = -1. The pointers are
- * borrowed for the duration of the call. Called from the evaluating thread only. */
+ * borrowed for the duration of the call. Called from the evaluating thread only.
+ * Every matmul of the graph is reported, the router (ffn_gate_inp) and the
+ * output projection included ("token_embd.weight" when the embeddings are
+ * tied); the output's input is reported even when eval's logits is NULL. */
 typedef void (*nb_matmul_hook)(void *user, const char *name, int expert, const float *x, int64_t n_tok,
                                int64_t n_in);
 /* Called once per MoE layer per batch: for each of n_tok tokens, n_used
@@ -48,7 +57,11 @@ typedef struct nb_engine_hooks {
     void *user;
 } nb_engine_hooks;
 
-/* Open from a path (nb_model_open) — the engine owns the model. */
+/* Open from a path (nb_model_open) — the engine owns the model.
+ * Errors: NB_ERR_UNSUPPORTED for an unknown architecture (the message lists
+ * the supported ones); NB_ERR_FORMAT for a missing metadata key or tensor
+ * (named) or a tensor whose shape the graph cannot use (both shapes given);
+ * NB_ERR_INVALID for bad options. */
 nb_status nb_engine_open(const char *path, const nb_engine_opts *o, nb_engine **out, nb_ctx *ctx);
 /* Open on an already-open model (borrowed: must outlive the engine). */
 nb_status nb_engine_open_model(nb_model *m, const nb_engine_opts *o, nb_engine **out, nb_ctx *ctx);
@@ -61,9 +74,11 @@ void nb_engine_set_hooks(nb_engine *e, const nb_engine_hooks *h); /* NULL clears
 
 /* Forget the KV cache (next eval starts at position 0). */
 void nb_engine_reset(nb_engine *e);
-/* Evaluate n tokens at positions [pos, pos+n) (pos == tokens already in the
- * cache; pos + n <= n_ctx). logits: NULL, or n x n_vocab floats receiving the
- * logits of every token (row-major). */
+/* Evaluate n tokens at positions [pos, pos+n) (pos <= tokens already in the
+ * cache: an earlier pos forgets what lies beyond it; pos + n <= n_ctx).
+ * logits: NULL (the output projection is skipped), or n x n_vocab floats
+ * receiving the logits of every token (row-major). Token ids outside the
+ * vocabulary and a full context are NB_ERR_RANGE. */
 nb_status nb_engine_eval(nb_engine *e, const int32_t *tokens, int n, int pos, float *logits, nb_ctx *ctx);
 
 #endif
