@@ -254,7 +254,9 @@ static nb_status read_hparams(nb_engine *e, nb_ctx *ctx) {
 
     if (e->arch->flags & NB_ARCH_F_MOE) {
         NB_TRY(need_pos(e, "expert_count", h.n_expert, 4096, ctx));
-        NB_TRY(need_pos(e, "expert_used_count", h.n_expert_used, h.n_expert, ctx));
+        /* 64: far above any real model (Mixtral 2, Qwen 4-8, DeepSeek 8), and it
+         * bounds the per-slot expert output buffer (n_batch x n_used x n_embd) */
+        NB_TRY(need_pos(e, "expert_used_count", h.n_expert_used, h.n_expert < 64 ? h.n_expert : 64, ctx));
         hp->n_expert = (int)h.n_expert;
         hp->n_expert_used = (int)h.n_expert_used;
         /* llama.cpp: mixtral's experts are feed_forward_length wide; qwen MoE

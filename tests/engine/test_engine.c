@@ -321,6 +321,14 @@ START_TEST(test_errors) {
     ck_assert_int_eq(nb_engine_open_model(m, NULL, &e, &ctx), NB_ERR_FORMAT);
     nb_model_close(m);
 
+    /* more routed experts than the engine accepts (64) */
+    m = open_model("mixtral");
+    ck_assert(nb_kv_set_u32(&m->kv, "llama.expert_count", 100, &ctx) == NB_OK);
+    ck_assert(nb_kv_set_u32(&m->kv, "llama.expert_used_count", 65, &ctx) == NB_OK);
+    ck_assert_int_eq(nb_engine_open_model(m, NULL, &e, &ctx), NB_ERR_RANGE);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "llama.expert_used_count"), "%s", nb_errmsg(&ctx));
+    nb_model_close(m);
+
     /* eval arguments */
     nb_engine_opts o = {8, 0, 1};
     ck_assert(nb_engine_open(synth("llama", ".gguf"), &o, &e, &ctx) == NB_OK);
