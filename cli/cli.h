@@ -15,6 +15,7 @@ int nb_cmd_inspect(int argc, char **argv);
 int nb_cmd_convert(int argc, char **argv);
 int nb_cmd_synth(int argc, char **argv);
 int nb_cmd_quantize(int argc, char **argv);
+int nb_cmd_merge(int argc, char **argv);
 int nb_cmd_logits(int argc, char **argv);
 
 /* Map a library status to the documented exit code. */

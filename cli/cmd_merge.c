@@ -1,0 +1,203 @@
+/* cli/cmd_merge.c — `nibble merge BASE --adapter A[:W]... -o OUT [--type T] [--qlora ...] [--report [F]] [--json]`. */
+#include "cli/cli.h"
+#include "core/afile.h"
+#include "core/progress.h"
+#include "distill/merge.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_ADAPTERS 64
+
+static void help(FILE *f) {
+    fputs("usage: nibble merge BASE --adapter ADAPTER[:WEIGHT]... -o OUT [--type T] [--qlora]\n"
+          "                    [--qlora-blocksize N] [--qlora-double-quant] [--report[=FILE.json]] [--json]\n"
+          "                    [--threads N] [--quiet]\n\n"
+          "Merge LoRA / rsLoRA / DoRA adapters into a base model with PEFT's merge_and_unload math,\n"
+          "one tensor at a time. BASE: a GGUF file, a Hugging Face model directory or a .safetensors\n"
+          "file. ADAPTER: a PEFT directory (adapter_config.json + adapter_model.safetensors) or a\n"
+          "llama.cpp GGUF LoRA file. OUT ending in .gguf or .safetensors picks the format; it is written\n"
+          "to OUT.partial and renamed when complete, nothing is left on failure.\n\n"
+          "  --adapter A[:W]        adapter to merge; repeatable, applied in the order given. W (default 1)\n"
+          "                         multiplies the adapter's scaling (PEFT's set_scale); e.g. A:0.7\n"
+          "  -o, --output OUT       output file (required)\n"
+          "  --type T               write every float/quantized matrix as T (f32, f16, bf16, q8_0, ...),\n"
+          "                         1-D tensors as f32. Default: untouched tensors are copied byte for\n"
+          "                         byte, merged ones keep an f32/f16/bf16 type; merged tensors of a\n"
+          "                         quantized base are dequantized and written as f16\n"
+          "  --qlora                merge into the NF4 round trip of the base (bitsandbytes-exact), the\n"
+          "                         weights a QLoRA adapter was trained against; needs a f32/f16/bf16 base\n"
+          "  --qlora-blocksize N    NF4 block size (default 64, bitsandbytes' default)\n"
+          "  --qlora-double-quant   the base was loaded with bnb_4bit_use_double_quant=True (default: off,\n"
+          "                         as in transformers' BitsAndBytesConfig)\n"
+          "  --report[=FILE]        per merged module: rank, alpha, scaling, ||dW||/||W|| (table), and as\n"
+          "                         JSON to FILE (also accepted as `--report FILE.json`)\n"
+          "  --json                 print the JSON report on stdout\n"
+          "  --threads N, --quiet, --verbose\n\n"
+          "exit codes: 0 ok, 1 usage, 2 bad input (shape mismatch, missing target, r = 0, NaN ...),\n"
+          "3 I/O\n",
+          f);
+}
+
+static bool ends_with(const char *s, const char *suf) {
+    size_t n = strlen(s), k = strlen(suf);
+    return n >= k && !strcmp(s + n - k, suf);
+}
+
+/* "PATH:W" -> path + weight when the text after the last ':' is a number. */
+static bool parse_adapter(const char *arg, char **path, double *w) {
+    const char *c = strrchr(arg, ':');
+    *w = 1.0;
+    if (c && c[1]) {
+        char *end;
+        errno = 0;
+        double v = strtod(c + 1, &end);
+        if (!*end && !errno && isfinite(v)) {
+            *path = strndup(arg, (size_t)(c - arg));
+            *w = v;
+            return *path != NULL;
+        }
+    }
+    *path = strdup(arg);
+    return *path != NULL;
+}
+
+static nb_status write_text_atomic(const char *path, const char *text, nb_ctx *ctx) {
+    nb_afile f;
+    NB_TRY(nb_afile_open(&f, path, false, ctx));
+    nb_status st = nb_afile_write(&f, text, strlen(text), ctx);
+    if (st == NB_OK) st = nb_afile_write(&f, "\n", 1, ctx);
+    if (st == NB_OK) st = nb_afile_commit(&f, NULL, ctx);
+    nb_afile_abort(&f);
+    return st;
+}
+
+static void print_report(FILE *f, const nb_merge_result *r) {
+    fprintf(f, "%-3s %-44s %-30s %-9s %5s %8s %10s %11s\n", "#", "module", "tensor", "kind", "rank", "alpha",
+            "scaling", "|dW|/|W|");
+    for (size_t i = 0; i < r->n_entries; i++) {
+        const nb_merge_entry *e = &r->entries[i];
+        char tn[300];
+        if (e->expert >= 0) snprintf(tn, sizeof tn, "%s[%lld]", e->tensor, (long long)e->expert);
+        else snprintf(tn, sizeof tn, "%s", e->tensor);
+        char rel[32] = "-";
+        if (e->base_norm > 0) snprintf(rel, sizeof rel, "%.4e", e->delta_norm / e->base_norm);
+        if (e->kind == NB_MERGE_REPLACE)
+            fprintf(f, "%-3zu %-44s %-30s %-9s %5s %8s %10s %11s\n", e->adapter, e->module, tn,
+                    nb_merge_kind_name(e->kind), "-", "-", "-", rel);
+        else
+            fprintf(f, "%-3zu %-44s %-30s %-9s %5u %8g %10.5g %11s\n", e->adapter, e->module, tn,
+                    nb_merge_kind_name(e->kind), e->rank, e->alpha, e->scaling, rel);
+    }
+}
+
+int nb_cmd_merge(int argc, char **argv) {
+    nb_ctx ctx;
+    nb_ctx_init(&ctx);
+    nb_merge_adapter ads[MAX_ADAPTERS];
+    char *paths[MAX_ADAPTERS];
+    size_t n_ad = 0;
+    const char *base = NULL, *dst = NULL, *report_file = NULL;
+    bool json = false, report = false;
+    nb_merge_opts o = {0};
+    int rc = NB_EXIT_USAGE;
+    for (int i = 1; i < argc; i++) {
+        int c = nb_cli_common_opt(&ctx, argc, argv, &i);
+        if (c < 0) goto done;
+        if (c) continue;
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); rc = NB_EXIT_OK; goto done; }
+        if (!strcmp(a, "--json")) json = true;
+        else if (!strcmp(a, "--qlora")) o.qlora = true;
+        else if (!strcmp(a, "--qlora-double-quant")) o.qlora_double_quant = true;
+        else if (!strcmp(a, "--qlora-blocksize") && i + 1 < argc) {
+            unsigned long long v;
+            if (!nb_cli_parse_u64(argv[++i], &v) || v < 32 || v > 4096 || (v & (v - 1))) {
+                fprintf(stderr, "nibble merge: --qlora-blocksize needs a power of two in [32, 4096]\n");
+                goto done;
+            }
+            o.qlora_blocksize = (uint32_t)v;
+        } else if (!strcmp(a, "--report")) {
+            report = true;
+            if (i + 1 < argc && ends_with(argv[i + 1], ".json")) report_file = argv[++i];
+        } else if (!strncmp(a, "--report=", 9) && a[9]) {
+            report = true;
+            report_file = a + 9;
+        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) dst = argv[++i];
+        else if (!strcmp(a, "--adapter") && i + 1 < argc) {
+            if (n_ad == MAX_ADAPTERS) {
+                fprintf(stderr, "nibble merge: at most %d adapters\n", MAX_ADAPTERS);
+                goto done;
+            }
+            if (!parse_adapter(argv[++i], &paths[n_ad], &ads[n_ad].weight)) {
+                fprintf(stderr, "nibble merge: out of memory\n");
+                rc = NB_EXIT_IO;
+                goto done;
+            }
+            ads[n_ad].path = paths[n_ad];
+            n_ad++;
+        } else if (!strcmp(a, "--type") && i + 1 < argc) {
+            const char *t = argv[++i];
+            const nb_type_traits *tr;
+            if (!nb_type_from_name(t, &o.type) || !(tr = nb_type_get(o.type)) || !tr->quantize) {
+                fprintf(stderr, "nibble merge: unknown or unwritable type '%s' (f32, f16, bf16, q8_0, q4_K ...)\n", t);
+                goto done;
+            }
+            o.set_type = true;
+        } else if (a[0] == '-' || base) {
+            fprintf(stderr, "nibble merge: unexpected argument '%s' (see --help)\n", a);
+            goto done;
+        } else base = a;
+    }
+    if (!base || !dst || !n_ad) {
+        fprintf(stderr, "nibble merge: %s\n", !base ? "missing BASE" : !n_ad ? "missing --adapter" : "missing -o OUT");
+        fputs("usage: nibble merge BASE --adapter ADAPTER[:WEIGHT]... -o OUT [options]   (--help for details)\n", stderr);
+        goto done;
+    }
+    if (!o.qlora && (o.qlora_blocksize || o.qlora_double_quant)) {
+        fprintf(stderr, "nibble merge: --qlora-blocksize / --qlora-double-quant need --qlora\n");
+        goto done;
+    }
+    if (!ends_with(dst, ".gguf") && !ends_with(dst, ".safetensors")) {
+        fprintf(stderr, "nibble merge: %s: the output must end in .gguf or .safetensors\n", dst);
+        goto done;
+    }
+    o.adapters = ads;
+    o.n_adapters = n_ad;
+    nb_merge_result res;
+    nb_status st = nb_merge(base, dst, &o, &res, &ctx);
+    if (st != NB_OK) {
+        rc = nb_cli_fail("merge", &ctx, st);
+        nb_merge_result_free(&res);
+        goto done;
+    }
+    rc = NB_EXIT_OK;
+    FILE *human = json ? stderr : stdout;
+    if (report && !ctx.quiet) print_report(human, &res);
+    if (!ctx.quiet) {
+        char b1[32];
+        fprintf(human, "merged %zu adapter%s: %zu of %zu tensors changed%s, wrote %s (%s) in %.2f s\nsha256 ", n_ad,
+                n_ad == 1 ? "" : "s", res.n_merged, res.n_tensors, o.qlora ? " (NF4 round trip first)" : "", dst,
+                nb_fmt_bytes((double)res.bytes_out, b1, sizeof b1), res.seconds);
+        for (int k = 0; k < 32; k++) fprintf(human, "%02x", res.sha256[k]);
+        fprintf(human, "  %s\n", dst);
+    }
+    if (report_file || json) {
+        char *j = nb_merge_result_json(&res, base, dst, &o);
+        if (!j) {
+            rc = nb_cli_fail("merge", &ctx, nb_err(&ctx, NB_ERR_NOMEM, "out of memory for JSON"));
+        } else {
+            if (report_file && (st = write_text_atomic(report_file, j, &ctx)) != NB_OK) rc = nb_cli_fail("merge", &ctx, st);
+            if (json && rc == NB_EXIT_OK) puts(j);
+            free(j);
+        }
+    }
+    nb_merge_result_free(&res);
+done:
+    for (size_t k = 0; k < n_ad; k++) free(paths[k]);
+    nb_ctx_free(&ctx);
+    return rc;
+}
