@@ -1,0 +1,393 @@
+/* calib/gptq.c — GPTQ on one layer with the target type's own grid (see calib/gptq.h). */
+#include "calib/gptq.h"
+
+#include "core/checked.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* LAPACK (Debian liblapack / OpenBLAS), Fortran calling convention with the
+ * hidden string length gfortran appends. Row-major symmetric matrices are
+ * passed as is: Fortran sees the transpose, which is the same matrix. */
+extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
+extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
+
+#define TILE_ROWS 8
+#define MAX_DAMP_RETRIES 6
+
+/* ---- codes inside packed blocks ------------------------------------------------------------------ */
+
+static inline void set_nib(uint8_t *b, bool high, int v) {
+    if (high) *b = (uint8_t)((*b & 0x0F) | (v << 4));
+    else *b = (uint8_t)((*b & 0xF0) | (v & 0x0F));
+}
+static inline void set_bit(uint8_t *b, int bit, int v) {
+    if (v) *b = (uint8_t)(*b | (1u << bit));
+    else *b = (uint8_t)(*b & ~(1u << bit));
+}
+
+/* 32-element blocks: code of element p in qs[p % 16], low nibble for p < 16 */
+static void set_q4_0(uint8_t *b, int p, int lv) { set_nib(b + 2 + p % 16, p >= 16, lv); }
+static void set_q4_1(uint8_t *b, int p, int lv) { set_nib(b + 4 + p % 16, p >= 16, lv); }
+/* Q5: low 4 bits as Q4, 5th bit = bit p of the little-endian u32 qh */
+static void set_q5_0(uint8_t *b, int p, int lv) {
+    set_nib(b + 6 + p % 16, p >= 16, lv & 15);
+    set_bit(b + 2 + p / 8, p % 8, lv >> 4);
+}
+static void set_q5_1(uint8_t *b, int p, int lv) {
+    set_nib(b + 8 + p % 16, p >= 16, lv & 15);
+    set_bit(b + 4 + p / 8, p % 8, lv >> 4);
+}
+/* levels 0..254 = int8 codes -127..127 (ggml never writes -128) */
+static void set_q8_0(uint8_t *b, int p, int lv) { b[2 + p] = (uint8_t)(int8_t)(lv - 127); }
+/* Q2_K/Q3_K: 2-bit codes, byte (p/128)*32 + p%32, shift 2*((p%128)/32) */
+static void set_2bit(uint8_t *qs, int p, int v) {
+    int idx = (p / 128) * 32 + p % 32, sh = 2 * ((p % 128) / 32);
+    qs[idx] = (uint8_t)((qs[idx] & ~(3 << sh)) | (v << sh));
+}
+static void set_q2_k(uint8_t *b, int p, int lv) { set_2bit(b + 16, p, lv); }
+/* Q3_K: code c = low2 | hbit << 2 (value c - 4); hmask[p % 32] bit (p/128)*4 + (p%128)/32 */
+static void set_q3_k(uint8_t *b, int p, int lv) {
+    set_2bit(b + 32, p, lv & 3);
+    set_bit(b + p % 32, (p / 128) * 4 + (p % 128) / 32, lv >> 2);
+}
+/* Q4_K/Q5_K: 64-element chunks, low nibble = first 32, high nibble = next 32 */
+static void set_q4_k(uint8_t *b, int p, int lv) { set_nib(b + 16 + 32 * (p / 64) + p % 32, p % 64 >= 32, lv); }
+static void set_q5_k(uint8_t *b, int p, int lv) {
+    set_nib(b + 48 + 32 * (p / 64) + p % 32, p % 64 >= 32, lv & 15);
+    set_bit(b + 16 + p % 32, 2 * (p / 64) + (p % 64 >= 32), lv >> 4);
+}
+/* Q6_K: ql[128], qh[64]; per 128 half: quarter qn, lane l */
+static void set_q6_k(uint8_t *b, int p, int lv) {
+    int half = p / 128, r = p % 128, qn = r / 32, l = r % 32;
+    set_nib(b + half * 64 + l + (qn & 1) * 32, qn >= 2, lv & 15);
+    uint8_t *qh = b + 128 + half * 32 + l;
+    *qh = (uint8_t)((*qh & ~(3 << (2 * qn))) | ((lv >> 4) << (2 * qn)));
+}
+static void set_iq4_xs(uint8_t *b, int p, int lv) { set_nib(b + 8 + 16 * (p / 32) + p % 16, p % 32 >= 16, lv); }
+/* NF4: element 2i in the high nibble */
+static void set_nf4(uint8_t *b, int p, int lv) { set_nib(b + 4 + p / 2, p % 2 == 0, lv); }
+/* INT4: element 2i in the low nibble */
+static void set_int4_sym(uint8_t *b, int p, int lv) { set_nib(b + 2 + p / 2, p % 2 == 1, lv); }
+static void set_int4_asym(uint8_t *b, int p, int lv) { set_nib(b + 4 + p / 2, p % 2 == 1, lv); }
+
+typedef void (*set_fn)(uint8_t *b, int p, int lv);
+typedef struct gtype {
+    nb_type t;
+    int levels; /* codes */
+    int sub;    /* elements sharing one grid (sub-block) */
+    set_fn set;
+} gtype;
+
+static const gtype k_types[] = {
+    {NB_TYPE_Q4_0, 16, 32, set_q4_0},        {NB_TYPE_Q4_1, 16, 32, set_q4_1},
+    {NB_TYPE_Q5_0, 32, 32, set_q5_0},        {NB_TYPE_Q5_1, 32, 32, set_q5_1},
+    {NB_TYPE_Q8_0, 255, 32, set_q8_0},       {NB_TYPE_Q2_K, 4, 16, set_q2_k},
+    {NB_TYPE_Q3_K, 8, 16, set_q3_k},         {NB_TYPE_Q4_K, 16, 32, set_q4_k},
+    {NB_TYPE_Q5_K, 32, 32, set_q5_k},        {NB_TYPE_Q6_K, 64, 16, set_q6_k},
+    {NB_TYPE_IQ4_NL, 16, 32, set_q4_0},      {NB_TYPE_IQ4_XS, 16, 32, set_iq4_xs},
+    {NB_TYPE_NF4, 16, 64, set_nf4},          {NB_TYPE_INT4_SYM_G32, 16, 32, set_int4_sym},
+    {NB_TYPE_INT4_SYM_G64, 16, 64, set_int4_sym},   {NB_TYPE_INT4_SYM_G128, 16, 128, set_int4_sym},
+    {NB_TYPE_INT4_ASYM_G32, 16, 32, set_int4_asym}, {NB_TYPE_INT4_ASYM_G64, 16, 64, set_int4_asym},
+    {NB_TYPE_INT4_ASYM_G128, 16, 128, set_int4_asym},
+};
+
+static const gtype *find_type(nb_type t) {
+    for (size_t i = 0; i < sizeof k_types / sizeof k_types[0]; i++)
+        if (k_types[i].t == t) {
+            const nb_type_traits *tr = nb_type_get(t);
+            return tr && tr->quantize && tr->to_float ? &k_types[i] : NULL;
+        }
+    return NULL;
+}
+
+bool nb_gptq_supported(nb_type t) { return find_type(t) != NULL; }
+int nb_gptq_levels(nb_type t) { const gtype *g = find_type(t); return g ? g->levels : 0; }
+int nb_gptq_sub(nb_type t) { const gtype *g = find_type(t); return g ? g->sub : 0; }
+void nb_gptq_set_code(nb_type t, void *block, int p, int level) {
+    const gtype *g = find_type(t);
+    if (g) g->set(block, p, level);
+}
+
+/* ---- Hessian ------------------------------------------------------------------------------------------ */
+
+nb_status nb_hessian_init(nb_hessian *h, int64_t n_in, nb_ctx *ctx) {
+    memset(h, 0, sizeof *h);
+    uint64_t nn;
+    if (n_in <= 0 || !nb_mul_u64((uint64_t)n_in, (uint64_t)n_in, &nn) || nn > SIZE_MAX / sizeof(double))
+        return nb_err(ctx, NB_ERR_RANGE, "hessian: bad size %lld", (long long)n_in);
+    h->xtx = nb_calloc(ctx, (size_t)nn, sizeof(double), "hessian");
+    if (!h->xtx) return NB_ERR_NOMEM;
+    h->n = n_in;
+    return NB_OK;
+}
+
+void nb_hessian_free(nb_hessian *h) {
+    if (!h) return;
+    free(h->xtx);
+    memset(h, 0, sizeof *h);
+}
+
+nb_status nb_hessian_add(nb_hessian *h, const float *x, int64_t n_tok, const char *name, nb_ctx *ctx) {
+    const int64_t n = h->n;
+    for (int64_t k = 0; k < n_tok * n; k++)
+        if (!isfinite(x[k]))
+            return nb_err(ctx, NB_ERR_RANGE, "tensor '%s': input activation row %lld, column %lld is %s",
+                          name ? name : "?", (long long)(k / n), (long long)(k % n), isnan(x[k]) ? "NaN" : "infinite");
+    int nt = ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
+    double *xtx = h->xtx;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 8)
+    for (int64_t i = 0; i < n; i++) {
+        double *hr = xtx + i * n;
+        for (int64_t t = 0; t < n_tok; t++) {
+            const float *xr = x + t * n;
+            double xi = xr[i];
+            if (xi == 0) continue;
+            for (int64_t j = i; j < n; j++) hr[j] += xi * (double)xr[j];
+        }
+    }
+    h->n_tok += (uint64_t)n_tok;
+    return NB_OK;
+}
+
+void nb_hessian_finish(const nb_hessian *h, double *out) {
+    const int64_t n = h->n;
+    double s = h->n_tok ? 2.0 / (double)h->n_tok : 0.0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i; j < n; j++) {
+            double v = h->xtx[i * n + j] * s;
+            out[i * n + j] = v;
+            out[j * n + i] = v;
+        }
+}
+
+/* ---- the algorithm ------------------------------------------------------------------------------------ */
+
+/* A (n x n, symmetric positive definite) -> U, upper triangular with
+ * A⁻¹ = UᵀU, in the upper triangle of row-major A (strict lower zeroed).
+ * Returns LAPACK's info (0: ok). */
+static int chol_inverse_upper(double *a, int64_t n) {
+    int N = (int)n, info = 0;
+    dpotrf_("L", &N, a, &N, &info, 1);
+    if (info) return info;
+    dpotri_("L", &N, a, &N, &info, 1);
+    if (info) return info;
+    for (int64_t i = 0; i < n; i++) /* Fortran's lower = row-major upper: mirror it */
+        for (int64_t j = 0; j < i; j++) a[i * n + j] = a[j * n + i];
+    dpotrf_("L", &N, a, &N, &info, 1);
+    if (info) return info;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < i; j++) a[i * n + j] = 0;
+    return 0;
+}
+
+/* Grid of block `bi` of a packed row: levels values per sub-block, read by
+ * setting all codes to each level and dequantizing a copy. */
+static void block_grid(const gtype *g, const nb_type_traits *tr, const uint8_t *blk, int64_t bi, uint8_t *tmp,
+                       float *vals, float *grid) {
+    const int B = (int)tr->block_size, nsub = B / g->sub;
+    memcpy(tmp, blk, tr->type_size);
+    for (int lv = 0; lv < g->levels; lv++) {
+        for (int p = 0; p < B; p++) g->set(tmp, p, lv);
+        tr->to_float(tmp, vals, B);
+        for (int s = 0; s < nsub; s++) grid[((int64_t)bi * nsub + s) * g->levels + lv] = vals[s * g->sub];
+    }
+}
+
+typedef struct shared {
+    const gtype *g;
+    const nb_type_traits *tr;
+    const float *w;
+    int64_t n_rows, n_cols, row_bytes;
+    const int64_t *perm; /* processing position -> original column */
+    const bool *dead;    /* [original column] */
+    const double *U;     /* n_cols x n_cols upper, in processing order */
+    const nb_gptq_opts *o;
+    bool static_g;
+    int bs;
+    uint8_t *dst;
+    float *deq;
+    double *row_loss;
+} shared;
+
+/* GPTQ on rows [r0, r0 + nr). Returns false on allocation failure. */
+static bool run_tile(const shared *S, int64_t r0, int64_t nr) {
+    const gtype *g = S->g;
+    const nb_type_traits *tr = S->tr;
+    const int64_t C = S->n_cols, B = tr->block_size, L = g->levels, nsub_row = C / g->sub, bs = S->bs;
+    double *Wt = malloc((size_t)(nr * C) * sizeof(double));
+    double *W1 = malloc((size_t)(nr * bs) * sizeof(double));
+    double *Er = malloc((size_t)(nr * bs) * sizeof(double));
+    float *grid = malloc((size_t)(nr * nsub_row * L) * sizeof(float));
+    float *fb = malloc((size_t)C * sizeof(float));
+    float *vals = malloc((size_t)B * sizeof(float));
+    uint8_t *tmp = malloc(tr->type_size);
+    bool ok = Wt && W1 && Er && grid && fb && vals && tmp;
+    if (!ok) goto out;
+    for (int64_t r = 0; r < nr; r++) {
+        const float *wr = S->w + (r0 + r) * C;
+        for (int64_t i = 0; i < C; i++) {
+            int64_t c = S->perm[i];
+            Wt[r * C + i] = S->dead[c] ? 0.0 : (double)wr[c];
+        }
+        S->row_loss[r0 + r] = 0;
+    }
+    if (S->static_g) {
+        /* all scales from W as it is (dead columns zeroed), whole rows in original order */
+        for (int64_t r = 0; r < nr; r++) {
+            uint8_t *row = S->dst + (r0 + r) * S->row_bytes;
+            for (int64_t i = 0; i < C; i++) fb[S->perm[i]] = (float)Wt[r * C + i];
+            tr->quantize(fb, row, 1, C, S->o->imp);
+            for (int64_t bi = 0; bi < C / B; bi++)
+                block_grid(g, tr, row + bi * tr->type_size, bi, tmp, vals, grid + r * nsub_row * L);
+        }
+    }
+    for (int64_t i1 = 0; i1 < C; i1 += bs) {
+        int64_t i2 = i1 + bs < C ? i1 + bs : C, cnt = i2 - i1;
+        for (int64_t r = 0; r < nr; r++) memcpy(W1 + r * bs, Wt + r * C + i1, (size_t)cnt * sizeof(double));
+        for (int64_t i = 0; i < cnt; i++) {
+            const int64_t col = i1 + i, c = S->perm[col], bi = c / B;
+            const double *Urow = S->U + col * C;
+            const double d = Urow[col];
+            if (!S->static_g && c % B == 0) {
+                /* group start: the type's own scale search on the lazily updated weights */
+                for (int64_t r = 0; r < nr; r++) {
+                    uint8_t *blk = S->dst + (r0 + r) * S->row_bytes + bi * tr->type_size;
+                    for (int64_t k = 0; k < B; k++) fb[k] = (float)Wt[r * C + c + k];
+                    tr->quantize(fb, blk, 1, B, S->o->imp ? S->o->imp + c : NULL);
+                    block_grid(g, tr, blk, bi, tmp, vals, grid + r * nsub_row * L);
+                }
+            }
+            for (int64_t r = 0; r < nr; r++) {
+                double *w1 = W1 + r * bs;
+                const double wv = w1[i];
+                const float *gr = grid + (r * nsub_row + c / g->sub) * L;
+                int best = 0;
+                double bd = fabs(wv - (double)gr[0]);
+                for (int lv = 1; lv < L; lv++) {
+                    double dd = fabs(wv - (double)gr[lv]);
+                    if (dd < bd) { bd = dd; best = lv; }
+                }
+                const double q = gr[best];
+                g->set(S->dst + (r0 + r) * S->row_bytes + bi * tr->type_size, (int)(c % B), best);
+                if (S->deq) S->deq[(r0 + r) * C + c] = gr[best];
+                S->row_loss[r0 + r] += (wv - q) * (wv - q) / (d * d);
+                const double e = (wv - q) / d;
+                Er[r * bs + i] = e;
+                for (int64_t j = i; j < cnt; j++) w1[j] -= e * Urow[i1 + j];
+            }
+        }
+        /* lazy update of the columns after the batch */
+        for (int64_t r = 0; r < nr; r++) {
+            double *wt = Wt + r * C;
+            for (int64_t k = 0; k < cnt; k++) {
+                const double e = Er[r * bs + k];
+                if (e == 0) continue;
+                const double *Urow = S->U + (i1 + k) * C;
+                for (int64_t j = i2; j < C; j++) wt[j] -= e * Urow[j];
+            }
+        }
+    }
+out:
+    free(Wt); free(W1); free(Er); free(grid); free(fb); free(vals); free(tmp);
+    return ok;
+}
+
+typedef struct diag_idx { double d; int64_t i; } diag_idx;
+static int cmp_desc(const void *a, const void *b) {
+    const diag_idx *x = a, *y = b;
+    if (x->d != y->d) return x->d > y->d ? -1 : 1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
+nb_status nb_gptq_quantize(nb_type type, const float *w, int64_t n_rows, int64_t n_cols, const double *H,
+                           const nb_gptq_opts *o, void *dst, float *deq, nb_gptq_result *res, const char *name,
+                           nb_ctx *ctx) {
+    static const nb_gptq_opts defaults = {0};
+    if (!o) o = &defaults;
+    if (!name) name = "?";
+    nb_gptq_result rs = {0};
+    const gtype *g = find_type(type);
+    if (!g) return nb_err(ctx, NB_ERR_UNSUPPORTED, "tensor '%s': GPTQ does not support type %s", name, nb_type_name(type));
+    const nb_type_traits *tr = nb_type_get(type);
+    uint64_t nn;
+    if (n_rows <= 0 || n_cols <= 0 || n_cols % tr->block_size || n_cols > INT32_MAX ||
+        !nb_mul_u64((uint64_t)n_cols, (uint64_t)n_cols, &nn) || nn > SIZE_MAX / sizeof(double))
+        return nb_err(ctx, NB_ERR_RANGE, "tensor '%s': %lld x %lld does not fit GPTQ with %s (row length a multiple of %u)",
+                      name, (long long)n_rows, (long long)n_cols, nb_type_name(type), tr->block_size);
+    for (int64_t k = 0; k < n_rows * n_cols; k++)
+        if (!isfinite(w[k]))
+            return nb_err(ctx, NB_ERR_RANGE, "tensor '%s': weight row %lld, column %lld is not finite", name,
+                          (long long)(k / n_cols), (long long)(k % n_cols));
+    for (uint64_t k = 0; k < nn; k++)
+        if (!isfinite(H[k]))
+            return nb_err(ctx, NB_ERR_RANGE, "tensor '%s': Hessian element (%llu, %llu) is not finite", name,
+                          (unsigned long long)(k / (uint64_t)n_cols), (unsigned long long)(k % (uint64_t)n_cols));
+    const int64_t C = n_cols;
+    const double damp = o->damp > 0 ? o->damp : 0.01;
+    const int bs = o->block > 0 ? o->block : 128;
+    double *U = nb_malloc(ctx, (size_t)nn * sizeof(double), "GPTQ Hessian");
+    int64_t *perm = nb_malloc(ctx, (size_t)C * sizeof(int64_t), "GPTQ permutation");
+    bool *dead = nb_calloc(ctx, (size_t)C, sizeof(bool), "GPTQ dead columns");
+    diag_idx *di = nb_malloc(ctx, (size_t)C * sizeof(diag_idx), "GPTQ diagonal");
+    double *row_loss = nb_calloc(ctx, (size_t)n_rows, sizeof(double), "GPTQ losses");
+    nb_status st = NB_OK;
+    if (!U || !perm || !dead || !di || !row_loss) { st = NB_ERR_NOMEM; goto out; }
+
+    /* 1, 3: dead columns, order */
+    double mean = 0;
+    for (int64_t i = 0; i < C; i++) {
+        double hd = H[i * C + i];
+        if (hd < 0) NB_FAIL_GOTO(st, out, ctx, NB_ERR_RANGE, "tensor '%s': Hessian diagonal %lld is negative", name, (long long)i);
+        dead[i] = hd == 0;
+        rs.n_dead += dead[i];
+        di[i].d = dead[i] ? 1.0 : hd;
+        di[i].i = i;
+        mean += di[i].d;
+    }
+    mean /= (double)C;
+    if (o->act_order) qsort(di, (size_t)C, sizeof *di, cmp_desc);
+    for (int64_t i = 0; i < C; i++) perm[i] = di[i].i;
+
+    /* 4, 5: dampening and U, raising the dampening while H is not positive definite */
+    double dcur = damp;
+    for (;;) {
+        for (int64_t i = 0; i < C; i++) {
+            const int64_t pi = perm[i];
+            for (int64_t j = 0; j < C; j++) U[i * C + j] = H[pi * C + perm[j]];
+            if (dead[pi]) U[i * C + i] = 1.0;
+            U[i * C + i] += dcur * mean;
+        }
+        rs.damp_abs = dcur * mean;
+        int info = chol_inverse_upper(U, C);
+        if (info == 0) break;
+        if (rs.damp_retries >= MAX_DAMP_RETRIES || mean <= 0)
+            NB_FAIL_GOTO(st, out, ctx, NB_ERR_RANGE,
+                         "tensor '%s': Hessian is not positive definite even with dampening %.3g (LAPACK info %d)",
+                         name, dcur, info);
+        rs.damp_retries++;
+        dcur *= 10;
+        NB_WARN(ctx, "tensor '%s': Hessian not positive definite: dampening raised to %.3g of the mean diagonal", name,
+                dcur);
+    }
+
+    /* 6: rows in tiles */
+    shared S = {g, tr, w, n_rows, C, (int64_t)(C / tr->block_size * tr->type_size), perm, dead, U, o,
+                o->static_groups || o->act_order, bs, dst, deq, row_loss};
+    const int64_t ntiles = (n_rows + TILE_ROWS - 1) / TILE_ROWS;
+    int nt = ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
+    int fail = 0;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) reduction(|| : fail)
+    for (int64_t t = 0; t < ntiles; t++) {
+        int64_t r0 = t * TILE_ROWS, nr = n_rows - r0 < TILE_ROWS ? n_rows - r0 : TILE_ROWS;
+        if (!run_tile(&S, r0, nr)) fail = 1;
+    }
+    if (fail) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "tensor '%s': out of memory for GPTQ work buffers", name);
+    for (int64_t r = 0; r < n_rows; r++) rs.loss += row_loss[r];
+    rs.loss /= 2;
+out:
+    free(U); free(perm); free(dead); free(di); free(row_loss);
+    if (res) *res = rs;
+    return st;
+}
