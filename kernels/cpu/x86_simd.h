@@ -305,100 +305,142 @@ INT4_FNS(int4_a128, 128, 1)
 /* int16 scale vector: lanes 0..7 = a, 8..15 = b (pair sums of 16-element groups) */
 INL __m256i sc2(int a, int b) { return join(_mm_set1_epi16((short)a), _mm_set1_epi16((short)b)); }
 
-static float dot_q4_k(int64_t n, const void *vw, const void *vx) {
-    const nb_block_q4_K *w = vw;
-    const nb_xq *x = vx;
-    const __m256i m4 = _mm256_set1_epi8(15);
-    float acc[8] = {0};
-    for (int64_t b = 0; b < n / 256; b++) {
-        const nb_block_q4_K *wb = w + b;
-        const int8_t *q = x->qs + 256 * b;
-        const int16_t *bs = x->s + 16 * b;
-        int sc[8], m[8];
-        for (int j = 0; j < 8; j++) nb_kern_scale_min_k4(j, wb->scales, &sc[j], &m[j]);
-        int32_t ms = 0;
-        for (int j = 0; j < 8; j++) ms += m[j] * (bs[2 * j] + bs[2 * j + 1]);
-        __m256i ai = _mm256_setzero_si256();
-        for (int j = 0; j < 4; j++) {
-            __m256i qb = load256(wb->qs + 32 * j);
-            __m256i plo = _mm256_maddubs_epi16(_mm256_and_si256(qb, m4), load256(q + 64 * j));
-            __m256i phi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), load256(q + 64 * j + 32));
-            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(plo, _mm256_set1_epi16((short)sc[2 * j])));
-            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(phi, _mm256_set1_epi16((short)sc[2 * j + 1])));
-        }
-        const int32_t is = hsum1(ai);
-        const float dx = x->d[b];
-        acc[b & 7] += (h2f(wb->d) * dx) * (float)is - (h2f(wb->dmin) * dx) * (float)ms;
+/* K-quant super-blocks, 8 at a time: BODY(wb, q, bs, &vi, &vm) leaves two
+ * int32 vectors whose lane sums are the exact integers `is` and `ms` of
+ * generic.c; the 8 super-blocks' sums land in lanes 0..7 (super-block b in
+ * lane b % 8) and the float step repeats generic.c's expression. */
+#define KDOT_FN(name, T, BODY, HAS_MIN, KMIN)                                                                 \
+    static float name(int64_t n, const void *vw, const void *vx) {                                     \
+        const T *w = vw;                                                                               \
+        const nb_xq *x = vx;                                                                           \
+        const int64_t nb = n / 256;                                                                    \
+        __m256 acc = _mm256_setzero_ps();                                                              \
+        int64_t b = 0;                                                                                 \
+        for (; b + 8 <= nb; b += 8) {                                                                  \
+            __m256i vi[8], vm[8];                                                                      \
+            for (int k = 0; k < 8; k++) BODY(w + b + k, x->qs + 256 * (b + k), x->s + 16 * (b + k), &vi[k], &vm[k]); \
+            const __m256 dx = _mm256_loadu_ps(x->d + b);                                               \
+            const __m256 dw = _mm256_setr_ps(h2f(w[b].d), h2f(w[b + 1].d), h2f(w[b + 2].d), h2f(w[b + 3].d), \
+                                             h2f(w[b + 4].d), h2f(w[b + 5].d), h2f(w[b + 6].d),        \
+                                             h2f(w[b + 7].d));                                         \
+            __m256i is = hsum8x8(vi[0], vi[1], vi[2], vi[3], vi[4], vi[5], vi[6], vi[7]);              \
+            __m256 t = _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(is));                   \
+            if (HAS_MIN) {                                                                             \
+                __m256i ms = hsum8x8(vm[0], vm[1], vm[2], vm[3], vm[4], vm[5], vm[6], vm[7]);          \
+                const __m256 dm = _mm256_setr_ps(KMIN(w, b), KMIN(w, b + 1), KMIN(w, b + 2), KMIN(w, b + 3), \
+                                                 KMIN(w, b + 4), KMIN(w, b + 5), KMIN(w, b + 6),       \
+                                                 KMIN(w, b + 7));                                      \
+                t = _mm256_sub_ps(t, _mm256_mul_ps(_mm256_mul_ps(dm, dx), _mm256_cvtepi32_ps(ms)));     \
+            }                                                                                          \
+            acc = _mm256_add_ps(acc, t);                                                               \
+        }                                                                                              \
+        float a[8];                                                                                    \
+        _mm256_storeu_ps(a, acc);                                                                      \
+        for (; b < nb; b++) {                                                                          \
+            __m256i vi, vm;                                                                            \
+            BODY(w + b, x->qs + 256 * b, x->s + 16 * b, &vi, &vm);                                     \
+            const float dx = x->d[b];                                                                  \
+            float t = (h2f(w[b].d) * dx) * (float)hsum1(vi);                                           \
+            if (HAS_MIN) t = t - (KMIN(w, b) * dx) * (float)hsum1(vm);                                 \
+            a[b & 7] += t;                                                                             \
+        }                                                                                              \
+        return nb_kern_acc_sum(a);                                                                     \
     }
-    return nb_kern_acc_sum(acc);
+#define KMIN_DMIN(w, b) h2f((w)[b].dmin)
+#define KMIN_NONE(w, b) 0.f
+
+/* Q4_K/Q5_K scales: bytes 0..7 = 6-bit scales, 8..15 = 6-bit mins (the
+ * packing of nb_kern_scale_min_k4 undone four at a time). */
+INL __m128i k4_scales(const uint8_t *p) {
+    uint32_t u[3];
+    memcpy(u, p, 12);
+    const uint32_t s03 = u[0] & 0x3f3f3f3fu, m03 = u[1] & 0x3f3f3f3fu;
+    const uint32_t s47 = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
+    const uint32_t m47 = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
+    return _mm_setr_epi32((int)s03, (int)s47, (int)m03, (int)m47);
+}
+/* int16 lane j of a 128-bit half, broadcast over the half (pshufb mask) */
+INL __m256i lane16(int j) { return _mm256_set1_epi16((short)((2 * j) | ((2 * j + 1) << 8))); }
+/* vm for Q4_K/Q5_K: lane sum = sum_j m_j * (bs[2j] + bs[2j+1]) */
+INL __m256i k4_mins(__m128i sm, const int16_t *bs) {
+    const __m128i dup = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    return _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, dup)), load256(bs));
 }
 
-static float dot_q5_k(int64_t n, const void *vw, const void *vx) {
-    const nb_block_q5_K *w = vw;
-    const nb_xq *x = vx;
-    const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(0x10);
-    float acc[8] = {0};
-    for (int64_t b = 0; b < n / 256; b++) {
-        const nb_block_q5_K *wb = w + b;
-        const int8_t *q = x->qs + 256 * b;
-        const int16_t *bs = x->s + 16 * b;
-        int sc[8], m[8];
-        for (int j = 0; j < 8; j++) nb_kern_scale_min_k4(j, wb->scales, &sc[j], &m[j]);
-        int32_t ms = 0;
-        for (int j = 0; j < 8; j++) ms += m[j] * (bs[2 * j] + bs[2 * j + 1]);
-        const __m256i hq = load256(wb->qh);
-        __m256i ai = _mm256_setzero_si256();
-        for (int j = 0; j < 4; j++) {
-            __m256i qb = load256(wb->qs + 32 * j);
-            /* bit 2j (2j+1) of each qh byte moved to bit 4 */
-            __m256i hlo = _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(hq, _mm_cvtsi32_si128(2 * j)), 4), b4);
-            __m256i hhi = _mm256_and_si256(_mm256_slli_epi16(_mm256_srl_epi16(hq, _mm_cvtsi32_si128(2 * j + 1)), 4), b4);
-            __m256i lo = _mm256_or_si256(_mm256_and_si256(qb, m4), hlo);
-            __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), hhi);
-            __m256i plo = _mm256_maddubs_epi16(lo, load256(q + 64 * j));
-            __m256i phi = _mm256_maddubs_epi16(hi, load256(q + 64 * j + 32));
-            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(plo, _mm256_set1_epi16((short)sc[2 * j])));
-            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(phi, _mm256_set1_epi16((short)sc[2 * j + 1])));
-        }
-        const int32_t is = hsum1(ai);
-        const float dx = x->d[b];
-        acc[b & 7] += (h2f(wb->d) * dx) * (float)is - (h2f(wb->dmin) * dx) * (float)ms;
+INL void body_q4_k(const nb_block_q4_K *wb, const int8_t *q, const int16_t *bs, __m256i *vi, __m256i *vm) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    const __m128i sm = k4_scales(wb->scales);
+    const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+    *vm = k4_mins(sm, bs);
+    __m256i ai = _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        const __m256i qb = load256(wb->qs + 32 * j);
+        __m256i plo = _mm256_maddubs_epi16(_mm256_and_si256(qb, m4), load256(q + 64 * j));
+        __m256i phi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), load256(q + 64 * j + 32));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(plo, _mm256_shuffle_epi8(sc16, lane16(2 * j))));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(phi, _mm256_shuffle_epi8(sc16, lane16(2 * j + 1))));
     }
-    return nb_kern_acc_sum(acc);
+    *vi = ai;
+}
+KDOT_FN(dot_q4_k, nb_block_q4_K, body_q4_k, 1, KMIN_DMIN)
+
+INL void body_q5_k(const nb_block_q5_K *wb, const int8_t *q, const int16_t *bs, __m256i *vi, __m256i *vm) {
+    const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(0x10);
+    const __m128i sm = k4_scales(wb->scales);
+    const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
+    *vm = k4_mins(sm, bs);
+    __m256i hq = load256(wb->qh);
+    __m256i ai = _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        const __m256i qb = load256(wb->qs + 32 * j);
+        /* bits 2j and 2j+1 of each qh byte, moved to bit 4 (hq is shifted right by 2 per step) */
+        __m256i hlo = _mm256_and_si256(_mm256_slli_epi16(hq, 4), b4);
+        __m256i hhi = _mm256_and_si256(_mm256_slli_epi16(hq, 3), b4);
+        hq = _mm256_srli_epi16(hq, 2);
+        __m256i lo = _mm256_or_si256(_mm256_and_si256(qb, m4), hlo);
+        __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), hhi);
+        __m256i plo = _mm256_maddubs_epi16(lo, load256(q + 64 * j));
+        __m256i phi = _mm256_maddubs_epi16(hi, load256(q + 64 * j + 32));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(plo, _mm256_shuffle_epi8(sc16, lane16(2 * j))));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(phi, _mm256_shuffle_epi8(sc16, lane16(2 * j + 1))));
+    }
+    *vi = ai;
+}
+KDOT_FN(dot_q5_k, nb_block_q5_K, body_q5_k, 1, KMIN_DMIN)
+
+/* int16 vector: lanes 0..7 = s16 lane 2p, lanes 8..15 = lane 2p+1 (s16 holds
+ * the same 8 scales in both halves) */
+INL __m256i pair16(__m256i s16, int p) {
+    const __m256i m = join(_mm_set1_epi16((short)((4 * p) | ((4 * p + 1) << 8))),
+                           _mm_set1_epi16((short)((4 * p + 2) | ((4 * p + 3) << 8))));
+    return _mm256_shuffle_epi8(s16, m);
 }
 
 /* Q6_K with unsigned codes 0..63: is = sum sc*(code.q) - 32 * sum sc*bsum */
-static float dot_q6_k(int64_t n, const void *vw, const void *vx) {
-    const nb_block_q6_K *w = vw;
-    const nb_xq *x = vx;
+INL void body_q6_k(const nb_block_q6_K *wb, const int8_t *q0, const int16_t *bs, __m256i *vi, __m256i *vm) {
     const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
-    float acc[8] = {0};
-    for (int64_t b = 0; b < n / 256; b++) {
-        const nb_block_q6_K *wb = w + b;
-        const int16_t *bs = x->s + 16 * b;
-        int32_t corr = 0;
-        for (int g = 0; g < 16; g++) corr += wb->scales[g] * bs[g];
-        __m256i ai = _mm256_setzero_si256();
-        for (int k = 0; k < 2; k++) {
-            const uint8_t *ql = wb->ql + 64 * k;
-            const int8_t *sc = wb->scales + 8 * k;
-            const int8_t *q = x->qs + 256 * b + 128 * k;
-            const __m256i l0 = load256(ql), l1 = load256(ql + 32), h = load256(wb->qh + 32 * k);
-            __m256i q1 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
-            __m256i q2 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
-            __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
-            __m256i q4 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                         _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
-            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q1, load256(q)), sc2(sc[0], sc[1])));
-            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q2, load256(q + 32)), sc2(sc[2], sc[3])));
-            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q3, load256(q + 64)), sc2(sc[4], sc[5])));
-            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q4, load256(q + 96)), sc2(sc[6], sc[7])));
-        }
-        const int32_t is = hsum1(ai) - 32 * corr;
-        acc[b & 7] += (h2f(wb->d) * x->d[b]) * (float)is;
+    const __m128i sc8 = load128(wb->scales);
+    const __m256i corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), load256(bs));
+    __m256i ai = _mm256_setzero_si256();
+    for (int k = 0; k < 2; k++) {
+        const uint8_t *ql = wb->ql + 64 * k;
+        const int8_t *q = q0 + 128 * k;
+        const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(k ? _mm_srli_si128(sc8, 8) : sc8));
+        const __m256i l0 = load256(ql), l1 = load256(ql + 32), h = load256(wb->qh + 32 * k);
+        __m256i q1 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+        __m256i q2 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+        __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
+        __m256i q4 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                     _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q1, load256(q)), pair16(s16, 0)));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q2, load256(q + 32)), pair16(s16, 1)));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q3, load256(q + 64)), pair16(s16, 2)));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q4, load256(q + 96)), pair16(s16, 3)));
     }
-    return nb_kern_acc_sum(acc);
+    *vi = _mm256_sub_epi32(ai, _mm256_slli_epi32(corr, 5));
+    *vm = _mm256_setzero_si256();
 }
+KDOT_FN(dot_q6_k, nb_block_q6_K, body_q6_k, 0, KMIN_NONE)
 
 /* Q3_K with unsigned codes low | hbit << 2 (0..7): value = code - 4 */
 static float dot_q3_k(int64_t n, const void *vw, const void *vx) {
