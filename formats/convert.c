@@ -11,13 +11,18 @@
 
 #define CHUNK_ELEMS (1u << 22) /* 4 Mi elements per conversion chunk */
 
-void nb_model_release_tensor(nb_model *m, size_t i) {
-    const nb_tensor *t = &m->tensors[i];
-    if (!t->data || t->nbytes == 0) return;
+/* Drop resident pages of [p, p+n) of a read-only file mapping: they are
+ * re-read from the file if touched again. Advisory: failure only costs memory. */
+static void release_range(const void *p, uint64_t n) {
+    if (!p || n == 0) return;
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = (uintptr_t)t->data & ~(page - 1);
-    uintptr_t e = ((uintptr_t)t->data + t->nbytes + page - 1) & ~(page - 1);
-    madvise((void *)a, e - a, MADV_DONTNEED); /* advisory: failure only costs memory */
+    uintptr_t a = (uintptr_t)p & ~(page - 1);
+    uintptr_t e = ((uintptr_t)p + n + page - 1) & ~(page - 1);
+    madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+void nb_model_release_tensor(nb_model *m, size_t i) {
+    release_range(m->tensors[i].data, m->tensors[i].nbytes);
 }
 
 nb_status nb_copy_tensor(nb_model *m, size_t i, nb_type out, nb_sink *sink, nb_ctx *ctx) {
@@ -34,7 +39,15 @@ nb_status nb_copy_tensor(nb_model *m, size_t i, nb_type out, nb_sink *sink, nb_c
     }
     nb_status st = NB_OK;
     if (out == t->type) {
-        st = nb_sink_write(sink, src, t->nbytes, ctx);
+        /* copy in 16 MiB pieces, releasing each mapped piece once written, so a
+         * large tensor never becomes resident as a whole */
+        const uint64_t piece = 16u << 20;
+        const unsigned char *p = src;
+        for (uint64_t off = 0; off < t->nbytes && st == NB_OK; off += piece) {
+            uint64_t n = t->nbytes - off < piece ? t->nbytes - off : piece;
+            st = nb_sink_write(sink, p + off, n, ctx);
+            if (!owned) release_range(p + off, n);
+        }
         goto done;
     }
     const nb_type_traits *ti = nb_type_get(t->type), *to = nb_type_get(out);
@@ -63,7 +76,9 @@ nb_status nb_copy_tensor(nb_model *m, size_t i, nb_type out, nb_sink *sink, nb_c
     }
     for (uint64_t r0 = 0; r0 < nrows && st == NB_OK; r0 += rows_per) {
         uint64_t nr = nrows - r0 < rows_per ? nrows - r0 : rows_per;
-        ti->to_float((const unsigned char *)src + r0 * in_row_bytes, f, (int64_t)(nr * row));
+        const unsigned char *in = (const unsigned char *)src + r0 * in_row_bytes;
+        ti->to_float(in, f, (int64_t)(nr * row));
+        if (!owned) release_range(in, nr * in_row_bytes);
         size_t w = to->quantize(f, q, (int64_t)nr, (int64_t)row, NULL);
         st = nb_sink_write(sink, q, w, ctx);
     }
