@@ -8,9 +8,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 nb=${NB_BIN:-$root/build/release/nibble}
 runs=${RUNS:-3}
 dir=${BENCH_DIR:-$root/build/bench}
+# Outputs go to OUT_DIR: a tmpfs (/dev/shm) by default, so the figure is nibble's
+# conversion speed rather than the disk's write speed; OUT_DIR=$dir measures the disk.
+out=${OUT_DIR:-/dev/shm/nibble-bench}
 sizes=("$@")
 [ ${#sizes[@]} -gt 0 ] || sizes=(1G 4G)
-mkdir -p "$dir"
+mkdir -p "$dir" "$out"
 command -v /usr/bin/time >/dev/null || { echo "bench: needs GNU time (apt-get install time)" >&2; exit 1; }
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -29,15 +32,15 @@ for size in "${sizes[@]}"; do
     : > "$dir/t.txt"; : > "$dir/m.txt"
     for _ in $(seq "$runs"); do
       case $kind in
-        st) r=$(measure "$nb" convert "$src" -o "$dir/out.safetensors" --quiet) ;;
-        f32) r=$(measure "$nb" convert "$src" -o "$dir/out-f32.gguf" --type f32 --quiet); rm -f "$dir/out-f32.gguf" ;;
-        back) r=$(measure "$nb" convert "$dir/out.safetensors" -o "$dir/out.gguf" --quiet); rm -f "$dir/out.gguf" ;;
+        st) r=$(measure "$nb" convert "$src" -o "$out/out.safetensors" --quiet) ;;
+        f32) r=$(measure "$nb" convert "$src" -o "$out/out-f32.gguf" --type f32 --quiet); rm -f "$out/out-f32.gguf" ;;
+        back) r=$(measure "$nb" convert "$out/out.safetensors" -o "$out/out.gguf" --quiet); rm -f "$out/out.gguf" ;;
       esac
       echo "${r% *}" >> "$dir/t.txt"; echo "${r#* }" >> "$dir/m.txt"
     done
     t=$(median < "$dir/t.txt"); m=$(median < "$dir/m.txt")
     awk -v n="$name" -v s="$size" -v b="$bytes" -v t="$t" -v m="$m" \
-      'BEGIN { printf "| %s | synth llama %s f16 | %d | %.2f | %.2f | %.0f |\n", n, s, b, t, (t > 0 ? b / t / 1e9 : 0), m / 1024 }'
+      'BEGIN { printf "| %s | synth llama %s f16 | %.0f | %.2f | %.2f | %.0f |\n", n, s, b, t, (t > 0 ? b / t / 1e9 : 0), m / 1024 }'
   done
-  rm -f "$dir/out.safetensors"
+  rm -f "$out/out.safetensors"
 done
