@@ -17,6 +17,7 @@ int nb_cmd_synth(int argc, char **argv);
 int nb_cmd_quantize(int argc, char **argv);
 int nb_cmd_merge(int argc, char **argv);
 int nb_cmd_logits(int argc, char **argv);
+int nb_cmd_calibrate(int argc, char **argv);
 
 /* Map a library status to the documented exit code. */
 int nb_cli_exit_code(nb_status st);

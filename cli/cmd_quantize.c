@@ -158,6 +158,7 @@ int nb_cmd_quantize(int argc, char **argv) {
             o.report = true;
             report_file = a + 9;
         } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) dst = argv[++i];
+        else if (!strcmp(a, "--imatrix") && i + 1 < argc) imatrix_file = argv[++i];
         else if (!strcmp(a, "--type") && i + 1 < argc) {
             const char *t = argv[++i];
             o.mix = nb_mix_find(t);
