@@ -4,8 +4,10 @@
  * type's own quantizer, activations N(0,1); times nb_matmul for n_tok = 1
  * (generation: one token, the weights stream from memory once) and for
  * prompt-processing batches, at each thread count. Prints one markdown row
- * per (type, n_tok, threads): median ms per call over >= 3 runs (>= 0.3 s in
- * all), GB/s of weight bytes and GFLOP/s (2 * rows * cols * n_tok / time),
+ * per (type, n_tok, threads): median wall ms per call over >= 3 runs (>= 0.3 s
+ * in all), median process CPU ms per call (all threads together; on a shared
+ * machine the 1-thread CPU time is the steadier figure), GB/s of weight bytes
+ * and GFLOP/s (2 * rows * cols * n_tok / wall time),
  * plus the relative RMS error against nb_matmul_ref at n_tok = 1.
  *
  * Usage: bench_matmul [-r ROWS] [-c COLS] [-t 1,2] [-n 1,64,512] [type ...]
@@ -26,6 +28,12 @@
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
@@ -89,8 +97,8 @@ int main(int argc, char **argv) {
     nb_ctx_init(&ctx);
 
     printf("kernels: %s, matrix %lld x %lld\n\n", nb_kernels_best()->isa, (long long)rows, (long long)cols);
-    printf("| type | n_tok | threads | ms/call | weight GB/s | GFLOP/s | rel err vs ref |\n");
-    printf("|---|---:|---:|---:|---:|---:|---:|\n");
+    printf("| type | n_tok | threads | ms/call | CPU ms/call | weight GB/s | GFLOP/s | rel err vs ref |\n");
+    printf("|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for (int ti = 0; ti < n_types; ti++) {
         nb_type t;
         const nb_type_traits *tr;
@@ -117,21 +125,23 @@ int main(int argc, char **argv) {
         for (int ni = 0; ni < n_ntok; ni++)
             for (int hi = 0; hi < n_threads; hi++) {
                 const int64_t nt = ntoks[ni];
-                double ms[64];
+                double ms[64], cpu[64];
                 int runs = 0;
                 double t_all = 0;
                 (void)nb_matmul(t, wq, rows, cols, x, nt, y, threads[hi], &ctx); /* warm-up */
                 while (runs < 64 && (runs < 3 || t_all < 0.3)) {
-                    double t0 = now();
+                    double t0 = now(), c0 = cpu_now();
                     (void)nb_matmul(t, wq, rows, cols, x, nt, y, threads[hi], &ctx);
                     double dt = now() - t0;
+                    cpu[runs] = (cpu_now() - c0) * 1e3;
                     ms[runs++] = dt * 1e3;
                     t_all += dt;
                 }
                 qsort(ms, (size_t)runs, sizeof ms[0], cmp_d);
+                qsort(cpu, (size_t)runs, sizeof cpu[0], cmp_d);
                 const double med = ms[runs / 2] / 1e3;
-                printf("| %s | %lld | %d | %.3f | %.2f | %.1f | %.2e |\n", tr->name, (long long)nt, threads[hi],
-                       med * 1e3, (double)rb * (double)rows / med / 1e9,
+                printf("| %s | %lld | %d | %.3f | %.3f | %.2f | %.1f | %.2e |\n", tr->name, (long long)nt,
+                       threads[hi], med * 1e3, cpu[runs / 2], (double)rb * (double)rows / med / 1e9,
                        2.0 * (double)rows * (double)cols * (double)nt / med / 1e9, sqrt(err / ref));
                 fflush(stdout);
             }

@@ -131,9 +131,11 @@ const nb_kernels *nb_kernels_by_name(const char *isa) {
 
 /* ------------------------------------------------------------ the driver */
 
-/* Rows per work item: a tile of ROW_TILE weight rows stays in L1/L2 while
- * every token of the batch passes over it. */
-enum { ROW_TILE = 16 };
+/* Work items are tiles of rows x tokens: the tile's weight rows (at most
+ * TILE_BYTES, >= 1 row) stay in L1 while TOK_TILE tokens pass over them, and
+ * the tokens' activations stay in L2. Each output element is still computed
+ * by one dot call, so the tiling never changes a result. */
+enum { TILE_BYTES = 32 * 1024, MAX_ROW_TILE = 64, TOK_TILE = 64 };
 
 nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int64_t n_out, int64_t n_in,
                          const float *x, int64_t n_tok, float *y, int n_threads, nb_ctx *ctx) {
@@ -168,7 +170,10 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
                                  (unsigned long long)total);
     }
     const nb_actq_fn quant = fmt == NB_ACT_Q256 ? k->quant_q256 : k->quant_q32;
-    const int64_t n_tiles = (n_out + ROW_TILE - 1) / ROW_TILE;
+    int64_t row_tile = (int64_t)(TILE_BYTES / rb);
+    row_tile = row_tile < 1 ? 1 : row_tile > MAX_ROW_TILE ? MAX_ROW_TILE : row_tile;
+    const int64_t n_rt = (n_out + row_tile - 1) / row_tile, n_tt = (n_tok + TOK_TILE - 1) / TOK_TILE;
+    const int64_t n_items = n_rt * n_tt;
 
 #pragma omp parallel num_threads(nt)
     {
@@ -184,9 +189,10 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
             }
         }
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t tile = 0; tile < n_tiles; tile++) {
-            const int64_t r0 = tile * ROW_TILE, r1 = r0 + ROW_TILE < n_out ? r0 + ROW_TILE : n_out;
-            for (int64_t t = 0; t < n_tok; t++) {
+        for (int64_t item = 0; item < n_items; item++) {
+            const int64_t r0 = (item / n_tt) * row_tile, r1 = r0 + row_tile < n_out ? r0 + row_tile : n_out;
+            const int64_t t0 = (item % n_tt) * TOK_TILE, t1 = t0 + TOK_TILE < n_tok ? t0 + TOK_TILE : n_tok;
+            for (int64_t t = t0; t < t1; t++) {
                 nb_xq xq;
                 const void *xa;
                 if (xbuf) {
