@@ -133,7 +133,11 @@ static bool edge_eq(const void *u, int32_t e, const void *key) {
     return t->trie_key[e] == *(const uint64_t *)key;
 }
 
-static uint64_t edge_hash(uint64_t key) { return nb_tok_hash((const char *)&key, sizeof key, 7); }
+/* multiplicative hash: edges are looked up once per text byte, so this must be cheap */
+static uint64_t edge_hash(uint64_t key) {
+    uint64_t h = (key + 1) * 0x9E3779B97F4A7C15ull;
+    return h ^ (h >> 29);
+}
 
 int32_t nb_tok_find(const nb_tokenizer *t, const char *s, size_t n) {
     if (n > t->max_len) return -1;
@@ -148,6 +152,7 @@ int32_t nb_tok_merge_rank(const nb_tokenizer *t, const char *s, size_t n, size_t
 }
 
 static int32_t trie_child(const nb_tokenizer *t, int32_t node, unsigned char b) {
+    if (node == 0) return t->root_child[b];
     uint64_t key = (uint64_t)node << 8 | b;
     int32_t e = hidx_get(&t->trie, edge_hash(key), edge_eq, t, &key);
     return e < 0 ? -1 : t->trie_child[e];
@@ -396,6 +401,7 @@ static nb_status build_specials(nb_tokenizer *t, nb_ctx *ctx) {
     qsort_r(t->special, t->n_special, sizeof *t->special, cmp_special, t);
 
     NB_TRY(hidx_init(&t->trie, bytes, "special-token trie", ctx));
+    for (int b = 0; b < 256; b++) t->root_child[b] = -1;
     t->n_nodes = 1;
     t->node_prio[0] = -1;
     for (size_t p = 0; p < t->n_special; p++) {
@@ -407,6 +413,7 @@ static nb_status build_specials(nb_tokenizer *t, nb_ctx *ctx) {
             if (child < 0) {
                 child = (int32_t)t->n_nodes++;
                 t->node_prio[child] = -1;
+                if (node == 0) t->root_child[s[j]] = child;
                 uint64_t key = (uint64_t)node << 8 | s[j];
                 t->trie_key[t->n_edges] = key;
                 t->trie_child[t->n_edges] = child;

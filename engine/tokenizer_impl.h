@@ -72,6 +72,7 @@ struct nb_tokenizer {
     uint64_t *trie_key;
     int32_t *trie_child;
     int32_t *node_prio;
+    int32_t root_child[256]; /* the root's edges, without hashing: most text bytes stop there */
     size_t n_nodes, n_edges;
 
     int32_t byte_tok[256]; /* SPM byte fallback: "<0xXX>" (or the 1-byte text) -> id, -1 if none */
