@@ -36,6 +36,10 @@ nb_status nb_eng_matmul(nb_engine *e, const nb_wmat *w, int expert, const float 
     return nb_matmul(w->type, base, w->n_out, w->n_in, x, n_tok, y, e->n_threads, ctx);
 }
 
+/* Element-wise steps below this many values run on one thread: a parallel
+ * region costs more than it saves there, the more so on a loaded machine. */
+#define PAR_MIN ((int64_t)1 << 18)
+
 static float dot(const float *a, const float *b, int n) {
     float s[8] = {0};
     int i = 0;
@@ -49,7 +53,7 @@ static float dot(const float *a, const float *b, int n) {
 /* out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for `rows` rows of n (in place allowed).
  * The sum of squares is accumulated in double, as ggml does. */
 static void rmsnorm(float *out, const float *x, const float *w, int64_t rows, int n, float eps, int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if (rows * n >= PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * n;
         float *o = out + r * n;
@@ -105,7 +109,7 @@ static void rope_table(const nb_rope *r, int n_rot, int pos, int n, double *cs) 
 /* Rotate the first n_rot dims of each of n_h heads (hd wide) of n tokens. */
 static void rope_apply(float *v, int n, int n_h, int hd, int n_rot, nb_rope_layout lay, const double *cs, int nt) {
     const int half = n_rot / 2;
-#pragma omp parallel for num_threads(nt) schedule(static)
+#pragma omp parallel for num_threads(nt) schedule(static) if ((int64_t)n * n_h * n_rot >= PAR_MIN)
     for (int64_t th = 0; th < (int64_t)n * n_h; th++) {
         const int64_t t = th / n_h;
         float *x = v + th * hd;
@@ -194,7 +198,7 @@ static nb_status ffn_dense(nb_engine *e, const nb_layer *l, int n, nb_ctx *ctx) 
     NB_TRY(nb_eng_matmul(e, &l->ffn_gate, -1, e->xb, n, e->hb, ctx));
     NB_TRY(nb_eng_matmul(e, &l->ffn_up, -1, e->xb, n, e->hb2, ctx));
     const nb_ffn_act act = e->hp.act;
-#pragma omp parallel for num_threads(e->n_threads) schedule(static)
+#pragma omp parallel for num_threads(e->n_threads) schedule(static) if (n * F >= PAR_MIN)
     for (int t = 0; t < n; t++) nb_eng_glu(act, e->hb + t * F, e->hb2 + t * F, F);
     return nb_eng_matmul(e, &l->ffn_down, -1, e->hb, n, e->xb2, ctx);
 }
