@@ -407,6 +407,42 @@ START_TEST(merge_end_to_end) {
 }
 END_TEST
 
+/* The committed fixtures (tests/data/peft): what the readers make of them. */
+START_TEST(fixture_files) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    char p[1024];
+    nb_adapter *a;
+    snprintf(p, sizeof p, "%s/peft/peft_dora_rs", nbt_data_dir());
+    ck_assert_int_eq(nb_adapter_open(p, &a, &ctx), NB_OK);
+    ck_assert_uint_eq(a->n_modules, 7);
+    ck_assert(a->cfg.use_dora && a->cfg.use_rslora);
+    for (size_t i = 0; i < a->n_modules; i++) {
+        const nb_lora_module *m = &a->modules[i];
+        bool q = strstr(m->name, "q_proj") != NULL, v = strstr(m->name, "v_proj") != NULL,
+             down = strstr(m->name, "down_proj") != NULL;
+        ck_assert_uint_eq(m->rank, q ? 2 : down ? 3 : 4);
+        ck_assert_double_eq(m->alpha, v ? 3 : 6);
+        ck_assert_double_eq_tol(m->scaling, m->alpha / sqrt((double)m->rank), 1e-15);
+        ck_assert_int_ge(m->magnitude, 0);
+        ck_assert(!m->transposed);
+    }
+    ck_assert_uint_eq(a->n_replace, 1);
+    ck_assert_str_eq(a->replace[0].name, "lm_head.weight");
+    nb_adapter_close(a);
+    snprintf(p, sizeof p, "%s/peft/llama_lora.gguf", nbt_data_dir());
+    ck_assert_int_eq(nb_adapter_open(p, &a, &ctx), NB_OK);
+    ck_assert_uint_eq(a->n_modules, 3);
+    ck_assert_str_eq(a->modules[2].name, "token_embd.weight");
+    ck_assert(a->modules[2].a_transposed && a->modules[2].transposed);
+    ck_assert_int_eq(a->modules[2].in, 32);
+    ck_assert_int_eq(a->modules[2].out, 16);
+    for (size_t i = 0; i < 3; i++) ck_assert_double_eq(a->modules[i].scaling, 2.0);
+    nb_adapter_close(a);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("distill/merge");
     TCase *tc = tcase_create("merge");
@@ -416,6 +452,7 @@ int main(void) {
     tcase_add_test(tc, config_parse);
     tcase_add_test(tc, adapter_readers);
     tcase_add_test(tc, merge_end_to_end);
+    tcase_add_test(tc, fixture_files);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -531,7 +531,36 @@ def main():
     check(types["blk.0.attn_q.weight"] == "F16" and types["token_embd.weight"] == "Q8_0",
           f"Q8_0 base: types {types['blk.0.attn_q.weight']}, {types['token_embd.weight']}")
 
+    fixtures()
     errors(llama_hf, llama_gguf, q8, plain)
+
+
+def fixtures():
+    """The committed fixtures (tests/data/peft, see its README) on the base they were made for."""
+    fx = os.path.join(DATA, "peft")
+    tiny = ["--layers", 1, "--dim", 16, "--ff", 32, "--heads", 4, "--kv-heads", 2, "--vocab", 32, "--dtype", "f32",
+            "--seed", 1, "--quiet"]
+    hf = os.path.join(TMP, "tiny_hf")
+    gg = os.path.join(TMP, "tiny.gguf")
+    run("synth", "--arch", "llama", *tiny, "-o", hf)
+    run("synth", "--arch", "llama", *tiny, "-o", gg)
+    W = base_dicts(hf)
+    oracle_merge(W, os.path.join(fx, "peft_dora_rs"))
+    out = os.path.join(TMP, "fx_peft.gguf")
+    run("merge", hf, "--adapter", os.path.join(fx, "peft_dora_rs"), "-o", out, "--quiet")
+    n = compare("fixture peft_dora_rs", out, to_gguf(W, 4, 2), raw_of(gg))
+    check(n == 8, f"fixture peft_dora_rs: {n} tensors merged, expected 8 (7 DoRA + lm_head)")
+    ref = {k: v[0].copy() for k, v in read_out(gg).items()}
+    r = gguf.GGUFReader(os.path.join(fx, "llama_lora.gguf"))
+    lt = {t.name: np.asarray(t.data).astype(np.float64) for t in r.tensors}
+    s = 16.0 / 8 * 2.0
+    for name in ("blk.0.attn_q.weight", "blk.0.ffn_up.weight"):
+        ref[name] += lt[name + ".lora_b"] @ lt[name + ".lora_a"] * s
+    ref["token_embd.weight"] += lt["token_embd.weight.lora_a"] @ lt["token_embd.weight.lora_b"].T * s
+    out = os.path.join(TMP, "fx_gguf.gguf")
+    run("merge", gg, "--adapter", os.path.join(fx, "llama_lora.gguf") + ":2", "-o", out, "--quiet")
+    n = compare("fixture llama_lora.gguf", out, ref, raw_of(gg))
+    check(n == 3, f"fixture llama_lora.gguf: {n} tensors merged, expected 3")
 
 
 def to_gguf_name(hf):
