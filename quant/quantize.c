@@ -205,6 +205,9 @@ static nb_status fill_plan(nb_model *m, const nb_quant_opts *o, nb_quant_result 
     nb_mix_hparams hp;
     nb_mix_hparams_from_kv(&m->kv, &hp);
     hp.has_imatrix = o->importance != NULL;
+    if (!hp.arch[0] && !o->pure)
+        NB_WARN(ctx, "%s: no general.architecture: tensor names are not GGUF names, so the mix's per-tensor rows "
+                "(output, attn_v, ffn_down ...) may not apply (open the model's HF directory instead)", m->path);
     size_t n = m->n_tensors;
     nb_plan *plan = nb_calloc(ctx, n ? n : 1, sizeof *plan, "tensor plan");
     r->tensors = nb_calloc(ctx, n ? n : 1, sizeof *r->tensors, "tensor table");
