@@ -63,12 +63,17 @@ typedef struct nb_xq {
  * `x` is a `const float *` for NB_ACT_F32 types, else a `const nb_xq *`. */
 typedef float (*nb_vdot_fn)(int64_t n, const void *w, const void *x);
 
+/* The same for 4 activation rows at once (weights unpacked once):
+ * out[t] = dot(n, w, x[t]) exactly, bit for bit. */
+typedef void (*nb_vdot4_fn)(int64_t n, const void *w, const void *const *x, float *out);
+
 /* Quantize one activation row of n floats (n a multiple of 32 / 256). */
 typedef void (*nb_actq_fn)(const float *x, int64_t n, int8_t *qs, float *d, int16_t *s);
 
 typedef struct nb_kernels {
     const char *isa;                /* "generic", "avx2", "avx512", "neon" */
     nb_vdot_fn dot[NB_TYPE_COUNT];  /* NULL: no kernel (nb_matmul uses the reference path) */
+    nb_vdot4_fn dot4[NB_TYPE_COUNT]; /* optional 4-token versions (NULL: dot is used) */
     nb_actq_fn quant_q32;
     nb_actq_fn quant_q256;
 } nb_kernels;

@@ -137,6 +137,16 @@ const nb_kernels *nb_kernels_by_name(const char *isa) {
  * by one dot call, so the tiling never changes a result. */
 enum { TILE_BYTES = 32 * 1024, MAX_ROW_TILE = 64, TOK_TILE = 64 };
 
+/* Token t's quantized row inside the activation buffer (layout above). */
+static nb_xq act_row(const unsigned char *xbuf, int64_t t, uint64_t tok_bytes, int64_t n_in, int64_t n_d) {
+    const unsigned char *p = xbuf + (uint64_t)t * tok_bytes;
+    nb_xq xq;
+    xq.qs = (const int8_t *)p;
+    xq.d = (const float *)(p + ((uint64_t)n_in + 3) / 4 * 4);
+    xq.s = (const int16_t *)(xq.d + n_d);
+    return xq;
+}
+
 nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int64_t n_out, int64_t n_in,
                          const float *x, int64_t n_tok, float *y, int n_threads, nb_ctx *ctx) {
     if (n_out < 0 || n_in < 0 || n_tok < 0)
@@ -144,6 +154,7 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
                       (long long)n_in, (long long)n_tok);
     const nb_act_fmt fmt = nb_kern_act_fmt(wtype);
     const nb_vdot_fn dot = (k && fmt != NB_ACT_NONE) ? k->dot[wtype] : NULL;
+    const nb_vdot4_fn dot4 = dot ? k->dot4[wtype] : NULL;
     if (!dot) return nb_matmul_ref(wtype, w, n_out, n_in, x, n_tok, y, n_threads, ctx);
     uint64_t rb;
     NB_TRY(nb_type_row_bytes(wtype, (uint64_t)n_in, &rb, ctx, "matmul weight row"));
@@ -192,14 +203,26 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
         for (int64_t item = 0; item < n_items; item++) {
             const int64_t r0 = (item / n_tt) * row_tile, r1 = r0 + row_tile < n_out ? r0 + row_tile : n_out;
             const int64_t t0 = (item % n_tt) * TOK_TILE, t1 = t0 + TOK_TILE < n_tok ? t0 + TOK_TILE : n_tok;
-            for (int64_t t = t0; t < t1; t++) {
+            int64_t t = t0;
+            if (dot4 && xbuf)
+                for (; t + 4 <= t1; t += 4) {
+                    nb_xq xq[4];
+                    const void *xa[4];
+                    for (int j = 0; j < 4; j++) {
+                        xq[j] = act_row(xbuf, t + j, tok_bytes, n_in, n_d);
+                        xa[j] = &xq[j];
+                    }
+                    for (int64_t r = r0; r < r1; r++) {
+                        float o[4];
+                        dot4(n_in, wb + (uint64_t)r * rb, xa, o);
+                        for (int j = 0; j < 4; j++) y[(t + j) * n_out + r] = o[j];
+                    }
+                }
+            for (; t < t1; t++) {
                 nb_xq xq;
                 const void *xa;
                 if (xbuf) {
-                    const unsigned char *p = xbuf + (uint64_t)t * tok_bytes;
-                    xq.qs = (const int8_t *)p;
-                    xq.d = (const float *)(p + ((uint64_t)n_in + 3) / 4 * 4);
-                    xq.s = (const int16_t *)(xq.d + n_d);
+                    xq = act_row(xbuf, t, tok_bytes, n_in, n_d);
                     xa = &xq;
                 } else {
                     xa = x + t * n_in;

@@ -176,67 +176,91 @@ static float dot_bf16(int64_t n, const void *w, const void *x) { return dot_floa
 
 /* ------------------------------------------------------------ 32-element chunks */
 
-/* Per type: CHUNK(w, c, q) -> 8 int32 lanes summing to the chunk's exact
- * integer dot; SCALE(w, c) -> the weight scale generic.c uses; MIN(w, c) ->
- * the min scale (types with value = code * d + m) or absent. */
-#define DOT32_FN(name, CHUNK, SCALE, HAS_MIN, MIN)                                                        \
-    static float name(int64_t n, const void *w, const void *vx) {                                      \
-        const nb_xq *x = vx;                                                                           \
+/* Per type: WV(w, c) -> chunk c's 32 weight codes as bytes, signed when SG
+ * (multiplied with the sign trick) or unsigned; SCALE(w, c) -> the weight
+ * scale generic.c uses; MIN(w, c) -> the min scale (types with value =
+ * code * d + m). name##_core computes NT (1..4) tokens against one weight row,
+ * preparing each weight chunk once; per token it is exactly the 1-token
+ * computation, so batching never changes a result. */
+#define DOT32_FN(name, WV, SG, SCALE, HAS_MIN, MIN)                                                       \
+    INL void name##_core(int64_t n, const void *w, const nb_xq *const *xs, const int NT, float *out) {   \
         const int64_t nc = n / 32;                                                                     \
-        __m256 acc = _mm256_setzero_ps();                                                              \
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
         int64_t c = 0;                                                                                 \
         for (; c + 8 <= nc; c += 8) {                                                                  \
-            const int8_t *q = x->qs + 32 * c;                                                          \
-            __m256i r = hsum8x8(CHUNK(w, c, q), CHUNK(w, c + 1, q + 32), CHUNK(w, c + 2, q + 64),       \
-                                CHUNK(w, c + 3, q + 96), CHUNK(w, c + 4, q + 128), CHUNK(w, c + 5, q + 160), \
-                                CHUNK(w, c + 6, q + 192), CHUNK(w, c + 7, q + 224));                    \
-            const __m256 dx = _mm256_loadu_ps(x->d + c);                                               \
+            __m256i u[8], sg[8];                                                                       \
+            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {                                      \
+                const __m256i v = WV(w, c + k);                                                        \
+                u[k] = SG ? _mm256_abs_epi8(v) : v;                                                    \
+                sg[k] = v;                                                                             \
+            }                                                                                          \
             const __m256 dw = _mm256_setr_ps(SCALE(w, c), SCALE(w, c + 1), SCALE(w, c + 2), SCALE(w, c + 3), \
                                              SCALE(w, c + 4), SCALE(w, c + 5), SCALE(w, c + 6),        \
                                              SCALE(w, c + 7));                                         \
-            __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(r), _mm256_mul_ps(dw, dx));                    \
-            if (HAS_MIN) {                                                                             \
-                const __m256 mw = _mm256_setr_ps(MIN(w, c), MIN(w, c + 1), MIN(w, c + 2), MIN(w, c + 3), \
-                                                 MIN(w, c + 4), MIN(w, c + 5), MIN(w, c + 6), MIN(w, c + 7)); \
-                const __m256 fs = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(load128(x->s + c)));        \
-                t = _mm256_add_ps(t, _mm256_mul_ps(fs, _mm256_mul_ps(mw, dx)));                         \
+            const __m256 mw = HAS_MIN ? _mm256_setr_ps(MIN(w, c), MIN(w, c + 1), MIN(w, c + 2), MIN(w, c + 3), \
+                                                       MIN(w, c + 4), MIN(w, c + 5), MIN(w, c + 6),    \
+                                                       MIN(w, c + 7))                                  \
+                                      : _mm256_setzero_ps();                                           \
+            _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {                                     \
+                const int8_t *q = xs[t]->qs + 32 * c;                                                  \
+                __m256i p[8];                                                                          \
+                _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {                                  \
+                    const __m256i xv = load256(q + 32 * k);                                            \
+                    p[k] = mul_us(u[k], SG ? _mm256_sign_epi8(xv, sg[k]) : xv);                        \
+                }                                                                                      \
+                const __m256i r = hsum8x8(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);             \
+                const __m256 dx = _mm256_loadu_ps(xs[t]->d + c);                                       \
+                __m256 tt = _mm256_mul_ps(_mm256_cvtepi32_ps(r), _mm256_mul_ps(dw, dx));               \
+                if (HAS_MIN) {                                                                         \
+                    const __m256 fs = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(load128(xs[t]->s + c)));  \
+                    tt = _mm256_add_ps(tt, _mm256_mul_ps(fs, _mm256_mul_ps(mw, dx)));                   \
+                }                                                                                      \
+                acc[t] = _mm256_add_ps(acc[t], tt);                                                    \
             }                                                                                          \
-            acc = _mm256_add_ps(acc, t);                                                               \
         }                                                                                              \
-        float a[8];                                                                                    \
-        _mm256_storeu_ps(a, acc);                                                                      \
-        for (; c < nc; c++) {                                                                          \
-            float t = (float)hsum1(CHUNK(w, c, x->qs + 32 * c)) * (SCALE(w, c) * x->d[c]);             \
-            if (HAS_MIN) t = t + (float)x->s[c] * (MIN(w, c) * x->d[c]);                                \
-            a[c & 7] += t;                                                                             \
+        for (int t = 0; t < NT; t++) {                                                                 \
+            const nb_xq *x = xs[t];                                                                    \
+            float a[8];                                                                                \
+            _mm256_storeu_ps(a, acc[t]);                                                               \
+            for (int64_t cc = c; cc < nc; cc++) {                                                      \
+                const __m256i v = WV(w, cc), xv = load256(x->qs + 32 * cc);                            \
+                const __m256i pr = SG ? mul_us(_mm256_abs_epi8(v), _mm256_sign_epi8(xv, v)) : mul_us(v, xv); \
+                float tt = (float)hsum1(pr) * (SCALE(w, cc) * x->d[cc]);                               \
+                if (HAS_MIN) tt = tt + (float)x->s[cc] * (MIN(w, cc) * x->d[cc]);                      \
+                a[cc & 7] += tt;                                                                       \
+            }                                                                                          \
+            out[t] = nb_kern_acc_sum(a);                                                               \
         }                                                                                              \
-        return nb_kern_acc_sum(a);                                                                     \
+    }                                                                                                  \
+    static float name(int64_t n, const void *w, const void *vx) {                                      \
+        const nb_xq *x = vx;                                                                           \
+        float o;                                                                                       \
+        name##_core(n, w, &x, 1, &o);                                                                  \
+        return o;                                                                                      \
+    }                                                                                                  \
+    static void name##_x4(int64_t n, const void *w, const void *const *vx, float *out) {               \
+        name##_core(n, w, (const nb_xq *const *)vx, 4, out);                                           \
     }
 
 #define NO_MIN(w, c) 0.f
 
 /* Q8_0 */
-INL __m256i ck_q8_0(const void *w, int64_t c, const int8_t *q) {
-    return mul_ss(load256(((const nb_block_q8_0 *)w)[c].qs), load256(q));
-}
+INL __m256i wv_q8_0(const void *w, int64_t c) { return load256(((const nb_block_q8_0 *)w)[c].qs); }
 #define SC_Q8_0(w, c) h2f(((const nb_block_q8_0 *)(w))[c].d)
-DOT32_FN(dot_q8_0, ck_q8_0, SC_Q8_0, 0, NO_MIN)
+DOT32_FN(dot_q8_0, wv_q8_0, 1, SC_Q8_0, 0, NO_MIN)
 
 /* Q4_0: code - 8 */
-INL __m256i ck_q4_0(const void *w, int64_t c, const int8_t *q) {
-    __m256i v = _mm256_sub_epi8(nib32(((const nb_block_q4_0 *)w)[c].qs), _mm256_set1_epi8(8));
-    return mul_ss(v, load256(q));
+INL __m256i wv_q4_0(const void *w, int64_t c) {
+    return _mm256_sub_epi8(nib32(((const nb_block_q4_0 *)w)[c].qs), _mm256_set1_epi8(8));
 }
 #define SC_Q4_0(w, c) h2f(((const nb_block_q4_0 *)(w))[c].d)
-DOT32_FN(dot_q4_0, ck_q4_0, SC_Q4_0, 0, NO_MIN)
+DOT32_FN(dot_q4_0, wv_q4_0, 1, SC_Q4_0, 0, NO_MIN)
 
 /* Q4_1: unsigned code, min term from the activation sums */
-INL __m256i ck_q4_1(const void *w, int64_t c, const int8_t *q) {
-    return mul_us(nib32(((const nb_block_q4_1 *)w)[c].qs), load256(q));
-}
+INL __m256i wv_q4_1(const void *w, int64_t c) { return nib32(((const nb_block_q4_1 *)w)[c].qs); }
 #define SC_Q4_1(w, c) h2f(((const nb_block_q4_1 *)(w))[c].d)
 #define MN_Q4_1(w, c) h2f(((const nb_block_q4_1 *)(w))[c].m)
-DOT32_FN(dot_q4_1, ck_q4_1, SC_Q4_1, 1, MN_Q4_1)
+DOT32_FN(dot_q4_1, wv_q4_1, 0, SC_Q4_1, 1, MN_Q4_1)
 
 /* Q5_0 / Q5_1: fifth bit from qh */
 INL __m256i q5_codes(const uint8_t *qs, const uint8_t *qh) {
@@ -244,55 +268,53 @@ INL __m256i q5_codes(const uint8_t *qs, const uint8_t *qh) {
     memcpy(&h, qh, 4);
     return _mm256_or_si256(nib32(qs), _mm256_and_si256(bits32(h), _mm256_set1_epi8(0x10)));
 }
-INL __m256i ck_q5_0(const void *w, int64_t c, const int8_t *q) {
+INL __m256i wv_q5_0(const void *w, int64_t c) {
     const nb_block_q5_0 *b = (const nb_block_q5_0 *)w + c;
-    return mul_ss(_mm256_sub_epi8(q5_codes(b->qs, b->qh), _mm256_set1_epi8(16)), load256(q));
+    return _mm256_sub_epi8(q5_codes(b->qs, b->qh), _mm256_set1_epi8(16));
 }
 #define SC_Q5_0(w, c) h2f(((const nb_block_q5_0 *)(w))[c].d)
-DOT32_FN(dot_q5_0, ck_q5_0, SC_Q5_0, 0, NO_MIN)
+DOT32_FN(dot_q5_0, wv_q5_0, 1, SC_Q5_0, 0, NO_MIN)
 
-INL __m256i ck_q5_1(const void *w, int64_t c, const int8_t *q) {
+INL __m256i wv_q5_1(const void *w, int64_t c) {
     const nb_block_q5_1 *b = (const nb_block_q5_1 *)w + c;
-    return mul_us(q5_codes(b->qs, b->qh), load256(q));
+    return q5_codes(b->qs, b->qh);
 }
 #define SC_Q5_1(w, c) h2f(((const nb_block_q5_1 *)(w))[c].d)
 #define MN_Q5_1(w, c) h2f(((const nb_block_q5_1 *)(w))[c].m)
-DOT32_FN(dot_q5_1, ck_q5_1, SC_Q5_1, 1, MN_Q5_1)
+DOT32_FN(dot_q5_1, wv_q5_1, 0, SC_Q5_1, 1, MN_Q5_1)
 
 /* IQ4_NL: code book lookup */
-INL __m256i ck_iq4_nl(const void *w, int64_t c, const int8_t *q) {
-    __m256i v = _mm256_shuffle_epi8(table16(nb_kvalues_iq4nl), nib32(((const nb_block_iq4_nl *)w)[c].qs));
-    return mul_ss(v, load256(q));
+INL __m256i wv_iq4_nl(const void *w, int64_t c) {
+    return _mm256_shuffle_epi8(table16(nb_kvalues_iq4nl), nib32(((const nb_block_iq4_nl *)w)[c].qs));
 }
 #define SC_IQ4_NL(w, c) h2f(((const nb_block_iq4_nl *)(w))[c].d)
-DOT32_FN(dot_iq4_nl, ck_iq4_nl, SC_IQ4_NL, 0, NO_MIN)
+DOT32_FN(dot_iq4_nl, wv_iq4_nl, 1, SC_IQ4_NL, 0, NO_MIN)
 
 /* NF4: 2 chunks per 64-block, high nibble first, int8 code book */
-INL __m256i ck_nf4(const void *w, int64_t c, const int8_t *q) {
+INL __m256i wv_nf4(const void *w, int64_t c) {
     const nb_block_nf4 *b = (const nb_block_nf4 *)w + c / 2;
-    __m256i v = _mm256_shuffle_epi8(table16(nb_kern_nf4_i8), nib32_interleaved(b->qs + 16 * (c & 1), 0));
-    return mul_ss(v, load256(q));
+    return _mm256_shuffle_epi8(table16(nb_kern_nf4_i8), nib32_interleaved(b->qs + 16 * (c & 1), 0));
 }
 #define SC_NF4(w, c) (((const nb_block_nf4 *)(w))[(c) / 2].d * (1.f / 127.f))
-DOT32_FN(dot_nf4, ck_nf4, SC_NF4, 0, NO_MIN)
+DOT32_FN(dot_nf4, wv_nf4, 1, SC_NF4, 0, NO_MIN)
 
 /* INT4 group-wise: low nibble first, value q - z */
 #define INT4_FNS(sfx, G, A)                                                                               \
     INL const uint8_t *blk_##sfx(const void *w, int64_t c) {                                           \
         return (const uint8_t *)w + (size_t)(c / ((G) / 32)) * (size_t)(2 + 2 * (A) + (G) / 2);          \
     }                                                                                                  \
-    INL __m256i ck_##sfx(const void *w, int64_t c, const int8_t *q) {                                  \
+    INL __m256i wv_##sfx(const void *w, int64_t c) {                                  \
         const uint8_t *b = blk_##sfx(w, c);                                                            \
         const int z = (A) ? (b[2] & 15) : 8;                                                                \
         __m256i v = nib32_interleaved(b + 2 + 2 * (A) + 16 * (c % ((G) / 32)), 1);                      \
-        return mul_ss(_mm256_sub_epi8(v, _mm256_set1_epi8((char)z)), load256(q));                       \
+        return _mm256_sub_epi8(v, _mm256_set1_epi8((char)z));                       \
     }                                                                                                  \
     INL float sc_##sfx(const void *w, int64_t c) {                                                     \
         uint16_t h;                                                                                    \
         memcpy(&h, blk_##sfx(w, c), 2);                                                                \
         return h2f(h);                                                                                 \
     }                                                                                                  \
-    DOT32_FN(dot_##sfx, ck_##sfx, sc_##sfx, 0, NO_MIN)
+    DOT32_FN(dot_##sfx, wv_##sfx, 1, sc_##sfx, 0, NO_MIN)
 INT4_FNS(int4_s32, 32, 0)
 INT4_FNS(int4_s64, 64, 0)
 INT4_FNS(int4_s128, 128, 0)
@@ -318,7 +340,7 @@ INL __m256i sc2(int a, int b) { return join(_mm_set1_epi16((short)a), _mm_set1_e
         int64_t b = 0;                                                                                 \
         for (; b + 8 <= nb; b += 8) {                                                                  \
             __m256i vi[8], vm[8];                                                                      \
-            for (int k = 0; k < 8; k++) BODY(w + b + k, x->qs + 256 * (b + k), x->s + 16 * (b + k), &vi[k], &vm[k]); \
+            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) BODY(w + b + k, x->qs + 256 * (b + k), x->s + 16 * (b + k), &vi[k], &vm[k]); \
             const __m256 dx = _mm256_loadu_ps(x->d + b);                                               \
             const __m256 dw = _mm256_setr_ps(h2f(w[b].d), h2f(w[b + 1].d), h2f(w[b + 2].d), h2f(w[b + 3].d), \
                                              h2f(w[b + 4].d), h2f(w[b + 5].d), h2f(w[b + 6].d),        \
@@ -530,18 +552,31 @@ static void x86_fill(nb_kernels *k) {
     k->dot[NB_TYPE_F16] = dot_f16;
     k->dot[NB_TYPE_BF16] = dot_bf16;
     k->dot[NB_TYPE_Q4_0] = dot_q4_0;
+    k->dot4[NB_TYPE_Q4_0] = dot_q4_0_x4;
     k->dot[NB_TYPE_Q4_1] = dot_q4_1;
+    k->dot4[NB_TYPE_Q4_1] = dot_q4_1_x4;
     k->dot[NB_TYPE_Q5_0] = dot_q5_0;
+    k->dot4[NB_TYPE_Q5_0] = dot_q5_0_x4;
     k->dot[NB_TYPE_Q5_1] = dot_q5_1;
+    k->dot4[NB_TYPE_Q5_1] = dot_q5_1_x4;
     k->dot[NB_TYPE_Q8_0] = dot_q8_0;
+    k->dot4[NB_TYPE_Q8_0] = dot_q8_0_x4;
     k->dot[NB_TYPE_IQ4_NL] = dot_iq4_nl;
+    k->dot4[NB_TYPE_IQ4_NL] = dot_iq4_nl_x4;
     k->dot[NB_TYPE_NF4] = dot_nf4;
+    k->dot4[NB_TYPE_NF4] = dot_nf4_x4;
     k->dot[NB_TYPE_INT4_SYM_G32] = dot_int4_s32;
+    k->dot4[NB_TYPE_INT4_SYM_G32] = dot_int4_s32_x4;
     k->dot[NB_TYPE_INT4_SYM_G64] = dot_int4_s64;
+    k->dot4[NB_TYPE_INT4_SYM_G64] = dot_int4_s64_x4;
     k->dot[NB_TYPE_INT4_SYM_G128] = dot_int4_s128;
+    k->dot4[NB_TYPE_INT4_SYM_G128] = dot_int4_s128_x4;
     k->dot[NB_TYPE_INT4_ASYM_G32] = dot_int4_a32;
+    k->dot4[NB_TYPE_INT4_ASYM_G32] = dot_int4_a32_x4;
     k->dot[NB_TYPE_INT4_ASYM_G64] = dot_int4_a64;
+    k->dot4[NB_TYPE_INT4_ASYM_G64] = dot_int4_a64_x4;
     k->dot[NB_TYPE_INT4_ASYM_G128] = dot_int4_a128;
+    k->dot4[NB_TYPE_INT4_ASYM_G128] = dot_int4_a128_x4;
     k->dot[NB_TYPE_Q2_K] = dot_q2_k;
     k->dot[NB_TYPE_Q3_K] = dot_q3_k;
     k->dot[NB_TYPE_Q4_K] = dot_q4_k;
