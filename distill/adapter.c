@@ -415,7 +415,7 @@ static nb_status open_peft(nb_adapter *a, const char *dir, nb_ctx *ctx) {
                          "(re-save with save_pretrained(..., safe_serialization=True))", dir);
         NB_FAIL_GOTO(st, out, ctx, NB_ERR_FORMAT, "%s: no adapter_model.safetensors", dir);
     }
-    size_t len;
+    size_t len = 0;
     NB_CHECK_GOTO(st, read_small_file(cfg_path, &json, &len, ctx), out);
     NB_CHECK_GOTO(st, nb_peft_config_parse(json, len, cfg_path, &a->cfg, ctx), out);
     NB_CHECK_GOTO(st, nb_safetensors_open(st_path, &a->file, ctx), out);
