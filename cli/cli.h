@@ -16,6 +16,7 @@ int nb_cmd_convert(int argc, char **argv);
 int nb_cmd_synth(int argc, char **argv);
 int nb_cmd_quantize(int argc, char **argv);
 int nb_cmd_merge(int argc, char **argv);
+int nb_cmd_prune(int argc, char **argv);
 int nb_cmd_logits(int argc, char **argv);
 int nb_cmd_calibrate(int argc, char **argv);
 

@@ -16,6 +16,7 @@ static const command g_commands[] = {
     {"synth", nb_cmd_synth, "write a seeded random model of a given architecture and size"},
     {"quantize", nb_cmd_quantize, "quantize to GGUF types and mixes (q4_k_m, q8_0, iq4_xs, nf4, int4-g128 ...)"},
     {"merge", nb_cmd_merge, "merge LoRA / DoRA / QLoRA adapters (PEFT dirs, GGUF LoRA) into a base model"},
+    {"prune", nb_cmd_prune, "drop the least used MoE experts (frequency or REAP scores from calibration)"},
     {"calibrate", nb_cmd_calibrate, "run calibration text, write the importance matrix (llama.cpp imatrix GGUF/.dat)"},
     {"logits", nb_cmd_logits, "print or dump the logits of given token ids (debugging/testing)"},
 };
