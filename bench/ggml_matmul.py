@@ -5,7 +5,7 @@ Times ggml_mul_mat through ggml's own CPU backend (libggml-cpu from PyPI
 `libggml-python`, installed by scripts/pyenv) via ctypes: a ROWS x COLS weight
 matrix quantized by ggml_quantize_chunk from N(0,1) data, N(0,1) activations,
 one graph per (type, n_tok), ggml_graph_compute_with_ctx at each thread count;
-median ms per call over >= 3 runs (>= 0.3 s in all). Prints markdown rows in
+median wall ms and process CPU ms per call over >= 3 runs (>= 0.3 s in all). Prints markdown rows in
 bench_matmul's format so the two tables can be put side by side.
 
 Usage: .venv/bin/python bench/ggml_matmul.py [-r ROWS] [-c COLS] [-t 1,2] [-n 1,64,512] [type ...]
@@ -73,8 +73,8 @@ def main():
     wf = rng.standard_normal((rows, cols), dtype=np.float32)
     xs = rng.standard_normal((max(ntoks), cols), dtype=np.float32)
     print(f"ggml CPU backend (libggml-python), matrix {rows} x {cols}\n")
-    print("| type | n_tok | threads | ms/call | weight GB/s | GFLOP/s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| type | n_tok | threads | ms/call | CPU ms/call | weight GB/s | GFLOP/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name in a.types or DEFAULT:
         t = TYPES[name]
         wbytes = base.ggml_row_size(t, cols) * rows
@@ -90,16 +90,18 @@ def main():
             base.ggml_build_forward_expand(g, Y)
             for th in threads:
                 cpu.ggml_graph_compute_with_ctx(ctx, g, th)  # warm-up
-                ms, total = [], 0.0
+                ms, cms, total = [], [], 0.0
                 while len(ms) < 64 and (len(ms) < 3 or total < 0.3):
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     cpu.ggml_graph_compute_with_ctx(ctx, g, th)
                     dt = time.perf_counter() - t0
+                    cms.append(time.process_time() - c0)
                     ms.append(dt)
                     total += dt
                 ms.sort()
+                cms.sort()
                 med = ms[len(ms) // 2]
-                print(f"| {name} | {nt} | {th} | {med * 1e3:.3f} | {wbytes / med / 1e9:.2f} | "
+                print(f"| {name} | {nt} | {th} | {med * 1e3:.3f} | {cms[len(cms) // 2] * 1e3:.3f} | {wbytes / med / 1e9:.2f} | "
                       f"{2.0 * rows * cols * nt / med / 1e9:.1f} |", flush=True)
             base.ggml_free(ctx)
     return 0
