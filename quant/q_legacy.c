@@ -273,7 +273,14 @@ void nb_dequant_q5_1(const void *src, float *y, int64_t n) {
 /* ---------------------------------------------------------------- Q8_0 / Q8_1 */
 
 /* roundf of a value in [-127.5, 127.5] (wider input wraps like ggml's conversion). */
-static int8_t round_i8(float v) { return (int8_t)nb_gq_trunc(roundf(v)); }
+static int8_t round_i8(float v) {
+    /* roundf (half away from zero) without the libm call it compiles to on
+     * baseline x86-64: for |v| < 2^23, v - trunc(v) is exact. */
+    if (!(fabsf(v) < 8388608.0f)) return (int8_t)nb_gq_trunc(roundf(v));
+    float t = (float)(int32_t)v;
+    float r = fabsf(v - t) >= 0.5f ? t + copysignf(1.0f, v) : t;
+    return (int8_t)nb_gq_trunc(r);
+}
 
 size_t nb_quantize_q8_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imp) {
     (void)imp; /* ggml's Q8_0 has no weighted path */
