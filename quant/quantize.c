@@ -147,12 +147,66 @@ static nb_status do_chunk(job *jb, const nb_tensor *t, nb_quant_tensor *rt, cons
     return nb_sink_write(jb->sink, q, nr * out_row_bytes, ctx);
 }
 
+/* A tensor whose bytes come from opts.prequant: written as given; with the
+ * report, source and given bytes are compared chunk by chunk (rows). */
+static nb_status do_prequant(job *jb, const nb_tensor *t, nb_quant_tensor *rt, const unsigned char *pq,
+                             nb_ctx *ctx) {
+    rt->prequant = true;
+    if (!jb->o->report) {
+        nb_status st = nb_sink_write(jb->sink, pq, rt->bytes_out, ctx);
+        nb_progress_add(jb->prog, t->nbytes, t->name);
+        return st;
+    }
+    nb_model *m = jb->m;
+    size_t i = (size_t)(t - m->tensors);
+    const nb_type_traits *ti = nb_type_get(t->type), *to = nb_type_get(rt->type);
+    const unsigned char *src = t->data;
+    unsigned char *owned = NULL;
+    if (!src) {
+        owned = nb_malloc(ctx, t->nbytes, t->name);
+        if (!owned) return NB_ERR_NOMEM;
+        nb_status st = nb_model_read_tensor(m, i, owned, ctx);
+        if (st != NB_OK) { free(owned); return st; }
+        src = owned;
+    }
+    nb_status st = NB_OK;
+    uint64_t row = (uint64_t)t->ne[0], nrows = nb_tensor_nelements(t) / row, in_rb = 0, out_rb = 0;
+    NB_CHECK_GOTO(st, nb_type_row_bytes(t->type, row, &in_rb, ctx, t->name), out);
+    NB_CHECK_GOTO(st, nb_type_row_bytes(rt->type, row, &out_rb, ctx, t->name), out);
+    uint64_t chunk = jb->o->chunk_elems ? jb->o->chunk_elems : NB_QUANT_CHUNK_ELEMS;
+    uint64_t rows_per = row >= chunk ? 1 : chunk / row;
+    bufs *b = jb->b;
+    nb_err_acc tacc = {0};
+    for (uint64_t r0 = 0; r0 < nrows && st == NB_OK; r0 += rows_per) {
+        uint64_t nr = nrows - r0 < rows_per ? nrows - r0 : rows_per;
+        if (!grow((void **)&b->f, &b->f_cap, nr * row * sizeof(float), ctx) ||
+            !grow((void **)&b->y, &b->y_cap, nr * row * sizeof(float), ctx)) { st = NB_ERR_NOMEM; break; }
+        ti->to_float(src + r0 * in_rb, b->f, (int64_t)(nr * row));
+        to->to_float(pq + r0 * out_rb, b->y, (int64_t)(nr * row));
+        nb_err_acc_add(&tacc, b->f, b->y, nr * row);
+        st = nb_sink_write(jb->sink, pq + r0 * out_rb, nr * out_rb, ctx);
+        nb_progress_add(jb->prog, nr * in_rb, t->name);
+    }
+    if (st == NB_OK) {
+        rt->has_error = true;
+        nb_err_acc_finish(&tacc, &rt->rmse, &rt->max_abs, &rt->rel_rmse, &rt->cosine);
+    }
+out:
+    free(owned);
+    nb_model_release_tensor(m, i);
+    return st;
+}
+
 static nb_status do_tensor(job *jb, size_t i, nb_quant_tensor *rt, nb_ctx *ctx) {
     nb_model *m = jb->m;
     const nb_tensor *t = &m->tensors[i];
     if (t->nbytes == 0) return NB_OK;
     const nb_type_traits *ti = nb_type_get(t->type);
     const bool same = rt->type == t->type;
+    if (!same && jb->o->prequant) {
+        const unsigned char *pq = jb->o->prequant(jb->o->prequant_user, t->name, rt->type, rt->bytes_out);
+        if (pq) return do_prequant(jb, t, rt, pq, ctx);
+    }
     if (same && (!ti || !ti->to_float)) {
         /* nothing to check or convert (integer tensors ...): copy the bytes */
         nb_status st = nb_copy_tensor(m, i, t->type, jb->sink, ctx);
@@ -415,6 +469,7 @@ char *nb_quant_result_json(const nb_quant_result *r, const char *src, const char
             cJSON_AddItemToObject(e, "shape", shape_json(t));
             cJSON_AddNumberToObject(e, "bytes_in", (double)t->bytes_in);
             cJSON_AddNumberToObject(e, "bytes_out", (double)t->bytes_out);
+            if (t->prequant) cJSON_AddBoolToObject(e, "prequant", true);
             if (t->has_error) {
                 cJSON_AddNumberToObject(e, "rmse", t->rmse);
                 cJSON_AddNumberToObject(e, "max_abs", t->max_abs);

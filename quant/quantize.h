@@ -46,6 +46,13 @@
  * or NULL for plain rounding. Filled by the calibration stage (imatrix). */
 typedef const float *(*nb_importance_fn)(void *user, const char *name, int64_t slice, int64_t ne0);
 
+/* Optional: bytes of tensor `name` already quantized elsewhere (GPTQ,
+ * calib/gptq_model.h) in the planned `type`: a pointer to exactly `nbytes`
+ * bytes (the whole tensor, valid until nb_quantize_model returns), or NULL to
+ * quantize the tensor as usual. Such tensors are written as given (the report
+ * still compares them with the source). */
+typedef const void *(*nb_prequant_fn)(void *user, const char *name, nb_type type, uint64_t nbytes);
+
 typedef struct nb_quant_opts {
     const nb_mix_info *mix;   /* required */
     const nb_rules *rules;    /* --rule overrides; may be NULL */
@@ -56,6 +63,8 @@ typedef struct nb_quant_opts {
     uint64_t chunk_elems;     /* elements per chunk; 0: NB_QUANT_CHUNK_ELEMS (tests use small values) */
     nb_importance_fn importance;
     void *importance_user;
+    nb_prequant_fn prequant;
+    void *prequant_user;
 } nb_quant_opts;
 
 /* Per output type. */
@@ -81,6 +90,7 @@ typedef struct nb_quant_tensor {
     uint64_t n_elements;
     uint64_t bytes_in, bytes_out;
     bool has_error;
+    bool prequant;      /* bytes came from opts.prequant (e.g. GPTQ) */
     double rmse, max_abs, rel_rmse, cosine;
 } nb_quant_tensor;
 

@@ -1,0 +1,643 @@
+/* calib/gptq_model.c — sequential GPTQ over a whole model (see calib/gptq_model.h). */
+#include "calib/gptq_model.h"
+
+#include "core/afile.h"
+#include "core/checked.h"
+#include "core/progress.h"
+#include "engine/engine.h"
+#include "formats/convert.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#define SCRATCH_ALIGN 64
+
+/* ---- scratch file: quantized tensors of finished blocks -------------------------------------------- */
+
+typedef struct scratch {
+    int fd;
+    uint64_t size;       /* bytes written (aligned) */
+    unsigned char *map;  /* read-only mapping of [0, map_size) */
+    uint64_t map_size;
+    int64_t *slot;       /* per source tensor: entry index or -1 */
+    uint64_t *off;       /* per source tensor: offset (valid when slot >= 0) */
+    nb_type *type;       /* per source tensor: quantized type */
+    uint64_t *nbytes;
+    size_t n_tensors;
+    const nb_model *m;   /* the source, for name lookups */
+} scratch;
+
+static nb_status scratch_open(scratch *s, const char *dir, const nb_model *m, nb_ctx *ctx) {
+    memset(s, 0, sizeof *s);
+    s->fd = -1;
+    s->m = m;
+    s->n_tensors = m->n_tensors;
+    size_t n = m->n_tensors ? m->n_tensors : 1;
+    s->slot = nb_malloc(ctx, n * sizeof *s->slot, "scratch table");
+    s->off = nb_calloc(ctx, n, sizeof *s->off, "scratch table");
+    s->type = nb_calloc(ctx, n, sizeof *s->type, "scratch table");
+    s->nbytes = nb_calloc(ctx, n, sizeof *s->nbytes, "scratch table");
+    if (!s->slot || !s->off || !s->type || !s->nbytes) return NB_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) s->slot[i] = -1;
+    char path[4096];
+    int k = snprintf(path, sizeof path, "%s/.nibble-gptq-XXXXXX", dir && dir[0] ? dir : ".");
+    NB_RETURN_IF(ctx, k < 0 || (size_t)k >= sizeof path, NB_ERR_INVALID, "gptq: scratch directory name too long");
+    s->fd = mkstemp(path);
+    if (s->fd < 0) return nb_err_errno(ctx, errno, "gptq: cannot create a scratch file in %s", dir);
+    unlink(path); /* anonymous from now on: nothing is left behind, whatever happens */
+    return NB_OK;
+}
+
+static void scratch_close(scratch *s) {
+    if (s->map) munmap(s->map, s->map_size);
+    if (s->fd >= 0) close(s->fd);
+    free(s->slot); free(s->off); free(s->type); free(s->nbytes);
+    memset(s, 0, sizeof *s);
+    s->fd = -1;
+}
+
+/* Append tensor i's quantized bytes. */
+static nb_status scratch_put(scratch *s, size_t i, nb_type type, const void *data, uint64_t n, nb_ctx *ctx) {
+    uint64_t off = s->size;
+    const unsigned char *p = data;
+    for (uint64_t done = 0; done < n;) {
+        size_t want = n - done > ((size_t)1 << 30) ? ((size_t)1 << 30) : (size_t)(n - done);
+        ssize_t w = pwrite(s->fd, p + done, want, (off_t)(off + done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0)
+            return nb_err_errno(ctx, w < 0 ? errno : ENOSPC, "gptq: scratch file: writing tensor '%s' (%llu bytes)",
+                                s->m->tensors[i].name, (unsigned long long)n);
+        done += (uint64_t)w;
+    }
+    s->slot[i] = (int64_t)i;
+    s->off[i] = off;
+    s->type[i] = type;
+    s->nbytes[i] = n;
+    s->size = (off + n + SCRATCH_ALIGN - 1) / SCRATCH_ALIGN * SCRATCH_ALIGN;
+    return NB_OK;
+}
+
+/* Map everything written so far (callers drop pointers into the old mapping first). */
+static nb_status scratch_map(scratch *s, nb_ctx *ctx) {
+    if (s->map) munmap(s->map, s->map_size);
+    s->map = NULL;
+    s->map_size = 0;
+    if (!s->size) return NB_OK;
+    void *p = mmap(NULL, (size_t)s->size, PROT_READ, MAP_SHARED, s->fd, 0);
+    if (p == MAP_FAILED) return nb_err_errno(ctx, errno, "gptq: cannot map the scratch file (%llu bytes)",
+                                             (unsigned long long)s->size);
+    s->map = p;
+    s->map_size = s->size;
+    return NB_OK;
+}
+
+static const void *scratch_data(const scratch *s, size_t i) {
+    if (s->slot[i] < 0 || !s->map || s->off[i] + s->nbytes[i] > s->map_size) return NULL;
+    return s->map + s->off[i];
+}
+
+/* nb_quant_opts.prequant */
+static const void *scratch_prequant(void *user, const char *name, nb_type type, uint64_t nbytes) {
+    scratch *s = user;
+    for (size_t i = 0; i < s->n_tensors; i++) {
+        if (s->slot[i] < 0 || strcmp(s->m->tensors[i].name, name)) continue;
+        if (s->type[i] != type || s->nbytes[i] != nbytes) return NULL; /* cannot happen: same plan */
+        return scratch_data(s, i);
+    }
+    return NULL;
+}
+
+/* ---- the view model ---------------------------------------------------------------------------------- */
+
+typedef struct view_impl {
+    nb_model *src;
+} view_impl;
+
+static nb_status view_read(nb_model *m, size_t i, void *dst, nb_ctx *ctx) {
+    view_impl *v = m->impl;
+    size_t si = (size_t)(uintptr_t)m->tensors[i].priv;
+    return nb_model_read_tensor(v->src, si, dst, ctx);
+}
+
+static void view_close(nb_model *m) {
+    free(m->impl);
+    nb_model_free_common(m);
+}
+
+static const nb_model_ops g_view_ops = {view_read, view_close};
+
+/* Block index of "blk.N.*", or -1. */
+static long block_of(const char *name) {
+    if (strncmp(name, "blk.", 4)) return -1;
+    char *end = NULL;
+    long b = strtol(name + 4, &end, 10);
+    return end && end != name + 4 && *end == '.' && b >= 0 ? b : -1;
+}
+
+/* The source with the scratch's tensors substituted; with `truncate`, blocks
+ * > L are left out and the block count is L + 1. */
+static nb_status view_build(nb_model *src, const scratch *s, int L, bool truncate, const char *count_key,
+                            nb_model **out, nb_ctx *ctx) {
+    *out = NULL;
+    nb_model *m = nb_model_alloc(src->path, src->format, ctx);
+    if (!m) return NB_ERR_NOMEM;
+    view_impl *v = nb_calloc(ctx, 1, sizeof *v, "model view");
+    m->tensors = nb_calloc(ctx, src->n_tensors ? src->n_tensors : 1, sizeof *m->tensors, "model view");
+    if (!v || !m->tensors) { free(v); nb_model_free_common(m); return NB_ERR_NOMEM; }
+    v->src = src;
+    m->impl = v;
+    m->ops = &g_view_ops;
+    m->file_bytes = src->file_bytes;
+    nb_status st = nb_kvset_copy(&m->kv, &src->kv, ctx);
+    if (st == NB_OK && truncate) st = nb_kv_set_u32(&m->kv, count_key, (uint32_t)L + 1, ctx);
+    for (size_t i = 0; i < src->n_tensors && st == NB_OK; i++) {
+        const nb_tensor *t = &src->tensors[i];
+        if (truncate && block_of(t->name) > L) continue;
+        nb_tensor *d = &m->tensors[m->n_tensors];
+        *d = *t;
+        d->priv = (void *)(uintptr_t)i;
+        d->name = nb_strdup(ctx, t->name);
+        if (!d->name) { st = NB_ERR_NOMEM; break; }
+        m->n_tensors++;
+        const void *q = scratch_data(s, i);
+        if (q) {
+            d->type = s->type[i];
+            d->nbytes = s->nbytes[i];
+            d->data = q;
+            d->file_offset = 0;
+        }
+    }
+    if (st != NB_OK) { view_close(m); return st; }
+    *out = m;
+    return NB_OK;
+}
+
+/* ---- Hessian collection --------------------------------------------------------------------------- */
+
+/* One (weight, expert) input accumulator of the current block. */
+typedef struct hacc {
+    size_t tidx;       /* source tensor */
+    int expert;        /* -1: 2-D weight */
+    int64_t n_in;
+    int alias;         /* accumulator whose Hessian this one shares, -1: own (or undecided) */
+    bool decided;
+    nb_hessian h;      /* own: allocated on the first call */
+    uint64_t last_hash;
+    int64_t last_ntok;
+    uint64_t last_call; /* collector call number of the last input (in chunk last_chunk) */
+    uint64_t last_chunk;
+} hacc;
+
+typedef struct collector {
+    hacc *a;
+    size_t n;
+    size_t *first;     /* per target: index of its first accumulator (experts follow) */
+    size_t n_targets;
+    const nb_model *src;
+    int layer;
+    uint64_t call;     /* calls seen in this chunk (reset per chunk) */
+    uint64_t chunk;
+    nb_ctx *ctx;
+    nb_status err;
+} collector;
+
+static uint64_t hash_rows(const float *x, int64_t n) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n;
+    const uint32_t *u = (const uint32_t *)(const void *)x;
+    for (int64_t k = 0; k < n; k++) {
+        h ^= u[k];
+        h *= 0x100000001B3ull;
+        h ^= h >> 29;
+    }
+    return h;
+}
+
+static void on_matmul(void *user, const char *name, int expert, const float *x, int64_t n_tok, int64_t n_in) {
+    collector *c = user;
+    if (c->err != NB_OK || block_of(name) != c->layer || n_tok <= 0) return;
+    size_t k = 0;
+    for (; k < c->n_targets; k++)
+        if (!strcmp(c->src->tensors[c->a[c->first[k]].tidx].name, name)) break;
+    if (k == c->n_targets) return;
+    hacc *a0 = &c->a[c->first[k]];
+    size_t ai = c->first[k] + (expert >= 0 ? (size_t)expert : 0);
+    size_t end = k + 1 < c->n_targets ? c->first[k + 1] : c->n;
+    if (ai >= end || (expert >= 0) != (a0->expert >= 0) || n_in != a0->n_in) {
+        c->err = nb_err(c->ctx, NB_ERR_INTERNAL, "gptq: tensor '%s': unexpected matmul input (expert %d, %lld columns)",
+                        name, expert, (long long)n_in);
+        return;
+    }
+    hacc *a = &c->a[ai];
+    uint64_t hsh = hash_rows(x, n_tok * n_in);
+    uint64_t id = ++c->call;
+    if (!a->decided) {
+        /* the same rows as another weight's input of this chunk (q/k/v, gate/up)? share its Hessian */
+        for (size_t b = 0; b < c->n; b++) {
+            hacc *o = &c->a[b];
+            if (b == ai || !o->decided || o->alias >= 0 || o->expert != a->expert || o->n_in != n_in) continue;
+            if (o->last_call && o->last_chunk == c->chunk && o->last_hash == hsh && o->last_ntok == n_tok) {
+                a->alias = (int)b;
+                break;
+            }
+        }
+        a->decided = true;
+        if (a->alias < 0) {
+            c->err = nb_hessian_init(&a->h, n_in, c->ctx);
+            if (c->err != NB_OK) return;
+        }
+    }
+    if (a->alias >= 0) {
+        const hacc *o = &c->a[a->alias];
+        if (o->last_chunk != c->chunk || o->last_hash != hsh || o->last_ntok != n_tok) {
+            c->err = nb_err(c->ctx, NB_ERR_INTERNAL,
+                            "gptq: tensor '%s': its input stopped matching that of '%s' (shared Hessian)", name,
+                            c->src->tensors[o->tidx].name);
+            return;
+        }
+    } else {
+        c->err = nb_hessian_add(&a->h, x, n_tok, name, c->ctx);
+        if (c->err != NB_OK) return;
+    }
+    a->last_hash = hsh;
+    a->last_ntok = n_tok;
+    a->last_call = id;
+    a->last_chunk = c->chunk;
+}
+
+static void collector_free(collector *c) {
+    for (size_t k = 0; k < c->n; k++) nb_hessian_free(&c->a[k].h);
+    free(c->a);
+    free(c->first);
+    c->a = NULL;
+    c->first = NULL;
+    c->n = c->n_targets = 0;
+}
+
+/* ---- quantizing one tensor ------------------------------------------------------------------------------ */
+
+typedef struct worker {
+    nb_model *src;
+    const nb_quant_opts *qo;
+    const nb_gptq_model_opts *go;
+    const nb_quant_tensor *plan;  /* nb_quantize_model's dry-run plan (source order) */
+    scratch *s;
+    nb_gptq_model_result *r;
+    nb_ctx *ctx;
+} worker;
+
+/* Source tensor i's bytes (mapped, or read into *owned). */
+static nb_status src_bytes(nb_model *m, size_t i, const unsigned char **p, unsigned char **owned, nb_ctx *ctx) {
+    *owned = NULL;
+    *p = m->tensors[i].data;
+    if (*p) return NB_OK;
+    *owned = nb_malloc(ctx, m->tensors[i].nbytes, m->tensors[i].name);
+    if (!*owned) return NB_ERR_NOMEM;
+    nb_status st = nb_model_read_tensor(m, i, *owned, ctx);
+    if (st != NB_OK) { free(*owned); *owned = NULL; return st; }
+    *p = *owned;
+    return NB_OK;
+}
+
+/* Plain rounding of n_rows rows of f into dst, as the quantize pipeline does
+ * (rows in parallel; NF4_DQ in one call: its offset is a mean over the slice). */
+static void rtn_rows(nb_type type, const float *f, void *dst, int64_t n_rows, int64_t n_in, uint64_t row_bytes,
+                     const float *imp, int nt) {
+    const nb_type_traits *to = nb_type_get(type);
+    if (type == NB_TYPE_NF4_DQ) { to->quantize(f, dst, n_rows, n_in, imp); return; }
+    int64_t per = n_in >= 65536 ? 1 : 65536 / n_in;
+    int64_t nb = (n_rows + per - 1) / per;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (int64_t k = 0; k < nb; k++) {
+        int64_t a = k * per, e = a + per < n_rows ? a + per : n_rows;
+        to->quantize(f + a * n_in, (unsigned char *)dst + (uint64_t)a * row_bytes, e - a, n_in, imp);
+    }
+}
+
+/* Σ_rows d H dᵀ / 2 with d = x - y (n_rows x n), rows in parallel, summed in order. */
+static double quad_err(const float *x, const float *y, int64_t n_rows, int64_t n, const double *H, double *rowbuf,
+                       int nt) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int64_t r = 0; r < n_rows; r++) {
+        const float *xr = x + r * n, *yr = y ? y + r * n : NULL;
+        double acc = 0;
+        for (int64_t i = 0; i < n; i++) {
+            double di = (double)xr[i] - (yr ? (double)yr[i] : 0.0);
+            if (di == 0) continue;
+            const double *hi = H + i * n;
+            double s = 0;
+            for (int64_t j = 0; j < n; j++) s += hi[j] * ((double)xr[j] - (yr ? (double)yr[j] : 0.0));
+            acc += di * s;
+        }
+        rowbuf[r] = acc / 2;
+    }
+    double tot = 0;
+    for (int64_t r = 0; r < n_rows; r++) tot += rowbuf[r];
+    return tot;
+}
+
+static nb_status add_stat(nb_gptq_model_result *r, const nb_gptq_tensor_stat *st, nb_ctx *ctx) {
+    if ((r->n_stats & (r->n_stats + 1)) == 0 || !r->stats) {
+        size_t cap = r->n_stats ? 2 * (r->n_stats + 1) : 16;
+        nb_gptq_tensor_stat *p = realloc(r->stats, cap * sizeof *p);
+        if (!p) return nb_err(ctx, NB_ERR_NOMEM, "gptq: out of memory for statistics");
+        r->stats = p;
+    }
+    r->stats[r->n_stats++] = *st;
+    return NB_OK;
+}
+
+/* Quantize tensor i (type from the plan): GPTQ per slice where `first`
+ * points at its accumulators (NULL: plain rounding), into the scratch. */
+static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t first, bool gptq, nb_ctx *ctx) {
+    nb_model *m = w->src;
+    const nb_tensor *t = &m->tensors[i];
+    const nb_quant_tensor *pl = &w->plan[i];
+    const nb_type_traits *ti = nb_type_get(t->type);
+    nb_type type = pl->type;
+    int nt = ctx->n_threads > 0 ? ctx->n_threads : 1;
+    const int64_t n_in = t->ne[0], n_out = t->n_dims >= 2 ? t->ne[1] : 1;
+    const int64_t n_mat = t->n_dims >= 3 ? t->ne[2] : 1;
+    NB_RETURN_IF(ctx, !ti || !ti->to_float, NB_ERR_UNSUPPORTED, "%s: tensor '%s': cannot convert from type %s",
+                 m->path, t->name, nb_type_name(t->type));
+    uint64_t in_rb, out_rb;
+    NB_TRY(nb_type_row_bytes(t->type, (uint64_t)n_in, &in_rb, ctx, t->name));
+    NB_TRY(nb_type_row_bytes(type, (uint64_t)n_in, &out_rb, ctx, t->name));
+    NB_RETURN_IF(ctx, out_rb * (uint64_t)n_out * (uint64_t)n_mat != pl->bytes_out, NB_ERR_INTERNAL,
+                 "gptq: tensor '%s': plan size mismatch", t->name);
+    const unsigned char *sb;
+    unsigned char *owned = NULL;
+    NB_TRY(src_bytes(m, i, &sb, &owned, ctx));
+    size_t slice_el = (size_t)n_in * (size_t)n_out;
+    float *f = nb_malloc(ctx, slice_el * sizeof(float), t->name);
+    float *deq = nb_malloc(ctx, slice_el * sizeof(float), t->name);
+    float *rq = w->go->compare_rtn ? nb_malloc(ctx, slice_el * sizeof(float), t->name) : NULL;
+    float *impb = nb_malloc(ctx, (size_t)n_in * sizeof(float), t->name);
+    double *rowbuf = nb_malloc(ctx, (size_t)n_out * sizeof(double), t->name);
+    double *H = gptq ? nb_malloc(ctx, (size_t)n_in * (size_t)n_in * sizeof(double), "Hessian") : NULL;
+    unsigned char *q = nb_malloc(ctx, (size_t)pl->bytes_out, t->name);
+    unsigned char *rtnq = w->go->compare_rtn ? nb_malloc(ctx, (size_t)(out_rb * (uint64_t)n_out), t->name) : NULL;
+    nb_status st = NB_OK;
+    if (!f || !deq || !impb || !rowbuf || (gptq && !H) || !q || (w->go->compare_rtn && (!rq || !rtnq))) {
+        st = NB_ERR_NOMEM;
+        goto out;
+    }
+    for (int64_t s = 0; s < n_mat && st == NB_OK; s++) {
+        ti->to_float(sb + (uint64_t)s * in_rb * (uint64_t)n_out, f, (int64_t)slice_el);
+        for (size_t k = 0; k < slice_el; k++)
+            if (!isfinite(f[k]))
+                NB_FAIL_GOTO(st, out, ctx, NB_ERR_RANGE, "%s: tensor '%s': element %llu (row %llu, column %llu) is %s",
+                             m->path, t->name, (unsigned long long)((uint64_t)s * slice_el + k),
+                             (unsigned long long)((uint64_t)s * (uint64_t)n_out + k / (size_t)n_in),
+                             (unsigned long long)(k % (size_t)n_in), isnan(f[k]) ? "NaN" : "infinite");
+        const float *imp = w->qo->importance ? w->qo->importance(w->qo->importance_user, t->name, s, n_in) : NULL;
+        if (imp) memcpy(impb, imp, (size_t)n_in * sizeof(float)); /* the callback's buffer is reused */
+        unsigned char *dst = q + (uint64_t)s * out_rb * (uint64_t)n_out;
+        const hacc *a = gptq ? &c->a[first + (size_t)s] : NULL;
+        const hacc *ha = a && a->alias >= 0 ? &c->a[a->alias] : a;
+        uint64_t n_tok = ha && ha->decided ? ha->h.n_tok : 0;
+        if (!gptq || n_tok == 0) {
+            if (gptq && n_mat > 1)
+                NB_WARN(ctx, "tensor '%s': expert %lld received no calibration token: rounded to nearest (no GPTQ)",
+                        t->name, (long long)s);
+            else if (gptq)
+                NB_WARN(ctx, "tensor '%s': no calibration input reached it: rounded to nearest (no GPTQ)", t->name);
+            if (gptq && n_mat > 1) w->r->n_zero_experts++;
+            w->r->n_rtn++;
+            rtn_rows(type, f, dst, n_out, n_in, out_rb, imp ? impb : NULL, nt);
+            continue;
+        }
+        nb_hessian_finish(&ha->h, H);
+        if (!imp) {
+            double mean = 0;
+            for (int64_t j = 0; j < n_in; j++) mean += H[j * n_in + j];
+            mean /= 2.0 * (double)n_in;
+            for (int64_t j = 0; j < n_in; j++) { /* Σx²/n, floored so no block has all-zero weights */
+                double v = H[j * n_in + j] / 2;
+                impb[j] = (float)(v > mean * 1e-6 ? v : mean * 1e-6 + 1e-30);
+            }
+        }
+        nb_gptq_opts go = w->go->gptq;
+        go.imp = impb;
+        nb_gptq_result gr;
+        char label[NB_MAX_NAME + 32];
+        if (n_mat > 1) snprintf(label, sizeof label, "%s[expert %lld]", t->name, (long long)s);
+        else snprintf(label, sizeof label, "%s", t->name);
+        NB_CHECK_GOTO(st, nb_gptq_quantize(type, f, n_out, n_in, H, &go, dst, deq, &gr, label, ctx), out);
+        w->r->n_gptq++;
+        nb_gptq_tensor_stat ts = {.expert = n_mat > 1 ? (int)s : -1, .type = type, .n_tok = n_tok,
+                                  .err_gptq = -1, .err_rtn = -1, .err_w = -1, .damp_retries = gr.damp_retries,
+                                  .n_dead = gr.n_dead};
+        snprintf(ts.name, sizeof ts.name, "%s", t->name);
+        if (gr.damp_retries)
+            NB_WARN(ctx, "%s: Hessian not positive definite: dampening raised %d time%s", label, gr.damp_retries,
+                    gr.damp_retries == 1 ? "" : "s");
+        if (w->go->compare_rtn) {
+            /* errors under the undampened Hessian (H again: nb_gptq_quantize does not modify it) */
+            ts.err_gptq = quad_err(f, deq, n_out, n_in, H, rowbuf, nt);
+            rtn_rows(type, f, rtnq, n_out, n_in, out_rb, imp ? impb : NULL, nt);
+            nb_type_get(type)->to_float(rtnq, rq, (int64_t)slice_el);
+            ts.err_rtn = quad_err(f, rq, n_out, n_in, H, rowbuf, nt);
+            ts.err_w = quad_err(f, NULL, n_out, n_in, H, rowbuf, nt);
+        }
+        NB_CHECK_GOTO(st, add_stat(w->r, &ts, ctx), out);
+    }
+    if (st == NB_OK) st = scratch_put(w->s, i, type, q, pl->bytes_out, ctx);
+out:
+    free(f); free(deq); free(rq); free(impb); free(rowbuf); free(H); free(q); free(rtnq); free(owned);
+    nb_model_release_tensor(m, i);
+    return st;
+}
+
+/* Does the pipeline quantize tensor i (planned type differs from the source)? */
+static bool converted(const worker *w, size_t i) { return w->plan[i].type != w->src->tensors[i].type; }
+
+static bool gptq_target(const worker *w, size_t i) {
+    const nb_tensor *t = &w->src->tensors[i];
+    return converted(w, i) && nb_gptq_supported(w->plan[i].type) && t->n_dims >= 2 && t->ne[1] > 1 &&
+           !strstr(t->name, "ffn_gate_inp");
+}
+
+/* ---- the driver --------------------------------------------------------------------------------------- */
+
+static nb_status run_layer(worker *w, int L, bool truncate, const char *count_key, const nb_corpus *corpus,
+                           nb_progress *prog, nb_ctx *ctx) {
+    nb_model *src = w->src;
+    collector c = {.src = src, .layer = L, .ctx = ctx, .err = NB_OK};
+    nb_model *view = NULL;
+    nb_engine *e = NULL;
+    nb_status st = NB_OK;
+    /* accumulators: one per target weight, one per expert of a stacked one */
+    size_t n_acc = 0, n_tg = 0;
+    for (size_t i = 0; i < src->n_tensors; i++) {
+        if (block_of(src->tensors[i].name) != L || !gptq_target(w, i)) continue;
+        const nb_tensor *t = &src->tensors[i];
+        n_acc += (size_t)(t->n_dims >= 3 ? t->ne[2] : 1);
+        n_tg++;
+    }
+    if (n_tg) {
+        c.a = nb_calloc(ctx, n_acc, sizeof *c.a, "Hessian accumulators");
+        c.first = nb_calloc(ctx, n_tg, sizeof *c.first, "Hessian accumulators");
+        if (!c.a || !c.first) { collector_free(&c); return NB_ERR_NOMEM; }
+        for (size_t i = 0; i < src->n_tensors; i++) {
+            if (block_of(src->tensors[i].name) != L || !gptq_target(w, i)) continue;
+            const nb_tensor *t = &src->tensors[i];
+            c.first[c.n_targets++] = c.n;
+            int64_t nm = t->n_dims >= 3 ? t->ne[2] : 1;
+            for (int64_t x = 0; x < nm; x++) {
+                hacc *a = &c.a[c.n++];
+                a->tidx = i;
+                a->expert = t->n_dims >= 3 ? (int)x : -1;
+                a->n_in = t->ne[0];
+                a->alias = -1;
+            }
+        }
+        double t0 = nb_now();
+        NB_CHECK_GOTO(st, view_build(src, w->s, L, truncate, count_key, &view, ctx), out);
+        nb_engine_opts eo = {.n_ctx = corpus->n_ctx, .n_batch = corpus->n_ctx};
+        NB_CHECK_GOTO(st, nb_engine_open_model(view, &eo, &e, ctx), out);
+        nb_engine_hooks h = {on_matmul, NULL, &c};
+        nb_engine_set_hooks(e, &h);
+        for (size_t k = 0; k < corpus->n_chunks; k++) {
+            c.call = 0;
+            c.chunk = k;
+            nb_engine_reset(e);
+            st = nb_engine_eval(e, corpus->tokens + k * (size_t)corpus->n_ctx, corpus->n_ctx, 0, NULL, ctx);
+            if (st == NB_OK && c.err != NB_OK) st = c.err;
+            if (st != NB_OK) goto out;
+            nb_progress_add(prog, 1, NULL);
+        }
+        nb_engine_free(e);
+        e = NULL;
+        nb_model_close(view);
+        view = NULL;
+        w->r->seconds_calib += nb_now() - t0;
+    } else {
+        nb_progress_add(prog, corpus->n_chunks, NULL);
+    }
+    double t1 = nb_now();
+    size_t k = 0;
+    for (size_t i = 0; i < src->n_tensors && st == NB_OK; i++) {
+        if (block_of(src->tensors[i].name) != L || !converted(w, i)) continue;
+        bool g = gptq_target(w, i);
+        if (!g) {
+            NB_INFO(ctx, "tensor '%s': GPTQ does not support %s: rounded to nearest", src->tensors[i].name,
+                    nb_type_name(w->plan[i].type));
+        }
+        st = quantize_tensor(w, i, &c, g ? c.first[k] : 0, g, ctx);
+        if (g) k++;
+    }
+    w->r->seconds_gptq += nb_now() - t1;
+    if (st == NB_OK) st = scratch_map(w->s, ctx);
+out:
+    nb_engine_free(e);
+    nb_model_close(view);
+    collector_free(&c);
+    return st;
+}
+
+nb_status nb_gptq_quantize_model(const char *src_path, const char *dst, const nb_quant_opts *qo,
+                                 const nb_gptq_model_opts *go, nb_gptq_model_result *r, nb_ctx *ctx) {
+    memset(r, 0, sizeof *r);
+    NB_RETURN_IF(ctx, !qo || !go || !go->calib_path, NB_ERR_INVALID, "gptq: no calibration file (--calib)");
+    NB_RETURN_IF(ctx, qo->dry_run, NB_ERR_INVALID, "gptq: a dry run plans only (no GPTQ needed)");
+    NB_RETURN_IF(ctx, qo->prequant, NB_ERR_INVALID, "gptq: prequant is set by the GPTQ driver");
+    /* 1. the plan, exactly as the final write will make it */
+    nb_quant_opts po = *qo;
+    po.dry_run = true;
+    po.report = false;
+    nb_quant_result plan;
+    nb_status st = nb_quantize_model(src_path, dst, &po, &plan, ctx);
+    if (st != NB_OK) { nb_quant_result_free(&plan); return st; }
+    if (!strcmp(src_path, dst) || nb_same_file(src_path, dst)) {
+        nb_quant_result_free(&plan);
+        return nb_err(ctx, NB_ERR_INVALID, "%s: output is the same file as the input", dst);
+    }
+    nb_model *m = NULL;
+    nb_tokenizer *tok = NULL;
+    nb_corpus corpus = {0};
+    scratch s;
+    memset(&s, 0, sizeof s);
+    s.fd = -1;
+    double t0 = nb_now();
+    NB_CHECK_GOTO(st, nb_model_open(src_path, &m, ctx), out);
+    if (m->n_tensors != plan.n_tensors)
+        NB_FAIL_GOTO(st, out, ctx, NB_ERR_INTERNAL, "gptq: %s: plan and model disagree", src_path);
+    for (size_t i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, plan.tensors[i].name))
+            NB_FAIL_GOTO(st, out, ctx, NB_ERR_INTERNAL, "gptq: %s: plan and model disagree at '%s'", src_path,
+                         m->tensors[i].name);
+    const char *arch = nb_kv_get_str(&m->kv, "general.architecture");
+    if (!arch) NB_FAIL_GOTO(st, out, ctx, NB_ERR_UNSUPPORTED, "%s: no general.architecture: GPTQ needs a model the engine runs", src_path);
+    char count_key[160];
+    snprintf(count_key, sizeof count_key, "%s.block_count", arch);
+    uint64_t n_layer = 0;
+    if (!nb_kv_get_u64(&m->kv, count_key, &n_layer) || n_layer == 0 || n_layer > 65536)
+        NB_FAIL_GOTO(st, out, ctx, NB_ERR_FORMAT, "%s: '%s' missing or out of range", src_path, count_key);
+    r->n_layer = (int)n_layer;
+    bool truncate = !(strcmp(arch, "gemma3") == 0 && n_layer == 62);
+    /* 2. corpus */
+    NB_CHECK_GOTO(st, nb_tokenizer_create(&m->kv, &tok, ctx), out);
+    nb_corpus_opts co = go->corpus;
+    if (co.n_ctx <= 0) co.n_ctx = 512;
+    const nb_tensor *te = nb_model_find(m, "token_embd.weight");
+    int n_vocab = te && te->n_dims >= 2 && te->ne[1] < INT32_MAX ? (int)te->ne[1] : 0;
+    NB_CHECK_GOTO(st, nb_corpus_load(go->calib_path, tok, n_vocab, &co, &corpus, ctx), out);
+    r->n_chunks = corpus.n_chunks;
+    r->n_tokens = (uint64_t)corpus.n_chunks * (uint64_t)corpus.n_ctx;
+    NB_INFO(ctx, "gptq: %d layers, %zu chunks of %d tokens from %s (%zu chunks available%s)", r->n_layer,
+            corpus.n_chunks, corpus.n_ctx, go->calib_path, corpus.n_available,
+            corpus.n_chunks < corpus.n_available ? ", seeded sample" : "");
+    /* 3. scratch next to the output */
+    char dir[4096];
+    if (go->scratch_dir) snprintf(dir, sizeof dir, "%s", go->scratch_dir);
+    else {
+        snprintf(dir, sizeof dir, "%s", dst);
+        char *sl = strrchr(dir, '/');
+        if (sl) *(sl == dir ? sl + 1 : sl) = 0;
+        else snprintf(dir, sizeof dir, ".");
+    }
+    NB_CHECK_GOTO(st, scratch_open(&s, dir, m, ctx), out);
+    worker w = {m, qo, go, plan.tensors, &s, r, ctx};
+    /* token_embd first: the views then embed tokens as the output file will */
+    for (size_t i = 0; i < m->n_tensors && st == NB_OK; i++)
+        if (!strcmp(m->tensors[i].name, "token_embd.weight") && converted(&w, i))
+            st = quantize_tensor(&w, i, NULL, 0, false, ctx);
+    if (st == NB_OK) st = scratch_map(&s, ctx);
+    if (st != NB_OK) goto out;
+    r->n_rtn = 0; /* token_embd is not a block weight */
+    nb_progress prog;
+    nb_progress_begin(&prog, ctx, "gptq", n_layer * corpus.n_chunks);
+    for (int L = 0; L < (int)n_layer && st == NB_OK; L++) st = run_layer(&w, L, truncate, count_key, &corpus, &prog, ctx);
+    nb_progress_end(&prog);
+    if (st != NB_OK) goto out;
+    NB_INFO(ctx, "gptq: %zu weights by GPTQ, %zu rounded to nearest (%lld experts without tokens); "
+            "calibration passes %.1f s, GPTQ %.1f s", r->n_gptq, r->n_rtn, (long long)r->n_zero_experts,
+            r->seconds_calib, r->seconds_gptq);
+    /* 4. the output, with the scratch's tensors as they are (the source stays
+     * open: scratch_prequant looks names up in it) */
+    nb_quant_opts fo = *qo;
+    fo.prequant = scratch_prequant;
+    fo.prequant_user = &s;
+    st = nb_quantize_model(src_path, dst, &fo, &r->quant, ctx);
+    r->quant.seconds = nb_now() - t0;
+out:
+    scratch_close(&s);
+    nb_corpus_free(&corpus);
+    nb_tokenizer_free(tok);
+    nb_model_close(m);
+    nb_quant_result_free(&plan);
+    return st;
+}
+
+void nb_gptq_model_result_free(nb_gptq_model_result *r) {
+    if (!r) return;
+    free(r->stats);
+    nb_quant_result_free(&r->quant);
+    memset(r, 0, sizeof *r);
+}
