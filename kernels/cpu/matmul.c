@@ -6,6 +6,9 @@
 #include "kernels/cpu/kernels_impl.h"
 
 #include <omp.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -71,7 +74,10 @@ static pthread_once_t tables_once = PTHREAD_ONCE_INIT;
 static int cpu_has_avx2(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    /* CPUID.1:ECX bit 29 is F16C (clang's __builtin_cpu_supports lacks "f16c") */
+    unsigned a, b, c, d;
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __get_cpuid(1, &a, &b, &c, &d) &&
+           (c & (1u << 29));
 #else
     return 0;
 #endif
