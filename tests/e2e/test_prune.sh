@@ -6,7 +6,9 @@
 # when NB_PYTHON has PyPI `gguf`, by gguf-py: expert_count and every shape
 # consistent, kept expert slices and router rows equal to the original's;
 # bad input (dense model, --keep out of range, statistics missing or of another
-# model, usage errors) exits != 0 leaving no output. Needs NB_BIN (set by ctest).
+# model, usage errors) exits != 0 leaving no output; with NB_LLAMA_PYTHON (a
+# Python with llama-cpp-python), llama.cpp loads the pruned files and its logits
+# match nibble's engine. Needs NB_BIN (set by ctest).
 # --threads 1: the models are tiny, and OpenMP threads on a loaded CI machine
 # only add waiting (20 s instead of 5 under ASan).
 set -uo pipefail
@@ -170,6 +172,38 @@ EOF
   done
 else
   echo "skip: gguf-py checks (NB_PYTHON unset or without gguf/numpy)"
+fi
+
+# llama.cpp itself (optional): NB_LLAMA_PYTHON names a Python with PyPI
+# llama-cpp-python. The pruned files must load, and llama.cpp's logits must
+# match nibble's engine (llama.cpp keeps an F16 KV cache: ~1e-3 relative).
+lpy=${NB_LLAMA_PYTHON:-}
+if [ -n "$lpy" ] && "$lpy" -c "import llama_cpp, numpy" 2>/dev/null; then
+  cat >"$tmp/ll.py" <<'EOF'
+import sys
+import numpy as np
+from llama_cpp import Llama
+toks = [1, 72, 101, 108, 108, 111, 44, 32, 119]
+model, nbl = sys.argv[1], sys.argv[2]
+llm = Llama(model_path=model, n_ctx=32, logits_all=True, verbose=False, n_threads=1)
+llm.eval(toks)
+ll = np.array(llm.scores[:len(toks)], dtype=np.float32)
+if nbl != "-":
+    nb = np.fromfile(nbl, dtype=np.float32).reshape(len(toks), -1)
+    d, m = float(np.abs(ll - nb).max()), float(np.abs(nb).max())
+    assert d <= 1e-2 * m and (ll.argmax(1) == nb.argmax(1)).all(), (d, m)
+    print(f"llama.cpp: {model}: logits match nibble's (max |diff| {d:.2e}, max |logit| {m:.3f})")
+else:
+    print(f"llama.cpp: {model}: loads and runs")
+EOF
+  for m in mx5 q2a; do
+    check "nibble logits $m" 0 "$nb" logits --threads 1 "$tmp/$m.gguf" --tokens 1,72,101,108,108,111,44,32,119 -o "$tmp/$m.f32"
+    check "llama.cpp runs $m" 0 "$lpy" "$tmp/ll.py" "$tmp/$m.gguf" "$tmp/$m.f32"
+    cat "$tmp/out"
+  done
+  check "llama.cpp loads q2e (renormalize key ignored there)" 0 "$lpy" "$tmp/ll.py" "$tmp/q2e.gguf" -
+else
+  echo "skip: llama.cpp checks (set NB_LLAMA_PYTHON to a Python with llama-cpp-python)"
 fi
 
 exit $fail
