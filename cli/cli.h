@@ -19,6 +19,8 @@ int nb_cmd_merge(int argc, char **argv);
 int nb_cmd_prune(int argc, char **argv);
 int nb_cmd_logits(int argc, char **argv);
 int nb_cmd_calibrate(int argc, char **argv);
+int nb_cmd_ppl(int argc, char **argv);
+int nb_cmd_run(int argc, char **argv);
 
 /* Map a library status to the documented exit code. */
 int nb_cli_exit_code(nb_status st);

@@ -19,6 +19,8 @@ static const command g_commands[] = {
     {"prune", nb_cmd_prune, "drop the least used MoE experts (frequency or REAP scores from calibration)"},
     {"calibrate", nb_cmd_calibrate, "run calibration text, write the importance matrix (llama.cpp imatrix GGUF/.dat)"},
     {"logits", nb_cmd_logits, "print or dump the logits of given token ids (debugging/testing)"},
+    {"ppl", nb_cmd_ppl, "perplexity and KL-divergence on a text, llama.cpp's method (--save-logits / --kld)"},
+    {"run", nb_cmd_run, "generate text from a prompt (greedy or top-k sampling)"},
 };
 
 static void usage(FILE *f) {

@@ -28,17 +28,17 @@ nb_status nb_generate(nb_engine *e, const nb_tokenizer *t, const char *prompt, n
     NB_CHECK_GOTO(st, nb_engine_eval(e, ids + n_ids - 1, 1, (int)n_ids - 1, logits, ctx), done);
     stats->t_prompt = nb_now() - t0;
     t0 = nb_now();
-    const int32_t eos = nb_tokenizer_eos(t);
     int pos = (int)n_ids;
     char piece[256];
     for (;;) {
         int32_t next = nb_sample(s, logits, nv);
         if (next < 0) NB_FAIL_GOTO(st, done, ctx, NB_ERR_NOMEM, "sampler scratch");
-        if (next == eos && !o->ignore_eos) { stats->hit_eos = true; break; }
+        if (nb_tokenizer_is_eog(t, next) && !o->ignore_eos) { stats->hit_eos = true; break; }
         stats->n_gen++;
         if (o->on_piece) {
-            size_t n = nb_token_to_piece(t, next, piece, sizeof piece);
-            o->on_piece(o->user, next, piece, n);
+            /* control tokens (<end_of_turn> past --ignore-eos ...) are not text */
+            size_t n = nb_tokenizer_is_control(t, next) ? 0 : nb_token_to_piece(t, next, piece, sizeof piece);
+            o->on_piece(o->user, next, piece, n < sizeof piece ? n : sizeof piece);
         }
         if ((o->n_predict > 0 && stats->n_gen >= o->n_predict) || pos >= n_ctx) break;
         NB_CHECK_GOTO(st, nb_engine_eval(e, &next, 1, pos, logits, ctx), done);

@@ -193,7 +193,7 @@ nb_status nb_lpf_create(const char *path, const nb_lpf_header *h0, const int32_t
     *out = NULL;
     nb_lpf_header h = *h0;
     h.version = NB_LPF_VERSION;
-    uint64_t n_tok, n_rec;
+    uint64_t n_tok = 0, n_rec = 0;
     NB_TRY(check_header(&h, path, &n_tok, &n_rec, ctx));
     nb_lpf_tokens_hash(tokens, (size_t)n_tok, h.tokens_sha);
 
@@ -350,7 +350,7 @@ nb_status nb_lpf_open(const char *path, nb_lpf_header *h, int32_t **tokens, nb_l
     if (get_u32(hdr + 36) != header_check(hdr))
         NB_FAIL_GOTO(st, fail, ctx, NB_ERR_FORMAT, "%s: header checksum mismatch (file damaged)", path);
     if (flags & ~1u) NB_FAIL_GOTO(st, fail, ctx, NB_ERR_FORMAT, "%s: unknown flags 0x%x", path, flags);
-    uint64_t n_tok, n_rec;
+    uint64_t n_tok = 0, n_rec = 0;
     NB_CHECK_GOTO(st, check_header(h, path, &n_tok, &n_rec, ctx), fail);
     r->n_vocab = h->n_vocab;
     r->recs_left = n_rec;

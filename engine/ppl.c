@@ -287,25 +287,25 @@ static nb_status open_base(run_state *s, const int32_t *tokens, size_t n_tokens,
     const char *p = o->kld_path;
     NB_TRY(nb_lpf_open(p, h, ftok, &s->r, ctx));
     char a[13], b[13];
-    NB_RETURN_IF(ctx, h->n_vocab != (uint32_t)s->lm->n_vocab, NB_ERR_INVALID,
+    NB_RETURN_IF(ctx, h->n_vocab != (uint32_t)s->lm->n_vocab, NB_ERR_RANGE,
                  "%s: base log-probs have a vocabulary of %u tokens, this model %d: not the same model family",
                  p, h->n_vocab, s->lm->n_vocab);
     if (o->vocab_sha && !all_zero(h->vocab_sha) && !all_zero(o->vocab_sha))
-        NB_RETURN_IF(ctx, memcmp(o->vocab_sha, h->vocab_sha, 32) != 0, NB_ERR_INVALID,
+        NB_RETURN_IF(ctx, memcmp(o->vocab_sha, h->vocab_sha, 32) != 0, NB_ERR_RANGE,
                      "%s: base vocabulary hash %s... differs from this model's %s...: not the same tokenizer", p,
                      hexs(h->vocab_sha, a), hexs(o->vocab_sha, b));
-    NB_RETURN_IF(ctx, o->n_ctx && (uint32_t)o->n_ctx != h->n_ctx, NB_ERR_INVALID,
+    NB_RETURN_IF(ctx, o->n_ctx && (uint32_t)o->n_ctx != h->n_ctx, NB_ERR_RANGE,
                  "%s: base log-probs were computed with --ctx %u, not %d", p, h->n_ctx, o->n_ctx);
-    NB_RETURN_IF(ctx, h->bos_replaced != o->add_bos || (o->add_bos && h->bos != o->bos), NB_ERR_INVALID,
+    NB_RETURN_IF(ctx, h->bos_replaced != o->add_bos || (o->add_bos && h->bos != o->bos), NB_ERR_RANGE,
                  "%s: base run %s BOS %d, this model %s BOS %d: not the same tokenizer", p,
                  h->bos_replaced ? "adds" : "does not add", h->bos, o->add_bos ? "adds" : "does not add", o->bos);
-    NB_RETURN_IF(ctx, (int64_t)h->n_ctx > s->lm->n_ctx_max, NB_ERR_INVALID,
+    NB_RETURN_IF(ctx, (int64_t)h->n_ctx > s->lm->n_ctx_max, NB_ERR_RANGE,
                  "%s: base n_ctx %u exceeds this model's context %d", p, h->n_ctx, s->lm->n_ctx_max);
     if (tokens) {
         uint64_t need = (uint64_t)h->n_chunk * h->n_ctx;
         unsigned char sha[32];
         if (n_tokens >= need) nb_lpf_tokens_hash(tokens, (size_t)need, sha);
-        NB_RETURN_IF(ctx, n_tokens != h->n_text_tokens || memcmp(sha, h->tokens_sha, 32) != 0, NB_ERR_INVALID,
+        NB_RETURN_IF(ctx, n_tokens != h->n_text_tokens || memcmp(sha, h->tokens_sha, 32) != 0, NB_ERR_RANGE,
                      "%s: base log-probs were computed on a different text or tokenization (%llu tokens, hash "
                      "%s...; this text: %zu tokens)",
                      p, (unsigned long long)h->n_text_tokens, hexs(h->tokens_sha, a), n_tokens);

@@ -155,10 +155,11 @@ nb_status nb_ppl_tokenize(const nb_tokenizer *t, const char *text, size_t n, int
 
 /* Run perplexity (and KLD / saving) over `tokens` (n_tokens, from
  * nb_ppl_tokenize). In KLD mode tokens may be NULL: the file's tokens are
- * used; when given, they must be the file's (else NB_ERR_INVALID naming the
- * mismatch). Errors: too short a text -> NB_ERR_RANGE; a log-prob file of a
- * different vocabulary, context or text -> NB_ERR_INVALID; a damaged file ->
- * NB_ERR_FORMAT. res is filled on success (free with nb_ppl_result_free). */
+ * used; when given, they must be the file's. Errors: too short a text, or a
+ * log-prob file of a different vocabulary, tokenizer, context or text ->
+ * NB_ERR_RANGE naming the mismatch; a damaged file -> NB_ERR_FORMAT; bad
+ * options -> NB_ERR_INVALID. res is filled on success (free with
+ * nb_ppl_result_free). */
 nb_status nb_ppl_run(const nb_ppl_lm *lm, const int32_t *tokens, size_t n_tokens, const nb_ppl_opts *o,
                      nb_ppl_result *res, nb_ctx *ctx);
 void nb_ppl_result_free(nb_ppl_result *r); /* NULL-safe */

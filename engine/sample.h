@@ -35,7 +35,7 @@ double nb_sampler_uniform(nb_sampler *s);
 
 typedef struct nb_gen_opts {
     int n_predict;         /* tokens to generate at most (<= 0: until EOS or the context is full) */
-    bool ignore_eos;       /* keep going past EOS */
+    bool ignore_eos;       /* keep going past end-of-generation tokens (EOS, <end_of_turn> ...) */
     /* Called with each generated token's text (may be empty); NULL: nothing. */
     void (*on_piece)(void *user, int32_t id, const char *piece, size_t n);
     void *user;
@@ -44,7 +44,7 @@ typedef struct nb_gen_opts {
 typedef struct nb_gen_stats {
     int n_prompt;          /* prompt tokens (with BOS) */
     int n_gen;             /* tokens generated */
-    bool hit_eos;
+    bool hit_eos;          /* stopped at an end-of-generation token */
     double t_prompt, t_gen; /* seconds */
 } nb_gen_stats;
 

@@ -427,29 +427,29 @@ START_TEST(kld_refuses_mismatches) {
     /* other vocabulary size */
     fake_lm c = fake(121, 0.1, 0.0);
     nb_ppl_lm lc = lm_of(&c);
-    ck_assert_int_eq(nb_ppl_run(&lc, NULL, 0, &o, &r, &ctx), NB_ERR_INVALID);
+    ck_assert_int_eq(nb_ppl_run(&lc, NULL, 0, &o, &r, &ctx), NB_ERR_RANGE);
     ck_assert_msg(strstr(nb_errmsg(&ctx), "vocabulary of 120"), "%s", nb_errmsg(&ctx));
     /* other vocabulary contents */
     unsigned char vs2[32];
     memset(vs2, 0xcd, 32);
     o.vocab_sha = vs2;
-    ck_assert_int_eq(nb_ppl_run(&la, tok, n, &o, &r, &ctx), NB_ERR_INVALID);
+    ck_assert_int_eq(nb_ppl_run(&la, tok, n, &o, &r, &ctx), NB_ERR_RANGE);
     ck_assert_msg(strstr(nb_errmsg(&ctx), "tokenizer"), "%s", nb_errmsg(&ctx));
     o.vocab_sha = vs;
     /* other text */
     tok[40] = (tok[40] + 1) % a.n_vocab;
-    ck_assert_int_eq(nb_ppl_run(&la, tok, n, &o, &r, &ctx), NB_ERR_INVALID);
+    ck_assert_int_eq(nb_ppl_run(&la, tok, n, &o, &r, &ctx), NB_ERR_RANGE);
     ck_assert_msg(strstr(nb_errmsg(&ctx), "different text"), "%s", nb_errmsg(&ctx));
     tok[40] = (tok[40] + a.n_vocab - 1) % a.n_vocab;
-    ck_assert_int_eq(nb_ppl_run(&la, tok, n - 1, &o, &r, &ctx), NB_ERR_INVALID);
+    ck_assert_int_eq(nb_ppl_run(&la, tok, n - 1, &o, &r, &ctx), NB_ERR_RANGE);
     /* other context */
     o.n_ctx = 64;
-    ck_assert_int_eq(nb_ppl_run(&la, tok, n, &o, &r, &ctx), NB_ERR_INVALID);
+    ck_assert_int_eq(nb_ppl_run(&la, tok, n, &o, &r, &ctx), NB_ERR_RANGE);
     ck_assert_msg(strstr(nb_errmsg(&ctx), "--ctx 32"), "%s", nb_errmsg(&ctx));
     o.n_ctx = 32;
     /* other BOS rule */
     o.add_bos = false;
-    ck_assert_int_eq(nb_ppl_run(&la, tok, n, &o, &r, &ctx), NB_ERR_INVALID);
+    ck_assert_int_eq(nb_ppl_run(&la, tok, n, &o, &r, &ctx), NB_ERR_RANGE);
     o.add_bos = true;
     /* both modes at once */
     o.save_path = nbt_path("x.bin");

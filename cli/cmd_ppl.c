@@ -1,0 +1,229 @@
+/* cli/cmd_ppl.c — `nibble ppl MODEL --text FILE [--ctx N] [--chunks N] [--batch N]
+ * [--json] [--save-logits BASE.bin] [--kld BASE.bin]`: perplexity with
+ * llama-perplexity's method, and KL-divergence against a base model's saved
+ * log-probs. The work is in engine/ppl.c. */
+#include "cli/cli.h"
+#include "engine/ppl.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const HELP =
+    "usage: nibble ppl MODEL --text FILE [--ctx N] [--chunks N] [--batch N] [--threads N]\n"
+    "                  [--json] [--save-logits BASE.bin | --kld BASE.bin]\n\n"
+    "Perplexity of MODEL on a text, computed as llama.cpp's llama-perplexity does: the whole\n"
+    "text is tokenized (BOS first when the vocabulary adds one) and cut into chunks of N\n"
+    "tokens; each chunk starts from an empty cache with BOS as its first token, and only its\n"
+    "second half is scored. Prints the running PPL per chunk, `[1]12.3456,[2]...`, then\n"
+    "`Final estimate: PPL = X +/- err`. The text must hold at least 2 x N tokens.\n\n"
+    "  --text FILE          UTF-8 text to score (optional with --kld: the base file holds the tokens)\n"
+    "  --ctx N              tokens per chunk (default 512)\n"
+    "  --chunks N           score at most N chunks (default: all)\n"
+    "  --batch N            tokens per forward call (default N = --ctx); memory for logits is\n"
+    "                       batch x vocabulary floats\n"
+    "  --save-logits F      save the log-probs of every scored token to F (zstd-compressed,\n"
+    "                       16 bits per vocabulary entry) for later --kld runs\n"
+    "  --kld F              KL-divergence of MODEL against the base log-probs in F (same\n"
+    "                       tokenizer, text and --ctx): mean KLD, percentiles, same top token,\n"
+    "                       delta-p, PPL ratio and correlation, as llama-perplexity prints them\n"
+    "  --json               print the results as one JSON object on stdout\n"
+    "  --threads N, --quiet, --verbose\n";
+
+static void on_chunk(void *user, const nb_ppl_progress *p) {
+    FILE *f = user;
+    if (p->kld)
+        fprintf(f, "[%d] PPL %.4f  ln(PPL(Q)/PPL(base)) %.5f  KLD %.6f  RMS dp %.3f%%  same top p %.3f%%\n",
+                p->chunk, p->ppl, p->ln_ratio, p->kld_mean, 100.0 * p->dp_rms, 100.0 * p->same_top);
+    else
+        fprintf(f, "[%d]%.4f,", p->chunk, p->ppl);
+    fflush(f);
+}
+
+static nb_status read_text(const char *path, char **out, size_t *n, nb_ctx *ctx) {
+    *out = NULL;
+    *n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return nb_err_errno(ctx, errno, "%s: open", path);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    nb_status st = NB_OK;
+    if (!buf) { fclose(f); return nb_err(ctx, NB_ERR_NOMEM, "%s: out of memory", path); }
+    for (;;) {
+        if (len == cap) {
+            if (cap >= ((size_t)1 << 32)) { st = nb_err(ctx, NB_ERR_RANGE, "%s: text larger than 4 GiB", path); break; }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) { st = nb_err(ctx, NB_ERR_NOMEM, "%s: out of memory", path); break; }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t got = fread(buf + len, 1, cap - len, f);
+        len += got;
+        if (got == 0) {
+            if (ferror(f)) st = nb_err_errno(ctx, errno, "%s: read", path);
+            break;
+        }
+    }
+    fclose(f);
+    if (st != NB_OK) { free(buf); return st; }
+    *out = buf;
+    *n = len;
+    return NB_OK;
+}
+
+static void print_kld(FILE *f, const nb_kld_stats *k) {
+    static const char *const kn[NB_KLD_NPCT] = {"Maximum", "99.9%  ", "99.0%  ", "95.0%  ", "90.0%  ", "Median ",
+                                                 "10.0%  ", " 5.0%  ", " 1.0%  ", " 0.1%  ", "Minimum"};
+    static const char *const dn[NB_DP_NPCT] = {"Maximum", "99.9%  ", "99.0%  ", "95.0%  ", "90.0%  ",
+                                                "75.0%  ", "Median ", "25.0%  ", "10.0%  ", " 5.0%  ",
+                                                " 1.0%  ", " 0.1%  ", "Minimum"};
+    if (k->count < 100) fprintf(f, "(only %zu tokens scored: the statistics below are rough)\n", k->count);
+    fprintf(f, "====== Perplexity statistics ======\n");
+    fprintf(f, "Mean PPL(Q)                   : %10.6f ± %10.6f\n", k->ppl_q, k->ppl_q_err);
+    fprintf(f, "Mean PPL(base)                : %10.6f ± %10.6f\n", k->ppl_base, k->ppl_base_err);
+    fprintf(f, "Cor(ln(PPL(Q)), ln(PPL(base))): %6.2f%%\n", 100.0 * k->cor);
+    fprintf(f, "Mean ln(PPL(Q)/PPL(base))     : %10.6f ± %10.6f\n", k->ln_ratio, k->ln_ratio_err);
+    fprintf(f, "Mean PPL(Q)/PPL(base)         : %10.6f ± %10.6f\n", k->ppl_ratio, k->ppl_ratio_err);
+    fprintf(f, "Mean PPL(Q)-PPL(base)         : %10.6f ± %10.6f\n\n", k->ppl_diff, k->ppl_diff_err);
+    fprintf(f, "====== KL divergence statistics ======\n");
+    fprintf(f, "Mean    KLD: %10.6f ± %10.6f\n", k->kld, k->kld_err);
+    for (int i = 0; i < NB_KLD_NPCT; i++) fprintf(f, "%s KLD: %10.6f\n", kn[i], k->kld_pct[i]);
+    fprintf(f, "\n====== Token probability statistics ======\n");
+    fprintf(f, "Mean    Δp: %6.3f ± %5.3f %%\n", 100.0 * k->dp, 100.0 * k->dp_err);
+    for (int i = 0; i < NB_DP_NPCT; i++) fprintf(f, "%s Δp: %6.3f%%\n", dn[i], 100.0 * k->dp_pct[i]);
+    fprintf(f, "RMS Δp    : %6.3f ± %5.3f %%\n", 100.0 * k->dp_rms, 100.0 * k->dp_rms_err);
+    fprintf(f, "Same top p: %6.3f ± %5.3f %%\n", 100.0 * k->same_top, 100.0 * k->same_top_err);
+}
+
+static bool parse_int(const char *s, int lo, int hi, int *out) {
+    unsigned long long v;
+    if (!nb_cli_parse_u64(s, &v) || v < (unsigned long long)lo || v > (unsigned long long)hi) return false;
+    *out = (int)v;
+    return true;
+}
+
+int nb_cmd_ppl(int argc, char **argv) {
+    nb_ctx ctx;
+    nb_ctx_init(&ctx);
+    const char *model = NULL, *text_path = NULL, *save = NULL, *kld = NULL;
+    int n_ctx = 0, n_chunks = 0, n_batch = 0;
+    bool json = false;
+    for (int i = 1; i < argc; i++) {
+        int r = nb_cli_common_opt(&ctx, argc, argv, &i);
+        if (r < 0) return NB_EXIT_USAGE;
+        if (r) continue;
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(HELP, stdout); return NB_EXIT_OK; }
+        if (!strcmp(a, "--json")) { json = true; continue; }
+        bool ok = true;
+        if (!strcmp(a, "--text") || !strcmp(a, "-f")) ok = (text_path = v) != NULL;
+        else if (!strcmp(a, "--save-logits")) ok = (save = v) != NULL;
+        else if (!strcmp(a, "--kld") || !strcmp(a, "--kl-divergence-base")) ok = (kld = v) != NULL;
+        else if (!strcmp(a, "--ctx") || !strcmp(a, "-c")) ok = v && parse_int(v, 4, 1 << 20, &n_ctx);
+        else if (!strcmp(a, "--chunks")) ok = v && parse_int(v, 1, 1 << 30, &n_chunks);
+        else if (!strcmp(a, "--batch") || !strcmp(a, "-b")) ok = v && parse_int(v, 1, 1 << 20, &n_batch);
+        else if (a[0] == '-' || model) {
+            fprintf(stderr, "nibble ppl: unexpected argument '%s'\n%s", a, HELP);
+            return NB_EXIT_USAGE;
+        } else { model = a; continue; }
+        if (!ok) {
+            fprintf(stderr, "nibble ppl: %s needs %s\n", a,
+                    v ? "a positive number in range (--ctx >= 4)" : "a value");
+            return NB_EXIT_USAGE;
+        }
+        i++;
+    }
+    if (!model || (!text_path && !kld)) { fputs(HELP, stderr); return NB_EXIT_USAGE; }
+    if (save && kld) {
+        fprintf(stderr, "nibble ppl: --save-logits and --kld cannot be combined\n");
+        return NB_EXIT_USAGE;
+    }
+    FILE *info = json ? stderr : stdout;
+
+    int rc = NB_EXIT_OK;
+    nb_status st = NB_OK;
+    char *text = NULL;
+    size_t text_len = 0;
+    int32_t *tokens = NULL;
+    size_t n_tokens = 0;
+    nb_engine *e = NULL;
+    nb_tokenizer *tok = NULL;
+    nb_ppl_result res = {0};
+
+    /* The base file fixes the context: read its header before the engine is sized. */
+    if (kld) {
+        nb_lpf_header h;
+        int32_t *ft = NULL;
+        nb_lpf_reader *r = NULL;
+        st = nb_lpf_open(kld, &h, &ft, &r, &ctx);
+        free(ft);
+        nb_lpf_close(r);
+        if (st != NB_OK) goto fail;
+        if (n_ctx && (uint32_t)n_ctx != h.n_ctx) {
+            st = nb_err(&ctx, NB_ERR_RANGE, "%s: base log-probs were computed with --ctx %u, not %d", kld,
+                        h.n_ctx, n_ctx);
+            goto fail;
+        }
+        n_ctx = (int)h.n_ctx;
+    }
+    if (!n_ctx) n_ctx = 512;
+    nb_engine_opts eo = {n_ctx, n_batch > 0 && n_batch < n_ctx ? n_batch : n_ctx, ctx.n_threads};
+    if ((st = nb_engine_open(model, &eo, &e, &ctx)) != NB_OK) goto fail;
+    const nb_model *m = nb_engine_model(e);
+    if ((st = nb_tokenizer_create(&m->kv, &tok, &ctx)) != NB_OK) goto fail;
+    if (text_path) {
+        if ((st = read_text(text_path, &text, &text_len, &ctx)) != NB_OK) goto fail;
+        if ((st = nb_ppl_tokenize(tok, text, text_len, &tokens, &n_tokens, &ctx)) != NB_OK) goto fail;
+    }
+    unsigned char vsha[32];
+    bool have_vsha = nb_lpf_vocab_hash(&m->kv, vsha);
+    nb_ppl_opts o = {0};
+    o.n_ctx = n_ctx;
+    o.n_chunks = n_chunks;
+    o.n_batch = n_batch;
+    o.n_threads = ctx.n_threads;
+    o.add_bos = nb_tokenizer_add_bos(tok) && nb_tokenizer_bos(tok) >= 0;
+    o.bos = nb_tokenizer_bos(tok);
+    o.vocab_sha = have_vsha ? vsha : NULL;
+    o.save_path = save;
+    o.kld_path = kld;
+    o.on_chunk = ctx.quiet ? NULL : on_chunk;
+    o.user = info;
+    if (!ctx.quiet) {
+        fprintf(stderr, "nibble ppl: %s: vocabulary %d, BOS %s; ", model, nb_engine_n_vocab(e),
+                o.add_bos ? "added" : "not added");
+        if (text_path) fprintf(stderr, "%s: %zu bytes -> %zu tokens; ", text_path, text_len, n_tokens);
+        fprintf(stderr, "n_ctx %d, batch %d, %d threads\n", n_ctx, eo.n_batch, ctx.n_threads);
+    }
+    nb_ppl_lm lm = nb_ppl_lm_engine(e);
+    if ((st = nb_ppl_run(&lm, tokens, n_tokens, &o, &res, &ctx)) != NB_OK) {
+        if (o.on_chunk && !kld) fputc('\n', info);
+        goto fail;
+    }
+    if (o.on_chunk && !kld) fputc('\n', info);
+    if (json) {
+        char *js = nb_ppl_result_json(&res);
+        if (!js) { st = nb_err(&ctx, NB_ERR_NOMEM, "JSON output"); goto fail; }
+        printf("%s\n", js);
+        free(js);
+    } else {
+        if (kld) { fputc('\n', stdout); print_kld(stdout, &res.kld); }
+        printf("Final estimate: PPL = %.4f +/- %.5f\n", res.ppl, res.ppl_err);
+    }
+    if (!ctx.quiet) {
+        double tps = res.seconds_eval > 0 ? (double)res.n_chunk * res.n_ctx / res.seconds_eval : 0;
+        fprintf(stderr, "nibble ppl: %d chunks x %d tokens, %zu scored, in %.2f s (forward pass %.2f s, %.1f tokens/s)%s%s\n",
+                res.n_chunk, res.n_ctx, res.n_scored, res.seconds, res.seconds_eval, tps,
+                save ? "; log-probs saved to " : "", save ? save : "");
+    }
+fail:
+    if (st != NB_OK) rc = nb_cli_fail("ppl", &ctx, st);
+    nb_ppl_result_free(&res);
+    nb_tokenizer_free(tok);
+    nb_engine_free(e);
+    free(tokens);
+    free(text);
+    nb_ctx_free(&ctx);
+    return rc;
+}
