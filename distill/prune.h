@@ -36,16 +36,16 @@
  *     feed_forward_length / expert_used_count when
  *     "<arch>.expert_feed_forward_length" is absent, that key is written with
  *     the width of the stored expert tensors so the width does not change;
- *   - renormalize_topk writes "<arch>.expert_weights_norm" = true: the kept
- *     top-k gate weights are rescaled to sum to 1 (what the model's router did
- *     over all experts is otherwise approximated by a softmax over fewer
- *     experts whose top-k weights no longer sum to what they did). Mixtral and
- *     qwen3moe already renormalise (in nibble and llama.cpp), so for them
- *     nothing is written. qwen2moe does not; nibble's engine honours the key,
- *     but llama.cpp's qwen2moe graph never reads it (llama.cpp reads
- *     expert_weights_norm only for architectures such as deepseek2), so such a
- *     file runs renormalised in nibble and not in llama.cpp: plan.norm_warning
- *     says so and the CLI prints it.
+ *   - renormalize_topk writes "<arch>.expert_weights_norm" = true, so the
+ *     chosen experts' gate weights are rescaled to sum to 1. Without it, the
+ *     router's softmax now runs over fewer experts and the chosen weights
+ *     grow wherever a dropped expert had probability. Mixtral and qwen3moe
+ *     renormalise anyway (nibble and llama.cpp): nothing is written for them.
+ *     qwen2moe does not: nibble's engine honours the key, but llama.cpp's
+ *     qwen2moe graph never reads it (llama.cpp reads expert_weights_norm only
+ *     for architectures such as deepseek2), so such a file runs renormalised
+ *     in nibble and not in llama.cpp; plan.norm_warning says so and the CLI
+ *     prints it.
  * The output is GGUF, written atomically (nothing is left behind on error).
  * Memory: one tensor at most (only for sources without a zero-copy mapping,
  * e.g. HF directories whose experts must be stacked), else the mapping.

@@ -496,6 +496,25 @@ START_TEST(reduce_and_renormalize_topk) {
     int nv;
     free(logits_of(dst, &nv, &ctx));
     nb_prune_plan_free(&plan);
+    /* a source without expert_feed_forward_length (width = feed_forward_length
+     * / expert_used_count = 128 / 2): lowering the top-k must write the width */
+    ck_assert_int_eq(nb_model_open(model, &m, &ctx), NB_OK);
+    nb_kv_remove(&m->kv, "qwen2moe.expert_feed_forward_length");
+    ck_assert_int_eq(nb_kv_set_u32(&m->kv, "qwen2moe.feed_forward_length", 128, &ctx), NB_OK);
+    ck_assert_int_eq(nb_prune_plan_build(m, &rt, &o, &plan, &ctx), NB_OK);
+    ck_assert(plan.write_ff_exp_key);
+    ck_assert_uint_eq(plan.ff_exp, 64);
+    nb_prune_result res;
+    const char *dst2 = nbt_path("top1.noffexp.gguf");
+    ck_assert_int_eq(nb_prune_write(m, &plan, dst2, &res, &ctx), NB_OK);
+    nb_model_close(m);
+    nb_prune_plan_free(&plan);
+    ck_assert_int_eq(nb_model_open(dst2, &m, &ctx), NB_OK);
+    ck_assert_uint_eq(kv_u(m, "expert_feed_forward_length"), 64);
+    ck_assert_uint_eq(kv_u(m, "feed_forward_length"), 128);
+    ck_assert_uint_eq(kv_u(m, "expert_used_count"), 1);
+    nb_model_close(m);
+    free(logits_of(dst2, &nv, &ctx)); /* the engine binds 64-wide experts */
     /* mixtral renormalises already: nothing written */
     const char *mx = dead_model("mixtral", &ctx);
     o.keep = 4;
