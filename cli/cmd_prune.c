@@ -139,6 +139,7 @@ int nb_cmd_prune(int argc, char **argv) {
                       : keep_set && ratio_set     ? "--keep and --keep-ratio cannot be combined"
                       : !out && !dry              ? "missing -o OUT.gguf"
                       : save_stats && !co.calib_path ? "--save-stats needs --calib"
+                      : dry && eo.text_path       ? "--eval needs a pruned model: not with --dry-run"
                                                   : NULL;
     if (why) {
         fprintf(stderr, "nibble prune: %s\nusage: nibble prune MODEL (--calib FILE | --stats STATS.gguf) "

@@ -111,6 +111,7 @@ has "missing statistics" "$tmp/err"; no_output "$o"
 check "--keep and --keep-ratio" 1 "$nb" prune --threads 1 "$mx" --stats "$tmp/mx.stats.gguf" --keep 4 --keep-ratio 0.5 -o "$o"
 check "bad criterion" 1 "$nb" prune --threads 1 "$mx" --stats "$tmp/mx.stats.gguf" --keep 4 --criterion best -o "$o"
 check "no -o" 1 "$nb" prune --threads 1 "$mx" --stats "$tmp/mx.stats.gguf" --keep 4
+check "--eval with --dry-run" 1 "$nb" prune --threads 1 "$mx" --stats "$tmp/mx.stats.gguf" --keep 4 --dry-run --eval "$eval"
 check "output onto the input" 1 "$nb" prune --threads 1 "$mx" --stats "$tmp/mx.stats.gguf" --keep 4 -o "$mx"
 printf "too short" >"$tmp/short.txt"
 check "text too short for calibration" 2 "$nb" prune --threads 1 "$mx" --calib "$tmp/short.txt" --ctx 64 --keep 4 -o "$o"
