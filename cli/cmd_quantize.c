@@ -301,8 +301,11 @@ int nb_cmd_quantize(int argc, char **argv) {
         const nb_mix_info *gm = nm ? nb_mix_find(nm) : NULL;
         if (!gm) {
             const nb_type_traits *gt = nb_type_get(o.mix->base);
-            fprintf(stderr, "nibble quantize: --group %ld: int4 mixes take 32, 64 or 128; %s has fixed blocks of %u\n",
-                    group, o.mix->name, gt ? gt->block_size : 0);
+            if (nm == NULL && !strncmp(o.mix->name, "int4", 4))
+                fprintf(stderr, "nibble quantize: --group %ld: int4 mixes take 32, 64 or 128\n", group);
+            else
+                fprintf(stderr, "nibble quantize: --group %ld: %s has fixed blocks of %u (only int4 mixes take a group)\n",
+                        group, o.mix->name, gt ? gt->block_size : 0);
             goto done;
         }
         o.mix = gm;
