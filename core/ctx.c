@@ -22,7 +22,8 @@ void nb_ctx_free(nb_ctx *ctx) {
     pthread_mutex_destroy(&ctx->mu);
 }
 
-static void set_msg(nb_ctx *ctx, nb_status code, const char *prefix, const char *fmt, va_list ap) {
+__attribute__((format(printf, 4, 0))) static void set_msg(nb_ctx *ctx, nb_status code, const char *prefix,
+                                                        const char *fmt, va_list ap) {
     char tmp[NB_ERRMSG_MAX];
     vsnprintf(tmp, sizeof tmp, fmt, ap);
     pthread_mutex_lock(&ctx->mu);
