@@ -95,7 +95,7 @@ int nb_cmd_prune(int argc, char **argv) {
         if (!strcmp(a, "--renormalize-topk")) { po.renormalize_topk = true; continue; }
         if (!strcmp(a, "--reduce-topk")) { po.reduce_topk = true; continue; }
         bool ok = v != NULL;
-        unsigned long long u;
+        unsigned long long u = 0;
         if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = v;
         else if (!strcmp(a, "--calib")) co.calib_path = v;
         else if (!strcmp(a, "--stats")) stats = v;
