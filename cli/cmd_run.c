@@ -82,6 +82,7 @@ int nb_cmd_run(int argc, char **argv) {
     fflush(stdout);
     st = nb_generate(e, tok, prompt, &smp, &go, &gs, &ctx);
     fputc('\n', stdout);
+    fflush(stdout);
     if (st == NB_OK && !ctx.quiet)
         fprintf(stderr, "nibble run: prompt %d tokens in %.2f s (%.1f tokens/s); generated %d tokens in %.2f s "
                         "(%.1f tokens/s)%s; %s, seed %llu\n",
