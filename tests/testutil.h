@@ -4,6 +4,8 @@
 
 #include "core/ctx.h"
 
+#include <check.h>
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,5 +25,8 @@ void nbt_ctx(nb_ctx *ctx);
 /* Deterministic pseudo-random numbers (splitmix64). */
 uint64_t nbt_rand_u64(uint64_t *state);
 float nbt_rand_normal(uint64_t *state);
+
+/* Run a Check suite (CK_NORMAL output); returns the process exit code (0: all passed). */
+int nbt_run_suite(Suite *s);
 
 #endif

@@ -191,9 +191,5 @@ int main(void) {
     tcase_add_test(tc, afile_commit_and_abort);
     tcase_add_test(tc, afile_write_failure_removes_partial);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return nbt_run_suite(s);
 }

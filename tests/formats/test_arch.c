@@ -399,9 +399,5 @@ static Suite *arch_suite(void) {
 }
 
 int main(void) {
-    SRunner *sr = srunner_create(arch_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return nbt_run_suite(arch_suite());
 }

@@ -91,9 +91,5 @@ int main(void) {
     tcase_add_test(tc, set_get_replace);
     tcase_add_test(tc, arrays_deep_copy);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return nbt_run_suite(s);
 }

@@ -269,9 +269,5 @@ static Suite *synth_suite(void) {
 }
 
 int main(void) {
-    SRunner *sr = srunner_create(synth_suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return nbt_run_suite(synth_suite());
 }

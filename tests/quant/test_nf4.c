@@ -397,9 +397,5 @@ int main(void) {
     tcase_add_test(tc, gguf_nf4_dq_matches_flat);
     tcase_add_test(tc, importance_lowers_weighted_error);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return nbt_run_suite(s);
 }
