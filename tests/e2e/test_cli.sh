@@ -2,21 +2,7 @@
 # CLI end to end: help, exit codes, bad input, synth -> convert round trips,
 # determinism, atomic outputs. Needs NB_BIN (set by ctest).
 set -uo pipefail
-nb=${NB_BIN:?NB_BIN not set}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
-check() { # check DESC EXPECTED_RC CMD...
-  local desc=$1 want=$2; shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  if [ "$rc" != "$want" ]; then
-    echo "FAIL: $desc: exit $rc, expected $want"; sed 's/^/  | /' "$tmp/err" | head -5; fail=1
-  else
-    echo "ok: $desc"
-  fi
-}
-has() { grep -q -- "$1" "$2" || { echo "FAIL: expected '$1' in $2:"; head -5 "$2" | sed 's/^/  | /'; fail=1; }; }
+. "$(dirname "$0")/common.bash"
 
 check "nibble --help" 0 "$nb" --help
 has "inspect" "$tmp/out"

@@ -12,22 +12,8 @@
 # --threads 1: the models are tiny, and OpenMP threads on a loaded CI machine
 # only add waiting (20 s instead of 5 under ASan).
 set -uo pipefail
-nb=${NB_BIN:?NB_BIN not set}
+. "$(dirname "$0")/common.bash"
 data=${NB_TEST_DATA:-$(dirname "$0")/../data}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
-check() { # check DESC EXPECTED_RC CMD...
-  local desc=$1 want=$2; shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  if [ "$rc" != "$want" ]; then
-    echo "FAIL: $desc: exit $rc, expected $want"; sed 's/^/  | /' "$tmp/err" | head -5; fail=1
-  else
-    echo "ok: $desc"
-  fi
-}
-has() { grep -q -- "$1" "$2" || { echo "FAIL: expected '$1' in $2:"; head -5 "$2" | sed 's/^/  | /'; fail=1; }; }
 no_output() { # no_output FILE: neither FILE nor FILE.partial exists
   if [ -e "$1" ] || ls "$1".partial >/dev/null 2>&1; then echo "FAIL: output $1 left behind"; fail=1; fi
 }

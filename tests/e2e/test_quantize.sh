@@ -4,22 +4,7 @@
 # NaN weights, usage errors, a write failure (file-size limit) leaving nothing.
 # Needs NB_BIN (set by ctest).
 set -uo pipefail
-nb=${NB_BIN:?NB_BIN not set}
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
-check() { # check DESC EXPECTED_RC CMD...
-  local desc=$1 want=$2; shift 2
-  "$@" >"$tmp/out" 2>"$tmp/err"
-  local rc=$?
-  if [ "$rc" != "$want" ]; then
-    echo "FAIL: $desc: exit $rc, expected $want"; sed 's/^/  | /' "$tmp/err" | head -5; fail=1
-  else
-    echo "ok: $desc"
-  fi
-}
-has() { grep -q -- "$1" "$2" || { echo "FAIL: expected '$1' in $2:"; head -5 "$2" | sed 's/^/  | /'; fail=1; }; }
-hasnt() { ! grep -q -- "$1" "$2" || { echo "FAIL: did not expect '$1' in $2"; fail=1; }; }
+. "$(dirname "$0")/common.bash"
 no_partial() { ls "$tmp"/*.partial >/dev/null 2>&1 && { echo "FAIL: partial output left behind"; fail=1; }; }
 # type of a tensor in a GGUF, from inspect --json
 ttype() { "$nb" inspect "$1" --json | grep -oE "\"name\":\"$2\",\"type\":\"[^\"]*\"" | sed 's/.*"type":"//; s/"$//'; }
