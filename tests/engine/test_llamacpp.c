@@ -211,10 +211,7 @@ int main(void) {
     tcase_add_test(tc, gemma3_270m);
     tcase_add_test(tc, smollm2_135m);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    int rc = nbt_run_suite(s);
     for (int i = 0; i < 2; i++) free(g_model[i]);
-    return failed ? 1 : 0;
+    return rc;
 }

@@ -742,9 +742,6 @@ int main(void) {
     tcase_add_test(tc, percentiles_and_estimate);
     tcase_add_test(tc, sampler);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    int rc = nbt_run_suite(s);
+    return rc;
 }
