@@ -47,10 +47,3 @@ int main(int argc, char **argv) {
     usage(stderr);
     return NB_EXIT_USAGE;
 }
-
-/* Placeholder until cli/cmd_synth.c lands (a strong definition there replaces it). */
-__attribute__((weak)) int nb_cmd_synth(int argc, char **argv) {
-    (void)argc; (void)argv;
-    fprintf(stderr, "nibble synth: not built in this version\n");
-    return NB_EXIT_USAGE;
-}
