@@ -13,7 +13,7 @@
 
 /* Drop resident pages of [p, p+n) of a read-only file mapping: they are
  * re-read from the file if touched again. Advisory: failure only costs memory. */
-static void release_range(const void *p, uint64_t n) {
+void nb_release_mapped(const void *p, uint64_t n) {
     if (!p || n == 0) return;
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     uintptr_t a = (uintptr_t)p & ~(page - 1);
@@ -22,7 +22,7 @@ static void release_range(const void *p, uint64_t n) {
 }
 
 void nb_model_release_tensor(nb_model *m, size_t i) {
-    release_range(m->tensors[i].data, m->tensors[i].nbytes);
+    nb_release_mapped(m->tensors[i].data, m->tensors[i].nbytes);
 }
 
 nb_status nb_copy_tensor(nb_model *m, size_t i, nb_type out, nb_sink *sink, nb_ctx *ctx) {
@@ -46,7 +46,7 @@ nb_status nb_copy_tensor(nb_model *m, size_t i, nb_type out, nb_sink *sink, nb_c
         for (uint64_t off = 0; off < t->nbytes && st == NB_OK; off += piece) {
             uint64_t n = t->nbytes - off < piece ? t->nbytes - off : piece;
             st = nb_sink_write(sink, p + off, n, ctx);
-            if (!owned) release_range(p + off, n);
+            if (!owned) nb_release_mapped(p + off, n);
         }
         goto done;
     }
@@ -78,7 +78,7 @@ nb_status nb_copy_tensor(nb_model *m, size_t i, nb_type out, nb_sink *sink, nb_c
         uint64_t nr = nrows - r0 < rows_per ? nrows - r0 : rows_per;
         const unsigned char *in = (const unsigned char *)src + r0 * in_row_bytes;
         ti->to_float(in, f, (int64_t)(nr * row));
-        if (!owned) release_range(in, nr * in_row_bytes);
+        if (!owned) nb_release_mapped(in, nr * in_row_bytes);
         size_t w = to->quantize(f, q, (int64_t)nr, (int64_t)row, NULL);
         st = nb_sink_write(sink, q, w, ctx);
     }

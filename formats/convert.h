@@ -30,6 +30,11 @@ nb_status nb_convert(const char *src, const char *dst, const nb_convert_opts *o,
  * types differ), streaming in chunks of rows. Shared by convert and quantize. */
 nb_status nb_copy_tensor(nb_model *m, size_t i, nb_type out, nb_sink *sink, nb_ctx *ctx);
 
+/* Drop the resident pages of [p, p+n) of a read-only file mapping (they are
+ * re-read from the file if touched again): keeps RSS flat while streaming.
+ * Advisory; p may be NULL. */
+void nb_release_mapped(const void *p, uint64_t n);
+
 /* Drop the resident pages of tensor i's mapping (keeps RSS flat while streaming). */
 void nb_model_release_tensor(nb_model *m, size_t i);
 

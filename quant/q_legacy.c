@@ -278,7 +278,7 @@ static int8_t round_i8(float v) {
      * baseline x86-64: for |v| < 2^23, v - trunc(v) is exact. */
     if (!(fabsf(v) < 8388608.0f)) return (int8_t)nb_gq_trunc(roundf(v));
     float t = (float)(int32_t)v;
-    float r = fabsf(v - t) >= 0.5f ? t + copysignf(1.0f, v) : t;
+    float r = t + copysignf((float)(fabsf(v - t) >= 0.5f), v); /* branch-free: halves are random */
     return (int8_t)nb_gq_trunc(r);
 }
 

@@ -75,6 +75,25 @@ static void bufs_free(bufs *b) {
     memset(b, 0, sizeof *b);
 }
 
+/* Index of the first NaN/Inf in x[0..n), or -1. Scans 64 floats at a time
+ * with a branch-free test the compiler vectorises; only a flagged group is
+ * searched element by element. */
+static int64_t first_nonfinite(const float *x, uint64_t n) {
+    uint64_t j = 0;
+    for (; j + 64 <= n; j += 64) {
+        uint32_t badbits = 0;
+        for (int k = 0; k < 64; k++) {
+            uint32_t u;
+            memcpy(&u, x + j + k, 4);
+            badbits |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        if (badbits) break;
+    }
+    for (; j < n; j++)
+        if (!isfinite(x[j])) return (int64_t)j;
+    return -1;
+}
+
 /* ---- one tensor ---------------------------------------------------------------------------------- */
 
 typedef struct job {
@@ -118,9 +137,8 @@ static nb_status do_chunk(job *jb, const nb_tensor *t, nb_quant_tensor *rt, cons
         uint64_t a = (uint64_t)k * block_rows, e = a + block_rows < nr ? a + block_rows : nr;
         float *fk = f + a * row;
         ti->to_float(src + a * in_row_bytes, fk, (int64_t)((e - a) * row));
-        bad[k] = -1;
-        for (uint64_t j = 0; j < (e - a) * row; j++)
-            if (!isfinite(fk[j])) { bad[k] = (int64_t)(a * row + j); break; }
+        int64_t nf = first_nonfinite(fk, (e - a) * row);
+        bad[k] = nf < 0 ? -1 : (int64_t)(a * row) + nf;
         if (!same && !whole && bad[k] < 0) to->quantize(fk, q + a * out_row_bytes, (int64_t)(e - a), (int64_t)row, imp);
     }
     for (int64_t k = 0; k < nb; k++) {
@@ -240,6 +258,7 @@ static nb_status do_tensor(job *jb, size_t i, nb_quant_tensor *rt, nb_ctx *ctx) 
             uint64_t nr = s_end - r0 < rows_per ? s_end - r0 : rows_per;
             st = do_chunk(jb, t, rt, src + r0 * in_row_bytes, r0, nr, (int64_t)(s0 / slice_rows), in_row_bytes,
                           out_row_bytes, &tacc, ctx);
+            if (!owned) nb_release_mapped(src + r0 * in_row_bytes, nr * in_row_bytes); /* RSS stays flat */
             nb_progress_add(jb->prog, nr * in_row_bytes, t->name);
         }
     }
