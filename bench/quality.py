@@ -27,17 +27,20 @@ import time
 # nf4-dq only differs from nf4 on rows that are a multiple of 16384 (quant/mix.h):
 # neither model has one, so it is left out by default (it would repeat nf4).
 SCHEMES = ["q4_k_m", "int4-g128", "nf4", "iq4_nl", "q4_0", "int4-asym-g128"]
-METHODS = ["rtn", "imatrix", "gptq"]
+METHODS = ["rtn", "imatrix", "gptq"]  # add gptq-act with --methods
 FIELDS = ["model", "scheme", "method", "bytes", "bpw", "bpw_blk", "ppl", "ppl_err", "kld", "kld_err", "same_top",
           "seconds", "rss_mb", "note"]
 
 # Which grids the source quantization shares (the source's values lie on
 # those grids, so re-quantizing to them can recover the source almost exactly).
 SOURCE_NOTE = {
-    "gemma3-270m": ("Q4_K_M file: Q4_K, Q5_0, Q6_K, Q8_0 and F32 tensors "
-                    "(`nibble inspect`)", {"q4_k_m"}),
-    "smollm2-135m": ("Q4_1 file (Q4_1 matrices, Q6_K output/embeddings per llama.cpp's rule; "
-                     "see `nibble inspect`)", {"q4_k_m", "q4_0", "iq4_nl", "int4-asym-g128"}),
+    "gemma3-270m": ("Q4_K_M file: block matrices Q5_0 (attn_q/k, ffn_gate/up: rows of 640 are not a multiple "
+                    "of 256, llama.cpp's fallback), Q4_K (attn_output), Q6_K / Q8_0 (ffn_down, attn_v), "
+                    "token_embd Q8_0 (tied output). nibble's q4_k_m mix plans exactly these types, so the q4_k_m "
+                    "rows re-round values that already sit on their grid", {"q4_k_m"}),
+    "smollm2-135m": ("Q4_1 file: every block matrix Q4_1 (scale + min per 32), token_embd Q8_0 (tied output). "
+                     "Q4_K's sub-blocks (scale + min per 32) nearly contain that grid; INT4 asym (zero point per "
+                     "128) partly", {"q4_k_m", "int4-asym-g128"}),
 }
 
 
@@ -135,8 +138,8 @@ def render(rows, meta, args):
                "F32 source); calibration (imatrix and GPTQ) tests/data/text/calib.txt, %d tokens (chunks of %d), "
                "seed 0. Sizes and bits per weight are the whole file's tensors (embeddings included). Time and "
                "peak RSS are those of `nibble quantize` (imatrix rows: plus the one-off `nibble calibrate` time "
-               "shown per model). GPTQ: damp 0.01, lazy blocks 128, no act-order, importance for the scale search "
-               "from the Hessian's diagonal. The machine is shared (2 cores, other jobs running): times are "
+               "shown per model). GPTQ: damp 0.01, lazy blocks 128, importance for the scale search "
+               "from the Hessian's diagonal; gptq-act = the same with --act-order (static groups). The machine is shared (2 cores, other jobs running): times are "
                "indicative only."
                % (meta.get("date", "?"), meta.get("machine", "?"), meta.get("commit", "?"), args.ctx, args.chunks,
                   meta.get("scored", "?"), args.calib_tokens, args.ctx))
@@ -186,7 +189,7 @@ def render(rows, meta, args):
 def goal_lines(rows, model, args, biased):
     lines = []
     ref = rows.get((model, "q4_k_m", "imatrix"))
-    cands = [r for (m, s, me), r in rows.items() if m == model and me in ("imatrix", "gptq") and r["kld"]
+    cands = [r for (m, s, me), r in rows.items() if m == model and me != "rtn" and r["kld"]
              and r["bpw_blk"] and float(r["bpw_blk"]) <= 4.6]
     if ref and ref["kld"] and cands:
         best = min(cands, key=lambda r: float(r["kld"]))
@@ -305,6 +308,8 @@ def main():
                     cmd += ["--method", "imatrix", "--imatrix", imx]
                 elif method == "gptq":
                     cmd += ["--method", "gptq"] + calargs
+                elif method == "gptq-act":  # GPTQ with act-order (desc_act, static groups)
+                    cmd += ["--method", "gptq", "--act-order"] + calargs
                 note = ""
                 try:
                     out, dt, rss = run(cmd, log, timed=True)

@@ -46,6 +46,11 @@
  * cannot resume from a saved residual stream); GPTQ itself is one dense
  * n_in³ factorisation per Hessian plus n_rows n_in² per weight.
  *
+ * Sources: a GGUF source is mapped, so a view costs nothing to build; a
+ * source without zero-copy tensors (an HF directory whose experts are stacked
+ * on read, ...) is re-read by the engine for every view — convert it to GGUF
+ * first for anything large.
+ *
  * Memory: the source (mapped) + the engine's KV cache and batch scratch + the
  * Hessians of ONE block (n_in² doubles per distinct input, per expert for MoE:
  * 4096² x 8 = 128 MiB per Hessian; a 128-expert layer with n_in 2048 needs
