@@ -26,7 +26,7 @@ echo "|---|---|---:|---:|---:|---:|"
 for size in "${sizes[@]}"; do
   src="$dir/synth-$size.gguf"
   [ -f "$src" ] || "$nb" synth --arch llama --size "$size" --dtype f16 --seed 1 -o "$src" --quiet
-  bytes=$(stat -c %s "$src")
+  bytes=$(stat -L -c %s "$src")
   for job in "gguf->safetensors:st" "gguf->gguf f32:f32" "safetensors->gguf:back"; do
     name=${job%%:*}; kind=${job##*:}
     : > "$dir/t.txt"; : > "$dir/m.txt"

@@ -32,7 +32,7 @@ echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for size in "${sizes[@]}"; do
   src="$dir/synth-$size.gguf"
   [ -f "$src" ] || "$nb" synth --arch llama --size "$size" --dtype f16 --seed 1 -o "$src" --quiet
-  bytes=$(stat -c %s "$src")
+  bytes=$(stat -L -c %s "$src")
   for mix in "${mixes[@]}"; do
     for th in "${threads[@]}"; do
       : > "$dir/t.txt"; : > "$dir/m.txt"; : > "$dir/l.txt"
