@@ -658,6 +658,20 @@ static nb_status process(plan *p, size_t i, nb_sink *sink, nb_type ot, work *w, 
     return st;
 }
 
+typedef struct merge_writer {
+    plan *p;
+    const nb_merge_opts *o;
+    work *w;
+    nb_merge_result *r;
+} merge_writer;
+
+static nb_status write_merged(void *user, nb_model *m, size_t i, nb_sink *sink, nb_ctx *ctx) {
+    merge_writer *mw = user;
+    bool proc = mw->p->count[i] || mw->p->qlora_t[i];
+    nb_type ot = out_type(&m->tensors[i], mw->o, proc);
+    return proc ? process(mw->p, i, sink, ot, mw->w, mw->r, ctx) : nb_copy_tensor(m, i, ot, sink, ctx);
+}
+
 nb_status nb_merge(const char *base, const char *dst, const nb_merge_opts *o, nb_merge_result *r, nb_ctx *ctx) {
     memset(r, 0, sizeof *r);
     double t0 = nb_now();
@@ -696,31 +710,18 @@ nb_status nb_merge(const char *base, const char *dst, const nb_merge_opts *o, nb
         else
             nb_kv_remove(&sink->kv, "general.file_type");
     }
-    uint64_t total = 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
         const nb_tensor *t = &m->tensors[i];
-        total += t->nbytes;
         bool proc = p.count[i] || p.qlora_t[i];
         NB_CHECK_GOTO(st, nb_sink_add_tensor(sink, t->name, out_type(t, o, proc), t->n_dims, t->ne, ctx), out);
     }
-    NB_CHECK_GOTO(st, nb_sink_begin(sink, ctx), out);
-    nb_progress pr;
-    nb_progress_begin(&pr, ctx, "merge", total);
-    for (size_t k = 0; k < m->n_tensors && st == NB_OK; k++) {
-        size_t i = nb_sink_data_order(sink, k);
-        const nb_tensor *t = &m->tensors[i];
-        bool proc = p.count[i] || p.qlora_t[i];
-        nb_type ot = out_type(t, o, proc);
-        st = proc ? process(&p, i, sink, ot, &w, r, ctx) : nb_copy_tensor(m, i, ot, sink, ctx);
-        nb_progress_add(&pr, t->nbytes, t->name);
-    }
-    nb_progress_end(&pr);
-    if (st != NB_OK) goto out;
-    NB_CHECK_GOTO(st, nb_sink_commit(sink, ctx), out);
-    r->n_tensors = m->n_tensors;
-    r->bytes_in = total;
-    r->bytes_out = sink->bytes_written;
-    memcpy(r->sha256, sink->sha256, 32);
+    merge_writer mw = {&p, o, &w, r};
+    nb_convert_result cr;
+    NB_CHECK_GOTO(st, nb_stream_tensors(m, sink, "merge", write_merged, &mw, &cr, ctx), out);
+    r->n_tensors = cr.n_tensors;
+    r->bytes_in = cr.bytes_in;
+    r->bytes_out = cr.bytes_out;
+    memcpy(r->sha256, cr.sha256, 32);
 out:
     nb_sink_free(sink);
     free(w.tmp);

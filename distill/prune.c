@@ -362,6 +362,18 @@ static nb_status write_slices(nb_model *m, size_t i, const nb_prune_layer *pl, i
     return st;
 }
 
+typedef struct prune_writer {
+    const nb_prune_plan *p;
+    const int *slot; /* per tensor: layer slot of a sliced expert tensor, or -1 */
+} prune_writer;
+
+static nb_status write_pruned(void *user, nb_model *m, size_t i, nb_sink *sink, nb_ctx *ctx) {
+    const prune_writer *w = user;
+    if (w->slot[i] >= 0)
+        return write_slices(m, i, &w->p->layers[w->slot[i]], w->p->n_keep, w->p->n_expert, sink, ctx);
+    return nb_copy_tensor(m, i, m->tensors[i].type, sink, ctx);
+}
+
 nb_status nb_prune_write(nb_model *m, const nb_prune_plan *p, const char *dst, nb_prune_result *r, nb_ctx *ctx) {
     memset(r, 0, sizeof *r);
     double t0 = nb_now();
@@ -385,7 +397,6 @@ nb_status nb_prune_write(nb_model *m, const nb_prune_plan *p, const char *dst, n
         snprintf(key, sizeof key, "%s.expert_weights_norm", p->arch);
         NB_CHECK_GOTO(st, nb_kv_set_bool(&sink->kv, key, true, ctx), out);
     }
-    uint64_t total = 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
         const nb_tensor *t = &m->tensors[i];
         int64_t ne[NB_MAX_DIMS];
@@ -394,26 +405,15 @@ nb_status nb_prune_write(nb_model *m, const nb_prune_plan *p, const char *dst, n
             ne[t->n_dims - 1] = p->n_keep;
             r->n_sliced++;
         }
-        total += t->nbytes;
         NB_CHECK_GOTO(st, nb_sink_add_tensor(sink, t->name, t->type, t->n_dims, ne, ctx), out);
     }
-    NB_CHECK_GOTO(st, nb_sink_begin(sink, ctx), out);
-    nb_progress prog;
-    nb_progress_begin(&prog, ctx, "prune", total);
-    for (size_t k = 0; k < m->n_tensors && st == NB_OK; k++) {
-        size_t i = nb_sink_data_order(sink, k);
-        const nb_tensor *t = &m->tensors[i];
-        if (slot[i] >= 0) st = write_slices(m, i, &p->layers[slot[i]], p->n_keep, p->n_expert, sink, ctx);
-        else st = nb_copy_tensor(m, i, t->type, sink, ctx);
-        nb_progress_add(&prog, t->nbytes, t->name);
-    }
-    nb_progress_end(&prog);
-    if (st != NB_OK) goto out;
-    NB_CHECK_GOTO(st, nb_sink_commit(sink, ctx), out);
-    r->n_tensors = m->n_tensors;
-    r->bytes_in = total;
-    r->bytes_out = sink->bytes_written;
-    memcpy(r->sha256, sink->sha256, 32);
+    prune_writer pw = {p, slot};
+    nb_convert_result cr;
+    NB_CHECK_GOTO(st, nb_stream_tensors(m, sink, "prune", write_pruned, &pw, &cr, ctx), out);
+    r->n_tensors = cr.n_tensors;
+    r->bytes_in = cr.bytes_in;
+    r->bytes_out = cr.bytes_out;
+    memcpy(r->sha256, cr.sha256, 32);
 out:
     nb_sink_free(sink);
     free(slot);

@@ -97,6 +97,33 @@ static nb_type target_type(const nb_tensor *t, const nb_convert_opts *o) {
     return t->n_dims >= 2 ? o->type : NB_TYPE_F32;
 }
 
+static nb_status write_converted(void *user, nb_model *m, size_t i, nb_sink *sink, nb_ctx *ctx) {
+    return nb_copy_tensor(m, i, target_type(&m->tensors[i], user), sink, ctx);
+}
+
+nb_status nb_stream_tensors(nb_model *m, nb_sink *sink, const char *label, nb_tensor_write_fn write, void *user,
+                            nb_convert_result *r, nb_ctx *ctx) {
+    uint64_t total = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) total += m->tensors[i].nbytes;
+    NB_TRY(nb_sink_begin(sink, ctx));
+    nb_progress p;
+    nb_progress_begin(&p, ctx, label, total);
+    nb_status st = NB_OK;
+    for (size_t k = 0; k < m->n_tensors && st == NB_OK; k++) {
+        size_t i = nb_sink_data_order(sink, k);
+        st = write(user, m, i, sink, ctx);
+        nb_progress_add(&p, m->tensors[i].nbytes, m->tensors[i].name);
+    }
+    nb_progress_end(&p);
+    if (st == NB_OK) st = nb_sink_commit(sink, ctx);
+    if (st != NB_OK) return st;
+    r->n_tensors = m->n_tensors;
+    r->bytes_in = total;
+    r->bytes_out = sink->bytes_written;
+    memcpy(r->sha256, sink->sha256, 32);
+    return NB_OK;
+}
+
 nb_status nb_convert(const char *src, const char *dst, const nb_convert_opts *o, nb_convert_result *r,
                      nb_ctx *ctx) {
     memset(r, 0, sizeof *r);
@@ -114,28 +141,11 @@ nb_status nb_convert(const char *src, const char *dst, const nb_convert_opts *o,
         uint32_t ft = o->type == NB_TYPE_F16 ? 1 : o->type == NB_TYPE_BF16 ? 32 : 0;
         NB_CHECK_GOTO(st, nb_kv_set_u32(&sink->kv, "general.file_type", ft, ctx), out);
     }
-    uint64_t total = 0;
     for (size_t i = 0; i < m->n_tensors; i++) {
         const nb_tensor *t = &m->tensors[i];
-        total += t->nbytes;
         NB_CHECK_GOTO(st, nb_sink_add_tensor(sink, t->name, target_type(t, o), t->n_dims, t->ne, ctx), out);
     }
-    NB_CHECK_GOTO(st, nb_sink_begin(sink, ctx), out);
-    nb_progress p;
-    nb_progress_begin(&p, ctx, "convert", total);
-    for (size_t k = 0; k < m->n_tensors && st == NB_OK; k++) {
-        size_t i = nb_sink_data_order(sink, k);
-        const nb_tensor *t = &m->tensors[i];
-        st = nb_copy_tensor(m, i, target_type(t, o), sink, ctx);
-        nb_progress_add(&p, t->nbytes, t->name);
-    }
-    nb_progress_end(&p);
-    if (st != NB_OK) goto out;
-    NB_CHECK_GOTO(st, nb_sink_commit(sink, ctx), out);
-    r->n_tensors = m->n_tensors;
-    r->bytes_in = total;
-    r->bytes_out = sink->bytes_written;
-    memcpy(r->sha256, sink->sha256, 32);
+    NB_CHECK_GOTO(st, nb_stream_tensors(m, sink, "convert", write_converted, (void *)o, r, ctx), out);
 out:
     nb_sink_free(sink);
     nb_model_close(m);

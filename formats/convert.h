@@ -26,6 +26,17 @@ typedef struct nb_convert_result {
 nb_status nb_convert(const char *src, const char *dst, const nb_convert_opts *o, nb_convert_result *r,
                      nb_ctx *ctx);
 
+/* Writes tensor i's bytes to the sink (nb_sink_write, in pieces as it likes). */
+typedef nb_status (*nb_tensor_write_fn)(void *user, nb_model *m, size_t i, nb_sink *sink, nb_ctx *ctx);
+
+/* The second half of every model rewrite (convert, merge, prune): with every
+ * tensor of m declared on the sink, begin it, call `write` for each tensor in
+ * the sink's data order under a progress bar labelled `label`, commit, and
+ * fill r's n_tensors, bytes_in (the source tensor bytes), bytes_out, sha256.
+ * On failure the sink is left uncommitted (nb_sink_free removes the partial). */
+nb_status nb_stream_tensors(nb_model *m, nb_sink *sink, const char *label, nb_tensor_write_fn write, void *user,
+                            nb_convert_result *r, nb_ctx *ctx);
+
 /* Write tensor i of m to the sink as type `out` (converting through F32 when
  * types differ), streaming in chunks of rows. Shared by convert and quantize. */
 nb_status nb_copy_tensor(nb_model *m, size_t i, nb_type out, nb_sink *sink, nb_ctx *ctx);
