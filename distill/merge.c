@@ -12,7 +12,6 @@
 
 #include "core/afile.h"
 #include "core/fp.h"
-#include "core/progress.h"
 #include "distill/adapter.h"
 #include "formats/arch.h"
 #include "formats/convert.h"

@@ -4,7 +4,6 @@
 #include "calib/imatrix.h"
 #include "core/afile.h"
 #include "core/checked.h"
-#include "core/progress.h"
 #include "engine/tokenizer.h"
 #include "formats/arch.h"
 #include "formats/convert.h"
