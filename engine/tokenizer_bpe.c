@@ -18,6 +18,7 @@
  *    emitted byte by byte as 1-byte token texts, skipping bytes that are not
  *    tokens either (llama.cpp's behaviour).
  */
+#include "engine/heap.h"
 #include "engine/tokenizer_impl.h"
 #include "engine/unicode.h"
 
@@ -354,50 +355,15 @@ static bool bg_before(const bigram *x, const bigram *y) {
     return x->rank < y->rank || (x->rank == y->rank && x->left < y->left);
 }
 
+static bool bg_before_v(const void *x, const void *y) { return bg_before(x, y); }
+
 typedef struct bpe_work {
     char *w; /* encoded word */
     size_t wcap;
     sym *s;
     size_t scap;
-    bigram *h;
-    size_t hn, hcap;
+    nb_heap h; /* of bigram */
 } bpe_work;
-
-static nb_status heap_push(bpe_work *wk, bigram b, nb_ctx *ctx) {
-    if (wk->hn == wk->hcap) {
-        size_t nc = wk->hcap ? wk->hcap * 2 : 64;
-        bigram *nh = realloc(wk->h, nc * sizeof *nh);
-        if (!nh) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: out of memory (merge queue)");
-        wk->h = nh;
-        wk->hcap = nc;
-    }
-    size_t i = wk->hn++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!bg_before(&b, &wk->h[p])) break;
-        wk->h[i] = wk->h[p];
-        i = p;
-    }
-    wk->h[i] = b;
-    return NB_OK;
-}
-
-static bigram heap_pop(bpe_work *wk) {
-    bigram top = wk->h[0];
-    bigram last = wk->h[--wk->hn];
-    size_t i = 0, n = wk->hn;
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        const bigram *best = &last;
-        if (l < n && bg_before(&wk->h[l], best)) m = l, best = &wk->h[l];
-        if (r < n && bg_before(&wk->h[r], best)) m = r;
-        if (m == i) break;
-        wk->h[i] = wk->h[m];
-        i = m;
-    }
-    if (n > 0) wk->h[i] = last;
-    return top;
-}
 
 static nb_status add_bigram(const nb_tokenizer *t, bpe_work *wk, int32_t l, int32_t r, nb_ctx *ctx) {
     if (l < 0 || r < 0) return NB_OK;
@@ -405,7 +371,7 @@ static nb_status add_bigram(const nb_tokenizer *t, bpe_work *wk, int32_t l, int3
     int32_t rank = nb_tok_merge_rank(t, wk->w + L->off, (size_t)L->n + R->n, L->n);
     if (rank < 0) return NB_OK;
     bigram b = {l, r, rank, L->n + R->n};
-    return heap_push(wk, b, ctx);
+    return nb_heap_push(&wk->h, &b, ctx);
 }
 
 static nb_status grow(void **p, size_t *cap, size_t need, size_t elem, nb_ctx *ctx) {
@@ -438,10 +404,11 @@ static nb_status bpe_word(const nb_tokenizer *t, bpe_work *wk, size_t wn, nb_idv
         ns++;
         off += len;
     }
-    wk->hn = 0;
+    nb_heap_clear(&wk->h);
     for (int32_t i = 1; i < ns; i++) NB_TRY(add_bigram(t, wk, i - 1, i, ctx));
-    while (wk->hn > 0) {
-        bigram b = heap_pop(wk);
+    while (wk->h.n > 0) {
+        bigram b;
+        nb_heap_pop(&wk->h, &b);
         sym *L = &wk->s[b.left], *R = &wk->s[b.right];
         /* stale: one side was merged away or grew since the pair was queued */
         if (L->n == 0 || R->n == 0 || L->n + R->n != b.size) continue;
@@ -474,6 +441,7 @@ nb_status nb_bpe_encode(const nb_tokenizer *t, const char *s, size_t n, nb_idvec
     NB_TRY(decode_all(s, n, &cp, &cl, &ncp, ctx));
     szvec ends = {0};
     bpe_work wk = {0};
+    nb_heap_init(&wk.h, sizeof(bigram), bg_before_v);
     nb_status st = pretokenize_cps(t->pre, cp, cl, ncp, &ends, ctx);
     size_t a = 0;
     for (size_t i = 0; i < ends.n && st == NB_OK; i++) {
@@ -493,7 +461,7 @@ nb_status nb_bpe_encode(const nb_tokenizer *t, const char *s, size_t n, nb_idvec
     free(ends.v);
     free(wk.w);
     free(wk.s);
-    free(wk.h);
+    nb_heap_free(&wk.h);
     free(cp);
     free(cl);
     return st;

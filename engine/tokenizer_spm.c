@@ -18,6 +18,7 @@
  * queued only when their text is one), and an unmerged symbol is one character,
  * which no pair text can equal. It is not reproduced.
  */
+#include "engine/heap.h"
 #include "engine/tokenizer_impl.h"
 #include "engine/unicode.h"
 
@@ -40,49 +41,13 @@ static bool sb_before(const spm_bigram *x, const spm_bigram *y) {
     return x->score > y->score || (x->score == y->score && x->left < y->left);
 }
 
+static bool sb_before_v(const void *x, const void *y) { return sb_before(x, y); }
+
 typedef struct spm_work {
     char *txt;
     spm_sym *s;
-    spm_bigram *h;
-    size_t hn, hcap;
+    nb_heap h; /* of spm_bigram */
 } spm_work;
-
-static nb_status sheap_push(spm_work *wk, spm_bigram b, nb_ctx *ctx) {
-    if (wk->hn == wk->hcap) {
-        size_t nc = wk->hcap ? wk->hcap * 2 : 64;
-        if (nc > SIZE_MAX / sizeof(spm_bigram)) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: merge queue too long");
-        spm_bigram *nh = realloc(wk->h, nc * sizeof *nh);
-        if (!nh) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: out of memory (merge queue)");
-        wk->h = nh;
-        wk->hcap = nc;
-    }
-    size_t i = wk->hn++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!sb_before(&b, &wk->h[p])) break;
-        wk->h[i] = wk->h[p];
-        i = p;
-    }
-    wk->h[i] = b;
-    return NB_OK;
-}
-
-static spm_bigram sheap_pop(spm_work *wk) {
-    spm_bigram top = wk->h[0];
-    spm_bigram last = wk->h[--wk->hn];
-    size_t i = 0, n = wk->hn;
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        const spm_bigram *best = &last;
-        if (l < n && sb_before(&wk->h[l], best)) m = l, best = &wk->h[l];
-        if (r < n && sb_before(&wk->h[r], best)) m = r;
-        if (m == i) break;
-        wk->h[i] = wk->h[m];
-        i = m;
-    }
-    if (n > 0) wk->h[i] = last;
-    return top;
-}
 
 static nb_status try_bigram(const nb_tokenizer *t, spm_work *wk, int32_t l, int32_t r, nb_ctx *ctx) {
     if (l < 0 || r < 0) return NB_OK;
@@ -92,7 +57,7 @@ static nb_status try_bigram(const nb_tokenizer *t, spm_work *wk, int32_t l, int3
     int32_t id = nb_tok_find(t, wk->txt + L->off, len);
     if (id < 0) return NB_OK;
     spm_bigram b = {l, r, t->score[id], (uint32_t)len};
-    return sheap_push(wk, b, ctx);
+    return nb_heap_push(&wk->h, &b, ctx);
 }
 
 nb_status nb_spm_encode(const nb_tokenizer *t, const char *s, size_t n, bool prefix_space, nb_idvec *out,
@@ -105,6 +70,7 @@ nb_status nb_spm_encode(const nb_tokenizer *t, const char *s, size_t n, bool pre
         return nb_err(ctx, NB_ERR_RANGE, "tokenizer: text fragment of %zu bytes is too long", n);
     if (tn == 0) return NB_OK;
     spm_work wk = {0};
+    nb_heap_init(&wk.h, sizeof(spm_bigram), sb_before_v);
     nb_status st = NB_OK;
     wk.txt = malloc(tn);
     wk.s = malloc(tn * sizeof *wk.s);
@@ -131,8 +97,9 @@ nb_status nb_spm_encode(const nb_tokenizer *t, const char *s, size_t n, bool pre
         off += len;
     }
     for (int32_t i = 1; i < ns && st == NB_OK; i++) st = try_bigram(t, &wk, i - 1, i, ctx);
-    while (st == NB_OK && wk.hn > 0) {
-        spm_bigram b = sheap_pop(&wk);
+    while (st == NB_OK && wk.h.n > 0) {
+        spm_bigram b;
+        nb_heap_pop(&wk.h, &b);
         spm_sym *L = &wk.s[b.left], *R = &wk.s[b.right];
         if (L->n == 0 || R->n == 0 || L->n + R->n != b.size) continue;
         L->n += R->n;
@@ -159,6 +126,6 @@ nb_status nb_spm_encode(const nb_tokenizer *t, const char *s, size_t n, bool pre
 done:
     free(wk.txt);
     free(wk.s);
-    free(wk.h);
+    nb_heap_free(&wk.h);
     return st;
 }
