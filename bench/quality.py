@@ -162,7 +162,8 @@ def render(rows, meta, args):
         out.append("### %s" % model)
         out.append("")
         out.append("Source: %s. F32 source PPL %s ± %s; original file PPL %s, KLD vs F32 source %s "
-                   "(sanity check: should be ~0). imatrix collection: %s s."
+                   "(the same weights as the source: this is the engine's activation-quantization floor, see above). "
+                   "imatrix collection: %s s."
                    % (note, fnum(mm.get("ppl_src"), "%.4f"), fnum(mm.get("ppl_src_err"), "%.4f"),
                       fnum(mm.get("ppl_orig"), "%.4f"), fnum(mm.get("kld_orig"), "%.6f"),
                       fnum(mm.get("calib_seconds"), "%.1f")))
@@ -198,7 +199,7 @@ def goal_lines(rows, model, args, biased):
                      "best is %s/%s (%.3f bpw blocks) with KLD %.5f vs %.5f → ratio %.3f: **%s**%s." % (
                          best["scheme"], best["method"], float(best["bpw_blk"]), float(best["kld"]), float(ref["kld"]),
                          ratio, "met" if ratio <= 0.8 else "not met",
-                         " (the reference Q4_K_M row is biased: the source is on the Q4_K grid)"
+                         " (the reference Q4_K_M row is marked biased above: read the ratio with that in mind)"
                          if "q4_k_m" in biased else ""))
     cmp = []
     for scheme in args.schemes:
