@@ -2,8 +2,8 @@
 """Compare `nibble quantize` with llama.cpp's own llama_model_quantize, tensor by tensor.
 
 Needs PyPI `llama-cpp-python` (which compiles llama.cpp; use a separate venv:
-  python3 -m venv /tmp/llcpp-venv
-  CMAKE_ARGS="-DGGML_NATIVE=OFF" /tmp/llcpp-venv/bin/pip install llama-cpp-python gguf numpy
+  python3 -m venv .venv-llamacpp
+  CMAKE_ARGS="-DGGML_NATIVE=OFF" .venv-llamacpp/bin/pip install llama-cpp-python gguf numpy
 ) and the nibble CLI. Not part of CI.
 
 For each mix, the same F16 GGUF is quantized by both tools (no imatrix, same

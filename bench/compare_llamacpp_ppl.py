@@ -17,12 +17,12 @@ Modes:
                      position, llama.cpp's PPL on those tokens)
 
 Setup (once):
-  python3 -m venv /tmp/llcpp-venv
-  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BLAS=OFF" /tmp/llcpp-venv/bin/pip install llama-cpp-python numpy
+  python3 -m venv .venv-llamacpp
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BLAS=OFF" .venv-llamacpp/bin/pip install llama-cpp-python numpy
 Examples:
-  /tmp/llcpp-venv/bin/python bench/compare_llamacpp_ppl.py --nibble build/release/nibble \\
+  .venv-llamacpp/bin/python bench/compare_llamacpp_ppl.py --nibble build/release/nibble \\
       --models gemma3-270m,smollm2-135m --ctx 512 --chunks 8
-  /tmp/llcpp-venv/bin/python bench/compare_llamacpp_ppl.py fixture --ctx 64 --chunks 2
+  .venv-llamacpp/bin/python bench/compare_llamacpp_ppl.py fixture --ctx 64 --chunks 2
 """
 import argparse
 import json
