@@ -50,7 +50,7 @@ for t in source $types; do
   if [[ $t == source ]]; then f=$model
   else
     f=$out/gemma3-270m-$t.gguf
-    [[ -s $f ]] || "$nb" quantize "$model" -o "$f" --type "$t" --quiet 2>"$out/quantize-$t.log"
+    [[ -s $f ]] || "$nb" quantize "$model" -o "$f" --type "$t" --quiet --allow-requantize 2>"$out/quantize-$t.log"
   fi
   bpw=$("$nb" inspect "$f" --json | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["bpw"],3))')
   for th in $threads; do

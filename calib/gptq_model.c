@@ -285,7 +285,7 @@ typedef struct worker {
     nb_model *src;
     const nb_quant_opts *qo;
     const nb_gptq_model_opts *go;
-    const nb_quant_tensor *plan;  /* nb_quantize_model's dry-run plan (source order) */
+    const nb_plan_tensor *plan;   /* the plan's tensors (source order) */
     scratch *s;
     nb_gptq_model_result *r;
     nb_ctx *ctx;
@@ -357,7 +357,7 @@ static nb_status add_stat(nb_gptq_model_result *r, const nb_gptq_tensor_stat *st
 static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t first, bool gptq, nb_ctx *ctx) {
     nb_model *m = w->src;
     const nb_tensor *t = &m->tensors[i];
-    const nb_quant_tensor *pl = &w->plan[i];
+    const nb_plan_tensor *pl = &w->plan[i];
     const nb_type_traits *ti = nb_type_get(t->type);
     nb_type type = pl->type;
     int nt = ctx->n_threads > 0 ? ctx->n_threads : 1;
@@ -541,23 +541,14 @@ out:
     return st;
 }
 
-nb_status nb_gptq_quantize_model(const char *src_path, const char *dst, const nb_quant_opts *qo,
+nb_status nb_gptq_quantize_model(const char *src_path, const char *dst, const nb_plan *plan, const nb_quant_opts *qo,
                                  const nb_gptq_model_opts *go, nb_gptq_model_result *r, nb_ctx *ctx) {
     memset(r, 0, sizeof *r);
+    NB_RETURN_IF(ctx, !plan, NB_ERR_INVALID, "gptq: no plan given");
     NB_RETURN_IF(ctx, !qo || !go || !go->calib_path, NB_ERR_INVALID, "gptq: no calibration file (--calib)");
-    NB_RETURN_IF(ctx, qo->dry_run, NB_ERR_INVALID, "gptq: a dry run plans only (no GPTQ needed)");
     NB_RETURN_IF(ctx, qo->prequant, NB_ERR_INVALID, "gptq: prequant is set by the GPTQ driver");
-    /* 1. the plan, exactly as the final write will make it */
-    nb_quant_opts po = *qo;
-    po.dry_run = true;
-    po.report = false;
-    nb_quant_result plan;
-    nb_status st = nb_quantize_model(src_path, dst, &po, &plan, ctx);
-    if (st != NB_OK) { nb_quant_result_free(&plan); return st; }
-    if (!strcmp(src_path, dst) || nb_same_file(src_path, dst)) {
-        nb_quant_result_free(&plan);
-        return nb_err(ctx, NB_ERR_INVALID, "%s: output is the same file as the input", dst);
-    }
+    NB_RETURN_IF(ctx, !strcmp(src_path, dst) || nb_same_file(src_path, dst), NB_ERR_INVALID,
+                 "%s: output is the same file as the input", dst);
     nb_model *m = NULL;
     nb_tokenizer *tok = NULL;
     nb_corpus corpus = {0};
@@ -565,13 +556,9 @@ nb_status nb_gptq_quantize_model(const char *src_path, const char *dst, const nb
     memset(&s, 0, sizeof s);
     s.fd = -1;
     double t0 = nb_now();
+    nb_status st;
     NB_CHECK_GOTO(st, nb_model_open(src_path, &m, ctx), out);
-    if (m->n_tensors != plan.n_tensors)
-        NB_FAIL_GOTO(st, out, ctx, NB_ERR_INTERNAL, "gptq: %s: plan and model disagree", src_path);
-    for (size_t i = 0; i < m->n_tensors; i++)
-        if (strcmp(m->tensors[i].name, plan.tensors[i].name))
-            NB_FAIL_GOTO(st, out, ctx, NB_ERR_INTERNAL, "gptq: %s: plan and model disagree at '%s'", src_path,
-                         m->tensors[i].name);
+    NB_CHECK_GOTO(st, nb_plan_bind(plan, m, ctx), out);
     const char *arch = nb_kv_get_str(&m->kv, "general.architecture");
     if (!arch) NB_FAIL_GOTO(st, out, ctx, NB_ERR_UNSUPPORTED, "%s: no general.architecture: GPTQ needs a model the engine runs", src_path);
     char count_key[160];
@@ -603,7 +590,7 @@ nb_status nb_gptq_quantize_model(const char *src_path, const char *dst, const nb
         else snprintf(dir, sizeof dir, ".");
     }
     NB_CHECK_GOTO(st, scratch_open(&s, dir, m, ctx), out);
-    worker w = {m, qo, go, plan.tensors, &s, r, ctx};
+    worker w = {m, qo, go, plan->tensors, &s, r, ctx};
     /* token_embd first: the views then embed tokens as the output file will */
     for (size_t i = 0; i < m->n_tensors && st == NB_OK; i++)
         if (!strcmp(m->tensors[i].name, "token_embd.weight") && converted(&w, i))
@@ -624,14 +611,13 @@ nb_status nb_gptq_quantize_model(const char *src_path, const char *dst, const nb
     nb_quant_opts fo = *qo;
     fo.prequant = scratch_prequant;
     fo.prequant_user = &s;
-    st = nb_quantize_model(src_path, dst, &fo, &r->quant, ctx);
+    st = nb_quantize_model(src_path, dst, plan, &fo, &r->quant, ctx);
     r->quant.seconds = nb_now() - t0;
 out:
     scratch_close(&s);
     nb_corpus_free(&corpus);
     nb_tokenizer_free(tok);
     nb_model_close(m);
-    nb_quant_result_free(&plan);
     return st;
 }
 

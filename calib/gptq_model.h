@@ -1,8 +1,8 @@
 /* calib/gptq_model.h — GPTQ over a whole model, layer by layer (sequential),
  * what `nibble quantize --method gptq` runs.
  *
- * Method. The mix (quant/mix.h) plans a type for every tensor first (the same
- * plan plain rounding would make). Then, for each block L = 0 .. n_layer-1:
+ * Method. The caller's plan (quant/plan.h) gives every tensor its type (the
+ * same plan plain rounding would apply). Then, for each block L = 0 .. n_layer-1:
  *
  *   1. a *view* of the model is built: the source's tensors and metadata, except
  *      that every tensor already quantized (blocks < L, and token_embd) points
@@ -114,15 +114,15 @@ typedef struct nb_gptq_model_result {
     nb_quant_result quant;    /* the final write (nb_quantize_model's result) */
 } nb_gptq_model_result;
 
-/* Quantize src to the GGUF file dst with sequential GPTQ. qo is the normal
- * quantize options (mix, rules, report ...; qo->importance may carry an
- * imatrix adapter for the tensors rounded plainly; prequant must be NULL).
+/* Quantize src to the GGUF file dst with sequential GPTQ, the types from
+ * `plan` (nb_plan_make / nb_plan_resolve; checked with nb_plan_bind). qo is the
+ * normal quantize options (report ...; qo->importance may carry an imatrix
+ * adapter for the tensors rounded plainly; prequant must be NULL).
  * `r` is filled (also on failure, as far as it got): free it with
  * nb_gptq_model_result_free. Errors: those of nb_quantize_model, the corpus,
  * the engine, nb_gptq_quantize (named tensor); an architecture the engine
- * cannot run -> NB_ERR_UNSUPPORTED; a dry run -> NB_ERR_INVALID (use the plan
- * of nb_quantize_model). */
-nb_status nb_gptq_quantize_model(const char *src, const char *dst, const nb_quant_opts *qo,
+ * cannot run -> NB_ERR_UNSUPPORTED; a plan for another model -> NB_ERR_INVALID. */
+nb_status nb_gptq_quantize_model(const char *src, const char *dst, const nb_plan *plan, const nb_quant_opts *qo,
                                  const nb_gptq_model_opts *go, nb_gptq_model_result *r, nb_ctx *ctx);
 void nb_gptq_model_result_free(nb_gptq_model_result *r);
 

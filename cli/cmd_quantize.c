@@ -1,8 +1,6 @@
 /* cli/cmd_quantize.c — `nibble quantize SRC -o OUT --type MIX [--rule P=T]... [--report [F]] [--json]
  * [--method rtn|imatrix|gptq --calib FILE ...]`. */
-#include "calib/calibrate.h"
-#include "calib/gptq_model.h"
-#include "calib/imatrix.h"
+#include "calib/job.h"
 #include "cli/cli.h"
 #include "core/afile.h"
 #include "core/progress.h"
@@ -14,8 +12,9 @@
 #include <string.h>
 
 static void help(FILE *f) {
-    fputs("usage: nibble quantize SRC -o OUT.gguf --type MIX [--rule PATTERN=TYPE]... [--pure]\n"
-          "                       [--no-fallback] [--dry-run] [--report[=FILE.json]] [--json]\n"
+    fputs("usage: nibble quantize SRC -o OUT.gguf (--type MIX | --plan PLAN.json) [--rule PATTERN=TYPE]...\n"
+          "                       [--pure] [--no-fallback] [--allow-requantize] [--dry-run [--json]]\n"
+          "                       [--report[=FILE.json]] [--json]\n"
           "                       [--imatrix STATS] [--method rtn|imatrix|gptq] [--calib FILE]\n"
           "                       [--calib-tokens N] [--ctx N] [--seed S] [--damp X] [--block N]\n"
           "                       [--act-order] [--static-groups] [--group G] [--threads N] [--quiet]\n\n"
@@ -33,7 +32,18 @@ static void help(FILE *f) {
           "  --pure               no mix rules: every quantizable tensor gets the base type\n"
           "  --no-fallback        fail when a row length does not fit the chosen type, instead of\n"
           "                       falling back (Q4_K->Q5_0, Q6_K->Q8_0, ..., then F16)\n"
-          "  --dry-run            print the plan (tensor -> type) and sizes; write nothing\n"
+          "  --dry-run            print the plan (tensor -> type) and sizes; write nothing. With --json:\n"
+          "                       the plan as JSON (docs/quantize.md \"Plans\"), which --plan applies\n"
+          "  --plan FILE          apply a plan (from --dry-run --json, possibly edited: change a tensor's\n"
+          "                       \"type\"); it must have been made for this source (size, tensor table)\n"
+          "  --allow-requantize   allow tensors that are already quantized to be requantized (refused\n"
+          "                       without it: the second rounding adds to the first)\n"
+          "  --tensor-type RE=T, --output-tensor-type T, --token-embedding-type T\n"
+          "                       llama-quantize's spellings: --rule 're:RE=T', 'output.weight=T',\n"
+          "                       'token_embd.weight=T'\n"
+          "  --include-weights S, --exclude-weights S\n"
+          "                       use the imatrix only for tensors whose name contains S / never for them\n"
+          "                       (repeatable; llama-quantize's options)\n"
           "  --report[=FILE]      per-tensor error vs the source (RMSE, max |error|, relative RMSE,\n"
           "                       cosine similarity): printed as a table, and written as JSON to FILE\n"
           "                       (also accepted as `--report FILE.json`). Costs one dequantization.\n"
@@ -85,37 +95,25 @@ static void help(FILE *f) {
           f);
 }
 
-static void print_plan(FILE *f, const nb_quant_result *r) {
-    fprintf(f, "%-40s %-22s %-8s    %-8s %-8s %10s\n", "tensor", "shape", "source", "type", "why", "bytes");
-    for (size_t i = 0; i < r->n_tensors; i++) {
-        const nb_quant_tensor *t = &r->tensors[i];
-        char shape[64];
-        int o = snprintf(shape, sizeof shape, "%lld", (long long)t->ne[0]);
-        for (uint32_t d = 1; d < t->n_dims && d < 4 && o > 0 && (size_t)o < sizeof shape; d++)
-            o += snprintf(shape + o, sizeof shape - (size_t)o, "x%lld", (long long)t->ne[d]);
-        fprintf(f, "%-40s %-22s %-8s -> %-8s %-8s %10llu\n", t->name, shape, nb_type_name(t->src_type),
-                nb_type_name(t->type), nb_plan_why_name(t->why), (unsigned long long)t->bytes_out);
-    }
-}
-
-static void print_summary(FILE *f, const nb_quant_result *r, const char *dst) {
+/* Per-type table and the size line from the plan; the written file's figures when r has them. */
+static void print_summary(FILE *f, const nb_plan *p, const nb_quant_result *r, const char *dst) {
     char b1[32], b2[32];
     fprintf(f, "%-10s %8s %14s %12s %7s\n", "type", "tensors", "elements", "size", "bpw");
-    for (size_t k = 0; k < r->n_types; k++) {
-        const nb_quant_type_stat *s = &r->types[k];
+    for (size_t k = 0; k < p->n_types; k++) {
+        const nb_plan_type_stat *s = &p->types[k];
         fprintf(f, "%-10s %8zu %14llu %12s %7.3f\n", nb_type_name(s->type), s->n_tensors,
                 (unsigned long long)s->n_elements, nb_fmt_bytes((double)s->bytes, b1, sizeof b1),
                 s->n_elements ? (double)s->bytes * 8.0 / (double)s->n_elements : 0.0);
     }
-    double el = r->n_elements ? (double)r->n_elements : 1.0;
-    fprintf(f, "size %s (%.3f bpw) -> %s (%.3f bpw), %zu of %zu tensors converted", 
-            nb_fmt_bytes((double)r->bytes_in, b1, sizeof b1), (double)r->bytes_in * 8.0 / el,
-            nb_fmt_bytes((double)r->tensor_bytes_out, b2, sizeof b2), (double)r->tensor_bytes_out * 8.0 / el,
-            r->n_quantized, r->n_tensors);
-    if (r->n_requantized) fprintf(f, " (%zu requantized)", r->n_requantized);
-    if (r->n_fallback) fprintf(f, ", %zu fallback%s", r->n_fallback, r->n_fallback == 1 ? "" : "s");
+    double el = p->n_elements ? (double)p->n_elements : 1.0;
+    fprintf(f, "size %s (%.3f bpw) -> %s (%.3f bpw), %zu of %zu tensors converted",
+            nb_fmt_bytes((double)p->bytes_in, b1, sizeof b1), (double)p->bytes_in * 8.0 / el,
+            nb_fmt_bytes((double)p->bytes_out, b2, sizeof b2), (double)p->bytes_out * 8.0 / el, p->n_quantized,
+            p->n_tensors);
+    if (p->n_requantized) fprintf(f, " (%zu requantized)", p->n_requantized);
+    if (p->n_fallback) fprintf(f, ", %zu fallback%s", p->n_fallback, p->n_fallback == 1 ? "" : "s");
     fputc('\n', f);
-    if (r->bytes_out) {
+    if (r && r->bytes_out) {
         fprintf(f, "wrote %s (%s) in %.2f s, %s/s of input\nsha256 ", dst,
                 nb_fmt_bytes((double)r->bytes_out, b1, sizeof b1), r->seconds,
                 nb_fmt_bytes(r->seconds > 0 ? (double)r->bytes_in / r->seconds : 0, b2, sizeof b2));
@@ -197,22 +195,42 @@ static bool ends_with(const char *s, const char *suf) {
     return n >= k && !strcmp(s + n - k, suf);
 }
 
+/* --group G: the INT4 mix of that group size, or the mix itself when G is its block size. */
+static const nb_mix_info *with_group(const nb_mix_info *mix, long group) {
+    const nb_type_traits *gt = nb_type_get(mix->base);
+    if (!strncmp(mix->name, "int4", 4)) {
+        char nm[32];
+        snprintf(nm, sizeof nm, "int4-%s-g%ld", strstr(mix->name, "asym") ? "asym" : "sym", group);
+        return nb_mix_find(nm);
+    }
+    return gt && (long)gt->block_size == group ? mix : NULL;
+}
+
+/* llama-quantize spellings that are rules here: --output-tensor-type T,
+ * --token-embedding-type T, --tensor-type REGEX=T. */
+static nb_status add_alias_rule(nb_rules *rules, const char *opt, const char *val, nb_ctx *ctx) {
+    char spec[1024];
+    if (!strcmp(opt, "--output-tensor-type")) snprintf(spec, sizeof spec, "output.weight=%s", val);
+    else if (!strcmp(opt, "--token-embedding-type")) snprintf(spec, sizeof spec, "token_embd.weight=%s", val);
+    else snprintf(spec, sizeof spec, "re:%s", val); /* --tensor-type: llama.cpp searches a regex in the name */
+    return nb_rules_add(rules, spec, ctx);
+}
+
 int nb_cmd_quantize(int argc, char **argv) {
     nb_ctx ctx;
     nb_ctx_init(&ctx);
     nb_rules rules;
     nb_rules_init(&rules);
-    const char *src = NULL, *dst = NULL, *report_file = NULL, *imatrix_file = NULL;
-    nb_imatrix im;
-    nb_imatrix_init(&im);
-    nb_imatrix_importance imu = {.im = &im};
-    bool json = false;
-    nb_quant_opts o = {0};
-    const char *method = NULL, *calib = NULL;
-    nb_gptq_model_opts go = {0};
+    const char *report_file = NULL;
+    bool json = false, dry_run = false, allow_requantize = false;
+    nb_quant_job job = {0};
+    nb_quant_job_result res = {0};
+    /* --include-weights / --exclude-weights values (pointers into argv) */
+    const char **include = calloc((size_t)argc, sizeof *include), **exclude = calloc((size_t)argc, sizeof *exclude);
+    size_t n_include = 0, n_exclude = 0;
     long group = 0;
-    bool gptq_flags = false;
     int rc = NB_EXIT_USAGE;
+    if (!include || !exclude) { fputs("nibble quantize: out of memory\n", stderr); rc = NB_EXIT_IO; goto done; }
     for (int i = 1; i < argc; i++) {
         int c = nb_cli_common_opt(&ctx, argc, argv, &i);
         if (c < 0) goto done;
@@ -220,21 +238,30 @@ int nb_cmd_quantize(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); rc = NB_EXIT_OK; goto done; }
         if (!strcmp(a, "--json")) json = true;
-        else if (!strcmp(a, "--pure")) o.pure = true;
-        else if (!strcmp(a, "--no-fallback")) o.no_fallback = true;
-        else if (!strcmp(a, "--dry-run")) o.dry_run = true;
+        else if (!strcmp(a, "--pure")) job.plan.pure = true;
+        else if (!strcmp(a, "--no-fallback")) job.plan.no_fallback = true;
+        else if (!strcmp(a, "--dry-run")) dry_run = true;
+        else if (!strcmp(a, "--allow-requantize")) allow_requantize = true;
         else if (!strcmp(a, "--report")) {
-            o.report = true;
+            job.report = true;
             if (i + 1 < argc && ends_with(argv[i + 1], ".json")) report_file = argv[++i];
         } else if (!strncmp(a, "--report=", 9) && a[9]) {
-            o.report = true;
+            job.report = true;
             report_file = a + 9;
-        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) dst = argv[++i];
-        else if (!strcmp(a, "--imatrix") && i + 1 < argc) imatrix_file = argv[++i];
-        else if (!strcmp(a, "--method") && i + 1 < argc) method = argv[++i];
-        else if (!strcmp(a, "--calib") && i + 1 < argc) calib = argv[++i];
-        else if (!strcmp(a, "--act-order")) go.gptq.act_order = gptq_flags = true;
-        else if (!strcmp(a, "--static-groups")) go.gptq.static_groups = gptq_flags = true;
+        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) job.dst = argv[++i];
+        else if (!strcmp(a, "--plan") && i + 1 < argc) job.plan_path = argv[++i];
+        else if (!strcmp(a, "--imatrix") && i + 1 < argc) job.imatrix_path = argv[++i];
+        else if ((!strcmp(a, "--include-weights") || !strcmp(a, "--exclude-weights")) && i + 1 < argc) {
+            if (a[2] == 'i') include[n_include++] = argv[++i];
+            else exclude[n_exclude++] = argv[++i];
+        } else if (!strcmp(a, "--method") && i + 1 < argc) {
+            if (!nb_quant_method_from_name(argv[++i], &job.method)) {
+                fprintf(stderr, "nibble quantize: --method must be rtn, imatrix or gptq\n");
+                goto done;
+            }
+        } else if (!strcmp(a, "--calib") && i + 1 < argc) job.calib_path = argv[++i];
+        else if (!strcmp(a, "--act-order")) job.gptq.act_order = job.gptq_opts_set = true;
+        else if (!strcmp(a, "--static-groups")) job.gptq.static_groups = job.gptq_opts_set = true;
         else if ((!strcmp(a, "--calib-tokens") || !strcmp(a, "--ctx") || !strcmp(a, "--seed") ||
                   !strcmp(a, "--block") || !strcmp(a, "--group") || !strcmp(a, "--damp")) && i + 1 < argc) {
             const char *v = argv[++i];
@@ -247,147 +274,123 @@ int nb_cmd_quantize(int argc, char **argv) {
                 fprintf(stderr, "nibble quantize: bad value '%s' for %s\n", v, a);
                 goto done;
             }
-            if (!strcmp(a, "--calib-tokens")) go.corpus.max_tokens = (uint64_t)x;
-            else if (!strcmp(a, "--ctx")) go.corpus.n_ctx = (int)x;
-            else if (!strcmp(a, "--seed")) go.corpus.seed = (uint64_t)x;
-            else if (!strcmp(a, "--block")) { go.gptq.block = (int)x; gptq_flags = true; }
-            else if (!strcmp(a, "--damp")) { go.gptq.damp = x; gptq_flags = true; }
+            if (!strcmp(a, "--calib-tokens")) job.corpus.max_tokens = (uint64_t)x;
+            else if (!strcmp(a, "--ctx")) job.corpus.n_ctx = (int)x;
+            else if (!strcmp(a, "--seed")) job.corpus.seed = (uint64_t)x;
+            else if (!strcmp(a, "--block")) { job.gptq.block = (int)x; job.gptq_opts_set = true; }
+            else if (!strcmp(a, "--damp")) { job.gptq.damp = x; job.gptq_opts_set = true; }
             else group = (long)x;
         }
         else if (!strcmp(a, "--type") && i + 1 < argc) {
             const char *t = argv[++i];
-            o.mix = nb_mix_find(t);
-            if (!o.mix) {
+            job.plan.mix = nb_mix_find(t);
+            if (!job.plan.mix) {
                 fprintf(stderr, "nibble quantize: unknown type '%s' (see nibble quantize --help for the list)\n", t);
                 goto done;
             }
         } else if (!strcmp(a, "--rule") && i + 1 < argc) {
             nb_status st = nb_rules_add(&rules, argv[++i], &ctx);
             if (st != NB_OK) { rc = nb_cli_fail("quantize", &ctx, st); goto done; }
-        } else if (a[0] == '-' || src) {
+        } else if ((!strcmp(a, "--tensor-type") || !strcmp(a, "--output-tensor-type") ||
+                    !strcmp(a, "--token-embedding-type")) && i + 1 < argc) {
+            nb_status st = add_alias_rule(&rules, a, argv[++i], &ctx);
+            if (st != NB_OK) { rc = nb_cli_fail("quantize", &ctx, st); goto done; }
+        } else if (a[0] == '-' || job.src) {
             fprintf(stderr, "nibble quantize: unexpected argument '%s' (see --help)\n", a);
             goto done;
-        } else src = a;
+        } else job.src = a;
     }
-    if (!src || (!dst && !o.dry_run) || !o.mix) {
-        fprintf(stderr, "nibble quantize: %s\n", !src ? "missing SRC" : !o.mix ? "missing --type MIX" : "missing -o OUT");
+    if (!job.src || (!job.dst && !dry_run) || (!job.plan.mix && !job.plan_path)) {
+        fprintf(stderr, "nibble quantize: %s\n", !job.src ? "missing SRC" : !job.dst && !dry_run ? "missing -o OUT"
+                                                                                                   : "missing --type MIX (or --plan FILE)");
         fputs("usage: nibble quantize SRC -o OUT.gguf --type MIX [options]   (--help for the mixes)\n", stderr);
         goto done;
     }
-    if (!method) method = imatrix_file ? "imatrix" : "rtn";
-    bool m_rtn = !strcmp(method, "rtn"), m_imx = !strcmp(method, "imatrix"), m_gptq = !strcmp(method, "gptq");
-    const char *bad = NULL;
-    if (!m_rtn && !m_imx && !m_gptq) bad = "--method must be rtn, imatrix or gptq";
-    else if (m_rtn && (imatrix_file || calib)) bad = "--method rtn rounds plainly: --imatrix / --calib need --method imatrix or gptq";
-    else if (m_imx && !imatrix_file && !calib) bad = "--method imatrix needs --imatrix STATS or --calib FILE";
-    else if (m_gptq && !calib) bad = "--method gptq needs --calib FILE";
-    else if (!m_gptq && gptq_flags) bad = "--damp, --block, --act-order and --static-groups need --method gptq";
-    else if (m_gptq && o.dry_run) bad = "--dry-run plans only: drop --method gptq";
-    if (bad) { fprintf(stderr, "nibble quantize: %s\n", bad); goto done; }
-    if (group) {
-        const char *nm = NULL;
-        switch (o.mix->base) {
-        case NB_TYPE_INT4_SYM_G32: case NB_TYPE_INT4_SYM_G64: case NB_TYPE_INT4_SYM_G128:
-            nm = group == 32 ? "int4-sym-g32" : group == 64 ? "int4-sym-g64" : group == 128 ? "int4-sym-g128" : NULL;
-            break;
-        case NB_TYPE_INT4_ASYM_G32: case NB_TYPE_INT4_ASYM_G64: case NB_TYPE_INT4_ASYM_G128:
-            nm = group == 32 ? "int4-asym-g32" : group == 64 ? "int4-asym-g64" : group == 128 ? "int4-asym-g128" : NULL;
-            break;
-        default: {
-            const nb_type_traits *gt = nb_type_get(o.mix->base);
-            if (gt && (long)gt->block_size == group) nm = o.mix->name;
-        }
-        }
-        const nb_mix_info *gm = nm ? nb_mix_find(nm) : NULL;
+    if (dry_run) job.dst = NULL;
+    if (group && job.plan.mix) {
+        const nb_mix_info *gm = with_group(job.plan.mix, group);
         if (!gm) {
-            const nb_type_traits *gt = nb_type_get(o.mix->base);
-            if (nm == NULL && !strncmp(o.mix->name, "int4", 4))
+            const nb_type_traits *gt = nb_type_get(job.plan.mix->base);
+            if (!strncmp(job.plan.mix->name, "int4", 4))
                 fprintf(stderr, "nibble quantize: --group %ld: int4 mixes take 32, 64 or 128\n", group);
             else
                 fprintf(stderr, "nibble quantize: --group %ld: %s has fixed blocks of %u (only int4 mixes take a group)\n",
-                        group, o.mix->name, gt ? gt->block_size : 0);
+                        group, job.plan.mix->name, gt ? gt->block_size : 0);
             goto done;
         }
-        o.mix = gm;
-    }
-    const nb_type_traits *bt = nb_type_get(o.mix->base);
-    if (!bt || !bt->quantize) {
-        fprintf(stderr, "nibble quantize: mix %s: quantizing to %s is not available in this build\n", o.mix->name,
-                nb_type_name(o.mix->base));
-        rc = NB_EXIT_INPUT;
+        job.plan.mix = gm;
+    } else if (group) {
+        fputs("nibble quantize: --group shapes a new plan: edit the plan file instead\n", stderr);
         goto done;
     }
-    if (dst && !ends_with(dst, ".gguf"))
-        NB_WARN(&ctx, "%s: output is GGUF whatever the extension (consider naming it .gguf)", dst);
-    o.rules = &rules;
-    if (imatrix_file) {
-        nb_status ist = nb_imatrix_load_for_model(imatrix_file, src, &im, &ctx);
-        if (ist != NB_OK) { rc = nb_cli_fail("quantize", &ctx, ist); goto done; }
-        o.importance = nb_imatrix_importance_fn;
-        o.importance_user = &imu;
-    } else if (m_imx) {
-        /* statistics first, from the calibration text (what nibble calibrate writes) */
-        nb_calib_opts co = {.calib_path = calib, .corpus = go.corpus};
-        nb_routing rt;
-        nb_calib_result cres;
-        nb_status cst = nb_calibrate(src, &co, &im, &rt, &cres, &ctx);
-        nb_routing_free(&rt);
-        if (cst != NB_OK) { rc = nb_cli_fail("quantize", &ctx, cst); goto done; }
-        NB_INFO(&ctx, "imatrix: %zu chunks (%llu tokens) in %.1f s", cres.n_chunks,
-                (unsigned long long)cres.n_tokens, cres.seconds);
-        o.importance = nb_imatrix_importance_fn;
-        o.importance_user = &imu;
+    if (job.plan.mix) {
+        const nb_type_traits *bt = nb_type_get(job.plan.mix->base);
+        if (!bt || !bt->quantize) {
+            fprintf(stderr, "nibble quantize: mix %s: quantizing to %s is not available in this build\n",
+                    job.plan.mix->name, nb_type_name(job.plan.mix->base));
+            rc = NB_EXIT_INPUT;
+            goto done;
+        }
     }
-    nb_quant_result res;
-    nb_gptq_model_result gres = {0};
-    nb_status st;
-    if (m_gptq) {
-        go.calib_path = calib;
-        go.compare_rtn = o.report;
-        st = nb_gptq_quantize_model(src, dst, &o, &go, &gres, &ctx);
-        res = gres.quant;
-        memset(&gres.quant, 0, sizeof gres.quant);
-    } else {
-        st = nb_quantize_model(src, dst ? dst : "", &o, &res, &ctx);
+    if ((n_include || n_exclude) && !job.imatrix_path && !job.calib_path) {
+        fputs("nibble quantize: --include-weights / --exclude-weights select imatrix entries: give --imatrix\n", stderr);
+        goto done;
     }
-    if (st != NB_OK) {
-        rc = nb_cli_fail("quantize", &ctx, st);
-        nb_quant_result_free(&res);
-        nb_gptq_model_result_free(&gres);
+    if (job.dst && !ends_with(job.dst, ".gguf"))
+        NB_WARN(&ctx, "%s: output is GGUF whatever the extension (consider naming it .gguf)", job.dst);
+    job.plan.rules = &rules;
+    job.allow_requantize = allow_requantize;
+    job.include_weights = include;
+    job.n_include_weights = n_include;
+    job.exclude_weights = exclude;
+    job.n_exclude_weights = n_exclude;
+    nb_status st = nb_quantize_job(&job, &res, &ctx);
+    if (st != NB_OK) { rc = nb_cli_fail("quantize", &ctx, st); goto done; }
+    const char *method = nb_quant_method_name(res.method);
+    bool m_gptq = res.method == NB_METHOD_GPTQ;
+    if (dry_run) {
+        if (json) {
+            char *pj = nb_plan_to_json(&res.plan);
+            if (pj) { puts(pj); free(pj); }
+        } else {
+            nb_plan_print(stdout, &res.plan);
+            print_summary(stdout, &res.plan, NULL, NULL);
+        }
+        rc = NB_EXIT_OK;
         goto done;
     }
     FILE *human = json ? stderr : stdout;
-    if (o.dry_run && !json) print_plan(stdout, &res);
-    if (!ctx.quiet || (o.dry_run && !json)) {
-        if (o.report) print_report(human, &res);
-        if (m_gptq && o.report) print_gptq(human, &gres);
-        print_summary(human, &res, dst);
-        if (m_gptq)
+    if (!ctx.quiet) {
+        if (job.report) print_report(human, &res.quant);
+        if (m_gptq && job.report) print_gptq(human, &res.gptq);
+        print_summary(human, &res.plan, &res.quant, job.dst);
+        if (m_gptq) {
+            const nb_gptq_model_result *g = &res.gptq;
             fprintf(human, "gptq: %zu weights (expert slices counted singly) by GPTQ, %zu rounded to nearest, "
                     "%lld experts without calibration tokens; %zu chunks x %llu tokens; calibration passes %.1f s, "
-                    "GPTQ %.1f s\n", gres.n_gptq, gres.n_rtn, (long long)gres.n_zero_experts, gres.n_chunks,
-                    (unsigned long long)(gres.n_chunks ? gres.n_tokens / gres.n_chunks : 0), gres.seconds_calib,
-                    gres.seconds_gptq);
+                    "GPTQ %.1f s\n", g->n_gptq, g->n_rtn, (long long)g->n_zero_experts, g->n_chunks,
+                    (unsigned long long)(g->n_chunks ? g->n_tokens / g->n_chunks : 0), g->seconds_calib,
+                    g->seconds_gptq);
+        }
     }
     rc = NB_EXIT_OK;
     if (report_file) {
-        char *rj = nb_quant_result_json(&res, src, dst, &o, true);
+        char *rj = nb_quant_result_json(&res.quant, &res.plan, job.src, job.dst, true);
         st = rj ? write_text_atomic(report_file, rj, &ctx) : nb_err(&ctx, NB_ERR_NOMEM, "out of memory for JSON");
         free(rj);
         if (st != NB_OK) rc = nb_cli_fail("quantize", &ctx, st);
     }
     if (json && rc == NB_EXIT_OK) {
-        char *sj = nb_quant_result_json(&res, src, dst, &o, true);
-        char *out = sj ? with_method(sj, method, m_gptq ? &gres : NULL) : NULL;
+        char *sj = nb_quant_result_json(&res.quant, &res.plan, job.src, job.dst, true);
+        char *out = sj ? with_method(sj, method, m_gptq ? &res.gptq : NULL) : NULL;
         if (out) { puts(out); free(out); }
         else if (sj) puts(sj);
         free(sj);
     }
-    nb_quant_result_free(&res);
-    nb_gptq_model_result_free(&gres);
 done:
-    nb_imatrix_importance_free(&imu);
-    nb_imatrix_free(&im);
+    nb_quant_job_result_free(&res);
+    free(include);
+    free(exclude);
     nb_rules_free(&rules);
     nb_ctx_free(&ctx);
     return rc;

@@ -522,7 +522,7 @@ static nb_type keep_type(const nb_tensor *t) {
 }
 
 nb_status nb_mix_plan(const nb_mix_info *mix, const nb_mix_hparams *hp, const nb_mix_opts *o,
-                      const nb_tensor *tensors, size_t n, nb_plan *out, nb_ctx *ctx) {
+                      const nb_tensor *tensors, size_t n, nb_mix_choice *out, nb_ctx *ctx) {
     static const nb_mix_opts no_opts = {0};
     if (!o) o = &no_opts;
     if (!mix || !hp) return nb_err(ctx, NB_ERR_INVALID, "nb_mix_plan: no mix");
@@ -542,8 +542,8 @@ nb_status nb_mix_plan(const nb_mix_info *mix, const nb_mix_hparams *hp, const nb
     nb_status st = NB_OK;
     for (size_t j = 0; j < n && st == NB_OK; j++) {
         const nb_tensor *t = &tensors[ord[j].idx];
-        nb_plan *p = &out[ord[j].idx];
-        *p = (nb_plan){.type = t->type, .wanted = t->type, .why = NB_PLAN_KEEP, .rule = -1};
+        nb_mix_choice *p = &out[ord[j].idx];
+        *p = (nb_mix_choice){.type = t->type, .wanted = t->type, .why = NB_PLAN_KEEP, .rule = -1};
         const nb_type_traits *tr = nb_type_get(t->type);
         if (!nb_mix_tensor_quantizable(t->name, t->ne) || !tr || !(tr->is_float || tr->is_quantized)) {
             p->type = p->wanted = keep_type(t);
@@ -593,6 +593,17 @@ const char *nb_plan_why_name(nb_plan_why w) {
     case NB_PLAN_MIX: return "mix";
     case NB_PLAN_RULE: return "rule";
     case NB_PLAN_FALLBACK: return "fallback";
+    case NB_PLAN_GIVEN: return "plan";
     }
     return "?";
+}
+
+bool nb_plan_why_from_name(const char *name, nb_plan_why *out) {
+    for (int w = NB_PLAN_KEEP; w <= NB_PLAN_GIVEN; w++) {
+        if (!strcmp(name, nb_plan_why_name((nb_plan_why)w))) {
+            *out = (nb_plan_why)w;
+            return true;
+        }
+    }
+    return false;
 }

@@ -130,15 +130,17 @@ typedef enum nb_plan_why {
     NB_PLAN_BASE,       /* the mix's base type */
     NB_PLAN_MIX,        /* raised/changed by a row of the mix (output, attn_v, ffn_down ...) */
     NB_PLAN_RULE,       /* a --rule */
-    NB_PLAN_FALLBACK    /* the chosen type did not fit ne[0]; `wanted` holds it */
+    NB_PLAN_FALLBACK,   /* the chosen type did not fit ne[0]; `wanted` holds it */
+    NB_PLAN_GIVEN       /* read from a plan file entry without a "why" (quant/plan.h) */
 } nb_plan_why;
 
-typedef struct nb_plan {
+/* The mix's decision for one tensor (quant/plan.h turns these into a plan). */
+typedef struct nb_mix_choice {
     nb_type type;       /* output type */
     nb_type wanted;     /* before the fallback (== type unless why == FALLBACK) */
     nb_plan_why why;
     long rule;          /* index of the deciding rule, -1 if none */
-} nb_plan;
+} nb_mix_choice;
 
 typedef struct nb_mix_opts {
     const nb_rules *rules; /* may be NULL */
@@ -152,7 +154,7 @@ typedef struct nb_mix_opts {
  * tensor, its ne[0] and the block size); NB_ERR_FORMAT when a MoE tensor's
  * layer cannot be read from its name (llama.cpp fails there too). */
 nb_status nb_mix_plan(const nb_mix_info *mix, const nb_mix_hparams *hp, const nb_mix_opts *o,
-                      const nb_tensor *tensors, size_t n, nb_plan *out, nb_ctx *ctx);
+                      const nb_tensor *tensors, size_t n, nb_mix_choice *out, nb_ctx *ctx);
 
 /* Would llama.cpp quantize a tensor with this name and shape at all? */
 bool nb_mix_tensor_quantizable(const char *name, const int64_t ne[NB_MAX_DIMS]);
@@ -162,5 +164,7 @@ bool nb_mix_tensor_quantizable(const char *name, const int64_t ne[NB_MAX_DIMS]);
 bool nb_mix_use_more_bits(int i_layer, int n_layers);
 
 const char *nb_plan_why_name(nb_plan_why w);
+/* Inverse of nb_plan_why_name; false for an unknown name. */
+bool nb_plan_why_from_name(const char *name, nb_plan_why *out);
 
 #endif

@@ -272,118 +272,64 @@ out:
     return st;
 }
 
-/* ---- planning into the result ------------------------------------------------------------------- */
+/* ---- the plan into the result ------------------------------------------------------------------- */
 
-static nb_status fill_plan(nb_model *m, const nb_quant_opts *o, nb_quant_result *r, nb_ctx *ctx) {
-    nb_mix_hparams hp;
-    nb_mix_hparams_from_kv(&m->kv, &hp);
-    hp.has_imatrix = o->importance != NULL;
-    if (!hp.arch[0] && !o->pure)
-        NB_WARN(ctx, "%s: no general.architecture: tensor names are not GGUF names, so the mix's per-tensor rows "
-                "(output, attn_v, ffn_down ...) may not apply (open the model's HF directory instead)", m->path);
-    size_t n = m->n_tensors;
-    nb_plan *plan = nb_calloc(ctx, n ? n : 1, sizeof *plan, "tensor plan");
+static nb_status fill_result(const nb_plan *p, nb_quant_result *r, nb_ctx *ctx) {
+    size_t n = p->n_tensors, name_bytes = 0;
+    for (size_t i = 0; i < n; i++) name_bytes += strlen(p->tensors[i].name) + 1;
     r->tensors = nb_calloc(ctx, n ? n : 1, sizeof *r->tensors, "tensor table");
-    size_t name_bytes = 0;
-    for (size_t i = 0; i < n; i++) name_bytes += strlen(m->tensors[i].name) + 1;
     r->names = nb_malloc(ctx, name_bytes ? name_bytes : 1, "tensor names");
-    if (!plan || !r->tensors || !r->names) { free(plan); return NB_ERR_NOMEM; }
-    nb_mix_opts mo = {.rules = o->rules, .pure = o->pure, .no_fallback = o->no_fallback};
-    nb_status st = nb_mix_plan(o->mix, &hp, &mo, m->tensors, n, plan, ctx);
-    if (st != NB_OK) { free(plan); return st; }
+    if (!r->tensors || !r->names) return NB_ERR_NOMEM;
     r->n_tensors = n;
+    r->n_quantized = p->n_quantized;
+    r->n_requantized = p->n_requantized;
+    r->n_fallback = p->n_fallback;
+    r->n_elements = p->n_elements;
+    r->bytes_in = p->bytes_in;
+    r->tensor_bytes_out = p->bytes_out;
     char *np = r->names;
-    for (size_t i = 0; i < n && st == NB_OK; i++) {
-        const nb_tensor *t = &m->tensors[i];
+    for (size_t i = 0; i < n; i++) {
+        const nb_plan_tensor *t = &p->tensors[i];
         nb_quant_tensor *rt = &r->tensors[i];
         size_t len = strlen(t->name) + 1;
         memcpy(np, t->name, len);
         rt->name = np;
         np += len;
-        rt->src_type = t->type;
-        rt->type = plan[i].type;
-        rt->why = plan[i].why;
+        rt->src_type = t->src_type;
+        rt->type = t->type;
+        rt->why = t->why;
         rt->n_dims = t->n_dims;
         memcpy(rt->ne, t->ne, sizeof rt->ne);
-        rt->n_elements = nb_tensor_nelements(t);
-        rt->bytes_in = t->nbytes;
-        uint64_t rb = 0;
-        uint64_t nrows = t->ne[0] > 0 ? rt->n_elements / (uint64_t)t->ne[0] : 0;
-        st = nb_type_row_bytes(rt->type, (uint64_t)t->ne[0], &rb, ctx, t->name);
-        if (st != NB_OK) break;
-        rt->bytes_out = rb * nrows;
-        r->n_elements += rt->n_elements;
-        r->bytes_in += rt->bytes_in;
-        r->tensor_bytes_out += rt->bytes_out;
-        if (plan[i].why == NB_PLAN_FALLBACK) {
-            r->n_fallback++;
-            const nb_type_traits *w = nb_type_get(plan[i].wanted);
-            NB_WARN(ctx, "tensor '%s': row length %lld is not a multiple of %u (%s): using %s", t->name,
-                    (long long)t->ne[0], w ? w->block_size : 0, nb_type_name(plan[i].wanted),
-                    nb_type_name(rt->type));
-        }
-        if (rt->type == t->type) continue;
-        const nb_type_traits *ti = nb_type_get(t->type), *to = nb_type_get(rt->type);
-        if (!ti || !ti->to_float)
-            st = nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: tensor '%s': cannot convert from type %s", m->path, t->name,
-                        nb_type_name(t->type));
-        else if (!to || !to->quantize || !to->to_float || to->gguf_id < 0)
-            st = nb_err(ctx, NB_ERR_UNSUPPORTED, "tensor '%s': quantizing to %s is not available in this build",
-                        t->name, nb_type_name(rt->type));
-        r->n_quantized++;
-        if (ti && ti->is_quantized) r->n_requantized++;
+        rt->n_elements = t->n_elements;
+        rt->bytes_in = t->bytes_in;
+        rt->bytes_out = t->bytes_out;
     }
-    if (st == NB_OK && o->rules) {
-        for (size_t k = 0; k < o->rules->n; k++) {
-            bool used = false;
-            for (size_t i = 0; i < n && !used; i++) used = plan[i].rule == (long)k;
-            if (!used) NB_WARN(ctx, "rule '%s' decided no tensor (no quantizable tensor matches it, or a later rule wins)",
-                               nb_rule_text(o->rules, k));
-        }
-    }
-    free(plan);
-    if (st != NB_OK) return st;
-    /* per-type totals, ascending type id */
-    size_t counts[NB_TYPE_COUNT] = {0};
-    for (size_t i = 0; i < n; i++) counts[r->tensors[i].type]++;
-    size_t nty = 0;
-    for (int t = 0; t < NB_TYPE_COUNT; t++) nty += counts[t] != 0;
-    r->types = nb_calloc(ctx, nty ? nty : 1, sizeof *r->types, "type table");
+    r->types = nb_calloc(ctx, p->n_types ? p->n_types : 1, sizeof *r->types, "type table");
     if (!r->types) return NB_ERR_NOMEM;
-    for (int t = 0; t < NB_TYPE_COUNT; t++) {
-        if (!counts[t]) continue;
-        nb_quant_type_stat *s = &r->types[r->n_types++];
-        s->type = (nb_type)t;
-        for (size_t i = 0; i < n; i++) {
-            if (r->tensors[i].type != (nb_type)t) continue;
-            s->n_tensors++;
-            s->n_elements += r->tensors[i].n_elements;
-            s->bytes += r->tensors[i].bytes_out;
-        }
-    }
-    if (r->n_requantized)
-        NB_WARN(ctx, "%s: %zu tensor%s already quantized: dequantizing and requantizing (errors add up; "
-                "quantize from the F16/BF16/F32 original when you have it)", m->path, r->n_requantized,
-                r->n_requantized == 1 ? " is" : "s are");
+    memcpy(r->types, p->types, p->n_types * sizeof *r->types);
+    r->n_types = p->n_types;
     return NB_OK;
 }
 
 /* ---- the driver ---------------------------------------------------------------------------------- */
 
-nb_status nb_quantize_model(const char *src, const char *dst, const nb_quant_opts *o, nb_quant_result *r,
-                            nb_ctx *ctx) {
+nb_status nb_quantize_model(const char *src, const char *dst, const nb_plan *plan, const nb_quant_opts *o,
+                            nb_quant_result *r, nb_ctx *ctx) {
     memset(r, 0, sizeof *r);
     double t0 = nb_now();
-    if (!o || !o->mix) return nb_err(ctx, NB_ERR_INVALID, "quantize: no type/mix given");
+    static const nb_quant_opts defaults = {0};
+    if (!o) o = &defaults;
+    if (!plan) return nb_err(ctx, NB_ERR_INVALID, "quantize: no plan given");
     if (!src || !dst) return nb_err(ctx, NB_ERR_INVALID, "quantize: source and output paths are required");
-    if (!o->dry_run && (!strcmp(src, dst) || nb_same_file(src, dst)))
+    if (!strcmp(src, dst) || nb_same_file(src, dst))
         return nb_err(ctx, NB_ERR_INVALID, "%s: output is the same file as the input", dst);
     nb_model *m = NULL;
     NB_TRY(nb_model_open(src, &m, ctx));
     nb_sink *sink = NULL;
     bufs b = {0};
-    nb_status st = fill_plan(m, o, r, ctx);
-    if (st != NB_OK || o->dry_run) goto out;
+    nb_status st = nb_plan_bind(plan, m, ctx);
+    if (st == NB_OK) st = fill_result(plan, r, ctx);
+    if (st != NB_OK) goto out;
 
     NB_CHECK_GOTO(st, nb_sink_create(dst, NB_FMT_GGUF, &sink, ctx), out);
     NB_CHECK_GOTO(st, nb_kvset_copy(&sink->kv, &m->kv, ctx), out);
@@ -391,8 +337,8 @@ nb_status nb_quantize_model(const char *src, const char *dst, const nb_quant_opt
     nb_kv_remove(&sink->kv, "split.count");
     nb_kv_remove(&sink->kv, "split.tensors.count");
     NB_CHECK_GOTO(st, nb_kv_set_u32(&sink->kv, "general.quantization_version", 2, ctx), out);
-    if (o->mix->llama_ftype >= 0)
-        NB_CHECK_GOTO(st, nb_kv_set_u32(&sink->kv, "general.file_type", (uint32_t)o->mix->llama_ftype, ctx), out);
+    if (plan->file_type >= 0)
+        NB_CHECK_GOTO(st, nb_kv_set_u32(&sink->kv, "general.file_type", (uint32_t)plan->file_type, ctx), out);
     else
         nb_kv_remove(&sink->kv, "general.file_type");
     for (size_t i = 0; i < m->n_tensors; i++) {
@@ -437,17 +383,14 @@ static cJSON *shape_json(const nb_quant_tensor *t) {
     return a;
 }
 
-char *nb_quant_result_json(const nb_quant_result *r, const char *src, const char *dst, const nb_quant_opts *o,
+char *nb_quant_result_json(const nb_quant_result *r, const nb_plan *plan, const char *src, const char *dst,
                            bool with_tensors) {
     cJSON *j = cJSON_CreateObject();
     if (!j) return NULL;
     cJSON_AddStringToObject(j, "input", src ? src : "");
     cJSON_AddStringToObject(j, "output", dst ? dst : "");
-    if (o && o->mix) {
-        cJSON_AddStringToObject(j, "mix", o->mix->name);
-        if (o->mix->llama_ftype >= 0) cJSON_AddNumberToObject(j, "file_type", o->mix->llama_ftype);
-    }
-    cJSON_AddBoolToObject(j, "dry_run", o && o->dry_run);
+    if (plan && plan->mix[0]) cJSON_AddStringToObject(j, "mix", plan->mix);
+    if (plan && plan->file_type >= 0) cJSON_AddNumberToObject(j, "file_type", plan->file_type);
     cJSON_AddNumberToObject(j, "seconds", r->seconds);
     cJSON_AddNumberToObject(j, "n_tensors", (double)r->n_tensors);
     cJSON_AddNumberToObject(j, "n_quantized", (double)r->n_quantized);

@@ -1,11 +1,12 @@
 /* quant/quantize.h — the streaming quantization pipeline (`nibble quantize`).
  *
  * nb_quantize_model opens any source nb_model_open accepts (GGUF, including
- * already-quantized GGUF; safetensors; HF directories), plans a type for every
- * tensor with a mix (quant/mix.h), and writes a GGUF file:
+ * already-quantized GGUF; safetensors; HF directories), checks that the given
+ * plan (quant/plan.h: the type of every tensor) was made for it, and writes a
+ * GGUF file:
  *
  *   - metadata copied from the source (split.* keys dropped), plus
- *     general.quantization_version = 2 and general.file_type = the mix's
+ *     general.quantization_version = 2 and general.file_type = the plan's
  *     llama.cpp ftype (removed for nibble's own mixes, which have none);
  *   - tensors in source order, streamed one at a time in chunks of rows: the
  *     source rows are converted to F32 (dequantized when the source is
@@ -33,6 +34,7 @@
 #include "core/ctx.h"
 #include "core/types.h"
 #include "quant/mix.h"
+#include "quant/plan.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -53,13 +55,9 @@ typedef const float *(*nb_importance_fn)(void *user, const char *name, int64_t s
  * still compares them with the source). */
 typedef const void *(*nb_prequant_fn)(void *user, const char *name, nb_type type, uint64_t nbytes);
 
+/* How to write (the plan says what). */
 typedef struct nb_quant_opts {
-    const nb_mix_info *mix;   /* required */
-    const nb_rules *rules;    /* --rule overrides; may be NULL */
-    bool pure;                /* no mix rows (llama-quantize --pure) */
-    bool no_fallback;         /* error instead of a fallback type */
     bool report;              /* compute per-tensor error statistics (costs a dequantization) */
-    bool dry_run;             /* plan only: fill the result, write nothing */
     uint64_t chunk_elems;     /* elements per chunk; 0: NB_QUANT_CHUNK_ELEMS (tests use small values) */
     nb_importance_fn importance;
     void *importance_user;
@@ -67,13 +65,8 @@ typedef struct nb_quant_opts {
     void *prequant_user;
 } nb_quant_opts;
 
-/* Per output type. */
-typedef struct nb_quant_type_stat {
-    nb_type type;
-    size_t n_tensors;
-    uint64_t n_elements;
-    uint64_t bytes;
-} nb_quant_type_stat;
+/* Per output type (the plan's totals). */
+typedef nb_plan_type_stat nb_quant_type_stat;
 
 /* Per tensor (every tensor, in source order). Error figures are set for
  * converted tensors when opts.report is on (has_error), computed in double
@@ -111,18 +104,20 @@ typedef struct nb_quant_result {
     char *names;               /* storage for tensors[].name */
 } nb_quant_result;
 
-/* Quantize src to the GGUF file dst. `r` is filled (also on failure, as far
- * as it got) and must be released with nb_quant_result_free. */
-nb_status nb_quantize_model(const char *src, const char *dst, const nb_quant_opts *o, nb_quant_result *r,
-                            nb_ctx *ctx);
+/* Quantize src to the GGUF file dst as `plan` says (nb_plan_make, or a plan
+ * file after nb_plan_resolve); a plan made for another model is NB_ERR_INVALID
+ * (nb_plan_bind). `o` may be NULL (defaults). `r` is filled (also on failure,
+ * as far as it got) and must be released with nb_quant_result_free. */
+nb_status nb_quantize_model(const char *src, const char *dst, const nb_plan *plan, const nb_quant_opts *o,
+                            nb_quant_result *r, nb_ctx *ctx);
 void nb_quant_result_free(nb_quant_result *r);
 
 /* Machine-readable summary (malloc'd JSON text; NULL on allocation failure):
  * {"input","output","mix","file_type","seconds","n_tensors",...,"types":[...],
  *  "tensors":[{name,src_type,type,why,shape,bytes_in,bytes_out,
- *              [rmse,max_abs,rel_rmse,cosine]}]}. `with_tensors` adds the
- * per-tensor list. */
-char *nb_quant_result_json(const nb_quant_result *r, const char *src, const char *dst, const nb_quant_opts *o,
+ *              [rmse,max_abs,rel_rmse,cosine]}]}. "mix"/"file_type" come from
+ * the plan (may be NULL). `with_tensors` adds the per-tensor list. */
+char *nb_quant_result_json(const nb_quant_result *r, const nb_plan *plan, const char *src, const char *dst,
                            bool with_tensors);
 
 /* Error statistics of y (reconstruction) against x (reference), n elements,

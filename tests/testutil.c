@@ -93,3 +93,12 @@ int nbt_run_suite(Suite *s) {
     srunner_free(sr);
     return failed ? 1 : 0;
 }
+
+nb_status nbt_plan(const char *src, const nb_mix_info *mix, nb_plan *p, nb_ctx *ctx) {
+    nb_plan_opts o = {.mix = mix};
+    return nb_plan_make_file(src, &o, p, ctx);
+}
+
+nb_status nbt_plan_opts(const char *src, const nb_plan_opts *o, nb_plan *p, nb_ctx *ctx) {
+    return nb_plan_make_file(src, o, p, ctx);
+}

@@ -3,6 +3,7 @@
 #define NB_TESTUTIL_H
 
 #include "core/ctx.h"
+#include "quant/plan.h"
 
 #include <check.h>
 
@@ -25,6 +26,10 @@ void nbt_ctx(nb_ctx *ctx);
 /* Deterministic pseudo-random numbers (splitmix64). */
 uint64_t nbt_rand_u64(uint64_t *state);
 float nbt_rand_normal(uint64_t *state);
+
+/* nb_plan_make_file with a mix (and optionally pure / no_fallback / has_importance from o). */
+nb_status nbt_plan(const char *src, const nb_mix_info *mix, nb_plan *p, nb_ctx *ctx);
+nb_status nbt_plan_opts(const char *src, const nb_plan_opts *o, nb_plan *p, nb_ctx *ctx);
 
 /* Run a Check suite (CK_NORMAL output); returns the process exit code (0: all passed). */
 int nbt_run_suite(Suite *s);

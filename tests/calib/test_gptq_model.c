@@ -110,12 +110,13 @@ START_TEST(dense_llama_end_to_end) {
     nbt_ctx(&ctx);
     const char *src = synth("gq_llama.gguf", "llama", 128, 256, 0, 0, &ctx);
     const char *out1 = nbt_path("gq_out1.gguf"), *out3 = nbt_path("gq_out3.gguf"), *rtn = nbt_path("gq_rtn.gguf");
-    nb_quant_opts qo = {.mix = nb_mix_find(_i == 0 ? "q4_0" : "int4-g128")};
-    ck_assert_ptr_nonnull(qo.mix);
+    nb_quant_opts qo = {0};
+    nb_plan pl;
+    ck_assert_int_eq(nbt_plan(src, nb_mix_find(_i == 0 ? "q4_0" : "int4-g128"), &pl, &ctx), NB_OK);
     nb_gptq_model_opts go = gopts();
     go.gptq.act_order = _i == 1;
     nb_gptq_model_result r;
-    ck_assert_msg(nb_gptq_quantize_model(src, out1, &qo, &go, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_msg(nb_gptq_quantize_model(src, out1, &pl, &qo, &go, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
     ck_assert_int_eq(r.n_layer, 2);
     ck_assert_uint_eq(r.n_chunks, 16);
     ck_assert_uint_eq(r.n_gptq, 14); /* 2 blocks x (q, k, v, o, gate, up, down) */
@@ -135,7 +136,7 @@ START_TEST(dense_llama_end_to_end) {
 
     /* thread count does not change a byte */
     ctx.n_threads = 3;
-    ck_assert_msg(nb_gptq_quantize_model(src, out3, &qo, &go, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_msg(nb_gptq_quantize_model(src, out3, &pl, &qo, &go, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
     nb_gptq_model_result_free(&r);
     ctx.n_threads = 1;
     size_t n1, n3;
@@ -147,7 +148,7 @@ START_TEST(dense_llama_end_to_end) {
 
     /* plain rounding for comparison */
     nb_quant_result qr;
-    ck_assert_int_eq(nb_quantize_model(src, rtn, &qo, &qr, &ctx), NB_OK);
+    ck_assert_int_eq(nb_quantize_model(src, rtn, &pl, &qo, &qr, &ctx), NB_OK);
     nb_quant_result_free(&qr);
 
     /* the output loads and runs; its activations on the calibration chunks
@@ -189,6 +190,7 @@ START_TEST(dense_llama_end_to_end) {
         free(qr2);
         free(cap.x[k]);
     }
+    nb_plan_free(&pl);
     nb_ctx_free(&ctx);
 }
 END_TEST
@@ -241,10 +243,12 @@ START_TEST(moe_expert_without_tokens) {
     free(b);
 
     const char *out = nbt_path("gq_moe_out.gguf"), *rtn = nbt_path("gq_moe_rtn.gguf");
-    nb_quant_opts qo = {.mix = nb_mix_find("nf4")};
+    nb_quant_opts qo = {0};
+    nb_plan pl;
+    ck_assert_int_eq(nbt_plan(src, nb_mix_find("nf4"), &pl, &ctx), NB_OK);
     nb_gptq_model_opts go = gopts();
     nb_gptq_model_result r;
-    ck_assert_msg(nb_gptq_quantize_model(src, out, &qo, &go, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_msg(nb_gptq_quantize_model(src, out, &pl, &qo, &go, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
     /* layer 0, expert 3: gate, up and down slices rounded plainly, each reported */
     ck_assert_int_ge(r.n_zero_experts, 3);
     ck_assert_uint_eq(r.n_rtn, (size_t)r.n_zero_experts);
@@ -260,7 +264,7 @@ START_TEST(moe_expert_without_tokens) {
     ck_assert_uint_eq(r.n_gptq + r.n_rtn, 2 * (4 + 4 * 3)); /* per block: q k v o + 4 experts x 3 */
     nb_gptq_model_result_free(&r);
     nb_quant_result qr;
-    ck_assert_int_eq(nb_quantize_model(src, rtn, &qo, &qr, &ctx), NB_OK);
+    ck_assert_int_eq(nb_quantize_model(src, rtn, &pl, &qo, &qr, &ctx), NB_OK);
     nb_quant_result_free(&qr);
     /* expert 3's slice equals plain rounding; expert 0's does not; routers stay F32 */
     nb_model *mo = NULL, *mr = NULL;
@@ -275,6 +279,7 @@ START_TEST(moe_expert_without_tokens) {
     ck_assert_int_eq(nb_model_find(mo, "blk.0.ffn_gate_inp.weight")->type, NB_TYPE_F32);
     nb_model_close(mo);
     nb_model_close(mr);
+    nb_plan_free(&pl);
     nb_ctx_free(&ctx);
 }
 END_TEST
@@ -283,21 +288,24 @@ START_TEST(errors) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
     const char *src = synth("gq_llama.gguf", "llama", 128, 256, 0, 0, &ctx);
-    nb_quant_opts qo = {.mix = nb_mix_find("q4_0")};
+    nb_quant_opts qo = {0};
+    nb_plan pl;
+    ck_assert_int_eq(nbt_plan(src, nb_mix_find("q4_0"), &pl, &ctx), NB_OK);
     nb_gptq_model_opts go = gopts();
     nb_gptq_model_result r;
     go.calib_path = NULL;
-    ck_assert_int_eq(nb_gptq_quantize_model(src, nbt_path("e.gguf"), &qo, &go, &r, &ctx), NB_ERR_INVALID);
+    ck_assert_int_eq(nb_gptq_quantize_model(src, nbt_path("e.gguf"), &pl, &qo, &go, &r, &ctx), NB_ERR_INVALID);
     nb_gptq_model_result_free(&r);
     go = gopts();
     go.corpus.max_tokens = 100000000; /* more than the text has */
-    ck_assert_int_eq(nb_gptq_quantize_model(src, nbt_path("e.gguf"), &qo, &go, &r, &ctx), NB_ERR_RANGE);
+    ck_assert_int_eq(nb_gptq_quantize_model(src, nbt_path("e.gguf"), &pl, &qo, &go, &r, &ctx), NB_ERR_RANGE);
     ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "too short"));
     nb_gptq_model_result_free(&r);
     ck_assert(!nbt_file_exists(nbt_path("e.gguf")));
     go = gopts();
-    ck_assert_int_eq(nb_gptq_quantize_model(src, src, &qo, &go, &r, &ctx), NB_ERR_INVALID);
+    ck_assert_int_eq(nb_gptq_quantize_model(src, src, &pl, &qo, &go, &r, &ctx), NB_ERR_INVALID);
     nb_gptq_model_result_free(&r);
+    nb_plan_free(&pl);
     nb_ctx_free(&ctx);
 }
 END_TEST

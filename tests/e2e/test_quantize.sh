@@ -70,8 +70,11 @@ check "quantize hf dir" 0 "$nb" quantize "$tmp/hf" -o "$tmp/hf.q8.gguf" --type q
 tensors() { "$nb" inspect "$1" --json | grep -oE '"name":"[^"]*","type":"[^"]*","ne":\[[0-9,]*\],"shape":\[[0-9,]*\],"bytes":[0-9]*' | sort; }
 diff <(tensors "$tmp/hf.q8.gguf") <(tensors "$tmp/q8_0.t1.gguf") >/dev/null || { echo "FAIL: HF and GGUF sources give different tensor tables"; fail=1; }
 
-# requantizing an already quantized file warns; same type copies
-check "requantize q8_0 -> q4_0" 0 "$nb" quantize "$tmp/q8_0.t1.gguf" -o "$tmp/rq.gguf" --type q4_0
+# requantizing an already quantized file is refused without --allow-requantize, then warns; same type copies
+check "requantize refused" 1 "$nb" quantize "$tmp/q8_0.t1.gguf" -o "$tmp/rq.gguf" --type q4_0
+has "allow-requantize" "$tmp/err"
+[ -e "$tmp/rq.gguf" ] && { echo "FAIL: refused requantization wrote a file"; fail=1; }
+check "requantize q8_0 -> q4_0" 0 "$nb" quantize "$tmp/q8_0.t1.gguf" -o "$tmp/rq.gguf" --type q4_0 --allow-requantize
 has "requantiz" "$tmp/err"
 check "q8_0 -> q8_0 copies" 0 "$nb" quantize "$tmp/q8_0.t1.gguf" -o "$tmp/same.gguf" --type q8_0 --quiet
 cmp -s "$tmp/q8_0.t1.gguf" "$tmp/same.gguf" || { echo "FAIL: q8_0 -> q8_0 is not identical"; fail=1; }

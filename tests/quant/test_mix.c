@@ -68,7 +68,7 @@ static nb_mix_hparams hparams(const char *arch, uint32_t n_layer, uint32_t n_hea
     return hp;
 }
 
-static nb_plan g_plan[1024];
+static nb_mix_choice g_plan[1024];
 
 static void plan(const char *mix, const nb_mix_hparams *hp, const nb_mix_opts *o, const tset *s) {
     nb_ctx ctx;

@@ -54,18 +54,30 @@ static bool have_quantizer(nb_type t) {
     return tr && tr->quantize && tr->to_float;
 }
 
-static nb_status run(const char *src, const char *dst, const char *mix, int threads, nb_quant_opts *extra,
-                     nb_quant_result *r, char *err, size_t errn) {
+/* Plan src with `mix` (pure / no_fallback from popt when given) and quantize it to dst. */
+static nb_status run_p(const char *src, const char *dst, const char *mix, int threads, const nb_plan_opts *popt,
+                       nb_quant_opts *extra, nb_quant_result *r, char *err, size_t errn) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
     ctx.n_threads = threads;
     nb_quant_opts o = extra ? *extra : (nb_quant_opts){0};
-    o.mix = nb_mix_find(mix);
-    ck_assert_ptr_nonnull(o.mix);
-    nb_status st = nb_quantize_model(src, dst, &o, r, &ctx);
+    nb_plan_opts po = popt ? *popt : (nb_plan_opts){0};
+    po.mix = nb_mix_find(mix);
+    po.has_importance = o.importance != NULL;
+    ck_assert_ptr_nonnull(po.mix);
+    nb_plan plan;
+    memset(r, 0, sizeof *r);
+    nb_status st = nb_plan_make_file(src, &po, &plan, &ctx);
+    if (st == NB_OK) st = nb_quantize_model(src, dst, &plan, &o, r, &ctx);
     if (err) snprintf(err, errn, "%s", nb_errmsg(&ctx));
+    nb_plan_free(&plan);
     nb_ctx_free(&ctx);
     return st;
+}
+
+static nb_status run(const char *src, const char *dst, const char *mix, int threads, nb_quant_opts *extra,
+                     nb_quant_result *r, char *err, size_t errn) {
+    return run_p(src, dst, mix, threads, NULL, extra, r, err, errn);
 }
 
 static bool files_equal(const char *a, const char *b) {
@@ -186,13 +198,12 @@ END_TEST
  * ffn_down of blk.1 are Q6_K; output Q6_K; norms F32. */
 START_TEST(q4_k_m_types) {
     const char *src = src_model();
-    nb_quant_opts o = {.dry_run = true};
-    nb_quant_result r;
-    ck_assert_int_eq(run(src, "unused.gguf", "q4_k_m", 1, &o, &r, NULL, 0), NB_OK);
-    ck_assert(!nbt_file_exists("unused.gguf"));
-    ck_assert_uint_eq(r.bytes_out, 0);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_plan r;
+    ck_assert_int_eq(nbt_plan(src, nb_mix_find("q4_k_m"), &r, &ctx), NB_OK);
     for (size_t i = 0; i < r.n_tensors; i++) {
-        const nb_quant_tensor *t = &r.tensors[i];
+        const nb_plan_tensor *t = &r.tensors[i];
         nb_type want = strstr(t->name, "norm") ? NB_TYPE_F32
                        : !strcmp(t->name, "output.weight") || !strcmp(t->name, "blk.1.attn_v.weight") ||
                                !strcmp(t->name, "blk.1.ffn_down.weight")
@@ -204,9 +215,10 @@ START_TEST(q4_k_m_types) {
     uint64_t bytes = 0;
     size_t n = 0;
     for (size_t k = 0; k < r.n_types; k++) { bytes += r.types[k].bytes; n += r.types[k].n_tensors; }
-    ck_assert_uint_eq(bytes, r.tensor_bytes_out);
+    ck_assert_uint_eq(bytes, r.bytes_out);
     ck_assert_uint_eq(n, r.n_tensors);
-    nb_quant_result_free(&r);
+    nb_plan_free(&r);
+    nb_ctx_free(&ctx);
 }
 END_TEST
 
@@ -341,8 +353,8 @@ START_TEST(unsupported_and_usage) {
     float v40[40 * 2];
     for (int k = 0; k < 80; k++) v40[k] = (float)k - 40.0f;
     write_model(odd, NB_TYPE_F32, 40, 2, v40);
-    nb_quant_opts nf = {.no_fallback = true};
-    ck_assert_int_eq(run(odd, odd_out, "q4_0", 1, &nf, &r, err, sizeof err), NB_ERR_RANGE);
+    nb_plan_opts nf = {.no_fallback = true};
+    ck_assert_int_eq(run_p(odd, odd_out, "q4_0", 1, &nf, NULL, &r, err, sizeof err), NB_ERR_RANGE);
     nb_quant_result_free(&r);
     ck_assert_msg(strstr(err, "blk.0.attn_q.weight") && strstr(err, "40"), "%s", err);
     ck_assert(no_output_left(odd_out));
@@ -494,10 +506,15 @@ END_TEST
 START_TEST(json_summary) {
     const char *src = src_model(), *dst = nbt_path("json.gguf");
     nb_quant_opts o = {.report = true};
-    o.mix = nb_mix_find("q4_k_m");
     nb_quant_result r;
     ck_assert_int_eq(run(src, dst, "q4_k_m", 2, &o, &r, NULL, 0), NB_OK);
-    char *s = nb_quant_result_json(&r, src, dst, &o, true);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_plan plan;
+    ck_assert_int_eq(nbt_plan(src, nb_mix_find("q4_k_m"), &plan, &ctx), NB_OK);
+    char *s = nb_quant_result_json(&r, &plan, src, dst, true);
+    nb_plan_free(&plan);
+    nb_ctx_free(&ctx);
     ck_assert_ptr_nonnull(s);
     cJSON *j = cJSON_Parse(s);
     ck_assert_ptr_nonnull(j);

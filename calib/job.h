@@ -1,0 +1,90 @@
+/* calib/job.h — a whole quantization job as one library call: what
+ * `nibble quantize` runs, and what a recipe runner calls.
+ *
+ * nb_quantize_job does, in order:
+ *   1. the plan: read from job->plan_path (and resolved against the source,
+ *      quant/plan.h), or made with job->plan (mix, rules, ...);
+ *   2. the importance data the method needs: loaded from job->imatrix_path and
+ *      checked against the model, or — method imatrix without a file —
+ *      collected first from job->calib_path (calib/calibrate.h, what `nibble
+ *      calibrate` writes);
+ *   3. the write: plain or importance-weighted rounding (quant/quantize.h) or
+ *      sequential GPTQ (calib/gptq_model.h).
+ * With job->dst NULL only step 1 runs (a dry run: the plan is the result).
+ *
+ * Requantization (a source tensor already in a block-quantized type, planned
+ * to another type) compounds two roundings; it is refused with NB_ERR_INVALID
+ * unless job->allow_requantize (llama-quantize --allow-requantize). A dry run
+ * only warns.
+ *
+ * Methods:
+ *   rtn      round to nearest; takes neither an imatrix nor calibration text
+ *   imatrix  importance-weighted rounding; needs imatrix_path or calib_path
+ *   gptq     sequential GPTQ; needs calib_path (imatrix_path optional: the
+ *            scale search's importance for the tensors it has)
+ * NB_METHOD_AUTO picks imatrix when imatrix_path is set, else rtn.
+ */
+#ifndef NB_CALIB_JOB_H
+#define NB_CALIB_JOB_H
+
+#include "calib/calibrate.h"
+#include "calib/corpus.h"
+#include "calib/gptq.h"
+#include "calib/gptq_model.h"
+#include "quant/plan.h"
+#include "quant/quantize.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum nb_quant_method {
+    NB_METHOD_AUTO = 0,
+    NB_METHOD_RTN,
+    NB_METHOD_IMATRIX,
+    NB_METHOD_GPTQ
+} nb_quant_method;
+
+const char *nb_quant_method_name(nb_quant_method m);
+/* "rtn", "imatrix", "gptq"; false for anything else. */
+bool nb_quant_method_from_name(const char *name, nb_quant_method *out);
+
+typedef struct nb_quant_job {
+    const char *src;           /* required */
+    const char *dst;           /* output GGUF; NULL: plan only (dry run) */
+    const char *plan_path;     /* apply this plan file (then plan.mix must be NULL) */
+    nb_plan_opts plan;         /* mix, rules, pure, no_fallback (has_importance is set by the job) */
+    nb_quant_method method;
+    const char *imatrix_path;  /* nibble calibrate / llama-imatrix .gguf or .dat */
+    const char *calib_path;    /* calibration text or token ids */
+    nb_corpus_opts corpus;     /* chunking of calib_path */
+    nb_gptq_opts gptq;         /* damp, block, act_order, static_groups */
+    bool gptq_opts_set;        /* any of gptq's fields given (an error for other methods) */
+    bool allow_requantize;     /* without it, a plan that requantizes an already-quantized tensor is refused */
+    const char *const *include_weights; /* llama-quantize --include-weights: use importance data only for */
+    size_t n_include_weights;           /*   tensors whose name contains one of these (none: all) */
+    const char *const *exclude_weights; /* --exclude-weights: never for names containing one of these */
+    size_t n_exclude_weights;
+    bool report;               /* per-tensor error statistics (and GPTQ vs RTN errors) */
+    uint64_t chunk_elems;      /* 0: default */
+} nb_quant_job;
+
+typedef struct nb_quant_job_result {
+    nb_quant_method method;    /* the method that ran (AUTO resolved) */
+    nb_plan plan;
+    bool calibrated;           /* statistics were collected first (method imatrix from calib_path) */
+    nb_calib_result calib;
+    nb_quant_result quant;     /* the write (empty for a dry run) */
+    nb_gptq_model_result gptq; /* method gptq: the GPTQ figures (its .quant is moved to .quant) */
+} nb_quant_job_result;
+
+/* Check the job's options against each other without touching any file:
+ * NB_ERR_INVALID with a message saying which combination is wrong. */
+nb_status nb_quant_job_check(const nb_quant_job *job, nb_ctx *ctx);
+
+/* Run the job (see above). `r` is filled as far as the job got and must be
+ * freed with nb_quant_job_result_free. Errors: nb_quant_job_check's, and
+ * those of the plan, calibration, imatrix and write stages. */
+nb_status nb_quantize_job(const nb_quant_job *job, nb_quant_job_result *r, nb_ctx *ctx);
+void nb_quant_job_result_free(nb_quant_job_result *r);
+
+#endif
