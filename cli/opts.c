@@ -102,6 +102,7 @@ typedef struct {
     nb_opt common[N_COMMON];
     FILE *err;
     nb_ctx *ctx;
+    unsigned char seen[NB_OPTS_MAX_ROWS]; /* per row of spec->opts: given at least once */
 } parser;
 
 static void perr(const parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -169,7 +170,7 @@ static bool in_double_range(const nb_opt *o, double x) {
 
 /* Apply one occurrence: `spelled` is the option as typed ("--ctx", "-c"),
  * val its argument or NULL. Returns NB_OPTS_RUN or an exit code. */
-static int apply(const parser *p, const nb_opt *o, const char *spelled, int slen, const char *val) {
+static int apply(parser *p, const nb_opt *o, const char *spelled, int slen, const char *val) {
     if ((o->flags & NB_OPT_OUTPUT) && val && !strcmp(val, "-") && !(o->flags & NB_OPT_STDOUT)) {
         perr(p, "%.*s -: this command cannot write to stdout; give a file name", slen, spelled);
         return NB_EXIT_USAGE;
@@ -239,12 +240,14 @@ static int apply(const parser *p, const nb_opt *o, const char *spelled, int slen
     }
     }
     if (o->given) *o->given = true;
+    if (p->spec && o >= p->spec->opts && o < p->spec->opts + p->spec->n_opts)
+        p->seen[o - p->spec->opts] = 1;
     return NB_OPTS_RUN;
 }
 
 /* Parse the option at argv[*i] (which starts with '-' and is not "-" or "--");
  * advances *i past a separate argument. */
-static int parse_option(const parser *p, int argc, char **argv, int *i) {
+static int parse_option(parser *p, int argc, char **argv, int *i) {
     const char *a = argv[*i];
     if (a[1] == '-') {
         const char *name = a + 2, *eq = strchr(name, '=');
@@ -297,6 +300,10 @@ static int parse_option(const parser *p, int argc, char **argv, int *i) {
 
 int nb_opts_parse(const nb_cmd_spec *spec, int argc, char **argv, nb_args *args, nb_ctx *ctx) {
     bool help = false;
+    if (spec->n_opts > NB_OPTS_MAX_ROWS) {
+        fprintf(args->err ? args->err : stderr, "nibble %s: option table too long\n", spec->name);
+        return NB_EXIT_USAGE;
+    }
     parser p = {.spec = spec, .err = args->err ? args->err : stderr, .ctx = ctx};
     common_table(p.common, ctx, &help);
     args->n_pos = 0;
@@ -319,6 +326,18 @@ int nb_opts_parse(const nb_cmd_spec *spec, int argc, char **argv, nb_args *args,
             return NB_EXIT_USAGE;
         }
         args->pos[args->n_pos++] = a;
+    }
+    if (args->n_pos < spec->min_pos) {
+        perr(&p, "missing %s (see nibble %s --help)", spec->pos_name ? spec->pos_name : "argument", spec->name);
+        return NB_EXIT_USAGE;
+    }
+    for (size_t k = 0; k < spec->n_opts; k++) {
+        const nb_opt *o = &spec->opts[k];
+        if (!(o->flags & NB_OPT_REQUIRED) || p.seen[k]) continue;
+        const char *meta = arg_kind(o) == NB_ARG_NONE ? "" : o->meta ? o->meta : "VALUE";
+        if (o->short_name) perr(&p, "missing -%c%s%s (see nibble %s --help)", o->short_name, *meta ? " " : "", meta, spec->name);
+        else perr(&p, "missing --%s%s%s (see nibble %s --help)", o->name, *meta ? " " : "", meta, spec->name);
+        return NB_EXIT_USAGE;
     }
     return NB_OPTS_RUN;
 }

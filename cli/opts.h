@@ -34,17 +34,17 @@
  *     const char *dst = NULL; bool json = false; int n_ctx = 512;
  *     const nb_opt opts[] = {
  *         {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &dst, .meta = "OUT",
- *          .flags = NB_OPT_OUTPUT, .help = "output file (required)"},
+ *          .flags = NB_OPT_OUTPUT | NB_OPT_REQUIRED, .help = "output file (required)"},
  *         {.name = "ctx", .type = NB_OPT_INT, .dest = &n_ctx, .meta = "N", .lo = 2, .hi = 1 << 20,
  *          .help = "tokens per chunk (default 512)"},
  *         {.name = "json", .type = NB_OPT_FLAG, .dest = &json, .help = "print JSON on stdout"},
  *     };
  *     const nb_cmd_spec spec = {.name = "x", .usage = "MODEL -o OUT [--ctx N] [--json]",
- *                               .about = "What x does.", NB_OPTS_TABLE(opts), .max_pos = 1};
+ *                               .about = "What x does.", NB_OPTS_TABLE(opts), NB_OPTS_ONE_POS("MODEL")};
  *     nb_args a = {0};
  *     int rc = nb_opts_parse(&spec, argc, argv, &a, &ctx);
  *     if (rc != NB_OPTS_RUN) return rc;   // --help printed (0) or usage error (1)
- *     if (a.n_pos < 1) return nb_opts_usage_error(&spec, &a, "missing MODEL");
+ *     if (json && n_ctx > 4096) return nb_opts_usage_error(&spec, &a, "--json needs --ctx <= 4096");
  */
 #ifndef NB_CLI_OPTS_H
 #define NB_CLI_OPTS_H
@@ -88,6 +88,8 @@ enum nb_opt_flags {
     NB_OPT_LO_OPEN = 1u << 2, /* numeric range excludes lo: (lo, hi] */
     NB_OPT_HI_OPEN = 1u << 3, /* numeric range excludes hi: [lo, hi) */
     NB_OPT_SUB = 1u << 4,     /* help: indent under the row above (a sub-option of it) */
+    NB_OPT_REQUIRED = 1u << 5, /* the option must be given: "missing -o OUT" otherwise (checked after
+                                * every argument, so --help still works) */
 };
 
 /* One choice of an NB_OPT_CHOICE row; a row with name NULL ends the list. */
@@ -140,10 +142,15 @@ typedef struct nb_cmd_spec {
     const char *epilogue; /* free text printed after the options (lists of types, exit codes), or NULL */
     void (*epilogue_fn)(FILE *f); /* printed after `epilogue`, for lists computed at run time, or NULL */
     int max_pos;          /* positional arguments accepted (more: "unexpected argument"); <= NB_OPTS_MAX_POS */
+    int min_pos;          /* positional arguments required (fewer: "missing POS_NAME") */
+    const char *pos_name; /* what the positionals are, for that message: "MODEL", "SRC" */
 } nb_cmd_spec;
 
 #define NB_OPTS_TABLE(arr) .opts = (arr), .n_opts = sizeof(arr) / sizeof((arr)[0])
+/* Exactly one positional argument, called `name` in messages ("MODEL"). */
+#define NB_OPTS_ONE_POS(name) .min_pos = 1, .max_pos = 1, .pos_name = (name)
 #define NB_OPTS_MAX_POS 8
+#define NB_OPTS_MAX_ROWS 256 /* rows in one command's table */
 
 /* What nb_opts_parse leaves besides the targets. Zero-initialise; out and err
  * may be set before the call (NULL: stdout and stderr). */
@@ -161,9 +168,12 @@ typedef struct nb_args {
  * the common options; fills the targets, args->pos/n_pos and ctx (threads,
  * quiet, log level). Returns NB_OPTS_RUN to go on, or the exit code the
  * command must return: NB_EXIT_OK after printing --help to args->out,
- * NB_EXIT_USAGE after a one-line usage error on args->err, or a handler's
- * nb_cli_exit_code. A positional `-` (stdin) is a usage error: no command
- * reads stdin. Targets of options seen before an error keep their values. */
+ * NB_EXIT_USAGE after a one-line usage error on args->err (including a
+ * missing NB_OPT_REQUIRED option or fewer than spec->min_pos positionals,
+ * checked in that order: positionals, then rows in table order), or a
+ * handler's nb_cli_exit_code. A positional `-` (stdin) is a usage error: no
+ * command reads stdin. Targets of options seen before an error keep their
+ * values. A table may hold at most NB_OPTS_MAX_ROWS rows. */
 int nb_opts_parse(const nb_cmd_spec *spec, int argc, char **argv, nb_args *args, nb_ctx *ctx);
 
 /* Print the help: "usage: nibble NAME USAGE", the about text, every listed

@@ -67,6 +67,18 @@ static const nb_cmd_spec SPEC = {
     .max_pos = 2,
 };
 
+/* A command with required arguments. */
+static const char *R_out, *R_calib;
+static const nb_opt ROPTS[] = {
+    {.name = "calib", .type = NB_OPT_STR, .dest = &R_calib, .meta = "FILE", .flags = NB_OPT_REQUIRED, .help = "text"},
+    {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &R_out, .meta = "OUT",
+     .flags = NB_OPT_OUTPUT | NB_OPT_REQUIRED, .help = "output"},
+};
+static const nb_cmd_spec SPEC_REQ = {
+    .name = "demo", .usage = "MODEL --calib FILE -o OUT", NB_OPTS_TABLE(ROPTS), .min_pos = 1, .max_pos = 1,
+    .pos_name = "MODEL"};
+
+static const nb_cmd_spec *g_spec = &SPEC;
 static char g_out[8192], g_err[8192];
 
 /* Parse the NULL-terminated words (argv[0] = "demo" is added) into fresh
@@ -85,7 +97,7 @@ static int parse_words(nb_ctx *ctx, nb_args *a, const char *const *words) {
     ck_assert_ptr_nonnull(e);
     a->out = o;
     a->err = e;
-    int rc = nb_opts_parse(&SPEC, argc, argv, a, ctx);
+    int rc = nb_opts_parse(g_spec, argc, argv, a, ctx);
     fclose(o);
     fclose(e);
     a->out = a->err = NULL;
@@ -207,6 +219,20 @@ START_TEST(usage_errors) {
     /* an error before --help wins; --help before an error prints help */
     expect_usage(PARSE(&ctx, &a, "--frob", "--help"), "unknown option");
     ck_assert_int_eq(PARSE(&ctx, &a, "--help", "--frob"), NB_EXIT_OK);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(required_arguments) {
+    nb_ctx ctx;
+    nb_args a;
+    g_spec = &SPEC_REQ;
+    expect_usage(PARSE(&ctx, &a, "--calib", "t", "-o", "x"), "missing MODEL (see nibble demo --help)");
+    expect_usage(PARSE(&ctx, &a, "m", "-o", "x"), "missing --calib FILE");
+    expect_usage(PARSE(&ctx, &a, "--calib=t", "m"), "missing -o OUT");
+    ck_assert_int_eq(PARSE(&ctx, &a, "-h"), NB_EXIT_OK); /* help needs nothing */
+    ck_assert_int_eq(PARSE(&ctx, &a, "m", "--calib", "t", "-ox"), NB_OPTS_RUN);
+    g_spec = &SPEC;
     nb_ctx_free(&ctx);
 }
 END_TEST
@@ -361,6 +387,7 @@ int main(void) {
     tcase_add_test(tc, bundles_and_double_dash);
     tcase_add_test(tc, optional_argument);
     tcase_add_test(tc, usage_errors);
+    tcase_add_test(tc, required_arguments);
     tcase_add_test(tc, typed_values_and_ranges);
     tcase_add_test(tc, repeatable_handler_and_alias);
     tcase_add_test(tc, help_from_the_table);
