@@ -65,8 +65,8 @@ int nb_cmd_version(int argc, char **argv) {
         .usage = "[--json]",
         .about = "Print the version, the git commit the binary was built from (\"unknown\" outside a git\n"
                  "checkout; \"(modified)\" when tracked files differed from it), the build type and the\n"
-                 "features compiled in: CUDA, the CPU kernel ISAs (the one this CPU runs in brackets)\n"
-                 "and OpenMP. `nibble --version` is the same.",
+                 "features compiled in: CUDA, the CPU kernel ISAs (the one in use on this CPU, after\n"
+                 "NB_KERNELS, in brackets) and OpenMP. `nibble --version` is the same.",
         NB_OPTS_TABLE(opts),
     };
     nb_args args = {0};
@@ -79,6 +79,6 @@ int nb_cmd_version(int argc, char **argv) {
     printf("nibble %s\ncommit:   %s%s\nbuild:    %s\nfeatures: CUDA %s; CPU kernels", NB_VERSION, NB_BUILD_COMMIT,
            NB_BUILD_DIRTY ? " (modified)" : "", NB_BUILD_TYPE, CUDA_ON ? "on" : "off");
     for (size_t i = 0; i < n && i < 8; i++) printf("%s %s", i ? "," : "", isa[i]);
-    printf(" (this CPU: %s); OpenMP %s\n", nb_kernels_active(), openmp_version() ? openmp_version() : "off");
+    printf(" (in use: %s); OpenMP %s\n", nb_kernels_active(), openmp_version() ? openmp_version() : "off");
     return NB_EXIT_OK;
 }

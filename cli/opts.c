@@ -255,7 +255,8 @@ static int parse_option(parser *p, int argc, char **argv, int *i) {
         int slen = (int)(len + 2);
         const nb_opt *o = lookup(p, name, len, 0);
         if (!o) {
-            if (p->spec) perr(p, "unknown option '%.*s' (see nibble %s --help)", slen, a, p->spec->name);
+            perr(p, "unknown option '%.*s'%s%s%s", slen, a, p->spec ? " (see nibble " : "",
+                 p->spec ? p->spec->name : "", p->spec ? " --help)" : "");
             return NB_EXIT_USAGE;
         }
         nb_opt_arg k = arg_kind(o);
@@ -276,7 +277,8 @@ static int parse_option(parser *p, int argc, char **argv, int *i) {
         char sp[3] = {'-', *c, 0};
         const nb_opt *o = lookup(p, NULL, 0, *c);
         if (!o) {
-            if (p->spec) perr(p, "unknown option '%s' (see nibble %s --help)", sp, p->spec->name);
+            perr(p, "unknown option '%s'%s%s%s", sp, p->spec ? " (see nibble " : "", p->spec ? p->spec->name : "",
+                 p->spec ? " --help)" : "");
             return NB_EXIT_USAGE;
         }
         nb_opt_arg k = arg_kind(o);

@@ -45,6 +45,23 @@
  *     int rc = nb_opts_parse(&spec, argc, argv, &a, &ctx);
  *     if (rc != NB_OPTS_RUN) return rc;   // --help printed (0) or usage error (1)
  *     if (json && n_ctx > 4096) return nb_opts_usage_error(&spec, &a, "--json needs --ctx <= 4096");
+ * The table is usually an automatic array in the command's function, so
+ * `dest` can point at its locals; positionals are in a.pos[0..a.n_pos).
+ *
+ * Patterns (see cli/cmd_merge.c, cmd_ppl.c, cmd_prune.c, tests/cli/test_opts.c):
+ *   repeatable list   {.name = "rule", .type = NB_OPT_CALL, .fn = add_rule, .dest = &rules, .meta = "PAT=TYPE"}
+ *                     with nb_status add_rule(const nb_opt *o, const char *arg, nb_ctx *ctx)
+ *                     { return nb_rules_add(o->dest, arg, ctx); }
+ *   another spelling  {.name = "tensor-type", .alias_of = "rule", .help = "same as --rule"} (listed),
+ *                     {.name = "kl-divergence-base", .alias_of = "kld"} (accepted, not listed)
+ *   optional value    {.name = "report", .type = NB_OPT_STR, .arg = NB_ARG_OPTIONAL, .dest = &file,
+ *                      .given = &report, .next_suffix = ".json", .flags = NB_OPT_OUTPUT}
+ *   open range        {.name = "damp", .type = NB_OPT_DOUBLE, .dest = &damp, .lo = 0, .hi = 10,
+ *                      .flags = NB_OPT_LO_OPEN | NB_OPT_HI_OPEN}          -> (0, 10)
+ *   size              {.name = "budget", .type = NB_OPT_SIZE, .dest = &bytes} -> 24GiB, 5.5G, 500M
+ *   names to values   {.name = "method", .type = NB_OPT_CHOICE, .dest = &method_int, .choices = METHODS}
+ *   was it given      .given = &flag (any type); required: .flags = NB_OPT_REQUIRED
+ *   computed epilogue .epilogue_fn = print_mix_list (after .epilogue)
  */
 #ifndef NB_CLI_OPTS_H
 #define NB_CLI_OPTS_H
