@@ -7,30 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void help(FILE *f) {
-    fputs("usage: nibble calibrate MODEL --calib FILE -o STATS.gguf [--calib-tokens N] [--ctx N]\n"
-          "                        [--seed S] [--calib-format auto|text|ids] [--process-output]\n"
-          "                        [--dat] [--json] [--threads N] [--quiet]\n\n"
-          "Run the model on calibration text and write its importance matrix (per weight tensor:\n"
-          "sum of squared inputs per column, sum of inputs and token counts; per expert for MoE)\n"
-          "in llama.cpp's GGUF imatrix format, which `nibble quantize --imatrix` and\n"
-          "`llama-quantize --imatrix` read. MoE models also get expert routing statistics\n"
-          "(selection frequency, mean gate weight, mean router-weighted output norm) in the same file.\n"
-          "Statistics are identical for any --threads value.\n\n"
-          "  --calib FILE         UTF-8 text (tokenized with the model's tokenizer) or token ids\n"
-          "                       (integers separated by spaces/commas, detected from the content)\n"
-          "  --calib-tokens N     token budget: ceil(N / ctx) chunks drawn as a seeded random sample\n"
-          "                       (default: every whole chunk of the text, in order)\n"
-          "  --ctx N              tokens per chunk, each evaluated from an empty cache (default 512)\n"
-          "  --seed S             sample seed (default 0)\n"
-          "  --process-output     also collect output.weight (llama-imatrix --process-output)\n"
-          "  -o, --output FILE    output file (required)\n"
-          "  --dat                write llama.cpp's legacy .dat format instead (no routing statistics)\n"
-          "  --json               print a JSON summary on stdout\n\n"
-          "exit codes: 0 ok, 1 usage, 2 bad input (text too short, NaN activations, unsupported\n"
-          "model), 3 I/O\n",
-          f);
+static nb_status all_experts(const nb_opt *opt, const char *arg, nb_ctx *ctx) {
+    (void)opt;
+    (void)arg;
+    return nb_err(ctx, NB_ERR_INVALID,
+                  "--all-experts is not available yet (the engine has no option to route\n"
+                  "calibration tokens through every expert); experts without tokens get neutral weights");
 }
+
+static const nb_opt_choice CALIB_FORMATS[] = {
+    {"auto", NB_CORPUS_AUTO}, {"text", NB_CORPUS_TEXT}, {"ids", NB_CORPUS_IDS}, {NULL, 0}};
 
 static void print_json(const char *model, const char *calib, const char *out, const nb_calib_result *r,
                        const nb_imatrix *im, const nb_routing *rt) {
@@ -64,61 +50,54 @@ static void print_json(const char *model, const char *calib, const char *out, co
 int nb_cmd_calibrate(int argc, char **argv) {
     nb_ctx ctx;
     nb_ctx_init(&ctx);
-    const char *model = NULL, *out = NULL;
+    const char *out = NULL;
     bool dat = false, json = false;
     nb_calib_opts o = {0};
-    int rc = NB_EXIT_USAGE;
-    for (int i = 1; i < argc; i++) {
-        int c = nb_cli_common_opt(&ctx, argc, argv, &i);
-        if (c < 0) goto done;
-        if (c) continue;
-        const char *a = argv[i];
-        unsigned long long v;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); rc = NB_EXIT_OK; goto done; }
-        if (!strcmp(a, "--dat")) dat = true;
-        else if (!strcmp(a, "--json")) json = true;
-        else if (!strcmp(a, "--process-output")) o.process_output = true;
-        else if (!strcmp(a, "--all-experts")) {
-            fputs("nibble calibrate: --all-experts is not available yet (the engine has no option to route\n"
-                  "calibration tokens through every expert); experts without tokens get neutral weights\n", stderr);
-            goto done;
-        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) out = argv[++i];
-        else if (!strcmp(a, "--calib") && i + 1 < argc) o.calib_path = argv[++i];
-        else if (!strcmp(a, "--calib-tokens") && i + 1 < argc) {
-            if (!nb_cli_parse_u64(argv[++i], &v) || v == 0) {
-                fprintf(stderr, "nibble calibrate: --calib-tokens needs a positive number\n");
-                goto done;
-            }
-            o.corpus.max_tokens = v;
-        } else if (!strcmp(a, "--ctx") && i + 1 < argc) {
-            if (!nb_cli_parse_u64(argv[++i], &v) || v < 2 || v > (1u << 20)) {
-                fprintf(stderr, "nibble calibrate: --ctx needs a number between 2 and 1048576\n");
-                goto done;
-            }
-            o.corpus.n_ctx = (int)v;
-        } else if (!strcmp(a, "--seed") && i + 1 < argc) {
-            if (!nb_cli_parse_u64(argv[++i], &v)) {
-                fprintf(stderr, "nibble calibrate: --seed needs a non-negative number\n");
-                goto done;
-            }
-            o.corpus.seed = v;
-        } else if (!strcmp(a, "--calib-format") && i + 1 < argc) {
-            const char *k = argv[++i];
-            if (!strcmp(k, "auto")) o.corpus.kind = NB_CORPUS_AUTO;
-            else if (!strcmp(k, "text")) o.corpus.kind = NB_CORPUS_TEXT;
-            else if (!strcmp(k, "ids")) o.corpus.kind = NB_CORPUS_IDS;
-            else { fprintf(stderr, "nibble calibrate: --calib-format is auto, text or ids\n"); goto done; }
-        } else if (a[0] == '-' || model) {
-            fprintf(stderr, "nibble calibrate: unexpected argument '%s' (see --help)\n", a);
-            goto done;
-        } else model = a;
-    }
-    if (!model || !o.calib_path || !out) {
-        fprintf(stderr, "nibble calibrate: %s\n", !model ? "missing MODEL" : !o.calib_path ? "missing --calib FILE"
-                                                                                            : "missing -o OUT");
-        fputs("usage: nibble calibrate MODEL --calib FILE -o STATS.gguf [options]   (--help for more)\n", stderr);
-        goto done;
-    }
+    int kind = NB_CORPUS_AUTO;
+    const nb_opt opts[] = {
+        {.name = "calib", .type = NB_OPT_STR, .dest = &o.calib_path, .meta = "FILE", .flags = NB_OPT_REQUIRED,
+         .help = "UTF-8 text (tokenized with the model's tokenizer) or token ids\n"
+                 "(integers separated by spaces/commas, detected from the content)"},
+        {.name = "calib-format", .type = NB_OPT_CHOICE, .dest = &kind, .choices = CALIB_FORMATS, .meta = "F",
+         .help = "auto (default: detected from the content), text or ids"},
+        {.name = "calib-tokens", .type = NB_OPT_U64, .dest = &o.corpus.max_tokens, .meta = "N", .lo = 1,
+         .hi = (double)UINT64_MAX,
+         .help = "token budget: ceil(N / ctx) chunks drawn as a seeded random sample\n"
+                 "(default: every whole chunk of the text, in order)"},
+        {.name = "ctx", .type = NB_OPT_INT, .dest = &o.corpus.n_ctx, .meta = "N", .lo = 2, .hi = 1 << 20,
+         .help = "tokens per chunk, each evaluated from an empty cache (default 512)"},
+        {.name = "seed", .type = NB_OPT_U64, .dest = &o.corpus.seed, .meta = "S", .help = "sample seed (default 0)"},
+        {.name = "process-output", .type = NB_OPT_FLAG, .dest = &o.process_output,
+         .help = "also collect output.weight (llama-imatrix --process-output)"},
+        {.name = "all-experts", .type = NB_OPT_CALL, .arg = NB_ARG_NONE, .fn = all_experts}, /* not yet: says why */
+        {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &out, .meta = "FILE",
+         .flags = NB_OPT_OUTPUT | NB_OPT_REQUIRED,
+         .help = "output file (required)"},
+        {.name = "dat", .type = NB_OPT_FLAG, .dest = &dat,
+         .help = "write llama.cpp's legacy .dat format instead (no routing statistics)"},
+        {.name = "json", .type = NB_OPT_FLAG, .dest = &json, .help = "print a JSON summary on stdout"},
+    };
+    const nb_cmd_spec spec = {
+        .name = "calibrate",
+        .usage = "MODEL --calib FILE -o STATS.gguf [--calib-tokens N] [--ctx N]\n"
+                 "[--seed S] [--calib-format auto|text|ids] [--process-output]\n"
+                 "[--dat] [--json] [--threads N] [--quiet]",
+        .about = "Run the model on calibration text and write its importance matrix (per weight tensor:\n"
+                 "sum of squared inputs per column, sum of inputs and token counts; per expert for MoE)\n"
+                 "in llama.cpp's GGUF imatrix format, which `nibble quantize --imatrix` and\n"
+                 "`llama-quantize --imatrix` read. MoE models also get expert routing statistics\n"
+                 "(selection frequency, mean gate weight, mean router-weighted output norm) in the same file.\n"
+                 "Statistics are identical for any --threads value.",
+        NB_OPTS_TABLE(opts),
+        .epilogue = "exit codes: 0 ok, 1 usage, 2 bad input (text too short, NaN activations, unsupported\n"
+                    "model), 3 I/O",
+        NB_OPTS_ONE_POS("MODEL"),
+    };
+    nb_args args = {0};
+    int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
+    const char *model = args.pos[0];
+    if (rc != NB_OPTS_RUN) goto done;
+    o.corpus.kind = (nb_corpus_kind)kind;
     nb_imatrix im;
     nb_routing rt;
     nb_calib_result res;

@@ -7,49 +7,40 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const HELP =
-    "usage: nibble convert SRC -o OUT [--type f32|f16|bf16] [--json] [--threads N] [--quiet]\n\n"
-    "Convert a model between formats. SRC: a .gguf or .safetensors file, a sharded\n"
-    "model.safetensors.index.json, or a Hugging Face model directory (tensor names are\n"
-    "mapped to GGUF names, q/k rows permuted, experts stacked, as llama.cpp's converter does).\n"
-    "OUT: a path ending in .gguf or .safetensors. The output is written to OUT.partial and\n"
-    "renamed when complete; nothing is left behind on failure.\n\n"
-    "  -o, --output OUT   output file (required)\n"
-    "  --type T           store float and quantized tensors with >= 2 dims as T (f32, f16,\n"
-    "                     bf16; quantized ones are dequantized); 1-D tensors (norms, biases)\n"
-    "                     become f32. Default: keep every type as is\n"
-    "                     (lossless; quantized GGUF tensors are copied byte for byte).\n"
-    "  --json             print a JSON summary on stdout\n";
-
 int nb_cmd_convert(int argc, char **argv) {
     nb_ctx ctx;
     nb_ctx_init(&ctx);
-    const char *src = NULL, *dst = NULL;
+    const char *dst = NULL;
     bool json = false;
     nb_convert_opts o = {0};
-    for (int i = 1; i < argc; i++) {
-        int r = nb_cli_common_opt(&ctx, argc, argv, &i);
-        if (r < 0) return NB_EXIT_USAGE;
-        if (r) continue;
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(HELP, stdout); return NB_EXIT_OK; }
-        if (!strcmp(a, "--json")) json = true;
-        else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) dst = argv[++i];
-        else if (!strcmp(a, "--type") && i + 1 < argc) {
-            const char *t = argv[++i];
-            if (!nb_type_from_name(t, &o.type) ||
-                (o.type != NB_TYPE_F32 && o.type != NB_TYPE_F16 && o.type != NB_TYPE_BF16)) {
-                fprintf(stderr, "nibble convert: --type must be f32, f16 or bf16 (got '%s'); "
-                                "use `nibble quantize` for quantized types\n", t);
-                return NB_EXIT_USAGE;
-            }
-            o.set_type = true;
-        } else if (a[0] == '-' || src) {
-            fprintf(stderr, "nibble convert: unexpected argument '%s'\n%s", a, HELP);
-            return NB_EXIT_USAGE;
-        } else src = a;
-    }
-    if (!src || !dst) { fputs(HELP, stderr); return NB_EXIT_USAGE; }
+    const nb_opt opts[] = {
+        {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &dst, .meta = "OUT",
+         .flags = NB_OPT_OUTPUT | NB_OPT_REQUIRED,
+         .help = "output file (required)"},
+        {.name = "type", .type = NB_OPT_CALL, .fn = nb_cli_opt_float_type, .dest = &o.type, .given = &o.set_type,
+         .meta = "T",
+         .help = "store float and quantized tensors with >= 2 dims as T (f32, f16,\n"
+                 "bf16; quantized ones are dequantized); 1-D tensors (norms, biases)\n"
+                 "become f32. Default: keep every type as is\n"
+                 "(lossless; quantized GGUF tensors are copied byte for byte).\n"
+                 "Quantized types: `nibble quantize`"},
+        {.name = "json", .type = NB_OPT_FLAG, .dest = &json, .help = "print a JSON summary on stdout"},
+    };
+    const nb_cmd_spec spec = {
+        .name = "convert",
+        .usage = "SRC -o OUT [--type f32|f16|bf16] [--json] [--threads N] [--quiet]",
+        .about = "Convert a model between formats. SRC: a .gguf or .safetensors file, a sharded\n"
+                 "model.safetensors.index.json, or a Hugging Face model directory (tensor names are\n"
+                 "mapped to GGUF names, q/k rows permuted, experts stacked, as llama.cpp's converter does).\n"
+                 "OUT: a path ending in .gguf or .safetensors. The output is written to OUT.partial and\n"
+                 "renamed when complete; nothing is left behind on failure.",
+        NB_OPTS_TABLE(opts),
+        NB_OPTS_ONE_POS("SRC"),
+    };
+    nb_args args = {0};
+    int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
+    if (rc != NB_OPTS_RUN) { nb_ctx_free(&ctx); return rc; }
+    const char *src = args.pos[0];
     nb_convert_result res;
     nb_status st = nb_convert(src, dst, &o, &res, &ctx);
     if (st != NB_OK) return nb_cli_fail("convert", &ctx, st);

@@ -8,15 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const HELP =
-    "usage: nibble inspect FILE|DIR [--json] [--all-metadata]\n\n"
-    "Show what a model file holds: format, architecture, hyper-parameters, metadata keys,\n"
-    "the tensor table (name, type, shape, bytes) and totals (parameters, size, bits per weight).\n"
-    "FILE is a .gguf or .safetensors file or a model.safetensors.index.json; DIR is a Hugging\n"
-    "Face model directory (config.json + safetensors). Only headers are read.\n\n"
-    "  --json          print one JSON object instead of the table (for scripts)\n"
-    "  --all-metadata  print every metadata key (default: long arrays are summarised)\n";
-
 static cJSON *kv_json(const nb_kv_value *v) {
     switch (v->type) {
     case NB_KV_STRING: return cJSON_CreateString(v->v.s.ptr);
@@ -153,25 +144,31 @@ static void print_text(const nb_model *m, bool all_meta) {
 int nb_cmd_inspect(int argc, char **argv) {
     nb_ctx ctx;
     nb_ctx_init(&ctx);
-    const char *path = NULL;
     bool json = false, all_meta = false;
-    for (int i = 1; i < argc; i++) {
-        int r = nb_cli_common_opt(&ctx, argc, argv, &i);
-        if (r < 0) return NB_EXIT_USAGE;
-        if (r) continue;
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(HELP, stdout); return NB_EXIT_OK; }
-        if (!strcmp(argv[i], "--json")) json = true;
-        else if (!strcmp(argv[i], "--all-metadata")) all_meta = true;
-        else if (argv[i][0] == '-' || path) {
-            fprintf(stderr, "nibble inspect: unexpected argument '%s'\n%s", argv[i], HELP);
-            return NB_EXIT_USAGE;
-        } else path = argv[i];
-    }
-    if (!path) { fputs(HELP, stderr); return NB_EXIT_USAGE; }
+    const nb_opt opts[] = {
+        {.name = "json", .type = NB_OPT_FLAG, .dest = &json,
+         .help = "print one JSON object instead of the table (for scripts)"},
+        {.name = "all-metadata", .type = NB_OPT_FLAG, .dest = &all_meta,
+         .help = "print every metadata key (default: long arrays are summarised)"},
+    };
+    const nb_cmd_spec spec = {
+        .name = "inspect",
+        .usage = "FILE|DIR [--json] [--all-metadata]",
+        .about = "Show what a model file holds: format, architecture, hyper-parameters, metadata keys,\n"
+                 "the tensor table (name, type, shape, bytes) and totals (parameters, size, bits per weight).\n"
+                 "FILE is a .gguf or .safetensors file or a model.safetensors.index.json; DIR is a Hugging\n"
+                 "Face model directory (config.json + safetensors). Only headers are read.",
+        NB_OPTS_TABLE(opts),
+        NB_OPTS_ONE_POS("FILE|DIR"),
+    };
+    nb_args args = {0};
+    int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
+    if (rc != NB_OPTS_RUN) { nb_ctx_free(&ctx); return rc; }
+    const char *path = args.pos[0];
     nb_model *m = NULL;
     nb_status st = nb_model_open(path, &m, &ctx);
     if (st != NB_OK) return nb_cli_fail("inspect", &ctx, st);
-    int rc = NB_EXIT_OK;
+    rc = NB_EXIT_OK;
     if (json) rc = print_json(m);
     else print_text(m, all_meta);
     nb_model_close(m);

@@ -9,18 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const HELP =
-    "usage: nibble logits MODEL --tokens ID,ID,... [--ctx N] [--batch N] [-o OUT.f32] [--top K]\n\n"
-    "Evaluate token ids with the engine (a debugging and testing command) and write the\n"
-    "logits of every token as raw little-endian float32, n_tokens x n_vocab, row-major.\n"
-    "Without -o, print the K (default 5) highest logits of each token instead.\n\n"
-    "  --tokens LIST      comma-separated token ids (required)\n"
-    "  --ctx N            KV cache length (default: the number of tokens)\n"
-    "  --batch N          tokens evaluated per forward pass (default: all)\n"
-    "  -o, --output OUT   output file (written atomically)\n"
-    "  --top K            tokens to print per position without -o (default 5)\n"
-    "  --threads N, --quiet, --verbose\n";
-
 static bool parse_ids(const char *s, int32_t **ids, int *n) {
     size_t cap = 16, k = 0;
     int32_t *v = malloc(cap * sizeof *v);
@@ -44,47 +32,57 @@ static bool parse_ids(const char *s, int32_t **ids, int *n) {
     return true;
 }
 
-static int opt_int(int argc, char **argv, int *i, int *out) {
-    unsigned long long v;
-    if (*i + 1 >= argc || !nb_cli_parse_u64(argv[*i + 1], &v) || v < 1 || v > (1u << 22)) {
-        fprintf(stderr, "nibble logits: %s needs a positive integer\n", argv[*i]);
-        return 0;
-    }
-    *out = (int)v;
-    *i += 1;
-    return 1;
+/* The --tokens list (malloc'd; a repeated --tokens replaces it). */
+typedef struct {
+    int32_t *ids;
+    int n;
+} id_list;
+
+static nb_status set_tokens(const nb_opt *opt, const char *arg, nb_ctx *ctx) {
+    id_list *l = opt->dest;
+    free(l->ids);
+    l->ids = NULL;
+    if (!parse_ids(arg, &l->ids, &l->n))
+        return nb_err(ctx, NB_ERR_INVALID, "--tokens needs comma-separated non-negative ids");
+    return NB_OK;
 }
 
 int nb_cmd_logits(int argc, char **argv) {
     nb_ctx ctx;
     nb_ctx_init(&ctx);
-    const char *model = NULL, *out = NULL;
-    int32_t *ids = NULL;
-    int n_ids = 0, n_ctx = 0, n_batch = 0, top = 5, rc = NB_EXIT_USAGE;
+    const char *out = NULL;
+    id_list tl = {NULL, 0};
+    int n_ctx = 0, n_batch = 0, top = 5;
     nb_engine *e = NULL;
     float *logits = NULL;
-    for (int i = 1; i < argc; i++) {
-        int r = nb_cli_common_opt(&ctx, argc, argv, &i);
-        if (r < 0) goto done;
-        if (r) continue;
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(HELP, stdout); rc = NB_EXIT_OK; goto done; }
-        else if (!strcmp(a, "--tokens")) {
-            if (i + 1 >= argc || !parse_ids(argv[++i], &ids, &n_ids)) {
-                fprintf(stderr, "nibble logits: --tokens needs comma-separated non-negative ids\n");
-                goto done;
-            }
-        } else if (!strcmp(a, "--ctx")) { if (!opt_int(argc, argv, &i, &n_ctx)) goto done; }
-        else if (!strcmp(a, "--batch")) { if (!opt_int(argc, argv, &i, &n_batch)) goto done; }
-        else if (!strcmp(a, "--top")) { if (!opt_int(argc, argv, &i, &top)) goto done; }
-        else if (!strcmp(a, "-o") || !strcmp(a, "--output")) {
-            if (i + 1 >= argc) { fprintf(stderr, "nibble logits: %s needs a path\n", a); goto done; }
-            out = argv[++i];
-        } else if (a[0] == '-' && a[1]) { fprintf(stderr, "nibble logits: unknown option '%s'\n%s", a, HELP); goto done; }
-        else if (!model) model = a;
-        else { fprintf(stderr, "nibble logits: unexpected argument '%s'\n", a); goto done; }
-    }
-    if (!model || !ids) { fputs(HELP, stderr); goto done; }
+    const nb_opt opts[] = {
+        {.name = "tokens", .type = NB_OPT_CALL, .fn = set_tokens, .dest = &tl, .meta = "LIST",
+         .flags = NB_OPT_REQUIRED,
+         .help = "comma-separated token ids (required)"},
+        {.name = "ctx", .type = NB_OPT_INT, .dest = &n_ctx, .meta = "N", .lo = 1, .hi = 1 << 22,
+         .help = "KV cache length (default: the number of tokens)"},
+        {.name = "batch", .type = NB_OPT_INT, .dest = &n_batch, .meta = "N", .lo = 1, .hi = 1 << 22,
+         .help = "tokens evaluated per forward pass (default: all)"},
+        {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &out, .meta = "OUT", .flags = NB_OPT_OUTPUT,
+         .help = "output file (written atomically)"},
+        {.name = "top", .type = NB_OPT_INT, .dest = &top, .meta = "K", .lo = 1, .hi = 1 << 22,
+         .help = "tokens to print per position without -o (default 5)"},
+    };
+    const nb_cmd_spec spec = {
+        .name = "logits",
+        .usage = "MODEL --tokens ID,ID,... [--ctx N] [--batch N] [-o OUT.f32] [--top K]",
+        .about = "Evaluate token ids with the engine (a debugging and testing command) and write the\n"
+                 "logits of every token as raw little-endian float32, n_tokens x n_vocab, row-major.\n"
+                 "Without -o, print the K (default 5) highest logits of each token instead.",
+        NB_OPTS_TABLE(opts),
+        NB_OPTS_ONE_POS("MODEL"),
+    };
+    nb_args args = {0};
+    int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
+    const char *model = args.pos[0];
+    if (rc != NB_OPTS_RUN) goto done;
+    int32_t *ids = tl.ids;
+    int n_ids = tl.n;
     nb_engine_opts o = {n_ctx ? n_ctx : n_ids, n_batch, ctx.n_threads};
     nb_status st = nb_engine_open(model, &o, &e, &ctx);
     if (st != NB_OK) { rc = nb_cli_fail("logits", &ctx, st); goto done; }
@@ -126,7 +124,7 @@ int nb_cmd_logits(int argc, char **argv) {
     rc = NB_EXIT_OK;
 done:
     free(logits);
-    free(ids);
+    free(tl.ids);
     nb_engine_free(e);
     nb_ctx_free(&ctx);
     return rc;

@@ -12,36 +12,6 @@
 
 #define MAX_ADAPTERS 64
 
-static void help(FILE *f) {
-    fputs("usage: nibble merge BASE --adapter ADAPTER[:WEIGHT]... -o OUT [--type T] [--qlora]\n"
-          "                    [--qlora-blocksize N] [--qlora-double-quant] [--report[=FILE.json]] [--json]\n"
-          "                    [--threads N] [--quiet]\n\n"
-          "Merge LoRA / rsLoRA / DoRA adapters into a base model with PEFT's merge_and_unload math,\n"
-          "one tensor at a time. BASE: a GGUF file, a Hugging Face model directory or a .safetensors\n"
-          "file. ADAPTER: a PEFT directory (adapter_config.json + adapter_model.safetensors) or a\n"
-          "llama.cpp GGUF LoRA file. OUT ending in .gguf or .safetensors picks the format; it is written\n"
-          "to OUT.partial and renamed when complete, nothing is left on failure.\n\n"
-          "  --adapter A[:W]        adapter to merge; repeatable, applied in the order given. W (default 1)\n"
-          "                         multiplies the adapter's scaling (PEFT's set_scale); e.g. A:0.7\n"
-          "  -o, --output OUT       output file (required)\n"
-          "  --type T               write every float/quantized matrix as T (f32, f16, bf16, q8_0, ...),\n"
-          "                         1-D tensors as f32. Default: untouched tensors are copied byte for\n"
-          "                         byte, merged ones keep an f32/f16/bf16 type; merged tensors of a\n"
-          "                         quantized base are dequantized and written as f16\n"
-          "  --qlora                merge into the NF4 round trip of the base (bitsandbytes-exact), the\n"
-          "                         weights a QLoRA adapter was trained against; needs a f32/f16/bf16 base\n"
-          "  --qlora-blocksize N    NF4 block size (default 64, bitsandbytes' default)\n"
-          "  --qlora-double-quant   the base was loaded with bnb_4bit_use_double_quant=True (default: off,\n"
-          "                         as in transformers' BitsAndBytesConfig)\n"
-          "  --report[=FILE]        per merged module: rank, alpha, scaling, ||dW||/||W|| (table), and as\n"
-          "                         JSON to FILE (also accepted as `--report FILE.json`)\n"
-          "  --json                 print the JSON report on stdout\n"
-          "  --threads N, --quiet, --verbose\n\n"
-          "exit codes: 0 ok, 1 usage, 2 bad input (shape mismatch, missing target, r = 0, NaN ...),\n"
-          "3 I/O\n",
-          f);
-}
-
 static bool ends_with(const char *s, const char *suf) {
     size_t n = strlen(s), k = strlen(suf);
     return n >= k && !strcmp(s + n - k, suf);
@@ -63,6 +33,39 @@ static bool parse_adapter(const char *arg, char **path, double *w) {
     }
     *path = strdup(arg);
     return *path != NULL;
+}
+
+/* The --adapter list, filled in argv order. */
+typedef struct {
+    nb_merge_adapter ads[MAX_ADAPTERS];
+    char *paths[MAX_ADAPTERS];
+    size_t n;
+} adapter_list;
+
+static nb_status add_adapter(const nb_opt *opt, const char *arg, nb_ctx *ctx) {
+    adapter_list *l = opt->dest;
+    if (l->n == MAX_ADAPTERS) return nb_err(ctx, NB_ERR_INVALID, "at most %d adapters", MAX_ADAPTERS);
+    if (!parse_adapter(arg, &l->paths[l->n], &l->ads[l->n].weight)) return nb_err(ctx, NB_ERR_NOMEM, "out of memory");
+    l->ads[l->n].path = l->paths[l->n];
+    l->n++;
+    return NB_OK;
+}
+
+static nb_status set_type(const nb_opt *opt, const char *arg, nb_ctx *ctx) {
+    nb_merge_opts *o = opt->dest;
+    const nb_type_traits *tr;
+    if (!nb_type_from_name(arg, &o->type) || !(tr = nb_type_get(o->type)) || !tr->quantize)
+        return nb_err(ctx, NB_ERR_INVALID, "unknown or unwritable type '%s' (f32, f16, bf16, q8_0, q4_K ...)", arg);
+    o->set_type = true;
+    return NB_OK;
+}
+
+static nb_status set_blocksize(const nb_opt *opt, const char *arg, nb_ctx *ctx) {
+    unsigned long long v;
+    if (!nb_cli_parse_u64(arg, &v) || v < 32 || v > 4096 || (v & (v - 1)))
+        return nb_err(ctx, NB_ERR_INVALID, "--qlora-blocksize needs a power of two in [32, 4096]");
+    *(uint32_t *)opt->dest = (uint32_t)v;
+    return NB_OK;
 }
 
 static nb_status write_text_atomic(const char *path, const char *text, nb_ctx *ctx) {
@@ -97,75 +100,64 @@ static void print_report(FILE *f, const nb_merge_result *r) {
 int nb_cmd_merge(int argc, char **argv) {
     nb_ctx ctx;
     nb_ctx_init(&ctx);
-    nb_merge_adapter ads[MAX_ADAPTERS];
-    char *paths[MAX_ADAPTERS];
-    size_t n_ad = 0;
-    const char *base = NULL, *dst = NULL, *report_file = NULL;
+    adapter_list al = {.n = 0};
+    const char *dst = NULL, *report_file = NULL;
     bool json = false, report = false;
     nb_merge_opts o = {0};
-    int rc = NB_EXIT_USAGE;
-    for (int i = 1; i < argc; i++) {
-        int c = nb_cli_common_opt(&ctx, argc, argv, &i);
-        if (c < 0) goto done;
-        if (c) continue;
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); rc = NB_EXIT_OK; goto done; }
-        if (!strcmp(a, "--json")) json = true;
-        else if (!strcmp(a, "--qlora")) o.qlora = true;
-        else if (!strcmp(a, "--qlora-double-quant")) o.qlora_double_quant = true;
-        else if (!strcmp(a, "--qlora-blocksize") && i + 1 < argc) {
-            unsigned long long v;
-            if (!nb_cli_parse_u64(argv[++i], &v) || v < 32 || v > 4096 || (v & (v - 1))) {
-                fprintf(stderr, "nibble merge: --qlora-blocksize needs a power of two in [32, 4096]\n");
-                goto done;
-            }
-            o.qlora_blocksize = (uint32_t)v;
-        } else if (!strcmp(a, "--report")) {
-            report = true;
-            if (i + 1 < argc && ends_with(argv[i + 1], ".json")) report_file = argv[++i];
-        } else if (!strncmp(a, "--report=", 9) && a[9]) {
-            report = true;
-            report_file = a + 9;
-        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) dst = argv[++i];
-        else if (!strcmp(a, "--adapter") && i + 1 < argc) {
-            if (n_ad == MAX_ADAPTERS) {
-                fprintf(stderr, "nibble merge: at most %d adapters\n", MAX_ADAPTERS);
-                goto done;
-            }
-            if (!parse_adapter(argv[++i], &paths[n_ad], &ads[n_ad].weight)) {
-                fprintf(stderr, "nibble merge: out of memory\n");
-                rc = NB_EXIT_IO;
-                goto done;
-            }
-            ads[n_ad].path = paths[n_ad];
-            n_ad++;
-        } else if (!strcmp(a, "--type") && i + 1 < argc) {
-            const char *t = argv[++i];
-            const nb_type_traits *tr;
-            if (!nb_type_from_name(t, &o.type) || !(tr = nb_type_get(o.type)) || !tr->quantize) {
-                fprintf(stderr, "nibble merge: unknown or unwritable type '%s' (f32, f16, bf16, q8_0, q4_K ...)\n", t);
-                goto done;
-            }
-            o.set_type = true;
-        } else if (a[0] == '-' || base) {
-            fprintf(stderr, "nibble merge: unexpected argument '%s' (see --help)\n", a);
-            goto done;
-        } else base = a;
-    }
-    if (!base || !dst || !n_ad) {
-        fprintf(stderr, "nibble merge: %s\n", !base ? "missing BASE" : !n_ad ? "missing --adapter" : "missing -o OUT");
-        fputs("usage: nibble merge BASE --adapter ADAPTER[:WEIGHT]... -o OUT [options]   (--help for details)\n", stderr);
-        goto done;
-    }
-    if (!o.qlora && (o.qlora_blocksize || o.qlora_double_quant)) {
-        fprintf(stderr, "nibble merge: --qlora-blocksize / --qlora-double-quant need --qlora\n");
-        goto done;
-    }
-    if (!ends_with(dst, ".gguf") && !ends_with(dst, ".safetensors")) {
+    const nb_opt opts[] = {
+        {.name = "adapter", .type = NB_OPT_CALL, .fn = add_adapter, .dest = &al, .meta = "A[:W]",
+         .flags = NB_OPT_REQUIRED,
+         .help = "adapter to merge; repeatable, applied in the order given. W (default 1)\n"
+                 "multiplies the adapter's scaling (PEFT's set_scale); e.g. A:0.7"},
+        {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &dst, .meta = "OUT",
+         .flags = NB_OPT_OUTPUT | NB_OPT_REQUIRED,
+         .help = "output file (required)"},
+        {.name = "type", .type = NB_OPT_CALL, .fn = set_type, .dest = &o, .meta = "T",
+         .help = "write every float/quantized matrix as T (f32, f16, bf16, q8_0, ...),\n"
+                 "1-D tensors as f32. Default: untouched tensors are copied byte for\n"
+                 "byte, merged ones keep an f32/f16/bf16 type; merged tensors of a\n"
+                 "quantized base are dequantized and written as f16"},
+        {.name = "qlora", .type = NB_OPT_FLAG, .dest = &o.qlora,
+         .help = "merge into the NF4 round trip of the base (bitsandbytes-exact), the\n"
+                 "weights a QLoRA adapter was trained against; needs a f32/f16/bf16 base"},
+        {.name = "qlora-blocksize", .type = NB_OPT_CALL, .fn = set_blocksize, .dest = &o.qlora_blocksize, .meta = "N",
+         .help = "NF4 block size (default 64, bitsandbytes' default)"},
+        {.name = "qlora-double-quant", .type = NB_OPT_FLAG, .dest = &o.qlora_double_quant,
+         .help = "the base was loaded with bnb_4bit_use_double_quant=True (default: off,\n"
+                 "as in transformers' BitsAndBytesConfig)"},
+        {.name = "report", .type = NB_OPT_STR, .arg = NB_ARG_OPTIONAL, .dest = &report_file, .given = &report,
+         .next_suffix = ".json", .meta = "FILE", .flags = NB_OPT_OUTPUT,
+         .help = "per merged module: rank, alpha, scaling, ||dW||/||W|| (table), and as\n"
+                 "JSON to FILE (also accepted as `--report FILE.json`)"},
+        {.name = "json", .type = NB_OPT_FLAG, .dest = &json, .help = "print the JSON report on stdout"},
+    };
+    const nb_cmd_spec spec = {
+        .name = "merge",
+        .usage = "BASE --adapter ADAPTER[:WEIGHT]... -o OUT [--type T] [--qlora]\n"
+                 "[--qlora-blocksize N] [--qlora-double-quant] [--report[=FILE.json]] [--json]\n"
+                 "[--threads N] [--quiet]",
+        .about = "Merge LoRA / rsLoRA / DoRA adapters into a base model with PEFT's merge_and_unload math,\n"
+                 "one tensor at a time. BASE: a GGUF file, a Hugging Face model directory or a .safetensors\n"
+                 "file. ADAPTER: a PEFT directory (adapter_config.json + adapter_model.safetensors) or a\n"
+                 "llama.cpp GGUF LoRA file. OUT ending in .gguf or .safetensors picks the format; it is written\n"
+                 "to OUT.partial and renamed when complete, nothing is left on failure.",
+        NB_OPTS_TABLE(opts),
+        .epilogue = "exit codes: 0 ok, 1 usage, 2 bad input (shape mismatch, missing target, r = 0, NaN ...),\n"
+                    "3 I/O",
+        NB_OPTS_ONE_POS("BASE"),
+    };
+    nb_args args = {0};
+    int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
+    const char *base = args.pos[0];
+    if (rc == NB_OPTS_RUN && !o.qlora && (o.qlora_blocksize || o.qlora_double_quant))
+        rc = nb_opts_usage_error(&spec, &args, "--qlora-blocksize / --qlora-double-quant need --qlora");
+    if (rc == NB_OPTS_RUN && !ends_with(dst, ".gguf") && !ends_with(dst, ".safetensors")) {
         fprintf(stderr, "nibble merge: %s: the output must end in .gguf or .safetensors\n", dst);
-        goto done;
+        rc = NB_EXIT_USAGE;
     }
-    o.adapters = ads;
+    if (rc != NB_OPTS_RUN) goto done;
+    const size_t n_ad = al.n;
+    o.adapters = al.ads;
     o.n_adapters = n_ad;
     nb_merge_result res;
     nb_status st = nb_merge(base, dst, &o, &res, &ctx);
@@ -197,7 +189,7 @@ int nb_cmd_merge(int argc, char **argv) {
     }
     nb_merge_result_free(&res);
 done:
-    for (size_t k = 0; k < n_ad; k++) free(paths[k]);
+    for (size_t k = 0; k < al.n; k++) free(al.paths[k]);
     nb_ctx_free(&ctx);
     return rc;
 }

@@ -10,27 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const HELP =
-    "usage: nibble ppl MODEL --text FILE [--ctx N] [--chunks N] [--batch N] [--threads N]\n"
-    "                  [--json] [--save-logits BASE.bin | --kld BASE.bin]\n\n"
-    "Perplexity of MODEL on a text, computed as llama.cpp's llama-perplexity does: the whole\n"
-    "text is tokenized (BOS first when the vocabulary adds one) and cut into chunks of N\n"
-    "tokens; each chunk starts from an empty cache with BOS as its first token, and only its\n"
-    "second half is scored. Prints the running PPL per chunk, `[1]12.3456,[2]...`, then\n"
-    "`Final estimate: PPL = X +/- err`. The text must hold at least 2 x N tokens.\n\n"
-    "  --text FILE          UTF-8 text to score (optional with --kld: the base file holds the tokens)\n"
-    "  --ctx N              tokens per chunk (default 512)\n"
-    "  --chunks N           score at most N chunks (default: all)\n"
-    "  --batch N            tokens per forward call (default N = --ctx); memory for logits is\n"
-    "                       batch x vocabulary floats\n"
-    "  --save-logits F      save the log-probs of every scored token to F (zstd-compressed,\n"
-    "                       16 bits per vocabulary entry) for later --kld runs\n"
-    "  --kld F              KL-divergence of MODEL against the base log-probs in F (same\n"
-    "                       tokenizer, text and --ctx): mean KLD, percentiles, same top token,\n"
-    "                       delta-p, PPL ratio and correlation, as llama-perplexity prints them\n"
-    "  --json               print the results as one JSON object on stdout\n"
-    "  --threads N, --quiet, --verbose\n";
-
 static void on_chunk(void *user, const nb_ppl_progress *p) {
     FILE *f = user;
     if (p->kld)
@@ -96,52 +75,56 @@ static void print_kld(FILE *f, const nb_kld_stats *k) {
     fprintf(f, "Same top p: %6.3f ± %5.3f %%\n", 100.0 * k->same_top, 100.0 * k->same_top_err);
 }
 
-static bool parse_int(const char *s, int lo, int hi, int *out) {
-    unsigned long long v;
-    if (!nb_cli_parse_u64(s, &v) || v < (unsigned long long)lo || v > (unsigned long long)hi) return false;
-    *out = (int)v;
-    return true;
-}
-
 int nb_cmd_ppl(int argc, char **argv) {
     nb_ctx ctx;
     nb_ctx_init(&ctx);
-    const char *model = NULL, *text_path = NULL, *save = NULL, *kld = NULL;
+    const char *text_path = NULL, *save = NULL, *kld = NULL;
     int n_ctx = 0, n_chunks = 0, n_batch = 0;
     bool json = false;
-    for (int i = 1; i < argc; i++) {
-        int r = nb_cli_common_opt(&ctx, argc, argv, &i);
-        if (r < 0) return NB_EXIT_USAGE;
-        if (r) continue;
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(HELP, stdout); return NB_EXIT_OK; }
-        if (!strcmp(a, "--json")) { json = true; continue; }
-        bool ok = true;
-        if (!strcmp(a, "--text") || !strcmp(a, "-f")) ok = (text_path = v) != NULL;
-        else if (!strcmp(a, "--save-logits")) ok = (save = v) != NULL;
-        else if (!strcmp(a, "--kld") || !strcmp(a, "--kl-divergence-base")) ok = (kld = v) != NULL;
-        else if (!strcmp(a, "--ctx") || !strcmp(a, "-c")) ok = v && parse_int(v, 4, 1 << 20, &n_ctx);
-        else if (!strcmp(a, "--chunks")) ok = v && parse_int(v, 1, 1 << 30, &n_chunks);
-        else if (!strcmp(a, "--batch") || !strcmp(a, "-b")) ok = v && parse_int(v, 1, 1 << 20, &n_batch);
-        else if (a[0] == '-' || model) {
-            fprintf(stderr, "nibble ppl: unexpected argument '%s'\n%s", a, HELP);
-            return NB_EXIT_USAGE;
-        } else { model = a; continue; }
-        if (!ok) {
-            fprintf(stderr, "nibble ppl: %s needs %s\n", a,
-                    v ? "a positive number in range (--ctx >= 4)" : "a value");
-            return NB_EXIT_USAGE;
-        }
-        i++;
-    }
-    if (!model || (!text_path && !kld)) { fputs(HELP, stderr); return NB_EXIT_USAGE; }
+    const nb_opt opts[] = {
+        {.name = "text", .short_name = 'f', .type = NB_OPT_STR, .dest = &text_path, .meta = "FILE",
+         .help = "UTF-8 text to score (optional with --kld: the base file holds the tokens)"},
+        {.name = "ctx", .short_name = 'c', .type = NB_OPT_INT, .dest = &n_ctx, .meta = "N", .lo = 4, .hi = 1 << 20,
+         .help = "tokens per chunk (default 512)"},
+        {.name = "chunks", .type = NB_OPT_INT, .dest = &n_chunks, .meta = "N", .lo = 1, .hi = 1 << 30,
+         .help = "score at most N chunks (default: all)"},
+        {.name = "batch", .short_name = 'b', .type = NB_OPT_INT, .dest = &n_batch, .meta = "N", .lo = 1, .hi = 1 << 20,
+         .help = "tokens per forward call (default N = --ctx); memory for logits is\n"
+                 "batch x vocabulary floats"},
+        {.name = "save-logits", .type = NB_OPT_STR, .dest = &save, .meta = "F", .flags = NB_OPT_OUTPUT,
+         .help = "save the log-probs of every scored token to F (zstd-compressed,\n"
+                 "16 bits per vocabulary entry) for later --kld runs"},
+        {.name = "kld", .type = NB_OPT_STR, .dest = &kld, .meta = "F",
+         .help = "KL-divergence of MODEL against the base log-probs in F (same\n"
+                 "tokenizer, text and --ctx): mean KLD, percentiles, same top token,\n"
+                 "delta-p, PPL ratio and correlation, as llama-perplexity prints them"},
+        {.name = "kl-divergence-base", .alias_of = "kld"}, /* llama-perplexity's name */
+        {.name = "json", .type = NB_OPT_FLAG, .dest = &json, .help = "print the results as one JSON object on stdout"},
+    };
+    const nb_cmd_spec spec = {
+        .name = "ppl",
+        .usage = "MODEL --text FILE [--ctx N] [--chunks N] [--batch N] [--threads N]\n"
+                 "[--json] [--save-logits BASE.bin | --kld BASE.bin]",
+        .about = "Perplexity of MODEL on a text, computed as llama.cpp's llama-perplexity does: the whole\n"
+                 "text is tokenized (BOS first when the vocabulary adds one) and cut into chunks of N\n"
+                 "tokens; each chunk starts from an empty cache with BOS as its first token, and only its\n"
+                 "second half is scored. Prints the running PPL per chunk, `[1]12.3456,[2]...`, then\n"
+                 "`Final estimate: PPL = X +/- err`. The text must hold at least 2 x N tokens.",
+        NB_OPTS_TABLE(opts),
+        NB_OPTS_ONE_POS("MODEL"),
+    };
+    nb_args args = {0};
+    int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
+    const char *model = args.pos[0];
+    if (rc == NB_OPTS_RUN && !text_path && !kld) rc = nb_opts_usage_error(&spec, &args, "missing --text FILE");
+    if (rc != NB_OPTS_RUN) { nb_ctx_free(&ctx); return rc; }
     if (save && kld) {
-        fprintf(stderr, "nibble ppl: --save-logits and --kld cannot be combined\n");
-        return NB_EXIT_USAGE;
+        nb_ctx_free(&ctx);
+        return nb_opts_usage_error(&spec, &args, "--save-logits and --kld cannot be combined");
     }
     FILE *info = json ? stderr : stdout;
 
-    int rc = NB_EXIT_OK;
+    rc = NB_EXIT_OK;
     nb_status st = NB_OK;
     char *text = NULL;
     size_t text_len = 0;

@@ -11,46 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const HELP =
-    "usage: nibble prune MODEL (--calib FILE | --stats STATS.gguf) (--keep N | --keep-ratio R) -o OUT.gguf\n"
-    "                    [--criterion reap|freq] [--renormalize-topk] [--reduce-topk]\n"
-    "                    [--eval FILE [--eval-ctx N] [--eval-chunks N]] [--json] [--report F.json]\n"
-    "                    [--dry-run] [--threads N] [--quiet]\n\n"
-    "Drop the experts of a mixture-of-experts model (mixtral, qwen2moe, qwen3moe) that the\n"
-    "calibration text uses least, in every MoE layer: the stacked expert tensors and the router\n"
-    "rows are cut to the kept experts (raw bytes: any quantized type works), expert_count is\n"
-    "updated, everything else (shared experts included) is copied byte for byte.\n\n"
-    "  --calib FILE         run calibration on FILE (text or token ids, as `nibble calibrate`)\n"
-    "    --ctx N            tokens per calibration chunk (default 512)\n"
-    "    --calib-tokens N   token budget: a seeded sample of ceil(N / ctx) chunks (default: all)\n"
-    "    --seed S           sample seed (default 0)\n"
-    "    --save-stats F     also write the statistics (GGUF imatrix) to F for later --stats runs\n"
-    "  --stats F            routing statistics of a previous `nibble calibrate MODEL ... -o F`\n"
-    "  --keep N             experts kept per layer (expert_used_count <= N <= expert_count)\n"
-    "  --keep-ratio R       keep ceil(R x expert_count) experts per layer, 0 < R <= 1\n"
-    "  --criterion C        reap (default): mean over routed tokens of gate weight x ||expert\n"
-    "                       output||; freq: share of tokens routed to the expert. Ties keep the\n"
-    "                       lower expert index.\n"
-    "  --renormalize-topk   make the router renormalise the chosen experts' weights to sum 1\n"
-    "                       (writes <arch>.expert_weights_norm; mixtral and qwen3moe already do;\n"
-    "                       for qwen2moe only nibble's engine reads the key, not llama.cpp)\n"
-    "  --reduce-topk        allow --keep below expert_used_count, which then becomes N\n"
-    "  --eval FILE          perplexity of the original and the pruned model on FILE and the\n"
-    "                       KL-divergence of the pruned one (llama-perplexity's method)\n"
-    "    --eval-ctx N       tokens per evaluation chunk (default 512; FILE needs 2 x N tokens)\n"
-    "    --eval-chunks N    evaluate at most N chunks (default: all)\n"
-    "  -o, --output F       output GGUF file (required unless --dry-run)\n"
-    "  --json               print the report as JSON on stdout\n"
-    "  --report F           also write the JSON report to F\n"
-    "  --dry-run            score and print the plan, write no model\n\n"
-    "exit codes: 0 ok, 1 usage, 2 bad input (not a MoE model, --keep out of range, statistics\n"
-    "missing or of another model), 3 I/O\n";
-
-static bool parse_int(const char *s, int lo, int hi, int *out) {
-    unsigned long long v;
-    if (!s || !nb_cli_parse_u64(s, &v) || v < (unsigned long long)lo || v > (unsigned long long)hi) return false;
-    *out = (int)v;
-    return true;
+static nb_status set_criterion(const nb_opt *opt, const char *arg, nb_ctx *ctx) {
+    if (!nb_prune_criterion_from_name(arg, opt->dest))
+        return nb_err(ctx, NB_ERR_INVALID, "--criterion needs reap or freq (got '%s')", arg);
+    return NB_OK;
 }
 
 static void print_plan(FILE *f, const nb_prune_plan *p) {
@@ -78,62 +42,73 @@ static nb_status write_report(const char *path, const char *json, nb_ctx *ctx) {
 int nb_cmd_prune(int argc, char **argv) {
     nb_ctx ctx;
     nb_ctx_init(&ctx);
-    const char *model = NULL, *out = NULL, *stats = NULL, *save_stats = NULL, *report = NULL;
+    const char *out = NULL, *stats = NULL, *save_stats = NULL, *report = NULL;
     bool json = false, dry = false, keep_set = false, ratio_set = false;
     nb_prune_opts po = {.criterion = NB_PRUNE_REAP};
     nb_calib_opts co = {0};
     nb_prune_eval_opts eo = {0};
-    int rc = NB_EXIT_USAGE;
-    for (int i = 1; i < argc; i++) {
-        int c = nb_cli_common_opt(&ctx, argc, argv, &i);
-        if (c < 0) goto done;
-        if (c) continue;
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { fputs(HELP, stdout); rc = NB_EXIT_OK; goto done; }
-        if (!strcmp(a, "--json")) { json = true; continue; }
-        if (!strcmp(a, "--dry-run")) { dry = true; continue; }
-        if (!strcmp(a, "--renormalize-topk")) { po.renormalize_topk = true; continue; }
-        if (!strcmp(a, "--reduce-topk")) { po.reduce_topk = true; continue; }
-        bool ok = v != NULL;
-        unsigned long long u = 0;
-        if (!strcmp(a, "-o") || !strcmp(a, "--output")) out = v;
-        else if (!strcmp(a, "--calib")) co.calib_path = v;
-        else if (!strcmp(a, "--stats")) stats = v;
-        else if (!strcmp(a, "--save-stats")) save_stats = v;
-        else if (!strcmp(a, "--report")) report = v;
-        else if (!strcmp(a, "--eval")) eo.text_path = v;
-        else if (!strcmp(a, "--keep")) ok = parse_int(v, 1, 1 << 20, &po.keep), keep_set = true;
-        else if (!strcmp(a, "--keep-ratio")) {
-            char *end = NULL;
-            po.keep_ratio = v ? strtod(v, &end) : 0;
-            ok = v && end != v && !*end && po.keep_ratio > 0 && po.keep_ratio <= 1;
-            ratio_set = true;
-        } else if (!strcmp(a, "--criterion")) ok = nb_prune_criterion_from_name(v, &po.criterion);
-        else if (!strcmp(a, "--ctx")) ok = parse_int(v, 2, 1 << 20, &co.corpus.n_ctx);
-        else if (!strcmp(a, "--calib-tokens")) {
-            ok = v && nb_cli_parse_u64(v, &u) && u > 0;
-            co.corpus.max_tokens = u;
-        } else if (!strcmp(a, "--seed")) {
-            ok = v && nb_cli_parse_u64(v, &u);
-            co.corpus.seed = u;
-        } else if (!strcmp(a, "--eval-ctx")) ok = parse_int(v, 4, 1 << 20, &eo.n_ctx);
-        else if (!strcmp(a, "--eval-chunks")) ok = parse_int(v, 1, 1 << 30, &eo.n_chunks);
-        else if (a[0] == '-' || model) {
-            fprintf(stderr, "nibble prune: unexpected argument '%s' (see --help)\n", a);
-            goto done;
-        } else { model = a; continue; }
-        if (!ok) {
-            fprintf(stderr, "nibble prune: %s needs %s\n", a,
-                    !v ? "a value"
-                       : !strcmp(a, "--criterion") ? "reap or freq"
-                       : !strcmp(a, "--keep-ratio") ? "a number in (0, 1]"
-                                                    : "a positive number in range");
-            goto done;
-        }
-        i++;
-    }
-    const char *why = !model                      ? "missing MODEL"
-                      : !co.calib_path && !stats  ? "missing statistics: give --calib FILE or --stats STATS.gguf"
+    const nb_opt opts[] = {
+        {.name = "calib", .type = NB_OPT_STR, .dest = &co.calib_path, .meta = "FILE",
+         .help = "run calibration on FILE (text or token ids, as `nibble calibrate`)"},
+        {.name = "ctx", .type = NB_OPT_INT, .dest = &co.corpus.n_ctx, .meta = "N", .lo = 2, .hi = 1 << 20,
+         .flags = NB_OPT_SUB, .help = "tokens per calibration chunk (default 512)"},
+        {.name = "calib-tokens", .type = NB_OPT_U64, .dest = &co.corpus.max_tokens, .meta = "N", .lo = 1,
+         .hi = (double)UINT64_MAX, .flags = NB_OPT_SUB,
+         .help = "token budget: a seeded sample of ceil(N / ctx) chunks (default: all)"},
+        {.name = "seed", .type = NB_OPT_U64, .dest = &co.corpus.seed, .meta = "S", .flags = NB_OPT_SUB,
+         .help = "sample seed (default 0)"},
+        {.name = "save-stats", .type = NB_OPT_STR, .dest = &save_stats, .meta = "F", .flags = NB_OPT_SUB | NB_OPT_OUTPUT,
+         .help = "also write the statistics (GGUF imatrix) to F for later --stats runs"},
+        {.name = "stats", .type = NB_OPT_STR, .dest = &stats, .meta = "F",
+         .help = "routing statistics of a previous `nibble calibrate MODEL ... -o F`"},
+        {.name = "keep", .type = NB_OPT_INT, .dest = &po.keep, .given = &keep_set, .meta = "N", .lo = 1, .hi = 1 << 20,
+         .help = "experts kept per layer (expert_used_count <= N <= expert_count)"},
+        {.name = "keep-ratio", .type = NB_OPT_DOUBLE, .dest = &po.keep_ratio, .given = &ratio_set, .meta = "R", .lo = 0,
+         .hi = 1, .flags = NB_OPT_LO_OPEN, .help = "keep ceil(R x expert_count) experts per layer, 0 < R <= 1"},
+        {.name = "criterion", .type = NB_OPT_CALL, .fn = set_criterion, .dest = &po.criterion, .meta = "C",
+         .help = "reap (default): mean over routed tokens of gate weight x ||expert\n"
+                 "output||; freq: share of tokens routed to the expert. Ties keep the\n"
+                 "lower expert index."},
+        {.name = "renormalize-topk", .type = NB_OPT_FLAG, .dest = &po.renormalize_topk,
+         .help = "make the router renormalise the chosen experts' weights to sum 1\n"
+                 "(writes <arch>.expert_weights_norm; mixtral and qwen3moe already do;\n"
+                 "for qwen2moe only nibble's engine reads the key, not llama.cpp)"},
+        {.name = "reduce-topk", .type = NB_OPT_FLAG, .dest = &po.reduce_topk,
+         .help = "allow --keep below expert_used_count, which then becomes N"},
+        {.name = "eval", .type = NB_OPT_STR, .dest = &eo.text_path, .meta = "FILE",
+         .help = "perplexity of the original and the pruned model on FILE and the\n"
+                 "KL-divergence of the pruned one (llama-perplexity's method)"},
+        {.name = "eval-ctx", .type = NB_OPT_INT, .dest = &eo.n_ctx, .meta = "N", .lo = 4, .hi = 1 << 20,
+         .flags = NB_OPT_SUB, .help = "tokens per evaluation chunk (default 512; FILE needs 2 x N tokens)"},
+        {.name = "eval-chunks", .type = NB_OPT_INT, .dest = &eo.n_chunks, .meta = "N", .lo = 1, .hi = 1 << 30,
+         .flags = NB_OPT_SUB, .help = "evaluate at most N chunks (default: all)"},
+        {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &out, .meta = "F", .flags = NB_OPT_OUTPUT,
+         .help = "output GGUF file (required unless --dry-run)"},
+        {.name = "json", .type = NB_OPT_FLAG, .dest = &json, .help = "print the report as JSON on stdout"},
+        {.name = "report", .type = NB_OPT_STR, .dest = &report, .meta = "F", .flags = NB_OPT_OUTPUT,
+         .help = "also write the JSON report to F"},
+        {.name = "dry-run", .type = NB_OPT_FLAG, .dest = &dry, .help = "score and print the plan, write no model"},
+    };
+    const nb_cmd_spec spec = {
+        .name = "prune",
+        .usage = "MODEL (--calib FILE | --stats STATS.gguf) (--keep N | --keep-ratio R) -o OUT.gguf\n"
+                 "[--criterion reap|freq] [--renormalize-topk] [--reduce-topk]\n"
+                 "[--eval FILE [--eval-ctx N] [--eval-chunks N]] [--json] [--report F.json]\n"
+                 "[--dry-run] [--threads N] [--quiet]",
+        .about = "Drop the experts of a mixture-of-experts model (mixtral, qwen2moe, qwen3moe) that the\n"
+                 "calibration text uses least, in every MoE layer: the stacked expert tensors and the router\n"
+                 "rows are cut to the kept experts (raw bytes: any quantized type works), expert_count is\n"
+                 "updated, everything else (shared experts included) is copied byte for byte.",
+        NB_OPTS_TABLE(opts),
+        .epilogue = "exit codes: 0 ok, 1 usage, 2 bad input (not a MoE model, --keep out of range, statistics\n"
+                    "missing or of another model), 3 I/O",
+        NB_OPTS_ONE_POS("MODEL"),
+    };
+    nb_args args = {0};
+    int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
+    if (rc != NB_OPTS_RUN) goto done;
+    const char *model = args.pos[0];
+    const char *why = !co.calib_path && !stats    ? "missing statistics: give --calib FILE or --stats STATS.gguf"
                       : co.calib_path && stats    ? "--calib and --stats cannot be combined"
                       : !keep_set && !ratio_set   ? "missing --keep N or --keep-ratio R"
                       : keep_set && ratio_set     ? "--keep and --keep-ratio cannot be combined"
@@ -142,8 +117,7 @@ int nb_cmd_prune(int argc, char **argv) {
                       : dry && eo.text_path       ? "--eval needs a pruned model: not with --dry-run"
                                                   : NULL;
     if (why) {
-        fprintf(stderr, "nibble prune: %s\nusage: nibble prune MODEL (--calib FILE | --stats STATS.gguf) "
-                        "(--keep N | --keep-ratio R) -o OUT.gguf   (--help for more)\n", why);
+        rc = nb_opts_usage_error(&spec, &args, "%s", why);
         goto done;
     }
 

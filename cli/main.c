@@ -21,6 +21,7 @@ static const command g_commands[] = {
     {"logits", nb_cmd_logits, "print or dump the logits of given token ids (debugging/testing)"},
     {"ppl", nb_cmd_ppl, "perplexity and KL-divergence on a text, llama.cpp's method (--save-logits / --kld)"},
     {"run", nb_cmd_run, "generate text from a prompt (greedy or top-k sampling)"},
+    {"version", nb_cmd_version, "version, git commit, build type and compiled-in features (also --version)"},
 };
 
 static void usage(FILE *f) {
@@ -29,7 +30,7 @@ static void usage(FILE *f) {
             NB_VERSION);
     for (size_t i = 0; i < sizeof g_commands / sizeof *g_commands; i++)
         fprintf(f, "  %-10s %s\n", g_commands[i].name, g_commands[i].summary);
-    fprintf(f, "\ncommon options: --threads N, --quiet, --verbose\n"
+    fprintf(f, "\ncommon options: -t/--threads N, -q/--quiet, -v/--verbose, -h/--help; `nibble --version`\n"
                "exit codes: 0 ok, 1 usage error, 2 bad input (malformed, unsupported or out-of-range\n"
                "            data), 3 I/O error (cannot read/write, disk full, out of memory)\n");
 }
@@ -40,7 +41,7 @@ int main(int argc, char **argv) {
         usage(stdout);
         return NB_EXIT_OK;
     }
-    if (!strcmp(argv[1], "--version")) { printf("nibble %s\n", NB_VERSION); return NB_EXIT_OK; }
+    if (!strcmp(argv[1], "--version")) return nb_cmd_version(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof g_commands / sizeof *g_commands; i++)
         if (!strcmp(argv[1], g_commands[i].name)) return g_commands[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "nibble: unknown command '%s'\n\n", argv[1]);

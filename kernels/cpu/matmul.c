@@ -135,6 +135,20 @@ const nb_kernels *nb_kernels_by_name(const char *isa) {
     return NULL;
 }
 
+size_t nb_kernels_compiled(const char **names, size_t cap) {
+    const int have[ISA_COUNT] = {1, nb_kern_have_avx2(), nb_kern_have_avx2() && nb_kern_have_avx512(),
+                                 nb_kern_have_neon()};
+    size_t n = 0;
+    for (int i = 0; i < ISA_COUNT; i++) {
+        if (!have[i]) continue;
+        if (n < cap) names[n] = isa_names[i];
+        n++;
+    }
+    return n;
+}
+
+const char *nb_kernels_active(void) { return nb_kernels_best()->isa; }
+
 /* ------------------------------------------------------------ the driver */
 
 /* Work items are tiles of rows x tokens: the tile's weight rows (at most

@@ -47,4 +47,12 @@ nb_status nb_matmul_ref(nb_type wtype, const void *w, int64_t n_out, int64_t n_i
  * embedding lookups (token_embd in any type). */
 nb_status nb_get_row(nb_type wtype, const void *w, int64_t n_in, int64_t r, float *dst, nb_ctx *ctx);
 
+/* The CPU kernel ISAs this build compiled in, best last ("generic", "avx2",
+ * "avx512", "neon"): up to cap static names into names; returns how many there
+ * are (which may exceed cap). For `nibble --version`. */
+size_t nb_kernels_compiled(const char **names, size_t cap);
+
+/* The ISA nb_matmul runs on this CPU (after NB_KERNELS): a static name. */
+const char *nb_kernels_active(void);
+
 #endif
