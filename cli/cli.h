@@ -28,12 +28,6 @@ int nb_cmd_version(int argc, char **argv);
 int nb_cli_exit_code(nb_status st);
 /* Print "nibble CMD: <errmsg>" to stderr and return the exit code for st. */
 int nb_cli_fail(const char *cmd, nb_ctx *ctx, nb_status st);
-/* For a command not yet declared with nb_opts_parse (cli/opts.h): apply the
- * common option at argv[*i] (--threads N, --threads=N, -tN, --quiet, --verbose;
- * not --help), with the same table and messages as nb_opts_parse.
- * Returns 1 if argv[*i] was consumed (advancing *i past a separate value),
- * 0 if it is not a common option, -1 after printing a usage error. */
-int nb_cli_common_opt(nb_ctx *ctx, int argc, char **argv, int *i);
 /* NB_OPT_CALL handler for a float storage type: opt->dest is an nb_type set to
  * f32, f16 or bf16 (any case); anything else is NB_ERR_INVALID (usage). */
 nb_status nb_cli_opt_float_type(const nb_opt *opt, const char *arg, nb_ctx *ctx);

@@ -68,16 +68,6 @@ static nb_status set_blocksize(const nb_opt *opt, const char *arg, nb_ctx *ctx) 
     return NB_OK;
 }
 
-static nb_status write_text_atomic(const char *path, const char *text, nb_ctx *ctx) {
-    nb_afile f;
-    NB_TRY(nb_afile_open(&f, path, false, ctx));
-    nb_status st = nb_afile_write(&f, text, strlen(text), ctx);
-    if (st == NB_OK) st = nb_afile_write(&f, "\n", 1, ctx);
-    if (st == NB_OK) st = nb_afile_commit(&f, NULL, ctx);
-    nb_afile_abort(&f);
-    return st;
-}
-
 static void print_report(FILE *f, const nb_merge_result *r) {
     fprintf(f, "%-3s %-44s %-30s %-9s %5s %8s %10s %11s\n", "#", "module", "tensor", "kind", "rank", "alpha",
             "scaling", "|dW|/|W|");
@@ -182,7 +172,7 @@ int nb_cmd_merge(int argc, char **argv) {
         if (!j) {
             rc = nb_cli_fail("merge", &ctx, nb_err(&ctx, NB_ERR_NOMEM, "out of memory for JSON"));
         } else {
-            if (report_file && (st = write_text_atomic(report_file, j, &ctx)) != NB_OK) rc = nb_cli_fail("merge", &ctx, st);
+            if (report_file && (st = nb_afile_write_text(report_file, j, &ctx)) != NB_OK) rc = nb_cli_fail("merge", &ctx, st);
             if (json && rc == NB_EXIT_OK) puts(j);
             free(j);
         }

@@ -29,16 +29,6 @@ static void print_plan(FILE *f, const nb_prune_plan *p) {
     }
 }
 
-static nb_status write_report(const char *path, const char *json, nb_ctx *ctx) {
-    nb_afile f;
-    NB_TRY(nb_afile_open(&f, path, false, ctx));
-    nb_status st = nb_afile_write(&f, json, strlen(json), ctx);
-    if (st == NB_OK) st = nb_afile_write(&f, "\n", 1, ctx);
-    if (st == NB_OK) st = nb_afile_commit(&f, NULL, ctx);
-    nb_afile_abort(&f);
-    return st;
-}
-
 int nb_cmd_prune(int argc, char **argv) {
     nb_ctx ctx;
     nb_ctx_init(&ctx);
@@ -164,7 +154,7 @@ int nb_cmd_prune(int argc, char **argv) {
     if (json || report) {
         js = nb_prune_report_json(&plan, model, dry ? NULL : out, have_res ? &res : NULL, have_ev ? &ev : NULL);
         if (!js) { st = nb_err(&ctx, NB_ERR_NOMEM, "JSON report"); goto fail; }
-        if (report) NB_CHECK_GOTO(st, write_report(report, js, &ctx), fail);
+        if (report) NB_CHECK_GOTO(st, nb_afile_write_text(report, js, &ctx), fail);
         if (json) printf("%s\n", js);
     }
     if (!ctx.quiet) {

@@ -1,7 +1,9 @@
-/* cli/cmd_quantize.c — `nibble quantize SRC -o OUT --type MIX [--rule P=T]... [--report [F]] [--json]
- * [--method rtn|imatrix|gptq --calib FILE ...]`. */
+/* cli/cmd_quantize.c — `nibble quantize SRC -o OUT (--type MIX | --plan PLAN.json) [options]`:
+ * options and printing only; the job (plan, statistics, rtn/imatrix/gptq) is
+ * nb_quantize_job (calib/job.h). */
 #include "calib/job.h"
 #include "cli/cli.h"
+#include "cli/opts.h"
 #include "core/afile.h"
 #include "core/progress.h"
 #include "quant/quantize.h"
@@ -11,64 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void help(FILE *f) {
-    fputs("usage: nibble quantize SRC -o OUT.gguf (--type MIX | --plan PLAN.json) [--rule PATTERN=TYPE]...\n"
-          "                       [--pure] [--no-fallback] [--allow-requantize] [--dry-run [--json]]\n"
-          "                       [--report[=FILE.json]] [--json]\n"
-          "                       [--imatrix STATS] [--method rtn|imatrix|gptq] [--calib FILE]\n"
-          "                       [--calib-tokens N] [--ctx N] [--seed S] [--damp X] [--block N]\n"
-          "                       [--act-order] [--static-groups] [--group G] [--threads N] [--quiet]\n\n"
-          "Quantize a model to GGUF, one tensor at a time (memory stays bounded by a few tensors).\n"
-          "SRC: a .gguf (F32/F16/BF16, or already quantized: dequantized and requantized, with a\n"
-          "warning), a .safetensors file, a sharded index or a Hugging Face model directory.\n"
-          "The output is written to OUT.partial and renamed when complete; nothing is left on failure.\n"
-          "Output bytes are identical for any --threads value.\n\n"
-          "  -o, --output OUT     output GGUF file (required unless --dry-run)\n"
-          "  --type MIX           the mix (below); llama.cpp's per-tensor choices (output.weight Q6_K,\n"
-          "                       attn_v/ffn_down raised in the layers llama.cpp favours, ...) apply\n"
-          "  --rule PAT=TYPE      per-tensor override; PAT is a glob over the whole name\n"
-          "                       ('blk.*.ffn_down.weight=q6_k') or 're:REGEX' (POSIX ERE, searched\n"
-          "                       anywhere). Repeatable; later rules win. Only quantizable tensors.\n"
-          "  --pure               no mix rules: every quantizable tensor gets the base type\n"
-          "  --no-fallback        fail when a row length does not fit the chosen type, instead of\n"
-          "                       falling back (Q4_K->Q5_0, Q6_K->Q8_0, ..., then F16)\n"
-          "  --dry-run            print the plan (tensor -> type) and sizes; write nothing. With --json:\n"
-          "                       the plan as JSON (docs/quantize.md \"Plans\"), which --plan applies\n"
-          "  --plan FILE          apply a plan (from --dry-run --json, possibly edited: change a tensor's\n"
-          "                       \"type\"); it must have been made for this source (size, tensor table)\n"
-          "  --allow-requantize   allow tensors that are already quantized to be requantized (refused\n"
-          "                       without it: the second rounding adds to the first)\n"
-          "  --tensor-type RE=T, --output-tensor-type T, --token-embedding-type T\n"
-          "                       llama-quantize's spellings: --rule 're:RE=T', 'output.weight=T',\n"
-          "                       'token_embd.weight=T'\n"
-          "  --include-weights S, --exclude-weights S\n"
-          "                       use the imatrix only for tensors whose name contains S / never for them\n"
-          "                       (repeatable; llama-quantize's options)\n"
-          "  --report[=FILE]      per-tensor error vs the source (RMSE, max |error|, relative RMSE,\n"
-          "                       cosine similarity): printed as a table, and written as JSON to FILE\n"
-          "                       (also accepted as `--report FILE.json`). Costs one dequantization.\n"
-          "  --json               print a JSON summary (with the per-tensor list) on stdout\n"
-          "  --imatrix STATS      importance matrix (nibble calibrate, or llama-imatrix's .gguf / .dat):\n"
-          "                       weighted rounding as llama-quantize --imatrix does (same bytes for the\n"
-          "                       GGUF types); tensors without an entry are rounded plainly\n"
-          "  --method M           rtn: round to nearest (default without --imatrix); imatrix: weighted\n"
-          "                       rounding with --imatrix STATS, or with statistics collected first from\n"
-          "                       --calib FILE; gptq: sequential GPTQ (docs/calibration.md): block by block,\n"
-          "                       Hessians from --calib FILE run through the already-quantized earlier\n"
-          "                       blocks; the scale search uses --imatrix when given, else the Hessian's\n"
-          "                       diagonal. Types GPTQ cannot do (nf4_dq) and experts without calibration\n"
-          "                       tokens are rounded to nearest, with a message\n"
-          "  --calib FILE         calibration text or token ids (imatrix without --imatrix, gptq)\n"
-          "  --calib-tokens N     token budget: a seeded sample of ceil(N / ctx) chunks (default: all)\n"
-          "  --ctx N              calibration chunk length in tokens (default 512); --seed S sample seed\n"
-          "  --damp X             gptq: dampening, fraction of mean(diag H) (default 0.01)\n"
-          "  --block N            gptq: lazy batch width (default 128)\n"
-          "  --act-order          gptq: columns by decreasing Hessian diagonal (desc_act), static groups\n"
-          "  --static-groups      gptq: all group scales chosen before the error feedback\n"
-          "  --group G            int4 mixes: group size 32, 64 or 128 (other types: their block size)\n"
-          "  --threads N, --quiet, --verbose\n\n"
-          "mixes (bpw = bits per weight of the base type; the file's average is a bit higher):\n",
-          f);
+/* The mix and type lists after the options in --help. */
+static void print_mix_list(FILE *f) {
+    fputs("mixes (bpw = bits per weight of the base type; the file's average is a bit higher):\n", f);
     for (int i = 0; i < NB_MIX_COUNT; i++) {
         const nb_mix_info *mx = nb_mix_get((nb_mix_id)i);
         const nb_type_traits *tr = nb_type_get(mx->base);
@@ -90,8 +37,9 @@ static void help(FILE *f) {
         fprintf(f, "%s%s (%.2f)", col % 6 ? ", " : "\n  ", tr->name, nb_type_bpw((nb_type)t));
         col++;
     }
-    fputs("\n\nexit codes: 0 ok, 1 usage (incl. output == input), 2 bad input (NaN/Inf weights,\n"
-          "unsupported type, row length that does not fit with --no-fallback), 3 I/O (disk full ...)\n",
+    fputs("\n\nexit codes: 0 ok, 1 usage (incl. output == input, requantizing without\n"
+          "--allow-requantize), 2 bad input (NaN/Inf weights, unsupported type, row length that does not\n"
+          "fit with --no-fallback, a plan for another model), 3 I/O (disk full ...)\n",
           f);
 }
 
@@ -180,16 +128,6 @@ static char *with_method(const char *js, const char *method, const nb_gptq_model
     return s;
 }
 
-static nb_status write_text_atomic(const char *path, const char *text, nb_ctx *ctx) {
-    nb_afile f;
-    NB_TRY(nb_afile_open(&f, path, false, ctx));
-    nb_status st = nb_afile_write(&f, text, strlen(text), ctx);
-    if (st == NB_OK) st = nb_afile_write(&f, "\n", 1, ctx);
-    if (st == NB_OK) st = nb_afile_commit(&f, NULL, ctx);
-    nb_afile_abort(&f);
-    return st;
-}
-
 static bool ends_with(const char *s, const char *suf) {
     size_t n = strlen(s), k = strlen(suf);
     return n >= k && !strcmp(s + n - k, suf);
@@ -206,14 +144,56 @@ static const nb_mix_info *with_group(const nb_mix_info *mix, long group) {
     return gt && (long)gt->block_size == group ? mix : NULL;
 }
 
+/* Option handlers. */
+static nb_status set_mix(const nb_opt *o, const char *arg, nb_ctx *ctx) {
+    const nb_mix_info **mix = o->dest;
+    *mix = nb_mix_find(arg);
+    if (!*mix) return nb_err(ctx, NB_ERR_INVALID, "unknown type '%s' (see nibble quantize --help for the list)", arg);
+    return NB_OK;
+}
+
+static nb_status set_method(const nb_opt *o, const char *arg, nb_ctx *ctx) {
+    if (!nb_quant_method_from_name(arg, o->dest))
+        return nb_err(ctx, NB_ERR_INVALID, "--method must be rtn, imatrix or gptq (got '%s')", arg);
+    return NB_OK;
+}
+
+static nb_status add_rule(const nb_opt *o, const char *arg, nb_ctx *ctx) { return nb_rules_add(o->dest, arg, ctx); }
+
 /* llama-quantize spellings that are rules here: --output-tensor-type T,
- * --token-embedding-type T, --tensor-type REGEX=T. */
-static nb_status add_alias_rule(nb_rules *rules, const char *opt, const char *val, nb_ctx *ctx) {
+ * --token-embedding-type T, --tensor-type REGEX=T (llama.cpp searches the
+ * regex anywhere in the name, as a 're:' rule does). */
+static nb_status add_output_rule(const nb_opt *o, const char *arg, nb_ctx *ctx) {
+    char spec[512];
+    snprintf(spec, sizeof spec, "output.weight=%s", arg);
+    return nb_rules_add(o->dest, spec, ctx);
+}
+
+static nb_status add_embd_rule(const nb_opt *o, const char *arg, nb_ctx *ctx) {
+    char spec[512];
+    snprintf(spec, sizeof spec, "token_embd.weight=%s", arg);
+    return nb_rules_add(o->dest, spec, ctx);
+}
+
+static nb_status add_regex_rule(const nb_opt *o, const char *arg, nb_ctx *ctx) {
     char spec[1024];
-    if (!strcmp(opt, "--output-tensor-type")) snprintf(spec, sizeof spec, "output.weight=%s", val);
-    else if (!strcmp(opt, "--token-embedding-type")) snprintf(spec, sizeof spec, "token_embd.weight=%s", val);
-    else snprintf(spec, sizeof spec, "re:%s", val); /* --tensor-type: llama.cpp searches a regex in the name */
-    return nb_rules_add(rules, spec, ctx);
+    snprintf(spec, sizeof spec, "re:%s", arg);
+    return nb_rules_add(o->dest, spec, ctx);
+}
+
+/* --include-weights / --exclude-weights: argv strings collected in a list. */
+typedef struct strs {
+    const char **v;
+    size_t n;
+} strs;
+
+static nb_status add_str(const nb_opt *o, const char *arg, nb_ctx *ctx) {
+    strs *l = o->dest;
+    const char **nv = realloc(l->v, (l->n + 1) * sizeof *nv);
+    if (!nv) return nb_err(ctx, NB_ERR_NOMEM, "out of memory");
+    nv[l->n++] = arg;
+    l->v = nv;
+    return NB_OK;
 }
 
 int nb_cmd_quantize(int argc, char **argv) {
@@ -222,106 +202,128 @@ int nb_cmd_quantize(int argc, char **argv) {
     nb_rules rules;
     nb_rules_init(&rules);
     const char *report_file = NULL;
-    bool json = false, dry_run = false, allow_requantize = false;
+    bool json = false, dry_run = false, report = false, act_order = false, static_groups = false;
+    bool damp_set = false, block_set = false;
     nb_quant_job job = {0};
     nb_quant_job_result res = {0};
-    /* --include-weights / --exclude-weights values (pointers into argv) */
-    const char **include = calloc((size_t)argc, sizeof *include), **exclude = calloc((size_t)argc, sizeof *exclude);
-    size_t n_include = 0, n_exclude = 0;
-    long group = 0;
-    int rc = NB_EXIT_USAGE;
-    if (!include || !exclude) { fputs("nibble quantize: out of memory\n", stderr); rc = NB_EXIT_IO; goto done; }
-    for (int i = 1; i < argc; i++) {
-        int c = nb_cli_common_opt(&ctx, argc, argv, &i);
-        if (c < 0) goto done;
-        if (c) continue;
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) { help(stdout); rc = NB_EXIT_OK; goto done; }
-        if (!strcmp(a, "--json")) json = true;
-        else if (!strcmp(a, "--pure")) job.plan.pure = true;
-        else if (!strcmp(a, "--no-fallback")) job.plan.no_fallback = true;
-        else if (!strcmp(a, "--dry-run")) dry_run = true;
-        else if (!strcmp(a, "--allow-requantize")) allow_requantize = true;
-        else if (!strcmp(a, "--report")) {
-            job.report = true;
-            if (i + 1 < argc && ends_with(argv[i + 1], ".json")) report_file = argv[++i];
-        } else if (!strncmp(a, "--report=", 9) && a[9]) {
-            job.report = true;
-            report_file = a + 9;
-        } else if ((!strcmp(a, "-o") || !strcmp(a, "--output")) && i + 1 < argc) job.dst = argv[++i];
-        else if (!strcmp(a, "--plan") && i + 1 < argc) job.plan_path = argv[++i];
-        else if (!strcmp(a, "--imatrix") && i + 1 < argc) job.imatrix_path = argv[++i];
-        else if ((!strcmp(a, "--include-weights") || !strcmp(a, "--exclude-weights")) && i + 1 < argc) {
-            if (a[2] == 'i') include[n_include++] = argv[++i];
-            else exclude[n_exclude++] = argv[++i];
-        } else if (!strcmp(a, "--method") && i + 1 < argc) {
-            if (!nb_quant_method_from_name(argv[++i], &job.method)) {
-                fprintf(stderr, "nibble quantize: --method must be rtn, imatrix or gptq\n");
-                goto done;
-            }
-        } else if (!strcmp(a, "--calib") && i + 1 < argc) job.calib_path = argv[++i];
-        else if (!strcmp(a, "--act-order")) job.gptq.act_order = job.gptq_opts_set = true;
-        else if (!strcmp(a, "--static-groups")) job.gptq.static_groups = job.gptq_opts_set = true;
-        else if ((!strcmp(a, "--calib-tokens") || !strcmp(a, "--ctx") || !strcmp(a, "--seed") ||
-                  !strcmp(a, "--block") || !strcmp(a, "--group") || !strcmp(a, "--damp")) && i + 1 < argc) {
-            const char *v = argv[++i];
-            char *end = NULL;
-            double x = strtod(v, &end);
-            bool intval = x == (double)(long long)x;
-            if (!end || *end || !(x >= 0) || x > 1e15 || (strcmp(a, "--damp") && !intval) ||
-                (!strcmp(a, "--damp") && !(x > 0 && x < 10)) || (!strcmp(a, "--ctx") && (x < 2 || x > 1e6)) ||
-                (!strcmp(a, "--block") && (x < 1 || x > 65536)) || (!strcmp(a, "--group") && (x < 1 || x > 65536))) {
-                fprintf(stderr, "nibble quantize: bad value '%s' for %s\n", v, a);
-                goto done;
-            }
-            if (!strcmp(a, "--calib-tokens")) job.corpus.max_tokens = (uint64_t)x;
-            else if (!strcmp(a, "--ctx")) job.corpus.n_ctx = (int)x;
-            else if (!strcmp(a, "--seed")) job.corpus.seed = (uint64_t)x;
-            else if (!strcmp(a, "--block")) { job.gptq.block = (int)x; job.gptq_opts_set = true; }
-            else if (!strcmp(a, "--damp")) { job.gptq.damp = x; job.gptq_opts_set = true; }
-            else group = (long)x;
-        }
-        else if (!strcmp(a, "--type") && i + 1 < argc) {
-            const char *t = argv[++i];
-            job.plan.mix = nb_mix_find(t);
-            if (!job.plan.mix) {
-                fprintf(stderr, "nibble quantize: unknown type '%s' (see nibble quantize --help for the list)\n", t);
-                goto done;
-            }
-        } else if (!strcmp(a, "--rule") && i + 1 < argc) {
-            nb_status st = nb_rules_add(&rules, argv[++i], &ctx);
-            if (st != NB_OK) { rc = nb_cli_fail("quantize", &ctx, st); goto done; }
-        } else if ((!strcmp(a, "--tensor-type") || !strcmp(a, "--output-tensor-type") ||
-                    !strcmp(a, "--token-embedding-type")) && i + 1 < argc) {
-            nb_status st = add_alias_rule(&rules, a, argv[++i], &ctx);
-            if (st != NB_OK) { rc = nb_cli_fail("quantize", &ctx, st); goto done; }
-        } else if (a[0] == '-' || job.src) {
-            fprintf(stderr, "nibble quantize: unexpected argument '%s' (see --help)\n", a);
-            goto done;
-        } else job.src = a;
-    }
-    if (!job.src || (!job.dst && !dry_run) || (!job.plan.mix && !job.plan_path)) {
-        fprintf(stderr, "nibble quantize: %s\n", !job.src ? "missing SRC" : !job.dst && !dry_run ? "missing -o OUT"
-                                                                                                   : "missing --type MIX (or --plan FILE)");
-        fputs("usage: nibble quantize SRC -o OUT.gguf --type MIX [options]   (--help for the mixes)\n", stderr);
-        goto done;
-    }
+    strs include = {0}, exclude = {0};
+    int group = 0;
+    const nb_opt opts[] = {
+        {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &job.dst, .meta = "OUT",
+         .flags = NB_OPT_OUTPUT, .help = "output GGUF file (required unless --dry-run)"},
+        {.name = "type", .type = NB_OPT_CALL, .fn = set_mix, .dest = &job.plan.mix, .meta = "MIX",
+         .help = "the mix (below); llama.cpp's per-tensor choices (output.weight Q6_K,\n"
+                 "attn_v/ffn_down raised in the layers llama.cpp favours, ...) apply"},
+        {.name = "plan", .type = NB_OPT_STR, .dest = &job.plan_path, .meta = "FILE",
+         .help = "apply a plan instead of --type: the JSON of --dry-run --json, possibly\n"
+                 "edited (change a tensor's \"type\"); it must have been made for this\n"
+                 "source (same size and tensor table; docs/quantize.md \"Plans\")"},
+        {.name = "rule", .type = NB_OPT_CALL, .fn = add_rule, .dest = &rules, .meta = "PAT=TYPE",
+         .help = "per-tensor override; PAT is a glob over the whole name\n"
+                 "('blk.*.ffn_down.weight=q6_k') or 're:REGEX' (POSIX ERE, searched\n"
+                 "anywhere). Repeatable; later rules win. Only quantizable tensors."},
+        {.name = "tensor-type", .type = NB_OPT_CALL, .fn = add_regex_rule, .dest = &rules, .meta = "RE=TYPE",
+         .flags = NB_OPT_SUB, .help = "llama-quantize's spelling of --rule 're:RE=TYPE'"},
+        {.name = "output-tensor-type", .type = NB_OPT_CALL, .fn = add_output_rule, .dest = &rules, .meta = "TYPE",
+         .flags = NB_OPT_SUB, .help = "llama-quantize's spelling of --rule 'output.weight=TYPE'"},
+        {.name = "token-embedding-type", .type = NB_OPT_CALL, .fn = add_embd_rule, .dest = &rules, .meta = "TYPE",
+         .flags = NB_OPT_SUB, .help = "llama-quantize's spelling of --rule 'token_embd.weight=TYPE'"},
+        {.name = "pure", .type = NB_OPT_FLAG, .dest = &job.plan.pure,
+         .help = "no mix rules: every quantizable tensor gets the base type"},
+        {.name = "no-fallback", .type = NB_OPT_FLAG, .dest = &job.plan.no_fallback,
+         .help = "fail when a row length does not fit the chosen type, instead of\n"
+                 "falling back (Q4_K->Q5_0, Q6_K->Q8_0, ..., then F16)"},
+        {.name = "group", .type = NB_OPT_INT, .dest = &group, .meta = "G", .lo = 1, .hi = 65536,
+         .help = "int4 mixes: group size 32, 64 or 128 (other types: their block size)"},
+        {.name = "allow-requantize", .type = NB_OPT_FLAG, .dest = &job.allow_requantize,
+         .help = "requantize tensors that are already quantized (refused without it:\n"
+                 "the second rounding adds to the first; quantize from F16/BF16/F32)"},
+        {.name = "dry-run", .type = NB_OPT_FLAG, .dest = &dry_run,
+         .help = "print the plan (tensor -> type) and sizes, write nothing; with --json\n"
+                 "the plan as JSON, which --plan applies"},
+        {.name = "report", .type = NB_OPT_STR, .arg = NB_ARG_OPTIONAL, .dest = &report_file, .given = &report,
+         .next_suffix = ".json", .meta = "FILE", .flags = NB_OPT_OUTPUT,
+         .help = "per-tensor error vs the source (RMSE, max |error|, relative RMSE,\n"
+                 "cosine similarity): printed as a table, and written as JSON to FILE\n"
+                 "(also accepted as `--report FILE.json`). Costs one dequantization."},
+        {.name = "json", .type = NB_OPT_FLAG, .dest = &json,
+         .help = "print a JSON summary (with the per-tensor list) on stdout"},
+        {.name = "imatrix", .type = NB_OPT_STR, .dest = &job.imatrix_path, .meta = "STATS",
+         .help = "importance matrix (nibble calibrate, or llama-imatrix's .gguf / .dat):\n"
+                 "weighted rounding as llama-quantize --imatrix does (same bytes for the\n"
+                 "GGUF types); tensors without an entry are rounded plainly"},
+        {.name = "include-weights", .type = NB_OPT_CALL, .fn = add_str, .dest = &include, .meta = "S",
+         .flags = NB_OPT_SUB, .help = "use the imatrix only for tensors whose name contains S (repeatable)"},
+        {.name = "exclude-weights", .type = NB_OPT_CALL, .fn = add_str, .dest = &exclude, .meta = "S",
+         .flags = NB_OPT_SUB, .help = "never use it for tensors whose name contains S (repeatable)"},
+        {.name = "method", .type = NB_OPT_CALL, .fn = set_method, .dest = &job.method, .meta = "M",
+         .help = "rtn: round to nearest (default without --imatrix); imatrix: weighted\n"
+                 "rounding with --imatrix STATS, or with statistics collected first from\n"
+                 "--calib FILE; gptq: sequential GPTQ (docs/calibration.md): block by block,\n"
+                 "Hessians from --calib FILE run through the already-quantized earlier\n"
+                 "blocks; the scale search uses --imatrix when given, else the Hessian's\n"
+                 "diagonal. Types GPTQ cannot do (nf4_dq) and experts without calibration\n"
+                 "tokens are rounded to nearest, with a message"},
+        {.name = "calib", .type = NB_OPT_STR, .dest = &job.calib_path, .meta = "FILE",
+         .help = "calibration text or token ids (imatrix without --imatrix, gptq)"},
+        {.name = "calib-tokens", .type = NB_OPT_U64, .dest = &job.corpus.max_tokens, .meta = "N", .flags = NB_OPT_SUB,
+         .help = "token budget: a seeded sample of ceil(N / ctx) chunks (default: all)"},
+        {.name = "ctx", .type = NB_OPT_INT, .dest = &job.corpus.n_ctx, .meta = "N", .lo = 2, .hi = 1000000,
+         .flags = NB_OPT_SUB, .help = "calibration chunk length in tokens (default 512)"},
+        {.name = "seed", .type = NB_OPT_U64, .dest = &job.corpus.seed, .meta = "S", .flags = NB_OPT_SUB,
+         .help = "sample seed (default 0)"},
+        {.name = "damp", .type = NB_OPT_DOUBLE, .dest = &job.gptq.damp, .given = &damp_set, .meta = "X", .lo = 0,
+         .hi = 10, .flags = NB_OPT_LO_OPEN | NB_OPT_HI_OPEN,
+         .help = "gptq: dampening, fraction of mean(diag H) (default 0.01)"},
+        {.name = "block", .type = NB_OPT_INT, .dest = &job.gptq.block, .given = &block_set, .meta = "N", .lo = 1,
+         .hi = 65536, .help = "gptq: lazy batch width (default 128)"},
+        {.name = "act-order", .type = NB_OPT_FLAG, .dest = &act_order,
+         .help = "gptq: columns by decreasing Hessian diagonal (desc_act), static groups"},
+        {.name = "static-groups", .type = NB_OPT_FLAG, .dest = &static_groups,
+         .help = "gptq: all group scales chosen before the error feedback"},
+    };
+    const nb_cmd_spec spec = {
+        .name = "quantize",
+        .usage = "SRC -o OUT.gguf (--type MIX | --plan PLAN.json) [--rule PATTERN=TYPE]...\n"
+                 "[--pure] [--no-fallback] [--allow-requantize] [--dry-run] [--report[=FILE.json]] [--json]\n"
+                 "[--imatrix STATS] [--method rtn|imatrix|gptq] [--calib FILE] [--calib-tokens N]\n"
+                 "[--ctx N] [--seed S] [--damp X] [--block N] [--act-order] [--static-groups]\n"
+                 "[--group G] [--threads N] [--quiet]",
+        .about = "Quantize a model to GGUF, one tensor at a time (memory stays bounded by a few tensors).\n"
+                 "SRC: a .gguf (F32/F16/BF16, or already quantized: requantized with --allow-requantize),\n"
+                 "a .safetensors file, a sharded index or a Hugging Face model directory. Every tensor's\n"
+                 "type comes from a plan: made from --type MIX (and --rule ...), or read with --plan;\n"
+                 "--dry-run prints it. The output is written to OUT.partial and renamed when complete;\n"
+                 "nothing is left on failure. Output bytes are identical for any --threads value.",
+        NB_OPTS_TABLE(opts),
+        .epilogue_fn = print_mix_list,
+        NB_OPTS_ONE_POS("SRC"),
+    };
+    nb_args args = {0};
+    int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
+    if (rc != NB_OPTS_RUN) goto done;
+    job.src = args.pos[0];
+    job.gptq.act_order = act_order;
+    job.gptq.static_groups = static_groups;
+    job.gptq_opts_set = act_order || static_groups || damp_set || block_set;
+    job.report = report;
+    rc = NB_EXIT_USAGE;
+    if (!job.dst && !dry_run) { rc = nb_opts_usage_error(&spec, &args, "missing -o OUT"); goto done; }
+    if (!job.plan.mix && !job.plan_path) { rc = nb_opts_usage_error(&spec, &args, "missing --type MIX (or --plan FILE)"); goto done; }
     if (dry_run) job.dst = NULL;
-    if (group && job.plan.mix) {
+    if (group && !job.plan.mix) { rc = nb_opts_usage_error(&spec, &args, "--group shapes a new plan: edit the plan file instead"); goto done; }
+    if (group) {
         const nb_mix_info *gm = with_group(job.plan.mix, group);
         if (!gm) {
             const nb_type_traits *gt = nb_type_get(job.plan.mix->base);
             if (!strncmp(job.plan.mix->name, "int4", 4))
-                fprintf(stderr, "nibble quantize: --group %ld: int4 mixes take 32, 64 or 128\n", group);
+                rc = nb_opts_usage_error(&spec, &args, "--group %d: int4 mixes take 32, 64 or 128", group);
             else
-                fprintf(stderr, "nibble quantize: --group %ld: %s has fixed blocks of %u (only int4 mixes take a group)\n",
-                        group, job.plan.mix->name, gt ? gt->block_size : 0);
+                rc = nb_opts_usage_error(&spec, &args, "--group %d: %s has fixed blocks of %u (only int4 mixes take a group)",
+                                         group, job.plan.mix->name, gt ? gt->block_size : 0);
             goto done;
         }
         job.plan.mix = gm;
-    } else if (group) {
-        fputs("nibble quantize: --group shapes a new plan: edit the plan file instead\n", stderr);
-        goto done;
     }
     if (job.plan.mix) {
         const nb_type_traits *bt = nb_type_get(job.plan.mix->base);
@@ -332,18 +334,17 @@ int nb_cmd_quantize(int argc, char **argv) {
             goto done;
         }
     }
-    if ((n_include || n_exclude) && !job.imatrix_path && !job.calib_path) {
-        fputs("nibble quantize: --include-weights / --exclude-weights select imatrix entries: give --imatrix\n", stderr);
+    if ((include.n || exclude.n) && !job.imatrix_path && !job.calib_path) {
+        rc = nb_opts_usage_error(&spec, &args, "--include-weights / --exclude-weights select imatrix entries: give --imatrix");
         goto done;
     }
     if (job.dst && !ends_with(job.dst, ".gguf"))
         NB_WARN(&ctx, "%s: output is GGUF whatever the extension (consider naming it .gguf)", job.dst);
     job.plan.rules = &rules;
-    job.allow_requantize = allow_requantize;
-    job.include_weights = include;
-    job.n_include_weights = n_include;
-    job.exclude_weights = exclude;
-    job.n_exclude_weights = n_exclude;
+    job.include_weights = include.v;
+    job.n_include_weights = include.n;
+    job.exclude_weights = exclude.v;
+    job.n_exclude_weights = exclude.n;
     nb_status st = nb_quantize_job(&job, &res, &ctx);
     if (st != NB_OK) { rc = nb_cli_fail("quantize", &ctx, st); goto done; }
     const char *method = nb_quant_method_name(res.method);
@@ -376,7 +377,7 @@ int nb_cmd_quantize(int argc, char **argv) {
     rc = NB_EXIT_OK;
     if (report_file) {
         char *rj = nb_quant_result_json(&res.quant, &res.plan, job.src, job.dst, true);
-        st = rj ? write_text_atomic(report_file, rj, &ctx) : nb_err(&ctx, NB_ERR_NOMEM, "out of memory for JSON");
+        st = rj ? nb_afile_write_text(report_file, rj, &ctx) : nb_err(&ctx, NB_ERR_NOMEM, "out of memory for JSON");
         free(rj);
         if (st != NB_OK) rc = nb_cli_fail("quantize", &ctx, st);
     }
@@ -389,8 +390,8 @@ int nb_cmd_quantize(int argc, char **argv) {
     }
 done:
     nb_quant_job_result_free(&res);
-    free(include);
-    free(exclude);
+    free(include.v);
+    free(exclude.v);
     nb_rules_free(&rules);
     nb_ctx_free(&ctx);
     return rc;

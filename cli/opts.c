@@ -98,7 +98,7 @@ static void common_table(nb_opt t[N_COMMON], nb_ctx *ctx, bool *help) {
 /* ------------------------------------------------------------ parsing */
 
 typedef struct {
-    const nb_cmd_spec *spec; /* NULL: nb_cli_common_opt (messages say "nibble: ") */
+    const nb_cmd_spec *spec;
     nb_opt common[N_COMMON];
     FILE *err;
     nb_ctx *ctx;
@@ -353,17 +353,6 @@ int nb_opts_usage_error(const nb_cmd_spec *spec, const nb_args *args, const char
     fprintf(f, " (see nibble %s --help)\n", spec->name);
     va_end(ap);
     return NB_EXIT_USAGE;
-}
-
-int nb_cli_common_opt(nb_ctx *ctx, int argc, char **argv, int *i) {
-    parser p = {.spec = NULL, .err = stderr, .ctx = ctx};
-    common_table(p.common, ctx, NULL);
-    p.common[COMMON_HELP].name = NULL; /* --help stays the command's */
-    p.common[COMMON_HELP].short_name = 0;
-    const char *a = argv[*i];
-    if (a[0] != '-' || !a[1] || !strcmp(a, "--")) return 0;
-    if (a[1] == '-' ? !lookup(&p, a + 2, strcspn(a + 2, "="), 0) : !lookup(&p, NULL, 0, a[1])) return 0;
-    return parse_option(&p, argc, argv, i) == NB_OPTS_RUN ? 1 : -1;
 }
 
 /* ------------------------------------------------------------ help */

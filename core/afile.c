@@ -138,3 +138,13 @@ bool nb_same_file(const char *a, const char *b) {
     if (stat(a, &sa) != 0 || stat(b, &sb) != 0) return false;
     return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
+
+nb_status nb_afile_write_text(const char *path, const char *text, nb_ctx *ctx) {
+    nb_afile f;
+    NB_TRY(nb_afile_open(&f, path, false, ctx));
+    nb_status st = nb_afile_write(&f, text, strlen(text), ctx);
+    if (st == NB_OK) st = nb_afile_write(&f, "\n", 1, ctx);
+    if (st == NB_OK) st = nb_afile_commit(&f, NULL, ctx);
+    nb_afile_abort(&f);
+    return st;
+}

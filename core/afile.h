@@ -41,4 +41,8 @@ void nb_afile_abort(nb_afile *f);
 /* True when paths a and b name the same existing file (same device+inode). */
 bool nb_same_file(const char *a, const char *b);
 
+/* Write `text` plus a newline to `path` atomically (the .partial, fsync,
+ * rename protocol above): reports, plans, JSON summaries. */
+nb_status nb_afile_write_text(const char *path, const char *text, nb_ctx *ctx);
+
 #endif

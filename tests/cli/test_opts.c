@@ -356,32 +356,6 @@ START_TEST(parse_numbers) {
 }
 END_TEST
 
-START_TEST(common_opt_for_unconverted_commands) {
-    nb_ctx ctx;
-    nbt_ctx(&ctx);
-    char *argv[] = {"cmd", "--threads", "3", "-t5", "-q", "--json", "--help", "--threads=0", "-qz", NULL};
-    int i = 1;
-    ck_assert_int_eq(nb_cli_common_opt(&ctx, 9, argv, &i), 1);
-    ck_assert_int_eq(i, 2);
-    ck_assert_int_eq(ctx.n_threads, 3);
-    i = 3;
-    ck_assert_int_eq(nb_cli_common_opt(&ctx, 9, argv, &i), 1);
-    ck_assert_int_eq(ctx.n_threads, 5);
-    i = 4;
-    ck_assert_int_eq(nb_cli_common_opt(&ctx, 9, argv, &i), 1);
-    ck_assert(ctx.quiet);
-    i = 5;
-    ck_assert_int_eq(nb_cli_common_opt(&ctx, 9, argv, &i), 0);
-    i = 6;
-    ck_assert_int_eq(nb_cli_common_opt(&ctx, 9, argv, &i), 0); /* --help is the command's */
-    i = 7;
-    ck_assert_int_eq(nb_cli_common_opt(&ctx, 9, argv, &i), -1);
-    i = 8;
-    ck_assert_int_eq(nb_cli_common_opt(&ctx, 9, argv, &i), -1); /* -q is ours, -z is nobody's */
-    nb_ctx_free(&ctx);
-}
-END_TEST
-
 int main(void) {
     Suite *s = suite_create("opts");
     TCase *tc = tcase_create("opts");
@@ -394,7 +368,6 @@ int main(void) {
     tcase_add_test(tc, repeatable_handler_and_alias);
     tcase_add_test(tc, help_from_the_table);
     tcase_add_test(tc, parse_numbers);
-    tcase_add_test(tc, common_opt_for_unconverted_commands);
     suite_add_tcase(s, tc);
     return nbt_run_suite(s);
 }

@@ -118,6 +118,53 @@ has "blk.0.attn_q.weight" "$tmp/err"
 check "fallback" 0 "$nb" quantize "$src" -o "$tmp/nf.gguf" --type q8_0 --rule 'blk.0.attn_q.weight=nf4_dq'
 [ "$(ttype "$tmp/nf.gguf" blk.0.attn_q.weight)" = nf4 ] || { echo "FAIL: nf4_dq did not fall back to nf4"; fail=1; }
 
+# plans: --dry-run --json prints the plan; --plan applies it (byte-identical to --type);
+# a hand edit of one "type" is honoured; a plan of another model is refused
+check "plan json" 0 "$nb" quantize "$src" --type q4_k_m --dry-run --json
+cp "$tmp/out" "$tmp/plan.json"
+has '"nibble_plan":1' "$tmp/plan.json"
+has '"tensors_sha256"' "$tmp/plan.json"
+check "apply plan" 0 "$nb" quantize "$src" -o "$tmp/fromplan.gguf" --plan "$tmp/plan.json" --quiet
+cmp -s "$tmp/q4km.gguf" "$tmp/fromplan.gguf" || { echo "FAIL: --plan output differs from --type q4_k_m"; fail=1; }
+sed 's/"name":"blk.0.ffn_up.weight","shape":\[256,512\],"src_type":"f16","type":"q4_K"/"name":"blk.0.ffn_up.weight","shape":[256,512],"src_type":"f16","type":"q8_0"/' \
+  "$tmp/plan.json" > "$tmp/edited.json"
+cmp -s "$tmp/plan.json" "$tmp/edited.json" && { echo "FAIL: the plan edit did not apply (test bug)"; fail=1; }
+check "apply edited plan" 0 "$nb" quantize "$src" -o "$tmp/edited.gguf" --plan "$tmp/edited.json" --json
+[ "$(ttype "$tmp/edited.gguf" blk.0.ffn_up.weight)" = q8_0 ] || { echo "FAIL: edited plan type not written"; fail=1; }
+check "synth other" 0 "$nb" synth --arch llama --layers 4 --dim 512 --ff 512 --heads 4 --kv-heads 2 --vocab 300 -o "$tmp/other.gguf"
+check "plan of another model" 1 "$nb" quantize "$tmp/other.gguf" -o "$tmp/x.gguf" --plan "$tmp/plan.json"
+has "another model" "$tmp/err"
+[ -e "$tmp/x.gguf" ] && { echo "FAIL: refused plan wrote a file"; fail=1; }
+check "plan with --type" 1 "$nb" quantize "$src" -o "$tmp/x.gguf" --plan "$tmp/plan.json" --type q8_0
+echo '{"nibble_plan":1,"bogus":2}' > "$tmp/bad.json"
+check "plan unknown key" 2 "$nb" quantize "$src" -o "$tmp/x.gguf" --plan "$tmp/bad.json"
+has "unknown key 'bogus'" "$tmp/err"
+
+# llama-quantize spellings
+check "aliases" 0 "$nb" quantize "$src" --type q4_0 --dry-run --output-tensor-type q8_0 --token-embedding-type q5_0 \
+  --tensor-type 'ffn_down=q6_k'
+grep -E '^output\.weight .* q8_0 +rule' "$tmp/out" >/dev/null || { echo "FAIL: --output-tensor-type"; fail=1; }
+grep -E '^token_embd\.weight .* q5_0 +rule' "$tmp/out" >/dev/null || { echo "FAIL: --token-embedding-type"; fail=1; }
+grep -E '^blk\.2\.ffn_down\.weight .* q6_K +rule' "$tmp/out" >/dev/null || { echo "FAIL: --tensor-type"; fail=1; }
+check "calibrate" 0 "$nb" calibrate "$src" --calib "$NB_TEST_DATA/text/calib.txt" --ctx 64 --calib-tokens 512 -o "$tmp/imx.gguf"
+check "imatrix all" 0 "$nb" quantize "$src" -o "$tmp/im_all.gguf" --type q4_0 --pure --imatrix "$tmp/imx.gguf" --quiet
+check "imatrix exclude" 0 "$nb" quantize "$src" -o "$tmp/im_ex.gguf" --type q4_0 --pure --imatrix "$tmp/imx.gguf" \
+  --exclude-weights attn_ --quiet
+check "rtn" 0 "$nb" quantize "$src" -o "$tmp/rtn.gguf" --type q4_0 --pure --quiet
+# excluded tensors equal plain rounding, the others the imatrix rounding
+py_eq() { "$NB_PYTHON" -c 'import sys; from gguf import GGUFReader as R
+a, b, n = R(sys.argv[1]), R(sys.argv[2]), sys.argv[3]
+ta = [t for t in a.tensors if t.name == n][0]; tb = [t for t in b.tensors if t.name == n][0]
+sys.exit(0 if bytes(ta.data.tobytes()) == bytes(tb.data.tobytes()) else 1)' "$@"; }
+if [ -n "${NB_PYTHON:-}" ]; then
+  py_eq "$tmp/im_ex.gguf" "$tmp/rtn.gguf" blk.0.attn_q.weight || { echo "FAIL: excluded tensor not plainly rounded"; fail=1; }
+  py_eq "$tmp/im_ex.gguf" "$tmp/im_all.gguf" blk.0.ffn_up.weight || { echo "FAIL: kept tensor lost its imatrix"; fail=1; }
+  py_eq "$tmp/im_all.gguf" "$tmp/rtn.gguf" blk.0.ffn_up.weight && { echo "FAIL: the imatrix changed nothing (test is blind)"; fail=1; }
+else
+  echo "SKIP: --exclude-weights byte comparison needs NB_PYTHON (gguf)"
+fi
+check "include without imatrix" 1 "$nb" quantize "$src" -o "$tmp/x.gguf" --type q4_0 --include-weights attn
+
 # a write failure (file-size limit, like a full disk): exit 3, no partial, no output
 ( trap '' XFSZ; ulimit -f 200; "$nb" quantize "$src" -o "$tmp/big.gguf" --type f32 --quiet ) >"$tmp/out" 2>"$tmp/err"
 rc=$?
