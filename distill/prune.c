@@ -340,15 +340,10 @@ static nb_status classify(const nb_model *m, const nb_prune_plan *p, int *slot, 
 static nb_status write_slices(nb_model *m, size_t i, const nb_prune_layer *pl, int keep, int X, nb_sink *sink,
                               nb_ctx *ctx) {
     const nb_tensor *t = &m->tensors[i];
-    const unsigned char *src = t->data;
-    unsigned char *owned = NULL;
-    if (!src && t->nbytes) {
-        owned = nb_malloc(ctx, t->nbytes, t->name);
-        if (!owned) return NB_ERR_NOMEM;
-        nb_status st = nb_model_read_tensor(m, i, owned, ctx);
-        if (st != NB_OK) { free(owned); return st; }
-        src = owned;
-    }
+    const void *bytes;
+    void *owned;
+    NB_TRY(nb_model_tensor_bytes(m, i, &bytes, &owned, ctx));
+    const unsigned char *src = bytes;
     const uint64_t slice = t->nbytes / (uint64_t)X, piece = 16u << 20;
     nb_status st = NB_OK;
     for (int j = 0; j < keep && st == NB_OK; j++) {

@@ -493,7 +493,7 @@ nb_status nb_engine_open_model(nb_model *m, const nb_engine_opts *o, nb_engine *
     e->n_batch = o->n_batch > 0 ? o->n_batch : (e->n_ctx < 512 ? e->n_ctx : 512);
     if (o->n_batch < 0) NB_FAIL_GOTO(st, fail, ctx, NB_ERR_INVALID, "engine: negative batch size %d", o->n_batch);
     if (e->n_batch > e->n_ctx) e->n_batch = e->n_ctx;
-    e->n_threads = o->n_threads > 0 ? o->n_threads : (ctx && ctx->n_threads > 0 ? ctx->n_threads : 1);
+    e->n_threads = o->n_threads > 0 ? o->n_threads : nb_ctx_threads(ctx);
     NB_CHECK_GOTO(st, alloc_state(e, ctx), fail);
     *out = e;
     return NB_OK;

@@ -3,6 +3,7 @@
 #include "formats/arch.h"
 
 #include "core/checked.h"
+#include "core/str.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -419,23 +420,17 @@ static bool pat_format(const char *pat, int L, int E, char *out, size_t n) {
     return true;
 }
 
-static bool ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && strcmp(s + a - b, suf) == 0;
-}
-static bool starts_with(const char *s, const char *pre) { return strncmp(s, pre, strlen(pre)) == 0; }
-
 bool nb_arch_is_expert_stack(const char *gguf) {
-    return ends_with(gguf, "_exps.weight");
+    return nb_str_ends_with(gguf, "_exps.weight");
 }
 
 static nb_xform xform_for(const nb_arch *a, const char *gguf) {
     if (a->flags & NB_ARCH_F_PERMUTE_QK) {
-        if (ends_with(gguf, ".attn_q.weight") || ends_with(gguf, ".attn_q.bias")) return NB_XF_PERMUTE_Q;
-        if (ends_with(gguf, ".attn_k.weight") || ends_with(gguf, ".attn_k.bias")) return NB_XF_PERMUTE_K;
+        if (nb_str_ends_with(gguf, ".attn_q.weight") || nb_str_ends_with(gguf, ".attn_q.bias")) return NB_XF_PERMUTE_Q;
+        if (nb_str_ends_with(gguf, ".attn_k.weight") || nb_str_ends_with(gguf, ".attn_k.bias")) return NB_XF_PERMUTE_K;
     }
     /* llama.cpp: every HF name ending in "norm.weight" gets +1 for gemma3 */
-    if ((a->flags & NB_ARCH_F_NORM_SHIFT) && ends_with(gguf, "norm.weight")) return NB_XF_NORM_SHIFT;
+    if ((a->flags & NB_ARCH_F_NORM_SHIFT) && nb_str_ends_with(gguf, "norm.weight")) return NB_XF_NORM_SHIFT;
     return NB_XF_NONE;
 }
 
@@ -447,19 +442,19 @@ bool nb_arch_map_hf(const nb_arch *a, const char *hf, nb_name_map *out) {
                                               "model.vision_tower.", "model.multi_modal_projector.",
                                               "vision_model.", "model.vision_model."};
     for (size_t i = 0; i < sizeof skip_prefix / sizeof skip_prefix[0]; i++)
-        if (starts_with(hf, skip_prefix[i])) {
+        if (nb_str_starts_with(hf, skip_prefix[i])) {
             out->skip = true;
             return true;
         }
-    if (ends_with(hf, ".rotary_emb.inv_freq")) {
+    if (nb_str_ends_with(hf, ".rotary_emb.inv_freq")) {
         out->skip = true;
         return true;
     }
     char buf[NB_MAX_NAME + 16];
     if (strlen(hf) > NB_MAX_NAME) return false;
-    if (starts_with(hf, "language_model.")) /* Gemma3ForConditionalGeneration, transformers < 4.52 */
+    if (nb_str_starts_with(hf, "language_model.")) /* Gemma3ForConditionalGeneration, transformers < 4.52 */
         snprintf(buf, sizeof buf, "%s", hf + strlen("language_model."));
-    else if (starts_with(hf, "model.language_model.")) /* transformers >= 4.52 */
+    else if (nb_str_starts_with(hf, "model.language_model.")) /* transformers >= 4.52 */
         snprintf(buf, sizeof buf, "model.%s", hf + strlen("model.language_model."));
     else snprintf(buf, sizeof buf, "%s", hf);
     for (size_t r = 0; r < N_RULES; r++) {

@@ -3,6 +3,8 @@
 #include "formats/hf.h"
 
 #include "core/checked.h"
+#include "core/file.h"
+#include "core/str.h"
 #include "formats/readers.h"
 
 #include <cjson/cJSON.h>
@@ -369,13 +371,11 @@ static nb_status hf_read(nb_model *m, size_t i, void *dst, nb_ctx *ctx) {
         const nb_tensor *s = &im->st->tensors[h->src];
         uint64_t rows = s->n_dims >= 2 ? (uint64_t)s->ne[1] : (uint64_t)s->ne[0];
         uint64_t row_bytes = s->nbytes / rows;
-        if (s->data)
-            return nb_qk_permute(s->data, dst, rows, row_bytes, h->n_head, false, t->name, ctx);
-        void *tmp = nb_malloc(ctx, s->nbytes, "q/k permutation buffer");
-        if (!tmp) return NB_ERR_NOMEM;
-        nb_status st = nb_model_read_tensor(im->st, h->src, tmp, ctx);
-        if (st == NB_OK) st = nb_qk_permute(tmp, dst, rows, row_bytes, h->n_head, false, t->name, ctx);
-        free(tmp);
+        const void *src;
+        void *owned;
+        NB_TRY(nb_model_tensor_bytes(im->st, h->src, &src, &owned, ctx));
+        nb_status st = nb_qk_permute(src, dst, rows, row_bytes, h->n_head, false, t->name, ctx);
+        free(owned);
         return st;
     }
     case K_EXPERTS: {
@@ -443,39 +443,6 @@ static int tensor_cmp(const void *pa, const void *pb) {
     if (ra != rb) return ra < rb ? -1 : 1;
     size_t oa = ((const hf_tensor *)a->priv)->order, ob = ((const hf_tensor *)b->priv)->order;
     return oa < ob ? -1 : oa > ob;
-}
-
-static nb_status read_small_file(const char *path, char **buf, size_t *len, size_t limit, nb_ctx *ctx) {
-    *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return nb_err_errno(ctx, errno, "%s", path);
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0) {
-        fclose(f);
-        return nb_err_errno(ctx, errno, "%s", path);
-    }
-    if (sb.st_size < 0 || (uint64_t)sb.st_size > limit) {
-        fclose(f);
-        return nb_err(ctx, NB_ERR_RANGE, "%s: %lld bytes is larger than the %zu-byte limit", path,
-                      (long long)sb.st_size, limit);
-    }
-    size_t n = (size_t)sb.st_size;
-    char *b = nb_malloc(ctx, n + 1, path);
-    if (!b) {
-        fclose(f);
-        return NB_ERR_NOMEM;
-    }
-    size_t got = fread(b, 1, n, f);
-    int err = ferror(f);
-    fclose(f);
-    if (got != n || err) {
-        free(b);
-        return nb_err(ctx, NB_ERR_IO, "%s: short read", path);
-    }
-    b[n] = '\0';
-    *buf = b;
-    *len = n;
-    return NB_OK;
 }
 
 static bool file_exists(const char *p) {
@@ -678,19 +645,12 @@ static nb_status build_tensors(hf_build *b, const nb_hf_config *cfg, const char 
     return NB_OK;
 }
 
-static char *path_join(nb_ctx *ctx, const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = nb_malloc(ctx, n, "path");
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 nb_status nb_hf_open(const char *dir, nb_model **out, nb_ctx *ctx) {
     *out = NULL;
     nb_status st = NB_OK;
-    char *cfg_path = path_join(ctx, dir, "config.json");
-    char *idx_path = path_join(ctx, dir, "model.safetensors.index.json");
-    char *one_path = path_join(ctx, dir, "model.safetensors");
+    char *cfg_path = nb_path_join(ctx, dir, "config.json");
+    char *idx_path = nb_path_join(ctx, dir, "model.safetensors.index.json");
+    char *one_path = nb_path_join(ctx, dir, "model.safetensors");
     char *json = NULL;
     size_t json_len = 0;
     nb_hf_config cfg;
@@ -703,7 +663,7 @@ nb_status nb_hf_open(const char *dir, nb_model **out, nb_ctx *ctx) {
     if (!file_exists(cfg_path))
         NB_FAIL_GOTO(st, fail, ctx, NB_ERR_FORMAT, "%s: not a Hugging Face model directory (no config.json)",
                      dir);
-    NB_CHECK_GOTO(st, read_small_file(cfg_path, &json, &json_len, NB_HF_MAX_CONFIG, ctx), fail);
+    NB_CHECK_GOTO(st, nb_read_file(cfg_path, NB_HF_MAX_CONFIG, &json, &json_len, ctx), fail);
     NB_CHECK_GOTO(st, nb_hf_config_parse(json, json_len, cfg_path, &cfg, ctx), fail);
     const char *stpath = file_exists(idx_path) ? idx_path : file_exists(one_path) ? one_path : NULL;
     if (!stpath)

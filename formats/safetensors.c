@@ -52,6 +52,7 @@
 
 #include "core/afile.h"
 #include "core/checked.h"
+#include "core/str.h"
 #include "formats/readers.h"
 
 #include <cjson/cJSON.h>
@@ -720,11 +721,6 @@ static nb_status open_one(const char *path, st_map *map, nb_st_header *h, nb_ctx
     return st;
 }
 
-static bool ends_with_ci(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcasecmp(s + a - b, suffix) == 0;
-}
-
 static nb_status open_single(const char *path, nb_model **out, nb_ctx *ctx) {
     st_map map;
     nb_st_header h;
@@ -999,7 +995,7 @@ done:
 
 nb_status nb_safetensors_open(const char *path, nb_model **out, nb_ctx *ctx) {
     *out = NULL;
-    if (ends_with_ci(path, ".json")) return open_index(path, out, ctx);
+    if (nb_str_ends_with_ci(path, ".json")) return open_index(path, out, ctx);
     return open_single(path, out, ctx);
 }
 
