@@ -266,15 +266,17 @@ nb_status nb_prune_plan_build(const nb_model *m, const nb_routing *rt, const nb_
      * hard-codes it per graph), overridden by an expert_weights_norm key */
     char key[160];
     bool b;
-    plan->already_normalized = a->id != NB_ARCH_QWEN2MOE;
+    plan->already_normalized = a->norm_topk;
     snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
     if (nb_kv_get_bool(&m->kv, key, &b)) plan->already_normalized = b;
     if (o->renormalize_topk && !plan->already_normalized) {
         plan->write_norm_key = true;
-        if (a->id == NB_ARCH_QWEN2MOE)
+        /* a graph that never renormalises hard-codes that: llama.cpp ignores the key */
+        if (!a->norm_topk)
             snprintf(plan->norm_warning, sizeof plan->norm_warning,
-                     "--renormalize-topk: nibble's engine reads qwen2moe.expert_weights_norm, llama.cpp's qwen2moe "
-                     "graph does not (it never renormalises): the file runs renormalised only in nibble");
+                     "--renormalize-topk: nibble's engine reads %s.expert_weights_norm, llama.cpp's %s "
+                     "graph does not (it never renormalises): the file runs renormalised only in nibble",
+                     a->gguf_arch, a->gguf_arch);
     }
     /* expert width: keep it explicit when expert_used_count changes and the
      * architecture would derive it from feed_forward_length / expert_used_count */

@@ -195,25 +195,26 @@ nb_status nb_hf_config_parse(const char *json, size_t len, const char *what, nb_
     const cJSON *hpo = cfg_obj(root, "text_config", what, &st, ctx);
     if (st != NB_OK) goto done;
     if (!hpo) hpo = root;
-    const bool gemma = a->id == NB_ARCH_GEMMA3;
+    static const nb_hparams no_defaults = {0};
+    const nb_hparams *def = a->hf_defaults ? a->hf_defaults : &no_defaults;
 
     NB_CHECK_GOTO(st, cfg_uint(hpo, "num_hidden_layers", &hp->n_layer, &p, what, ctx), done);
     NB_CHECK_GOTO(st, cfg_uint(hpo, "hidden_size", &hp->n_embd, &p, what, ctx), done);
     NB_CHECK_GOTO(st, cfg_uint(hpo, "intermediate_size", &hp->n_ff, &p, what, ctx), done);
-    /* Defaults for Gemma 3 follow llama.cpp's converter / transformers' Gemma3TextConfig,
-     * whose multimodal configs omit them. */
-    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "num_attention_heads", &hp->n_head, gemma ? 8 : 0, what, ctx), done);
-    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "num_key_value_heads", &hp->n_head_kv, gemma ? 4 : hp->n_head,
-                                   what, ctx), done);
-    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "head_dim", &hp->head_dim, gemma ? 256 : 0, what, ctx), done);
+    /* Defaults (the arch row's hf_defaults) follow llama.cpp's converter /
+     * transformers' config classes, e.g. Gemma3TextConfig, whose multimodal configs omit them. */
+    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "num_attention_heads", &hp->n_head, def->n_head, what, ctx), done);
+    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "num_key_value_heads", &hp->n_head_kv,
+                                   def->n_head_kv ? def->n_head_kv : hp->n_head, what, ctx), done);
+    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "head_dim", &hp->head_dim, def->head_dim, what, ctx), done);
     NB_CHECK_GOTO(st, cfg_uint(hpo, "max_position_embeddings", &hp->n_ctx, &p, what, ctx), done);
     if (!p) NB_CHECK_GOTO(st, cfg_uint(hpo, "max_sequence_length", &hp->n_ctx, &p, what, ctx), done);
-    if (gemma && hp->n_ctx == 0) hp->n_ctx = 131072;
-    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "vocab_size", &hp->n_vocab, gemma ? 262208 : 0, what, ctx), done);
+    if (hp->n_ctx == 0) hp->n_ctx = def->n_ctx;
+    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "vocab_size", &hp->n_vocab, def->n_vocab, what, ctx), done);
     NB_CHECK_GOTO(st, cfg_rope_theta(hpo, hp, what, ctx), done);
-    if (gemma && hp->rope_theta == 0) hp->rope_theta = 1000000.0;
+    if (hp->rope_theta == 0) hp->rope_theta = def->rope_theta;
     NB_CHECK_GOTO(st, cfg_num(hpo, "rms_norm_eps", &hp->rms_eps, &p, what, ctx), done);
-    if (gemma && hp->rms_eps == 0) hp->rms_eps = 1e-6;
+    if (hp->rms_eps == 0) hp->rms_eps = def->rms_eps;
     if (a->flags & NB_ARCH_F_MOE) {
         const char *nk = (a->flags & NB_ARCH_F_MIXTRAL_NAMES) ? "num_local_experts" : "num_experts";
         NB_CHECK_GOTO(st, cfg_uint(hpo, nk, &hp->n_expert, &p, what, ctx), done);
@@ -223,7 +224,9 @@ nb_status nb_hf_config_parse(const char *json, size_t len, const char *what, nb_
             NB_CHECK_GOTO(st, cfg_uint(hpo, "shared_expert_intermediate_size", &hp->n_ff_shexp, &p,
                                        what, ctx), done);
     }
-    if (gemma) NB_CHECK_GOTO(st, cfg_uint_def(hpo, "sliding_window", &hp->sliding_window, 4096, what, ctx), done);
+    if (a->swa_period)
+        NB_CHECK_GOTO(st, cfg_uint_def(hpo, "sliding_window", &hp->sliding_window, def->sliding_window, what, ctx),
+                      done);
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(hpo, "tie_word_embeddings");
     if (!tie || cJSON_IsNull(tie)) tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
     if (tie && !cJSON_IsNull(tie) && !cJSON_IsBool(tie))
@@ -277,8 +280,7 @@ char *nb_hf_config_render(const nb_arch *a, const nb_hparams *hp, const char *to
     if (!ok) cJSON_Delete(arr);
 #define NUM(k, v) ok = ok && cJSON_AddNumberToObject(o, (k), (double)(v)) != NULL
     ok = ok && cJSON_AddStringToObject(o, "model_type", a->hf_model_types[0]) != NULL;
-    ok = ok && cJSON_AddStringToObject(o, "hidden_act",
-                                       a->id == NB_ARCH_GEMMA3 ? "gelu_pytorch_tanh" : "silu") != NULL;
+    ok = ok && cJSON_AddStringToObject(o, "hidden_act", nb_act_hf_name(a->act)) != NULL;
     NUM("hidden_size", hp->n_embd);
     if (hp->n_ff) NUM("intermediate_size", hp->n_ff);
     NUM("num_hidden_layers", hp->n_layer);
@@ -297,11 +299,11 @@ char *nb_hf_config_render(const nb_arch *a, const nb_hparams *hp, const char *to
         if (hp->n_ff_shexp) NUM("shared_expert_intermediate_size", hp->n_ff_shexp);
         if (!(a->flags & NB_ARCH_F_MIXTRAL_NAMES)) {
             NUM("decoder_sparse_step", 1);
-            ok = ok && cJSON_AddBoolToObject(o, "norm_topk_prob", a->id == NB_ARCH_QWEN3MOE) != NULL;
+            ok = ok && cJSON_AddBoolToObject(o, "norm_topk_prob", a->norm_topk) != NULL;
         }
     }
     if (hp->sliding_window) NUM("sliding_window", hp->sliding_window);
-    if (a->id == NB_ARCH_GEMMA3) NUM("query_pre_attn_scalar", nb_hparams_head_dim(hp));
+    if (a->attn_scale == NB_ATTN_SCALE_QUERY_PRE_ATTN) NUM("query_pre_attn_scalar", nb_hparams_head_dim(hp));
     ok = ok && cJSON_AddBoolToObject(o, "tie_word_embeddings", hp->tie_embeddings) != NULL;
     if (hp->rope_scaling != NB_ROPE_SCALING_NONE) {
         cJSON *rs = cJSON_AddObjectToObject(o, "rope_scaling");

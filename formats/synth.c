@@ -89,8 +89,7 @@ static void shape_hp(const nb_arch *a, const nb_synth_opts *o, nb_hparams *hp, u
     hp->n_head = o->n_head ? o->n_head : (embd / hd_default ? embd / hd_default : 1);
     if (o->n_head_kv) hp->n_head_kv = o->n_head_kv;
     else hp->n_head_kv = hp->n_head % 4 == 0 ? hp->n_head / 4 : hp->n_head;
-    /* qwen3 and gemma3 configs always carry head_dim */
-    bool explicit_hd = a->id == NB_ARCH_QWEN3 || a->id == NB_ARCH_QWEN3MOE || a->id == NB_ARCH_GEMMA3;
+    bool explicit_hd = a->flags & NB_ARCH_F_HEAD_DIM;
     hp->head_dim = explicit_hd && hp->n_head ? embd / hp->n_head : 0;
     if (is_qwen_moe(a)) {
         hp->n_ff = ff;
@@ -157,8 +156,6 @@ nb_status nb_synth_hparams(const nb_synth_opts *o, const nb_arch **arch, nb_hpar
                  NB_ERR_INVALID, "--dtype must be f32, f16 or bf16 (got %s)", nb_type_name(o->dtype));
     memset(hp, 0, sizeof *hp);
     bool moe = a->flags & NB_ARCH_F_MOE;
-    bool qwen = a->id == NB_ARCH_QWEN2 || a->id == NB_ARCH_QWEN3 || is_qwen_moe(a);
-    bool gemma = a->id == NB_ARCH_GEMMA3;
     NB_RETURN_IF(ctx, !moe && (o->n_expert > 0 || o->n_expert_used > 0), NB_ERR_INVALID,
                  "--experts/--experts-used need a MoE architecture (mixtral, qwen2moe, qwen3moe)");
     hp->n_vocab = o->n_vocab ? o->n_vocab : (o->target_bytes ? 32000 : 512);
@@ -166,10 +163,10 @@ nb_status nb_synth_hparams(const nb_synth_opts *o, const nb_arch **arch, nb_hpar
     hp->n_expert = moe ? (o->n_expert ? o->n_expert : 4) : 0;
     hp->n_expert_used = moe ? (o->n_expert_used ? o->n_expert_used : 2) : 0;
     if (moe && hp->n_expert_used > hp->n_expert) hp->n_expert_used = hp->n_expert;
-    hp->rope_theta = qwen || gemma ? 1000000.0 : 10000.0;
-    hp->rms_eps = qwen || gemma ? 1e-6 : 1e-5;
-    hp->tie_embeddings = gemma;
-    if (gemma) {
+    hp->rope_theta = a->typical_rope_theta;
+    hp->rms_eps = a->typical_rms_eps;
+    hp->tie_embeddings = (a->flags & NB_ARCH_F_TIED) != 0;
+    if (a->swa_period) { /* a small window, so that short tests exercise it */
         hp->sliding_window = 512;
         hp->rope_theta_swa = 10000.0;
     }
