@@ -18,7 +18,7 @@ bool nb_str_ends_with_ci(const char *s, const char *suffix);
 /* True when s starts with prefix (byte-exact). */
 bool nb_str_starts_with(const char *s, const char *prefix);
 
-/* "dir/name", with no doubled '/' when dir already ends in one. malloc'd. */
+/* "dir/name", with no doubled '/' when dir already ends in one ("" + name: name). malloc'd. */
 char *nb_path_join(nb_ctx *ctx, const char *dir, const char *name);
 /* `name` in the directory of `path` ("a/b/x.json" + "y" -> "a/b/y"; a path
  * without '/' gives "y"), as an index file names its shards. malloc'd. */

@@ -3,8 +3,9 @@
  * Every element type nibble knows is described once here: its name, its id in
  * GGUF files (ggml's id for ggml types; nibble's own ids, far above ggml's
  * range, for types ggml lacks), its safetensors dtype, the number of elements
- * per block and the bytes per block, and the conversion hooks. Every stage
- * asks this table; nothing else switches on types.
+ * per block and the bytes per block, the conversion hooks (dequantize,
+ * quantize, read as f32), the INT4 group/asymmetry and GPTQ's grid. Every
+ * stage asks this table; nothing else switches on types.
  *
  * nb_type values 0..NB_GGML_TYPE_COUNT-1 are exactly ggml's `enum ggml_type`
  * (gaps are ids ggml removed; their rows have name == NULL). Types after that
