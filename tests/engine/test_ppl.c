@@ -561,12 +561,7 @@ START_TEST(ppl_file_is_the_manual_run) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
     nb_synth_opts so;
-    nb_synth_opts_init(&so);
-    so.n_layer = 2;
-    so.n_embd = 64;
-    so.n_ff = 128;
-    so.n_head = 4;
-    so.n_head_kv = 2;
+    nb_synth_opts_init(&so); /* synth's default shape: 2 layers, 256 wide, vocabulary 512 */
     so.dtype = NB_TYPE_F32;
     so.seed = 3;
     const char *model = nbt_path("pplfile.gguf");
