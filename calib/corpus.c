@@ -1,7 +1,8 @@
 /* calib/corpus.c — calibration text -> token chunks (see calib/corpus.h). */
 #include "calib/corpus.h"
 
-#include <errno.h>
+#include "core/file.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,24 +117,9 @@ static nb_status parse_ids(const char *path, const char *s, size_t n, int n_voca
 nb_status nb_corpus_load(const char *path, const nb_tokenizer *tok, int n_vocab, const nb_corpus_opts *o,
                          nb_corpus *out, nb_ctx *ctx) {
     memset(out, 0, sizeof *out);
-    FILE *f = fopen(path, "rb");
-    if (!f) return nb_err_errno(ctx, errno, "%s", path);
     char *buf = NULL;
-    size_t n = 0, cap = 0;
-    for (;;) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 1 << 16;
-            char *b = realloc(buf, cap);
-            if (!b) { free(buf); fclose(f); return nb_err(ctx, NB_ERR_NOMEM, "%s: out of memory", path); }
-            buf = b;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0) break;
-    }
-    bool err = ferror(f);
-    fclose(f);
-    if (err) { free(buf); return nb_err(ctx, NB_ERR_IO, "%s: read error", path); }
+    size_t n = 0;
+    NB_TRY(nb_read_file(path, SIZE_MAX, &buf, &n, ctx));
     if (n == 0) { free(buf); return nb_err(ctx, NB_ERR_RANGE, "%s: calibration file is empty", path); }
     nb_corpus_kind kind = o->kind;
     if (kind == NB_CORPUS_AUTO) kind = looks_like_ids(buf, n) ? NB_CORPUS_IDS : NB_CORPUS_TEXT;

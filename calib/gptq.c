@@ -16,98 +16,19 @@ extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, i
 #define TILE_ROWS 8
 #define MAX_DAMP_RETRIES 6
 
-/* ---- codes inside packed blocks ------------------------------------------------------------------ */
+/* ---- the type's grid: the type table's GPTQ columns (core/types.h) ---------------------------- */
 
-static inline void set_nib(uint8_t *b, bool high, int v) {
-    if (high) *b = (uint8_t)((*b & 0x0F) | (v << 4));
-    else *b = (uint8_t)((*b & 0xF0) | (v & 0x0F));
-}
-static inline void set_bit(uint8_t *b, int bit, int v) {
-    if (v) *b = (uint8_t)(*b | (1u << bit));
-    else *b = (uint8_t)(*b & ~(1u << bit));
+static const nb_type_traits *grid_type(nb_type t) {
+    const nb_type_traits *tr = nb_type_get(t);
+    return tr && tr->set_code && tr->grid_levels && tr->grid_sub && tr->quantize && tr->to_float ? tr : NULL;
 }
 
-/* 32-element blocks: code of element p in qs[p % 16], low nibble for p < 16 */
-static void set_q4_0(uint8_t *b, int p, int lv) { set_nib(b + 2 + p % 16, p >= 16, lv); }
-static void set_q4_1(uint8_t *b, int p, int lv) { set_nib(b + 4 + p % 16, p >= 16, lv); }
-/* Q5: low 4 bits as Q4, 5th bit = bit p of the little-endian u32 qh */
-static void set_q5_0(uint8_t *b, int p, int lv) {
-    set_nib(b + 6 + p % 16, p >= 16, lv & 15);
-    set_bit(b + 2 + p / 8, p % 8, lv >> 4);
-}
-static void set_q5_1(uint8_t *b, int p, int lv) {
-    set_nib(b + 8 + p % 16, p >= 16, lv & 15);
-    set_bit(b + 4 + p / 8, p % 8, lv >> 4);
-}
-/* levels 0..254 = int8 codes -127..127 (ggml never writes -128) */
-static void set_q8_0(uint8_t *b, int p, int lv) { b[2 + p] = (uint8_t)(int8_t)(lv - 127); }
-/* Q2_K/Q3_K: 2-bit codes, byte (p/128)*32 + p%32, shift 2*((p%128)/32) */
-static void set_2bit(uint8_t *qs, int p, int v) {
-    int idx = (p / 128) * 32 + p % 32, sh = 2 * ((p % 128) / 32);
-    qs[idx] = (uint8_t)((qs[idx] & ~(3 << sh)) | (v << sh));
-}
-static void set_q2_k(uint8_t *b, int p, int lv) { set_2bit(b + 16, p, lv); }
-/* Q3_K: code c = low2 | hbit << 2 (value c - 4); hmask[p % 32] bit (p/128)*4 + (p%128)/32 */
-static void set_q3_k(uint8_t *b, int p, int lv) {
-    set_2bit(b + 32, p, lv & 3);
-    set_bit(b + p % 32, (p / 128) * 4 + (p % 128) / 32, lv >> 2);
-}
-/* Q4_K/Q5_K: 64-element chunks, low nibble = first 32, high nibble = next 32 */
-static void set_q4_k(uint8_t *b, int p, int lv) { set_nib(b + 16 + 32 * (p / 64) + p % 32, p % 64 >= 32, lv); }
-static void set_q5_k(uint8_t *b, int p, int lv) {
-    set_nib(b + 48 + 32 * (p / 64) + p % 32, p % 64 >= 32, lv & 15);
-    set_bit(b + 16 + p % 32, 2 * (p / 64) + (p % 64 >= 32), lv >> 4);
-}
-/* Q6_K: ql[128], qh[64]; per 128 half: quarter qn, lane l */
-static void set_q6_k(uint8_t *b, int p, int lv) {
-    int half = p / 128, r = p % 128, qn = r / 32, l = r % 32;
-    set_nib(b + half * 64 + l + (qn & 1) * 32, qn >= 2, lv & 15);
-    uint8_t *qh = b + 128 + half * 32 + l;
-    *qh = (uint8_t)((*qh & ~(3 << (2 * qn))) | ((lv >> 4) << (2 * qn)));
-}
-static void set_iq4_xs(uint8_t *b, int p, int lv) { set_nib(b + 8 + 16 * (p / 32) + p % 16, p % 32 >= 16, lv); }
-/* NF4: element 2i in the high nibble */
-static void set_nf4(uint8_t *b, int p, int lv) { set_nib(b + 4 + p / 2, p % 2 == 0, lv); }
-/* INT4: element 2i in the low nibble */
-static void set_int4_sym(uint8_t *b, int p, int lv) { set_nib(b + 2 + p / 2, p % 2 == 1, lv); }
-static void set_int4_asym(uint8_t *b, int p, int lv) { set_nib(b + 4 + p / 2, p % 2 == 1, lv); }
-
-typedef void (*set_fn)(uint8_t *b, int p, int lv);
-typedef struct gtype {
-    nb_type t;
-    int levels; /* codes */
-    int sub;    /* elements sharing one grid (sub-block) */
-    set_fn set;
-} gtype;
-
-static const gtype k_types[] = {
-    {NB_TYPE_Q4_0, 16, 32, set_q4_0},        {NB_TYPE_Q4_1, 16, 32, set_q4_1},
-    {NB_TYPE_Q5_0, 32, 32, set_q5_0},        {NB_TYPE_Q5_1, 32, 32, set_q5_1},
-    {NB_TYPE_Q8_0, 255, 32, set_q8_0},       {NB_TYPE_Q2_K, 4, 16, set_q2_k},
-    {NB_TYPE_Q3_K, 8, 16, set_q3_k},         {NB_TYPE_Q4_K, 16, 32, set_q4_k},
-    {NB_TYPE_Q5_K, 32, 32, set_q5_k},        {NB_TYPE_Q6_K, 64, 16, set_q6_k},
-    {NB_TYPE_IQ4_NL, 16, 32, set_q4_0},      {NB_TYPE_IQ4_XS, 16, 32, set_iq4_xs},
-    {NB_TYPE_NF4, 16, 64, set_nf4},          {NB_TYPE_INT4_SYM_G32, 16, 32, set_int4_sym},
-    {NB_TYPE_INT4_SYM_G64, 16, 64, set_int4_sym},   {NB_TYPE_INT4_SYM_G128, 16, 128, set_int4_sym},
-    {NB_TYPE_INT4_ASYM_G32, 16, 32, set_int4_asym}, {NB_TYPE_INT4_ASYM_G64, 16, 64, set_int4_asym},
-    {NB_TYPE_INT4_ASYM_G128, 16, 128, set_int4_asym},
-};
-
-static const gtype *find_type(nb_type t) {
-    for (size_t i = 0; i < sizeof k_types / sizeof k_types[0]; i++)
-        if (k_types[i].t == t) {
-            const nb_type_traits *tr = nb_type_get(t);
-            return tr && tr->quantize && tr->to_float ? &k_types[i] : NULL;
-        }
-    return NULL;
-}
-
-bool nb_gptq_supported(nb_type t) { return find_type(t) != NULL; }
-int nb_gptq_levels(nb_type t) { const gtype *g = find_type(t); return g ? g->levels : 0; }
-int nb_gptq_sub(nb_type t) { const gtype *g = find_type(t); return g ? g->sub : 0; }
+bool nb_gptq_supported(nb_type t) { return grid_type(t) != NULL; }
+int nb_gptq_levels(nb_type t) { const nb_type_traits *tr = grid_type(t); return tr ? (int)tr->grid_levels : 0; }
+int nb_gptq_sub(nb_type t) { const nb_type_traits *tr = grid_type(t); return tr ? (int)tr->grid_sub : 0; }
 void nb_gptq_set_code(nb_type t, void *block, int p, int level) {
-    const gtype *g = find_type(t);
-    if (g) g->set(block, p, level);
+    const nb_type_traits *tr = grid_type(t);
+    if (tr) tr->set_code(block, p, level);
 }
 
 /* ---- Hessian ------------------------------------------------------------------------------------------ */
@@ -135,7 +56,7 @@ nb_status nb_hessian_add(nb_hessian *h, const float *x, int64_t n_tok, const cha
         if (!isfinite(x[k]))
             return nb_err(ctx, NB_ERR_RANGE, "tensor '%s': input activation row %lld, column %lld is %s",
                           name ? name : "?", (long long)(k / n), (long long)(k % n), isnan(x[k]) ? "NaN" : "infinite");
-    int nt = ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
+    int nt = nb_ctx_threads(ctx);
     double *xtx = h->xtx;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 8)
     for (int64_t i = 0; i < n; i++) {
@@ -184,20 +105,19 @@ static int chol_inverse_upper(double *a, int64_t n) {
 
 /* Grid of block `bi` of a packed row: levels values per sub-block, read by
  * setting all codes to each level and dequantizing a copy. */
-static void block_grid(const gtype *g, const nb_type_traits *tr, const uint8_t *blk, int64_t bi, uint8_t *tmp,
-                       float *vals, float *grid) {
-    const int B = (int)tr->block_size, nsub = B / g->sub;
+static void block_grid(const nb_type_traits *tr, const uint8_t *blk, int64_t bi, uint8_t *tmp, float *vals,
+                       float *grid) {
+    const int B = (int)tr->block_size, sub = (int)tr->grid_sub, L = (int)tr->grid_levels, nsub = B / sub;
     memcpy(tmp, blk, tr->type_size);
-    for (int lv = 0; lv < g->levels; lv++) {
-        for (int p = 0; p < B; p++) g->set(tmp, p, lv);
+    for (int lv = 0; lv < L; lv++) {
+        for (int p = 0; p < B; p++) tr->set_code(tmp, p, lv);
         tr->to_float(tmp, vals, B);
-        for (int s = 0; s < nsub; s++) grid[((int64_t)bi * nsub + s) * g->levels + lv] = vals[s * g->sub];
+        for (int s = 0; s < nsub; s++) grid[((int64_t)bi * nsub + s) * L + lv] = vals[s * sub];
     }
 }
 
 typedef struct shared {
-    const gtype *g;
-    const nb_type_traits *tr;
+    const nb_type_traits *tr; /* the target type's row, with its GPTQ grid */
     const float *w;
     int64_t n_rows, n_cols, row_bytes;
     const int64_t *perm; /* processing position -> original column */
@@ -213,9 +133,9 @@ typedef struct shared {
 
 /* GPTQ on rows [r0, r0 + nr). Returns false on allocation failure. */
 static bool run_tile(const shared *S, int64_t r0, int64_t nr) {
-    const gtype *g = S->g;
     const nb_type_traits *tr = S->tr;
-    const int64_t C = S->n_cols, B = tr->block_size, L = g->levels, nsub_row = C / g->sub, bs = S->bs;
+    const int64_t C = S->n_cols, B = tr->block_size, L = tr->grid_levels, sub = tr->grid_sub, nsub_row = C / sub;
+    const int64_t bs = S->bs;
     double *Wt = malloc((size_t)(nr * C) * sizeof(double));
     double *W1 = malloc((size_t)(nr * bs) * sizeof(double));
     double *Er = malloc((size_t)(nr * bs) * sizeof(double));
@@ -240,7 +160,7 @@ static bool run_tile(const shared *S, int64_t r0, int64_t nr) {
             for (int64_t i = 0; i < C; i++) fb[S->perm[i]] = (float)Wt[r * C + i];
             tr->quantize(fb, row, 1, C, S->o->imp);
             for (int64_t bi = 0; bi < C / B; bi++)
-                block_grid(g, tr, row + bi * tr->type_size, bi, tmp, vals, grid + r * nsub_row * L);
+                block_grid(tr, row + bi * tr->type_size, bi, tmp, vals, grid + r * nsub_row * L);
         }
     }
     for (int64_t i1 = 0; i1 < C; i1 += bs) {
@@ -256,13 +176,13 @@ static bool run_tile(const shared *S, int64_t r0, int64_t nr) {
                     uint8_t *blk = S->dst + (r0 + r) * S->row_bytes + bi * tr->type_size;
                     for (int64_t k = 0; k < B; k++) fb[k] = (float)Wt[r * C + c + k];
                     tr->quantize(fb, blk, 1, B, S->o->imp ? S->o->imp + c : NULL);
-                    block_grid(g, tr, blk, bi, tmp, vals, grid + r * nsub_row * L);
+                    block_grid(tr, blk, bi, tmp, vals, grid + r * nsub_row * L);
                 }
             }
             for (int64_t r = 0; r < nr; r++) {
                 double *w1 = W1 + r * bs;
                 const double wv = w1[i];
-                const float *gr = grid + (r * nsub_row + c / g->sub) * L;
+                const float *gr = grid + (r * nsub_row + c / sub) * L;
                 int best = 0;
                 double bd = fabs(wv - (double)gr[0]);
                 for (int lv = 1; lv < L; lv++) {
@@ -270,7 +190,7 @@ static bool run_tile(const shared *S, int64_t r0, int64_t nr) {
                     if (dd < bd) { bd = dd; best = lv; }
                 }
                 const double q = gr[best];
-                g->set(S->dst + (r0 + r) * S->row_bytes + bi * tr->type_size, (int)(c % B), best);
+                tr->set_code(S->dst + (r0 + r) * S->row_bytes + bi * tr->type_size, (int)(c % B), best);
                 if (S->deq) S->deq[(r0 + r) * C + c] = gr[best];
                 S->row_loss[r0 + r] += (wv - q) * (wv - q) / (d * d);
                 const double e = (wv - q) / d;
@@ -308,9 +228,8 @@ nb_status nb_gptq_quantize(nb_type type, const float *w, int64_t n_rows, int64_t
     if (!o) o = &defaults;
     if (!name) name = "?";
     nb_gptq_result rs = {0};
-    const gtype *g = find_type(type);
-    if (!g) return nb_err(ctx, NB_ERR_UNSUPPORTED, "tensor '%s': GPTQ does not support type %s", name, nb_type_name(type));
-    const nb_type_traits *tr = nb_type_get(type);
+    const nb_type_traits *tr = grid_type(type);
+    if (!tr) return nb_err(ctx, NB_ERR_UNSUPPORTED, "tensor '%s': GPTQ does not support type %s", name, nb_type_name(type));
     uint64_t nn;
     if (n_rows <= 0 || n_cols <= 0 || n_cols % tr->block_size || n_cols > INT32_MAX ||
         !nb_mul_u64((uint64_t)n_cols, (uint64_t)n_cols, &nn) || nn > SIZE_MAX / sizeof(double))
@@ -373,10 +292,10 @@ nb_status nb_gptq_quantize(nb_type type, const float *w, int64_t n_rows, int64_t
     }
 
     /* 6: rows in tiles */
-    shared S = {g, tr, w, n_rows, C, (int64_t)(C / tr->block_size * tr->type_size), perm, dead, U, o,
+    shared S = {tr, w, n_rows, C, (int64_t)(C / tr->block_size * tr->type_size), perm, dead, U, o,
                 o->static_groups || o->act_order, bs, dst, deq, row_loss};
     const int64_t ntiles = (n_rows + TILE_ROWS - 1) / TILE_ROWS;
-    int nt = ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
+    int nt = nb_ctx_threads(ctx);
     int fail = 0;
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1) reduction(|| : fail)
     for (int64_t t = 0; t < ntiles; t++) {

@@ -45,9 +45,10 @@
  * Q3_K) is the block's mean instead (with static groups the whole row is
  * quantized at once and it is the row's).
  *
- * Supported types: nb_gptq_supported (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K,
- * Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, NF4, the six INT4 types). Not NF4_DQ
- * (its scales depend on the whole tensor).
+ * Supported types: nb_gptq_supported, i.e. the type-table rows with a GPTQ
+ * grid (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL,
+ * IQ4_XS, NF4, the six INT4 types). Not NF4_DQ (its scales depend on the
+ * whole tensor).
  *
  * Determinism and threads: rows are independent given U; they are processed
  * in tiles across OpenMP threads with the same per-row arithmetic, so the
@@ -109,9 +110,11 @@ nb_status nb_gptq_quantize(nb_type type, const float *w, int64_t n_rows, int64_t
                            const nb_gptq_opts *o, void *dst, float *deq, nb_gptq_result *res, const char *name,
                            nb_ctx *ctx);
 
-/* For tests: the grid machinery. Number of levels (codes) of a supported
- * type, elements per sub-block sharing one grid, and "set code `level` of
- * element p (0 <= p < block size) in the packed block". */
+/* For tests: the grid machinery, i.e. the type table's GPTQ columns
+ * (core/types.h grid_levels, grid_sub, set_code; the hooks live next to the
+ * block structs in quant/). Number of levels (codes) of a supported type,
+ * elements per sub-block sharing one grid, and "set code `level` of element
+ * p (0 <= p < block size) in the packed block"; 0 / no-op when unsupported. */
 int nb_gptq_levels(nb_type t);
 int nb_gptq_sub(nb_type t);
 void nb_gptq_set_code(nb_type t, void *block, int p, int level);

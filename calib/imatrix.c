@@ -3,6 +3,7 @@
 
 #include "core/afile.h"
 #include "core/checked.h"
+#include "core/file.h"
 
 #include <errno.h>
 #include <math.h>
@@ -483,21 +484,11 @@ nb_status nb_imatrix_read(const char *path, nb_imatrix *im, nb_ctx *ctx) {
         st = read_gguf(path, im, ctx);
     } else {
         /* legacy: read the whole file (bounded by its size; values are needed anyway) */
-        long size = -1;
-        if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
-        if (size < 0 || fseek(f, 0, SEEK_SET) != 0) {
-            fclose(f);
-            return nb_err_errno(ctx, errno, "%s", path);
-        }
-        unsigned char *buf = nb_malloc(ctx, (size_t)size + 1, path);
-        if (!buf) { fclose(f); return NB_ERR_NOMEM; }
-        if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
-            free(buf);
-            fclose(f);
-            return nb_err(ctx, NB_ERR_IO, "%s: short read", path);
-        }
         fclose(f);
-        st = read_dat(path, buf, (size_t)size, im, ctx);
+        char *buf;
+        size_t size;
+        st = nb_read_file(path, SIZE_MAX, &buf, &size, ctx);
+        if (st == NB_OK) st = read_dat(path, (const unsigned char *)buf, size, im, ctx);
         free(buf);
     }
     if (st != NB_OK) nb_imatrix_free(im);

@@ -20,7 +20,7 @@ nb_status nb_routing_init(nb_routing *r, int n_layer, nb_model *model, nb_ctx *c
     if (!r->layers) return NB_ERR_NOMEM;
     r->n_layer = n_layer;
     r->model = model;
-    r->n_threads = ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
+    r->n_threads = nb_ctx_threads(ctx);
     return NB_OK;
 }
 

@@ -22,6 +22,8 @@ void nb_ctx_free(nb_ctx *ctx) {
     pthread_mutex_destroy(&ctx->mu);
 }
 
+int nb_ctx_threads(const nb_ctx *ctx) { return ctx && ctx->n_threads > 0 ? ctx->n_threads : 1; }
+
 __attribute__((format(printf, 4, 0))) static void set_msg(nb_ctx *ctx, nb_status code, const char *prefix,
                                                         const char *fmt, va_list ap) {
     char tmp[NB_ERRMSG_MAX];

@@ -57,6 +57,9 @@ typedef struct nb_ctx {
  * nb_ctx_free releases the mutex; both accept NULL. */
 void nb_ctx_init(nb_ctx *ctx);
 void nb_ctx_free(nb_ctx *ctx);
+/* Workers a parallel stage may use: ctx->n_threads, or 1 when ctx is NULL or
+ * its count is not positive. */
+int nb_ctx_threads(const nb_ctx *ctx);
 
 /* Record a failure: sets code + formatted message and returns `code`, so
  * call sites read `return nb_err(ctx, NB_ERR_FORMAT, "%s: ...", path);`.

@@ -3,8 +3,9 @@
  * Every element type nibble knows is described once here: its name, its id in
  * GGUF files (ggml's id for ggml types; nibble's own ids, far above ggml's
  * range, for types ggml lacks), its safetensors dtype, the number of elements
- * per block and the bytes per block, and the conversion hooks. Every stage
- * asks this table; nothing else switches on types.
+ * per block and the bytes per block, the conversion hooks (dequantize,
+ * quantize, read as f32), the INT4 group/asymmetry and GPTQ's grid. Every
+ * stage asks this table; nothing else switches on types.
  *
  * nb_type values 0..NB_GGML_TYPE_COUNT-1 are exactly ggml's `enum ggml_type`
  * (gaps are ids ggml removed; their rows have name == NULL). Types after that
@@ -95,6 +96,12 @@ typedef void (*nb_to_float_fn)(const void *src, float *dst, int64_t n);
 typedef size_t (*nb_quantize_fn)(const float *src, void *dst, int64_t nrows, int64_t n_per_row,
                                  const float *imp);
 
+/* Write code `level` of element p (0 <= p < block_size) into one packed
+ * block, leaving every other code and the scales as they are. Levels are the
+ * stored codes in order (0 .. grid_levels-1); GPTQ reads the grid back by
+ * dequantizing. */
+typedef void (*nb_set_code_fn)(void *block, int p, int level);
+
 typedef struct nb_type_traits {
     const char *name;        /* ggml's spelling where one exists ("q4_K", "f16"); NULL: unused id */
     int64_t gguf_id;         /* id written in GGUF tensor infos; -1: cannot be stored in GGUF */
@@ -104,8 +111,25 @@ typedef struct nb_type_traits {
     bool is_quantized;       /* block-packed with scales */
     bool is_float;           /* plain floating point element type */
     bool ggml_loadable;      /* llama.cpp can load tensors of this type */
-    nb_to_float_fn to_float;       /* NULL: dequantization not available */
+    /* Dequantize for computing: set for the float and packed types the
+     * pipeline converts, quantizes from and runs; NULL for integer, bool and
+     * FP8 tensors, whose bytes every stage copies as they are. */
+    nb_to_float_fn to_float;
     nb_quantize_fn quantize;       /* NULL: cannot quantize to this type */
+    /* Elements as f32 for reading (nb_model_read_f32): to_float where set,
+     * and a value conversion for the integer, bool and FP8 types too
+     * (integers above 2^24 round). NULL: no conversion (unknown blocks). */
+    nb_to_float_fn to_f32;
+    /* Group-wise INT4 (quant/int4.h): elements per scale (= block_size) and
+     * whether a zero point is stored; group 0: not an INT4 type. */
+    uint32_t group;
+    bool asym;
+    /* GPTQ's grid (calib/gptq.h): codes per element, elements per sub-block
+     * sharing one grid, and the hook that writes a code. set_code NULL: GPTQ
+     * cannot target the type. */
+    uint32_t grid_levels;
+    uint32_t grid_sub;
+    nb_set_code_fn set_code;
 } nb_type_traits;
 
 /* Row for `t`, or NULL when t is not a valid type. */
@@ -118,6 +142,10 @@ bool nb_type_from_name(const char *name, nb_type *out);
 bool nb_type_from_gguf_id(uint64_t id, nb_type *out);
 /* Map a safetensors dtype string to a type; false if unknown. */
 bool nb_type_from_st_dtype(const char *dtype, nb_type *out);
+
+/* The group-wise INT4 type with this asymmetry and group size (32, 64,
+ * 128), or NB_TYPE_COUNT when there is none. */
+nb_type nb_type_int4_find(bool asym, int group);
 
 /* Bytes for `n` elements of `t` in one row. Fails with NB_ERR_RANGE if n is
  * not a multiple of the block size or on overflow; `what` names the tensor

@@ -2,6 +2,8 @@
  * (see distill/adapter.h for the layouts and the scaling rules). */
 #include "distill/adapter.h"
 
+#include "core/file.h"
+#include "core/str.h"
 #include "formats/kv.h"
 #include "formats/readers.h"
 
@@ -16,48 +18,6 @@
 
 #define MAX_CONFIG (4u << 20) /* adapter_config.json is a few KB; refuse absurd sizes */
 #define PEFT_PREFIX "base_model.model."
-
-/* ---- small helpers ------------------------------------------------------------------------ */
-
-static bool ends_with(const char *s, const char *suf) {
-    size_t n = strlen(s), k = strlen(suf);
-    return n >= k && !strcmp(s + n - k, suf);
-}
-
-static char *path_join(const char *dir, const char *name, nb_ctx *ctx) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = nb_malloc(ctx, n, "path");
-    if (p) snprintf(p, n, "%s%s%s", dir, ends_with(dir, "/") ? "" : "/", name);
-    return p;
-}
-
-static nb_status read_small_file(const char *path, char **buf, size_t *len, nb_ctx *ctx) {
-    *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return nb_err_errno(ctx, errno, "%s", path);
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0) {
-        int e = errno;
-        fclose(f);
-        return nb_err_errno(ctx, e, "%s", path);
-    }
-    if (sb.st_size < 0 || (uint64_t)sb.st_size > MAX_CONFIG) {
-        fclose(f);
-        return nb_err(ctx, NB_ERR_RANGE, "%s: %lld bytes is too large for an adapter config (limit %u)", path,
-                      (long long)sb.st_size, MAX_CONFIG);
-    }
-    size_t n = (size_t)sb.st_size;
-    char *b = nb_malloc(ctx, n + 1, path);
-    if (!b) { fclose(f); return NB_ERR_NOMEM; }
-    size_t got = fread(b, 1, n, f);
-    int e = ferror(f) ? errno : 0;
-    fclose(f);
-    if (got != n) { free(b); return nb_err_errno(ctx, e ? e : EIO, "%s: short read", path); }
-    b[n] = 0;
-    *buf = b;
-    *len = n;
-    return NB_OK;
-}
 
 /* ---- adapter_config.json ---------------------------------------------------------------------- */
 
@@ -397,9 +357,9 @@ static nb_status peft_module(nb_adapter *a, const piece *p, size_t n, nb_ctx *ct
 }
 
 static nb_status open_peft(nb_adapter *a, const char *dir, nb_ctx *ctx) {
-    char *cfg_path = path_join(dir, "adapter_config.json", ctx);
-    char *st_path = path_join(dir, "adapter_model.safetensors", ctx);
-    char *bin_path = path_join(dir, "adapter_model.bin", ctx);
+    char *cfg_path = nb_path_join(ctx, dir, "adapter_config.json");
+    char *st_path = nb_path_join(ctx, dir, "adapter_model.safetensors");
+    char *bin_path = nb_path_join(ctx, dir, "adapter_model.bin");
     char *json = NULL;
     piece *pc = NULL;
     size_t n_pc = 0;
@@ -416,7 +376,7 @@ static nb_status open_peft(nb_adapter *a, const char *dir, nb_ctx *ctx) {
         NB_FAIL_GOTO(st, out, ctx, NB_ERR_FORMAT, "%s: no adapter_model.safetensors", dir);
     }
     size_t len = 0;
-    NB_CHECK_GOTO(st, read_small_file(cfg_path, &json, &len, ctx), out);
+    NB_CHECK_GOTO(st, nb_read_file(cfg_path, MAX_CONFIG, &json, &len, ctx), out);
     NB_CHECK_GOTO(st, nb_peft_config_parse(json, len, cfg_path, &a->cfg, ctx), out);
     NB_CHECK_GOTO(st, nb_safetensors_open(st_path, &a->file, ctx), out);
     pc = nb_calloc(ctx, a->file->n_tensors ? a->file->n_tensors : 1, sizeof *pc, "adapter tensors");
@@ -426,13 +386,13 @@ static nb_status open_peft(nb_adapter *a, const char *dir, nb_ctx *ctx) {
         piece_kind kind = P_REPLACE;
         size_t keep = strlen(name);
         for (size_t k = 0; k < sizeof g_peft_suffixes / sizeof *g_peft_suffixes; k++)
-            if (ends_with(name, g_peft_suffixes[k].suffix)) {
+            if (nb_str_ends_with(name, g_peft_suffixes[k].suffix)) {
                 kind = g_peft_suffixes[k].kind;
                 keep -= strlen(g_peft_suffixes[k].suffix);
                 break;
             }
         if (kind == P_REPLACE) {
-            if (ends_with(name, ".base_layer.weight") || ends_with(name, ".base_layer.bias")) {
+            if (nb_str_ends_with(name, ".base_layer.weight") || nb_str_ends_with(name, ".base_layer.bias")) {
                 NB_WARN(ctx, "%s: tensor '%s' (a copy of a base weight) is ignored", a->path, full);
                 continue;
             }
@@ -501,9 +461,9 @@ static nb_status open_gguf(nb_adapter *a, nb_ctx *ctx) {
     /* pair .lora_a / .lora_b by base name */
     for (size_t i = 0; i < f->n_tensors; i++) {
         const char *name = f->tensors[i].name;
-        bool is_a = ends_with(name, ".lora_a"), is_b = ends_with(name, ".lora_b");
+        bool is_a = nb_str_ends_with(name, ".lora_a"), is_b = nb_str_ends_with(name, ".lora_b");
         if (!is_a && !is_b) {
-            if (ends_with(name, "_norm.weight")) {
+            if (nb_str_ends_with(name, "_norm.weight")) {
                 a->n_skipped++;
                 continue;
             }
@@ -535,7 +495,7 @@ static nb_status open_gguf(nb_adapter *a, nb_ctx *ctx) {
             return nb_err(ctx, NB_ERR_FORMAT, "%s: tensor '%s.%s' has no matching .%s", a->path, m->name,
                           m->a < 0 ? "lora_b" : "lora_a", m->a < 0 ? "lora_a" : "lora_b");
         const nb_tensor *ta = &f->tensors[m->a], *tb = &f->tensors[m->b];
-        bool embd = ends_with(m->name, "token_embd.weight");
+        bool embd = nb_str_ends_with(m->name, "token_embd.weight");
         if (ta->n_dims > 3 || tb->n_dims > 3 || ta->ne[2] != tb->ne[2] || ta->ne[3] != 1 || tb->ne[3] != 1)
             return nb_err(ctx, NB_ERR_FORMAT, "%s: '%s': lora_a / lora_b have incompatible dimensions", a->path, m->name);
         m->n_slices = ta->ne[2];

@@ -12,6 +12,7 @@
 
 #include "core/afile.h"
 #include "core/fp.h"
+#include "core/str.h"
 #include "distill/adapter.h"
 #include "formats/arch.h"
 #include "formats/convert.h"
@@ -135,11 +136,6 @@ static int op_cmp(const void *x, const void *y) {
     const op *a = x, *b = y;
     if (a->tensor != b->tensor) return a->tensor < b->tensor ? -1 : 1;
     return (a->seq > b->seq) - (a->seq < b->seq);
-}
-
-static bool ends_with(const char *s, const char *suf) {
-    size_t n = strlen(s), k = strlen(suf);
-    return n >= k && !strcmp(s + n - k, suf);
 }
 
 static nb_status push_op(plan *p, const op *x, nb_ctx *ctx) {
@@ -306,11 +302,11 @@ static nb_status plan_replace(plan *p, size_t k, const nb_lora_replace *rp, nb_c
 
 /* QLoRA: which base tensors bitsandbytes would have held in NF4. */
 static bool qlora_target(const nb_tensor *t) {
-    if (t->n_dims < 2 || !ends_with(t->name, ".weight")) return false;
+    if (t->n_dims < 2 || !nb_str_ends_with(t->name, ".weight")) return false;
     static const char *const keep[] = {"token_embd.weight", "output.weight", "lm_head.weight", "embed_tokens.weight",
                                        "wte.weight", "wpe.weight"};
     for (size_t i = 0; i < sizeof keep / sizeof *keep; i++)
-        if (!strcmp(t->name, keep[i]) || (ends_with(t->name, keep[i]) && t->name[strlen(t->name) - strlen(keep[i]) - 1] == '.'))
+        if (!strcmp(t->name, keep[i]) || (nb_str_ends_with(t->name, keep[i]) && t->name[strlen(t->name) - strlen(keep[i]) - 1] == '.'))
             return false;
     return true;
 }
@@ -333,7 +329,7 @@ static nb_status plan_build(plan *p, const char *base, const nb_merge_opts *o, n
     NB_TRY(nb_model_open(base, &p->m, ctx));
     nb_model *m = p->m;
     for (size_t i = 0; i < m->n_tensors; i++)
-        if (strstr(m->tensors[i].name, "quant_state.bitsandbytes") || ends_with(m->tensors[i].name, ".absmax"))
+        if (strstr(m->tensors[i].name, "quant_state.bitsandbytes") || nb_str_ends_with(m->tensors[i].name, ".absmax"))
             return nb_err(ctx, NB_ERR_UNSUPPORTED,
                           "%s: a bitsandbytes-packed checkpoint (tensor '%s'): nibble cannot read its 4-bit weights; "
                           "merge into the full-precision base with --qlora instead", base, m->tensors[i].name);

@@ -266,15 +266,17 @@ nb_status nb_prune_plan_build(const nb_model *m, const nb_routing *rt, const nb_
      * hard-codes it per graph), overridden by an expert_weights_norm key */
     char key[160];
     bool b;
-    plan->already_normalized = a->id != NB_ARCH_QWEN2MOE;
+    plan->already_normalized = a->norm_topk;
     snprintf(key, sizeof key, "%s.expert_weights_norm", arch);
     if (nb_kv_get_bool(&m->kv, key, &b)) plan->already_normalized = b;
     if (o->renormalize_topk && !plan->already_normalized) {
         plan->write_norm_key = true;
-        if (a->id == NB_ARCH_QWEN2MOE)
+        /* a graph that never renormalises hard-codes that: llama.cpp ignores the key */
+        if (!a->norm_topk)
             snprintf(plan->norm_warning, sizeof plan->norm_warning,
-                     "--renormalize-topk: nibble's engine reads qwen2moe.expert_weights_norm, llama.cpp's qwen2moe "
-                     "graph does not (it never renormalises): the file runs renormalised only in nibble");
+                     "--renormalize-topk: nibble's engine reads %s.expert_weights_norm, llama.cpp's %s "
+                     "graph does not (it never renormalises): the file runs renormalised only in nibble",
+                     a->gguf_arch, a->gguf_arch);
     }
     /* expert width: keep it explicit when expert_used_count changes and the
      * architecture would derive it from feed_forward_length / expert_used_count */
@@ -340,15 +342,10 @@ static nb_status classify(const nb_model *m, const nb_prune_plan *p, int *slot, 
 static nb_status write_slices(nb_model *m, size_t i, const nb_prune_layer *pl, int keep, int X, nb_sink *sink,
                               nb_ctx *ctx) {
     const nb_tensor *t = &m->tensors[i];
-    const unsigned char *src = t->data;
-    unsigned char *owned = NULL;
-    if (!src && t->nbytes) {
-        owned = nb_malloc(ctx, t->nbytes, t->name);
-        if (!owned) return NB_ERR_NOMEM;
-        nb_status st = nb_model_read_tensor(m, i, owned, ctx);
-        if (st != NB_OK) { free(owned); return st; }
-        src = owned;
-    }
+    const void *bytes;
+    void *owned;
+    NB_TRY(nb_model_tensor_bytes(m, i, &bytes, &owned, ctx));
+    const unsigned char *src = bytes;
     const uint64_t slice = t->nbytes / (uint64_t)X, piece = 16u << 20;
     nb_status st = NB_OK;
     for (int j = 0; j < keep && st == NB_OK; j++) {
@@ -422,37 +419,6 @@ out:
 
 /* ---- evaluation ----------------------------------------------------------------------- */
 
-static nb_status read_text(const char *path, char **out, size_t *n, nb_ctx *ctx) {
-    *out = NULL;
-    *n = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return nb_err_errno(ctx, errno, "%s: open", path);
-    size_t cap = 1 << 16, len = 0;
-    char *buf = nb_malloc(ctx, cap, path);
-    nb_status st = NB_OK;
-    if (!buf) { fclose(f); return NB_ERR_NOMEM; }
-    for (;;) {
-        if (len == cap) {
-            if (cap >= ((size_t)1 << 32)) { st = nb_err(ctx, NB_ERR_RANGE, "%s: text larger than 4 GiB", path); break; }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) { st = nb_err(ctx, NB_ERR_NOMEM, "%s: out of memory", path); break; }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) {
-            if (ferror(f)) st = nb_err_errno(ctx, errno, "%s: read", path);
-            break;
-        }
-    }
-    fclose(f);
-    if (st != NB_OK) { free(buf); return st; }
-    *out = buf;
-    *n = len;
-    return NB_OK;
-}
-
 void nb_prune_eval_free(nb_prune_eval *ev) {
     if (!ev) return;
     nb_ppl_result_free(&ev->base);
@@ -460,68 +426,30 @@ void nb_prune_eval_free(nb_prune_eval *ev) {
     memset(ev, 0, sizeof *ev);
 }
 
-/* One perplexity run of the model at `path` (save_path / kld_path as in nb_ppl_opts). */
-static nb_status ppl_one(const char *path, const int32_t *tokens, size_t n_tokens, int n_ctx, int n_chunks,
-                         bool add_bos, int32_t bos, const unsigned char *vsha, const char *save, const char *kld,
-                         nb_ppl_result *res, nb_ctx *ctx) {
-    nb_engine *e = NULL;
-    nb_engine_opts eo = {.n_ctx = n_ctx, .n_batch = n_ctx, .n_threads = ctx->n_threads};
-    nb_status st = nb_engine_open(path, &eo, &e, ctx);
-    if (st != NB_OK) return st;
-    nb_ppl_opts o = {0};
-    o.n_ctx = n_ctx;
-    o.n_chunks = n_chunks;
-    o.n_batch = n_ctx;
-    o.n_threads = ctx->n_threads;
-    o.add_bos = add_bos;
-    o.bos = bos;
-    o.vocab_sha = vsha;
-    o.save_path = save;
-    o.kld_path = kld;
-    nb_ppl_lm lm = nb_ppl_lm_engine(e);
-    st = nb_ppl_run(&lm, tokens, n_tokens, &o, res, ctx);
-    nb_engine_free(e);
-    return st;
-}
-
 nb_status nb_prune_evaluate(const char *orig_path, const char *pruned_path, const nb_prune_eval_opts *o,
                             nb_prune_eval *out, nb_ctx *ctx) {
     memset(out, 0, sizeof *out);
     NB_RETURN_IF(ctx, !o || !o->text_path, NB_ERR_INVALID, "prune: no evaluation text");
-    const int n_ctx = o->n_ctx > 0 ? o->n_ctx : 512;
-    char *tmp = NULL, *text = NULL;
-    size_t text_len = 0, n_tokens = 0;
-    int32_t *tokens = NULL;
-    nb_model *m = NULL;
-    nb_tokenizer *tok = NULL;
-    nb_status st;
+    char *tmp = NULL;
     if (o->tmp_path) tmp = nb_strdup(ctx, o->tmp_path);
     else if ((tmp = nb_malloc(ctx, strlen(pruned_path) + 32, "path")) != NULL)
         sprintf(tmp, "%s.base-logprobs", pruned_path);
     if (!tmp) return NB_ERR_NOMEM;
-    /* tokenize with the original's vocabulary (the pruned model has the same) */
-    NB_CHECK_GOTO(st, nb_model_open(orig_path, &m, ctx), out);
-    NB_CHECK_GOTO(st, nb_tokenizer_create(&m->kv, &tok, ctx), out);
-    NB_CHECK_GOTO(st, read_text(o->text_path, &text, &text_len, ctx), out);
-    NB_CHECK_GOTO(st, nb_ppl_tokenize(tok, text, text_len, &tokens, &n_tokens, ctx), out);
-    unsigned char vsha[32];
-    bool have_vsha = nb_lpf_vocab_hash(&m->kv, vsha);
-    bool add_bos = nb_tokenizer_add_bos(tok) && nb_tokenizer_bos(tok) >= 0;
-    int32_t bos = nb_tokenizer_bos(tok);
-    nb_model_close(m);
-    m = NULL;
-    NB_CHECK_GOTO(st, ppl_one(orig_path, tokens, n_tokens, n_ctx, o->n_chunks, add_bos, bos,
-                              have_vsha ? vsha : NULL, tmp, NULL, &out->base, ctx), out);
-    NB_CHECK_GOTO(st, ppl_one(pruned_path, tokens, n_tokens, n_ctx, o->n_chunks, add_bos, bos,
-                              have_vsha ? vsha : NULL, NULL, tmp, &out->pruned, ctx), out);
+    /* the original saves its log-probs, the pruned model (same vocabulary,
+     * so the same tokens) is scored against them */
+    nb_ppl_file_opts po = {.text_path = o->text_path};
+    po.ppl.n_ctx = o->n_ctx > 0 ? o->n_ctx : 512;
+    po.ppl.n_chunks = o->n_chunks;
+    po.ppl.save_path = tmp;
+    nb_status st;
+    NB_CHECK_GOTO(st, nb_ppl_file(orig_path, &po, &out->base, ctx), out);
+    po.ppl.save_path = NULL;
+    po.ppl.kld_path = tmp;
+    NB_CHECK_GOTO(st, nb_ppl_file(pruned_path, &po, &out->pruned, ctx), out);
 out:
     if (st != NB_OK) nb_err_prefix(ctx, "evaluation on %s: ", o->text_path);
     remove(tmp);
     free(tmp);
-    free(tokens);
-    free(text);
-    nb_tokenizer_free(tok);
-    nb_model_close(m);
     return st;
 }
 

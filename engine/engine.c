@@ -246,10 +246,12 @@ static nb_status read_hparams(nb_engine *e, nb_ctx *ctx) {
     NB_RETURN_IF(ctx, !(hp->rms_eps > 0 && hp->rms_eps < 1), NB_ERR_RANGE,
                  "%s: '%s.attention.layer_norm_rms_epsilon' = %g is out of range", path, g, h.rms_eps);
     hp->n_ctx_train = h.n_ctx;
-    hp->embd_scale = 1.0f;
+    const nb_arch *a = e->arch;
+    hp->embd_scale = a->embd_scale_sqrt ? sqrtf((float)hp->n_embd) : 1.0f;
     hp->expert_weights_scale = 1.0f;
-    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
-    hp->act = NB_ACT_SILU;
+    hp->attn_scale = nb_arch_attn_scale(a, (uint32_t)hp->n_layer, (uint32_t)hp->n_embd, (uint32_t)hp->n_head,
+                                        (uint32_t)hp->head_dim);
+    hp->act = a->act;
     hp->rope_layout = (e->arch->flags & NB_ARCH_F_PERMUTE_QK) ? NB_ROPE_NORM : NB_ROPE_NEOX;
 
     if (e->arch->flags & NB_ARCH_F_MOE) {
@@ -270,9 +272,8 @@ static nb_status read_hparams(nb_engine *e, nb_ctx *ctx) {
             NB_TRY(need_pos(e, "expert_shared_feed_forward_length", fs, ENG_MAX_DIM * 4, ctx));
             hp->n_ff_shexp = (int)fs;
         }
-        /* llama.cpp's graphs: mixtral and qwen3moe renormalise the top-k
-         * weights, qwen2moe does not; the metadata may say otherwise */
-        hp->norm_topk = e->arch->id != NB_ARCH_QWEN2MOE;
+        /* the graph's default (the arch row); the metadata may say otherwise */
+        hp->norm_topk = a->norm_topk;
         bool b;
         char key[160];
         snprintf(key, sizeof key, "%s.expert_weights_norm", g);
@@ -283,16 +284,10 @@ static nb_status read_hparams(nb_engine *e, nb_ctx *ctx) {
         NB_TRY(need_pos(e, "feed_forward_length", h.n_ff, ENG_MAX_DIM * 4, ctx));
     }
 
-    if (e->arch->id == NB_ARCH_GEMMA3) {
-        hp->embd_scale = sqrtf((float)hp->n_embd);
-        hp->act = NB_ACT_GELU_TANH;
+    if (a->swa_period) {
         NB_RETURN_IF(ctx, h.sliding_window == 0, NB_ERR_FORMAT, "%s: missing or zero '%s.attention.sliding_window'",
                      path, g);
         hp->n_swa = h.sliding_window > INT32_MAX ? INT32_MAX : (int)h.sliding_window;
-        /* llama.cpp: 1/sqrt(head size), except Gemma 3 27B (62 layers) whose
-         * query_pre_attn_scalar is n_embd / n_head */
-        hp->attn_scale = hp->n_layer == 62 ? 1.0f / sqrtf((float)(hp->n_embd / hp->n_head))
-                                           : 1.0f / sqrtf((float)hp->head_dim);
     }
 
     /* rotary embeddings */
@@ -406,8 +401,7 @@ static nb_status bind_tensors(nb_engine *e, nb_ctx *ctx) {
                 NB_TRY(bind_mat(e, NM("ffn_down_shexp.weight"), Fs, E, 1, true, &l->down_shexp, ctx));
             }
         }
-        /* gemma3: every 6th layer (5, 11, ...) is global, the others slide */
-        l->swa = hp->n_swa > 0 && (L % 6) < 5;
+        l->swa = hp->n_swa > 0 && nb_arch_layer_is_swa(e->arch, (uint32_t)L);
         l->rope = l->swa ? &e->rope_local : &e->rope_global;
     }
 #undef NM
@@ -493,7 +487,7 @@ nb_status nb_engine_open_model(nb_model *m, const nb_engine_opts *o, nb_engine *
     e->n_batch = o->n_batch > 0 ? o->n_batch : (e->n_ctx < 512 ? e->n_ctx : 512);
     if (o->n_batch < 0) NB_FAIL_GOTO(st, fail, ctx, NB_ERR_INVALID, "engine: negative batch size %d", o->n_batch);
     if (e->n_batch > e->n_ctx) e->n_batch = e->n_ctx;
-    e->n_threads = o->n_threads > 0 ? o->n_threads : (ctx && ctx->n_threads > 0 ? ctx->n_threads : 1);
+    e->n_threads = o->n_threads > 0 ? o->n_threads : nb_ctx_threads(ctx);
     NB_CHECK_GOTO(st, alloc_state(e, ctx), fail);
     *out = e;
     return NB_OK;

@@ -67,8 +67,6 @@ typedef struct nb_layer {
     const nb_rope *rope;   /* the layer's rotary configuration */
 } nb_layer;
 
-typedef enum nb_ffn_act { NB_ACT_SILU = 0, NB_ACT_GELU_TANH } nb_ffn_act;
-
 /* Hyper-parameters as the graph uses them. */
 typedef struct nb_ehparams {
     int n_layer, n_embd, n_head, n_head_kv, head_dim, n_rot, n_vocab;
@@ -81,7 +79,7 @@ typedef struct nb_ehparams {
     float embd_scale;              /* multiplies the token embeddings (gemma: sqrt(E)), else 1 */
     int n_swa;                     /* sliding window (0: none); a local token sees p1 - p0 < n_swa */
     nb_rope_layout rope_layout;
-    nb_ffn_act act;
+    nb_act act;                    /* the arch row's */
     uint32_t n_ctx_train;
 } nb_ehparams;
 
@@ -136,7 +134,7 @@ nb_status nb_engine_forward(nb_engine *e, const int32_t *tokens, int n, int pos,
 nb_status nb_eng_matmul(nb_engine *e, const nb_wmat *w, int expert, const float *x, int64_t n_tok, float *y,
                         nb_ctx *ctx);
 /* In-place activation of gate (n values), multiplied by up: gate = act(gate) * up. */
-void nb_eng_glu(nb_ffn_act act, float *gate, const float *up, int64_t n);
+void nb_eng_glu(nb_act act, float *gate, const float *up, int64_t n);
 
 /* forward_moe.c: MoE FFN of layer L on xb (n x E) into out (n x E). */
 nb_status nb_engine_moe(nb_engine *e, int L, const float *xb, int n, float *out, nb_ctx *ctx);

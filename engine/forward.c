@@ -76,7 +76,7 @@ static inline float gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(c * x * (1.0f + 0.044715f * x * x)));
 }
 
-void nb_eng_glu(nb_ffn_act act, float *gate, const float *up, int64_t n) {
+void nb_eng_glu(nb_act act, float *gate, const float *up, int64_t n) {
     if (act == NB_ACT_GELU_TANH)
         for (int64_t i = 0; i < n; i++) gate[i] = gelu_tanh(gate[i]) * up[i];
     else
@@ -197,7 +197,7 @@ static nb_status ffn_dense(nb_engine *e, const nb_layer *l, int n, nb_ctx *ctx) 
     const int64_t F = e->hp.n_ff;
     NB_TRY(nb_eng_matmul(e, &l->ffn_gate, -1, e->xb, n, e->hb, ctx));
     NB_TRY(nb_eng_matmul(e, &l->ffn_up, -1, e->xb, n, e->hb2, ctx));
-    const nb_ffn_act act = e->hp.act;
+    const nb_act act = e->hp.act;
 #pragma omp parallel for num_threads(e->n_threads) schedule(static) if (n * F >= PAR_MIN)
     for (int t = 0; t < n; t++) nb_eng_glu(act, e->hb + t * F, e->hb2 + t * F, F);
     return nb_eng_matmul(e, &l->ffn_down, -1, e->hb, n, e->xb2, ctx);

@@ -353,7 +353,7 @@ nb_status nb_ppl_run(const nb_ppl_lm *lm, const int32_t *tokens, size_t n_tokens
     s.n_batch = o->n_batch > 0 && o->n_batch < s.n_ctx ? o->n_batch : s.n_ctx;
     s.first = s.n_ctx / 2;
     s.n_scored = s.n_ctx - 1 - s.first;
-    s.n_threads = o->n_threads > 0 ? o->n_threads : (ctx && ctx->n_threads > 0 ? ctx->n_threads : 1);
+    s.n_threads = o->n_threads > 0 ? o->n_threads : nb_ctx_threads(ctx);
     s.rec_size = nb_lpf_rec_size((uint32_t)lm->n_vocab);
 
     const size_t nb = (size_t)s.n_batch, nv = (size_t)lm->n_vocab;

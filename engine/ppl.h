@@ -167,4 +167,36 @@ void nb_ppl_result_free(nb_ppl_result *r); /* NULL-safe */
 /* The result as JSON (malloc'd string, NULL on allocation failure). */
 char *nb_ppl_result_json(const nb_ppl_result *r);
 
+/* ---- one call: a model file over a text file ------------------------------------------ */
+
+/* What nb_ppl_file settled on, reported before the first chunk. */
+typedef struct nb_ppl_start {
+    const char *model_path;
+    int n_vocab;
+    bool add_bos;
+    const char *text_path;  /* NULL in KLD mode without a text */
+    size_t text_bytes;
+    size_t n_tokens;        /* the tokenized text, BOS included */
+    int n_ctx, n_batch, n_threads;
+} nb_ppl_start;
+
+typedef struct nb_ppl_file_opts {
+    const char *text_path;  /* the text; NULL only with ppl.kld_path (the base file's tokens are used) */
+    /* As for nb_ppl_run; ppl.n_ctx 0 means the KLD file's context, else 512;
+     * n_threads 0: ctx's. add_bos, bos and vocab_sha are ignored: the call
+     * takes them from the model's vocabulary. */
+    nb_ppl_opts ppl;
+    void (*on_start)(void *user, const nb_ppl_start *s); /* may be NULL; gets ppl.user */
+} nb_ppl_file_opts;
+
+/* Perplexity (and KLD / saving) of the model at model_path over the text at
+ * o->text_path, llama-perplexity's way: open the model in the engine (sized
+ * for the context), tokenize the text with the model's vocabulary
+ * (nb_ppl_tokenize; texts up to 4 GiB), take BOS and the vocabulary hash
+ * from it, and run nb_ppl_run. In KLD mode the base file fixes the context:
+ * a different non-zero ppl.n_ctx -> NB_ERR_RANGE. Errors as nb_engine_open,
+ * nb_read_file, nb_tokenize and nb_ppl_run. res is filled on success (free
+ * with nb_ppl_result_free). Used by `nibble ppl` and prune's evaluation. */
+nb_status nb_ppl_file(const char *model_path, const nb_ppl_file_opts *o, nb_ppl_result *res, nb_ctx *ctx);
+
 #endif

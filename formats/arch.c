@@ -3,6 +3,7 @@
 #include "formats/arch.h"
 
 #include "core/checked.h"
+#include "core/str.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -29,24 +30,47 @@ static const char *const k_qwen3moe_mt[] = {"qwen3_moe", NULL};
 static const char *const k_gemma3_cls[] = {"Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", NULL};
 static const char *const k_gemma3_mt[] = {"gemma3_text", "gemma3", NULL};
 
-static const nb_arch k_arch[NB_ARCH_COUNT] = {
-    {NB_ARCH_LLAMA, "llama", "llama", "LlamaForCausalLM", k_llama_cls, k_llama_mt,
-     NB_ARCH_F_PERMUTE_QK},
-    {NB_ARCH_MISTRAL, "mistral", "llama", "MistralForCausalLM", k_mistral_cls, k_mistral_mt,
-     NB_ARCH_F_PERMUTE_QK},
-    {NB_ARCH_MIXTRAL, "mixtral", "llama", "MixtralForCausalLM", k_mixtral_cls, k_mixtral_mt,
-     NB_ARCH_F_PERMUTE_QK | NB_ARCH_F_MOE | NB_ARCH_F_MIXTRAL_NAMES},
-    {NB_ARCH_QWEN2, "qwen2", "qwen2", "Qwen2ForCausalLM", k_qwen2_cls, k_qwen2_mt,
-     NB_ARCH_F_QKV_BIAS},
-    {NB_ARCH_QWEN3, "qwen3", "qwen3", "Qwen3ForCausalLM", k_qwen3_cls, k_qwen3_mt,
-     NB_ARCH_F_QK_NORM},
-    {NB_ARCH_QWEN2MOE, "qwen2_moe", "qwen2moe", "Qwen2MoeForCausalLM", k_qwen2moe_cls,
-     k_qwen2moe_mt, NB_ARCH_F_QKV_BIAS | NB_ARCH_F_MOE | NB_ARCH_F_SHEXP},
-    {NB_ARCH_QWEN3MOE, "qwen3_moe", "qwen3moe", "Qwen3MoeForCausalLM", k_qwen3moe_cls,
-     k_qwen3moe_mt, NB_ARCH_F_QK_NORM | NB_ARCH_F_MOE},
-    {NB_ARCH_GEMMA3, "gemma3", "gemma3", "Gemma3ForCausalLM", k_gemma3_cls, k_gemma3_mt,
-     NB_ARCH_F_QK_NORM | NB_ARCH_F_NORM_SHIFT | NB_ARCH_F_SANDWICH | NB_ARCH_F_TIED},
+/* Gemma3TextConfig's defaults (llama.cpp's converter uses them too). */
+static const nb_hparams k_gemma3_hf_defaults = {
+    .n_head = 8, .n_head_kv = 4, .head_dim = 256, .n_ctx = 131072, .n_vocab = 262208,
+    .rope_theta = 1000000.0, .rms_eps = 1e-6, .sliding_window = 4096,
 };
+
+#define ROW(id_, name_, gguf_, cls_, classes_, types_, flags_) \
+    [id_] = {.id = id_, .name = name_, .gguf_arch = gguf_, .hf_class = cls_, .hf_classes = classes_, \
+             .hf_model_types = types_, .flags = flags_
+/* the llama family's values; rows override what differs */
+#define LLAMA_LIKE .act = NB_ACT_SILU, .typical_rope_theta = 10000.0, .typical_rms_eps = 1e-5
+#define QWEN_LIKE .act = NB_ACT_SILU, .typical_rope_theta = 1000000.0, .typical_rms_eps = 1e-6
+
+static const nb_arch k_arch[NB_ARCH_COUNT] = {
+    ROW(NB_ARCH_LLAMA, "llama", "llama", "LlamaForCausalLM", k_llama_cls, k_llama_mt, NB_ARCH_F_PERMUTE_QK),
+        LLAMA_LIKE},
+    ROW(NB_ARCH_MISTRAL, "mistral", "llama", "MistralForCausalLM", k_mistral_cls, k_mistral_mt, NB_ARCH_F_PERMUTE_QK),
+        LLAMA_LIKE},
+    ROW(NB_ARCH_MIXTRAL, "mixtral", "llama", "MixtralForCausalLM", k_mixtral_cls, k_mixtral_mt,
+        NB_ARCH_F_PERMUTE_QK | NB_ARCH_F_MOE | NB_ARCH_F_MIXTRAL_NAMES),
+        LLAMA_LIKE, .norm_topk = true},
+    ROW(NB_ARCH_QWEN2, "qwen2", "qwen2", "Qwen2ForCausalLM", k_qwen2_cls, k_qwen2_mt, NB_ARCH_F_QKV_BIAS),
+        QWEN_LIKE},
+    ROW(NB_ARCH_QWEN3, "qwen3", "qwen3", "Qwen3ForCausalLM", k_qwen3_cls, k_qwen3_mt,
+        NB_ARCH_F_QK_NORM | NB_ARCH_F_HEAD_DIM),
+        QWEN_LIKE},
+    ROW(NB_ARCH_QWEN2MOE, "qwen2_moe", "qwen2moe", "Qwen2MoeForCausalLM", k_qwen2moe_cls, k_qwen2moe_mt,
+        NB_ARCH_F_QKV_BIAS | NB_ARCH_F_MOE | NB_ARCH_F_SHEXP),
+        QWEN_LIKE, .norm_topk = false},
+    ROW(NB_ARCH_QWEN3MOE, "qwen3_moe", "qwen3moe", "Qwen3MoeForCausalLM", k_qwen3moe_cls, k_qwen3moe_mt,
+        NB_ARCH_F_QK_NORM | NB_ARCH_F_MOE | NB_ARCH_F_HEAD_DIM),
+        QWEN_LIKE, .norm_topk = true},
+    ROW(NB_ARCH_GEMMA3, "gemma3", "gemma3", "Gemma3ForCausalLM", k_gemma3_cls, k_gemma3_mt,
+        NB_ARCH_F_QK_NORM | NB_ARCH_F_NORM_SHIFT | NB_ARCH_F_SANDWICH | NB_ARCH_F_TIED | NB_ARCH_F_HEAD_DIM),
+        .act = NB_ACT_GELU_TANH, .embd_scale_sqrt = true, .attn_scale = NB_ATTN_SCALE_QUERY_PRE_ATTN,
+        .swa_period = 6, .hf_defaults = &k_gemma3_hf_defaults, .typical_rope_theta = 1000000.0,
+        .typical_rms_eps = 1e-6},
+};
+#undef ROW
+#undef LLAMA_LIKE
+#undef QWEN_LIKE
 
 const nb_arch *nb_arch_get(nb_arch_id id) {
     if ((int)id < 0 || id >= NB_ARCH_COUNT) return NULL;
@@ -97,6 +121,18 @@ const nb_arch *nb_arch_from_gguf(const char *g, bool has_experts) {
 
 const char *nb_arch_supported_list(void) {
     return "llama, mistral, mixtral, qwen2, qwen3, qwen2_moe, qwen3_moe, gemma3 (gemma3_text)";
+}
+
+const char *nb_act_hf_name(nb_act act) { return act == NB_ACT_GELU_TANH ? "gelu_pytorch_tanh" : "silu"; }
+
+float nb_arch_attn_scale(const nb_arch *a, uint32_t n_layer, uint32_t n_embd, uint32_t n_head, uint32_t head_dim) {
+    if (a->attn_scale == NB_ATTN_SCALE_QUERY_PRE_ATTN && n_layer == 62)
+        return 1.0f / sqrtf((float)(n_embd / n_head));
+    return 1.0f / sqrtf((float)head_dim);
+}
+
+bool nb_arch_layer_is_swa(const nb_arch *a, uint32_t layer) {
+    return a->swa_period > 0 && layer % a->swa_period < a->swa_period - 1;
 }
 
 /* ---- hyper-parameters -------------------------------------------------------------------- */
@@ -419,23 +455,17 @@ static bool pat_format(const char *pat, int L, int E, char *out, size_t n) {
     return true;
 }
 
-static bool ends_with(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && strcmp(s + a - b, suf) == 0;
-}
-static bool starts_with(const char *s, const char *pre) { return strncmp(s, pre, strlen(pre)) == 0; }
-
 bool nb_arch_is_expert_stack(const char *gguf) {
-    return ends_with(gguf, "_exps.weight");
+    return nb_str_ends_with(gguf, "_exps.weight");
 }
 
 static nb_xform xform_for(const nb_arch *a, const char *gguf) {
     if (a->flags & NB_ARCH_F_PERMUTE_QK) {
-        if (ends_with(gguf, ".attn_q.weight") || ends_with(gguf, ".attn_q.bias")) return NB_XF_PERMUTE_Q;
-        if (ends_with(gguf, ".attn_k.weight") || ends_with(gguf, ".attn_k.bias")) return NB_XF_PERMUTE_K;
+        if (nb_str_ends_with(gguf, ".attn_q.weight") || nb_str_ends_with(gguf, ".attn_q.bias")) return NB_XF_PERMUTE_Q;
+        if (nb_str_ends_with(gguf, ".attn_k.weight") || nb_str_ends_with(gguf, ".attn_k.bias")) return NB_XF_PERMUTE_K;
     }
     /* llama.cpp: every HF name ending in "norm.weight" gets +1 for gemma3 */
-    if ((a->flags & NB_ARCH_F_NORM_SHIFT) && ends_with(gguf, "norm.weight")) return NB_XF_NORM_SHIFT;
+    if ((a->flags & NB_ARCH_F_NORM_SHIFT) && nb_str_ends_with(gguf, "norm.weight")) return NB_XF_NORM_SHIFT;
     return NB_XF_NONE;
 }
 
@@ -447,19 +477,19 @@ bool nb_arch_map_hf(const nb_arch *a, const char *hf, nb_name_map *out) {
                                               "model.vision_tower.", "model.multi_modal_projector.",
                                               "vision_model.", "model.vision_model."};
     for (size_t i = 0; i < sizeof skip_prefix / sizeof skip_prefix[0]; i++)
-        if (starts_with(hf, skip_prefix[i])) {
+        if (nb_str_starts_with(hf, skip_prefix[i])) {
             out->skip = true;
             return true;
         }
-    if (ends_with(hf, ".rotary_emb.inv_freq")) {
+    if (nb_str_ends_with(hf, ".rotary_emb.inv_freq")) {
         out->skip = true;
         return true;
     }
     char buf[NB_MAX_NAME + 16];
     if (strlen(hf) > NB_MAX_NAME) return false;
-    if (starts_with(hf, "language_model.")) /* Gemma3ForConditionalGeneration, transformers < 4.52 */
+    if (nb_str_starts_with(hf, "language_model.")) /* Gemma3ForConditionalGeneration, transformers < 4.52 */
         snprintf(buf, sizeof buf, "%s", hf + strlen("language_model."));
-    else if (starts_with(hf, "model.language_model.")) /* transformers >= 4.52 */
+    else if (nb_str_starts_with(hf, "model.language_model.")) /* transformers >= 4.52 */
         snprintf(buf, sizeof buf, "model.%s", hf + strlen("model.language_model."));
     else snprintf(buf, sizeof buf, "%s", hf);
     for (size_t r = 0; r < N_RULES; r++) {

@@ -72,8 +72,28 @@ enum {
     NB_ARCH_F_NORM_SHIFT = 1u << 5, /* HF norm weights w are used as (1 + w): GGUF stores w + 1 */
     NB_ARCH_F_SANDWICH = 1u << 6,   /* gemma3: pre/post attention and pre/post FFN norms */
     NB_ARCH_F_TIED = 1u << 7,       /* tie_word_embeddings defaults to true */
-    NB_ARCH_F_MIXTRAL_NAMES = 1u << 8 /* experts named block_sparse_moe.experts.E.w1/w2/w3 */
+    NB_ARCH_F_MIXTRAL_NAMES = 1u << 8, /* experts named block_sparse_moe.experts.E.w1/w2/w3 */
+    NB_ARCH_F_HEAD_DIM = 1u << 9    /* the family's config.json always carries head_dim (qwen3, gemma3) */
 };
+
+/* The FFN's gate activation (GLU: act(gate) * up). */
+typedef enum nb_act {
+    NB_ACT_SILU = 0,  /* HF hidden_act "silu" */
+    NB_ACT_GELU_TANH  /* HF "gelu_pytorch_tanh" (gemma) */
+} nb_act;
+/* config.json's hidden_act spelling of an activation. */
+const char *nb_act_hf_name(nb_act act);
+
+/* How the attention scores q.k are scaled (nb_arch_attn_scale). */
+typedef enum nb_attn_scale_rule {
+    NB_ATTN_SCALE_HEAD_DIM = 0, /* 1/sqrt(head_dim) */
+    /* Gemma 3: HF's query_pre_attn_scalar (nibble writes head_dim); llama.cpp
+     * uses 1/sqrt(n_embd / n_head) for 62-layer models (Gemma 3 27B), whose
+     * scalar is that, and 1/sqrt(head_dim) otherwise */
+    NB_ATTN_SCALE_QUERY_PRE_ATTN
+} nb_attn_scale_rule;
+
+typedef struct nb_hparams nb_hparams;
 
 typedef struct nb_arch {
     nb_arch_id id;
@@ -83,6 +103,23 @@ typedef struct nb_arch {
     const char *const *hf_classes;     /* NULL-terminated: `architectures` entries matched */
     const char *const *hf_model_types; /* NULL-terminated: `model_type` values matched */
     unsigned flags;
+    /* Graph quirks, as llama.cpp's graph for the architecture has them: */
+    nb_act act;                     /* FFN activation */
+    bool embd_scale_sqrt;           /* token embeddings are multiplied by sqrt(n_embd) */
+    bool norm_topk;                 /* MoE: the chosen experts' weights are renormalised to sum 1
+                                       (llama.cpp hard-codes it per graph; nibble's engine lets a
+                                       "<arch>.expert_weights_norm" key override it) */
+    nb_attn_scale_rule attn_scale;  /* see nb_arch_attn_scale */
+    uint32_t swa_period;            /* sliding-window pattern: in each run of swa_period layers the
+                                       last is global and the others slide (gemma3: 6, i.e. layers
+                                       5, 11, ... global); 0: no sliding window */
+    /* transformers' config-class defaults for keys a config.json may omit
+     * (Gemma 3's multimodal configs omit them); zero fields: no default.
+     * NULL: none at all. */
+    const nb_hparams *hf_defaults;
+    /* what the family's released models typically use, for synthetic models */
+    double typical_rope_theta;
+    double typical_rms_eps;
 } nb_arch;
 
 /* The row for an id (NULL when out of range). */
@@ -111,7 +148,7 @@ typedef enum nb_rope_scaling {
 
 /* Hyper-parameters in one vocabulary, whatever file they came from.
  * Zero means "absent" for the optional ones. */
-typedef struct nb_hparams {
+struct nb_hparams {
     uint32_t n_layer;       /* num_hidden_layers          -> block_count */
     uint32_t n_embd;        /* hidden_size                -> embedding_length */
     uint32_t n_ff;          /* intermediate_size          -> feed_forward_length (0: absent) */
@@ -134,7 +171,13 @@ typedef struct nb_hparams {
     uint32_t rope_orig_ctx;  /* rope_scaling.original_max_position_embeddings */
     double rope_low_freq;    /* llama3: low_freq_factor (default 1) */
     double rope_high_freq;   /* llama3: high_freq_factor (default 4) */
-} nb_hparams;
+};
+
+/* The factor q.k is multiplied by for a model of this row and shape (the
+ * row's attn_scale rule; every operand in float as llama.cpp computes it). */
+float nb_arch_attn_scale(const nb_arch *a, uint32_t n_layer, uint32_t n_embd, uint32_t n_head, uint32_t head_dim);
+/* True when layer L uses sliding-window attention (the row's swa_period). */
+bool nb_arch_layer_is_swa(const nb_arch *a, uint32_t layer);
 
 /* Head dimension actually used: head_dim if set, else n_embd / n_head (0 if n_head is 0). */
 uint32_t nb_hparams_head_dim(const nb_hparams *hp);

@@ -28,15 +28,9 @@ void nb_model_release_tensor(nb_model *m, size_t i) {
 nb_status nb_copy_tensor(nb_model *m, size_t i, nb_type out, nb_sink *sink, nb_ctx *ctx) {
     const nb_tensor *t = &m->tensors[i];
     if (t->nbytes == 0) return NB_OK;
-    const void *src = t->data;
-    void *owned = NULL;
-    if (!src) {
-        owned = nb_malloc(ctx, t->nbytes, t->name);
-        if (!owned) return NB_ERR_NOMEM;
-        nb_status st = nb_model_read_tensor(m, i, owned, ctx);
-        if (st != NB_OK) { free(owned); return st; }
-        src = owned;
-    }
+    const void *src;
+    void *owned;
+    NB_TRY(nb_model_tensor_bytes(m, i, &src, &owned, ctx));
     nb_status st = NB_OK;
     if (out == t->type) {
         /* copy in 16 MiB pieces, releasing each mapped piece once written, so a

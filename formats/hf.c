@@ -3,6 +3,8 @@
 #include "formats/hf.h"
 
 #include "core/checked.h"
+#include "core/file.h"
+#include "core/str.h"
 #include "formats/readers.h"
 
 #include <cjson/cJSON.h>
@@ -193,25 +195,26 @@ nb_status nb_hf_config_parse(const char *json, size_t len, const char *what, nb_
     const cJSON *hpo = cfg_obj(root, "text_config", what, &st, ctx);
     if (st != NB_OK) goto done;
     if (!hpo) hpo = root;
-    const bool gemma = a->id == NB_ARCH_GEMMA3;
+    static const nb_hparams no_defaults = {0};
+    const nb_hparams *def = a->hf_defaults ? a->hf_defaults : &no_defaults;
 
     NB_CHECK_GOTO(st, cfg_uint(hpo, "num_hidden_layers", &hp->n_layer, &p, what, ctx), done);
     NB_CHECK_GOTO(st, cfg_uint(hpo, "hidden_size", &hp->n_embd, &p, what, ctx), done);
     NB_CHECK_GOTO(st, cfg_uint(hpo, "intermediate_size", &hp->n_ff, &p, what, ctx), done);
-    /* Defaults for Gemma 3 follow llama.cpp's converter / transformers' Gemma3TextConfig,
-     * whose multimodal configs omit them. */
-    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "num_attention_heads", &hp->n_head, gemma ? 8 : 0, what, ctx), done);
-    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "num_key_value_heads", &hp->n_head_kv, gemma ? 4 : hp->n_head,
-                                   what, ctx), done);
-    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "head_dim", &hp->head_dim, gemma ? 256 : 0, what, ctx), done);
+    /* Defaults (the arch row's hf_defaults) follow llama.cpp's converter /
+     * transformers' config classes, e.g. Gemma3TextConfig, whose multimodal configs omit them. */
+    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "num_attention_heads", &hp->n_head, def->n_head, what, ctx), done);
+    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "num_key_value_heads", &hp->n_head_kv,
+                                   def->n_head_kv ? def->n_head_kv : hp->n_head, what, ctx), done);
+    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "head_dim", &hp->head_dim, def->head_dim, what, ctx), done);
     NB_CHECK_GOTO(st, cfg_uint(hpo, "max_position_embeddings", &hp->n_ctx, &p, what, ctx), done);
     if (!p) NB_CHECK_GOTO(st, cfg_uint(hpo, "max_sequence_length", &hp->n_ctx, &p, what, ctx), done);
-    if (gemma && hp->n_ctx == 0) hp->n_ctx = 131072;
-    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "vocab_size", &hp->n_vocab, gemma ? 262208 : 0, what, ctx), done);
+    if (hp->n_ctx == 0) hp->n_ctx = def->n_ctx;
+    NB_CHECK_GOTO(st, cfg_uint_def(hpo, "vocab_size", &hp->n_vocab, def->n_vocab, what, ctx), done);
     NB_CHECK_GOTO(st, cfg_rope_theta(hpo, hp, what, ctx), done);
-    if (gemma && hp->rope_theta == 0) hp->rope_theta = 1000000.0;
+    if (hp->rope_theta == 0) hp->rope_theta = def->rope_theta;
     NB_CHECK_GOTO(st, cfg_num(hpo, "rms_norm_eps", &hp->rms_eps, &p, what, ctx), done);
-    if (gemma && hp->rms_eps == 0) hp->rms_eps = 1e-6;
+    if (hp->rms_eps == 0) hp->rms_eps = def->rms_eps;
     if (a->flags & NB_ARCH_F_MOE) {
         const char *nk = (a->flags & NB_ARCH_F_MIXTRAL_NAMES) ? "num_local_experts" : "num_experts";
         NB_CHECK_GOTO(st, cfg_uint(hpo, nk, &hp->n_expert, &p, what, ctx), done);
@@ -221,7 +224,9 @@ nb_status nb_hf_config_parse(const char *json, size_t len, const char *what, nb_
             NB_CHECK_GOTO(st, cfg_uint(hpo, "shared_expert_intermediate_size", &hp->n_ff_shexp, &p,
                                        what, ctx), done);
     }
-    if (gemma) NB_CHECK_GOTO(st, cfg_uint_def(hpo, "sliding_window", &hp->sliding_window, 4096, what, ctx), done);
+    if (a->swa_period)
+        NB_CHECK_GOTO(st, cfg_uint_def(hpo, "sliding_window", &hp->sliding_window, def->sliding_window, what, ctx),
+                      done);
     const cJSON *tie = cJSON_GetObjectItemCaseSensitive(hpo, "tie_word_embeddings");
     if (!tie || cJSON_IsNull(tie)) tie = cJSON_GetObjectItemCaseSensitive(root, "tie_word_embeddings");
     if (tie && !cJSON_IsNull(tie) && !cJSON_IsBool(tie))
@@ -275,8 +280,7 @@ char *nb_hf_config_render(const nb_arch *a, const nb_hparams *hp, const char *to
     if (!ok) cJSON_Delete(arr);
 #define NUM(k, v) ok = ok && cJSON_AddNumberToObject(o, (k), (double)(v)) != NULL
     ok = ok && cJSON_AddStringToObject(o, "model_type", a->hf_model_types[0]) != NULL;
-    ok = ok && cJSON_AddStringToObject(o, "hidden_act",
-                                       a->id == NB_ARCH_GEMMA3 ? "gelu_pytorch_tanh" : "silu") != NULL;
+    ok = ok && cJSON_AddStringToObject(o, "hidden_act", nb_act_hf_name(a->act)) != NULL;
     NUM("hidden_size", hp->n_embd);
     if (hp->n_ff) NUM("intermediate_size", hp->n_ff);
     NUM("num_hidden_layers", hp->n_layer);
@@ -295,11 +299,11 @@ char *nb_hf_config_render(const nb_arch *a, const nb_hparams *hp, const char *to
         if (hp->n_ff_shexp) NUM("shared_expert_intermediate_size", hp->n_ff_shexp);
         if (!(a->flags & NB_ARCH_F_MIXTRAL_NAMES)) {
             NUM("decoder_sparse_step", 1);
-            ok = ok && cJSON_AddBoolToObject(o, "norm_topk_prob", a->id == NB_ARCH_QWEN3MOE) != NULL;
+            ok = ok && cJSON_AddBoolToObject(o, "norm_topk_prob", a->norm_topk) != NULL;
         }
     }
     if (hp->sliding_window) NUM("sliding_window", hp->sliding_window);
-    if (a->id == NB_ARCH_GEMMA3) NUM("query_pre_attn_scalar", nb_hparams_head_dim(hp));
+    if (a->attn_scale == NB_ATTN_SCALE_QUERY_PRE_ATTN) NUM("query_pre_attn_scalar", nb_hparams_head_dim(hp));
     ok = ok && cJSON_AddBoolToObject(o, "tie_word_embeddings", hp->tie_embeddings) != NULL;
     if (hp->rope_scaling != NB_ROPE_SCALING_NONE) {
         cJSON *rs = cJSON_AddObjectToObject(o, "rope_scaling");
@@ -369,13 +373,11 @@ static nb_status hf_read(nb_model *m, size_t i, void *dst, nb_ctx *ctx) {
         const nb_tensor *s = &im->st->tensors[h->src];
         uint64_t rows = s->n_dims >= 2 ? (uint64_t)s->ne[1] : (uint64_t)s->ne[0];
         uint64_t row_bytes = s->nbytes / rows;
-        if (s->data)
-            return nb_qk_permute(s->data, dst, rows, row_bytes, h->n_head, false, t->name, ctx);
-        void *tmp = nb_malloc(ctx, s->nbytes, "q/k permutation buffer");
-        if (!tmp) return NB_ERR_NOMEM;
-        nb_status st = nb_model_read_tensor(im->st, h->src, tmp, ctx);
-        if (st == NB_OK) st = nb_qk_permute(tmp, dst, rows, row_bytes, h->n_head, false, t->name, ctx);
-        free(tmp);
+        const void *src;
+        void *owned;
+        NB_TRY(nb_model_tensor_bytes(im->st, h->src, &src, &owned, ctx));
+        nb_status st = nb_qk_permute(src, dst, rows, row_bytes, h->n_head, false, t->name, ctx);
+        free(owned);
         return st;
     }
     case K_EXPERTS: {
@@ -443,39 +445,6 @@ static int tensor_cmp(const void *pa, const void *pb) {
     if (ra != rb) return ra < rb ? -1 : 1;
     size_t oa = ((const hf_tensor *)a->priv)->order, ob = ((const hf_tensor *)b->priv)->order;
     return oa < ob ? -1 : oa > ob;
-}
-
-static nb_status read_small_file(const char *path, char **buf, size_t *len, size_t limit, nb_ctx *ctx) {
-    *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return nb_err_errno(ctx, errno, "%s", path);
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0) {
-        fclose(f);
-        return nb_err_errno(ctx, errno, "%s", path);
-    }
-    if (sb.st_size < 0 || (uint64_t)sb.st_size > limit) {
-        fclose(f);
-        return nb_err(ctx, NB_ERR_RANGE, "%s: %lld bytes is larger than the %zu-byte limit", path,
-                      (long long)sb.st_size, limit);
-    }
-    size_t n = (size_t)sb.st_size;
-    char *b = nb_malloc(ctx, n + 1, path);
-    if (!b) {
-        fclose(f);
-        return NB_ERR_NOMEM;
-    }
-    size_t got = fread(b, 1, n, f);
-    int err = ferror(f);
-    fclose(f);
-    if (got != n || err) {
-        free(b);
-        return nb_err(ctx, NB_ERR_IO, "%s: short read", path);
-    }
-    b[n] = '\0';
-    *buf = b;
-    *len = n;
-    return NB_OK;
 }
 
 static bool file_exists(const char *p) {
@@ -678,19 +647,12 @@ static nb_status build_tensors(hf_build *b, const nb_hf_config *cfg, const char 
     return NB_OK;
 }
 
-static char *path_join(nb_ctx *ctx, const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = nb_malloc(ctx, n, "path");
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 nb_status nb_hf_open(const char *dir, nb_model **out, nb_ctx *ctx) {
     *out = NULL;
     nb_status st = NB_OK;
-    char *cfg_path = path_join(ctx, dir, "config.json");
-    char *idx_path = path_join(ctx, dir, "model.safetensors.index.json");
-    char *one_path = path_join(ctx, dir, "model.safetensors");
+    char *cfg_path = nb_path_join(ctx, dir, "config.json");
+    char *idx_path = nb_path_join(ctx, dir, "model.safetensors.index.json");
+    char *one_path = nb_path_join(ctx, dir, "model.safetensors");
     char *json = NULL;
     size_t json_len = 0;
     nb_hf_config cfg;
@@ -703,7 +665,7 @@ nb_status nb_hf_open(const char *dir, nb_model **out, nb_ctx *ctx) {
     if (!file_exists(cfg_path))
         NB_FAIL_GOTO(st, fail, ctx, NB_ERR_FORMAT, "%s: not a Hugging Face model directory (no config.json)",
                      dir);
-    NB_CHECK_GOTO(st, read_small_file(cfg_path, &json, &json_len, NB_HF_MAX_CONFIG, ctx), fail);
+    NB_CHECK_GOTO(st, nb_read_file(cfg_path, NB_HF_MAX_CONFIG, &json, &json_len, ctx), fail);
     NB_CHECK_GOTO(st, nb_hf_config_parse(json, json_len, cfg_path, &cfg, ctx), fail);
     const char *stpath = file_exists(idx_path) ? idx_path : file_exists(one_path) ? one_path : NULL;
     if (!stpath)

@@ -2,7 +2,7 @@
  * sources and sinks. */
 #include "formats/model.h"
 
-#include "core/fp.h"
+#include "core/str.h"
 #include "formats/readers.h"
 
 #include <errno.h>
@@ -22,17 +22,12 @@ const char *nb_format_name(nb_format f) {
     }
 }
 
-static bool ends_with(const char *s, const char *suffix) {
-    size_t a = strlen(s), b = strlen(suffix);
-    return a >= b && strcasecmp(s + a - b, suffix) == 0;
-}
-
 nb_status nb_model_open(const char *path, nb_model **out, nb_ctx *ctx) {
     *out = NULL;
     struct stat st;
     if (stat(path, &st) != 0) return nb_err_errno(ctx, errno, "%s", path);
     if (S_ISDIR(st.st_mode)) return nb_hf_open(path, out, ctx);
-    if (ends_with(path, ".json")) return nb_safetensors_open(path, out, ctx);
+    if (nb_str_ends_with_ci(path, ".json")) return nb_safetensors_open(path, out, ctx);
     /* Probe by content: GGUF starts with its magic; anything else is tried as safetensors. */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return nb_err_errno(ctx, errno, "%s", path);
@@ -40,7 +35,7 @@ nb_status nb_model_open(const char *path, nb_model **out, nb_ctx *ctx) {
     ssize_t n = read(fd, head, sizeof head);
     close(fd);
     if (n == 4 && memcmp(head, "GGUF", 4) == 0) return nb_gguf_open(path, out, ctx);
-    if (ends_with(path, ".gguf"))
+    if (nb_str_ends_with_ci(path, ".gguf"))
         return nb_err(ctx, NB_ERR_FORMAT, "%s: not a GGUF file (bad magic)", path);
     return nb_safetensors_open(path, out, ctx);
 }
@@ -82,6 +77,27 @@ nb_status nb_model_read_tensor(nb_model *m, size_t i, void *dst, nb_ctx *ctx) {
     return m->ops->read(m, i, dst, ctx);
 }
 
+nb_status nb_model_tensor_bytes(nb_model *m, size_t i, const void **data, void **owned, nb_ctx *ctx) {
+    *data = NULL;
+    *owned = NULL;
+    if (i >= m->n_tensors) return nb_err(ctx, NB_ERR_INVALID, "tensor index %zu out of range", i);
+    const nb_tensor *t = &m->tensors[i];
+    if (t->data) {
+        *data = t->data;
+        return NB_OK;
+    }
+    NB_RETURN_IF(ctx, t->nbytes > SIZE_MAX, NB_ERR_RANGE, "%s: tensor '%s' is too large", m->path, t->name);
+    void *buf = nb_malloc(ctx, (size_t)t->nbytes, t->name);
+    if (!buf) return NB_ERR_NOMEM;
+    nb_status st = nb_model_read_tensor(m, i, buf, ctx);
+    if (st != NB_OK) {
+        free(buf);
+        return st;
+    }
+    *data = *owned = buf;
+    return NB_OK;
+}
+
 uint64_t nb_tensor_nelements(const nb_tensor *t) {
     uint64_t n = 1;
     for (uint32_t d = 0; d < t->n_dims && d < NB_MAX_DIMS; d++) n *= (uint64_t)t->ne[d];
@@ -94,50 +110,19 @@ const nb_tensor *nb_model_find(const nb_model *m, const char *name) {
     return NULL;
 }
 
-static nb_status to_f32_integer(const nb_tensor *t, const void *src, float *dst, uint64_t n) {
-    for (uint64_t k = 0; k < n; k++) {
-        switch (t->type) {
-        case NB_TYPE_I8: dst[k] = (float)((const int8_t *)src)[k]; break;
-        case NB_TYPE_U8: case NB_TYPE_BOOL: dst[k] = (float)((const uint8_t *)src)[k]; break;
-        case NB_TYPE_I16: dst[k] = (float)((const int16_t *)src)[k]; break;
-        case NB_TYPE_U16: dst[k] = (float)((const uint16_t *)src)[k]; break;
-        case NB_TYPE_I32: dst[k] = (float)((const int32_t *)src)[k]; break;
-        case NB_TYPE_U32: dst[k] = (float)((const uint32_t *)src)[k]; break;
-        case NB_TYPE_I64: dst[k] = (float)((const int64_t *)src)[k]; break;
-        case NB_TYPE_U64: dst[k] = (float)((const uint64_t *)src)[k]; break;
-        case NB_TYPE_F64: dst[k] = (float)((const double *)src)[k]; break;
-        case NB_TYPE_F8_E4M3: dst[k] = nb_f8e4m3_to_f32(((const uint8_t *)src)[k]); break;
-        case NB_TYPE_F8_E5M2: dst[k] = nb_f8e5m2_to_f32(((const uint8_t *)src)[k]); break;
-        default: return NB_ERR_UNSUPPORTED;
-        }
-    }
-    return NB_OK;
-}
-
 nb_status nb_model_read_f32(nb_model *m, size_t i, float *dst, nb_ctx *ctx) {
     if (i >= m->n_tensors) return nb_err(ctx, NB_ERR_INVALID, "tensor index %zu out of range", i);
     const nb_tensor *t = &m->tensors[i];
     const nb_type_traits *tr = nb_type_get(t->type);
-    uint64_t n = nb_tensor_nelements(t);
     if (t->type == NB_TYPE_F32) return nb_model_read_tensor(m, i, dst, ctx);
-    const void *src = t->data;
-    void *tmp = NULL;
-    if (!src) {
-        tmp = nb_malloc(ctx, t->nbytes, "tensor buffer");
-        if (!tmp) return NB_ERR_NOMEM;
-        nb_status st = m->ops->read(m, i, tmp, ctx);
-        if (st != NB_OK) { free(tmp); return st; }
-        src = tmp;
-    }
-    nb_status st = NB_OK;
-    if (tr && tr->to_float) {
-        tr->to_float(src, dst, (int64_t)n);
-    } else if (to_f32_integer(t, src, dst, n) != NB_OK) {
-        st = nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: tensor '%s': cannot convert type %s to f32", m->path,
-                    t->name, nb_type_name(t->type));
-    }
-    free(tmp);
-    return st;
+    NB_RETURN_IF(ctx, !tr || !tr->to_f32, NB_ERR_UNSUPPORTED, "%s: tensor '%s': cannot convert type %s to f32",
+                 m->path, t->name, nb_type_name(t->type));
+    const void *src;
+    void *owned;
+    NB_TRY(nb_model_tensor_bytes(m, i, &src, &owned, ctx));
+    tr->to_f32(src, dst, (int64_t)nb_tensor_nelements(t));
+    free(owned);
+    return NB_OK;
 }
 
 /* ---- sinks ------------------------------------------------------------------ */
@@ -145,8 +130,8 @@ nb_status nb_model_read_f32(nb_model *m, size_t i, float *dst, nb_ctx *ctx) {
 nb_status nb_sink_create(const char *path, nb_format fmt, nb_sink **out, nb_ctx *ctx) {
     *out = NULL;
     if (fmt == NB_FMT_UNKNOWN) {
-        if (ends_with(path, ".gguf")) fmt = NB_FMT_GGUF;
-        else if (ends_with(path, ".safetensors")) fmt = NB_FMT_SAFETENSORS;
+        if (nb_str_ends_with_ci(path, ".gguf")) fmt = NB_FMT_GGUF;
+        else if (nb_str_ends_with_ci(path, ".safetensors")) fmt = NB_FMT_SAFETENSORS;
         else
             return nb_err(ctx, NB_ERR_INVALID, "%s: output must end in .gguf or .safetensors", path);
     }

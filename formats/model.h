@@ -77,6 +77,13 @@ nb_status nb_model_open(const char *path, nb_model **out, nb_ctx *ctx);
 void nb_model_close(nb_model *m);
 /* Copy tensor i's bytes into dst (t->nbytes bytes). */
 nb_status nb_model_read_tensor(nb_model *m, size_t i, void *dst, nb_ctx *ctx);
+/* Tensor i's bytes (t->nbytes), without a copy when the source maps them:
+ * *data = t->data and *owned = NULL; otherwise the bytes are read
+ * (nb_model_read_tensor) into a malloc'd buffer that *data points to and the
+ * caller frees through *owned (free(NULL) is fine, so callers always
+ * free(*owned)). *data stays valid while the model is open / until the free.
+ * On failure both are NULL. */
+nb_status nb_model_tensor_bytes(nb_model *m, size_t i, const void **data, void **owned, nb_ctx *ctx);
 /* Read tensor i converted to F32 (dst holds nelements floats); needs the type's to_float. */
 nb_status nb_model_read_f32(nb_model *m, size_t i, float *dst, nb_ctx *ctx);
 /* Tensor by name or NULL. */

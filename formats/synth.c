@@ -5,6 +5,7 @@
 #include "core/checked.h"
 #include "core/fp.h"
 #include "core/progress.h"
+#include "core/str.h"
 #include "formats/hf.h"
 #include "formats/model.h"
 
@@ -88,8 +89,7 @@ static void shape_hp(const nb_arch *a, const nb_synth_opts *o, nb_hparams *hp, u
     hp->n_head = o->n_head ? o->n_head : (embd / hd_default ? embd / hd_default : 1);
     if (o->n_head_kv) hp->n_head_kv = o->n_head_kv;
     else hp->n_head_kv = hp->n_head % 4 == 0 ? hp->n_head / 4 : hp->n_head;
-    /* qwen3 and gemma3 configs always carry head_dim */
-    bool explicit_hd = a->id == NB_ARCH_QWEN3 || a->id == NB_ARCH_QWEN3MOE || a->id == NB_ARCH_GEMMA3;
+    bool explicit_hd = a->flags & NB_ARCH_F_HEAD_DIM;
     hp->head_dim = explicit_hd && hp->n_head ? embd / hp->n_head : 0;
     if (is_qwen_moe(a)) {
         hp->n_ff = ff;
@@ -156,8 +156,6 @@ nb_status nb_synth_hparams(const nb_synth_opts *o, const nb_arch **arch, nb_hpar
                  NB_ERR_INVALID, "--dtype must be f32, f16 or bf16 (got %s)", nb_type_name(o->dtype));
     memset(hp, 0, sizeof *hp);
     bool moe = a->flags & NB_ARCH_F_MOE;
-    bool qwen = a->id == NB_ARCH_QWEN2 || a->id == NB_ARCH_QWEN3 || is_qwen_moe(a);
-    bool gemma = a->id == NB_ARCH_GEMMA3;
     NB_RETURN_IF(ctx, !moe && (o->n_expert > 0 || o->n_expert_used > 0), NB_ERR_INVALID,
                  "--experts/--experts-used need a MoE architecture (mixtral, qwen2moe, qwen3moe)");
     hp->n_vocab = o->n_vocab ? o->n_vocab : (o->target_bytes ? 32000 : 512);
@@ -165,10 +163,10 @@ nb_status nb_synth_hparams(const nb_synth_opts *o, const nb_arch **arch, nb_hpar
     hp->n_expert = moe ? (o->n_expert ? o->n_expert : 4) : 0;
     hp->n_expert_used = moe ? (o->n_expert_used ? o->n_expert_used : 2) : 0;
     if (moe && hp->n_expert_used > hp->n_expert) hp->n_expert_used = hp->n_expert;
-    hp->rope_theta = qwen || gemma ? 1000000.0 : 10000.0;
-    hp->rms_eps = qwen || gemma ? 1e-6 : 1e-5;
-    hp->tie_embeddings = gemma;
-    if (gemma) {
+    hp->rope_theta = a->typical_rope_theta;
+    hp->rms_eps = a->typical_rms_eps;
+    hp->tie_embeddings = (a->flags & NB_ARCH_F_TIED) != 0;
+    if (a->swa_period) { /* a small window, so that short tests exercise it */
         hp->sliding_window = 512;
         hp->rope_theta_swa = 10000.0;
     }
@@ -369,13 +367,6 @@ static nb_status write_gguf(gen_state *g, const nb_synth_opts *o, const nb_arch 
     return st;
 }
 
-static char *join(nb_ctx *ctx, const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = nb_malloc(ctx, n, "path");
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 static nb_status write_text_atomic(const char *path, const char *text, nb_ctx *ctx) {
     nb_afile f;
     NB_TRY(nb_afile_open(&f, path, false, ctx));
@@ -449,9 +440,9 @@ static nb_status write_hf(gen_state *g, const nb_synth_opts *o, const nb_arch *a
         cur += ps[i].nbytes;
         total += ps[i].nbytes;
     }
-    char *cfg_path = join(ctx, dir, "config.json");
-    char *idx_path = join(ctx, dir, "model.safetensors.index.json");
-    char *one_path = join(ctx, dir, "model.safetensors");
+    char *cfg_path = nb_path_join(ctx, dir, "config.json");
+    char *idx_path = nb_path_join(ctx, dir, "model.safetensors.index.json");
+    char *one_path = nb_path_join(ctx, dir, "model.safetensors");
     cJSON *wm = NULL;
     if (st == NB_OK && (!cfg_path || !idx_path || !one_path)) st = NB_ERR_NOMEM;
     const char *torch_dtype = o->dtype == NB_TYPE_F32 ? "float32" : o->dtype == NB_TYPE_F16 ? "float16" : "bfloat16";
@@ -460,7 +451,7 @@ static nb_status write_hf(gen_state *g, const nb_synth_opts *o, const nb_arch *a
     for (size_t sh = 0; st == NB_OK && sh < n_shards; sh++) {
         if (n_shards == 1) snprintf(fname, sizeof fname, "model.safetensors");
         else snprintf(fname, sizeof fname, "model-%05zu-of-%05zu.safetensors", sh + 1, n_shards);
-        char *path = join(ctx, dir, fname);
+        char *path = nb_path_join(ctx, dir, fname);
         if (!path) { st = NB_ERR_NOMEM; break; }
         size_t first = 0, cnt = 0;
         for (size_t i = 0; i < np; i++)
@@ -515,16 +506,11 @@ static nb_status write_hf(gen_state *g, const nb_synth_opts *o, const nb_arch *a
     return st;
 }
 
-static bool ends_with_ci(const char *s, const char *suf) {
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && strcasecmp(s + a - b, suf) == 0;
-}
-
 nb_status nb_synth_write(const nb_synth_opts *o, const char *out_path, nb_ctx *ctx) {
     const nb_arch *a;
     nb_hparams hp;
     NB_TRY(nb_synth_hparams(o, &a, &hp, ctx));
-    NB_RETURN_IF(ctx, ends_with_ci(out_path, ".safetensors") || ends_with_ci(out_path, ".json"),
+    NB_RETURN_IF(ctx, nb_str_ends_with_ci(out_path, ".safetensors") || nb_str_ends_with_ci(out_path, ".json"),
                  NB_ERR_INVALID,
                  "%s: synth writes a .gguf file or a Hugging Face directory (give a directory path)",
                  out_path);
@@ -535,7 +521,7 @@ nb_status nb_synth_write(const nb_synth_opts *o, const char *out_path, nb_ctx *c
     memset(&g, 0, sizeof g);
     g.seed = o->seed;
     g.hp = &hp;
-    g.n_threads = ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
+    g.n_threads = nb_ctx_threads(ctx);
     /* room for the chunk and at least one row of the widest tensor (f32) */
     uint64_t widest = 0;
     for (size_t i = 0; i < n; i++)
@@ -548,7 +534,7 @@ nb_status nb_synth_write(const nb_synth_opts *o, const char *out_path, nb_ctx *c
                 a->name, hp.n_layer, hp.n_embd, hp.n_ff_exp ? hp.n_ff_exp : hp.n_ff, hp.n_head,
                 hp.n_head_kv, hp.n_vocab, hp.n_expert ? " (MoE)" : "",
                 (unsigned long long)nb_synth_data_bytes(a, &hp, o->dtype));
-        if (ends_with_ci(out_path, ".gguf")) st = write_gguf(&g, o, a, list, n, out_path, ctx);
+        if (nb_str_ends_with_ci(out_path, ".gguf")) st = write_gguf(&g, o, a, list, n, out_path, ctx);
         else st = write_hf(&g, o, a, list, n, out_path, ctx);
     }
     free(g.buf);

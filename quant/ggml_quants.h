@@ -178,4 +178,20 @@ size_t nb_quantize_tq1_0(const float *src, void *dst, int64_t nrows, int64_t n_p
 size_t nb_quantize_tq2_0(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imp);
 size_t nb_quantize_mxfp4(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imp);
 
+/* ---- GPTQ set-code hooks: void f(void *block, int p, int level) (core/types.h
+ * nb_set_code_fn): write code `level` (0 .. levels-1, the code as stored;
+ * Q8_0: level - 127) of element p of one block, leaving the rest untouched ---- */
+void nb_set_code_q4_0(void *block, int p, int level);
+void nb_set_code_q4_1(void *block, int p, int level);
+void nb_set_code_q5_0(void *block, int p, int level);
+void nb_set_code_q5_1(void *block, int p, int level);
+void nb_set_code_q8_0(void *block, int p, int level);
+void nb_set_code_q2_k(void *block, int p, int level);
+void nb_set_code_q3_k(void *block, int p, int level);
+void nb_set_code_q4_k(void *block, int p, int level);
+void nb_set_code_q5_k(void *block, int p, int level);
+void nb_set_code_q6_k(void *block, int p, int level);
+void nb_set_code_iq4_nl(void *block, int p, int level);
+void nb_set_code_iq4_xs(void *block, int p, int level);
+
 #endif

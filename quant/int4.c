@@ -2,6 +2,7 @@
 #include "quant/int4.h"
 
 #include "core/fp.h"
+#include "quant/codes_impl.h"
 
 #include <math.h>
 #include <string.h>
@@ -158,20 +159,22 @@ NB_INT4_HOOKS(asym_g32, 32, true)
 NB_INT4_HOOKS(asym_g64, 64, true)
 NB_INT4_HOOKS(asym_g128, 128, true)
 
+/* GPTQ set-code hooks: element 2i in the low nibble of qs[i] */
+void nb_set_code_int4_sym(void *b, int p, int lv) {
+    nb_set_nibble(NB_BLOCK_FIELD(b, nb_block_int4_sym_g32, qs) + p / 2, p % 2 == 1, lv);
+}
+void nb_set_code_int4_asym(void *b, int p, int lv) {
+    nb_set_nibble(NB_BLOCK_FIELD(b, nb_block_int4_asym_g32, qs) + p / 2, p % 2 == 1, lv);
+}
+/* the header is the same for every group size */
+static_assert(offsetof(nb_block_int4_sym_g32, qs) == offsetof(nb_block_int4_sym_g128, qs), "int4 sym header");
+static_assert(offsetof(nb_block_int4_asym_g32, qs) == offsetof(nb_block_int4_asym_g128, qs), "int4 asym header");
+
 bool nb_int4_params(nb_type t, uint32_t *group, bool *asym) {
-    uint32_t g;
-    bool a;
-    switch (t) {
-    case NB_TYPE_INT4_SYM_G32: g = 32, a = false; break;
-    case NB_TYPE_INT4_SYM_G64: g = 64, a = false; break;
-    case NB_TYPE_INT4_SYM_G128: g = 128, a = false; break;
-    case NB_TYPE_INT4_ASYM_G32: g = 32, a = true; break;
-    case NB_TYPE_INT4_ASYM_G64: g = 64, a = true; break;
-    case NB_TYPE_INT4_ASYM_G128: g = 128, a = true; break;
-    default: return false;
-    }
-    if (group) *group = g;
-    if (asym) *asym = a;
+    const nb_type_traits *tr = nb_type_get(t);
+    if (!tr || !tr->group) return false;
+    if (group) *group = tr->group;
+    if (asym) *asym = tr->asym;
     return true;
 }
 

@@ -74,7 +74,12 @@ size_t nb_quantize_int4_asym_g32(const float *src, void *dst, int64_t nrows, int
 size_t nb_quantize_int4_asym_g64(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imp);
 size_t nb_quantize_int4_asym_g128(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imp);
 
-/* Group size and symmetry of an INT4 type; false if t is not one. */
+/* GPTQ set-code hooks (core/types.h nb_set_code_fn), any group size. */
+void nb_set_code_int4_sym(void *block, int p, int level);
+void nb_set_code_int4_asym(void *block, int p, int level);
+
+/* Group size and symmetry of an INT4 type (the type table's `group` and
+ * `asym` columns); false if t is not one. */
 bool nb_int4_params(nb_type t, uint32_t *group, bool *asym);
 
 /* GPTQ tensors of one Linear layer with in_features K (= nibble's row length,

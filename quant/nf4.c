@@ -7,6 +7,8 @@
  * linspace inside create_dynamic_map — calls fmaf() explicitly. */
 #include "quant/nf4.h"
 
+#include "quant/codes_impl.h"
+
 
 #include <math.h>
 #include <pthread.h>
@@ -433,3 +435,6 @@ size_t nb_quantize_nf4_dq(const float *src, void *dst, int64_t nrows, int64_t n_
     }
     return (size_t)(total / NB_NF4_DQ_SUPER) * sizeof(nb_block_nf4_dq);
 }
+
+/* GPTQ set-code hook (nb_set_code_fn): element 2i in the high nibble of qs[i]. */
+void nb_set_code_nf4(void *b, int p, int lv) { nb_set_nibble(NB_BLOCK_FIELD(b, nb_block_nf4, qs) + p / 2, p % 2 == 0, lv); }

@@ -141,6 +141,8 @@ float nb_nf4_state_absmax(const nb_nf4_state *s, uint64_t b);
  * nrows * n_per_row values, so call it once per tensor for bnb-identical
  * output (chunked calls still decode correctly: every super-block carries its
  * offset). Non-finite input never crashes (NaN elements get code 0). */
+/* GPTQ set-code hook (core/types.h nb_set_code_fn) for NB_TYPE_NF4. */
+void nb_set_code_nf4(void *block, int p, int level);
 void nb_dequant_nf4(const void *src, float *dst, int64_t n);
 size_t nb_quantize_nf4(const float *src, void *dst, int64_t nrows, int64_t n_per_row, const float *imp);
 void nb_dequant_nf4_dq(const void *src, float *dst, int64_t n);

@@ -12,6 +12,7 @@
  * IQ3_XXS, IQ3_S. Their code books are large tables produced by an offline
  * search in ggml; they cannot be derived here and are not copied.
  */
+#include "quant/codes_impl.h"
 #include "quant/ggml_quants_impl.h"
 
 #include <math.h>
@@ -342,4 +343,15 @@ void nb_dequant_mxfp4(const void *src, float *y, int64_t n) {
             y[j + 16] = (float)nb_kvalues_mxfp4[x[i].qs[j] >> 4] * d;
         }
     }
+}
+
+/* ---- GPTQ set-code hooks (nb_set_code_fn): code `lv` of element p ------------------------- */
+
+/* IQ4_NL as Q4_0: element p's code in qs[p % 16], low nibble for p < 16 */
+void nb_set_code_iq4_nl(void *b, int p, int lv) {
+    nb_set_nibble(NB_BLOCK_FIELD(b, nb_block_iq4_nl, qs) + p % 16, p >= 16, lv);
+}
+/* IQ4_XS: sub-block p/32 of 16 bytes, laid out as IQ4_NL */
+void nb_set_code_iq4_xs(void *b, int p, int lv) {
+    nb_set_nibble(NB_BLOCK_FIELD(b, nb_block_iq4_xs, qs) + 16 * (p / 32) + p % 16, p % 32 >= 16, lv);
 }

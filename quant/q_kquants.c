@@ -9,6 +9,7 @@
  * (a*b*c is (a*b)*c; 1/iscale is not the same bits as max/nmax).
  * Also holds the shared scale-search helpers declared in ggml_quants_impl.h.
  */
+#include "quant/codes_impl.h"
 #include "quant/ggml_quants_impl.h"
 
 #include <math.h>
@@ -876,4 +877,33 @@ void nb_dequant_q8_k(const void *src, float *y, int64_t n) {
     const nb_block_q8_K *x = src;
     for (int64_t i = 0; i < n / QK_K; i++)
         for (int j = 0; j < QK_K; ++j) *y++ = x[i].d * (float)x[i].qs[j];
+}
+
+/* ---- GPTQ set-code hooks (nb_set_code_fn): code `lv` of element p ------------------------- */
+
+/* Q2_K/Q3_K 2-bit codes: byte (p/128)*32 + p%32, shift 2*((p%128)/32) */
+static void set_2bit(uint8_t *qs, int p, int v) {
+    int idx = (p / 128) * 32 + p % 32, sh = 2 * ((p % 128) / 32);
+    qs[idx] = (uint8_t)((qs[idx] & ~(3 << sh)) | (v << sh));
+}
+void nb_set_code_q2_k(void *b, int p, int lv) { set_2bit(NB_BLOCK_FIELD(b, nb_block_q2_K, qs), p, lv); }
+/* Q3_K: code c = low2 | hbit << 2 (value c - 4); hmask[p % 32] bit (p/128)*4 + (p%128)/32 */
+void nb_set_code_q3_k(void *b, int p, int lv) {
+    set_2bit(NB_BLOCK_FIELD(b, nb_block_q3_K, qs), p, lv & 3);
+    nb_set_bit(NB_BLOCK_FIELD(b, nb_block_q3_K, hmask) + p % 32, (p / 128) * 4 + (p % 128) / 32, lv >> 2);
+}
+/* Q4_K/Q5_K: 64-element chunks, low nibble = first 32, high nibble = next 32 */
+void nb_set_code_q4_k(void *b, int p, int lv) {
+    nb_set_nibble(NB_BLOCK_FIELD(b, nb_block_q4_K, qs) + 32 * (p / 64) + p % 32, p % 64 >= 32, lv);
+}
+void nb_set_code_q5_k(void *b, int p, int lv) {
+    nb_set_nibble(NB_BLOCK_FIELD(b, nb_block_q5_K, qs) + 32 * (p / 64) + p % 32, p % 64 >= 32, lv & 15);
+    nb_set_bit(NB_BLOCK_FIELD(b, nb_block_q5_K, qh) + p % 32, 2 * (p / 64) + (p % 64 >= 32), lv >> 4);
+}
+/* Q6_K: ql[128], qh[64]; per 128 half: quarter qn, lane l */
+void nb_set_code_q6_k(void *b, int p, int lv) {
+    int half = p / 128, r = p % 128, qn = r / 32, l = r % 32;
+    nb_set_nibble(NB_BLOCK_FIELD(b, nb_block_q6_K, ql) + half * 64 + l + (qn & 1) * 32, qn >= 2, lv & 15);
+    uint8_t *qh = NB_BLOCK_FIELD(b, nb_block_q6_K, qh) + half * 32 + l;
+    *qh = (uint8_t)((*qh & ~(3 << (2 * qn))) | ((lv >> 4) << (2 * qn)));
 }

@@ -6,6 +6,7 @@
  * search (quantize_row_<t>_impl) with weights imp[j] * sqrt(sigma2 + x[j]^2),
  * sigma2 being the mean square of the whole row. Q8_0 and Q8_1 ignore imp.
  */
+#include "quant/codes_impl.h"
 #include "quant/ggml_quants_impl.h"
 
 #include <float.h>
@@ -334,3 +335,20 @@ void nb_dequant_q8_1(const void *src, float *y, int64_t n) {
         for (int j = 0; j < 32; ++j) *y++ = (float)x[i].qs[j] * d;
     }
 }
+
+/* ---- GPTQ set-code hooks (nb_set_code_fn): code `lv` of element p ------------------------- */
+
+/* element p's code in qs[p % 16], low nibble for p < 16 */
+void nb_set_code_q4_0(void *b, int p, int lv) { nb_set_nibble(NB_BLOCK_FIELD(b, nb_block_q4_0, qs) + p % 16, p >= 16, lv); }
+void nb_set_code_q4_1(void *b, int p, int lv) { nb_set_nibble(NB_BLOCK_FIELD(b, nb_block_q4_1, qs) + p % 16, p >= 16, lv); }
+/* low 4 bits as Q4, the 5th = bit p of the little-endian u32 qh */
+void nb_set_code_q5_0(void *b, int p, int lv) {
+    nb_set_nibble(NB_BLOCK_FIELD(b, nb_block_q5_0, qs) + p % 16, p >= 16, lv & 15);
+    nb_set_bit(NB_BLOCK_FIELD(b, nb_block_q5_0, qh) + p / 8, p % 8, lv >> 4);
+}
+void nb_set_code_q5_1(void *b, int p, int lv) {
+    nb_set_nibble(NB_BLOCK_FIELD(b, nb_block_q5_1, qs) + p % 16, p >= 16, lv & 15);
+    nb_set_bit(NB_BLOCK_FIELD(b, nb_block_q5_1, qh) + p / 8, p % 8, lv >> 4);
+}
+/* levels 0..254 = int8 codes -127..127 (ggml never writes -128) */
+void nb_set_code_q8_0(void *b, int p, int lv) { NB_BLOCK_FIELD(b, nb_block_q8_0, qs)[p] = (uint8_t)(int8_t)(lv - 127); }

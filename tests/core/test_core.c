@@ -76,6 +76,73 @@ START_TEST(type_table) {
 }
 END_TEST
 
+/* The table's columns beyond sizes: f32 views of every storage type, INT4
+ * group/asym and its lookup, GPTQ's grid. */
+START_TEST(type_table_columns) {
+    for (int t = 0; t < NB_TYPE_COUNT; t++) {
+        const nb_type_traits *tr = nb_type_get((nb_type)t);
+        if (!tr) continue;
+        if (tr->to_float) ck_assert_ptr_eq(tr->to_f32, tr->to_float);
+        if (tr->group) {
+            ck_assert_uint_eq(tr->group, tr->block_size);
+            ck_assert_int_eq(nb_type_int4_find(tr->asym, (int)tr->group), t);
+            ck_assert_ptr_nonnull(strstr(tr->name, tr->asym ? "int4_asym_g" : "int4_sym_g"));
+        } else {
+            ck_assert(!tr->asym);
+            ck_assert_ptr_null(strstr(tr->name, "int4"));
+        }
+        if (tr->set_code) {
+            ck_assert_uint_ge(tr->grid_levels, 2);
+            ck_assert_uint_le(tr->grid_levels, 256);
+            ck_assert_uint_gt(tr->grid_sub, 0);
+            ck_assert_uint_eq(tr->block_size % tr->grid_sub, 0);
+            ck_assert(tr->to_float && tr->quantize);
+        }
+    }
+    ck_assert_int_eq(nb_type_int4_find(false, 32), NB_TYPE_INT4_SYM_G32);
+    ck_assert_int_eq(nb_type_int4_find(true, 128), NB_TYPE_INT4_ASYM_G128);
+    ck_assert_int_eq(nb_type_int4_find(false, 16), NB_TYPE_COUNT);
+    ck_assert_int_eq(nb_type_int4_find(true, 0), NB_TYPE_COUNT);
+    ck_assert_int_eq(nb_type_int4_find(true, -64), NB_TYPE_COUNT);
+    ck_assert_uint_eq(nb_type_get(NB_TYPE_Q8_0)->grid_levels, 255);
+    ck_assert_ptr_null(nb_type_get(NB_TYPE_NF4_DQ)->set_code); /* tensor-wide scales: no GPTQ */
+
+    /* integer, bool and FP8 elements: readable as f32 (from unaligned bytes),
+     * but not types the pipeline computes with (no to_float) */
+    unsigned char buf[1 + 2 * 8];
+    float f[2];
+#define CHECK_INT(type, T, a, b)                                                                      \
+    do {                                                                                             \
+        const nb_type_traits *tr = nb_type_get(type);                                               \
+        T v[2] = {a, b};                                                                             \
+        memcpy(buf + 1, v, sizeof v);                                                                \
+        ck_assert_ptr_nonnull(tr->to_f32);                                                           \
+        ck_assert_ptr_null(tr->to_float);                                                            \
+        tr->to_f32(buf + 1, f, 2);                                                                   \
+        ck_assert(f[0] == (float)(a) && f[1] == (float)(b));                                         \
+    } while (0)
+    CHECK_INT(NB_TYPE_I8, int8_t, -128, 127);
+    CHECK_INT(NB_TYPE_I16, int16_t, -300, 32767);
+    CHECK_INT(NB_TYPE_I32, int32_t, -70000, 16777216);
+    CHECK_INT(NB_TYPE_I64, int64_t, -5, 1099511627776);
+    CHECK_INT(NB_TYPE_U8, uint8_t, 0, 255);
+    CHECK_INT(NB_TYPE_BOOL, uint8_t, 0, 1);
+    CHECK_INT(NB_TYPE_U16, uint16_t, 1, 65535);
+    CHECK_INT(NB_TYPE_U32, uint32_t, 7, 4294967295u);
+    CHECK_INT(NB_TYPE_U64, uint64_t, 9, 1ull << 40);
+#undef CHECK_INT
+    const uint8_t e4m3[2] = {0x38, 0xC0}, e5m2[2] = {0x3C, 0xC0}; /* 1, -2 */
+    nb_type_get(NB_TYPE_F8_E4M3)->to_f32(e4m3, f, 2);
+    ck_assert(f[0] == 1.0f && f[1] == -2.0f);
+    nb_type_get(NB_TYPE_F8_E5M2)->to_f32(e5m2, f, 2);
+    ck_assert(f[0] == 1.0f && f[1] == -2.0f);
+    ck_assert_ptr_null(nb_type_get(NB_TYPE_F8_E4M3)->to_float);
+    const double d[2] = {0.5, -3.25};
+    nb_type_get(NB_TYPE_F64)->to_f32(d, f, 2);
+    ck_assert(f[0] == 0.5f && f[1] == -3.25f);
+}
+END_TEST
+
 START_TEST(checked_math) {
     uint64_t r;
     ck_assert(nb_mul_u64(1ull << 32, 1ull << 31, &r) && r == 1ull << 63);
@@ -186,6 +253,7 @@ int main(void) {
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, errors_compose);
     tcase_add_test(tc, type_table);
+    tcase_add_test(tc, type_table_columns);
     tcase_add_test(tc, checked_math);
     tcase_add_test(tc, sha256_vectors);
     tcase_add_test(tc, afile_commit_and_abort);

@@ -9,6 +9,7 @@
 #include "engine/logits_file.h"
 #include "engine/ppl.h"
 #include "engine/sample.h"
+#include "formats/synth.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -551,6 +552,81 @@ static nb_status read_all(const char *path, nb_ctx *ctx) {
     return read_all_digest(path, d, ctx);
 }
 
+/* nb_ppl_file is the manual sequence (engine, tokenizer, nb_ppl_tokenize,
+ * nb_ppl_run with the vocabulary's BOS) in one call; the base file fixes the
+ * context of a KLD run. */
+static void on_start(void *user, const nb_ppl_start *s) { *(nb_ppl_start *)user = *s; }
+
+START_TEST(ppl_file_is_the_manual_run) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_synth_opts so;
+    nb_synth_opts_init(&so); /* synth's default shape: 2 layers, 256 wide, vocabulary 512 */
+    so.dtype = NB_TYPE_F32;
+    so.seed = 3;
+    const char *model = nbt_path("pplfile.gguf");
+    ck_assert_msg(nb_synth_write(&so, model, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    char text[1024];
+    snprintf(text, sizeof text, "%s/text/eval.txt", nbt_data_dir());
+
+    /* by hand */
+    nb_engine_opts eo = {32, 32, 1};
+    nb_engine *e = NULL;
+    ck_assert_int_eq(nb_engine_open(model, &eo, &e, &ctx), NB_OK);
+    nb_tokenizer *tok = NULL;
+    ck_assert_int_eq(nb_tokenizer_create(&nb_engine_model(e)->kv, &tok, &ctx), NB_OK);
+    size_t n_bytes;
+    unsigned char *txt = nbt_read_file(text, &n_bytes);
+    int32_t *ids;
+    size_t n_ids;
+    ck_assert_int_eq(nb_ppl_tokenize(tok, (const char *)txt, n_bytes, &ids, &n_ids, &ctx), NB_OK);
+    nb_ppl_opts po = {.n_ctx = 32, .n_chunks = 2, .add_bos = nb_tokenizer_add_bos(tok) && nb_tokenizer_bos(tok) >= 0,
+                      .bos = nb_tokenizer_bos(tok)};
+    nb_ppl_lm lm = nb_ppl_lm_engine(e);
+    nb_ppl_result want;
+    ck_assert_msg(nb_ppl_run(&lm, ids, n_ids, &po, &want, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+
+    /* in one call, saving the base log-probs */
+    const char *base = nbt_path("pplfile.logprobs");
+    nb_ppl_start st;
+    memset(&st, 0, sizeof st);
+    nb_ppl_file_opts fo = {.text_path = text, .on_start = on_start};
+    fo.ppl.n_ctx = 32;
+    fo.ppl.n_chunks = 2;
+    fo.ppl.save_path = base;
+    fo.ppl.user = &st;
+    nb_ppl_result got;
+    ck_assert_msg(nb_ppl_file(model, &fo, &got, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert(got.ppl == want.ppl && got.ppl_err == want.ppl_err);
+    ck_assert_uint_eq(got.n_scored, want.n_scored);
+    ck_assert_uint_eq(st.n_tokens, n_ids);
+    ck_assert_uint_eq(st.text_bytes, n_bytes);
+    ck_assert_int_eq(st.n_ctx, 32);
+    ck_assert_int_eq(st.n_vocab, nb_engine_n_vocab(e));
+    ck_assert_int_eq(st.add_bos, po.add_bos);
+    nb_ppl_result_free(&got);
+
+    /* KLD against itself, without a text: the file's context and tokens */
+    nb_ppl_file_opts ko = {0};
+    ko.ppl.kld_path = base;
+    ck_assert_msg(nb_ppl_file(model, &ko, &got, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert(got.has_kld && got.n_ctx == 32 && got.ppl == want.ppl);
+    nb_ppl_result_free(&got);
+    ko.ppl.n_ctx = 64; /* a different explicit context is refused */
+    ck_assert_int_eq(nb_ppl_file(model, &ko, &got, &ctx), NB_ERR_RANGE);
+    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "--ctx 32"));
+    nb_ppl_file_opts none = {0};
+    ck_assert_int_eq(nb_ppl_file(model, &none, &got, &ctx), NB_ERR_INVALID);
+
+    nb_ppl_result_free(&want);
+    free(ids);
+    free(txt);
+    nb_tokenizer_free(tok);
+    nb_engine_free(e);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 START_TEST(logits_file_rejects_damage) {
     size_t len;
     const char *good = nbt_path("good.bin"), *bad = nbt_path("bad.bin");
@@ -737,6 +813,7 @@ int main(void) {
     tcase_add_test(tc, kld_thread_independent);
     tcase_add_test(tc, kld_refuses_mismatches);
     tcase_add_test(tc, failed_run_leaves_no_file);
+    tcase_add_test(tc, ppl_file_is_the_manual_run);
     tcase_add_test(tc, logits_file_rejects_damage);
     tcase_add_test(tc, record_encoding);
     tcase_add_test(tc, percentiles_and_estimate);

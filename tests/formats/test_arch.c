@@ -6,6 +6,7 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,41 @@ START_TEST(test_lookup) {
         ck_assert_ptr_nonnull(strstr(nb_arch_supported_list(), a->name));
     }
     ck_assert_ptr_null(nb_arch_get(NB_ARCH_COUNT));
+}
+END_TEST
+
+/* Graph quirks are row fields: what each family's llama.cpp graph does. */
+START_TEST(test_quirk_columns) {
+    const nb_arch *llama = nb_arch_get(NB_ARCH_LLAMA), *gemma = nb_arch_get(NB_ARCH_GEMMA3);
+    const nb_arch *mixtral = nb_arch_get(NB_ARCH_MIXTRAL), *q2moe = nb_arch_get(NB_ARCH_QWEN2MOE);
+    const nb_arch *q3moe = nb_arch_get(NB_ARCH_QWEN3MOE);
+    ck_assert_int_eq(gemma->act, NB_ACT_GELU_TANH);
+    ck_assert_str_eq(nb_act_hf_name(gemma->act), "gelu_pytorch_tanh");
+    ck_assert(gemma->embd_scale_sqrt && (gemma->flags & NB_ARCH_F_NORM_SHIFT));
+    ck_assert_ptr_nonnull(gemma->hf_defaults);
+    ck_assert_uint_eq(gemma->hf_defaults->sliding_window, 4096);
+    /* MoE top-k renormalisation: mixtral and qwen3moe yes, qwen2moe no */
+    ck_assert(mixtral->norm_topk && q3moe->norm_topk && !q2moe->norm_topk);
+    for (int i = 0; i < NB_ARCH_COUNT; i++) {
+        const nb_arch *a = nb_arch_get((nb_arch_id)i);
+        if (a == gemma) continue;
+        ck_assert_int_eq(a->act, NB_ACT_SILU);
+        ck_assert_str_eq(nb_act_hf_name(a->act), "silu");
+        ck_assert(!a->embd_scale_sqrt && a->swa_period == 0 && a->hf_defaults == NULL);
+        ck_assert_int_eq(a->attn_scale, NB_ATTN_SCALE_HEAD_DIM);
+        ck_assert(a->typical_rope_theta > 0 && a->typical_rms_eps > 0);
+        if (!(a->flags & NB_ARCH_F_MOE)) ck_assert(!a->norm_topk);
+    }
+    /* sliding window: gemma3's layers 5, 11, ... are global */
+    for (uint32_t L = 0; L < 18; L++) {
+        ck_assert(nb_arch_layer_is_swa(gemma, L) == (L % 6 != 5));
+        ck_assert(!nb_arch_layer_is_swa(llama, L));
+    }
+    /* attention scale: 1/sqrt(head_dim), Gemma 3 27B (62 layers) 1/sqrt(n_embd / n_head) */
+    ck_assert(nb_arch_attn_scale(llama, 32, 4096, 32, 128) == 1.0f / sqrtf(128.0f));
+    ck_assert(nb_arch_attn_scale(gemma, 26, 1152, 4, 256) == 1.0f / sqrtf(256.0f));
+    ck_assert(nb_arch_attn_scale(gemma, 62, 5376, 32, 128) == 1.0f / sqrtf(168.0f));
+    ck_assert(nb_arch_attn_scale(llama, 62, 5376, 32, 128) == 1.0f / sqrtf(128.0f));
 }
 END_TEST
 
@@ -386,6 +422,7 @@ static Suite *arch_suite(void) {
     Suite *s = suite_create("arch");
     TCase *tc = tcase_create("arch");
     tcase_add_test(tc, test_lookup);
+    tcase_add_test(tc, test_quirk_columns);
     tcase_add_test(tc, test_names_both_ways);
     tcase_add_test(tc, test_names_rejected);
     tcase_add_test(tc, test_tensor_list_round_trip);

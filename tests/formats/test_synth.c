@@ -79,6 +79,19 @@ static void compare_models(const char *gguf, const char *dir, nb_ctx *ctx) {
         ck_assert_int_eq(nb_model_read_tensor(g, i, x, ctx), NB_OK);
         ck_assert_msg(nb_model_read_tensor(h, i, y, ctx) == NB_OK, "%s", nb_errmsg(ctx));
         ck_assert_msg(memcmp(x, y, a->nbytes) == 0, "%s: tensor %s differs", dir, a->name);
+        /* nb_model_tensor_bytes: the mapping itself when there is one (GGUF),
+         * else an owned copy of what nb_model_read_tensor gives (HF: permuted,
+         * stacked and shifted tensors have no mapping) */
+        const void *bx, *by;
+        void *ox, *oy;
+        ck_assert_int_eq(nb_model_tensor_bytes(g, i, &bx, &ox, ctx), NB_OK);
+        ck_assert_ptr_eq(bx, a->data);
+        ck_assert_ptr_null(ox);
+        ck_assert_int_eq(nb_model_tensor_bytes(h, i, &by, &oy, ctx), NB_OK);
+        if (b->data) ck_assert(by == b->data && oy == NULL);
+        else ck_assert(by == oy && oy != NULL);
+        ck_assert(memcmp(by, y, b->nbytes) == 0);
+        free(oy);
         free(x);
         free(y);
     }

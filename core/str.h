@@ -1,0 +1,27 @@
+/* core/str.h — small string and path helpers shared by every stage.
+ *
+ * All functions take NUL-terminated strings and never modify them; the
+ * allocating ones record NB_ERR_NOMEM in ctx (which may be NULL) and return
+ * NULL on failure, the caller frees the result.
+ */
+#ifndef NB_CORE_STR_H
+#define NB_CORE_STR_H
+
+#include "core/ctx.h"
+
+#include <stdbool.h>
+
+/* True when s ends with suffix (byte-exact; "" is a suffix of everything). */
+bool nb_str_ends_with(const char *s, const char *suffix);
+/* The same, ASCII case-insensitive (file extensions: ".GGUF" is ".gguf"). */
+bool nb_str_ends_with_ci(const char *s, const char *suffix);
+/* True when s starts with prefix (byte-exact). */
+bool nb_str_starts_with(const char *s, const char *prefix);
+
+/* "dir/name", with no doubled '/' when dir already ends in one ("" + name: name). malloc'd. */
+char *nb_path_join(nb_ctx *ctx, const char *dir, const char *name);
+/* `name` in the directory of `path` ("a/b/x.json" + "y" -> "a/b/y"; a path
+ * without '/' gives "y"), as an index file names its shards. malloc'd. */
+char *nb_path_sibling(nb_ctx *ctx, const char *path, const char *name);
+
+#endif
