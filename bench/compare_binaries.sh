@@ -13,6 +13,7 @@ mkdir -p "$out/src" "$out/old" "$out/new"
 models=${NB_MODELS_DIR:-$HOME/.cache/nibble/models}
 n=0 diff=0
 sum() { sha256sum "$1" | cut -c1-64; }
+both() { [ -f "$1" ] && [ -f "$2" ] || { echo "missing output: $1 or $2"; exit 2; }; }
 # run LABEL OUTNAME ARGS... : ARGS with @OUT@ replaced by each binary's output path
 run() {
   local label=$1 name=$2; shift 2
@@ -21,6 +22,7 @@ run() {
   "$old" "${a[@]}" --quiet >/dev/null 2>"$out/old/$name.err" || { echo "old binary failed: $label"; cat "$out/old/$name.err"; exit 2; }
   "$new" "${b[@]}" --quiet >/dev/null 2>"$out/new/$name.err" || { echo "new binary failed: $label"; cat "$out/new/$name.err"; exit 2; }
   n=$((n + 1))
+  both "$out/old/$name" "$out/new/$name"
   if [ "$(sum "$out/old/$name")" = "$(sum "$out/new/$name")" ]; then echo "same  $(sum "$out/new/$name" | cut -c1-16)  $label"
   else echo "DIFF  $label"; diff=$((diff + 1)); fi
 }
@@ -36,8 +38,7 @@ srcs+=("$out/src/llama-f32.gguf" "$out/src/qwen2-bf16.gguf" "$out/src/mixtral-hf
 for s in "${srcs[@]}"; do
   b=$(basename "$s")
   for t in f16 bf16; do run "convert $b --type $t" "$b.$t.gguf" convert "$s" -o @OUT@ --type "$t"; done
-  run "convert $b -> safetensors" "$b.st" convert "$s" -o @OUT@.safetensors
-  mv "$out/old/$b.st.safetensors" "$out/old/$b.st" && mv "$out/new/$b.st.safetensors" "$out/new/$b.st"
+  run "convert $b -> safetensors" "$b.safetensors" convert "$s" -o @OUT@
   for m in q4_k_m q3_k_s q5_k_m q6_k q8_0 q4_0 q5_1 iq4_xs iq4_nl nf4 nf4-dq int4-g32 int4-asym-g64 int4-g128; do
     run "quantize $b $m" "$b.$m.gguf" quantize "$s" -o @OUT@ --type "$m" --threads 2
   done
@@ -70,6 +71,7 @@ for f in gemma-3-270m-Q4_K_M.gguf SmolLM2-135M-Instruct.Q4_1.gguf; do
     "$old" quantize "$models/$f" -o "$a" --type "$m" --quiet 2>/dev/null
     "$new" quantize "$models/$f" -o "$b" --type "$m" --quiet "${extra[@]}" 2>/dev/null
     n=$((n + 1))
+    both "$a" "$b"
     if [ "$(sum "$a")" = "$(sum "$b")" ]; then echo "same  $(sum "$b" | cut -c1-16)  quantize $f $m"
     else echo "DIFF  quantize $f $m"; diff=$((diff + 1)); fi
     rm -f "$a" "$b"

@@ -1,6 +1,8 @@
 /* calib/gptq_model.c — sequential GPTQ over a whole model (see calib/gptq_model.h). */
 #include "calib/gptq_model.h"
 
+#include "formats/arch.h"
+
 #include "core/afile.h"
 #include "core/checked.h"
 #include "core/progress.h"
@@ -291,19 +293,6 @@ typedef struct worker {
     nb_ctx *ctx;
 } worker;
 
-/* Source tensor i's bytes (mapped, or read into *owned). */
-static nb_status src_bytes(nb_model *m, size_t i, const unsigned char **p, unsigned char **owned, nb_ctx *ctx) {
-    *owned = NULL;
-    *p = m->tensors[i].data;
-    if (*p) return NB_OK;
-    *owned = nb_malloc(ctx, m->tensors[i].nbytes, m->tensors[i].name);
-    if (!*owned) return NB_ERR_NOMEM;
-    nb_status st = nb_model_read_tensor(m, i, *owned, ctx);
-    if (st != NB_OK) { free(*owned); *owned = NULL; return st; }
-    *p = *owned;
-    return NB_OK;
-}
-
 /* Plain rounding of n_rows rows of f into dst, as the quantize pipeline does
  * (rows in parallel; NF4_DQ in one call: its offset is a mean over the slice). */
 static void rtn_rows(nb_type type, const float *f, void *dst, int64_t n_rows, int64_t n_in, uint64_t row_bytes,
@@ -360,7 +349,7 @@ static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t
     const nb_plan_tensor *pl = &w->plan[i];
     const nb_type_traits *ti = nb_type_get(t->type);
     nb_type type = pl->type;
-    int nt = ctx->n_threads > 0 ? ctx->n_threads : 1;
+    int nt = nb_ctx_threads(ctx);
     const int64_t n_in = t->ne[0], n_out = t->n_dims >= 2 ? t->ne[1] : 1;
     const int64_t n_mat = t->n_dims >= 3 ? t->ne[2] : 1;
     NB_RETURN_IF(ctx, !ti || !ti->to_float, NB_ERR_UNSUPPORTED, "%s: tensor '%s': cannot convert from type %s",
@@ -370,9 +359,10 @@ static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t
     NB_TRY(nb_type_row_bytes(type, (uint64_t)n_in, &out_rb, ctx, t->name));
     NB_RETURN_IF(ctx, out_rb * (uint64_t)n_out * (uint64_t)n_mat != pl->bytes_out, NB_ERR_INTERNAL,
                  "gptq: tensor '%s': plan size mismatch", t->name);
-    const unsigned char *sb;
-    unsigned char *owned = NULL;
-    NB_TRY(src_bytes(m, i, &sb, &owned, ctx));
+    const void *sbv = NULL;
+    void *owned = NULL;
+    NB_TRY(nb_model_tensor_bytes(m, i, &sbv, &owned, ctx));
+    const unsigned char *sb = sbv;
     size_t slice_el = (size_t)n_in * (size_t)n_out;
     float *f = nb_malloc(ctx, slice_el * sizeof(float), t->name);
     float *deq = nb_malloc(ctx, slice_el * sizeof(float), t->name);
@@ -541,6 +531,25 @@ out:
     return st;
 }
 
+/* May a view cut the model to blocks 0..L? Only when nothing the engine
+ * computes for those blocks depends on the block count: the arch row's
+ * attention scale must be the same for every count (Gemma 3's depends on it
+ * for 62-layer models, see formats/arch.h). */
+static bool view_truncates(const nb_model *m, const char *arch, uint32_t n_layer) {
+    const nb_arch *a = nb_arch_from_gguf(arch, false);
+    nb_hparams hp;
+    nb_ctx quiet;
+    nb_ctx_init(&quiet);
+    bool ok = a && nb_arch_hparams_from_kv(a, &m->kv, &hp, &quiet) == NB_OK;
+    nb_ctx_free(&quiet);
+    if (!ok) return true; /* the engine will refuse the model with a proper message */
+    uint32_t hd = nb_hparams_head_dim(&hp);
+    float full = nb_arch_attn_scale(a, n_layer, hp.n_embd, hp.n_head, hd);
+    for (uint32_t l = 1; l < n_layer; l++)
+        if (nb_arch_attn_scale(a, l, hp.n_embd, hp.n_head, hd) != full) return false;
+    return true;
+}
+
 nb_status nb_gptq_quantize_model(const char *src_path, const char *dst, const nb_plan *plan, const nb_quant_opts *qo,
                                  const nb_gptq_model_opts *go, nb_gptq_model_result *r, nb_ctx *ctx) {
     memset(r, 0, sizeof *r);
@@ -567,7 +576,7 @@ nb_status nb_gptq_quantize_model(const char *src_path, const char *dst, const nb
     if (!nb_kv_get_u64(&m->kv, count_key, &n_layer) || n_layer == 0 || n_layer > 65536)
         NB_FAIL_GOTO(st, out, ctx, NB_ERR_FORMAT, "%s: '%s' missing or out of range", src_path, count_key);
     r->n_layer = (int)n_layer;
-    bool truncate = !(strcmp(arch, "gemma3") == 0 && n_layer == 62);
+    bool truncate = view_truncates(m, arch, (uint32_t)n_layer);
     /* 2. corpus */
     NB_CHECK_GOTO(st, nb_tokenizer_create(&m->kv, &tok, ctx), out);
     nb_corpus_opts co = go->corpus;

@@ -62,10 +62,10 @@
  * accumulate in call order, GPTQ and plain rounding are row-parallel with
  * per-row arithmetic, so the output bytes do not depend on the thread count.
  *
- * Exception to the view truncation: gemma3 with 62 layers (the engine derives
- * Gemma 3 27B's attention scale from the layer count), where the view keeps
- * the full block count and blocks > L run with their source weights (twice the
- * work, same result).
+ * Exception to the view truncation: architectures whose attention scale
+ * depends on the block count (the arch row's attn_scale rule: Gemma 3 27B's
+ * 62 layers), where the view keeps the full block count and blocks > L run
+ * with their source weights (twice the work, same result).
  */
 #ifndef NB_CALIB_GPTQ_MODEL_H
 #define NB_CALIB_GPTQ_MODEL_H

@@ -3,6 +3,7 @@
 #include "core/afile.h"
 #include "core/progress.h"
 #include "distill/merge.h"
+#include "core/str.h"
 
 #include <errno.h>
 #include <math.h>
@@ -11,11 +12,6 @@
 #include <string.h>
 
 #define MAX_ADAPTERS 64
-
-static bool ends_with(const char *s, const char *suf) {
-    size_t n = strlen(s), k = strlen(suf);
-    return n >= k && !strcmp(s + n - k, suf);
-}
 
 /* "PATH:W" -> path + weight when the text after the last ':' is a number. */
 static bool parse_adapter(const char *arg, char **path, double *w) {
@@ -141,7 +137,7 @@ int nb_cmd_merge(int argc, char **argv) {
     const char *base = args.pos[0];
     if (rc == NB_OPTS_RUN && !o.qlora && (o.qlora_blocksize || o.qlora_double_quant))
         rc = nb_opts_usage_error(&spec, &args, "--qlora-blocksize / --qlora-double-quant need --qlora");
-    if (rc == NB_OPTS_RUN && !ends_with(dst, ".gguf") && !ends_with(dst, ".safetensors")) {
+    if (rc == NB_OPTS_RUN && !nb_str_ends_with(dst, ".gguf") && !nb_str_ends_with(dst, ".safetensors")) {
         fprintf(stderr, "nibble merge: %s: the output must end in .gguf or .safetensors\n", dst);
         rc = NB_EXIT_USAGE;
     }

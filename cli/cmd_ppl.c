@@ -20,35 +20,13 @@ static void on_chunk(void *user, const nb_ppl_progress *p) {
     fflush(f);
 }
 
-static nb_status read_text(const char *path, char **out, size_t *n, nb_ctx *ctx) {
-    *out = NULL;
-    *n = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return nb_err_errno(ctx, errno, "%s: open", path);
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    nb_status st = NB_OK;
-    if (!buf) { fclose(f); return nb_err(ctx, NB_ERR_NOMEM, "%s: out of memory", path); }
-    for (;;) {
-        if (len == cap) {
-            if (cap >= ((size_t)1 << 32)) { st = nb_err(ctx, NB_ERR_RANGE, "%s: text larger than 4 GiB", path); break; }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) { st = nb_err(ctx, NB_ERR_NOMEM, "%s: out of memory", path); break; }
-            buf = nb;
-            cap *= 2;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) {
-            if (ferror(f)) st = nb_err_errno(ctx, errno, "%s: read", path);
-            break;
-        }
-    }
-    fclose(f);
-    if (st != NB_OK) { free(buf); return st; }
-    *out = buf;
-    *n = len;
-    return NB_OK;
+/* The settings line before the first chunk (stderr; --quiet drops it). */
+static void on_start(void *user, const nb_ppl_start *st) {
+    (void)user;
+    fprintf(stderr, "nibble ppl: %s: vocabulary %d, BOS %s; ", st->model_path, st->n_vocab,
+            st->add_bos ? "added" : "not added");
+    if (st->text_path) fprintf(stderr, "%s: %zu bytes -> %zu tokens; ", st->text_path, st->text_bytes, st->n_tokens);
+    fprintf(stderr, "n_ctx %d, batch %d, %d threads\n", st->n_ctx, st->n_batch, st->n_threads);
 }
 
 static void print_kld(FILE *f, const nb_kld_stats *k) {
@@ -125,66 +103,19 @@ int nb_cmd_ppl(int argc, char **argv) {
     FILE *info = json ? stderr : stdout;
 
     rc = NB_EXIT_OK;
-    nb_status st = NB_OK;
-    char *text = NULL;
-    size_t text_len = 0;
-    int32_t *tokens = NULL;
-    size_t n_tokens = 0;
-    nb_engine *e = NULL;
-    nb_tokenizer *tok = NULL;
     nb_ppl_result res = {0};
-
-    /* The base file fixes the context: read its header before the engine is sized. */
-    if (kld) {
-        nb_lpf_header h;
-        int32_t *ft = NULL;
-        nb_lpf_reader *r = NULL;
-        st = nb_lpf_open(kld, &h, &ft, &r, &ctx);
-        free(ft);
-        nb_lpf_close(r);
-        if (st != NB_OK) goto fail;
-        if (n_ctx && (uint32_t)n_ctx != h.n_ctx) {
-            st = nb_err(&ctx, NB_ERR_RANGE, "%s: base log-probs were computed with --ctx %u, not %d", kld,
-                        h.n_ctx, n_ctx);
-            goto fail;
-        }
-        n_ctx = (int)h.n_ctx;
-    }
-    if (!n_ctx) n_ctx = 512;
-    nb_engine_opts eo = {n_ctx, n_batch > 0 && n_batch < n_ctx ? n_batch : n_ctx, ctx.n_threads};
-    if ((st = nb_engine_open(model, &eo, &e, &ctx)) != NB_OK) goto fail;
-    const nb_model *m = nb_engine_model(e);
-    if ((st = nb_tokenizer_create(&m->kv, &tok, &ctx)) != NB_OK) goto fail;
-    if (text_path) {
-        if ((st = read_text(text_path, &text, &text_len, &ctx)) != NB_OK) goto fail;
-        if ((st = nb_ppl_tokenize(tok, text, text_len, &tokens, &n_tokens, &ctx)) != NB_OK) goto fail;
-    }
-    unsigned char vsha[32];
-    bool have_vsha = nb_lpf_vocab_hash(&m->kv, vsha);
-    nb_ppl_opts o = {0};
-    o.n_ctx = n_ctx;
-    o.n_chunks = n_chunks;
-    o.n_batch = n_batch;
-    o.n_threads = ctx.n_threads;
-    o.add_bos = nb_tokenizer_add_bos(tok) && nb_tokenizer_bos(tok) >= 0;
-    o.bos = nb_tokenizer_bos(tok);
-    o.vocab_sha = have_vsha ? vsha : NULL;
-    o.save_path = save;
-    o.kld_path = kld;
-    o.on_chunk = ctx.quiet ? NULL : on_chunk;
-    o.user = info;
-    if (!ctx.quiet) {
-        fprintf(stderr, "nibble ppl: %s: vocabulary %d, BOS %s; ", model, nb_engine_n_vocab(e),
-                o.add_bos ? "added" : "not added");
-        if (text_path) fprintf(stderr, "%s: %zu bytes -> %zu tokens; ", text_path, text_len, n_tokens);
-        fprintf(stderr, "n_ctx %d, batch %d, %d threads\n", n_ctx, eo.n_batch, ctx.n_threads);
-    }
-    nb_ppl_lm lm = nb_ppl_lm_engine(e);
-    if ((st = nb_ppl_run(&lm, tokens, n_tokens, &o, &res, &ctx)) != NB_OK) {
-        if (o.on_chunk && !kld) fputc('\n', info);
-        goto fail;
-    }
-    if (o.on_chunk && !kld) fputc('\n', info);
+    nb_ppl_file_opts fo = {.text_path = text_path, .on_start = ctx.quiet ? NULL : on_start};
+    fo.ppl.n_ctx = n_ctx;
+    fo.ppl.n_chunks = n_chunks;
+    fo.ppl.n_batch = n_batch;
+    fo.ppl.n_threads = ctx.n_threads;
+    fo.ppl.save_path = save;
+    fo.ppl.kld_path = kld;
+    fo.ppl.on_chunk = ctx.quiet ? NULL : on_chunk;
+    fo.ppl.user = info;
+    nb_status st = nb_ppl_file(model, &fo, &res, &ctx);
+    if (st != NB_OK) goto fail;
+    if (fo.ppl.on_chunk && !kld) fputc('\n', info);
     if (json) {
         char *js = nb_ppl_result_json(&res);
         if (!js) { st = nb_err(&ctx, NB_ERR_NOMEM, "JSON output"); goto fail; }
@@ -203,10 +134,6 @@ int nb_cmd_ppl(int argc, char **argv) {
 fail:
     if (st != NB_OK) rc = nb_cli_fail("ppl", &ctx, st);
     nb_ppl_result_free(&res);
-    nb_tokenizer_free(tok);
-    nb_engine_free(e);
-    free(tokens);
-    free(text);
     nb_ctx_free(&ctx);
     return rc;
 }

@@ -6,6 +6,7 @@
 #include "cli/opts.h"
 #include "core/afile.h"
 #include "core/progress.h"
+#include "core/str.h"
 #include "quant/quantize.h"
 
 #include <cjson/cJSON.h>
@@ -128,20 +129,17 @@ static char *with_method(const char *js, const char *method, const nb_gptq_model
     return s;
 }
 
-static bool ends_with(const char *s, const char *suf) {
-    size_t n = strlen(s), k = strlen(suf);
-    return n >= k && !strcmp(s + n - k, suf);
-}
-
-/* --group G: the INT4 mix of that group size, or the mix itself when G is its block size. */
-static const nb_mix_info *with_group(const nb_mix_info *mix, long group) {
-    const nb_type_traits *gt = nb_type_get(mix->base);
-    if (!strncmp(mix->name, "int4", 4)) {
-        char nm[32];
-        snprintf(nm, sizeof nm, "int4-%s-g%ld", strstr(mix->name, "asym") ? "asym" : "sym", group);
-        return nb_mix_find(nm);
+/* --group G: the mix with that group size (an INT4 mix of the same symmetry,
+ * found through the type table), or the mix itself when G is its block size. */
+static const nb_mix_info *with_group(const nb_mix_info *mix, int group) {
+    const nb_type_traits *bt = nb_type_get(mix->base);
+    if (bt && bt->group) {
+        nb_type t = nb_type_int4_find(bt->asym, group);
+        for (int i = 0; t != NB_TYPE_COUNT && i < NB_MIX_COUNT; i++)
+            if (nb_mix_get((nb_mix_id)i)->base == t) return nb_mix_get((nb_mix_id)i);
+        return NULL;
     }
-    return gt && (long)gt->block_size == group ? mix : NULL;
+    return bt && (int)bt->block_size == group ? mix : NULL;
 }
 
 /* Option handlers. */
@@ -316,7 +314,7 @@ int nb_cmd_quantize(int argc, char **argv) {
         const nb_mix_info *gm = with_group(job.plan.mix, group);
         if (!gm) {
             const nb_type_traits *gt = nb_type_get(job.plan.mix->base);
-            if (!strncmp(job.plan.mix->name, "int4", 4))
+            if (gt && gt->group)
                 rc = nb_opts_usage_error(&spec, &args, "--group %d: int4 mixes take 32, 64 or 128", group);
             else
                 rc = nb_opts_usage_error(&spec, &args, "--group %d: %s has fixed blocks of %u (only int4 mixes take a group)",
@@ -338,7 +336,7 @@ int nb_cmd_quantize(int argc, char **argv) {
         rc = nb_opts_usage_error(&spec, &args, "--include-weights / --exclude-weights select imatrix entries: give --imatrix");
         goto done;
     }
-    if (job.dst && !ends_with(job.dst, ".gguf"))
+    if (job.dst && !nb_str_ends_with(job.dst, ".gguf"))
         NB_WARN(&ctx, "%s: output is GGUF whatever the extension (consider naming it .gguf)", job.dst);
     job.plan.rules = &rules;
     job.include_weights = include.v;

@@ -1,5 +1,6 @@
 /* cli/opts.c — the option parser and help printer of cli/opts.h. */
 #include "cli/opts.h"
+#include "core/str.h"
 
 #include "cli/cli.h"
 
@@ -146,11 +147,6 @@ static nb_opt_arg arg_kind(const nb_opt *o) {
     return o->type == NB_OPT_FLAG ? NB_ARG_NONE : NB_ARG_REQUIRED;
 }
 
-static bool ends_with(const char *s, const char *suf) {
-    size_t n = strlen(s), k = strlen(suf);
-    return n >= k && !strcmp(s + n - k, suf);
-}
-
 /* Inclusive integer bounds of an integer or size row. */
 static void int_bounds(const nb_opt *o, unsigned long long *lo, unsigned long long *hi) {
     unsigned long long tmax = o->type == NB_OPT_INT ? INT_MAX : o->type == NB_OPT_U32 ? UINT32_MAX : ULLONG_MAX;
@@ -268,7 +264,7 @@ static int parse_option(parser *p, int argc, char **argv, int *i) {
         } else if (k == NB_ARG_REQUIRED) {
             if (*i + 1 >= argc) { perr(p, "%.*s needs a value", slen, a); return NB_EXIT_USAGE; }
             val = argv[++*i];
-        } else if (k == NB_ARG_OPTIONAL && o->next_suffix && *i + 1 < argc && ends_with(argv[*i + 1], o->next_suffix)) {
+        } else if (k == NB_ARG_OPTIONAL && o->next_suffix && *i + 1 < argc && nb_str_ends_with(argv[*i + 1], o->next_suffix)) {
             val = argv[++*i];
         }
         return apply(p, o, a, slen, val);
@@ -292,7 +288,7 @@ static int parse_option(parser *p, int argc, char **argv, int *i) {
         else if (k == NB_ARG_REQUIRED) {
             if (*i + 1 >= argc) { perr(p, "%s needs a value", sp); return NB_EXIT_USAGE; }
             val = argv[++*i];
-        } else if (o->next_suffix && *i + 1 < argc && ends_with(argv[*i + 1], o->next_suffix)) {
+        } else if (o->next_suffix && *i + 1 < argc && nb_str_ends_with(argv[*i + 1], o->next_suffix)) {
             val = argv[++*i];
         }
         return apply(p, o, sp, 2, val);

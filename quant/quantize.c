@@ -124,7 +124,7 @@ static nb_status do_chunk(job *jb, const nb_tensor *t, nb_quant_tensor *rt, cons
     if (!grow((void **)&b->bad, &b->bad_cap, nblocks * sizeof(int64_t), ctx)) return NB_ERR_NOMEM;
     const float *imp = NULL;
     if (!same && jb->o->importance) imp = jb->o->importance(jb->o->importance_user, t->name, slice, t->ne[0]);
-    int nt = ctx && ctx->n_threads > 0 ? ctx->n_threads : 1;
+    int nt = nb_ctx_threads(ctx);
     float *f = b->f, *y = b->y;
     unsigned char *q = b->q;
     nb_err_acc *acc = b->acc;
@@ -178,15 +178,10 @@ static nb_status do_prequant(job *jb, const nb_tensor *t, nb_quant_tensor *rt, c
     nb_model *m = jb->m;
     size_t i = (size_t)(t - m->tensors);
     const nb_type_traits *ti = nb_type_get(t->type), *to = nb_type_get(rt->type);
-    const unsigned char *src = t->data;
-    unsigned char *owned = NULL;
-    if (!src) {
-        owned = nb_malloc(ctx, t->nbytes, t->name);
-        if (!owned) return NB_ERR_NOMEM;
-        nb_status st = nb_model_read_tensor(m, i, owned, ctx);
-        if (st != NB_OK) { free(owned); return st; }
-        src = owned;
-    }
+    const void *data = NULL;
+    void *owned = NULL;
+    NB_TRY(nb_model_tensor_bytes(m, i, &data, &owned, ctx));
+    const unsigned char *src = data;
     nb_status st = NB_OK;
     uint64_t row = (uint64_t)t->ne[0], nrows = nb_tensor_nelements(t) / row, in_rb = 0, out_rb = 0;
     NB_CHECK_GOTO(st, nb_type_row_bytes(t->type, row, &in_rb, ctx, t->name), out);
@@ -231,15 +226,10 @@ static nb_status do_tensor(job *jb, size_t i, nb_quant_tensor *rt, nb_ctx *ctx) 
         nb_progress_add(jb->prog, t->nbytes, t->name);
         return st;
     }
-    const unsigned char *src = t->data;
-    unsigned char *owned = NULL;
-    if (!src) {
-        owned = nb_malloc(ctx, t->nbytes, t->name);
-        if (!owned) return NB_ERR_NOMEM;
-        nb_status st = nb_model_read_tensor(m, i, owned, ctx);
-        if (st != NB_OK) { free(owned); return st; }
-        src = owned;
-    }
+    const void *data = NULL;
+    void *owned = NULL;
+    NB_TRY(nb_model_tensor_bytes(m, i, &data, &owned, ctx));
+    const unsigned char *src = data;
     nb_status st = NB_OK;
     uint64_t row = (uint64_t)t->ne[0], nrows = nb_tensor_nelements(t) / row;
     uint64_t in_row_bytes = 0, out_row_bytes = 0;
