@@ -48,7 +48,7 @@ done
 # calibrated methods on two synthetic models: imatrix file, imatrix from text, GPTQ
 root=$(cd "$(dirname "$0")/.." && pwd)
 calib="$root/tests/data/text/calib.txt"
-for arch in llama qwen2moe; do
+for arch in llama qwen2moe gemma3; do
   s="$out/src/$arch.gguf"
   "$old" calibrate "$s" --calib "$calib" --ctx 64 --calib-tokens 1024 -o "$out/src/$arch.imatrix.gguf" --quiet
   for m in q4_k_m iq4_xs nf4; do
