@@ -20,34 +20,6 @@
 
 const int8_t nb_kern_nf4_i8[16] = {-127, -88, -67, -50, -36, -23, -12, 0, 10, 20, 31, 43, 56, 71, 92, 127};
 
-nb_act_fmt nb_kern_act_fmt(nb_type t) {
-    switch (t) {
-    case NB_TYPE_F32:
-    case NB_TYPE_F16:
-    case NB_TYPE_BF16: return NB_ACT_F32;
-    case NB_TYPE_Q4_0:
-    case NB_TYPE_Q4_1:
-    case NB_TYPE_Q5_0:
-    case NB_TYPE_Q5_1:
-    case NB_TYPE_Q8_0:
-    case NB_TYPE_IQ4_NL:
-    case NB_TYPE_NF4:
-    case NB_TYPE_INT4_SYM_G32:
-    case NB_TYPE_INT4_SYM_G64:
-    case NB_TYPE_INT4_SYM_G128:
-    case NB_TYPE_INT4_ASYM_G32:
-    case NB_TYPE_INT4_ASYM_G64:
-    case NB_TYPE_INT4_ASYM_G128: return NB_ACT_Q32;
-    case NB_TYPE_Q2_K:
-    case NB_TYPE_Q3_K:
-    case NB_TYPE_Q4_K:
-    case NB_TYPE_Q5_K:
-    case NB_TYPE_Q6_K:
-    case NB_TYPE_IQ4_XS: return NB_ACT_Q256;
-    default: return NB_ACT_NONE;
-    }
-}
-
 /* ------------------------------------------------------------ activations */
 
 /* Below this amax a block quantizes to zeros: 1/d would overflow for
@@ -449,31 +421,51 @@ static float dot_iq4_xs(int64_t n, const void *vw, const void *vx) {
     return nb_kern_acc_sum(acc);
 }
 
+/* The kernel table's rows: per weight type its dot kernel and the activation
+ * format it pairs with (ggml's vec_dot_type). The format is ISA-independent:
+ * the other fillers replace dot functions only. */
+static const struct {
+    nb_type type;
+    nb_vdot_fn dot;
+    nb_act_fmt act;
+} k_rows[] = {
+    {NB_TYPE_F32, dot_f32, NB_ACT_F32},
+    {NB_TYPE_F16, dot_f16, NB_ACT_F32},
+    {NB_TYPE_BF16, dot_bf16, NB_ACT_F32},
+    {NB_TYPE_Q4_0, dot_q4_0, NB_ACT_Q32},
+    {NB_TYPE_Q4_1, dot_q4_1, NB_ACT_Q32},
+    {NB_TYPE_Q5_0, dot_q5_0, NB_ACT_Q32},
+    {NB_TYPE_Q5_1, dot_q5_1, NB_ACT_Q32},
+    {NB_TYPE_Q8_0, dot_q8_0, NB_ACT_Q32},
+    {NB_TYPE_IQ4_NL, dot_iq4_nl, NB_ACT_Q32},
+    {NB_TYPE_NF4, dot_nf4, NB_ACT_Q32},
+    {NB_TYPE_INT4_SYM_G32, dot_int4_s32, NB_ACT_Q32},
+    {NB_TYPE_INT4_SYM_G64, dot_int4_s64, NB_ACT_Q32},
+    {NB_TYPE_INT4_SYM_G128, dot_int4_s128, NB_ACT_Q32},
+    {NB_TYPE_INT4_ASYM_G32, dot_int4_a32, NB_ACT_Q32},
+    {NB_TYPE_INT4_ASYM_G64, dot_int4_a64, NB_ACT_Q32},
+    {NB_TYPE_INT4_ASYM_G128, dot_int4_a128, NB_ACT_Q32},
+    {NB_TYPE_Q2_K, dot_q2_k, NB_ACT_Q256},
+    {NB_TYPE_Q3_K, dot_q3_k, NB_ACT_Q256},
+    {NB_TYPE_Q4_K, dot_q4_k, NB_ACT_Q256},
+    {NB_TYPE_Q5_K, dot_q5_k, NB_ACT_Q256},
+    {NB_TYPE_Q6_K, dot_q6_k, NB_ACT_Q256},
+    {NB_TYPE_IQ4_XS, dot_iq4_xs, NB_ACT_Q256},
+};
+
+nb_act_fmt nb_kern_act_fmt(nb_type t) {
+    for (size_t i = 0; i < sizeof k_rows / sizeof *k_rows; i++)
+        if (k_rows[i].type == t) return k_rows[i].act;
+    return NB_ACT_NONE;
+}
+
 void nb_kern_fill_generic(nb_kernels *k) {
     memset(k, 0, sizeof *k);
     k->isa = "generic";
     k->quant_q32 = quant_q32;
     k->quant_q256 = quant_q256;
-    k->dot[NB_TYPE_F32] = dot_f32;
-    k->dot[NB_TYPE_F16] = dot_f16;
-    k->dot[NB_TYPE_BF16] = dot_bf16;
-    k->dot[NB_TYPE_Q4_0] = dot_q4_0;
-    k->dot[NB_TYPE_Q4_1] = dot_q4_1;
-    k->dot[NB_TYPE_Q5_0] = dot_q5_0;
-    k->dot[NB_TYPE_Q5_1] = dot_q5_1;
-    k->dot[NB_TYPE_Q8_0] = dot_q8_0;
-    k->dot[NB_TYPE_IQ4_NL] = dot_iq4_nl;
-    k->dot[NB_TYPE_NF4] = dot_nf4;
-    k->dot[NB_TYPE_INT4_SYM_G32] = dot_int4_s32;
-    k->dot[NB_TYPE_INT4_SYM_G64] = dot_int4_s64;
-    k->dot[NB_TYPE_INT4_SYM_G128] = dot_int4_s128;
-    k->dot[NB_TYPE_INT4_ASYM_G32] = dot_int4_a32;
-    k->dot[NB_TYPE_INT4_ASYM_G64] = dot_int4_a64;
-    k->dot[NB_TYPE_INT4_ASYM_G128] = dot_int4_a128;
-    k->dot[NB_TYPE_Q2_K] = dot_q2_k;
-    k->dot[NB_TYPE_Q3_K] = dot_q3_k;
-    k->dot[NB_TYPE_Q4_K] = dot_q4_k;
-    k->dot[NB_TYPE_Q5_K] = dot_q5_k;
-    k->dot[NB_TYPE_Q6_K] = dot_q6_k;
-    k->dot[NB_TYPE_IQ4_XS] = dot_iq4_xs;
+    for (size_t i = 0; i < sizeof k_rows / sizeof *k_rows; i++) {
+        k->dot[k_rows[i].type] = k_rows[i].dot;
+        k->act[k_rows[i].type] = k_rows[i].act;
+    }
 }

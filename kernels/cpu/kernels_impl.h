@@ -74,11 +74,13 @@ typedef struct nb_kernels {
     const char *isa;                /* "generic", "avx2", "avx512", "neon" */
     nb_vdot_fn dot[NB_TYPE_COUNT];  /* NULL: no kernel (nb_matmul uses the reference path) */
     nb_vdot4_fn dot4[NB_TYPE_COUNT]; /* optional 4-token versions (NULL: dot is used) */
+    nb_act_fmt act[NB_TYPE_COUNT];  /* activation format each weight type pairs with (ggml's
+                                     * vec_dot_type); ISA-independent, set by the generic filler */
     nb_actq_fn quant_q32;
     nb_actq_fn quant_q256;
 } nb_kernels;
 
-/* Activation format each weight type pairs with (ISA-independent). */
+/* Activation format each weight type pairs with: the generic table's act column. */
 nb_act_fmt nb_kern_act_fmt(nb_type t);
 
 /* Table fillers: generic sets every entry; the others override the entries

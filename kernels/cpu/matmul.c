@@ -172,7 +172,7 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
     if (n_out < 0 || n_in < 0 || n_tok < 0)
         return nb_err(ctx, NB_ERR_INVALID, "matmul: negative shape (%lld x %lld, %lld tokens)", (long long)n_out,
                       (long long)n_in, (long long)n_tok);
-    const nb_act_fmt fmt = nb_kern_act_fmt(wtype);
+    const nb_act_fmt fmt = k && wtype >= 0 && wtype < NB_TYPE_COUNT ? k->act[wtype] : NB_ACT_NONE;
     const nb_vdot_fn dot = (k && fmt != NB_ACT_NONE) ? k->dot[wtype] : NULL;
     const nb_vdot4_fn dot4 = dot ? k->dot4[wtype] : NULL;
     if (!dot) return nb_matmul_ref(wtype, w, n_out, n_in, x, n_tok, y, n_threads, ctx);
