@@ -45,6 +45,7 @@ static nb_status plan_alloc(nb_plan *p, const nb_model *m, nb_ctx *ctx) {
     for (size_t i = 0; i < n; i++) name_bytes += strlen(m->tensors[i].name) + 1;
     p->tensors = nb_calloc(ctx, n ? n : 1, sizeof *p->tensors, "tensor plan");
     p->names = nb_malloc(ctx, name_bytes ? name_bytes : 1, "tensor names");
+    p->names_bytes = name_bytes;
     p->source_path = nb_strdup(ctx, m->path ? m->path : "");
     if (!p->tensors || !p->names || !p->source_path) return NB_ERR_NOMEM;
     p->n_tensors = n;
@@ -201,6 +202,19 @@ nb_status nb_plan_bind(const nb_plan *p, const nb_model *m, nb_ctx *ctx) {
 
 /* ---- JSON out ---------------------------------------------------------------------------------------- */
 
+void nb_plan_json_totals(const nb_plan *p, cJSON *j) {
+    cJSON_AddNumberToObject(j, "n_tensors", (double)p->n_tensors);
+    cJSON_AddNumberToObject(j, "n_quantized", (double)p->n_quantized);
+    cJSON_AddNumberToObject(j, "n_requantized", (double)p->n_requantized);
+    cJSON_AddNumberToObject(j, "n_fallback", (double)p->n_fallback);
+    cJSON_AddNumberToObject(j, "n_elements", (double)p->n_elements);
+    cJSON_AddNumberToObject(j, "bytes_in", (double)p->bytes_in);
+    cJSON_AddNumberToObject(j, "tensor_bytes_out", (double)p->bytes_out);
+    double el = p->n_elements ? (double)p->n_elements : 1.0;
+    cJSON_AddNumberToObject(j, "bpw_in", p->n_elements ? (double)p->bytes_in * 8.0 / el : 0);
+    cJSON_AddNumberToObject(j, "bpw_out", p->n_elements ? (double)p->bytes_out * 8.0 / el : 0);
+}
+
 char *nb_plan_to_json(const nb_plan *p) {
     cJSON *j = cJSON_CreateObject();
     if (!j) return NULL;
@@ -213,16 +227,7 @@ char *nb_plan_to_json(const nb_plan *p) {
     cJSON_AddNumberToObject(src, "size", (double)p->source_size);
     nb_sha256_hex(p->tensors_sha256, hex);
     cJSON_AddStringToObject(src, "tensors_sha256", hex);
-    cJSON_AddNumberToObject(j, "n_tensors", (double)p->n_tensors);
-    cJSON_AddNumberToObject(j, "n_quantized", (double)p->n_quantized);
-    cJSON_AddNumberToObject(j, "n_requantized", (double)p->n_requantized);
-    cJSON_AddNumberToObject(j, "n_fallback", (double)p->n_fallback);
-    cJSON_AddNumberToObject(j, "n_elements", (double)p->n_elements);
-    cJSON_AddNumberToObject(j, "bytes_in", (double)p->bytes_in);
-    cJSON_AddNumberToObject(j, "tensor_bytes_out", (double)p->bytes_out);
-    double el = p->n_elements ? (double)p->n_elements : 1.0;
-    cJSON_AddNumberToObject(j, "bpw_in", p->n_elements ? (double)p->bytes_in * 8.0 / el : 0);
-    cJSON_AddNumberToObject(j, "bpw_out", p->n_elements ? (double)p->bytes_out * 8.0 / el : 0);
+    nb_plan_json_totals(p, j);
     cJSON *ts = cJSON_AddArrayToObject(j, "tensors");
     for (size_t i = 0; i < p->n_tensors && ts; i++) {
         const nb_plan_tensor *t = &p->tensors[i];
@@ -395,6 +400,7 @@ nb_status nb_plan_from_json(const char *text, const char *what, nb_plan *p, nb_c
     }
     p->tensors = nb_calloc(ctx, n ? n : 1, sizeof *p->tensors, "tensor plan");
     p->names = nb_malloc(ctx, name_bytes ? name_bytes : 1, "tensor names");
+    p->names_bytes = name_bytes;
     if (!p->tensors || !p->names) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "out of memory");
     char *np = p->names;
     size_t i = 0;

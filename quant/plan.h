@@ -77,7 +77,8 @@ typedef struct nb_plan {
     unsigned char tensors_sha256[32];
     size_t n_tensors;
     nb_plan_tensor *tensors; /* [n_tensors], in source order */
-    char *names;
+    char *names;             /* every tensor's name, NUL-terminated, in order */
+    size_t names_bytes;
     /* totals */
     size_t n_quantized;    /* tensors whose type changes */
     size_t n_requantized;  /* of those, tensors whose source was already quantized */
@@ -115,6 +116,10 @@ nb_status nb_plan_bind(const nb_plan *p, const nb_model *m, nb_ctx *ctx);
 /* The structural fingerprint of a model (see above). */
 void nb_plan_fingerprint(const nb_model *m, unsigned char out[32]);
 
+/* Add the plan's totals (n_tensors ... bpw_out, the keys of the schema above)
+ * to the JSON object j (a cJSON *; also used by the quantize summary). */
+struct cJSON;
+void nb_plan_json_totals(const nb_plan *p, struct cJSON *j);
 /* JSON text of the plan (malloc'd; NULL on allocation failure). */
 char *nb_plan_to_json(const nb_plan *p);
 /* Parse a plan from JSON text; `what` names the source in messages (a file

@@ -265,11 +265,11 @@ out:
 /* ---- the plan into the result ------------------------------------------------------------------- */
 
 static nb_status fill_result(const nb_plan *p, nb_quant_result *r, nb_ctx *ctx) {
-    size_t n = p->n_tensors, name_bytes = 0;
-    for (size_t i = 0; i < n; i++) name_bytes += strlen(p->tensors[i].name) + 1;
+    size_t n = p->n_tensors;
     r->tensors = nb_calloc(ctx, n ? n : 1, sizeof *r->tensors, "tensor table");
-    r->names = nb_malloc(ctx, name_bytes ? name_bytes : 1, "tensor names");
+    r->names = nb_malloc(ctx, p->names_bytes ? p->names_bytes : 1, "tensor names");
     if (!r->tensors || !r->names) return NB_ERR_NOMEM;
+    memcpy(r->names, p->names, p->names_bytes);
     r->n_tensors = n;
     r->n_quantized = p->n_quantized;
     r->n_requantized = p->n_requantized;
@@ -277,14 +277,10 @@ static nb_status fill_result(const nb_plan *p, nb_quant_result *r, nb_ctx *ctx) 
     r->n_elements = p->n_elements;
     r->bytes_in = p->bytes_in;
     r->tensor_bytes_out = p->bytes_out;
-    char *np = r->names;
     for (size_t i = 0; i < n; i++) {
         const nb_plan_tensor *t = &p->tensors[i];
         nb_quant_tensor *rt = &r->tensors[i];
-        size_t len = strlen(t->name) + 1;
-        memcpy(np, t->name, len);
-        rt->name = np;
-        np += len;
+        rt->name = r->names + (t->name - p->names); /* same layout as the plan's names */
         rt->src_type = t->src_type;
         rt->type = t->type;
         rt->why = t->why;
@@ -382,17 +378,8 @@ char *nb_quant_result_json(const nb_quant_result *r, const nb_plan *plan, const 
     if (plan && plan->mix[0]) cJSON_AddStringToObject(j, "mix", plan->mix);
     if (plan && plan->file_type >= 0) cJSON_AddNumberToObject(j, "file_type", plan->file_type);
     cJSON_AddNumberToObject(j, "seconds", r->seconds);
-    cJSON_AddNumberToObject(j, "n_tensors", (double)r->n_tensors);
-    cJSON_AddNumberToObject(j, "n_quantized", (double)r->n_quantized);
-    cJSON_AddNumberToObject(j, "n_requantized", (double)r->n_requantized);
-    cJSON_AddNumberToObject(j, "n_fallback", (double)r->n_fallback);
-    cJSON_AddNumberToObject(j, "n_elements", (double)r->n_elements);
-    cJSON_AddNumberToObject(j, "bytes_in", (double)r->bytes_in);
-    cJSON_AddNumberToObject(j, "tensor_bytes_out", (double)r->tensor_bytes_out);
+    if (plan) nb_plan_json_totals(plan, j);
     cJSON_AddNumberToObject(j, "bytes_out", (double)r->bytes_out);
-    cJSON_AddNumberToObject(j, "bpw_in", r->n_elements ? (double)r->bytes_in * 8.0 / (double)r->n_elements : 0);
-    cJSON_AddNumberToObject(j, "bpw_out",
-                            r->n_elements ? (double)r->tensor_bytes_out * 8.0 / (double)r->n_elements : 0);
     if (r->bytes_out) {
         char hex[65];
         for (int k = 0; k < 32; k++) snprintf(hex + 2 * k, 3, "%02x", r->sha256[k]);

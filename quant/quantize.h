@@ -115,8 +115,9 @@ void nb_quant_result_free(nb_quant_result *r);
 /* Machine-readable summary (malloc'd JSON text; NULL on allocation failure):
  * {"input","output","mix","file_type","seconds","n_tensors",...,"types":[...],
  *  "tensors":[{name,src_type,type,why,shape,bytes_in,bytes_out,
- *              [rmse,max_abs,rel_rmse,cosine]}]}. "mix"/"file_type" come from
- * the plan (may be NULL). `with_tensors` adds the per-tensor list. */
+ *              [rmse,max_abs,rel_rmse,cosine]}]}. "mix", "file_type" and the
+ * totals come from the plan the file was written with (NULL: left out).
+ * `with_tensors` adds the per-tensor list. */
 char *nb_quant_result_json(const nb_quant_result *r, const nb_plan *plan, const char *src, const char *dst,
                            bool with_tensors);
 
