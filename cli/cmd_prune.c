@@ -5,7 +5,7 @@
 #include "cli/cli.h"
 #include "core/afile.h"
 #include "core/progress.h"
-#include "distill/prune.h"
+#include "distill/prune_job.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,40 +111,21 @@ int nb_cmd_prune(int argc, char **argv) {
         goto done;
     }
 
-    nb_status st = NB_OK;
-    nb_routing rt = {0};
-    nb_imatrix im;
-    nb_imatrix_init(&im);
-    nb_model *m = NULL;
-    nb_prune_plan plan = {0};
-    nb_prune_result res = {0};
+    nb_prune_job job = {.src = model, .dst = dry ? NULL : out, .stats_path = stats, .calib = co,
+                        .save_stats = save_stats, .prune = po};
+    nb_prune_job_result jr = {0};
     nb_prune_eval ev = {0};
-    bool have_res = false, have_ev = false;
+    bool have_ev = false;
     char *js = NULL;
     FILE *info = json ? stderr : stdout;
-
-    /* Check the model before a possibly long calibration run. */
-    NB_CHECK_GOTO(st, nb_model_open(model, &m, &ctx), fail);
-    NB_CHECK_GOTO(st, nb_prune_check_model(m, &po, &ctx), fail);
-    if (stats) {
-        NB_CHECK_GOTO(st, nb_prune_load_stats(stats, &rt, &ctx), fail);
-    } else {
-        nb_calib_result cr;
-        co.dataset_name = co.calib_path;
-        NB_CHECK_GOTO(st, nb_calibrate(model, &co, &im, &rt, &cr, &ctx), fail);
-        if (!ctx.quiet)
-            fprintf(stderr, "nibble prune: calibrated on %zu chunks (%llu tokens) in %.2f s\n", cr.n_chunks,
-                    (unsigned long long)cr.n_tokens, cr.seconds);
-        if (save_stats) NB_CHECK_GOTO(st, nb_imatrix_write_gguf(&im, save_stats, &ctx), fail);
-    }
-    NB_CHECK_GOTO(st, nb_prune_plan_build(m, &rt, &po, &plan, &ctx), fail);
-    if (plan.norm_warning[0]) NB_WARN(&ctx, "%s", plan.norm_warning);
-    if (!dry) {
-        NB_CHECK_GOTO(st, nb_prune_write(m, &plan, out, &res, &ctx), fail);
-        have_res = true;
-    }
-    nb_model_close(m);
-    m = NULL;
+    nb_status st = nb_prune_job_run(&job, &jr, &ctx);
+    if (st != NB_OK) goto fail;
+    const nb_prune_plan plan = jr.plan;
+    const nb_prune_result res = jr.write;
+    const bool have_res = jr.written;
+    if (jr.calibrated && !ctx.quiet)
+        fprintf(stderr, "nibble prune: calibrated on %zu chunks (%llu tokens) in %.2f s\n", jr.calib.n_chunks,
+                (unsigned long long)jr.calib.n_tokens, jr.calib.seconds);
     if (!json && !ctx.quiet) print_plan(info, &plan);
     if (have_res && eo.text_path) {
         st = nb_prune_evaluate(model, out, &eo, &ev, &ctx);
@@ -188,10 +169,7 @@ fail:
     if (st != NB_OK) rc = nb_cli_fail("prune", &ctx, st);
     free(js);
     nb_prune_eval_free(&ev);
-    nb_prune_plan_free(&plan);
-    nb_model_close(m);
-    nb_imatrix_free(&im);
-    nb_routing_free(&rt);
+    nb_prune_job_result_free(&jr);
 done:
     nb_ctx_free(&ctx);
     return rc;
