@@ -9,7 +9,7 @@
 
 #include <stdbool.h>
 
-enum { NB_EXIT_OK = 0, NB_EXIT_USAGE = 1, NB_EXIT_INPUT = 2, NB_EXIT_IO = 3 };
+enum { NB_EXIT_OK = 0, NB_EXIT_USAGE = 1, NB_EXIT_INPUT = 2, NB_EXIT_IO = 3, NB_EXIT_GATE = 4 };
 
 /* Each command gets argv with argv[0] = command name. */
 int nb_cmd_inspect(int argc, char **argv);
@@ -22,6 +22,8 @@ int nb_cmd_logits(int argc, char **argv);
 int nb_cmd_calibrate(int argc, char **argv);
 int nb_cmd_ppl(int argc, char **argv);
 int nb_cmd_run(int argc, char **argv);
+int nb_cmd_build(int argc, char **argv);
+int nb_cmd_verify(int argc, char **argv);
 int nb_cmd_version(int argc, char **argv);
 
 /* Map a library status to the documented exit code. */

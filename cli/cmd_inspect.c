@@ -1,5 +1,7 @@
 /* cli/cmd_inspect.c — `nibble inspect FILE|DIR [--json]`. */
 #include "cli/cli.h"
+#include "core/str.h"
+#include "pipeline/bundle.h"
 #include "core/progress.h"
 #include "formats/model.h"
 
@@ -141,6 +143,46 @@ static void print_text(const nb_model *m, bool all_meta) {
                not_ggml);
 }
 
+/* A bundle's manifest: as it is with --json, else the main facts and the file list. */
+static void print_manifest(const char *man, bool json) {
+    cJSON *j = cJSON_Parse(man);
+    if (json || !j) {
+        if (j) {
+            char *s = cJSON_PrintUnformatted(j);
+            if (s) puts(s);
+            free(s);
+        } else {
+            puts(man);
+        }
+        cJSON_Delete(j);
+        return;
+    }
+    const cJSON *rec = cJSON_GetObjectItemCaseSensitive(j, "recipe"), *nbv = cJSON_GetObjectItemCaseSensitive(j, "nibble"),
+                *met = cJSON_GetObjectItemCaseSensitive(j, "metrics"), *fa = cJSON_GetObjectItemCaseSensitive(j, "files");
+    const cJSON *name = rec ? cJSON_GetObjectItemCaseSensitive(rec, "name") : NULL;
+    const cJSON *ver = nbv ? cJSON_GetObjectItemCaseSensitive(nbv, "version") : NULL,
+                *com = nbv ? cJSON_GetObjectItemCaseSensitive(nbv, "commit") : NULL;
+    printf("bundle      recipe %s, nibble %s (%s)\n", cJSON_IsString(name) ? name->valuestring : "?",
+           cJSON_IsString(ver) ? ver->valuestring : "?", cJSON_IsString(com) ? com->valuestring : "?");
+    if (cJSON_IsObject(met)) {
+        const char *keys[] = {"ppl_reference", "ppl", "kld", "same_top_pct"};
+        printf("validation ");
+        for (int k = 0; k < 4; k++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(met, keys[k]);
+            if (cJSON_IsNumber(v)) printf(" %s %.6g", keys[k], v->valuedouble);
+        }
+        const cJSON *g = cJSON_GetObjectItemCaseSensitive(met, "gate_passed");
+        printf("%s\n", cJSON_IsBool(g) ? (cJSON_IsTrue(g) ? ", gate passed" : ", gate FAILED") : "");
+    }
+    for (const cJSON *f = cJSON_IsArray(fa) ? fa->child : NULL; f; f = f->next) {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(f, "name"), *z = cJSON_GetObjectItemCaseSensitive(f, "size"),
+                    *h = cJSON_GetObjectItemCaseSensitive(f, "sha256");
+        printf("file        %-32s %14.0f  sha256 %s\n", cJSON_IsString(n) ? n->valuestring : "?",
+               cJSON_IsNumber(z) ? z->valuedouble : 0, cJSON_IsString(h) ? h->valuestring : "?");
+    }
+    cJSON_Delete(j);
+}
+
 int nb_cmd_inspect(int argc, char **argv) {
     nb_ctx ctx;
     nb_ctx_init(&ctx);
@@ -153,11 +195,12 @@ int nb_cmd_inspect(int argc, char **argv) {
     };
     const nb_cmd_spec spec = {
         .name = "inspect",
-        .usage = "FILE|DIR [--json] [--all-metadata]",
+        .usage = "FILE|DIR|BUNDLE.tar.zst [--json] [--all-metadata]",
         .about = "Show what a model file holds: format, architecture, hyper-parameters, metadata keys,\n"
                  "the tensor table (name, type, shape, bytes) and totals (parameters, size, bits per weight).\n"
                  "FILE is a .gguf or .safetensors file or a model.safetensors.index.json; DIR is a Hugging\n"
-                 "Face model directory (config.json + safetensors). Only headers are read.",
+                 "Face model directory (config.json + safetensors). Only headers are read. A bundle\n"
+                 "(`nibble build`, .tar.zst) shows its manifest: recipe, validation, files and sha256.",
         NB_OPTS_TABLE(opts),
         NB_OPTS_ONE_POS("FILE|DIR"),
     };
@@ -165,6 +208,18 @@ int nb_cmd_inspect(int argc, char **argv) {
     int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
     if (rc != NB_OPTS_RUN) { nb_ctx_free(&ctx); return rc; }
     const char *path = args.pos[0];
+    if (nb_str_ends_with(path, ".tar.zst")) { /* a bundle: its manifest, without unpacking */
+        char *man = NULL;
+        nb_status bst = nb_bundle_read_manifest(path, &man, &ctx);
+        if (bst != NB_OK) rc = nb_cli_fail("inspect", &ctx, bst);
+        else {
+            print_manifest(man, json);
+            rc = NB_EXIT_OK;
+        }
+        free(man);
+        nb_ctx_free(&ctx);
+        return rc;
+    }
     nb_model *m = NULL;
     nb_status st = nb_model_open(path, &m, &ctx);
     if (st != NB_OK) return nb_cli_fail("inspect", &ctx, st);

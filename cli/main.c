@@ -21,6 +21,8 @@ static const command g_commands[] = {
     {"logits", nb_cmd_logits, "print or dump the logits of given token ids (debugging/testing)"},
     {"ppl", nb_cmd_ppl, "perplexity and KL-divergence on a text, llama.cpp's method (--save-logits / --kld)"},
     {"run", nb_cmd_run, "generate text from a prompt (greedy or top-k sampling)"},
+    {"build", nb_cmd_build, "run a recipe: merge, prune, calibrate, quantize, validate, report, bundle (resumable)"},
+    {"verify", nb_cmd_verify, "check a bundle or build directory against its manifest (sizes, sha256)"},
     {"version", nb_cmd_version, "version, git commit, build type and compiled-in features (also --version)"},
 };
 
@@ -32,7 +34,8 @@ static void usage(FILE *f) {
         fprintf(f, "  %-10s %s\n", g_commands[i].name, g_commands[i].summary);
     fprintf(f, "\ncommon options: -t/--threads N, -q/--quiet, -v/--verbose, -h/--help; `nibble --version`\n"
                "exit codes: 0 ok, 1 usage error, 2 bad input (malformed, unsupported or out-of-range\n"
-               "            data), 3 I/O error (cannot read/write, disk full, out of memory)\n");
+               "            data), 3 I/O error (cannot read/write, disk full, out of memory),\n"
+               "            4 a build's quality gate failed\n");
 }
 
 int main(int argc, char **argv) {

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# `nibble build` / `nibble verify` end to end on synthetic models: every
+# runnable recipe in recipes/ builds; a rerun skips finished stages; a build
+# killed mid-stage (SIGKILL and SIGTERM) resumes to the same model bytes as an
+# uninterrupted one; a missed quality gate exits 4 and says which limit; a
+# corrupted bundle fails `verify` naming the file; bundles unpack with the
+# system tar; recipe errors name the key. Needs NB_BIN (set by ctest).
+set -uo pipefail
+. "$(dirname "$0")/common.bash"
+root=$(cd "$(dirname "$0")/../.." && pwd)
+calib="$NB_TEST_DATA/text/calib.txt"
+eval_="$NB_TEST_DATA/text/eval.txt"
+# small chunks keep the test quick (the recipes' defaults are 512-token chunks)
+vars=(--var "CALIB=$calib" --var "EVAL=$eval_" --var CALIB_CTX=64 --var CALIB_TOKENS=1024 --var EVAL_CTX=64)
+sha() { sha256sum "$1" | cut -c1-64; }
+
+check "build --help" 0 "$nb" build --help
+has "quality gate" "$tmp/out"
+check "synth llama" 0 "$nb" synth --arch llama --layers 2 --dim 256 --ff 256 --vocab 300 --seed 3 -o "$tmp/llama.gguf"
+check "synth mixtral" 0 "$nb" synth --arch mixtral --layers 2 --dim 256 --ff 128 --experts 8 --experts-used 2 \
+  --vocab 300 --seed 4 -o "$tmp/moe.gguf"
+
+# the baseline recipe: imatrix Q4_K_M, validated, bundled
+check "build dense" 0 "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama.gguf" "${vars[@]}" -o "$tmp/d1"
+has "validation: PPL" "$tmp/out"
+for f in dense-q4km.gguf report.html manifest.json dense-q4km.tar.zst; do
+  [ -s "$tmp/d1/$f" ] || { echo "FAIL: $f missing"; fail=1; }
+done
+check "verify bundle" 0 "$nb" verify "$tmp/d1/dense-q4km.tar.zst"
+check "verify dir" 0 "$nb" verify "$tmp/d1"
+mkdir -p "$tmp/unpack" && tar --zstd -xf "$tmp/d1/dense-q4km.tar.zst" -C "$tmp/unpack" ||
+  { echo "FAIL: tar --zstd cannot unpack the bundle"; fail=1; }
+cmp -s "$tmp/unpack/dense-q4km.gguf" "$tmp/d1/dense-q4km.gguf" || { echo "FAIL: unpacked model differs"; fail=1; }
+has '"nibble_bundle"' "$tmp/unpack/manifest.json"
+has '<svg' "$tmp/d1/report.html"
+check "inspect bundle" 0 "$nb" inspect "$tmp/d1/dense-q4km.tar.zst"
+has "gate passed" "$tmp/out"
+has "dense-q4km.gguf" "$tmp/out"
+hasnt '<script' "$tmp/d1/report.html"
+ref=$(sha "$tmp/d1/dense-q4km.gguf")
+
+# the same recipe through the library calls by hand gives the same bytes
+check "calibrate by hand" 0 "$nb" calibrate "$tmp/llama.gguf" --calib "$calib" --ctx 64 --calib-tokens 1024 -o "$tmp/imx.gguf"
+check "quantize by hand" 0 "$nb" quantize "$tmp/llama.gguf" -o "$tmp/hand.gguf" --type q4_k_m --imatrix "$tmp/imx.gguf"
+[ "$(sha "$tmp/hand.gguf")" = "$ref" ] || { echo "FAIL: build and calibrate+quantize differ"; fail=1; }
+
+# a rerun skips every stage and gives the same file
+check "rerun" 0 "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama.gguf" "${vars[@]}" -o "$tmp/d1"
+[ "$(grep -c 'done in an earlier run' "$tmp/out")" = 4 ] || { echo "FAIL: rerun did not skip 4 stages"; cat "$tmp/out"; fail=1; }
+[ "$(sha "$tmp/d1/dense-q4km.gguf")" = "$ref" ] || { echo "FAIL: rerun changed the model"; fail=1; }
+# --json
+check "json" 0 "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama.gguf" "${vars[@]}" -o "$tmp/d1" --json
+has '"gate_passed":true' "$tmp/out"
+
+# interrupted builds resume to the same bytes (kill during the calibration stage)
+for sig in KILL TERM; do
+  d="$tmp/int-$sig"
+  "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama.gguf" "${vars[@]}" -o "$d" -q &
+  pid=$!
+  for _ in $(seq 1 200); do ls "$d"/.work/calibrate-* >/dev/null 2>&1 && break; sleep 0.02; done
+  sleep 0.3
+  kill -s "$sig" "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  [ -e "$d/dense-q4km.gguf" ] && echo "note: the $sig build finished before the signal (fast machine)"
+  check "resume after $sig" 0 "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama.gguf" "${vars[@]}" -o "$d"
+  [ "$(sha "$d/dense-q4km.gguf")" = "$ref" ] || { echo "FAIL: resumed build after SIG$sig differs"; fail=1; }
+done
+
+# a missed quality gate: exit 4, the limit and the miss named, outputs kept
+sed 's/"max_kld": 0.5/"max_kld": 0.0000001/' "$root/recipes/dense-q4km.json" > "$tmp/strict.json"
+check "gate fails" 4 "$nb" build "$tmp/strict.json" --source "$tmp/llama.gguf" "${vars[@]}" -o "$tmp/d2"
+has "quality gate failed: mean KLD" "$tmp/err"
+has "max_kld" "$tmp/err"
+[ -s "$tmp/d2/report.html" ] || { echo "FAIL: no report after a failed gate"; fail=1; }
+has 'class="fail"' "$tmp/d2/report.html"
+
+# MoE: prune half of the experts, then Q4_K_M
+check "build moe" 0 "$nb" build "$root/recipes/moe-prune-q4km.json" --source "$tmp/moe.gguf" "${vars[@]}" -o "$tmp/m1"
+check "inspect pruned" 0 "$nb" inspect "$tmp/m1/moe-prune-q4km.gguf" --json
+has '"llama.expert_count":4' "$tmp/out"
+
+# QLoRA merge against the NF4 base, then quantize (the fixture's adapter fits this tiny base)
+check "synth tiny" 0 "$nb" synth --arch llama --layers 1 --dim 16 --ff 32 --heads 4 --kv-heads 2 --vocab 32 --dtype f32 \
+  -o "$tmp/tiny.gguf"
+check "build qlora" 0 "$nb" build "$root/recipes/qlora-merge-q4km.json" --source "$tmp/tiny.gguf" \
+  --var "ADAPTER=$NB_TEST_DATA/peft/peft_dora_rs" -o "$tmp/q1"
+check "verify qlora" 0 "$nb" verify "$tmp/q1/qlora-merge-q4km.tar.zst"
+
+# a corrupted bundle or directory names the file
+cp "$tmp/d1/dense-q4km.tar.zst" "$tmp/bad.tar.zst"
+size=$(stat -c %s "$tmp/bad.tar.zst")
+printf 'XXXX' | dd of="$tmp/bad.tar.zst" bs=1 seek=$((size / 2)) conv=notrunc status=none
+check "corrupt bundle" 2 "$nb" verify "$tmp/bad.tar.zst"
+printf 'x' >> "$tmp/d1/report.html"
+check "altered dir" 2 "$nb" verify "$tmp/d1"
+has "report.html" "$tmp/err"
+
+# recipe errors name the key; a variable that is not set names it
+printf '{"nibble_recipe":1,"name":"x","source":"a.gguf","target":{"mix":"q8_0"},"bogus":1}' > "$tmp/r1.json"
+check "unknown key" 2 "$nb" build "$tmp/r1.json" -o "$tmp/x"
+has "bogus: unknown key" "$tmp/err"
+printf '{"nibble_recipe":1,"name":"x","source":"a.gguf","target":{"mix":"q8_0"},"validation":{"text":"e","ctx":"big"}}' > "$tmp/r2.json"
+check "wrong type" 2 "$nb" build "$tmp/r2.json" -o "$tmp/x"
+has "validation.ctx: expected an integer" "$tmp/err"
+check "unset variable" 2 "$nb" build "$root/recipes/dense-q4km.json" -o "$tmp/x"
+has '${SOURCE} is not set' "$tmp/err"
+printf '{"nibble_recipe":1,"name":"x","source":"%s","target":{"size":"5GiB"}}' "$tmp/llama.gguf" > "$tmp/r3.json"
+check "planner target" 2 "$nb" build "$tmp/r3.json" -o "$tmp/x"
+has "planner" "$tmp/err"
+echo "done"
+exit $fail
