@@ -1,10 +1,10 @@
 /* quant/plan.c — the quantization plan as a value (see quant/plan.h). */
 #include "quant/plan.h"
 
+#include "core/file.h"
 #include "core/sha256.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -434,32 +434,10 @@ static nb_status plan_complete(nb_plan *p, const nb_model *m, nb_ctx *ctx) {
 nb_status nb_plan_load(const char *path, nb_plan *p, nb_ctx *ctx) {
     memset(p, 0, sizeof *p);
     p->file_type = -1;
-    FILE *f = fopen(path, "rb");
-    if (!f) return nb_err_errno(ctx, errno, "%s", path);
-    const long limit = 256L << 20;
     char *buf = NULL;
-    size_t len = 0, cap = 0;
-    nb_status st = NB_OK;
-    for (;;) {
-        if (len + 65536 + 1 > cap) {
-            cap = cap ? cap * 2 : 1 << 20;
-            char *nbuf = realloc(buf, cap);
-            if (!nbuf) { st = nb_err(ctx, NB_ERR_NOMEM, "%s: out of memory reading the plan", path); break; }
-            buf = nbuf;
-        }
-        size_t got = fread(buf + len, 1, 65536, f);
-        len += got;
-        if ((long)len > limit) { st = nb_err(ctx, NB_ERR_RANGE, "%s: plan file larger than 256 MiB", path); break; }
-        if (got < 65536) {
-            if (ferror(f)) st = nb_err_errno(ctx, errno ? errno : EIO, "%s", path);
-            break;
-        }
-    }
-    fclose(f);
-    if (st == NB_OK) {
-        buf[len] = 0;
-        st = nb_plan_from_json(buf, path, p, ctx);
-    }
+    size_t len = 0;
+    NB_TRY(nb_read_file(path, (size_t)256 << 20, &buf, &len, ctx));
+    nb_status st = nb_plan_from_json(buf, path, p, ctx);
     free(buf);
     return st;
 }
