@@ -24,6 +24,7 @@ int nb_cmd_ppl(int argc, char **argv);
 int nb_cmd_run(int argc, char **argv);
 int nb_cmd_build(int argc, char **argv);
 int nb_cmd_verify(int argc, char **argv);
+int nb_cmd_batch(int argc, char **argv);
 int nb_cmd_version(int argc, char **argv);
 
 /* Map a library status to the documented exit code. */

@@ -22,6 +22,7 @@ static const command g_commands[] = {
     {"ppl", nb_cmd_ppl, "perplexity and KL-divergence on a text, llama.cpp's method (--save-logits / --kld)"},
     {"run", nb_cmd_run, "generate text from a prompt (greedy or top-k sampling)"},
     {"build", nb_cmd_build, "run a recipe: merge, prune, calibrate, quantize, validate, report, bundle (resumable)"},
+    {"batch", nb_cmd_batch, "run many recipes over many models; resumable, shardable (Slurm job arrays)"},
     {"verify", nb_cmd_verify, "check a bundle or build directory against its manifest (sizes, sha256)"},
     {"version", nb_cmd_version, "version, git commit, build type and compiled-in features (also --version)"},
 };
