@@ -83,7 +83,7 @@ int nb_cmd_logits(int argc, char **argv) {
     if (rc != NB_OPTS_RUN) goto done;
     int32_t *ids = tl.ids;
     int n_ids = tl.n;
-    nb_engine_opts o = {n_ctx ? n_ctx : n_ids, n_batch, ctx.n_threads};
+    nb_engine_opts o = {n_ctx ? n_ctx : n_ids, n_batch, ctx.n_threads, false};
     nb_status st = nb_engine_open(model, &o, &e, &ctx);
     if (st != NB_OK) { rc = nb_cli_fail("logits", &ctx, st); goto done; }
     const size_t nv = (size_t)nb_engine_n_vocab(e);

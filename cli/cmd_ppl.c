@@ -26,7 +26,8 @@ static void on_start(void *user, const nb_ppl_start *st) {
     fprintf(stderr, "nibble ppl: %s: vocabulary %d, BOS %s; ", st->model_path, st->n_vocab,
             st->add_bos ? "added" : "not added");
     if (st->text_path) fprintf(stderr, "%s: %zu bytes -> %zu tokens; ", st->text_path, st->text_bytes, st->n_tokens);
-    fprintf(stderr, "n_ctx %d, batch %d, %d threads\n", st->n_ctx, st->n_batch, st->n_threads);
+    fprintf(stderr, "n_ctx %d, batch %d, %d threads, %s arithmetic\n", st->n_ctx, st->n_batch, st->n_threads,
+            st->precise ? "precise" : "fast");
 }
 
 static void print_kld(FILE *f, const nb_kld_stats *k) {
@@ -58,7 +59,7 @@ int nb_cmd_ppl(int argc, char **argv) {
     nb_ctx_init(&ctx);
     const char *text_path = NULL, *save = NULL, *kld = NULL;
     int n_ctx = 0, n_chunks = 0, n_batch = 0;
-    bool json = false;
+    bool json = false, precise = false, fast = false;
     const nb_opt opts[] = {
         {.name = "text", .short_name = 'f', .type = NB_OPT_STR, .dest = &text_path, .meta = "FILE",
          .help = "UTF-8 text to score (optional with --kld: the base file holds the tokens)"},
@@ -77,6 +78,12 @@ int nb_cmd_ppl(int argc, char **argv) {
                  "tokenizer, text and --ctx): mean KLD, percentiles, same top token,\n"
                  "delta-p, PPL ratio and correlation, as llama-perplexity prints them"},
         {.name = "kl-divergence-base", .alias_of = "kld"}, /* llama-perplexity's name */
+        {.name = "precise", .type = NB_OPT_FLAG, .dest = &precise,
+         .help = "reference arithmetic: dequantized weights x F32 activations, F32 sums\n"
+                 "(slower; the default with --save-logits and --kld, so a KLD measures the\n"
+                 "model, not the engine's 8-bit activations)"},
+        {.name = "fast", .type = NB_OPT_FLAG, .dest = &fast,
+         .help = "the fast kernels (8-bit activations, as llama.cpp) also with --save-logits / --kld"},
         {.name = "json", .type = NB_OPT_FLAG, .dest = &json, .help = "print the results as one JSON object on stdout"},
     };
     const nb_cmd_spec spec = {
@@ -104,7 +111,12 @@ int nb_cmd_ppl(int argc, char **argv) {
 
     rc = NB_EXIT_OK;
     nb_ppl_result res = {0};
-    nb_ppl_file_opts fo = {.text_path = text_path, .on_start = ctx.quiet ? NULL : on_start};
+    if (precise && fast) {
+        nb_ctx_free(&ctx);
+        return nb_opts_usage_error(&spec, &args, "--precise and --fast cannot be combined");
+    }
+    nb_ppl_file_opts fo = {.text_path = text_path, .on_start = ctx.quiet ? NULL : on_start,
+                           .precise = precise || ((save || kld) && !fast)};
     fo.ppl.n_ctx = n_ctx;
     fo.ppl.n_chunks = n_chunks;
     fo.ppl.n_batch = n_batch;

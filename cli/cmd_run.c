@@ -60,7 +60,7 @@ int nb_cmd_run(int argc, char **argv) {
     nb_tokenizer *tok = NULL;
     nb_sampler smp;
     memset(&smp, 0, sizeof smp);
-    nb_engine_opts eo = {n_ctx, 0, ctx.n_threads};
+    nb_engine_opts eo = {n_ctx, 0, ctx.n_threads, false};
     if ((st = nb_engine_open(model, &eo, &e, &ctx)) != NB_OK) goto done;
     if ((st = nb_tokenizer_create(&nb_engine_model(e)->kv, &tok, &ctx)) != NB_OK) goto done;
     if ((st = nb_sampler_init(&smp, (float)temp, top_k, seed, &ctx)) != NB_OK) goto done;

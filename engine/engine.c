@@ -475,7 +475,7 @@ nb_status nb_engine_open_model(nb_model *m, const nb_engine_opts *o, nb_engine *
     if (!e) return NB_ERR_NOMEM;
     e->model = m;
     e->arch = a;
-    nb_engine_opts def = {0, 0, 0};
+    nb_engine_opts def = {0, 0, 0, false};
     if (!o) o = &def;
     nb_status st;
     NB_CHECK_GOTO(st, read_hparams(e, ctx), fail);
@@ -488,6 +488,7 @@ nb_status nb_engine_open_model(nb_model *m, const nb_engine_opts *o, nb_engine *
     if (o->n_batch < 0) NB_FAIL_GOTO(st, fail, ctx, NB_ERR_INVALID, "engine: negative batch size %d", o->n_batch);
     if (e->n_batch > e->n_ctx) e->n_batch = e->n_ctx;
     e->n_threads = o->n_threads > 0 ? o->n_threads : nb_ctx_threads(ctx);
+    e->precise = o->precise;
     NB_CHECK_GOTO(st, alloc_state(e, ctx), fail);
     *out = e;
     return NB_OK;

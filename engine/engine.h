@@ -31,6 +31,10 @@ typedef struct nb_engine_opts {
     int n_batch;    /* tokens per forward pass: scratch is sized for this many; an eval
                        call with more tokens runs in sub-batches (0: min(n_ctx, 512)) */
     int n_threads;  /* 0: ctx->n_threads */
+    bool precise;   /* reference arithmetic: every matmul dequantizes the weight rows and takes
+                       F32 dots with the F32 activations (nb_matmul_ref) instead of the fast
+                       kernels' 8-bit activations; slower, and its error sits far below any
+                       quantization's, so use it for base log-probs and KLD (docs/engine.md) */
 } nb_engine_opts;
 
 /* ---- calibration hooks (calib/ builds on these) ------------------------------ */

@@ -98,6 +98,7 @@ struct nb_engine {
     size_t n_owned, cap_owned;
 
     int n_ctx, n_batch, n_threads;
+    bool precise;          /* nb_engine_opts.precise */
     int n_past;          /* tokens in the KV cache */
     /* KV cache, F32: k[l] and v[l] are {hd, n_ctx, KV} — per kv head a
      * contiguous n_ctx x hd block, so attention reads one head linearly. */

@@ -33,6 +33,7 @@ nb_status nb_eng_matmul(nb_engine *e, const nb_wmat *w, int expert, const float 
     if (e->hooks.on_matmul) e->hooks.on_matmul(e->hooks.user, w->name, expert, x, n_tok, w->n_in);
     const unsigned char *base = w->data;
     if (expert > 0) base += (uint64_t)expert * w->mat_bytes;
+    if (e->precise) return nb_matmul_ref(w->type, base, w->n_out, w->n_in, x, n_tok, y, e->n_threads, ctx);
     return nb_matmul(w->type, base, w->n_out, w->n_in, x, n_tok, y, e->n_threads, ctx);
 }
 

@@ -178,6 +178,7 @@ typedef struct nb_ppl_start {
     size_t text_bytes;
     size_t n_tokens;        /* the tokenized text, BOS included */
     int n_ctx, n_batch, n_threads;
+    bool precise;
 } nb_ppl_start;
 
 typedef struct nb_ppl_file_opts {
@@ -187,6 +188,7 @@ typedef struct nb_ppl_file_opts {
      * takes them from the model's vocabulary. */
     nb_ppl_opts ppl;
     void (*on_start)(void *user, const nb_ppl_start *s); /* may be NULL; gets ppl.user */
+    bool precise;           /* the engine's reference arithmetic (nb_engine_opts.precise) */
 } nb_ppl_file_opts;
 
 /* Perplexity (and KLD / saving) of the model at model_path over the text at

@@ -357,6 +357,7 @@ static nb_status do_reference(builder *b, const char *ref, char **out, const key
     NB_TRY(key_file(&k, "eval", rc->eval_text, b->ctx));
     key_num(&k, "ctx", rc->eval_ctx);
     key_num(&k, "chunks", rc->eval_chunks);
+    key_str(&k, "arithmetic", "precise");
     stage s;
     NB_TRY(stage_begin(b, "reference", "log-probs of the source on the evaluation text", &k, &s));
     *out = in_dir(b, &s, "reference.logits");
@@ -369,7 +370,7 @@ static nb_status do_reference(builder *b, const char *ref, char **out, const key
         cJSON_Delete(j);
         return NB_OK;
     }
-    nb_ppl_file_opts fo = {.text_path = rc->eval_text};
+    nb_ppl_file_opts fo = {.text_path = rc->eval_text, .precise = true};
     fo.ppl.n_ctx = rc->eval_ctx;
     fo.ppl.n_chunks = rc->eval_chunks;
     fo.ppl.save_path = *out;
@@ -394,7 +395,7 @@ static nb_status do_validate(builder *b, const char *model, const char *ref_logi
     stage s;
     NB_TRY(stage_begin(b, "validate", "PPL and KLD of the variant against the reference", &k, &s));
     if (!s.finished) {
-        nb_ppl_file_opts fo = {.text_path = rc->eval_text};
+        nb_ppl_file_opts fo = {.text_path = rc->eval_text, .precise = true};
         fo.ppl.n_chunks = rc->eval_chunks;
         fo.ppl.kld_path = ref_logits;
         nb_ppl_result pr;

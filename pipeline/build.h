@@ -10,6 +10,8 @@
  *                                    quantization (after merging: the variant is
  *                                    judged against what it should reproduce)
  *   validate   engine/ppl.h          PPL and KLD of the variant against them
+ *                                    (both in the engine's precise arithmetic, so the KLD
+ *                                    measures the variant, not the engine's rounding)
  * then the quality gate, the report (report.html), and the bundle
  * (pipeline/bundle.h).
  *
