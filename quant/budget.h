@@ -20,7 +20,8 @@
  *    slice_weight callback, e.g. calib/ routing statistics; without it
  *    n_used / n_expert), so rarely routed experts get fewer bits. Embedding
  *    tables (token_embd) are looked up one row per token: their err is divided
- *    by the row count. A candidate whose block does not divide the row length
+ *    by the row count, unless the model has no output.weight (tied
+ *    embeddings: the table is the output projection too). A candidate whose block does not divide the row length
  *    is dropped, never replaced by a fallback. Memory: one source tensor at a
  *    time (none when the source is mapped) plus the sampled rows.
  *    Deterministic for any thread count (candidates run in parallel, each

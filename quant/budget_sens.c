@@ -130,7 +130,8 @@ static nb_status take_sample(nb_model *m, size_t i, const nb_sens_opts *o, uint3
     s->x = nb_calloc(ctx, (size_t)(s->n_sampled * s->ne0), sizeof *s->x, "sampled rows");
     if (!s->k || !s->scale || !s->has_imp || !s->imp || !s->x) return NB_ERR_NOMEM;
     bool expert = s->n_slices > 1 && nb_arch_is_expert_stack(t->name);
-    bool embd = !strcmp(t->name, "token_embd.weight");
+    /* a lookup table: one row per token; tied embeddings are the output matrix too, a full matmul */
+    bool embd = !strcmp(t->name, "token_embd.weight") && nb_model_find(m, "output.weight");
     for (int64_t sl = 0; sl < s->n_slices; sl++) {
         s->k[sl] = per;
         double w = 1;

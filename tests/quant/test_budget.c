@@ -62,6 +62,23 @@ static void measure(const char *path, int threads, nb_model **m, nb_sens *s) {
     nb_ctx_free(&ctx);
 }
 
+/* A synthetic model, opened and measured. */
+typedef struct fx {
+    const char *src;
+    nb_model *m;
+    nb_sens s;
+} fx;
+
+static void fx_open(fx *f, const char *name, const char *arch, uint32_t n_embd, uint32_t n_ff, int threads) {
+    f->src = synth(name, arch, n_embd, n_ff);
+    measure(f->src, threads, &f->m, &f->s);
+}
+
+static void fx_close(fx *f) {
+    nb_sens_free(&f->s);
+    nb_model_close(f->m);
+}
+
 /* Smallest and largest file a plan can have. */
 static void extremes(const nb_sens *s, const nb_model *m, uint64_t *lo, uint64_t *hi) {
     nb_ctx ctx;
@@ -91,10 +108,10 @@ static void extremes(const nb_sens *s, const nb_model *m, uint64_t *lo, uint64_t
 }
 
 START_TEST(predicted_size_is_written_size) {
-    const char *src = synth("dense.gguf", "llama", 256, 512);
-    nb_model *m = NULL;
-    nb_sens s;
-    measure(src, 1, &m, &s);
+    fx f;
+    fx_open(&f, "dense.gguf", "llama", 256, 512, 1);
+    const nb_model *m = f.m;
+    const nb_sens s = f.s;
     uint64_t lo, hi;
     extremes(&s, m, &lo, &hi);
     ck_assert_uint_lt(lo, hi);
@@ -114,23 +131,22 @@ START_TEST(predicted_size_is_written_size) {
             }
         nb_quant_result qr;
         const char *dst = nbt_path("budget_out.gguf");
-        ck_assert_msg(nb_quantize_model(src, dst, &p, NULL, &qr, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+        ck_assert_msg(nb_quantize_model(f.src, dst, &p, NULL, &qr, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
         ck_assert_uint_eq(qr.bytes_out, r.file_bytes);
         ck_assert_uint_eq(qr.tensor_bytes_out, r.tensor_bytes);
         nb_quant_result_free(&qr);
         nb_plan_free(&p);
     }
     nb_ctx_free(&ctx);
-    nb_sens_free(&s);
-    nb_model_close(m);
+    fx_close(&f);
 }
 END_TEST
 
 START_TEST(monotone_in_budget) {
-    const char *src = synth("dense.gguf", "llama", 256, 512);
-    nb_model *m = NULL;
-    nb_sens s;
-    measure(src, 1, &m, &s);
+    fx f;
+    fx_open(&f, "dense.gguf", "llama", 256, 512, 1);
+    const nb_model *m = f.m;
+    const nb_sens s = f.s;
     uint64_t lo, hi;
     extremes(&s, m, &lo, &hi);
     nb_ctx ctx;
@@ -153,17 +169,16 @@ START_TEST(monotone_in_budget) {
         nb_plan_free(&p);
     }
     nb_ctx_free(&ctx);
-    nb_sens_free(&s);
-    nb_model_close(m);
+    fx_close(&f);
 }
 END_TEST
 
 START_TEST(same_plan_any_thread_count) {
-    const char *src = synth("dense.gguf", "llama", 256, 512);
-    nb_model *m1 = NULL, *m2 = NULL;
-    nb_sens s1, s2;
-    measure(src, 1, &m1, &s1);
-    measure(src, 2, &m2, &s2);
+    fx f1, f2;
+    fx_open(&f1, "dense.gguf", "llama", 256, 512, 1);
+    fx_open(&f2, "dense.gguf", "llama", 256, 512, 2);
+    nb_sens s1 = f1.s, s2 = f2.s;
+    nb_model *m1 = f1.m, *m2 = f2.m;
     ck_assert_uint_eq(s1.n_tensors, s2.n_tensors);
     for (size_t i = 0; i < s1.n_tensors; i++) {
         ck_assert_uint_eq(s1.tensors[i].n_cands, s2.tensors[i].n_cands);
@@ -184,19 +199,17 @@ START_TEST(same_plan_any_thread_count) {
     nb_plan_free(&p1);
     nb_plan_free(&p2);
     nb_ctx_free(&ctx);
-    nb_sens_free(&s1);
-    nb_sens_free(&s2);
-    nb_model_close(m1);
-    nb_model_close(m2);
+    fx_close(&f1);
+    fx_close(&f2);
 }
 END_TEST
 
 START_TEST(row_width_drops_candidates) {
     /* rows of 96: no k-quant (256) nor IQ4_XS; Q4_0 / Q8_0 / IQ4_NL (32) and F16 remain */
-    const char *src = synth("narrow.gguf", "llama", 96, 160);
-    nb_model *m = NULL;
-    nb_sens s;
-    measure(src, 1, &m, &s);
+    fx f;
+    fx_open(&f, "narrow.gguf", "llama", 96, 160, 1);
+    const nb_model *m = f.m;
+    const nb_sens s = f.s;
     for (size_t i = 0; i < s.n_tensors; i++)
         for (size_t k = 0; k < s.tensors[i].n_cands; k++) {
             const nb_type_traits *tr = nb_type_get(s.tensors[i].cands[k].type);
@@ -212,8 +225,7 @@ START_TEST(row_width_drops_candidates) {
     ck_assert_uint_eq(p.n_fallback, 0);
     nb_plan_free(&p);
     nb_ctx_free(&ctx);
-    nb_sens_free(&s);
-    nb_model_close(m);
+    fx_close(&f);
 }
 END_TEST
 
@@ -265,10 +277,10 @@ START_TEST(kv_cache_formula) {
 END_TEST
 
 START_TEST(memory_budget_and_moe_message) {
-    const char *src = synth("moe.gguf", "mixtral", 256, 256);
-    nb_model *m = NULL;
-    nb_sens s;
-    measure(src, 1, &m, &s);
+    fx f;
+    fx_open(&f, "moe.gguf", "mixtral", 256, 256, 1);
+    const nb_model *m = f.m;
+    const nb_sens s = f.s;
     ck_assert_uint_eq(s.n_expert, 4);
     nb_ctx ctx;
     nbt_ctx(&ctx);
@@ -288,8 +300,7 @@ START_TEST(memory_budget_and_moe_message) {
     ck_assert_msg(strstr(nb_errmsg(&ctx), "experts per layer (nibble prune --keep"), "%s", nb_errmsg(&ctx));
     nb_plan_free(&p);
     nb_ctx_free(&ctx);
-    nb_sens_free(&s);
-    nb_model_close(m);
+    fx_close(&f);
 }
 END_TEST
 
