@@ -42,6 +42,13 @@ cmp -s "$tmp/fromplan.gguf" "$tmp/direct.gguf" || { echo "FAIL: quantize --targe
 check "plan table" 0 "$nb" plan "$src" --target-size "$target"
 for w in "tensor group" "attn_q.weight" "ffn_down.weight" "pred. loss" "file " "total "; do has "$w" "$tmp/out"; done
 
+# a Hugging Face directory source: the same exactness (its metadata is mapped, then written)
+check "synth HF dir" 0 "$nb" synth --arch qwen2 --layers 2 --dim 256 --ff 512 --heads 4 --kv-heads 2 --vocab 300 -o "$tmp/hf"
+check "plan HF dir" 0 "$nb" plan "$tmp/hf" --target-size 900K -o "$tmp/ph.json" --json -q
+pred=$(num file_bytes "$tmp/out")
+check "apply HF dir plan" 0 "$nb" quantize "$tmp/hf" --plan "$tmp/ph.json" -o "$tmp/ph.gguf" -q
+[ "$pred" = "$(stat -c %s "$tmp/ph.gguf")" ] || { echo "FAIL: HF dir: predicted $pred, written $(stat -c %s "$tmp/ph.gguf")"; fail=1; }
+
 # smaller budgets never give larger files
 prev=999999999
 for frac in 100 90 80 70 60; do
