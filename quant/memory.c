@@ -76,12 +76,18 @@ nb_status nb_mem_estimate(const nb_model *m, const nb_mem_opts *o, nb_mem_est *e
         e->kv_bytes += 2 * row * (swa ? swa_cells : cells);
     }
     /* compute: see the header; F32 activations */
-    uint64_t f = 4;
-    uint64_t resid = 4 * f * hp.n_embd * ub;
-    uint64_t logits = f * hp.n_vocab * (llama ? ub : 1);
-    uint64_t scores = llama ? f * cells * ub * hp.n_head : f * o->n_ctx * 2; /* nibble: one row per thread */
+    uint64_t f = 4, E = hp.n_embd, hd = e->head_dim;
+    uint64_t qkv = f * ub * ((uint64_t)hp.n_head + 2u * hp.n_head_kv) * hd;
     uint64_t ffn = 2 * f * e->n_ff * ub * (moe ? e->n_expert_used : 1);
-    if (!llama) resid += f * ub * ((uint64_t)hp.n_head + 2u * hp.n_head_kv) * e->head_dim;
-    e->compute_bytes = resid + max3(logits, scores, ffn);
+    if (llama) {
+        uint64_t attn = f * cells * ub * hp.n_head /* scores */ + f * cells * ub /* mask */ + qkv;
+        uint64_t layer = 4 * f * E * ub + (attn > ffn ? attn : ffn);
+        uint64_t head = f * hp.n_vocab * ub + 2 * f * E * ub; /* logits of every token, final norm */
+        e->compute_bytes = (layer > head ? layer : head) + f * hp.n_vocab; /* + the output buffer */
+    } else {
+        /* nibble's engine: fixed n_batch scratch, one logits row, one score row per thread */
+        uint64_t scores = f * o->n_ctx * 2;
+        e->compute_bytes = 4 * f * E * ub + qkv + max3(f * hp.n_vocab, scores, ffn);
+    }
     return NB_OK;
 }

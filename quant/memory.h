@@ -10,18 +10,24 @@
  *          34 B per 32; q4_0: 18 B per 32). llama.cpp: cells = n_ctx padded
  *          up to 256 for global layers; a sliding-window layer (the arch
  *          row's swa_period, formats/arch.h) holds
- *          min(cells, pad(window + n_ubatch, 256)). nibble's engine keeps
- *          F32 K/V for n_ctx cells in every layer (engine/engine_impl.h).
+ *          min(cells, pad(window + n_ubatch, 256)), as llama.cpp's tools do
+ *          (its C API's default swa_full = true, which llama-cpp-python
+ *          keeps, gives those layers full-size caches instead). nibble's
+ *          engine keeps F32 K/V for n_ctx cells in every layer
+ *          (engine/engine_impl.h).
  * compute  an estimate of the scratch the runtime allocates for one
- *          micro-batch of n_ubatch tokens (llama.cpp reserves its graph for
- *          the worst case: every token an output, no flash attention):
- *            F32 [n_embd x ub] x 4   residual, norm and branch buffers, plus
- *            the largest of  logits [n_vocab x ub],
- *                            attention scores [cells x ub x n_head],
- *                            FFN hidden [n_ff x ub] x 2 (experts: x n_used).
- *          It is a model of llama.cpp's allocator, not its allocator: compare
- *          with what llama.cpp reports (bench/RESULTS.md) before trusting the
- *          last few percent, and keep some overhead.
+ *          micro-batch of ub = n_ubatch tokens (llama.cpp reserves its graph
+ *          for the worst case: every token an output, no flash attention),
+ *          F32, the largest of two phases:
+ *            a layer   4 x [n_embd x ub] (residual, norm, branch) + the larger
+ *                      of attention (scores [cells x ub x n_head] + mask
+ *                      [cells x ub] + q, k, v) and the FFN hidden states
+ *                      (2 x [n_ff x ub], experts: x n_used);
+ *            the head  logits [n_vocab x ub] + 2 x [n_embd x ub];
+ *          plus llama.cpp's output buffer (n_vocab for one sequence).
+ *          A model of llama.cpp's allocator, not the allocator: bench/RESULTS.md
+ *          has it against llama.cpp's report (within 3 % on the real models
+ *          and a synthetic MoE at ctx 512 and 4096); keep some overhead.
  * overhead what the caller configures (default NB_MEM_DEFAULT_OVERHEAD:
  *          runtime code, OS and driver slack).
  *
