@@ -8,8 +8,11 @@
 #include "formats/gguf.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static const nb_type k_llama_cands[] = {NB_TYPE_Q2_K, NB_TYPE_Q3_K,   NB_TYPE_Q4_0,   NB_TYPE_Q4_1, NB_TYPE_Q5_0,
                                         NB_TYPE_Q5_1, NB_TYPE_Q4_K,   NB_TYPE_Q5_K,   NB_TYPE_Q6_K, NB_TYPE_Q8_0,
@@ -108,6 +111,15 @@ static double cand_err(const sample *s, nb_type ty, uint64_t row_bytes, bool *oo
     return err;
 }
 
+/* The sampled rows are a few pages of a mapped tensor: tell the kernel not to
+ * read ahead around them (only advice; nothing changes if it is ignored). */
+static void advise_random(const void *p, uint64_t n) {
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0 || !n) return;
+    uintptr_t a = (uintptr_t)p, start = a & ~(uintptr_t)(pg - 1);
+    (void)posix_madvise((void *)start, (size_t)(a + n - start), POSIX_MADV_RANDOM);
+}
+
 /* Draw the sample of tensor i (rows, importance, weights). */
 static nb_status take_sample(nb_model *m, size_t i, const nb_sens_opts *o, uint32_t n_used, sample *s, nb_ctx *ctx) {
     const nb_tensor *t = &m->tensors[i];
@@ -151,6 +163,7 @@ static nb_status take_sample(nb_model *m, size_t i, const nb_sens_opts *o, uint3
     const void *data = NULL;
     void *owned = NULL;
     NB_TRY(nb_model_tensor_bytes(m, i, &data, &owned, ctx));
+    if (!owned) advise_random(data, t->nbytes);
     nb_status st2 = NB_OK;
     float *x = s->x;
     for (int64_t sl = 0; sl < s->n_slices && st2 == NB_OK; sl++) {
