@@ -68,6 +68,16 @@ extern const nb_opt_choice nb_cli_runtimes[];
     {.name = "sample-rows", .type = NB_OPT_U32, .dest = &(b).sample_rows, .meta = "N", .lo = 1, .hi = 1 << 20,      \
      .help = "rows per tensor sampled to measure errors (default 64)"}
 
+/* The calibration-corpus rows under a --calib row: --calib-tokens N, --CTX_NAME N
+ * (chunk length) and --seed S into an nb_corpus_opts. */
+#define NB_CLI_CORPUS_ROWS(corpus, ctx_name)                                                                          \
+    {.name = "calib-tokens", .type = NB_OPT_U64, .dest = &(corpus).max_tokens, .meta = "N", .flags = NB_OPT_SUB,     \
+     .help = "token budget: a seeded sample of ceil(N / " ctx_name ") chunks (default: all)"},                      \
+    {.name = ctx_name, .type = NB_OPT_INT, .dest = &(corpus).n_ctx, .meta = "N", .lo = 2, .hi = 1000000,            \
+     .flags = NB_OPT_SUB, .help = "calibration chunk length in tokens (default 512)"},                              \
+    {.name = "seed", .type = NB_OPT_U64, .dest = &(corpus).seed, .meta = "S", .flags = NB_OPT_SUB,                  \
+     .help = "sample seed (default 0)"}
+
 /* After nb_opts_parse: at most one of --target-size / --target-bpw /
  * --budget (out->kind NB_BUDGET_NONE when none), --ctx required with --budget
  * and refused without it (also --kv-type, --overhead). Returns NB_OPTS_RUN, or

@@ -43,12 +43,7 @@ int nb_cmd_plan(int argc, char **argv) {
                  "experts by its routing statistics; quantize with the same file"},
         {.name = "calib", .type = NB_OPT_STR, .dest = &job.calib_path, .meta = "TEXT",
          .help = "collect the importance matrix from this calibration text first"},
-        {.name = "calib-tokens", .type = NB_OPT_U64, .dest = &job.corpus.max_tokens, .meta = "N", .flags = NB_OPT_SUB,
-         .help = "token budget: a seeded sample of ceil(N / calib-ctx) chunks (default: all)"},
-        {.name = "calib-ctx", .type = NB_OPT_INT, .dest = &job.corpus.n_ctx, .meta = "N", .lo = 2, .hi = 1000000,
-         .flags = NB_OPT_SUB, .help = "calibration chunk length in tokens (default 512)"},
-        {.name = "seed", .type = NB_OPT_U64, .dest = &job.corpus.seed, .meta = "S", .flags = NB_OPT_SUB,
-         .help = "sample seed (default 0)"},
+        NB_CLI_CORPUS_ROWS(job.corpus, "calib-ctx"),
     };
     const nb_cmd_spec spec = {
         .name = "plan",
