@@ -4,6 +4,7 @@
 #include "calib/imatrix.h"
 #include "calib/routing.h"
 
+#include <stdio.h>
 #include <string.h>
 
 const char *nb_quant_method_name(nb_quant_method m) {
@@ -33,7 +34,14 @@ static nb_quant_method resolved(const nb_quant_job *j) {
 
 nb_status nb_quant_job_check(const nb_quant_job *j, nb_ctx *ctx) {
     NB_RETURN_IF(ctx, !j || !j->src, NB_ERR_INVALID, "quantize: no source given");
-    NB_RETURN_IF(ctx, !j->plan.mix && !j->plan_path, NB_ERR_INVALID, "quantize: give a type (--type MIX) or a plan (--plan FILE)");
+    if (j->budget.kind != NB_BUDGET_NONE) {
+        NB_RETURN_IF(ctx, j->plan.mix || j->plan_path, NB_ERR_INVALID,
+                     "quantize: --target-size / --target-bpw / --budget make the plan: drop --type / --plan");
+        NB_RETURN_IF(ctx, j->plan.pure || j->plan.no_fallback || (j->plan.rules && j->plan.rules->n), NB_ERR_INVALID,
+                     "quantize: --rule, --pure and --no-fallback shape a mix's plan, not a budget's");
+    }
+    NB_RETURN_IF(ctx, !j->plan.mix && !j->plan_path && j->budget.kind == NB_BUDGET_NONE, NB_ERR_INVALID,
+                 "quantize: give a type (--type MIX) or a plan (--plan FILE)");
     NB_RETURN_IF(ctx, j->plan.mix && j->plan_path, NB_ERR_INVALID,
                  "quantize: --plan FILE already says every tensor's type: drop --type");
     NB_RETURN_IF(ctx, j->plan_path && (j->plan.pure || j->plan.no_fallback || (j->plan.rules && j->plan.rules->n)),
@@ -91,60 +99,140 @@ static nb_status job_plan(const nb_quant_job *j, nb_quant_method m, nb_plan *p, 
     return st;
 }
 
+/* Step 2: the importance data the method needs (and, collected or in the
+ * imatrix file, expert routing statistics), wired into qo. */
+typedef struct job_data {
+    nb_imatrix im;
+    nb_imatrix_importance imu;
+    name_filter nf;
+    nb_routing rt;
+} job_data;
+
+static nb_status job_importance(const nb_quant_job *j, nb_quant_method m, job_data *d, nb_quant_opts *qo,
+                                nb_quant_job_result *r, nb_ctx *ctx) {
+    nb_status st = NB_OK;
+    d->nf = (name_filter){j, &d->imu};
+    if (j->imatrix_path) {
+        st = nb_imatrix_load_for_model(j->imatrix_path, j->src, &d->im, ctx);
+        if (st == NB_OK && j->budget.kind != NB_BUDGET_NONE) st = nb_routing_from_imatrix(&d->im, &d->rt, ctx);
+        qo->importance = filtered_importance;
+        qo->importance_user = &d->nf;
+    } else if (m == NB_METHOD_IMATRIX) {
+        nb_calib_opts co = {.calib_path = j->calib_path, .corpus = j->corpus};
+        nb_routing rt;
+        st = nb_calibrate(j->src, &co, &d->im, &rt, &r->calib, ctx);
+        if (j->budget.kind != NB_BUDGET_NONE) d->rt = rt;
+        else nb_routing_free(&rt);
+        if (st == NB_OK) {
+            r->calibrated = true;
+            NB_INFO(ctx, "imatrix: %zu chunks (%llu tokens) in %.1f s", r->calib.n_chunks,
+                    (unsigned long long)r->calib.n_tokens, r->calib.seconds);
+        }
+        qo->importance = filtered_importance;
+        qo->importance_user = &d->nf;
+    }
+    return st;
+}
+
+/* The routing frequency of an expert (nb_slice_weight_fn over nb_routing). */
+static double routing_weight(void *user, const char *name, int64_t slice) {
+    const nb_routing *rt = user;
+    int layer = -1;
+    if (sscanf(name, "blk.%d.", &layer) != 1) return -1;
+    const nb_routing_layer *l = layer >= 0 && layer < rt->n_layer ? &rt->layers[layer] : NULL;
+    nb_expert_stats es;
+    if (!l || !(l->n_tok > 0) || !nb_routing_expert(rt, layer, (int)slice, &es)) return -1;
+    return es.freq;
+}
+
+/* Mean importance weight over every entry and column: the weight of the
+ * columns of tensors without an entry, so their errors are on the same scale. */
+static double mean_importance(const nb_imatrix *im) {
+    double sum = 0, n = 0;
+    for (size_t i = 0; i < im->n; i++) {
+        const nb_imatrix_entry *e = &im->e[i];
+        for (int64_t k = 0; k < e->n_mat; k++) {
+            double c = e->count[e->n_counts > 1 ? k : 0];
+            if (!(c > 0)) continue;
+            for (int64_t c2 = 0; c2 < e->n_in; c2++) sum += e->sum2[k * e->n_in + c2] / c;
+            n += (double)e->n_in;
+        }
+    }
+    return n > 0 && sum > 0 ? sum / n : 1.0;
+}
+
+/* Step 1 with a budget: measure, then allocate. */
+static nb_status job_plan_budget(const nb_quant_job *j, job_data *d, const nb_quant_opts *qo, nb_quant_job_result *r,
+                                 nb_ctx *ctx) {
+    nb_model *mdl = NULL;
+    NB_TRY(nb_model_open(j->src, &mdl, ctx));
+    nb_status st = NB_OK;
+    if (j->imatrix_path) {
+        for (size_t i = 0; i < mdl->n_tensors && st == NB_OK; i++) {
+            const nb_tensor *t = &mdl->tensors[i];
+            if (!strncmp(t->name, "blk.", 4) && nb_mix_tensor_quantizable(t->name, t->ne) &&
+                !nb_imatrix_find(&d->im, t->name))
+                st = nb_err(ctx, NB_ERR_RANGE, "%s: imatrix has no entry for tensor '%s' (made for another model?)",
+                            j->imatrix_path, t->name);
+        }
+    }
+    nb_sens sens = {0};
+    nb_sens_opts so = {.runtime = j->budget.mem.runtime, .sample_rows = j->sample_rows,
+                       .importance = qo->importance, .importance_user = qo->importance_user,
+                       .default_importance = qo->importance ? mean_importance(&d->im) : 1.0,
+                       .slice_weight = d->rt.n_layer ? routing_weight : NULL, .slice_weight_user = &d->rt};
+    if (st == NB_OK) st = nb_sens_measure(mdl, &so, &sens, ctx);
+    r->seconds_measure = sens.seconds;
+    if (st == NB_OK) st = nb_budget_plan(mdl, &sens, &j->budget, &r->plan, &r->budget, ctx);
+    nb_sens_free(&sens);
+    nb_model_close(mdl);
+    return st;
+}
+
 nb_status nb_quantize_job(const nb_quant_job *j, nb_quant_job_result *r, nb_ctx *ctx) {
     memset(r, 0, sizeof *r);
     r->plan.file_type = -1;
     NB_TRY(nb_quant_job_check(j, ctx));
     nb_quant_method m = resolved(j);
     r->method = m;
-    NB_TRY(job_plan(j, m, &r->plan, ctx));
-    size_t nrq = r->plan.n_requantized;
-    NB_RETURN_IF(ctx, nrq && j->dst && !j->allow_requantize, NB_ERR_INVALID,
-                 "%s: %zu tensor%s already quantized: requantizing adds a second rounding error to the first; "
-                 "quantize from the F16/BF16/F32 original, or pass --allow-requantize to do it anyway", j->src, nrq,
-                 nrq == 1 ? " is" : "s are");
-    if (nrq)
-        NB_WARN(ctx, "%s: %zu tensor%s already quantized: dequantizing and requantizing (errors add up; "
-                "quantize from the F16/BF16/F32 original when you have it)", j->src, nrq, nrq == 1 ? " is" : "s are");
-    if (!j->dst) return NB_OK;
-
-    /* step 2: importance data */
-    nb_imatrix im;
-    nb_imatrix_init(&im);
-    nb_imatrix_importance imu = {.im = &im};
-    name_filter nf = {j, &imu};
+    bool budget = j->budget.kind != NB_BUDGET_NONE;
+    job_data d;
+    nb_imatrix_init(&d.im);
+    memset(&d.rt, 0, sizeof d.rt);
+    d.imu = (nb_imatrix_importance){.im = &d.im};
     nb_quant_opts qo = {.report = j->report, .chunk_elems = j->chunk_elems};
     nb_status st = NB_OK;
-    if (j->imatrix_path) {
-        st = nb_imatrix_load_for_model(j->imatrix_path, j->src, &im, ctx);
-        qo.importance = filtered_importance;
-        qo.importance_user = &nf;
-    } else if (m == NB_METHOD_IMATRIX) {
-        nb_calib_opts co = {.calib_path = j->calib_path, .corpus = j->corpus};
-        nb_routing rt;
-        st = nb_calibrate(j->src, &co, &im, &rt, &r->calib, ctx);
-        nb_routing_free(&rt);
-        if (st == NB_OK) {
-            r->calibrated = true;
-            NB_INFO(ctx, "imatrix: %zu chunks (%llu tokens) in %.1f s", r->calib.n_chunks,
-                    (unsigned long long)r->calib.n_tokens, r->calib.seconds);
+    if (budget) {
+        st = job_importance(j, m, &d, &qo, r, ctx);
+        if (st == NB_OK) st = job_plan_budget(j, &d, &qo, r, ctx);
+    } else {
+        st = job_plan(j, m, &r->plan, ctx);
+    }
+    size_t nrq = r->plan.n_requantized;
+    if (st == NB_OK && nrq && j->dst && !j->allow_requantize)
+        st = nb_err(ctx, NB_ERR_INVALID,
+                    "%s: %zu tensor%s already quantized: requantizing adds a second rounding error to the first; "
+                    "quantize from the F16/BF16/F32 original, or pass --allow-requantize to do it anyway", j->src, nrq,
+                    nrq == 1 ? " is" : "s are");
+    if (st == NB_OK && nrq)
+        NB_WARN(ctx, "%s: %zu tensor%s already quantized: dequantizing and requantizing (errors add up; "
+                "quantize from the F16/BF16/F32 original when you have it)", j->src, nrq, nrq == 1 ? " is" : "s are");
+    if (st == NB_OK && j->dst) {
+        if (!budget) st = job_importance(j, m, &d, &qo, r, ctx);
+        /* step 3: the write */
+        if (st == NB_OK && m == NB_METHOD_GPTQ) {
+            nb_gptq_model_opts go = {.calib_path = j->calib_path, .corpus = j->corpus, .gptq = j->gptq,
+                                     .compare_rtn = j->report};
+            st = nb_gptq_quantize_model(j->src, j->dst, &r->plan, &qo, &go, &r->gptq, ctx);
+            r->quant = r->gptq.quant;
+            memset(&r->gptq.quant, 0, sizeof r->gptq.quant);
+        } else if (st == NB_OK) {
+            st = nb_quantize_model(j->src, j->dst, &r->plan, &qo, &r->quant, ctx);
         }
-        qo.importance = filtered_importance;
-        qo.importance_user = &nf;
     }
-
-    /* step 3: the write */
-    if (st == NB_OK && m == NB_METHOD_GPTQ) {
-        nb_gptq_model_opts go = {.calib_path = j->calib_path, .corpus = j->corpus, .gptq = j->gptq,
-                                 .compare_rtn = j->report};
-        st = nb_gptq_quantize_model(j->src, j->dst, &r->plan, &qo, &go, &r->gptq, ctx);
-        r->quant = r->gptq.quant;
-        memset(&r->gptq.quant, 0, sizeof r->gptq.quant);
-    } else if (st == NB_OK) {
-        st = nb_quantize_model(j->src, j->dst, &r->plan, &qo, &r->quant, ctx);
-    }
-    nb_imatrix_importance_free(&imu);
-    nb_imatrix_free(&im);
+    nb_imatrix_importance_free(&d.imu);
+    nb_imatrix_free(&d.im);
+    nb_routing_free(&d.rt);
     return st;
 }
 

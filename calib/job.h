@@ -12,6 +12,15 @@
  *      sequential GPTQ (calib/gptq_model.h).
  * With job->dst NULL only step 1 runs (a dry run: the plan is the result).
  *
+ * Size budget (job->budget.kind != NB_BUDGET_NONE; quant/budget.h): the plan
+ * is made by the planner instead of a mix, so step 2 comes first (the
+ * importance data weighs the planner's errors, and its routing statistics —
+ * in the imatrix file, or collected with it — weigh the experts), then the
+ * plan, then the write with the same importance data. An imatrix that lacks
+ * an entry for a quantizable blk.* tensor is NB_ERR_RANGE (it was made for
+ * another model); token_embd / output need none (llama-imatrix skips them).
+ * Without importance data the errors are unweighted.
+ *
  * Requantization (a source tensor already in a block-quantized type, planned
  * to another type) compounds two roundings; it is refused with NB_ERR_INVALID
  * unless job->allow_requantize (llama-quantize --allow-requantize). A dry run
@@ -31,6 +40,7 @@
 #include "calib/corpus.h"
 #include "calib/gptq.h"
 #include "calib/gptq_model.h"
+#include "quant/budget.h"
 #include "quant/plan.h"
 #include "quant/quantize.h"
 
@@ -66,6 +76,8 @@ typedef struct nb_quant_job {
     size_t n_exclude_weights;
     bool report;               /* per-tensor error statistics (and GPTQ vs RTN errors) */
     uint64_t chunk_elems;      /* 0: default */
+    nb_budget budget;          /* kind NB_BUDGET_NONE: no budget (the plan comes from a mix or a file) */
+    uint32_t sample_rows;      /* budget: rows sampled per tensor (0: NB_SENS_DEFAULT_ROWS) */
 } nb_quant_job;
 
 typedef struct nb_quant_job_result {
@@ -75,6 +87,8 @@ typedef struct nb_quant_job_result {
     nb_calib_result calib;
     nb_quant_result quant;     /* the write (empty for a dry run) */
     nb_gptq_model_result gptq; /* method gptq: the GPTQ figures (its .quant is moved to .quant) */
+    nb_budget_result budget;   /* with a budget: the planner's totals */
+    double seconds_measure;    /* with a budget: the sensitivity measurement */
 } nb_quant_job_result;
 
 /* Check the job's options against each other without touching any file:

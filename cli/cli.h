@@ -6,6 +6,7 @@
 
 #include "cli/opts.h"
 #include "core/ctx.h"
+#include "quant/budget.h"
 
 #include <stdbool.h>
 
@@ -26,6 +27,7 @@ int nb_cmd_build(int argc, char **argv);
 int nb_cmd_verify(int argc, char **argv);
 int nb_cmd_batch(int argc, char **argv);
 int nb_cmd_version(int argc, char **argv);
+int nb_cmd_plan(int argc, char **argv);
 
 /* Map a library status to the documented exit code. */
 int nb_cli_exit_code(nb_status st);
@@ -34,5 +36,54 @@ int nb_cli_fail(const char *cmd, nb_ctx *ctx, nb_status st);
 /* NB_OPT_CALL handler for a float storage type: opt->dest is an nb_type set to
  * f32, f16 or bf16 (any case); anything else is NB_ERR_INVALID (usage). */
 nb_status nb_cli_opt_float_type(const nb_opt *opt, const char *arg, nb_ctx *ctx);
+
+/* The size-budget options `nibble plan` and `nibble quantize` share
+ * (quant/budget.h): the rows come from NB_CLI_BUDGET_ROWS(b, "ctx" or
+ * "budget-ctx") in the command's table, the checks and the nb_budget from
+ * nb_cli_budget_finish after parsing. */
+typedef struct nb_cli_budget {
+    uint64_t target_size, budget, overhead;
+    double target_bpw;
+    int ctx, kv_type, runtime;
+    uint32_t sample_rows;
+    bool size_set, bpw_set, budget_set, ctx_set, kv_set, overhead_set;
+} nb_cli_budget;
+extern const nb_opt_choice nb_cli_kv_types[];
+extern const nb_opt_choice nb_cli_runtimes[];
+#define NB_CLI_BUDGET_ROWS(b, ctx_name)                                                                               \
+    {.name = "target-size", .type = NB_OPT_SIZE, .dest = &(b).target_size, .given = &(b).size_set, .meta = "SIZE",           \
+     .help = "plan for a file of at most SIZE (24GiB, 5.5G, 500M: the exact GGUF size)"},                  \
+    {.name = "target-bpw", .type = NB_OPT_DOUBLE, .dest = &(b).target_bpw, .given = &(b).bpw_set, .meta = "X",      \
+     .lo = 0, .hi = 64, .flags = NB_OPT_LO_OPEN, .help = "plan for at most X bits per weight over all tensors"},     \
+    {.name = "budget", .type = NB_OPT_SIZE, .dest = &(b).budget, .given = &(b).budget_set, .meta = "SIZE",         \
+     .help = "plan for a runtime memory of at most SIZE: weights + KV cache at --" ctx_name " +\n"                 \
+             "compute buffers + overhead (docs/planner.md)"},                                                        \
+    {.name = ctx_name, .type = NB_OPT_INT, .dest = &(b).ctx, .given = &(b).ctx_set, .meta = "N", .lo = 1,           \
+     .hi = 1 << 30, .flags = NB_OPT_SUB, .help = "context in tokens the budget must hold (required with --budget)"}, \
+    {.name = "kv-type", .type = NB_OPT_CHOICE, .dest = &(b).kv_type, .given = &(b).kv_set, .meta = "T",             \
+     .choices = nb_cli_kv_types, .flags = NB_OPT_SUB, .help = "KV cache type: f16 (default), q8_0, q4_0"},          \
+    {.name = "overhead", .type = NB_OPT_SIZE, .dest = &(b).overhead, .given = &(b).overhead_set, .meta = "SIZE",     \
+     .flags = NB_OPT_SUB, .help = "runtime overhead added to the budget's total (default 256MiB)"},                 \
+    {.name = "runtime", .type = NB_OPT_CHOICE, .dest = &(b).runtime, .meta = "R", .choices = nb_cli_runtimes,       \
+     .help = "llama.cpp (default: GGUF types it loads) or nibble (also nf4 / int4)"},                               \
+    {.name = "sample-rows", .type = NB_OPT_U32, .dest = &(b).sample_rows, .meta = "N", .lo = 1, .hi = 1 << 20,      \
+     .help = "rows per tensor sampled to measure errors (default 64)"}
+
+/* The calibration-corpus rows under a --calib row: --calib-tokens N, --CTX_NAME N
+ * (chunk length) and --seed S into an nb_corpus_opts. */
+#define NB_CLI_CORPUS_ROWS(corpus, ctx_name)                                                                          \
+    {.name = "calib-tokens", .type = NB_OPT_U64, .dest = &(corpus).max_tokens, .meta = "N", .flags = NB_OPT_SUB,     \
+     .help = "token budget: a seeded sample of ceil(N / " ctx_name ") chunks (default: all)"},                      \
+    {.name = ctx_name, .type = NB_OPT_INT, .dest = &(corpus).n_ctx, .meta = "N", .lo = 2, .hi = 1000000,            \
+     .flags = NB_OPT_SUB, .help = "calibration chunk length in tokens (default 512)"},                              \
+    {.name = "seed", .type = NB_OPT_U64, .dest = &(corpus).seed, .meta = "S", .flags = NB_OPT_SUB,                  \
+     .help = "sample seed (default 0)"}
+
+/* After nb_opts_parse: at most one of --target-size / --target-bpw /
+ * --budget (out->kind NB_BUDGET_NONE when none), --ctx required with --budget
+ * and refused without it (also --kv-type, --overhead). Returns NB_OPTS_RUN, or
+ * the usage error's exit code after printing it. */
+int nb_cli_budget_finish(const nb_cmd_spec *spec, const nb_args *args, const nb_cli_budget *b, const char *ctx_name,
+                         nb_budget *out);
 
 #endif

@@ -205,6 +205,7 @@ int nb_cmd_quantize(int argc, char **argv) {
     nb_quant_job job = {0};
     nb_quant_job_result res = {0};
     strs include = {0}, exclude = {0};
+    nb_cli_budget bo = {0};
     int group = 0;
     const nb_opt opts[] = {
         {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &job.dst, .meta = "OUT",
@@ -216,6 +217,7 @@ int nb_cmd_quantize(int argc, char **argv) {
          .help = "apply a plan instead of --type: the JSON of --dry-run --json, possibly\n"
                  "edited (change a tensor's \"type\"); it must have been made for this\n"
                  "source (same size and tensor table; docs/quantize.md \"Plans\")"},
+        NB_CLI_BUDGET_ROWS(bo, "budget-ctx"),
         {.name = "rule", .type = NB_OPT_CALL, .fn = add_rule, .dest = &rules, .meta = "PAT=TYPE",
          .help = "per-tensor override; PAT is a glob over the whole name\n"
                  "('blk.*.ffn_down.weight=q6_k') or 're:REGEX' (POSIX ERE, searched\n"
@@ -264,12 +266,7 @@ int nb_cmd_quantize(int argc, char **argv) {
                  "tokens are rounded to nearest, with a message"},
         {.name = "calib", .type = NB_OPT_STR, .dest = &job.calib_path, .meta = "FILE",
          .help = "calibration text or token ids (imatrix without --imatrix, gptq)"},
-        {.name = "calib-tokens", .type = NB_OPT_U64, .dest = &job.corpus.max_tokens, .meta = "N", .flags = NB_OPT_SUB,
-         .help = "token budget: a seeded sample of ceil(N / ctx) chunks (default: all)"},
-        {.name = "ctx", .type = NB_OPT_INT, .dest = &job.corpus.n_ctx, .meta = "N", .lo = 2, .hi = 1000000,
-         .flags = NB_OPT_SUB, .help = "calibration chunk length in tokens (default 512)"},
-        {.name = "seed", .type = NB_OPT_U64, .dest = &job.corpus.seed, .meta = "S", .flags = NB_OPT_SUB,
-         .help = "sample seed (default 0)"},
+        NB_CLI_CORPUS_ROWS(job.corpus, "ctx"),
         {.name = "damp", .type = NB_OPT_DOUBLE, .dest = &job.gptq.damp, .given = &damp_set, .meta = "X", .lo = 0,
          .hi = 10, .flags = NB_OPT_LO_OPEN | NB_OPT_HI_OPEN,
          .help = "gptq: dampening, fraction of mean(diag H) (default 0.01)"},
@@ -282,7 +279,9 @@ int nb_cmd_quantize(int argc, char **argv) {
     };
     const nb_cmd_spec spec = {
         .name = "quantize",
-        .usage = "SRC -o OUT.gguf (--type MIX | --plan PLAN.json) [--rule PATTERN=TYPE]...\n"
+        .usage = "SRC -o OUT.gguf (--type MIX | --plan PLAN.json | --target-size SIZE | --target-bpw X |\n"
+                 "--budget SIZE --budget-ctx N [--kv-type T] [--overhead SIZE]) [--runtime R] [--sample-rows N]\n"
+                 "[--rule PATTERN=TYPE]...\n"
                  "[--pure] [--no-fallback] [--allow-requantize] [--dry-run] [--report[=FILE.json]] [--json]\n"
                  "[--imatrix STATS] [--method rtn|imatrix|gptq] [--calib FILE] [--calib-tokens N]\n"
                  "[--ctx N] [--seed S] [--damp X] [--block N] [--act-order] [--static-groups]\n"
@@ -307,7 +306,14 @@ int nb_cmd_quantize(int argc, char **argv) {
     job.report = report;
     rc = NB_EXIT_USAGE;
     if (!job.dst && !dry_run) { rc = nb_opts_usage_error(&spec, &args, "missing -o OUT"); goto done; }
-    if (!job.plan.mix && !job.plan_path) { rc = nb_opts_usage_error(&spec, &args, "missing --type MIX (or --plan FILE)"); goto done; }
+    rc = nb_cli_budget_finish(&spec, &args, &bo, "budget-ctx", &job.budget);
+    if (rc != NB_OPTS_RUN) goto done;
+    job.sample_rows = bo.sample_rows;
+    rc = NB_EXIT_USAGE;
+    if (!job.plan.mix && !job.plan_path && job.budget.kind == NB_BUDGET_NONE) {
+        rc = nb_opts_usage_error(&spec, &args, "missing --type MIX (or --plan FILE, --target-size SIZE, ...)");
+        goto done;
+    }
     if (dry_run) job.dst = NULL;
     if (group && !job.plan.mix) { rc = nb_opts_usage_error(&spec, &args, "--group shapes a new plan: edit the plan file instead"); goto done; }
     if (group) {
@@ -354,6 +360,7 @@ int nb_cmd_quantize(int argc, char **argv) {
         } else {
             nb_plan_print(stdout, &res.plan);
             print_summary(stdout, &res.plan, NULL, NULL);
+            if (job.budget.kind != NB_BUDGET_NONE) nb_budget_print(stdout, &res.plan, &res.budget, &job.budget);
         }
         rc = NB_EXIT_OK;
         goto done;
@@ -363,6 +370,10 @@ int nb_cmd_quantize(int argc, char **argv) {
         if (job.report) print_report(human, &res.quant);
         if (m_gptq && job.report) print_gptq(human, &res.gptq);
         print_summary(human, &res.plan, &res.quant, job.dst);
+        if (job.budget.kind != NB_BUDGET_NONE)
+            fprintf(human, "budget: predicted file %llu bytes, written %llu; predicted loss %.6g\n",
+                    (unsigned long long)res.budget.file_bytes, (unsigned long long)res.quant.bytes_out,
+                    res.budget.pred_loss);
         if (m_gptq) {
             const nb_gptq_model_result *g = &res.gptq;
             fprintf(human, "gptq: %zu weights (expert slices counted singly) by GPTQ, %zu rounded to nearest, "

@@ -3,6 +3,7 @@
 #include "core/types.h"
 
 #include <stdio.h>
+#include <string.h>
 
 int nb_cli_exit_code(nb_status st) {
     switch (st) {
@@ -25,4 +26,27 @@ nb_status nb_cli_opt_float_type(const nb_opt *opt, const char *arg, nb_ctx *ctx)
         return nb_err(ctx, NB_ERR_INVALID, "--%s must be f32, f16 or bf16 (got '%s')", opt->name, arg);
     *(nb_type *)opt->dest = t;
     return NB_OK;
+}
+
+const nb_opt_choice nb_cli_kv_types[] = {{"f16", NB_TYPE_F16}, {"q8_0", NB_TYPE_Q8_0}, {"q4_0", NB_TYPE_Q4_0}, {0, 0}};
+const nb_opt_choice nb_cli_runtimes[] = {{"llama.cpp", NB_RUNTIME_LLAMACPP}, {"nibble", NB_RUNTIME_NIBBLE}, {0, 0}};
+
+int nb_cli_budget_finish(const nb_cmd_spec *spec, const nb_args *args, const nb_cli_budget *b, const char *ctx_name,
+                         nb_budget *out) {
+    memset(out, 0, sizeof *out);
+    int n = b->size_set + b->bpw_set + b->budget_set;
+    if (n > 1) return nb_opts_usage_error(spec, args, "give one of --target-size, --target-bpw and --budget");
+    if (!b->budget_set && (b->ctx_set || b->kv_set || b->overhead_set))
+        return nb_opts_usage_error(spec, args, "--%s, --kv-type and --overhead size a --budget: give --budget SIZE",
+                                   ctx_name);
+    if (b->budget_set && !b->ctx_set)
+        return nb_opts_usage_error(spec, args, "--budget needs --%s N (the context the memory must hold)", ctx_name);
+    out->kind = b->size_set ? NB_BUDGET_FILE : b->bpw_set ? NB_BUDGET_BPW : b->budget_set ? NB_BUDGET_MEMORY
+                                                                                        : NB_BUDGET_NONE;
+    out->bytes = b->size_set ? b->target_size : b->budget;
+    out->bpw = b->target_bpw;
+    out->mem = (nb_mem_opts){.n_ctx = (uint32_t)b->ctx, .kv_type = b->kv_set ? (nb_type)b->kv_type : NB_TYPE_F16,
+                             .runtime = (nb_runtime)b->runtime,
+                             .overhead = b->overhead_set ? b->overhead : NB_MEM_DEFAULT_OVERHEAD};
+    return NB_OPTS_RUN;
 }

@@ -14,6 +14,7 @@ static const command g_commands[] = {
     {"inspect", nb_cmd_inspect, "show format, architecture, metadata and tensor table of a model"},
     {"convert", nb_cmd_convert, "convert between safetensors / HF dirs and GGUF (f32/f16/bf16)"},
     {"synth", nb_cmd_synth, "write a seeded random model of a given architecture and size"},
+    {"plan", nb_cmd_plan, "choose a type per tensor to fit a file size, bpw or memory budget (docs/planner.md)"},
     {"quantize", nb_cmd_quantize, "quantize to GGUF types and mixes (q4_k_m, q8_0, iq4_xs, nf4, int4-g128 ...)"},
     {"merge", nb_cmd_merge, "merge LoRA / DoRA / QLoRA adapters (PEFT dirs, GGUF LoRA) into a base model"},
     {"prune", nb_cmd_prune, "drop the least used MoE experts (frequency or REAP scores from calibration)"},

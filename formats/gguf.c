@@ -712,6 +712,50 @@ static nb_status w_kv(gguf_sink *g, const nb_kv *kv, nb_ctx *ctx) {
     return w_scalar(g, v, kv->key, ctx);
 }
 
+/* Bytes w_kv writes for one value (after key and type tag); false on overflow or a malformed array. */
+static bool kv_value_bytes(const nb_kv_value *v, int depth, uint64_t *out) {
+    if (v->type == NB_KV_STRING) return nb_add_u64(8, v->v.s.len, out);
+    if (v->type != NB_KV_ARRAY) {
+        *out = nb_kv_scalar_size(v->type);
+        return *out != 0;
+    }
+    if (depth > NB_GGUF_MAX_DEPTH || !valid_kv_type((uint32_t)v->v.arr.elem)) return false;
+    uint64_t sum = 12, n = v->v.arr.n, b;
+    if (v->v.arr.elem == NB_KV_STRING || v->v.arr.elem == NB_KV_ARRAY) {
+        for (uint64_t k = 0; k < n; k++) {
+            if (v->v.arr.elem == NB_KV_STRING) b = 8 + ((const nb_str *)v->v.arr.data)[k].len;
+            else if (!kv_value_bytes(&((const nb_kv_value *)v->v.arr.data)[k], depth + 1, &b)) return false;
+            if (!nb_add_u64(sum, b, &sum)) return false;
+        }
+    } else if (!nb_mul_u64(n, nb_kv_scalar_size(v->v.arr.elem), &b) || !nb_add_u64(sum, b, &sum)) {
+        return false;
+    }
+    *out = sum;
+    return true;
+}
+
+nb_status nb_gguf_data_start(const nb_kvset *kv, const nb_tensor *tensors, size_t n, uint64_t *out,
+                             uint32_t *alignment, nb_ctx *ctx) {
+    uint32_t al = NB_GGUF_DEFAULT_ALIGNMENT;
+    const nb_kv_value *av = nb_kv_get(kv, "general.alignment");
+    if (av) {
+        NB_RETURN_IF(ctx, av->type != NB_KV_U32 || !is_pow2(av->v.u) || av->v.u > UINT32_MAX, NB_ERR_INVALID,
+                     "metadata key 'general.alignment' must be a u32 non-zero power of two");
+        al = (uint32_t)av->v.u;
+    }
+    uint64_t h = 4 + 4 + 8 + 8, b;
+    for (size_t i = 0; i < kv->n; i++) {
+        const nb_kv *e = &kv->items[i];
+        NB_RETURN_IF(ctx, !e->key || !kv_value_bytes(&e->val, 1, &b), NB_ERR_INVALID,
+                     "metadata key '%s': malformed value", e->key ? e->key : "?");
+        h += 8 + strlen(e->key) + 4 + b;
+    }
+    for (size_t i = 0; i < n; i++) h += 8 + strlen(tensors[i].name) + 4 + 8ull * tensors[i].n_dims + 4 + 8;
+    NB_RETURN_IF(ctx, !nb_align_u64(h, al, out), NB_ERR_RANGE, "GGUF header size overflows");
+    *alignment = al;
+    return NB_OK;
+}
+
 /* Mark the sink failed and remove the partial file; returns st. */
 static nb_status sink_fail(gguf_sink *g, nb_status st) {
     g->state = W_FAILED;

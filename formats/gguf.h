@@ -66,4 +66,13 @@ nb_status nb_gguf_open_memory(const void *data, size_t size, const char *name, n
 /* Alignment the model's file uses (from general.alignment, else 32). */
 uint32_t nb_gguf_alignment(const nb_model *m);
 
+/* Where the data section of a GGUF file the writer (nb_sink) would write
+ * starts: the header for metadata kv and these tensors (names and n_dims; the
+ * type does not change the header's size), padded to the alignment
+ * (general.alignment in kv, else 32), which goes to *alignment. Lets a
+ * planner know the file size before writing: data start + each tensor's
+ * bytes padded to the alignment. NB_ERR_INVALID for a malformed kv value. */
+nb_status nb_gguf_data_start(const nb_kvset *kv, const nb_tensor *tensors, size_t n, uint64_t *out,
+                             uint32_t *alignment, nb_ctx *ctx);
+
 #endif

@@ -594,12 +594,13 @@ const char *nb_plan_why_name(nb_plan_why w) {
     case NB_PLAN_RULE: return "rule";
     case NB_PLAN_FALLBACK: return "fallback";
     case NB_PLAN_GIVEN: return "plan";
+    case NB_PLAN_BUDGET: return "budget";
     }
     return "?";
 }
 
 bool nb_plan_why_from_name(const char *name, nb_plan_why *out) {
-    for (int w = NB_PLAN_KEEP; w <= NB_PLAN_GIVEN; w++) {
+    for (int w = NB_PLAN_KEEP; w <= NB_PLAN_BUDGET; w++) {
         if (!strcmp(name, nb_plan_why_name((nb_plan_why)w))) {
             *out = (nb_plan_why)w;
             return true;

@@ -131,7 +131,8 @@ typedef enum nb_plan_why {
     NB_PLAN_MIX,        /* raised/changed by a row of the mix (output, attn_v, ffn_down ...) */
     NB_PLAN_RULE,       /* a --rule */
     NB_PLAN_FALLBACK,   /* the chosen type did not fit ne[0]; `wanted` holds it */
-    NB_PLAN_GIVEN       /* read from a plan file entry without a "why" (quant/plan.h) */
+    NB_PLAN_GIVEN,      /* read from a plan file entry without a "why" (quant/plan.h) */
+    NB_PLAN_BUDGET      /* chosen by the size-budget planner (quant/budget.h) */
 } nb_plan_why;
 
 /* The mix's decision for one tensor (quant/plan.h turns these into a plan). */

@@ -446,6 +446,10 @@ nb_status nb_plan_resolve(nb_plan *p, const nb_model *m, nb_ctx *ctx) {
     return plan_complete(p, m, ctx);
 }
 
+nb_status nb_plan_retotal(nb_plan *p, nb_ctx *ctx) {
+    return plan_totals(p, p->source_path ? p->source_path : "plan", ctx);
+}
+
 /* ---- table --------------------------------------------------------------------------------------------- */
 
 void nb_plan_print(FILE *f, const nb_plan *p) {

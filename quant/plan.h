@@ -132,6 +132,11 @@ nb_status nb_plan_load(const char *path, nb_plan *p, nb_ctx *ctx);
  * totals. */
 nb_status nb_plan_resolve(nb_plan *p, const nb_model *m, nb_ctx *ctx);
 
+/* Recompute bytes_out and the totals after tensors' types were changed in
+ * place (the size-budget planner, quant/budget.h, does this). Errors as
+ * nb_plan_make's (a type that does not fit a row, a conversion not possible). */
+nb_status nb_plan_retotal(nb_plan *p, nb_ctx *ctx);
+
 /* Print the plan as a table: tensor, shape, source type -> type, why, bytes. */
 void nb_plan_print(FILE *f, const nb_plan *p);
 

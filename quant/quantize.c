@@ -299,6 +299,17 @@ static nb_status fill_result(const nb_plan *p, nb_quant_result *r, nb_ctx *ctx) 
 
 /* ---- the driver ---------------------------------------------------------------------------------- */
 
+nb_status nb_quantize_output_kv(const nb_model *m, int32_t file_type, nb_kvset *kv, nb_ctx *ctx) {
+    NB_TRY(nb_kvset_copy(kv, &m->kv, ctx));
+    nb_kv_remove(kv, "split.no");
+    nb_kv_remove(kv, "split.count");
+    nb_kv_remove(kv, "split.tensors.count");
+    NB_TRY(nb_kv_set_u32(kv, "general.quantization_version", 2, ctx));
+    if (file_type >= 0) return nb_kv_set_u32(kv, "general.file_type", (uint32_t)file_type, ctx);
+    nb_kv_remove(kv, "general.file_type");
+    return NB_OK;
+}
+
 nb_status nb_quantize_model(const char *src, const char *dst, const nb_plan *plan, const nb_quant_opts *o,
                             nb_quant_result *r, nb_ctx *ctx) {
     memset(r, 0, sizeof *r);
@@ -318,15 +329,7 @@ nb_status nb_quantize_model(const char *src, const char *dst, const nb_plan *pla
     if (st != NB_OK) goto out;
 
     NB_CHECK_GOTO(st, nb_sink_create(dst, NB_FMT_GGUF, &sink, ctx), out);
-    NB_CHECK_GOTO(st, nb_kvset_copy(&sink->kv, &m->kv, ctx), out);
-    nb_kv_remove(&sink->kv, "split.no");
-    nb_kv_remove(&sink->kv, "split.count");
-    nb_kv_remove(&sink->kv, "split.tensors.count");
-    NB_CHECK_GOTO(st, nb_kv_set_u32(&sink->kv, "general.quantization_version", 2, ctx), out);
-    if (plan->file_type >= 0)
-        NB_CHECK_GOTO(st, nb_kv_set_u32(&sink->kv, "general.file_type", (uint32_t)plan->file_type, ctx), out);
-    else
-        nb_kv_remove(&sink->kv, "general.file_type");
+    NB_CHECK_GOTO(st, nb_quantize_output_kv(m, plan->file_type, &sink->kv, ctx), out);
     for (size_t i = 0; i < m->n_tensors; i++) {
         const nb_tensor *t = &m->tensors[i];
         NB_CHECK_GOTO(st, nb_sink_add_tensor(sink, t->name, r->tensors[i].type, t->n_dims, t->ne, ctx), out);

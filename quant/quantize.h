@@ -112,6 +112,11 @@ nb_status nb_quantize_model(const char *src, const char *dst, const nb_plan *pla
                             nb_quant_result *r, nb_ctx *ctx);
 void nb_quant_result_free(nb_quant_result *r);
 
+/* The metadata nb_quantize_model writes for source m: m's keys without
+ * split.*, general.quantization_version = 2, general.file_type = file_type
+ * (removed when < 0). kv must be empty (nb_kvset_init); the caller frees it. */
+nb_status nb_quantize_output_kv(const nb_model *m, int32_t file_type, nb_kvset *kv, nb_ctx *ctx);
+
 /* Machine-readable summary (malloc'd JSON text; NULL on allocation failure):
  * {"input","output","mix","file_type","seconds","n_tensors",...,"types":[...],
  *  "tensors":[{name,src_type,type,why,shape,bytes_in,bytes_out,

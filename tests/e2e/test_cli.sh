@@ -8,7 +8,7 @@ check "nibble --help" 0 "$nb" --help
 has "inspect" "$tmp/out"
 check "no command is a usage error" 1 "$nb"
 check "unknown command" 1 "$nb" frobnicate
-for c in inspect convert synth quantize merge prune calibrate logits ppl run version; do
+for c in inspect convert synth plan quantize merge prune calibrate logits ppl run version; do
   check "$c --help" 0 "$nb" $c --help
   has "usage: nibble $c" "$tmp/out"
 done

@@ -1,0 +1,100 @@
+/* cli/cmd_plan.c — `nibble plan MODEL (--target-size SIZE | --target-bpw X |
+ * --budget SIZE --ctx N) [--imatrix F | --calib TEXT] [-o PLAN.json] [--json]`:
+ * options and printing only; the planner is quant/budget.h, run through
+ * nb_quantize_job (calib/job.h) as a dry run. */
+#include "calib/job.h"
+#include "cli/cli.h"
+#include "cli/opts.h"
+#include "core/afile.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* {"budget": totals, "plan": plan} (malloc'd), or NULL. */
+static char *plan_json(const nb_quant_job_result *r, const nb_budget *b) {
+    char *pj = nb_plan_to_json(&r->plan), *bj = nb_budget_result_json(&r->budget, b), *out = NULL;
+    if (pj && bj) {
+        size_t n = strlen(pj) + strlen(bj) + 64;
+        out = malloc(n);
+        if (out) snprintf(out, n, "{\"budget\":%s,\"measure_seconds\":%.3f,\"plan\":%s}", bj, r->seconds_measure, pj);
+    }
+    free(pj);
+    free(bj);
+    return out;
+}
+
+int nb_cmd_plan(int argc, char **argv) {
+    nb_ctx ctx;
+    nb_ctx_init(&ctx);
+    nb_quant_job job = {0};
+    nb_quant_job_result res = {0};
+    nb_cli_budget bo = {0};
+    const char *out_path = NULL;
+    bool json = false;
+    const nb_opt opts[] = {
+        NB_CLI_BUDGET_ROWS(bo, "ctx"),
+        {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &out_path, .meta = "PLAN.json",
+         .flags = NB_OPT_OUTPUT, .help = "write the plan (what `nibble quantize --plan` applies)"},
+        {.name = "json", .type = NB_OPT_FLAG, .dest = &json,
+         .help = "print {\"budget\": totals, \"plan\": the plan} on stdout (the table goes to stderr)"},
+        {.name = "imatrix", .type = NB_OPT_STR, .dest = &job.imatrix_path, .meta = "STATS",
+         .help = "importance matrix (nibble calibrate / llama-imatrix): errors weighted by it, and\n"
+                 "experts by its routing statistics; quantize with the same file"},
+        {.name = "calib", .type = NB_OPT_STR, .dest = &job.calib_path, .meta = "TEXT",
+         .help = "collect the importance matrix from this calibration text first"},
+        NB_CLI_CORPUS_ROWS(job.corpus, "calib-ctx"),
+    };
+    const nb_cmd_spec spec = {
+        .name = "plan",
+        .usage = "MODEL (--target-size SIZE | --target-bpw X | --budget SIZE --ctx N [--kv-type T]\n"
+                 "[--overhead SIZE]) [--runtime llama.cpp|nibble] [--imatrix STATS | --calib TEXT]\n"
+                 "[--sample-rows N] [-o PLAN.json] [--json]",
+        .about = "Choose a type for every tensor so the model fits a size: the file (--target-size), bits per\n"
+                 "weight (--target-bpw) or the runtime's memory at a context (--budget: weights + KV cache +\n"
+                 "compute + overhead), spending bits where the measured error (importance-weighted, on\n"
+                 "sampled rows) is largest. Prints a table per tensor group and the totals; -o writes the\n"
+                 "plan, which `nibble quantize MODEL --plan PLAN.json -o OUT.gguf` applies (the file is\n"
+                 "then exactly the predicted size). docs/planner.md.",
+        NB_OPTS_TABLE(opts),
+        .epilogue = "exit codes: 0 ok, 1 usage, 2 bad input (a budget below the smallest achievable size, --ctx\n"
+                    "beyond the model's context, an imatrix without entries for the model's tensors), 3 I/O\n",
+        NB_OPTS_ONE_POS("MODEL"),
+    };
+    nb_args args = {0};
+    int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
+    if (rc != NB_OPTS_RUN) goto done;
+    rc = nb_cli_budget_finish(&spec, &args, &bo, "ctx", &job.budget);
+    if (rc != NB_OPTS_RUN) goto done;
+    if (job.budget.kind == NB_BUDGET_NONE) {
+        rc = nb_opts_usage_error(&spec, &args, "give --target-size SIZE, --target-bpw X or --budget SIZE --ctx N");
+        goto done;
+    }
+    if (job.imatrix_path && job.calib_path) {
+        rc = nb_opts_usage_error(&spec, &args, "give --imatrix STATS or --calib TEXT, not both");
+        goto done;
+    }
+    job.src = args.pos[0];
+    job.sample_rows = bo.sample_rows;
+    job.method = job.calib_path ? NB_METHOD_IMATRIX : NB_METHOD_AUTO;
+    nb_status st = nb_quantize_job(&job, &res, &ctx);
+    if (st != NB_OK) { rc = nb_cli_fail("plan", &ctx, st); goto done; }
+    if (out_path) {
+        char *pj = nb_plan_to_json(&res.plan);
+        st = pj ? nb_afile_write_text(out_path, pj, &ctx) : nb_err(&ctx, NB_ERR_NOMEM, "out of memory for JSON");
+        free(pj);
+        if (st != NB_OK) { rc = nb_cli_fail("plan", &ctx, st); goto done; }
+    }
+    if (!ctx.quiet || !json) nb_budget_print(json ? stderr : stdout, &res.plan, &res.budget, &job.budget);
+    if (json) {
+        char *j = plan_json(&res, &job.budget);
+        if (!j) { rc = nb_cli_fail("plan", &ctx, nb_err(&ctx, NB_ERR_NOMEM, "out of memory for JSON")); goto done; }
+        puts(j);
+        free(j);
+    }
+    rc = NB_EXIT_OK;
+done:
+    nb_quant_job_result_free(&res);
+    nb_ctx_free(&ctx);
+    return rc;
+}

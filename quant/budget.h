@@ -1,0 +1,152 @@
+/* quant/budget.h — the size-budget planner: a type per tensor that minimises
+ * the predicted quality loss under a byte budget (`nibble plan`, `nibble
+ * quantize --target-size / --target-bpw / --budget`). docs/planner.md.
+ *
+ * Two steps, so a budget sweep measures once:
+ *
+ * 1. Sensitivity (nb_sens_measure). For every quantizable tensor (quant/mix.h
+ *    nb_mix_tensor_quantizable) and every candidate type of the runtime
+ *    (llama.cpp: Q2_K Q3_K Q4_0 Q4_1 Q5_0 Q5_1 Q4_K Q5_K Q6_K Q8_0 IQ4_NL
+ *    IQ4_XS F16; nibble adds NF4 and INT4 g64/g128; plus the source type itself
+ *    when it is F16/BF16 or a quantized type the runtime loads, at error 0):
+ *      err = Σ_slices w_s · (rows_s / sampled_s) · Σ_sampled rows Σ_j imp_j (x_j - q(x)_j)²
+ *    the importance-weighted squared error of quantize -> dequantize on a
+ *    deterministic sample of rows (evenly spaced; `sample_rows` per tensor,
+ *    at least 4 per expert slice), quantized with the same importance the
+ *    writer will use. imp_j is the importance callback's weight (imatrix:
+ *    E[x_j²], so err estimates E‖ΔWx‖² per token); a tensor without one gets
+ *    `default_importance` for every column. w_s is 1 for dense tensors and the
+ *    expert's routing frequency for a slice of a stacked expert tensor (the
+ *    slice_weight callback, e.g. calib/ routing statistics; without it
+ *    n_used / n_expert), so rarely routed experts get fewer bits. Embedding
+ *    tables (token_embd) are looked up one row per token: their err is divided
+ *    by the row count, unless the model has no output.weight (tied
+ *    embeddings: the table is the output projection too). A candidate whose block does not divide the row length
+ *    is dropped, never replaced by a fallback. Memory: one source tensor at a
+ *    time (none when the source is mapped) plus the sampled rows.
+ *    Deterministic for any thread count (candidates run in parallel, each
+ *    accumulates in double in a fixed order).
+ *
+ * 2. Allocation (nb_budget_plan). Per tensor, the Pareto frontier of
+ *    (cost, err) and its lower convex hull; every tensor starts at its
+ *    cheapest point, then the hull steps of all tensors are taken in
+ *    decreasing order of err saved per byte (ties: tensor order), each when it
+ *    fits in what is left (a tensor whose step does not fit takes no further
+ *    step in that pass); a second pass gives each tensor, in order, the
+ *    lowest-err frontier point that still fits. Because each decision is
+ *    "take it if it fits" in an order fixed by the measurement, a smaller
+ *    budget never gives a larger result. The plan's why is NB_PLAN_BUDGET, its
+ *    pred_err the chosen candidate's err, mix "budget", no file_type.
+ *
+ * Budgets (nb_budget.kind), all in bytes of the final artefact:
+ *   FILE    the GGUF file nb_quantize_model writes: header + every tensor's
+ *           bytes padded to the alignment (exact: the planner sizes the same
+ *           header the writer writes);
+ *   BPW     Σ tensor bytes · 8 / Σ elements <= bpw (the plan's bpw_out);
+ *   MEMORY  padded tensor bytes + KV + compute + overhead (quant/memory.h).
+ * A budget the cheapest candidates miss is NB_ERR_RANGE naming the smallest
+ * achievable value (and, for a MoE, what keeping fewer experts would give).
+ */
+#ifndef NB_QUANT_BUDGET_H
+#define NB_QUANT_BUDGET_H
+
+#include "core/ctx.h"
+#include "formats/model.h"
+#include "quant/memory.h"
+#include "quant/plan.h"
+#include "quant/quantize.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define NB_SENS_DEFAULT_ROWS 64u
+#define NB_SENS_MAX_CANDS 20
+
+/* Weight of expert slice `slice` of the stacked tensor `name` (its routing
+ * frequency: the fraction of tokens sent to it). Negative: unknown (the
+ * default n_used / n_expert applies). */
+typedef double (*nb_slice_weight_fn)(void *user, const char *name, int64_t slice);
+
+typedef struct nb_sens_opts {
+    nb_runtime runtime;
+    uint32_t sample_rows;           /* rows per tensor; 0: NB_SENS_DEFAULT_ROWS */
+    nb_importance_fn importance;    /* may be NULL: unweighted */
+    void *importance_user;
+    double default_importance;      /* weight of every column of a tensor without importance; 0: 1 */
+    nb_slice_weight_fn slice_weight; /* may be NULL */
+    void *slice_weight_user;
+} nb_sens_opts;
+
+typedef struct nb_sens_cand {
+    nb_type type;
+    uint64_t bytes;  /* exact tensor bytes */
+    double err;      /* predicted error (see above) */
+} nb_sens_cand;
+
+typedef struct nb_sens_tensor {
+    bool planned;    /* quantizable: the planner chooses its type */
+    bool expert;     /* a stacked expert tensor */
+    size_t n_cands;  /* Pareto frontier, ascending bytes, descending err */
+    nb_sens_cand cands[NB_SENS_MAX_CANDS];
+} nb_sens_tensor;
+
+typedef struct nb_sens {
+    size_t n_tensors;
+    nb_sens_tensor *tensors; /* [n_tensors], the model's order */
+    nb_runtime runtime;
+    uint64_t header_bytes;   /* the writer's GGUF header, padded */
+    uint32_t alignment;
+    uint32_t n_expert;       /* experts per MoE layer (0: dense) */
+    double seconds;
+} nb_sens;
+
+/* Measure every quantizable tensor of m (see above). s must be freed with
+ * nb_sens_free (also after a failure). Errors: reading the source,
+ * NB_ERR_UNSUPPORTED when a tensor's source type cannot be dequantized,
+ * NB_ERR_RANGE for NaN/Inf in a sampled row or a tensor no candidate fits. */
+nb_status nb_sens_measure(nb_model *m, const nb_sens_opts *o, nb_sens *s, nb_ctx *ctx);
+void nb_sens_free(nb_sens *s);
+
+typedef enum nb_budget_kind {
+    NB_BUDGET_NONE = 0,
+    NB_BUDGET_FILE,   /* bytes: file size */
+    NB_BUDGET_BPW,    /* bpw */
+    NB_BUDGET_MEMORY  /* bytes: weights + KV + compute + overhead at mem.n_ctx */
+} nb_budget_kind;
+
+typedef struct nb_budget {
+    nb_budget_kind kind;
+    uint64_t bytes;
+    double bpw;
+    nb_mem_opts mem;  /* MEMORY: context, KV type, runtime, overhead */
+} nb_budget;
+
+typedef struct nb_budget_result {
+    nb_budget_kind kind;
+    uint64_t file_bytes;     /* predicted file size: exactly what nb_quantize_model writes */
+    uint64_t weight_bytes;   /* tensor bytes padded to the alignment (the runtime's weights) */
+    uint64_t tensor_bytes;   /* tensor bytes unpadded (the plan's bytes_out) */
+    double bpw;              /* tensor_bytes * 8 / elements */
+    nb_mem_est mem;          /* MEMORY only */
+    uint64_t total_bytes;    /* MEMORY: weight + KV + compute + overhead; FILE: file; BPW: tensor bytes */
+    uint64_t limit_bytes;    /* the budget in total_bytes' unit */
+    double pred_loss;        /* Σ err of the chosen candidates */
+    size_t n_planned;
+} nb_budget_result;
+
+/* Make the plan for budget b from measured s (m is the model s was measured
+ * on). p is filled on success (free with nb_plan_free, also after failure).
+ * Errors: NB_ERR_RANGE when even the cheapest types miss the budget (one line
+ * with the smallest achievable size), those of nb_mem_estimate (MEMORY). */
+nb_status nb_budget_plan(const nb_model *m, const nb_sens *s, const nb_budget *b, nb_plan *p,
+                         nb_budget_result *r, nb_ctx *ctx);
+
+/* Print a plan as a table per tensor group (the name without "blk.N."):
+ * tensors, type(s), bits per weight, bytes, predicted loss; then the totals of
+ * r (file, KV, compute, total vs budget). */
+void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const nb_budget *b);
+/* The totals of r as a JSON object text (malloc'd; NULL on allocation failure). */
+char *nb_budget_result_json(const nb_budget_result *r, const nb_budget *b);
+
+#endif

@@ -1,0 +1,371 @@
+/* quant/budget + quant/memory: the size-budget planner.
+ *
+ * Checks: the predicted file size equals the written file's size to the byte
+ * and never exceeds the budget; over a sweep of budgets a smaller budget never
+ * gives a larger file nor a lower predicted loss; measurement and plan are
+ * identical with 1 and 2 threads; --target-bpw is respected; candidates whose
+ * block does not divide a row are never chosen (rows of 96); the KV cache
+ * follows the formula (f16 and q8_0 rows, llama.cpp's 256-cell padding,
+ * sliding-window layers of gemma3 hold only their window); a budget below the
+ * smallest file and a context beyond the model's are NB_ERR_RANGE with the
+ * figure in the message (a MoE's names the expert count that would fit);
+ * expert slice weights scale the measured error; the job refuses a budget
+ * combined with --type. */
+#include "calib/job.h"
+#include "formats/model.h"
+#include "formats/synth.h"
+#include "quant/budget.h"
+#include "quant/memory.h"
+#include "quant/quantize.h"
+#include "testutil.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static const char *synth(const char *name, const char *arch, uint32_t n_embd, uint32_t n_ff) {
+    const char *path = nbt_path(name);
+    static char keep[8][512];
+    static int k;
+    char *out = keep[k++ % 8];
+    snprintf(out, 512, "%s", path);
+    struct stat sb;
+    if (stat(out, &sb) == 0) return out;
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_synth_opts o;
+    nb_synth_opts_init(&o);
+    o.arch = arch;
+    o.n_layer = 2;
+    o.n_embd = n_embd;
+    o.n_ff = n_ff;
+    o.n_head = 4;
+    o.n_head_kv = 2;
+    o.n_vocab = 320;
+    o.dtype = NB_TYPE_F32;
+    o.seed = 5;
+    ck_assert_msg(nb_synth_write(&o, out, &ctx) == NB_OK, "synth: %s", nb_errmsg(&ctx));
+    nb_ctx_free(&ctx);
+    return out;
+}
+
+static void measure(const char *path, int threads, nb_model **m, nb_sens *s) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    ctx.n_threads = threads;
+    ck_assert(nb_model_open(path, m, &ctx) == NB_OK);
+    nb_sens_opts so = {.runtime = NB_RUNTIME_LLAMACPP};
+    ck_assert_msg(nb_sens_measure(*m, &so, s, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    nb_ctx_free(&ctx);
+}
+
+/* A synthetic model, opened and measured. */
+typedef struct fx {
+    const char *src;
+    nb_model *m;
+    nb_sens s;
+} fx;
+
+static void fx_open(fx *f, const char *name, const char *arch, uint32_t n_embd, uint32_t n_ff, int threads) {
+    f->src = synth(name, arch, n_embd, n_ff);
+    measure(f->src, threads, &f->m, &f->s);
+}
+
+static void fx_close(fx *f) {
+    nb_sens_free(&f->s);
+    nb_model_close(f->m);
+}
+
+/* Smallest and largest file a plan can have. */
+static void extremes(const nb_sens *s, const nb_model *m, uint64_t *lo, uint64_t *hi) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_plan p;
+    nb_budget_result r;
+    nb_budget b = {.kind = NB_BUDGET_FILE, .bytes = UINT64_MAX / 2};
+    ck_assert(nb_budget_plan(m, s, &b, &p, &r, &ctx) == NB_OK);
+    *hi = r.file_bytes;
+    /* the minimum: every planned tensor at its first (cheapest) candidate, padded, plus the header */
+    uint64_t min = s->header_bytes;
+    for (size_t i = 0; i < s->n_tensors; i++) {
+        uint64_t bytes = s->tensors[i].planned ? s->tensors[i].cands[0].bytes : p.tensors[i].bytes_out;
+        min += (bytes + s->alignment - 1) / s->alignment * s->alignment;
+    }
+    nb_plan_free(&p);
+    b.bytes = min - 1;
+    ck_assert(nb_budget_plan(m, s, &b, &p, &r, &ctx) == NB_ERR_RANGE);
+    nb_plan_free(&p);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "smallest achievable ") != NULL, "%s", nb_errmsg(&ctx));
+    b.bytes = min;
+    ck_assert_msg(nb_budget_plan(m, s, &b, &p, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_uint_eq(r.file_bytes, min);
+    nb_plan_free(&p);
+    *lo = min;
+    nb_ctx_free(&ctx);
+}
+
+START_TEST(predicted_size_is_written_size) {
+    fx f;
+    fx_open(&f, "dense.gguf", "llama", 256, 512, 1);
+    const nb_model *m = f.m;
+    const nb_sens s = f.s;
+    uint64_t lo, hi;
+    extremes(&s, m, &lo, &hi);
+    ck_assert_uint_lt(lo, hi);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    for (int k = 0; k < 3; k++) {
+        nb_budget b = {.kind = NB_BUDGET_FILE, .bytes = lo + (hi - lo) * (uint64_t)(k + 1) / 5};
+        nb_plan p;
+        nb_budget_result r;
+        ck_assert_msg(nb_budget_plan(m, &s, &b, &p, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+        ck_assert_uint_le(r.file_bytes, b.bytes);
+        ck_assert_str_eq(p.mix, "budget");
+        for (size_t i = 0; i < p.n_tensors; i++)
+            if (s.tensors[i].planned) {
+                ck_assert_int_eq(p.tensors[i].why, NB_PLAN_BUDGET);
+                ck_assert(isfinite(p.tensors[i].pred_err));
+            }
+        nb_quant_result qr;
+        const char *dst = nbt_path("budget_out.gguf");
+        ck_assert_msg(nb_quantize_model(f.src, dst, &p, NULL, &qr, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+        ck_assert_uint_eq(qr.bytes_out, r.file_bytes);
+        ck_assert_uint_eq(qr.tensor_bytes_out, r.tensor_bytes);
+        nb_quant_result_free(&qr);
+        nb_plan_free(&p);
+    }
+    nb_ctx_free(&ctx);
+    fx_close(&f);
+}
+END_TEST
+
+START_TEST(monotone_in_budget) {
+    fx f;
+    fx_open(&f, "dense.gguf", "llama", 256, 512, 1);
+    const nb_model *m = f.m;
+    const nb_sens s = f.s;
+    uint64_t lo, hi;
+    extremes(&s, m, &lo, &hi);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    uint64_t prev_size = 0;
+    double prev_loss = INFINITY;
+    for (int k = 0; k <= 60; k++) {
+        nb_budget b = {.kind = NB_BUDGET_FILE, .bytes = lo + (hi - lo) * (uint64_t)k / 60};
+        nb_plan p;
+        nb_budget_result r;
+        ck_assert_msg(nb_budget_plan(m, &s, &b, &p, &r, &ctx) == NB_OK, "budget %llu: %s",
+                      (unsigned long long)b.bytes, nb_errmsg(&ctx));
+        ck_assert_uint_le(r.file_bytes, b.bytes);
+        ck_assert_msg(r.file_bytes >= prev_size, "budget %llu: file %llu < %llu of a smaller budget",
+                      (unsigned long long)b.bytes, (unsigned long long)r.file_bytes, (unsigned long long)prev_size);
+        ck_assert_msg(r.pred_loss <= prev_loss, "budget %llu: loss %g > %g of a smaller budget",
+                      (unsigned long long)b.bytes, r.pred_loss, prev_loss);
+        prev_size = r.file_bytes;
+        prev_loss = r.pred_loss;
+        nb_plan_free(&p);
+    }
+    nb_ctx_free(&ctx);
+    fx_close(&f);
+}
+END_TEST
+
+START_TEST(same_plan_any_thread_count) {
+    fx f1, f2;
+    fx_open(&f1, "dense.gguf", "llama", 256, 512, 1);
+    fx_open(&f2, "dense.gguf", "llama", 256, 512, 2);
+    nb_sens s1 = f1.s, s2 = f2.s;
+    nb_model *m1 = f1.m, *m2 = f2.m;
+    ck_assert_uint_eq(s1.n_tensors, s2.n_tensors);
+    for (size_t i = 0; i < s1.n_tensors; i++) {
+        ck_assert_uint_eq(s1.tensors[i].n_cands, s2.tensors[i].n_cands);
+        ck_assert(!memcmp(s1.tensors[i].cands, s2.tensors[i].cands, s1.tensors[i].n_cands * sizeof(nb_sens_cand)));
+    }
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_budget b = {.kind = NB_BUDGET_BPW, .bpw = 4.5};
+    nb_plan p1, p2;
+    nb_budget_result r1, r2;
+    ck_assert(nb_budget_plan(m1, &s1, &b, &p1, &r1, &ctx) == NB_OK);
+    ck_assert(nb_budget_plan(m2, &s2, &b, &p2, &r2, &ctx) == NB_OK);
+    ck_assert_double_le(r1.bpw, 4.5);
+    char *j1 = nb_plan_to_json(&p1), *j2 = nb_plan_to_json(&p2);
+    ck_assert_str_eq(j1, j2);
+    free(j1);
+    free(j2);
+    nb_plan_free(&p1);
+    nb_plan_free(&p2);
+    nb_ctx_free(&ctx);
+    fx_close(&f1);
+    fx_close(&f2);
+}
+END_TEST
+
+START_TEST(row_width_drops_candidates) {
+    /* rows of 96: no k-quant (256) nor IQ4_XS; Q4_0 / Q8_0 / IQ4_NL (32) and F16 remain */
+    fx f;
+    fx_open(&f, "narrow.gguf", "llama", 96, 160, 1);
+    const nb_model *m = f.m;
+    const nb_sens s = f.s;
+    for (size_t i = 0; i < s.n_tensors; i++)
+        for (size_t k = 0; k < s.tensors[i].n_cands; k++) {
+            const nb_type_traits *tr = nb_type_get(s.tensors[i].cands[k].type);
+            ck_assert_msg(m->tensors[i].ne[0] % tr->block_size == 0, "tensor %s: candidate %s", m->tensors[i].name,
+                          tr->name);
+        }
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_budget b = {.kind = NB_BUDGET_BPW, .bpw = 5.0};
+    nb_plan p;
+    nb_budget_result r;
+    ck_assert_msg(nb_budget_plan(m, &s, &b, &p, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_uint_eq(p.n_fallback, 0);
+    nb_plan_free(&p);
+    nb_ctx_free(&ctx);
+    fx_close(&f);
+}
+END_TEST
+
+START_TEST(kv_cache_formula) {
+    const char *src = synth("dense.gguf", "llama", 256, 512);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_model *m = NULL;
+    ck_assert(nb_model_open(src, &m, &ctx) == NB_OK);
+    nb_mem_est e;
+    nb_mem_opts o = {.n_ctx = 1000, .kv_type = NB_TYPE_F16};
+    ck_assert_msg(nb_mem_estimate(m, &o, &e, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    /* 2 layers x K,V x 1024 cells (1000 padded to 256) x 2 kv heads x head_dim 64 x 2 bytes */
+    ck_assert_uint_eq(e.cells, 1024);
+    ck_assert_uint_eq(e.kv_bytes, 2ull * 2 * 1024 * 2 * 64 * 2);
+    o.kv_type = NB_TYPE_Q8_0; /* 128 elements per cell: 4 blocks of 34 bytes */
+    ck_assert(nb_mem_estimate(m, &o, &e, &ctx) == NB_OK);
+    ck_assert_uint_eq(e.kv_bytes, 2ull * 2 * 1024 * 4 * 34);
+    o.runtime = NB_RUNTIME_NIBBLE; /* F32, n_ctx cells */
+    ck_assert(nb_mem_estimate(m, &o, &e, &ctx) == NB_OK);
+    ck_assert_uint_eq(e.kv_bytes, 2ull * 2 * 1000 * 128 * 4);
+    o = (nb_mem_opts){.n_ctx = 5000, .kv_type = NB_TYPE_F16};
+    ck_assert_int_eq(nb_mem_estimate(m, &o, &e, &ctx), NB_ERR_RANGE);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "larger than the model's context (4096"), "%s", nb_errmsg(&ctx));
+    nb_model_close(m);
+
+    /* gemma3: 6-layer pattern, layer 5 global; synth's window is 512 */
+    nb_synth_opts so;
+    nb_synth_opts_init(&so);
+    so.arch = "gemma3";
+    so.n_layer = 6;
+    so.n_embd = 256;
+    so.n_ff = 512;
+    so.n_head = 4;
+    so.n_head_kv = 2;
+    so.n_vocab = 320;
+    const char *g = nbt_path("gemma.gguf");
+    ck_assert(nb_synth_write(&so, g, &ctx) == NB_OK);
+    ck_assert(nb_model_open(g, &m, &ctx) == NB_OK);
+    o = (nb_mem_opts){.n_ctx = 4096, .kv_type = NB_TYPE_F16};
+    ck_assert_msg(nb_mem_estimate(m, &o, &e, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_uint_eq(e.n_swa_layers, 5);
+    ck_assert_uint_eq(e.swa_cells, 1024); /* window 512 + ubatch 512 */
+    uint64_t cell = 2ull * e.n_head_kv * e.head_dim * 2;
+    ck_assert_uint_eq(e.kv_bytes, cell * (4096 + 5 * 1024));
+    nb_model_close(m);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(memory_budget_and_moe_message) {
+    fx f;
+    fx_open(&f, "moe.gguf", "mixtral", 256, 256, 1);
+    const nb_model *m = f.m;
+    const nb_sens s = f.s;
+    ck_assert_uint_eq(s.n_expert, 4);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_plan p;
+    nb_budget_result r;
+    nb_budget b = {.kind = NB_BUDGET_MEMORY, .bytes = 64ull << 20,
+                   .mem = {.n_ctx = 2048, .kv_type = NB_TYPE_F16, .overhead = 1 << 20}};
+    ck_assert_msg(nb_budget_plan(m, &s, &b, &p, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_uint_eq(r.total_bytes, r.weight_bytes + r.mem.kv_bytes + r.mem.compute_bytes + (1 << 20));
+    ck_assert_uint_le(r.total_bytes, b.bytes);
+    nb_plan_free(&p);
+    /* just above KV + compute + overhead + the non-expert minimum: only fewer experts fit */
+    uint64_t lo, hi;
+    extremes(&s, m, &lo, &hi);
+    b.bytes = r.mem.kv_bytes + r.mem.compute_bytes + (1 << 20) + (lo - s.header_bytes) * 2 / 3;
+    ck_assert_int_eq(nb_budget_plan(m, &s, &b, &p, &r, &ctx), NB_ERR_RANGE);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "experts per layer (nibble prune --keep"), "%s", nb_errmsg(&ctx));
+    nb_plan_free(&p);
+    nb_ctx_free(&ctx);
+    fx_close(&f);
+}
+END_TEST
+
+static double twice(void *user, const char *name, int64_t slice) {
+    (void)name;
+    (void)slice;
+    return *(const double *)user;
+}
+
+START_TEST(expert_weights_scale_errors) {
+    const char *src = synth("moe.gguf", "mixtral", 256, 256);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_model *m = NULL;
+    ck_assert(nb_model_open(src, &m, &ctx) == NB_OK);
+    nb_sens a, b;
+    double w = 1.0; /* n_used / n_expert = 2 / 4 by default: weight 1 doubles the error */
+    nb_sens_opts so = {.runtime = NB_RUNTIME_LLAMACPP};
+    ck_assert(nb_sens_measure(m, &so, &a, &ctx) == NB_OK);
+    so.slice_weight = twice;
+    so.slice_weight_user = &w;
+    ck_assert(nb_sens_measure(m, &so, &b, &ctx) == NB_OK);
+    size_t n_exp = 0;
+    for (size_t i = 0; i < a.n_tensors; i++) {
+        if (!a.tensors[i].planned) continue;
+        for (size_t k = 0; k < a.tensors[i].n_cands; k++) {
+            double ea = a.tensors[i].cands[k].err, eb = b.tensors[i].cands[k].err;
+            if (a.tensors[i].expert) ck_assert_double_eq_tol(eb, 2 * ea, 1e-9 * (1 + ea));
+            else ck_assert_double_eq(ea, eb);
+        }
+        n_exp += a.tensors[i].expert;
+    }
+    ck_assert_uint_eq(n_exp, 6); /* gate/up/down x 2 layers */
+    nb_sens_free(&a);
+    nb_sens_free(&b);
+    nb_model_close(m);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(job_budget_checks) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_quant_job j = {.src = "x.gguf", .budget = {.kind = NB_BUDGET_FILE, .bytes = 1000}};
+    j.plan.mix = nb_mix_find("q4_k_m");
+    ck_assert_int_eq(nb_quant_job_check(&j, &ctx), NB_ERR_INVALID);
+    ck_assert(strstr(nb_errmsg(&ctx), "drop --type") != NULL);
+    j.plan.mix = NULL;
+    ck_assert_int_eq(nb_quant_job_check(&j, &ctx), NB_OK);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("budget");
+    TCase *tc = tcase_create("budget");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, predicted_size_is_written_size);
+    tcase_add_test(tc, monotone_in_budget);
+    tcase_add_test(tc, same_plan_any_thread_count);
+    tcase_add_test(tc, row_width_drops_candidates);
+    tcase_add_test(tc, kv_cache_formula);
+    tcase_add_test(tc, memory_budget_and_moe_message);
+    tcase_add_test(tc, expert_weights_scale_errors);
+    tcase_add_test(tc, job_budget_checks);
+    suite_add_tcase(s, tc);
+    return nbt_run_suite(s);
+}
