@@ -15,56 +15,12 @@
 
 /* Number with an optional unit: K/M/G/T decimal (+ optional B), and with
  * `binary` also Ki/Mi/Gi/Ti (+ optional B) and a bare B. */
-static bool parse_scaled(const char *s, bool binary, unsigned long long *out) {
-    if (!s || !((*s >= '0' && *s <= '9') || *s == '.')) return false; /* no sign, no blank */
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull(s, &end, 10);
-    double d = 0;
-    bool frac = *end == '.';
-    if (errno) return false;
-    if (frac) {
-        d = strtod(s, &end);
-        if (end == s) return false;
-    } else if (end == s) {
-        return false;
-    }
-    double mult = 1;
-    int shift = 0;
-    const char *u = end;
-    switch (*u) {
-    case 'k': case 'K': mult = 1e3; shift = 10; break;
-    case 'M': mult = 1e6; shift = 20; break;
-    case 'G': mult = 1e9; shift = 30; break;
-    case 'T': mult = 1e12; shift = 40; break;
-    case 0: break;
-    case 'B': if (binary && !u[1]) break; return false;
-    default: return false;
-    }
-    if (*u && *u != 'B') {
-        u++;
-        if (binary && *u == 'i') { mult = (double)(1ull << shift); u++; }
-        if (*u == 'B') u++;
-        if (*u) return false;
-    }
-    if (frac) {
-        if (mult == 1) return false; /* a fraction of a unit, never of a byte/count */
-        double x = d * mult;
-        if (!(x >= 0 && x < 18446744073709551616.0)) return false;
-        *out = (unsigned long long)x;
-        return true;
-    }
-    unsigned long long m = (unsigned long long)mult;
-    if (v > ULLONG_MAX / m) return false;
-    *out = v * m;
-    return true;
-}
 
-bool nb_cli_parse_u64(const char *s, unsigned long long *out) { return parse_scaled(s, false, out); }
+bool nb_cli_parse_u64(const char *s, unsigned long long *out) { return nb_parse_scaled(s, false, out); }
 
 bool nb_cli_parse_size(const char *s, uint64_t *out) {
     unsigned long long v;
-    if (!parse_scaled(s, true, &v)) return false;
+    if (!nb_parse_scaled(s, true, &v)) return false;
     *out = v;
     return true;
 }
@@ -178,7 +134,7 @@ static int apply(parser *p, const nb_opt *o, const char *spelled, int slen, cons
     case NB_OPT_INT: case NB_OPT_U32: case NB_OPT_U64: case NB_OPT_SIZE: {
         bool size = o->type == NB_OPT_SIZE;
         int_bounds(o, &lo, &hi);
-        bool ok = size ? parse_scaled(val, true, &v) : nb_cli_parse_u64(val, &v);
+        bool ok = size ? nb_parse_scaled(val, true, &v) : nb_cli_parse_u64(val, &v);
         if (!ok || v < lo || v > hi) {
             const char *what = size ? "a size (500M, 4G, 5.5GiB)" : "an integer";
             if (lo == 0 && hi == (o->type == NB_OPT_INT ? INT_MAX : o->type == NB_OPT_U32 ? UINT32_MAX : ULLONG_MAX))

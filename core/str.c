@@ -2,6 +2,9 @@
 #include "core/str.h"
 
 #include <stdio.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -32,4 +35,56 @@ char *nb_path_sibling(nb_ctx *ctx, const char *path, const char *name) {
     memcpy(p, path, dlen);
     memcpy(p + dlen, name, n + 1);
     return p;
+}
+
+bool nb_parse_scaled(const char *s, bool binary, unsigned long long *out) {
+    if (!s || !((*s >= '0' && *s <= '9') || *s == '.')) return false; /* no sign, no blank */
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull(s, &end, 10);
+    double d = 0;
+    bool frac = *end == '.';
+    if (errno) return false;
+    if (frac) {
+        d = strtod(s, &end);
+        if (end == s) return false;
+    } else if (end == s) {
+        return false;
+    }
+    double mult = 1;
+    int shift = 0;
+    const char *u = end;
+    switch (*u) {
+    case 'k': case 'K': mult = 1e3; shift = 10; break;
+    case 'M': mult = 1e6; shift = 20; break;
+    case 'G': mult = 1e9; shift = 30; break;
+    case 'T': mult = 1e12; shift = 40; break;
+    case 0: break;
+    case 'B': if (binary && !u[1]) break; return false;
+    default: return false;
+    }
+    if (*u && *u != 'B') {
+        u++;
+        if (binary && *u == 'i') { mult = (double)(1ull << shift); u++; }
+        if (*u == 'B') u++;
+        if (*u) return false;
+    }
+    if (frac) {
+        if (mult == 1) return false; /* a fraction of a unit, never of a byte/count */
+        double x = d * mult;
+        if (!(x >= 0 && x < 18446744073709551616.0)) return false;
+        *out = (unsigned long long)x;
+        return true;
+    }
+    unsigned long long m = (unsigned long long)mult;
+    if (v > ULLONG_MAX / m) return false;
+    *out = v * m;
+    return true;
+}
+
+bool nb_parse_size(const char *s, uint64_t *out) {
+    unsigned long long v;
+    if (!nb_parse_scaled(s, true, &v)) return false;
+    *out = v;
+    return true;
 }

@@ -24,4 +24,12 @@ char *nb_path_join(nb_ctx *ctx, const char *dir, const char *name);
  * without '/' gives "y"), as an index file names its shards. malloc'd. */
 char *nb_path_sibling(nb_ctx *ctx, const char *path, const char *name);
 
+/* A non-negative number with an optional unit: K, M, G, T (x 10^3 ...; also
+ * KB ... and lower-case k), and with `binary` also KiB, MiB, GiB, TiB (x 2^10
+ * ...; also Ki ...). A fraction needs a unit (1.5G, 5.5GiB) and is rounded
+ * down. false if malformed, negative or >= 2^64. */
+bool nb_parse_scaled(const char *s, bool binary, unsigned long long *out);
+/* nb_parse_scaled with binary units: a size in bytes ("24GiB", "5.5G", "500M"). */
+bool nb_parse_size(const char *s, uint64_t *out);
+
 #endif

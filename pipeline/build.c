@@ -7,6 +7,7 @@
 #include "calib/routing.h"
 #include "core/afile.h"
 #include "core/file.h"
+#include "core/progress.h"
 #include "core/sha256.h"
 #include "core/str.h"
 #include "distill/merge.h"
@@ -287,9 +288,6 @@ static nb_status do_calibrate(builder *b, const char *src, char **out, const key
 static nb_status do_quantize(builder *b, const char *src, const char *imatrix, char **out, char **plan_json,
                              const key *kin) {
     const nb_recipe *rc = &b->r->recipe;
-    NB_RETURN_IF(b->ctx, rc->target != NB_TARGET_MIX && rc->target != NB_TARGET_PLAN, NB_ERR_UNSUPPORTED,
-                 "%s: target size / bpw / budget needs the size-budget planner, which this build does not have yet: "
-                 "use {\"mix\": ...} or {\"plan\": FILE}", rc->path);
     key k;
     key_start(&k, "quantize", kin);
     NB_TRY(key_file(&k, "imatrix", imatrix, b->ctx));
@@ -299,9 +297,24 @@ static nb_status do_quantize(builder *b, const char *src, const char *imatrix, c
     NB_TRY(key_calib(&k, rc, b->ctx));
     for (size_t i = 0; i < rc->n_rules; i++) key_str(&k, "rule", rc->rules[i]);
     key_num(&k, "requant", rc->allow_requantize);
-    char detail[160];
-    snprintf(detail, sizeof detail, "%s%s, method %s", rc->target_mix ? "mix " : "plan ",
-             rc->target_mix ? rc->target_mix : rc->target_plan, rc->method ? rc->method : "rtn");
+    key_num(&k, "target", rc->target);
+    key_num(&k, "bytes", (double)rc->target_bytes);
+    key_num(&k, "bpw", rc->target_bpw);
+    key_num(&k, "tctx", rc->target_ctx);
+    key_str(&k, "kv", rc->target_kv_type);
+    key_str(&k, "runtime", rc->target_runtime);
+    key_num(&k, "overhead", (double)rc->target_overhead);
+    char detail[160], b1[32];
+    if (rc->target == NB_TARGET_MIX || rc->target == NB_TARGET_PLAN)
+        snprintf(detail, sizeof detail, "%s%s, method %s", rc->target_mix ? "mix " : "plan ",
+                 rc->target_mix ? rc->target_mix : rc->target_plan, rc->method ? rc->method : "rtn");
+    else if (rc->target == NB_TARGET_BPW)
+        snprintf(detail, sizeof detail, "planned for %.3f bits per weight, method %s", rc->target_bpw,
+                 rc->method ? rc->method : "rtn");
+    else
+        snprintf(detail, sizeof detail, "planned for %s %s%s, method %s", rc->target == NB_TARGET_SIZE ? "a file of" : "a memory budget of",
+                 nb_fmt_bytes((double)rc->target_bytes, b1, sizeof b1), rc->target == NB_TARGET_BUDGET ? " with its KV cache" : "",
+                 rc->method ? rc->method : "rtn");
     stage s;
     NB_TRY(stage_begin(b, "quantize", detail, &k, &s));
     *out = in_dir(b, &s, "model.gguf");
@@ -324,6 +337,17 @@ static nb_status do_quantize(builder *b, const char *src, const char *imatrix, c
     if (st == NB_OK && rc->target_mix && !j.plan.mix)
         st = nb_err(b->ctx, NB_ERR_FORMAT, "%s: target.mix: unknown mix '%s'", rc->path, rc->target_mix);
     if (rc->method) nb_quant_method_from_name(rc->method, &j.method);
+    if (rc->target == NB_TARGET_SIZE || rc->target == NB_TARGET_BPW || rc->target == NB_TARGET_BUDGET) {
+        j.budget.kind = rc->target == NB_TARGET_SIZE ? NB_BUDGET_FILE : rc->target == NB_TARGET_BPW ? NB_BUDGET_BPW
+                                                                                                     : NB_BUDGET_MEMORY;
+        j.budget.bytes = rc->target_bytes;
+        j.budget.bpw = rc->target_bpw;
+        j.budget.mem.n_ctx = (uint32_t)rc->target_ctx;
+        j.budget.mem.kv_type = NB_TYPE_F16;
+        if (rc->target_kv_type) nb_type_from_name(rc->target_kv_type, &j.budget.mem.kv_type);
+        if (rc->target_runtime) nb_runtime_from_name(rc->target_runtime, &j.budget.mem.runtime);
+        j.budget.mem.overhead = rc->target_overhead == UINT64_MAX ? NB_MEM_DEFAULT_OVERHEAD : rc->target_overhead;
+    }
     if (j.method == NB_METHOD_GPTQ) {
         j.calib_path = rc->calib_text;
         j.corpus.n_ctx = rc->calib_ctx;

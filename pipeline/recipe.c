@@ -16,6 +16,7 @@ void nb_recipe_free(nb_recipe *r) {
     for (size_t i = 0; i < r->n_adapters; i++) free(r->adapters[i].path);
     free(r->prune_criterion); free(r->calib_text); free(r->method); free(r->target_mix); free(r->target_plan);
     free(r->target_kv_type);
+    free(r->target_runtime);
     for (size_t i = 0; i < r->n_rules; i++) free(r->rules[i]);
     free(r->eval_text); free(r->out_file);
     memset(r, 0, sizeof *r);
@@ -208,7 +209,7 @@ static nb_status parse_calibration(const rd *r, const cJSON *j, nb_recipe *out) 
 }
 
 static nb_status parse_target(const rd *r, const cJSON *j, nb_recipe *out) {
-    static const char *const k[] = {"mix", "plan", "size", "bpw", "budget", "ctx", "kv_type", NULL};
+    static const char *const k[] = {"mix", "plan", "size", "bpw", "budget", "ctx", "kv_type", "runtime", "overhead", NULL};
     const cJSON *o;
     NB_TRY(get_obj(r, j, "target", k, &o));
     NB_RETURN_IF(r->ctx, !o, NB_ERR_FORMAT, "%s: target: missing (give {\"mix\": \"q4_k_m\"} or {\"plan\": FILE})",
@@ -228,12 +229,25 @@ static nb_status parse_target(const rd *r, const cJSON *j, nb_recipe *out) {
     } else {
         out->target = cJSON_GetObjectItemCaseSensitive(o, "size") ? NB_TARGET_SIZE : NB_TARGET_BUDGET;
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, out->target == NB_TARGET_SIZE ? "size" : "budget");
-        if (!cJSON_IsString(v)) return want(r, "target", v->string, "a size such as \"5.5GiB\"");
+        if (!cJSON_IsString(v) || !nb_parse_size(v->valuestring, &out->target_bytes) || !out->target_bytes)
+            return want(r, "target", v->string, "a size such as \"5.5GiB\" or \"24G\"");
     }
     double c = 0;
     NB_TRY(get_num(r, o, "target", "ctx", 1, 1 << 24, true, &c, NULL));
     out->target_ctx = (int)c;
-    return get_str(r, o, "target", "kv_type", false, &out->target_kv_type);
+    NB_RETURN_IF(r->ctx, out->target == NB_TARGET_BUDGET && !out->target_ctx, NB_ERR_FORMAT,
+                 "%s: target: a memory budget needs \"ctx\" (the context it must hold)", r->what);
+    NB_TRY(get_str(r, o, "target", "kv_type", false, &out->target_kv_type));
+    static const char *const kv[] = {"f16", "q8_0", "q4_0", NULL};
+    if (out->target_kv_type && !one_of(out->target_kv_type, kv)) return want(r, "target", "kv_type", "\"f16\", \"q8_0\" or \"q4_0\"");
+    const cJSON *ov = cJSON_GetObjectItemCaseSensitive(o, "overhead");
+    out->target_overhead = UINT64_MAX;
+    if (ov && (!cJSON_IsString(ov) || !nb_parse_size(ov->valuestring, &out->target_overhead)))
+        return want(r, "target", "overhead", "a size such as \"256MiB\" or \"0\"");
+    NB_TRY(get_str(r, o, "target", "runtime", false, &out->target_runtime));
+    static const char *const rt[] = {"llama.cpp", "nibble", NULL};
+    if (out->target_runtime && !one_of(out->target_runtime, rt)) return want(r, "target", "runtime", "\"llama.cpp\" or \"nibble\"");
+    return NB_OK;
 }
 
 static nb_status parse_validation(const rd *r, const cJSON *j, nb_recipe *out) {

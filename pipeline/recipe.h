@@ -17,9 +17,10 @@
  *               "renormalize_topk": false},
  *     "calibration": {"text": "...", "ctx": 512, "tokens": 65536, "seed": 0},
  *     "method": "rtn" | "imatrix" | "gptq",
- *     "target": {"mix": "q4_k_m"} | {"plan": "plan.json"},
- *               (planned: {"size": "5.5GiB"} | {"bpw": 4.5} |
- *                {"budget": "24GiB", "ctx": 8192, "kv_type": "f16"})
+ *     "target": {"mix": "q4_k_m"} | {"plan": "plan.json"} | {"size": "5.5GiB"} |
+ *               {"bpw": 4.5} | {"budget": "24GiB", "ctx": 8192, "kv_type": "f16"},
+ *               size / bpw / budget: the size-budget planner (quant/budget.h), with
+ *               "runtime": "llama.cpp" (default) | "nibble"
  *     "rules": ["blk.*.ffn_down.weight=q6_k"], "allow_requantize": false,
  *     "validation": {"text": "...", "ctx": 512, "chunks": 0,
  *                    "gate": {"max_kld": 0.05, "max_ppl_increase_pct": 5,
@@ -50,9 +51,9 @@ typedef struct nb_recipe_adapter {
 typedef enum nb_recipe_target_kind {
     NB_TARGET_MIX = 0,  /* a preset mix (quant/mix.h) */
     NB_TARGET_PLAN,     /* a plan file (quant/plan.h) */
-    NB_TARGET_SIZE,     /* planned: file size (the size-budget planner) */
-    NB_TARGET_BPW,      /* planned: bits per weight */
-    NB_TARGET_BUDGET    /* planned: whole runtime memory at a context */
+    NB_TARGET_SIZE,     /* file size (the size-budget planner) */
+    NB_TARGET_BPW,      /* bits per weight (the planner) */
+    NB_TARGET_BUDGET    /* whole runtime memory at a context (the planner) */
 } nb_recipe_target_kind;
 
 typedef struct nb_recipe {
@@ -83,7 +84,9 @@ typedef struct nb_recipe {
     uint64_t target_bytes;  /* NB_TARGET_SIZE / NB_TARGET_BUDGET */
     double target_bpw;      /* NB_TARGET_BPW */
     int target_ctx;         /* NB_TARGET_BUDGET */
-    char *target_kv_type;
+    char *target_kv_type;   /* NB_TARGET_BUDGET: "f16" (default), "q8_0", "q4_0" */
+    char *target_runtime;   /* "llama.cpp" (default) or "nibble" (also allows NF4/INT4 types) */
+    uint64_t target_overhead; /* NB_TARGET_BUDGET: bytes added to the estimate; UINT64_MAX: the default */
     size_t n_rules;
     char *rules[NB_RECIPE_MAX_RULES];
     bool allow_requantize;

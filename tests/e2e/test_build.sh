@@ -79,6 +79,25 @@ check "build moe" 0 "$nb" build "$root/recipes/moe-prune-q4km.json" --source "$t
 check "inspect pruned" 0 "$nb" inspect "$tmp/m1/moe-prune-q4km.gguf" --json
 has '"llama.expert_count":4' "$tmp/out"
 
+# budget recipes through the planner (budgets scaled to these tiny models; no fixed overhead)
+small=(--var CTX=256 --var OVERHEAD=0)
+check "build dense-6gb" 0 "$nb" build "$root/recipes/dense-6gb.json" --source "$tmp/llama.gguf" "${vars[@]}" "${small[@]}" \
+  --var BUDGET=3.5MiB -o "$tmp/b6"
+has "planned for a memory budget" "$tmp/out"
+check "synth moe16" 0 "$nb" synth --arch mixtral --layers 2 --dim 256 --ff 256 --experts 16 --experts-used 2 --vocab 300 \
+  --seed 4 -o "$tmp/moe16.gguf"
+check "build moe-24gb" 0 "$nb" build "$root/recipes/moe-24gb.json" --source "$tmp/moe16.gguf" "${vars[@]}" "${small[@]}" \
+  --var BUDGET=6MiB -o "$tmp/m24"
+check "build moe-6gb" 0 "$nb" build "$root/recipes/moe-6gb.json" --source "$tmp/moe16.gguf" "${vars[@]}" "${small[@]}" \
+  --var BUDGET=4.5MiB -o "$tmp/m6"
+s24=$(stat -c %s "$tmp/m24/moe-24gb.gguf") s6=$(stat -c %s "$tmp/m6/moe-6gb.gguf")
+[ "$s6" -lt "$s24" ] || { echo "FAIL: the small MoE variant ($s6) is not smaller than the large one ($s24)"; fail=1; }
+check "inspect moe-6gb" 0 "$nb" inspect "$tmp/m6/moe-6gb.gguf" --json
+has '"llama.expert_count":8' "$tmp/out"
+check "budget too small" 2 "$nb" build "$root/recipes/moe-6gb.json" --source "$tmp/moe16.gguf" "${vars[@]}" "${small[@]}" \
+  --var BUDGET=1MiB -o "$tmp/m1"
+has "below the smallest achievable" "$tmp/err"
+
 # QLoRA merge against the NF4 base, then quantize (the fixture's adapter fits this tiny base)
 check "synth tiny" 0 "$nb" synth --arch llama --layers 1 --dim 16 --ff 32 --heads 4 --kv-heads 2 --vocab 32 --dtype f32 \
   -o "$tmp/tiny.gguf"
@@ -104,8 +123,8 @@ check "wrong type" 2 "$nb" build "$tmp/r2.json" -o "$tmp/x"
 has "validation.ctx: expected an integer" "$tmp/err"
 check "unset variable" 2 "$nb" build "$root/recipes/dense-q4km.json" -o "$tmp/x"
 has '${SOURCE} is not set' "$tmp/err"
-printf '{"nibble_recipe":1,"name":"x","source":"%s","target":{"size":"5GiB"}}' "$tmp/llama.gguf" > "$tmp/r3.json"
-check "planner target" 2 "$nb" build "$tmp/r3.json" -o "$tmp/x"
-has "planner" "$tmp/err"
+printf '{"nibble_recipe":1,"name":"x","source":"%s","target":{"size":"5 lots"}}' "$tmp/llama.gguf" > "$tmp/r3.json"
+check "bad size" 2 "$nb" build "$tmp/r3.json" -o "$tmp/x"
+has "target.size: expected a size" "$tmp/err"
 echo "done"
 exit $fail
