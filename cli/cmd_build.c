@@ -54,7 +54,7 @@ static void on_event(void *user, const nb_build_event *ev) {
 int nb_cmd_build(int argc, char **argv) {
     nb_ctx ctx;
     nb_ctx_init(&ctx);
-    const char *source = NULL, *out = NULL;
+    const char *source = NULL, *out = NULL, *work = NULL;
     bool force = false, json = false;
     vars vs = {0};
     const nb_opt opts[] = {
@@ -64,12 +64,14 @@ int nb_cmd_build(int argc, char **argv) {
          .help = "set ${NAME} in the recipe (repeatable)"},
         {.name = "out", .short_name = 'o', .type = NB_OPT_STR, .dest = &out, .meta = "DIR", .flags = NB_OPT_OUTPUT,
          .help = "output directory (default nibble-out/NAME); stage results live in DIR/.work"},
+        {.name = "work", .type = NB_OPT_STR, .dest = &work, .meta = "DIR", .flags = NB_OPT_OUTPUT,
+         .help = "stage cache (default DIR/.work); builds of several recipes may share one"},
         {.name = "force", .type = NB_OPT_FLAG, .dest = &force, .help = "redo every stage (default: resume)"},
         {.name = "json", .type = NB_OPT_FLAG, .dest = &json, .help = "print the result as JSON on stdout"},
     };
     const nb_cmd_spec spec = {
         .name = "build",
-        .usage = "RECIPE.json [--source MODEL] [--var NAME=VALUE]... [--out DIR] [--force] [--json]\n"
+        .usage = "RECIPE.json [--source MODEL] [--var NAME=VALUE]... [--out DIR] [--work DIR] [--force] [--json]\n"
                  "[--threads N] [--quiet]",
         .about = "Run a recipe (docs/recipes.md): merge adapters, prune experts, calibrate, plan and quantize,\n"
                  "validate against the source (PPL, KLD, same top token) and check the recipe's quality gate,\n"
@@ -87,6 +89,7 @@ int nb_cmd_build(int argc, char **argv) {
     FILE *info = json ? stderr : stdout;
     char *src_abs = source ? abs_if_exists(source) : NULL;
     nb_build_opts bo = {.recipe_path = args.pos[0], .vars = vs.v, .n_vars = vs.n, .source = src_abs, .out_dir = out,
+                        .work_dir = work,
                         .force = force, .commit = NB_BUILD_COMMIT, .on_event = ctx.quiet ? NULL : on_event,
                         .user = info};
     nb_build_result r;

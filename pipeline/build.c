@@ -528,7 +528,9 @@ nb_status nb_build_run(const nb_build_opts *o, nb_build_result *r, nb_ctx *ctx) 
     snprintf(dflt, sizeof dflt, "nibble-out/%s", rc->name);
     r->out_dir = nb_strdup(ctx, o->out_dir ? o->out_dir : dflt);
     if (!r->out_dir) return NB_ERR_NOMEM;
-    snprintf(b.work, sizeof b.work, "%s/.work", r->out_dir);
+    if (o->work_dir) snprintf(b.work, sizeof b.work, "%s", o->work_dir);
+    else snprintf(b.work, sizeof b.work, "%s/.work", r->out_dir);
+    NB_TRY(mkdir_p(r->out_dir, ctx));
     NB_TRY(mkdir_p(b.work, ctx));
     bool imx = rc->method && !strcmp(rc->method, "imatrix");
     b.n_stages = (rc->n_adapters > 0) + rc->prune + imx + 1 + (rc->eval_text ? 2 : 0);

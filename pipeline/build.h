@@ -64,6 +64,9 @@ typedef struct nb_build_opts {
     size_t n_vars;
     const char *source;           /* sets ${SOURCE} (and replaces a recipe's literal source) */
     const char *out_dir;          /* NULL: "nibble-out/<recipe name>" */
+    const char *work_dir;         /* stage cache; NULL: OUT/.work. Stages are keyed by their inputs, so
+                                     builds of several recipes may share one (calibration and the
+                                     reference log-probs are then computed once) */
     bool force;                   /* redo every stage */
     const char *commit;           /* nibble's git commit, for the manifest (may be NULL) */
     void (*on_event)(void *user, const nb_build_event *ev);
