@@ -84,6 +84,10 @@ small=(--var CTX=256 --var OVERHEAD=0)
 check "build dense-6gb" 0 "$nb" build "$root/recipes/dense-6gb.json" --source "$tmp/llama.gguf" "${vars[@]}" "${small[@]}" \
   --var BUDGET=3.5MiB -o "$tmp/b6"
 has "planned for a memory budget" "$tmp/out"
+check "build dense-size" 0 "$nb" build "$root/recipes/dense-size.json" --source "$tmp/llama.gguf" "${vars[@]}" \
+  --var SIZE=900KiB -o "$tmp/bs"
+sz=$(stat -c %s "$tmp/bs/dense-size.gguf")
+[ "$sz" -le 921600 ] || { echo "FAIL: dense-size wrote $sz bytes for a 900 KiB target"; fail=1; }
 check "synth moe16" 0 "$nb" synth --arch mixtral --layers 2 --dim 256 --ff 256 --experts 16 --experts-used 2 --vocab 300 \
   --seed 4 -o "$tmp/moe16.gguf"
 check "build moe-24gb" 0 "$nb" build "$root/recipes/moe-24gb.json" --source "$tmp/moe16.gguf" "${vars[@]}" "${small[@]}" \
