@@ -52,18 +52,25 @@ check "rerun" 0 "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama
 check "json" 0 "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama.gguf" "${vars[@]}" -o "$tmp/d1" --json
 has '"gate_passed":true' "$tmp/out"
 
-# interrupted builds resume to the same bytes (kill during the calibration stage)
+# interrupted builds resume to the same bytes (killed once calibration has begun; a
+# larger token budget keeps the build long enough to be hit before it ends)
+slow=(--var CALIB_TOKENS=8192)
+check "uninterrupted" 0 "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama.gguf" "${vars[@]}" "${slow[@]}" \
+  -o "$tmp/int-ref" -q
+ref_slow=$(sha "$tmp/int-ref/dense-q4km.gguf")
 for sig in KILL TERM; do
   d="$tmp/int-$sig"
-  "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama.gguf" "${vars[@]}" -o "$d" -q &
+  "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama.gguf" "${vars[@]}" "${slow[@]}" -o "$d" -q &
   pid=$!
-  for _ in $(seq 1 200); do ls "$d"/.work/calibrate-* >/dev/null 2>&1 && break; sleep 0.02; done
-  sleep 0.3
+  for _ in $(seq 1 400); do ls "$d"/.work/calibrate-* >/dev/null 2>&1 && break; sleep 0.01; done
+  sleep 0.1
   kill -s "$sig" "$pid" 2>/dev/null
   wait "$pid" 2>/dev/null
-  [ -e "$d/dense-q4km.gguf" ] && echo "note: the $sig build finished before the signal (fast machine)"
-  check "resume after $sig" 0 "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama.gguf" "${vars[@]}" -o "$d"
-  [ "$(sha "$d/dense-q4km.gguf")" = "$ref" ] || { echo "FAIL: resumed build after SIG$sig differs"; fail=1; }
+  if [ -e "$d/dense-q4km.gguf" ]; then echo "FAIL: the $sig build finished before the signal (the test did not interrupt it)"; fail=1; fi
+  echo "ok: SIG$sig stopped the build after $(ls "$d"/.work/*/done.json 2>/dev/null | wc -l) finished stages"
+  check "resume after $sig" 0 "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama.gguf" "${vars[@]}" \
+    "${slow[@]}" -o "$d"
+  [ "$(sha "$d/dense-q4km.gguf")" = "$ref_slow" ] || { echo "FAIL: resumed build after SIG$sig differs"; fail=1; }
 done
 
 # a missed quality gate: exit 4, the limit and the miss named, outputs kept
