@@ -4,6 +4,9 @@
  * generated/nb_build_info.h (cmake/build_info.cmake, rewritten at build time). */
 #include "cli/cli.h"
 #include "kernels/cpu/matmul.h"
+#ifdef NB_HAVE_CUDA
+#include "kernels/cuda/cuda.h"
+#endif
 #include "nb_build_info.h"
 
 #include <cjson/cJSON.h>
@@ -12,8 +15,10 @@
 
 #ifdef NB_HAVE_CUDA
 #define CUDA_ON true
+#define CUDA_DEVICES() nb_cuda_device_count()
 #else
 #define CUDA_ON false
+#define CUDA_DEVICES() 0
 #endif
 
 /* OpenMP's spec version from _OPENMP (a yyyymm date), e.g. "4.5"; NULL without OpenMP. */
@@ -40,6 +45,7 @@ static int print_json(void) {
     cJSON_AddBoolToObject(j, "modified", NB_BUILD_DIRTY);
     cJSON_AddStringToObject(j, "build_type", NB_BUILD_TYPE);
     cJSON_AddBoolToObject(j, "cuda", CUDA_ON);
+    cJSON_AddNumberToObject(j, "cuda_devices", CUDA_DEVICES());
     cJSON *a = cJSON_AddArrayToObject(j, "cpu_kernels");
     for (size_t i = 0; i < n && i < 8 && a; i++) cJSON_AddItemToArray(a, cJSON_CreateString(isa[i]));
     cJSON_AddStringToObject(j, "cpu_kernels_active", nb_kernels_active());
@@ -65,8 +71,9 @@ int nb_cmd_version(int argc, char **argv) {
         .usage = "[--json]",
         .about = "Print the version, the git commit the binary was built from (\"unknown\" outside a git\n"
                  "checkout; \"(modified)\" when tracked files differed from it), the build type and the\n"
-                 "features compiled in: CUDA, the CPU kernel ISAs (the one in use on this CPU, after\n"
-                 "NB_KERNELS, in brackets) and OpenMP. `nibble --version` is the same.",
+                 "features compiled in: CUDA (and, when on, how many GPUs this process sees), the CPU\n"
+                 "kernel ISAs (the one in use on this CPU, after NB_KERNELS, in brackets) and OpenMP.\n"
+                 "`nibble --version` is the same.",
         NB_OPTS_TABLE(opts),
     };
     nb_args args = {0};
@@ -76,8 +83,13 @@ int nb_cmd_version(int argc, char **argv) {
     if (json) return print_json();
     const char *isa[8];
     size_t n = nb_kernels_compiled(isa, 8);
-    printf("nibble %s\ncommit:   %s%s\nbuild:    %s\nfeatures: CUDA %s; CPU kernels", NB_VERSION, NB_BUILD_COMMIT,
+    printf("nibble %s\ncommit:   %s%s\nbuild:    %s\nfeatures: CUDA %s", NB_VERSION, NB_BUILD_COMMIT,
            NB_BUILD_DIRTY ? " (modified)" : "", NB_BUILD_TYPE, CUDA_ON ? "on" : "off");
+    if (CUDA_ON) {
+        const int nd = CUDA_DEVICES();
+        printf(" (%d device%s found)", nd, nd == 1 ? "" : "s");
+    }
+    printf("; CPU kernels");
     for (size_t i = 0; i < n && i < 8; i++) printf("%s %s", i ? "," : "", isa[i]);
     printf(" (in use: %s); OpenMP %s\n", nb_kernels_active(), openmp_version() ? openmp_version() : "off");
     return NB_EXIT_OK;

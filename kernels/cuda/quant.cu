@@ -1,0 +1,307 @@
+/* kernels/cuda/quant.cu — dequantize and matmul on packed weights (every supported type).
+ *
+ * One decoder per type reads element k of a packed row (block k / QK,
+ * position k % QK) with the CPU dequantizer's float expression, written with
+ * __fmul_rn / __fsub_rn so nvcc never fuses it into an FMA: nb_cuda_dequantize
+ * is bit-exact with the type table's to_float. Decoders read bytes one at a
+ * time (blocks of 18, 34 or 210 bytes leave fp16 fields only 2-aligned).
+ *
+ * Matmul (nb_cuda_matmul): one warp per output row; lane l decodes elements
+ * l, l+32, ... of the row (consecutive lanes read neighbouring bytes) and
+ * multiplies each with NT token rows of f32 activations; warp shuffle sums.
+ * NT = 1 is the matrix-vector kernel, NT = 8 the matrix-matrix one (a weight
+ * element is decoded once per 8 tokens). Each (type, NT) pair is one template
+ * instance: 17 decoders x 3 kernels keeps the fat binary's compile time small.
+ * Speed work (shared-memory tiles, int8 dot products, tensor cores) is for
+ * when a GPU can measure it (docs/cuda.md).
+ */
+#include "kernels/cuda/cuda_impl.cuh"
+
+extern "C" {
+#include "quant/ggml_quants.h"
+#include "quant/int4.h"
+#include "quant/nf4.h"
+}
+
+#include <cuda_fp16.h>
+
+/* ---- byte readers ------------------------------------------------------------------ */
+
+__device__ __forceinline__ uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
+__device__ __forceinline__ float rdf16(const uint8_t *p) { return __half2float(__ushort_as_half((unsigned short)rd16(p))); }
+__device__ __forceinline__ float rdf32(const uint8_t *p) {
+    return __uint_as_float(rd16(p) | (rd16(p + 2) << 16));
+}
+
+__constant__ float k_nf4[16] = {
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
+    -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
+    0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f,
+    1.0f,
+};
+__constant__ int8_t k_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+
+/* ---- decoders: static float get(row, k, aux); aux = the context's NF4_DQ map ---------- */
+
+struct DecF32 {
+    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) { return rdf32(r + 4 * k); }
+};
+struct DecF16 {
+    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) { return rdf16(r + 2 * k); }
+};
+struct DecBF16 {
+    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+        return __uint_as_float(rd16(r + 2 * k) << 16);
+    }
+};
+/* Q8_0: {f16 d; int8 qs[32]}, value = qs[j] * d */
+struct DecQ8_0 {
+    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+        const uint8_t *b = r + (k >> 5) * 34;
+        return __fmul_rn((float)(int8_t)b[2 + (k & 31)], rdf16(b));
+    }
+};
+/* Q4_0: {f16 d; qs[16]}: j < 16 low nibble of qs[j], else high nibble of qs[j-16]; (q - 8) * d */
+struct DecQ4_0 {
+    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+        const uint8_t *b = r + (k >> 5) * 18;
+        const int j = (int)(k & 31);
+        const int q = j < 16 ? b[2 + j] & 0xF : b[2 + j - 16] >> 4;
+        return __fmul_rn((float)(q - 8), rdf16(b));
+    }
+};
+/* IQ4_NL: Q4_0's layout, value = d * kvalues[q] */
+struct DecIQ4_NL {
+    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+        const uint8_t *b = r + (k >> 5) * 18;
+        const int j = (int)(k & 31);
+        const int q = j < 16 ? b[2 + j] & 0xF : b[2 + j - 16] >> 4;
+        return __fmul_rn(rdf16(b), (float)k_iq4nl[q]);
+    }
+};
+/* K-quants' 6-bit scale and min of sub-block j (kernels_impl.h nb_kern_scale_min_k4) */
+__device__ __forceinline__ void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
+    if (j < 4) {
+        *sc = q[j] & 63;
+        *m = q[j + 4] & 63;
+    } else {
+        *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
+        *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+    }
+}
+/* Q4_K (144 B): {f16 d, dmin; scales[12]; qs[128]}; element j: 64-chunk c, half h,
+ * byte qs[32c + j%32], nibble h; value = (d*sc) * q - (dmin*m) */
+struct DecQ4_K {
+    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+        const uint8_t *b = r + (k >> 8) * 144;
+        const int j = (int)(k & 255), c = j >> 6, h = (j >> 5) & 1, l = j & 31;
+        int sc, m;
+        scale_min_k4(2 * c + h, b + 4, &sc, &m);
+        const int q = (b[16 + 32 * c + l] >> (4 * h)) & 0xF;
+        return __fsub_rn(__fmul_rn(__fmul_rn(rdf16(b), (float)sc), (float)q), __fmul_rn(rdf16(b + 2), (float)m));
+    }
+};
+/* Q5_K (176 B): {f16 d, dmin; scales[12]; qh[32]; qs[128]}; the 5th bit of element
+ * j is bit 2c + h of qh[j%32] */
+struct DecQ5_K {
+    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+        const uint8_t *b = r + (k >> 8) * 176;
+        const int j = (int)(k & 255), c = j >> 6, h = (j >> 5) & 1, l = j & 31;
+        int sc, m;
+        scale_min_k4(2 * c + h, b + 4, &sc, &m);
+        const int q = ((b[48 + 32 * c + l] >> (4 * h)) & 0xF) + (((b[16 + l] >> (2 * c + h)) & 1) << 4);
+        return __fsub_rn(__fmul_rn(__fmul_rn(rdf16(b), (float)sc), (float)q), __fmul_rn(rdf16(b + 2), (float)m));
+    }
+};
+/* Q6_K (210 B): {ql[128]; qh[64]; int8 scales[16]; f16 d}; element j: 128-half n,
+ * quarter s (0..3), l = j%32; low 4 bits from ql[64n + l + 32(s&1)] (nibble s>>1),
+ * high 2 bits (qh[32n + l] >> 2s) & 3; scale scales[8n + l/16 + 2s];
+ * value = (d * sc) * (q - 32) */
+struct DecQ6_K {
+    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+        const uint8_t *b = r + (k >> 8) * 210;
+        const int j = (int)(k & 255), n = j >> 7, s = (j >> 5) & 3, l = j & 31;
+        const int lo = (b[64 * n + l + 32 * (s & 1)] >> (4 * (s >> 1))) & 0xF;
+        const int hi = (b[128 + 32 * n + l] >> (2 * s)) & 3;
+        const int sc = (int8_t)b[192 + 8 * n + l / 16 + 2 * s];
+        return __fmul_rn(__fmul_rn(rdf16(b + 208), (float)sc), (float)((lo | (hi << 4)) - 32));
+    }
+};
+/* NF4 (36 B): {f32 d; qs[32]}: element 2i high nibble of qs[i], 2i+1 low; code[q] * d */
+struct DecNF4 {
+    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+        const uint8_t *b = r + (k >> 6) * 36;
+        const int j = (int)(k & 63);
+        const int q = (b[4 + j / 2] >> ((j & 1) ? 0 : 4)) & 0xF;
+        return __fmul_rn(k_nf4[q], rdf32(b));
+    }
+};
+/* NF4_DQ (8456 B): {f32 absmax2, offset; qabsmax[256]; qs[8192]}: sub-block s = j/64
+ * has absmax fl(fl(map[qabsmax[s]] * absmax2) + offset), its codes at qs[32s..] */
+struct DecNF4_DQ {
+    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *map) {
+        const uint8_t *b = r + (k >> 14) * 8456;
+        const int j = (int)(k & 16383), s = j >> 6, e = j & 63;
+        const float a = __fadd_rn(__fmul_rn(map[b[8 + s]], rdf32(b)), rdf32(b + 4));
+        const int q = (b[264 + 32 * s + e / 2] >> ((e & 1) ? 0 : 4)) & 0xF;
+        return __fmul_rn(k_nf4[q], a);
+    }
+};
+/* INT4 (quant/int4.h): {f16 d; [u8 z, pad;] qs[G/2]}: element i in nibble i&1 of
+ * qs[i/2] (low first); value = d * (q - z), z = 8 when symmetric */
+template <int G, bool ASYM>
+struct DecINT4 {
+    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+        constexpr int hdr = ASYM ? 4 : 2;
+        const uint8_t *b = r + (k / G) * (hdr + G / 2);
+        const int i = (int)(k % G);
+        const int z = ASYM ? b[2] : 8;
+        const int q = (b[hdr + i / 2] >> (4 * (i & 1))) & 0xF;
+        return __fmul_rn(rdf16(b), (float)(q - z));
+    }
+};
+
+/* ---- kernels ------------------------------------------------------------------------ */
+
+template <class D>
+__global__ void k_dequant(const uint8_t *__restrict__ src, int64_t n, float *__restrict__ y, const float *aux) {
+    for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += (int64_t)gridDim.x * blockDim.x)
+        y[k] = D::get(src, k, aux);
+}
+
+enum { MM_WARPS = 4 }; /* output rows per thread block */
+
+template <class D, int NT>
+__global__ void __launch_bounds__(32 * MM_WARPS)
+    k_matmul(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_out, int n_in, const float *__restrict__ x,
+             int64_t n_tok, float *__restrict__ y, const float *aux) {
+    const int64_t r = (int64_t)blockIdx.x * MM_WARPS + threadIdx.x / 32;
+    const int lane = threadIdx.x & 31;
+    const int64_t t0 = (int64_t)blockIdx.y * NT;
+    if (r >= n_out) return; /* whole warps leave together: the shuffles below stay full */
+    const uint8_t *wr = w + r * row_bytes;
+    const int nt = n_tok - t0 < NT ? (int)(n_tok - t0) : NT;
+    float acc[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[t] = 0.f;
+    for (int k = lane; k < n_in; k += 32) {
+        const float wv = D::get(wr, k, aux);
+#pragma unroll
+        for (int t = 0; t < NT; t++)
+            if (t < nt) acc[t] += wv * x[(t0 + t) * n_in + k];
+    }
+#pragma unroll
+    for (int t = 0; t < NT; t++) {
+        const float s = nb_warp_sum(acc[t]);
+        if (lane == 0 && t < nt) y[(t0 + t) * n_out + r] = s;
+    }
+}
+
+/* ---- the type table of this file: one row per type ---------------------------------- */
+
+typedef void (*dequant_launch)(cudaStream_t, const uint8_t *, int64_t, float *, const float *);
+typedef void (*matmul_launch)(cudaStream_t, const uint8_t *, size_t, int64_t, int, const float *, int64_t, float *,
+                              const float *);
+
+template <class D>
+static void launch_dequant(cudaStream_t s, const uint8_t *src, int64_t n, float *y, const float *aux) {
+    const int64_t blocks = (n + 255) / 256;
+    k_dequant<D><<<(unsigned)(blocks < 65535 ? blocks : 65535), 256, 0, s>>>(src, n, y, aux);
+}
+
+template <class D>
+static void launch_matmul(cudaStream_t s, const uint8_t *w, size_t rb, int64_t n_out, int n_in, const float *x,
+                          int64_t n_tok, float *y, const float *aux) {
+    const unsigned gx = nb_cu_blocks(n_out, MM_WARPS);
+    if (n_tok == 1) {
+        k_matmul<D, 1><<<dim3(gx, 1), 32 * MM_WARPS, 0, s>>>(w, rb, n_out, n_in, x, n_tok, y, aux);
+    } else {
+        k_matmul<D, 8><<<dim3(gx, nb_cu_blocks(n_tok, 8)), 32 * MM_WARPS, 0, s>>>(w, rb, n_out, n_in, x, n_tok, y,
+                                                                                  aux);
+    }
+}
+
+typedef DecINT4<32, false> DecI4S32;
+typedef DecINT4<64, false> DecI4S64;
+typedef DecINT4<128, false> DecI4S128;
+typedef DecINT4<32, true> DecI4A32;
+typedef DecINT4<64, true> DecI4A64;
+typedef DecINT4<128, true> DecI4A128;
+
+#define ROW(T, D) {T, launch_dequant<D>, launch_matmul<D>}
+static const struct {
+    nb_type t;
+    dequant_launch dequant;
+    matmul_launch matmul;
+} k_types[] = {
+    ROW(NB_TYPE_F32, DecF32),
+    ROW(NB_TYPE_F16, DecF16),
+    ROW(NB_TYPE_BF16, DecBF16),
+    ROW(NB_TYPE_Q8_0, DecQ8_0),
+    ROW(NB_TYPE_Q4_0, DecQ4_0),
+    ROW(NB_TYPE_IQ4_NL, DecIQ4_NL),
+    ROW(NB_TYPE_Q4_K, DecQ4_K),
+    ROW(NB_TYPE_Q5_K, DecQ5_K),
+    ROW(NB_TYPE_Q6_K, DecQ6_K),
+    ROW(NB_TYPE_NF4, DecNF4),
+    ROW(NB_TYPE_NF4_DQ, DecNF4_DQ),
+    ROW(NB_TYPE_INT4_SYM_G32, DecI4S32),
+    ROW(NB_TYPE_INT4_SYM_G64, DecI4S64),
+    ROW(NB_TYPE_INT4_SYM_G128, DecI4S128),
+    ROW(NB_TYPE_INT4_ASYM_G32, DecI4A32),
+    ROW(NB_TYPE_INT4_ASYM_G64, DecI4A64),
+    ROW(NB_TYPE_INT4_ASYM_G128, DecI4A128),
+};
+#undef ROW
+
+/* The layouts the decoders hard-code, pinned to the C structs. */
+static_assert(sizeof(nb_block_q8_0) == 34 && sizeof(nb_block_q4_0) == 18 && sizeof(nb_block_iq4_nl) == 18, "legacy");
+static_assert(sizeof(nb_block_q4_K) == 144 && offsetof(nb_block_q4_K, qs) == 16, "q4_K");
+static_assert(sizeof(nb_block_q5_K) == 176 && offsetof(nb_block_q5_K, qh) == 16 && offsetof(nb_block_q5_K, qs) == 48,
+              "q5_K");
+static_assert(sizeof(nb_block_q6_K) == 210 && offsetof(nb_block_q6_K, qh) == 128 &&
+                  offsetof(nb_block_q6_K, scales) == 192 && offsetof(nb_block_q6_K, d) == 208,
+              "q6_K");
+static_assert(sizeof(nb_block_nf4) == 36 && offsetof(nb_block_nf4, qs) == 4, "nf4");
+static_assert(offsetof(nb_block_nf4_dq, qabsmax) == 8 && offsetof(nb_block_nf4_dq, qs) == 264, "nf4_dq");
+static_assert(offsetof(nb_block_int4_asym_g32, z) == 2 && offsetof(nb_block_int4_asym_g32, qs) == 4, "int4");
+
+static int find_row(nb_type t) {
+    for (size_t i = 0; i < sizeof k_types / sizeof k_types[0]; i++)
+        if (k_types[i].t == t) return (int)i;
+    return -1;
+}
+
+bool nb_cuda_type_supported(nb_type t) { return find_row(t) >= 0; }
+
+nb_status nb_cuda_dequantize(nb_cuda_ctx *c, nb_type t, const void *d_src, int64_t n, float *d_y, nb_ctx *ctx) {
+    const int i = find_row(t);
+    NB_RETURN_IF(ctx, i < 0, NB_ERR_UNSUPPORTED, "cuda: dequantize: no kernel for type %s", nb_type_name(t));
+    const nb_type_traits *tr = nb_type_get(t);
+    NB_RETURN_IF(ctx, n < 0 || n % tr->block_size != 0, NB_ERR_RANGE,
+                 "cuda: dequantize: %lld elements is not a multiple of %s's block of %u", (long long)n,
+                 nb_type_name(t), tr->block_size);
+    if (n == 0) return NB_OK;
+    NB_TRY(nb_cuda_enter(c, ctx));
+    k_types[i].dequant(c->stream, (const uint8_t *)d_src, n, d_y, c->d_dynmap);
+    NB_CU_LAUNCHED(ctx, "dequantize kernel launch");
+    return NB_OK;
+}
+
+nb_status nb_cuda_matmul(nb_cuda_ctx *c, nb_type t, const void *d_w, int64_t n_out, int64_t n_in, const float *d_x,
+                         int64_t n_tok, float *d_y, nb_ctx *ctx) {
+    const int i = find_row(t);
+    NB_RETURN_IF(ctx, i < 0, NB_ERR_UNSUPPORTED, "cuda: matmul: no kernel for type %s", nb_type_name(t));
+    const nb_type_traits *tr = nb_type_get(t);
+    NB_RETURN_IF(ctx, n_in <= 0 || n_in > INT32_MAX || n_in % tr->block_size != 0 || n_out < 0 || n_tok < 0,
+                 NB_ERR_RANGE, "cuda: matmul: %lld x %lld of %s (block %u) x %lld tokens", (long long)n_out,
+                 (long long)n_in, nb_type_name(t), tr->block_size, (long long)n_tok);
+    NB_RETURN_IF(ctx, n_out / MM_WARPS >= INT32_MAX || n_tok / 8 >= 65535, NB_ERR_RANGE,
+                 "cuda: matmul: %lld rows x %lld tokens is beyond one launch", (long long)n_out, (long long)n_tok);
+    if (n_out == 0 || n_tok == 0) return NB_OK;
+    NB_TRY(nb_cuda_enter(c, ctx));
+    const size_t rb = (size_t)(n_in / tr->block_size) * tr->type_size;
+    k_types[i].matmul(c->stream, (const uint8_t *)d_w, rb, n_out, (int)n_in, d_x, n_tok, d_y, c->d_dynmap);
+    NB_CU_LAUNCHED(ctx, "matmul kernel launch");
+    return NB_OK;
+}
