@@ -80,6 +80,11 @@ bool nb_cuda_type_supported(nb_type t);
  * multiple of the block size), bit-exact with the CPU dequantizer. */
 nb_status nb_cuda_dequantize(nb_cuda_ctx *c, nb_type t, const void *d_src, int64_t n, float *d_y, nb_ctx *ctx);
 
+/* The same decoders run on the host, one element at a time (slow): y[0..n-1]
+ * from the packed host buffer src. Lets machines without a GPU test the
+ * block layouts the kernels read; needs no device and no context. */
+nb_status nb_cuda_dequantize_host(nb_type t, const void *src, int64_t n, float *y, nb_ctx *ctx);
+
 /* d_y[t*n_out + r] = sum_k W[r][k] * d_x[t*n_in + k], as nb_matmul_ref
  * (kernels/cpu/matmul.h): W is n_out packed rows of n_in elements of `t`
  * (row stride = row bytes), d_x n_tok x n_in floats, d_y n_tok x n_out.

@@ -2,9 +2,12 @@
  *
  * One decoder per type reads element k of a packed row (block k / QK,
  * position k % QK) with the CPU dequantizer's float expression, written with
- * __fmul_rn / __fsub_rn so nvcc never fuses it into an FMA: nb_cuda_dequantize
- * is bit-exact with the type table's to_float. Decoders read bytes one at a
- * time (blocks of 18, 34 or 210 bytes leave fp16 fields only 2-aligned).
+ * mul_rn / sub_rn (__fmul_rn / __fsub_rn on the device) so nvcc never fuses
+ * it into an FMA: nb_cuda_dequantize is bit-exact with the type table's
+ * to_float. Decoders read bytes one at a time (blocks of 18, 34 or 210 bytes
+ * leave fp16 fields only 2-aligned). They are __host__ __device__: the same
+ * source also runs on the CPU (nb_cuda_dequantize_host), so the layouts are
+ * tested on machines without a GPU.
  *
  * Matmul (nb_cuda_matmul): one warp per output row; lane l decodes elements
  * l, l+32, ... of the row (consecutive lanes read neighbouring bytes) and
@@ -18,69 +21,128 @@
 #include "kernels/cuda/cuda_impl.cuh"
 
 extern "C" {
+#include "core/fp.h"
 #include "quant/ggml_quants.h"
 #include "quant/int4.h"
 #include "quant/nf4.h"
 }
 
 #include <cuda_fp16.h>
+#include <string.h>
 
-/* ---- byte readers ------------------------------------------------------------------ */
+#define HD __host__ __device__ __forceinline__
 
-__device__ __forceinline__ uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
-__device__ __forceinline__ float rdf16(const uint8_t *p) { return __half2float(__ushort_as_half((unsigned short)rd16(p))); }
-__device__ __forceinline__ float rdf32(const uint8_t *p) {
-    return __uint_as_float(rd16(p) | (rd16(p + 2) << 16));
+/* ---- arithmetic and byte readers, device and host ------------------------------------ */
+
+/* IEEE single multiply / add / subtract that are never contracted into an FMA
+ * (the host side is compiled with -ffp-contract=off). */
+HD float mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+HD float add_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+HD float sub_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fsub_rn(a, b);
+#else
+    return a - b;
+#endif
+}
+HD float bits_f32(uint32_t u) {
+#ifdef __CUDA_ARCH__
+    return __uint_as_float(u);
+#else
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+#endif
+}
+HD uint32_t rd16(const uint8_t *p) { return (uint32_t)p[0] | ((uint32_t)p[1] << 8); }
+HD float rdf16(const uint8_t *p) {
+#ifdef __CUDA_ARCH__
+    return __half2float(__ushort_as_half((unsigned short)rd16(p)));
+#else
+    return nb_f16_to_f32((uint16_t)rd16(p));
+#endif
+}
+HD float rdf32(const uint8_t *p) { return bits_f32(rd16(p) | (rd16(p + 2) << 16)); }
+
+/* The code books: one literal list for the device's constant memory and the
+ * host copy (the host test checks the list against the CPU dequantizers). */
+#define NB_NF4_VALUES                                                                                          \
+    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,           \
+        -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,        \
+        0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,                 \
+        0.7229568362236023f, 1.0f
+#define NB_IQ4NL_VALUES -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113
+__constant__ float k_nf4_dev[16] = {NB_NF4_VALUES};
+__constant__ int8_t k_iq4nl_dev[16] = {NB_IQ4NL_VALUES};
+#ifndef __CUDA_ARCH__
+static const float k_nf4_host[16] = {NB_NF4_VALUES};
+static const int8_t k_iq4nl_host[16] = {NB_IQ4NL_VALUES};
+#endif
+HD float nf4_value(int q) {
+#ifdef __CUDA_ARCH__
+    return k_nf4_dev[q];
+#else
+    return k_nf4_host[q];
+#endif
+}
+HD float iq4nl_value(int q) {
+#ifdef __CUDA_ARCH__
+    return (float)k_iq4nl_dev[q];
+#else
+    return (float)k_iq4nl_host[q];
+#endif
 }
 
-__constant__ float k_nf4[16] = {
-    -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
-    -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
-    0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f,
-    1.0f,
-};
-__constant__ int8_t k_iq4nl[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-
-/* ---- decoders: static float get(row, k, aux); aux = the context's NF4_DQ map ---------- */
+/* ---- decoders: static float get(row, k, aux); aux = the NF4_DQ absmax map ------------ */
 
 struct DecF32 {
-    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) { return rdf32(r + 4 * k); }
+    static HD float get(const uint8_t *r, int64_t k, const float *) { return rdf32(r + 4 * k); }
 };
 struct DecF16 {
-    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) { return rdf16(r + 2 * k); }
+    static HD float get(const uint8_t *r, int64_t k, const float *) { return rdf16(r + 2 * k); }
 };
 struct DecBF16 {
-    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
-        return __uint_as_float(rd16(r + 2 * k) << 16);
-    }
+    static HD float get(const uint8_t *r, int64_t k, const float *) { return bits_f32(rd16(r + 2 * k) << 16); }
 };
 /* Q8_0: {f16 d; int8 qs[32]}, value = qs[j] * d */
 struct DecQ8_0 {
-    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+    static HD float get(const uint8_t *r, int64_t k, const float *) {
         const uint8_t *b = r + (k >> 5) * 34;
-        return __fmul_rn((float)(int8_t)b[2 + (k & 31)], rdf16(b));
+        return mul_rn((float)(int8_t)b[2 + (k & 31)], rdf16(b));
     }
 };
 /* Q4_0: {f16 d; qs[16]}: j < 16 low nibble of qs[j], else high nibble of qs[j-16]; (q - 8) * d */
 struct DecQ4_0 {
-    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+    static HD float get(const uint8_t *r, int64_t k, const float *) {
         const uint8_t *b = r + (k >> 5) * 18;
         const int j = (int)(k & 31);
         const int q = j < 16 ? b[2 + j] & 0xF : b[2 + j - 16] >> 4;
-        return __fmul_rn((float)(q - 8), rdf16(b));
+        return mul_rn((float)(q - 8), rdf16(b));
     }
 };
 /* IQ4_NL: Q4_0's layout, value = d * kvalues[q] */
 struct DecIQ4_NL {
-    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+    static HD float get(const uint8_t *r, int64_t k, const float *) {
         const uint8_t *b = r + (k >> 5) * 18;
         const int j = (int)(k & 31);
         const int q = j < 16 ? b[2 + j] & 0xF : b[2 + j - 16] >> 4;
-        return __fmul_rn(rdf16(b), (float)k_iq4nl[q]);
+        return mul_rn(rdf16(b), iq4nl_value(q));
     }
 };
 /* K-quants' 6-bit scale and min of sub-block j (kernels_impl.h nb_kern_scale_min_k4) */
-__device__ __forceinline__ void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
+HD void scale_min_k4(int j, const uint8_t *q, int *sc, int *m) {
     if (j < 4) {
         *sc = q[j] & 63;
         *m = q[j + 4] & 63;
@@ -92,25 +154,25 @@ __device__ __forceinline__ void scale_min_k4(int j, const uint8_t *q, int *sc, i
 /* Q4_K (144 B): {f16 d, dmin; scales[12]; qs[128]}; element j: 64-chunk c, half h,
  * byte qs[32c + j%32], nibble h; value = (d*sc) * q - (dmin*m) */
 struct DecQ4_K {
-    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+    static HD float get(const uint8_t *r, int64_t k, const float *) {
         const uint8_t *b = r + (k >> 8) * 144;
         const int j = (int)(k & 255), c = j >> 6, h = (j >> 5) & 1, l = j & 31;
         int sc, m;
         scale_min_k4(2 * c + h, b + 4, &sc, &m);
         const int q = (b[16 + 32 * c + l] >> (4 * h)) & 0xF;
-        return __fsub_rn(__fmul_rn(__fmul_rn(rdf16(b), (float)sc), (float)q), __fmul_rn(rdf16(b + 2), (float)m));
+        return sub_rn(mul_rn(mul_rn(rdf16(b), (float)sc), (float)q), mul_rn(rdf16(b + 2), (float)m));
     }
 };
 /* Q5_K (176 B): {f16 d, dmin; scales[12]; qh[32]; qs[128]}; the 5th bit of element
  * j is bit 2c + h of qh[j%32] */
 struct DecQ5_K {
-    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+    static HD float get(const uint8_t *r, int64_t k, const float *) {
         const uint8_t *b = r + (k >> 8) * 176;
         const int j = (int)(k & 255), c = j >> 6, h = (j >> 5) & 1, l = j & 31;
         int sc, m;
         scale_min_k4(2 * c + h, b + 4, &sc, &m);
         const int q = ((b[48 + 32 * c + l] >> (4 * h)) & 0xF) + (((b[16 + l] >> (2 * c + h)) & 1) << 4);
-        return __fsub_rn(__fmul_rn(__fmul_rn(rdf16(b), (float)sc), (float)q), __fmul_rn(rdf16(b + 2), (float)m));
+        return sub_rn(mul_rn(mul_rn(rdf16(b), (float)sc), (float)q), mul_rn(rdf16(b + 2), (float)m));
     }
 };
 /* Q6_K (210 B): {ql[128]; qh[64]; int8 scales[16]; f16 d}; element j: 128-half n,
@@ -118,46 +180,46 @@ struct DecQ5_K {
  * high 2 bits (qh[32n + l] >> 2s) & 3; scale scales[8n + l/16 + 2s];
  * value = (d * sc) * (q - 32) */
 struct DecQ6_K {
-    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+    static HD float get(const uint8_t *r, int64_t k, const float *) {
         const uint8_t *b = r + (k >> 8) * 210;
         const int j = (int)(k & 255), n = j >> 7, s = (j >> 5) & 3, l = j & 31;
         const int lo = (b[64 * n + l + 32 * (s & 1)] >> (4 * (s >> 1))) & 0xF;
         const int hi = (b[128 + 32 * n + l] >> (2 * s)) & 3;
         const int sc = (int8_t)b[192 + 8 * n + l / 16 + 2 * s];
-        return __fmul_rn(__fmul_rn(rdf16(b + 208), (float)sc), (float)((lo | (hi << 4)) - 32));
+        return mul_rn(mul_rn(rdf16(b + 208), (float)sc), (float)((lo | (hi << 4)) - 32));
     }
 };
 /* NF4 (36 B): {f32 d; qs[32]}: element 2i high nibble of qs[i], 2i+1 low; code[q] * d */
 struct DecNF4 {
-    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+    static HD float get(const uint8_t *r, int64_t k, const float *) {
         const uint8_t *b = r + (k >> 6) * 36;
         const int j = (int)(k & 63);
         const int q = (b[4 + j / 2] >> ((j & 1) ? 0 : 4)) & 0xF;
-        return __fmul_rn(k_nf4[q], rdf32(b));
+        return mul_rn(nf4_value(q), rdf32(b));
     }
 };
 /* NF4_DQ (8456 B): {f32 absmax2, offset; qabsmax[256]; qs[8192]}: sub-block s = j/64
  * has absmax fl(fl(map[qabsmax[s]] * absmax2) + offset), its codes at qs[32s..] */
 struct DecNF4_DQ {
-    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *map) {
+    static HD float get(const uint8_t *r, int64_t k, const float *map) {
         const uint8_t *b = r + (k >> 14) * 8456;
         const int j = (int)(k & 16383), s = j >> 6, e = j & 63;
-        const float a = __fadd_rn(__fmul_rn(map[b[8 + s]], rdf32(b)), rdf32(b + 4));
+        const float a = add_rn(mul_rn(map[b[8 + s]], rdf32(b)), rdf32(b + 4));
         const int q = (b[264 + 32 * s + e / 2] >> ((e & 1) ? 0 : 4)) & 0xF;
-        return __fmul_rn(k_nf4[q], a);
+        return mul_rn(nf4_value(q), a);
     }
 };
 /* INT4 (quant/int4.h): {f16 d; [u8 z, pad;] qs[G/2]}: element i in nibble i&1 of
  * qs[i/2] (low first); value = d * (q - z), z = 8 when symmetric */
 template <int G, bool ASYM>
 struct DecINT4 {
-    static __device__ __forceinline__ float get(const uint8_t *r, int64_t k, const float *) {
+    static HD float get(const uint8_t *r, int64_t k, const float *) {
         constexpr int hdr = ASYM ? 4 : 2;
         const uint8_t *b = r + (k / G) * (hdr + G / 2);
         const int i = (int)(k % G);
         const int z = ASYM ? b[2] : 8;
         const int q = (b[hdr + i / 2] >> (4 * (i & 1))) & 0xF;
-        return __fmul_rn(rdf16(b), (float)(q - z));
+        return mul_rn(rdf16(b), (float)(q - z));
     }
 };
 
@@ -200,6 +262,7 @@ __global__ void __launch_bounds__(32 * MM_WARPS)
 /* ---- the type table of this file: one row per type ---------------------------------- */
 
 typedef void (*dequant_launch)(cudaStream_t, const uint8_t *, int64_t, float *, const float *);
+typedef void (*dequant_host)(const uint8_t *, int64_t, float *, const float *);
 typedef void (*matmul_launch)(cudaStream_t, const uint8_t *, size_t, int64_t, int, const float *, int64_t, float *,
                               const float *);
 
@@ -207,6 +270,11 @@ template <class D>
 static void launch_dequant(cudaStream_t s, const uint8_t *src, int64_t n, float *y, const float *aux) {
     const int64_t blocks = (n + 255) / 256;
     k_dequant<D><<<(unsigned)(blocks < 65535 ? blocks : 65535), 256, 0, s>>>(src, n, y, aux);
+}
+
+template <class D>
+static void host_dequant(const uint8_t *src, int64_t n, float *y, const float *aux) {
+    for (int64_t k = 0; k < n; k++) y[k] = D::get(src, k, aux);
 }
 
 template <class D>
@@ -228,10 +296,11 @@ typedef DecINT4<32, true> DecI4A32;
 typedef DecINT4<64, true> DecI4A64;
 typedef DecINT4<128, true> DecI4A128;
 
-#define ROW(T, D) {T, launch_dequant<D>, launch_matmul<D>}
+#define ROW(T, D) {T, launch_dequant<D>, host_dequant<D>, launch_matmul<D>}
 static const struct {
     nb_type t;
     dequant_launch dequant;
+    dequant_host dequant_cpu;
     matmul_launch matmul;
 } k_types[] = {
     ROW(NB_TYPE_F32, DecF32),
@@ -274,17 +343,34 @@ static int find_row(nb_type t) {
 
 bool nb_cuda_type_supported(nb_type t) { return find_row(t) >= 0; }
 
-nb_status nb_cuda_dequantize(nb_cuda_ctx *c, nb_type t, const void *d_src, int64_t n, float *d_y, nb_ctx *ctx) {
-    const int i = find_row(t);
-    NB_RETURN_IF(ctx, i < 0, NB_ERR_UNSUPPORTED, "cuda: dequantize: no kernel for type %s", nb_type_name(t));
+/* The row of t for dequantizing n elements into *row; fails on a type without
+ * kernels or a count that is not whole blocks. */
+static nb_status dequant_row(nb_type t, int64_t n, int *row, nb_ctx *ctx) {
+    *row = find_row(t);
+    NB_RETURN_IF(ctx, *row < 0, NB_ERR_UNSUPPORTED, "cuda: dequantize: no kernel for type %s", nb_type_name(t));
     const nb_type_traits *tr = nb_type_get(t);
     NB_RETURN_IF(ctx, n < 0 || n % tr->block_size != 0, NB_ERR_RANGE,
                  "cuda: dequantize: %lld elements is not a multiple of %s's block of %u", (long long)n,
                  nb_type_name(t), tr->block_size);
+    return NB_OK;
+}
+
+nb_status nb_cuda_dequantize(nb_cuda_ctx *c, nb_type t, const void *d_src, int64_t n, float *d_y, nb_ctx *ctx) {
+    int i;
+    NB_TRY(dequant_row(t, n, &i, ctx));
     if (n == 0) return NB_OK;
     NB_TRY(nb_cuda_enter(c, ctx));
     k_types[i].dequant(c->stream, (const uint8_t *)d_src, n, d_y, c->d_dynmap);
     NB_CU_LAUNCHED(ctx, "dequantize kernel launch");
+    return NB_OK;
+}
+
+nb_status nb_cuda_dequantize_host(nb_type t, const void *src, int64_t n, float *y, nb_ctx *ctx) {
+    int i;
+    NB_TRY(dequant_row(t, n, &i, ctx));
+    float map[256];
+    nb_dynamic_map_signed(map);
+    k_types[i].dequant_cpu((const uint8_t *)src, n, y, map);
     return NB_OK;
 }
 
