@@ -73,7 +73,9 @@ nb_status nb_cuda_sync(nb_cuda_ctx *c, nb_ctx *ctx);
 /* ---- packed weights --------------------------------------------------------------- */
 
 /* 1 when `t` has CUDA dequantize and matmul kernels: F32, F16, BF16, Q8_0,
- * Q4_0, Q4_K, Q5_K, Q6_K, IQ4_NL, NF4, NF4_DQ, INT4 sym/asym g32/g64/g128. */
+ * Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, NF4,
+ * NF4_DQ, INT4 sym/asym g32/g64/g128 (23 types: every llama.cpp k-quant mix
+ * and its fallbacks, and nibble's own types). */
 bool nb_cuda_type_supported(nb_type t);
 
 /* d_y[0..n-1] = the type table's to_float of the packed d_src (n elements, a

@@ -14,7 +14,7 @@
  * multiplies each with NT token rows of f32 activations; warp shuffle sums.
  * NT = 1 is the matrix-vector kernel, NT = 8 the matrix-matrix one (a weight
  * element is decoded once per 8 tokens). Each (type, NT) pair is one template
- * instance: 17 decoders x 3 kernels keeps the fat binary's compile time small.
+ * instance: 23 decoders x 3 kernels keeps the fat binary's compile time small.
  * Speed work (shared-memory tiles, int8 dot products, tensor cores) is for
  * when a GPU can measure it (docs/cuda.md).
  */
@@ -139,6 +139,76 @@ struct DecIQ4_NL {
         const int j = (int)(k & 31);
         const int q = j < 16 ? b[2 + j] & 0xF : b[2 + j - 16] >> 4;
         return mul_rn(rdf16(b), iq4nl_value(q));
+    }
+};
+/* Q4_1 (20 B): {f16 d, m; qs[16]}: Q4_0's nibbles; value = q * d + m */
+struct DecQ4_1 {
+    static HD float get(const uint8_t *r, int64_t k, const float *) {
+        const uint8_t *b = r + (k >> 5) * 20;
+        const int j = (int)(k & 31);
+        const int q = j < 16 ? b[4 + j] & 0xF : b[4 + j - 16] >> 4;
+        return add_rn(mul_rn((float)q, rdf16(b)), rdf16(b + 2));
+    }
+};
+/* Q5_0 (22 B): {f16 d; qh[4]; qs[16]}: Q4_0's nibbles plus bit j of the
+ * little-endian qh as bit 4; value = (q - 16) * d */
+struct DecQ5_0 {
+    static HD float get(const uint8_t *r, int64_t k, const float *) {
+        const uint8_t *b = r + (k >> 5) * 22;
+        const int j = (int)(k & 31);
+        const int q = (j < 16 ? b[6 + j] & 0xF : b[6 + j - 16] >> 4) | (((b[2 + j / 8] >> (j % 8)) & 1) << 4);
+        return mul_rn((float)(q - 16), rdf16(b));
+    }
+};
+/* Q5_1 (24 B): {f16 d, m; qh[4]; qs[16]}; value = q * d + m */
+struct DecQ5_1 {
+    static HD float get(const uint8_t *r, int64_t k, const float *) {
+        const uint8_t *b = r + (k >> 5) * 24;
+        const int j = (int)(k & 31);
+        const int q = (j < 16 ? b[8 + j] & 0xF : b[8 + j - 16] >> 4) | (((b[4 + j / 8] >> (j % 8)) & 1) << 4);
+        return add_rn(mul_rn((float)q, rdf16(b)), rdf16(b + 2));
+    }
+};
+/* Q2_K (84 B): {scales[16]; qs[64]; f16 d, dmin}; element e: 128-half n, 32-run
+ * j (shift 2j), 16-run h, l = e%16; sub-block n*8 + 2j + h (low nibble scale,
+ * high nibble min); code (qs[32n + 16h + l] >> 2j) & 3; value = (d*sc) * q - (dmin*m) */
+struct DecQ2_K {
+    static HD float get(const uint8_t *r, int64_t k, const float *) {
+        const uint8_t *b = r + (k >> 8) * 84;
+        const int e = (int)(k & 255), n = e >> 7, j = (e >> 5) & 3, h = (e >> 4) & 1, l = e & 15;
+        const int sc = b[n * 8 + 2 * j + h];
+        const int q = (b[16 + 32 * n + 16 * h + l] >> (2 * j)) & 3;
+        return sub_rn(mul_rn(mul_rn(rdf16(b + 80), (float)(sc & 0xF)), (float)q),
+                      mul_rn(rdf16(b + 82), (float)(sc >> 4)));
+    }
+};
+/* Q3_K (110 B): {hmask[32]; qs[64]; scales[12]; f16 d}; element e as Q2_K, signed
+ * 6-bit scale of sub-block is = n*8 + 2j + h (kernels_impl.h nb_kern_scale_q3k),
+ * code ((qs[32n + 16h + l] >> 2j) & 3) - 4 unless bit 4n + j of hmask[16h + l];
+ * value = (d * sc) * code */
+struct DecQ3_K {
+    static HD float get(const uint8_t *r, int64_t k, const float *) {
+        const uint8_t *b = r + (k >> 8) * 110;
+        const int e = (int)(k & 255), n = e >> 7, j = (e >> 5) & 3, h = (e >> 4) & 1, l = e & 15;
+        const int is = n * 8 + 2 * j + h;
+        const uint8_t *s = b + 96;
+        const int lo = is < 8 ? s[is] & 0xF : s[is - 8] >> 4, hi = (s[8 + is % 4] >> (2 * (is / 4))) & 3;
+        const int sc = (lo | (hi << 4)) - 32;
+        const int v = ((b[32 + 32 * n + 16 * h + l] >> (2 * j)) & 3) - ((b[16 * h + l] >> (4 * n + j)) & 1 ? 0 : 4);
+        return mul_rn(mul_rn(rdf16(b + 108), (float)sc), (float)v);
+    }
+};
+/* IQ4_XS (136 B): {f16 d; u16 scales_h; scales_l[4]; qs[128]}: 32-run ib has the
+ * 6-bit scale ls (low 4 bits in scales_l, high 2 in scales_h), IQ4_NL's nibble
+ * order within its 16 bytes; value = (d * (ls - 32)) * kvalues[q] */
+struct DecIQ4_XS {
+    static HD float get(const uint8_t *r, int64_t k, const float *) {
+        const uint8_t *b = r + (k >> 8) * 136;
+        const int e = (int)(k & 255), ib = e >> 5, j = e & 31;
+        const int ls = ((b[4 + ib / 2] >> (4 * (ib % 2))) & 0xF) | (((int)(rd16(b + 2) >> (2 * ib)) & 3) << 4);
+        const uint8_t *qs = b + 8 + 16 * ib;
+        const int q = j < 16 ? qs[j] & 0xF : qs[j - 16] >> 4;
+        return mul_rn(mul_rn(rdf16(b), (float)(ls - 32)), iq4nl_value(q));
     }
 };
 /* K-quants' 6-bit scale and min of sub-block j (kernels_impl.h nb_kern_scale_min_k4) */
@@ -308,7 +378,13 @@ static const struct {
     ROW(NB_TYPE_BF16, DecBF16),
     ROW(NB_TYPE_Q8_0, DecQ8_0),
     ROW(NB_TYPE_Q4_0, DecQ4_0),
+    ROW(NB_TYPE_Q4_1, DecQ4_1),
+    ROW(NB_TYPE_Q5_0, DecQ5_0),
+    ROW(NB_TYPE_Q5_1, DecQ5_1),
     ROW(NB_TYPE_IQ4_NL, DecIQ4_NL),
+    ROW(NB_TYPE_IQ4_XS, DecIQ4_XS),
+    ROW(NB_TYPE_Q2_K, DecQ2_K),
+    ROW(NB_TYPE_Q3_K, DecQ3_K),
     ROW(NB_TYPE_Q4_K, DecQ4_K),
     ROW(NB_TYPE_Q5_K, DecQ5_K),
     ROW(NB_TYPE_Q6_K, DecQ6_K),
@@ -325,6 +401,17 @@ static const struct {
 
 /* The layouts the decoders hard-code, pinned to the C structs. */
 static_assert(sizeof(nb_block_q8_0) == 34 && sizeof(nb_block_q4_0) == 18 && sizeof(nb_block_iq4_nl) == 18, "legacy");
+static_assert(sizeof(nb_block_q4_1) == 20 && sizeof(nb_block_q5_0) == 22 && offsetof(nb_block_q5_0, qs) == 6 &&
+                  sizeof(nb_block_q5_1) == 24 && offsetof(nb_block_q5_1, qs) == 8,
+              "q4_1 / q5_0 / q5_1");
+static_assert(sizeof(nb_block_q2_K) == 84 && offsetof(nb_block_q2_K, qs) == 16 && offsetof(nb_block_q2_K, d) == 80,
+              "q2_K");
+static_assert(sizeof(nb_block_q3_K) == 110 && offsetof(nb_block_q3_K, qs) == 32 &&
+                  offsetof(nb_block_q3_K, scales) == 96 && offsetof(nb_block_q3_K, d) == 108,
+              "q3_K");
+static_assert(sizeof(nb_block_iq4_xs) == 136 && offsetof(nb_block_iq4_xs, scales_l) == 4 &&
+                  offsetof(nb_block_iq4_xs, qs) == 8,
+              "iq4_xs");
 static_assert(sizeof(nb_block_q4_K) == 144 && offsetof(nb_block_q4_K, qs) == 16, "q4_K");
 static_assert(sizeof(nb_block_q5_K) == 176 && offsetof(nb_block_q5_K, qh) == 16 && offsetof(nb_block_q5_K, qs) == 48,
               "q5_K");

@@ -56,7 +56,10 @@ static const struct {
 } TYPES[] = {
     {NB_TYPE_F32, TOL_FAST_FLOAT, 512},         {NB_TYPE_F16, TOL_FAST_FLOAT, 512},
     {NB_TYPE_BF16, TOL_FAST_FLOAT, 512},        {NB_TYPE_Q8_0, TOL_FAST_Q32, 512},
-    {NB_TYPE_Q4_0, TOL_FAST_Q32, 512},          {NB_TYPE_IQ4_NL, TOL_FAST_Q32, 512},
+    {NB_TYPE_Q4_0, TOL_FAST_Q32, 512},          {NB_TYPE_Q4_1, TOL_FAST_Q32, 512},
+    {NB_TYPE_Q5_0, TOL_FAST_Q32, 512},          {NB_TYPE_Q5_1, TOL_FAST_Q32, 512},
+    {NB_TYPE_IQ4_NL, TOL_FAST_Q32, 512},        {NB_TYPE_IQ4_XS, TOL_FAST_Q256, 512},
+    {NB_TYPE_Q2_K, TOL_FAST_Q256, 512},         {NB_TYPE_Q3_K, TOL_FAST_Q256, 512},
     {NB_TYPE_Q4_K, TOL_FAST_Q256, 512},         {NB_TYPE_Q5_K, TOL_FAST_Q256, 512},
     {NB_TYPE_Q6_K, TOL_FAST_Q256, 512},         {NB_TYPE_NF4, TOL_FAST_Q256, 512},
     {NB_TYPE_NF4_DQ, TOL_FAST_Q256, 16384},     {NB_TYPE_INT4_SYM_G32, TOL_FAST_Q32, 512},
@@ -478,9 +481,9 @@ START_TEST(errors_and_bookkeeping) {
     nb_ctx ctx;
     nb_cuda_ctx *c = open_gpu(&ctx);
     printf("cuda: device %s\n", nb_cuda_device_name(c));
-    /* no kernel for Q2_K; n_in not a multiple of the block; a device that is not there */
-    ck_assert(!nb_cuda_type_supported(NB_TYPE_Q2_K));
-    ck_assert_int_eq(nb_cuda_matmul(c, NB_TYPE_Q2_K, NULL, 1, 256, NULL, 1, NULL, &ctx), NB_ERR_UNSUPPORTED);
+    /* no kernel for IQ2_XXS; n_in not a multiple of the block; a device that is not there */
+    ck_assert(!nb_cuda_type_supported(NB_TYPE_IQ2_XXS));
+    ck_assert_int_eq(nb_cuda_matmul(c, NB_TYPE_IQ2_XXS, NULL, 1, 256, NULL, 1, NULL, &ctx), NB_ERR_UNSUPPORTED);
     ck_assert_int_eq(nb_cuda_matmul(c, NB_TYPE_Q4_K, NULL, 1, 300, NULL, 1, NULL, &ctx), NB_ERR_RANGE);
     ck_assert_int_eq(nb_cuda_dequantize(c, NB_TYPE_Q8_0, NULL, 33, NULL, &ctx), NB_ERR_RANGE);
     nb_cuda_ctx *none = NULL;

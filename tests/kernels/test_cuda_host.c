@@ -3,7 +3,7 @@
  * The CUDA dequantize and matmul kernels read every type through one decoder
  * per type (kernels/cuda/quant.cu), compiled for the device and the host.
  * This suite runs the host build of those decoders (nb_cuda_dequantize_host)
- * on every supported type and checks them bit for bit against the type
+ * on every supported type (23) and checks them bit for bit against the type
  * table's to_float: on quantized Gaussian rows and on random bytes (every
  * code pattern, extreme scales; NaN compares equal to NaN). So the layouts
  * the GPU reads are tested on any machine with nvcc; the GPU arithmetic itself
@@ -32,10 +32,11 @@ int main(void) {
 #include <string.h>
 
 static const nb_type TYPES[] = {
-    NB_TYPE_F32,           NB_TYPE_F16,           NB_TYPE_BF16,           NB_TYPE_Q8_0,          NB_TYPE_Q4_0,
-    NB_TYPE_IQ4_NL,        NB_TYPE_Q4_K,          NB_TYPE_Q5_K,           NB_TYPE_Q6_K,          NB_TYPE_NF4,
-    NB_TYPE_NF4_DQ,        NB_TYPE_INT4_SYM_G32,  NB_TYPE_INT4_SYM_G64,   NB_TYPE_INT4_SYM_G128, NB_TYPE_INT4_ASYM_G32,
-    NB_TYPE_INT4_ASYM_G64, NB_TYPE_INT4_ASYM_G128,
+    NB_TYPE_F32,           NB_TYPE_F16,          NB_TYPE_BF16,          NB_TYPE_Q8_0,           NB_TYPE_Q4_0,
+    NB_TYPE_Q4_1,          NB_TYPE_Q5_0,         NB_TYPE_Q5_1,          NB_TYPE_IQ4_NL,         NB_TYPE_IQ4_XS,
+    NB_TYPE_Q2_K,          NB_TYPE_Q3_K,         NB_TYPE_Q4_K,          NB_TYPE_Q5_K,           NB_TYPE_Q6_K,
+    NB_TYPE_NF4,           NB_TYPE_NF4_DQ,       NB_TYPE_INT4_SYM_G32,  NB_TYPE_INT4_SYM_G64,   NB_TYPE_INT4_SYM_G128,
+    NB_TYPE_INT4_ASYM_G32, NB_TYPE_INT4_ASYM_G64, NB_TYPE_INT4_ASYM_G128,
 };
 #define N_TYPES (sizeof TYPES / sizeof TYPES[0])
 
@@ -99,9 +100,9 @@ START_TEST(unsupported_and_bad_shapes) {
     nbt_ctx(&ctx);
     float y[64];
     uint8_t w[256] = {0};
-    ck_assert(!nb_cuda_type_supported(NB_TYPE_Q2_K));
+    ck_assert(!nb_cuda_type_supported(NB_TYPE_IQ2_XXS));
     ck_assert(!nb_cuda_type_supported(NB_TYPE_COUNT));
-    ck_assert_int_eq(nb_cuda_dequantize_host(NB_TYPE_Q2_K, w, 256, y, &ctx), NB_ERR_UNSUPPORTED);
+    ck_assert_int_eq(nb_cuda_dequantize_host(NB_TYPE_IQ2_XXS, w, 256, y, &ctx), NB_ERR_UNSUPPORTED);
     ck_assert_int_eq(nb_cuda_dequantize_host(NB_TYPE_Q8_0, w, 33, y, &ctx), NB_ERR_RANGE);
     ck_assert(strstr(nb_errmsg(&ctx), "q8_0") != NULL);
     /* the probe never fails: 0 or more devices, whatever the machine */
