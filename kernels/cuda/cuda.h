@@ -99,6 +99,14 @@ nb_status nb_cuda_dequantize_host(nb_type t, const void *src, int64_t n, float *
 nb_status nb_cuda_matmul(nb_cuda_ctx *c, nb_type t, const void *d_w, int64_t n_out, int64_t n_in, const float *d_x,
                          int64_t n_tok, float *d_y, nb_ctx *ctx);
 
+/* nb_cuda_matmul's kernel run on the host (slow): the same per-lane code for
+ * each of the 32 lanes of each warp, then the warp's shuffle-sum butterfly in
+ * the same order; host buffers, no device. The device may fuse the lanes'
+ * multiply-adds, so results agree with the GPU's to rounding, not bit for bit.
+ * For testing the kernel's indexing and tiling without a GPU. */
+nb_status nb_cuda_matmul_host(nb_type t, const void *w, int64_t n_out, int64_t n_in, const float *x, int64_t n_tok,
+                              float *y, nb_ctx *ctx);
+
 /* ---- llama-family operations ------------------------------------------------------ */
 
 /* d_out[r] = d_x[r] / sqrt(mean(d_x[r]^2) + eps) * d_w, for `rows` rows of n

@@ -31,6 +31,12 @@ extern "C" {
 #include <string.h>
 
 #define HD __host__ __device__ __forceinline__
+/* #pragma unroll in code that is also compiled for the host */
+#ifdef __CUDA_ARCH__
+#define NB_UNROLL _Pragma("unroll")
+#else
+#define NB_UNROLL
+#endif
 
 /* ---- arithmetic and byte readers, device and host ------------------------------------ */
 
@@ -303,6 +309,22 @@ __global__ void k_dequant(const uint8_t *__restrict__ src, int64_t n, float *__r
 
 enum { MM_WARPS = 4 }; /* output rows per thread block */
 
+/* One lane's share of a warp's output row: partial sums for the nt (<= NT)
+ * tokens t0.. over the row elements lane, lane + 32, ... The kernel and its
+ * host run (host_matmul) share it. */
+template <class D, int NT>
+HD void mm_lane(const uint8_t *wr, int n_in, const float *x, int64_t t0, int nt, int lane, const float *aux,
+                float acc[NT]) {
+NB_UNROLL
+    for (int t = 0; t < NT; t++) acc[t] = 0.f;
+    for (int k = lane; k < n_in; k += 32) {
+        const float wv = D::get(wr, k, aux);
+NB_UNROLL
+        for (int t = 0; t < NT; t++)
+            if (t < nt) acc[t] += wv * x[(t0 + t) * n_in + k];
+    }
+}
+
 template <class D, int NT>
 __global__ void __launch_bounds__(32 * MM_WARPS)
     k_matmul(const uint8_t *__restrict__ w, size_t row_bytes, int64_t n_out, int n_in, const float *__restrict__ x,
@@ -311,22 +333,34 @@ __global__ void __launch_bounds__(32 * MM_WARPS)
     const int lane = threadIdx.x & 31;
     const int64_t t0 = (int64_t)blockIdx.y * NT;
     if (r >= n_out) return; /* whole warps leave together: the shuffles below stay full */
-    const uint8_t *wr = w + r * row_bytes;
     const int nt = n_tok - t0 < NT ? (int)(n_tok - t0) : NT;
     float acc[NT];
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[t] = 0.f;
-    for (int k = lane; k < n_in; k += 32) {
-        const float wv = D::get(wr, k, aux);
-#pragma unroll
-        for (int t = 0; t < NT; t++)
-            if (t < nt) acc[t] += wv * x[(t0 + t) * n_in + k];
-    }
+    mm_lane<D, NT>(w + r * row_bytes, n_in, x, t0, nt, lane, aux, acc);
 #pragma unroll
     for (int t = 0; t < NT; t++) {
         const float s = nb_warp_sum(acc[t]);
         if (lane == 0 && t < nt) y[(t0 + t) * n_out + r] = s;
     }
+}
+
+/* The kernel's work on the host: every (row, token tile) as one warp of 32
+ * lanes running mm_lane, then nb_warp_sum's butterfly (v[l] + v[l ^ o] for
+ * o = 16, 8, 4, 2, 1), lane 0's value stored. */
+template <class D, int NT>
+static void host_matmul_nt(const uint8_t *w, size_t rb, int64_t n_out, int n_in, const float *x, int64_t n_tok,
+                           float *y, const float *aux) {
+    float v[32][NT], nv[32][NT];
+    for (int64_t r = 0; r < n_out; r++)
+        for (int64_t t0 = 0; t0 < n_tok; t0 += NT) {
+            const int nt = n_tok - t0 < NT ? (int)(n_tok - t0) : NT;
+            for (int lane = 0; lane < 32; lane++) mm_lane<D, NT>(w + r * rb, n_in, x, t0, nt, lane, aux, v[lane]);
+            for (int o = 16; o > 0; o >>= 1) {
+                for (int l = 0; l < 32; l++)
+                    for (int t = 0; t < NT; t++) nv[l][t] = v[l][t] + v[l ^ o][t];
+                memcpy(v, nv, sizeof v);
+            }
+            for (int t = 0; t < nt; t++) y[(t0 + t) * n_out + r] = v[0][t];
+        }
 }
 
 /* ---- the type table of this file: one row per type ---------------------------------- */
@@ -335,6 +369,7 @@ typedef void (*dequant_launch)(cudaStream_t, const uint8_t *, int64_t, float *, 
 typedef void (*dequant_host)(const uint8_t *, int64_t, float *, const float *);
 typedef void (*matmul_launch)(cudaStream_t, const uint8_t *, size_t, int64_t, int, const float *, int64_t, float *,
                               const float *);
+typedef void (*matmul_host)(const uint8_t *, size_t, int64_t, int, const float *, int64_t, float *, const float *);
 
 template <class D>
 static void launch_dequant(cudaStream_t s, const uint8_t *src, int64_t n, float *y, const float *aux) {
@@ -345,6 +380,13 @@ static void launch_dequant(cudaStream_t s, const uint8_t *src, int64_t n, float 
 template <class D>
 static void host_dequant(const uint8_t *src, int64_t n, float *y, const float *aux) {
     for (int64_t k = 0; k < n; k++) y[k] = D::get(src, k, aux);
+}
+
+template <class D>
+static void host_matmul(const uint8_t *w, size_t rb, int64_t n_out, int n_in, const float *x, int64_t n_tok, float *y,
+                        const float *aux) {
+    if (n_tok == 1) host_matmul_nt<D, 1>(w, rb, n_out, n_in, x, n_tok, y, aux);
+    else host_matmul_nt<D, 8>(w, rb, n_out, n_in, x, n_tok, y, aux);
 }
 
 template <class D>
@@ -366,12 +408,13 @@ typedef DecINT4<32, true> DecI4A32;
 typedef DecINT4<64, true> DecI4A64;
 typedef DecINT4<128, true> DecI4A128;
 
-#define ROW(T, D) {T, launch_dequant<D>, host_dequant<D>, launch_matmul<D>}
+#define ROW(T, D) {T, launch_dequant<D>, host_dequant<D>, launch_matmul<D>, host_matmul<D>}
 static const struct {
     nb_type t;
     dequant_launch dequant;
     dequant_host dequant_cpu;
     matmul_launch matmul;
+    matmul_host matmul_cpu;
 } k_types[] = {
     ROW(NB_TYPE_F32, DecF32),
     ROW(NB_TYPE_F16, DecF16),
@@ -461,20 +504,39 @@ nb_status nb_cuda_dequantize_host(nb_type t, const void *src, int64_t n, float *
     return NB_OK;
 }
 
-nb_status nb_cuda_matmul(nb_cuda_ctx *c, nb_type t, const void *d_w, int64_t n_out, int64_t n_in, const float *d_x,
-                         int64_t n_tok, float *d_y, nb_ctx *ctx) {
-    const int i = find_row(t);
-    NB_RETURN_IF(ctx, i < 0, NB_ERR_UNSUPPORTED, "cuda: matmul: no kernel for type %s", nb_type_name(t));
+/* The row of t for an n_out x n_in matmul over n_tok tokens, and its row bytes. */
+static nb_status matmul_row(nb_type t, int64_t n_out, int64_t n_in, int64_t n_tok, int *row, size_t *rb, nb_ctx *ctx) {
+    *row = find_row(t);
+    NB_RETURN_IF(ctx, *row < 0, NB_ERR_UNSUPPORTED, "cuda: matmul: no kernel for type %s", nb_type_name(t));
     const nb_type_traits *tr = nb_type_get(t);
     NB_RETURN_IF(ctx, n_in <= 0 || n_in > INT32_MAX || n_in % tr->block_size != 0 || n_out < 0 || n_tok < 0,
                  NB_ERR_RANGE, "cuda: matmul: %lld x %lld of %s (block %u) x %lld tokens", (long long)n_out,
                  (long long)n_in, nb_type_name(t), tr->block_size, (long long)n_tok);
     NB_RETURN_IF(ctx, n_out / MM_WARPS >= INT32_MAX || n_tok / 8 >= 65535, NB_ERR_RANGE,
                  "cuda: matmul: %lld rows x %lld tokens is beyond one launch", (long long)n_out, (long long)n_tok);
+    *rb = (size_t)(n_in / tr->block_size) * tr->type_size;
+    return NB_OK;
+}
+
+nb_status nb_cuda_matmul(nb_cuda_ctx *c, nb_type t, const void *d_w, int64_t n_out, int64_t n_in, const float *d_x,
+                         int64_t n_tok, float *d_y, nb_ctx *ctx) {
+    int i;
+    size_t rb;
+    NB_TRY(matmul_row(t, n_out, n_in, n_tok, &i, &rb, ctx));
     if (n_out == 0 || n_tok == 0) return NB_OK;
     NB_TRY(nb_cuda_enter(c, ctx));
-    const size_t rb = (size_t)(n_in / tr->block_size) * tr->type_size;
     k_types[i].matmul(c->stream, (const uint8_t *)d_w, rb, n_out, (int)n_in, d_x, n_tok, d_y, c->d_dynmap);
     NB_CU_LAUNCHED(ctx, "matmul kernel launch");
+    return NB_OK;
+}
+
+nb_status nb_cuda_matmul_host(nb_type t, const void *w, int64_t n_out, int64_t n_in, const float *x, int64_t n_tok,
+                              float *y, nb_ctx *ctx) {
+    int i;
+    size_t rb;
+    NB_TRY(matmul_row(t, n_out, n_in, n_tok, &i, &rb, ctx));
+    float map[256];
+    nb_dynamic_map_signed(map);
+    k_types[i].matmul_cpu((const uint8_t *)w, rb, n_out, (int)n_in, x, n_tok, y, map);
     return NB_OK;
 }

@@ -1,4 +1,4 @@
-/* kernels/cuda without a GPU: the kernels' block decoders, run on the host.
+/* kernels/cuda without a GPU: the kernels' decoders and matmul lanes, run on the host.
  *
  * The CUDA dequantize and matmul kernels read every type through one decoder
  * per type (kernels/cuda/quant.cu), compiled for the device and the host.
@@ -11,6 +11,7 @@
  * Skips (77) in a build without CUDA.
  */
 #include "core/types.h"
+#include "kernels/cpu/matmul.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -95,6 +96,48 @@ START_TEST(decoders_match_to_float) {
 }
 END_TEST
 
+/* max |a - b| / max |b| */
+static double max_rel(const float *a, const float *b, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= num)) num = d;
+        if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
+    }
+    return den > 0 ? num / den : num;
+}
+
+START_TEST(matmul_lanes_match_reference) {
+    const nb_type t = TYPES[_i];
+    const int64_t n_out = 19, n_in = nb_type_get(t)->block_size >= 16384 ? 16384 : 512;
+    static const int64_t toks[] = {1, 3, 8, 13};
+    size_t bytes = 0;
+    void *w = blocks(t, n_out, n_in, false, 50 + (uint64_t)_i, &bytes);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    double worst = 0;
+    for (size_t k = 0; k < sizeof toks / sizeof toks[0]; k++) {
+        const int64_t nt = toks[k];
+        float *x = malloc((size_t)(nt * n_in) * sizeof(float)), *yr = malloc((size_t)(nt * n_out) * sizeof(float));
+        float *yh = malloc((size_t)(nt * n_out) * sizeof(float));
+        ck_assert(x && yr && yh);
+        uint64_t st = 60 + k;
+        for (int64_t i = 0; i < nt * n_in; i++) x[i] = nbt_rand_normal(&st);
+        ck_assert_int_eq(nb_matmul_ref(t, w, n_out, n_in, x, nt, yr, 1, &ctx), NB_OK);
+        ck_assert_int_eq(nb_cuda_matmul_host(t, w, n_out, n_in, x, nt, yh, &ctx), NB_OK);
+        const double e = max_rel(yh, yr, (size_t)(nt * n_out));
+        if (!(e <= worst)) worst = e;
+        free(x);
+        free(yr);
+        free(yh);
+    }
+    printf("cuda matmul lanes (host): %-16s max rel err %.3g vs nb_matmul_ref\n", nb_type_name(t), worst);
+    ck_assert_msg(worst <= 3e-5, "%s: %g", nb_type_name(t), worst);
+    free(w);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 START_TEST(unsupported_and_bad_shapes) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
@@ -105,6 +148,9 @@ START_TEST(unsupported_and_bad_shapes) {
     ck_assert_int_eq(nb_cuda_dequantize_host(NB_TYPE_IQ2_XXS, w, 256, y, &ctx), NB_ERR_UNSUPPORTED);
     ck_assert_int_eq(nb_cuda_dequantize_host(NB_TYPE_Q8_0, w, 33, y, &ctx), NB_ERR_RANGE);
     ck_assert(strstr(nb_errmsg(&ctx), "q8_0") != NULL);
+    ck_assert_int_eq(nb_cuda_matmul_host(NB_TYPE_IQ2_XXS, w, 1, 256, y, 1, y, &ctx), NB_ERR_UNSUPPORTED);
+    ck_assert_int_eq(nb_cuda_matmul_host(NB_TYPE_Q4_K, w, 1, 64, y, 1, y, &ctx), NB_ERR_RANGE);
+    ck_assert_int_eq(nb_cuda_matmul_host(NB_TYPE_Q8_0, w, 1, 32, y, -1, y, &ctx), NB_ERR_RANGE);
     /* the probe never fails: 0 or more devices, whatever the machine */
     ck_assert_int_ge(nb_cuda_device_count(), 0);
     nb_ctx_free(&ctx);
@@ -113,9 +159,10 @@ END_TEST
 
 int main(void) {
     Suite *s = suite_create("kernels/cuda_host");
-    TCase *tc = tcase_create("decoders");
+    TCase *tc = tcase_create("host");
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, decoders_match_to_float, 0, (int)(2 * N_TYPES));
+    tcase_add_loop_test(tc, matmul_lanes_match_reference, 0, (int)N_TYPES);
     tcase_add_test(tc, unsupported_and_bad_shapes);
     suite_add_tcase(s, tc);
     return nbt_run_suite(s);
