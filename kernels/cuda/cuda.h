@@ -139,6 +139,19 @@ nb_status nb_cuda_attention(nb_cuda_ctx *c, const float *d_q, const float *d_k, 
                             int n_tok, int pos, int n_head, int n_head_kv, int head_dim, int n_ctx, float scale,
                             int window, nb_ctx *ctx);
 
+/* Host runs of the RoPE, attention and routing kernels' code (slow; host
+ * buffers, no device): the per-thread / per-warp functions the kernels call,
+ * with each warp's 32 lanes on 32 host threads exchanging values where the
+ * kernel shuffles. Same arguments and checks as the device calls. For testing
+ * without a GPU; host and device expf may differ in the last bit. */
+nb_status nb_cuda_rope_host(float *v, int64_t n_tok, int n_head, int head_dim, int n_rot, bool neox, const float *cs,
+                            nb_ctx *ctx);
+nb_status nb_cuda_attention_host(const float *q, const float *k, const float *v, float *out, int n_tok, int pos,
+                                 int n_head, int n_head_kv, int head_dim, int n_ctx, float scale, int window,
+                                 nb_ctx *ctx);
+nb_status nb_cuda_moe_topk_host(const float *logits, int64_t n_tok, int n_expert, int k, bool norm, float scale,
+                                int32_t *sel, float *w, nb_ctx *ctx);
+
 /* Mixture-of-experts routing, as engine/forward_moe.c: per token, p =
  * softmax(d_logits[t]) over n_expert experts, the k largest p (ties: lower
  * expert id first) into d_sel[t*k + j] in decreasing order with weights

@@ -1,7 +1,8 @@
 /* kernels/cuda/cuda_impl.cuh — internals shared by the .cu files (C++ / CUDA only).
  *
  * The context struct, the error-checking macro every CUDA call goes through,
- * launch helpers and warp/block reductions.
+ * launch helpers, and what the kernels share with their host runs: FMA-free
+ * arithmetic and warp reductions over a DevWarp (shuffles) or a HostWarp.
  */
 #ifndef NB_KERNELS_CUDA_IMPL_CUH
 #define NB_KERNELS_CUDA_IMPL_CUH
@@ -61,19 +62,74 @@ nb_status nb_cuda_enter(nb_cuda_ctx *c, nb_ctx *ctx);
 
 static inline unsigned nb_cu_blocks(int64_t n, int per_block) { return (unsigned)((n + per_block - 1) / per_block); }
 
-__device__ __forceinline__ float nb_warp_sum(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+/* ---- code compiled for the device and the host ------------------------------------------
+ * Parts of the kernels are __host__ __device__ so that *_host functions can
+ * run them on the CPU (tests without a GPU). */
+#define HD __host__ __device__ __forceinline__
+/* #pragma unroll in code that is also compiled for the host */
+#ifdef __CUDA_ARCH__
+#define NB_UNROLL _Pragma("unroll")
+#else
+#define NB_UNROLL
+#endif
+
+/* IEEE single multiply / add / subtract that are never contracted into an FMA
+ * (the host side is compiled with -ffp-contract=off). */
+HD float mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+HD float add_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fadd_rn(a, b);
+#else
+    return a + b;
+#endif
+}
+HD float sub_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+    return __fsub_rn(a, b);
+#else
+    return a - b;
+#endif
+}
+
+/* Cross-lane exchange for warp code shared by a kernel and its host run:
+ * xor(v, o, lane) returns lane (lane ^ o)'s v, as __shfl_xor_sync over a full
+ * warp. DevWarp is the shuffle; HostWarp runs each lane on its own host
+ * thread and exchanges through memory between two barriers. */
+struct DevWarp {
+    template <class T>
+    HD T xor_(T v, int o, int lane) const {
+        (void)lane;
+#ifdef __CUDA_ARCH__
+        return __shfl_xor_sync(0xffffffffu, v, o);
+#else
+        (void)o;
+        return v; /* never used: host code runs HostWarp */
+#endif
+    }
+};
+struct HostWarp {
+    void *bar;    /* pthread_barrier_t of the 32 lane threads */
+    double *slot; /* [32]: one value per lane (float, double and int fit exactly) */
+    template <class T>
+    HD T xor_(T v, int o, int lane) const;
+};
+
+template <class W, class T>
+HD T warp_sum(const W &w, T v, int lane) {
+    NB_UNROLL
+    for (int o = 16; o > 0; o >>= 1) v += w.xor_(v, o, lane);
     return v;
 }
-__device__ __forceinline__ double nb_warp_sum_d(double v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-__device__ __forceinline__ float nb_warp_max(float v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+template <class W>
+HD float warp_max(const W &w, float v, int lane) {
+    NB_UNROLL
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, w.xor_(v, o, lane));
     return v;
 }
 

@@ -30,39 +30,8 @@ extern "C" {
 #include <cuda_fp16.h>
 #include <string.h>
 
-#define HD __host__ __device__ __forceinline__
-/* #pragma unroll in code that is also compiled for the host */
-#ifdef __CUDA_ARCH__
-#define NB_UNROLL _Pragma("unroll")
-#else
-#define NB_UNROLL
-#endif
+/* ---- byte readers, device and host ------------------------------------------------- */
 
-/* ---- arithmetic and byte readers, device and host ------------------------------------ */
-
-/* IEEE single multiply / add / subtract that are never contracted into an FMA
- * (the host side is compiled with -ffp-contract=off). */
-HD float mul_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fmul_rn(a, b);
-#else
-    return a * b;
-#endif
-}
-HD float add_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fadd_rn(a, b);
-#else
-    return a + b;
-#endif
-}
-HD float sub_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-    return __fsub_rn(a, b);
-#else
-    return a - b;
-#endif
-}
 HD float bits_f32(uint32_t u) {
 #ifdef __CUDA_ARCH__
     return __uint_as_float(u);
@@ -338,13 +307,13 @@ __global__ void __launch_bounds__(32 * MM_WARPS)
     mm_lane<D, NT>(w + r * row_bytes, n_in, x, t0, nt, lane, aux, acc);
 #pragma unroll
     for (int t = 0; t < NT; t++) {
-        const float s = nb_warp_sum(acc[t]);
+        const float s = warp_sum(DevWarp(), acc[t], lane);
         if (lane == 0 && t < nt) y[(t0 + t) * n_out + r] = s;
     }
 }
 
 /* The kernel's work on the host: every (row, token tile) as one warp of 32
- * lanes running mm_lane, then nb_warp_sum's butterfly (v[l] + v[l ^ o] for
+ * lanes running mm_lane, then warp_sum's butterfly (v[l] + v[l ^ o] for
  * o = 16, 8, 4, 2, 1), lane 0's value stored. */
 template <class D, int NT>
 static void host_matmul_nt(const uint8_t *w, size_t rb, int64_t n_out, int n_in, const float *x, int64_t n_tok,

@@ -36,6 +36,7 @@ int main(void) {
 #else
 
 #include "kernels/cuda/cuda.h"
+#include "cuda_ref.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -90,14 +91,6 @@ static void get(nb_cuda_ctx *c, void *host, const void *d, size_t bytes, nb_ctx 
     ck_assert_msg(nb_cuda_download(c, host, d, bytes, ctx) == NB_OK, "download: %s", nb_errmsg(ctx));
 }
 
-static float *gauss(size_t n, uint64_t seed, float scale) {
-    float *v = malloc(n * sizeof(float));
-    ck_assert_ptr_nonnull(v);
-    uint64_t s = seed;
-    for (size_t i = 0; i < n; i++) v[i] = scale * nbt_rand_normal(&s);
-    return v;
-}
-
 /* n_out rows of Gaussian weights (row scales 0.1..1.7) quantized to t; *bytes receives the size. */
 static void *weights(nb_type t, int64_t n_out, int64_t n_in, uint64_t seed, size_t *bytes) {
     const nb_type_traits *tr = nb_type_get(t);
@@ -114,17 +107,6 @@ static void *weights(nb_type t, int64_t n_out, int64_t n_in, uint64_t seed, size
     tr->quantize(f, q, n_out, n_in, NULL);
     free(f);
     return q;
-}
-
-/* max |a - b| / max |b| */
-static double max_rel(const float *a, const float *b, size_t n) {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= num)) num = d; /* a NaN difference wins */
-        if (fabs((double)b[i]) > den) den = fabs((double)b[i]);
-    }
-    return den > 0 ? num / den : num;
 }
 
 static double rel_rms(const float *a, const float *b, size_t n) {
@@ -208,113 +190,6 @@ START_TEST(matmul_matches_cpu) {
     nb_ctx_free(&ctx);
 }
 END_TEST
-
-/* ---- CPU references: copies of the engine's static functions ------------------------ */
-
-static void ref_rmsnorm(float *out, const float *x, const float *w, int64_t rows, int n, float eps) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * n;
-        float *o = out + r * n;
-        double ss = 0;
-        for (int i = 0; i < n; i++) ss += (double)(xr[i] * xr[i]);
-        const float scale = 1.0f / sqrtf((float)(ss / n) + eps);
-        for (int i = 0; i < n; i++) o[i] = (xr[i] * scale) * w[i];
-    }
-}
-
-static void ref_rope(float *v, int n, int n_h, int hd, int n_rot, bool neox, const float *cs) {
-    const int half = n_rot / 2;
-    for (int64_t th = 0; th < (int64_t)n * n_h; th++) {
-        const int64_t t = th / n_h;
-        float *x = v + th * hd;
-        const float *c = cs + (size_t)t * half * 2;
-        for (int i = 0; i < half; i++) {
-            const float co = c[2 * i], si = c[2 * i + 1];
-            const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-            const float x0 = x[a], x1 = x[b];
-            x[a] = x0 * co - x1 * si;
-            x[b] = x0 * si + x1 * co;
-        }
-    }
-}
-
-static void ref_softmax(float *x, int64_t rows, int n) {
-    for (int64_t r = 0; r < rows; r++) {
-        float *p = x + r * n, mx = -INFINITY;
-        for (int i = 0; i < n; i++) mx = p[i] > mx ? p[i] : mx;
-        double sum = 0;
-        for (int i = 0; i < n; i++) {
-            p[i] = expf(p[i] - mx);
-            sum += p[i];
-        }
-        const float inv = (float)(1.0 / sum);
-        for (int i = 0; i < n; i++) p[i] *= inv;
-    }
-}
-
-static void ref_attention(const float *q, const float *kc, const float *vc, float *out, int n, int pos, int H, int Hkv,
-                          int hd, int n_ctx, float scale, int window) {
-    const int G = H / Hkv;
-    float *sc = malloc((size_t)n_ctx * sizeof(float));
-    ck_assert_ptr_nonnull(sc);
-    for (int64_t ht = 0; ht < (int64_t)n * H; ht++) {
-        const int t = (int)(ht / H), h = (int)(ht % H), kvh = h / G;
-        const float *qr = q + ((int64_t)t * H + h) * hd;
-        const float *K = kc + (int64_t)kvh * n_ctx * hd, *V = vc + (int64_t)kvh * n_ctx * hd;
-        const int p1 = pos + t, p0 = window > 0 && p1 - window + 1 > 0 ? p1 - window + 1 : 0;
-        float mx = -INFINITY;
-        for (int p = p0; p <= p1; p++) {
-            float s = 0;
-            for (int d = 0; d < hd; d++) s += qr[d] * K[(int64_t)p * hd + d];
-            sc[p] = s * scale;
-            if (sc[p] > mx) mx = sc[p];
-        }
-        double sum = 0;
-        for (int p = p0; p <= p1; p++) {
-            sc[p] = expf(sc[p] - mx);
-            sum += sc[p];
-        }
-        const float inv = (float)(1.0 / sum);
-        float *o = out + ((int64_t)t * H + h) * hd;
-        memset(o, 0, (size_t)hd * sizeof *o);
-        for (int p = p0; p <= p1; p++)
-            for (int d = 0; d < hd; d++) o[d] += sc[p] * inv * V[(int64_t)p * hd + d];
-    }
-    free(sc);
-}
-
-static void ref_route(const float *logits, int X, int U, bool norm, float scale, int32_t *sel, float *w) {
-    float *probs = malloc((size_t)X * sizeof(float));
-    ck_assert_ptr_nonnull(probs);
-    float mx = -INFINITY;
-    for (int i = 0; i < X; i++)
-        if (logits[i] > mx) mx = logits[i];
-    double sum = 0;
-    for (int i = 0; i < X; i++) {
-        probs[i] = expf(logits[i] - mx);
-        sum += probs[i];
-    }
-    const float inv = (float)(1.0 / sum);
-    for (int i = 0; i < X; i++) probs[i] *= inv;
-    for (int k = 0; k < U; k++) {
-        int best = -1;
-        for (int i = 0; i < X; i++) {
-            bool taken = false;
-            for (int j = 0; j < k; j++) taken |= sel[j] == i;
-            if (!taken && (best < 0 || probs[i] > probs[best])) best = i;
-        }
-        sel[k] = best;
-        w[k] = probs[best];
-    }
-    if (norm) {
-        float s = 0;
-        for (int k = 0; k < U; k++) s += w[k];
-        for (int k = 0; k < U; k++) w[k] /= s;
-    }
-    if (scale != 1.0f)
-        for (int k = 0; k < U; k++) w[k] *= scale;
-    free(probs);
-}
 
 /* ---- operations ----------------------------------------------------------------------- */
 
@@ -445,6 +320,7 @@ START_TEST(moe_routing) {
     for (size_t k = 0; k < sizeof cfg / sizeof cfg[0]; k++) {
         const int X = cfg[k].X, U = cfg[k].U;
         float *lg = gauss((size_t)(n * X), 40 + k, 2.f);
+        if (k == 0) lg[3] = lg[5] = 9.f; /* a tie: expert 3 first */
         int32_t *sr = malloc((size_t)(n * U) * sizeof(int32_t)), *sg = malloc((size_t)(n * U) * sizeof(int32_t));
         float *wr = malloc((size_t)(n * U) * sizeof(float)), *wg = malloc((size_t)(n * U) * sizeof(float));
         ck_assert(sr && sg && wr && wg);
