@@ -33,6 +33,14 @@ int nb_cmd_plan(int argc, char **argv);
 int nb_cli_exit_code(nb_status st);
 /* Print "nibble CMD: <errmsg>" to stderr and return the exit code for st. */
 int nb_cli_fail(const char *cmd, nb_ctx *ctx, nb_status st);
+/* Before any work: refuse an output that is one of the inputs or another
+ * output (core/paths.h). Prints "nibble CMD: <message>" and returns
+ * NB_EXIT_USAGE, or returns NB_OPTS_RUN to go on. NULL entries are skipped.
+ * Call as nb_cli_check_paths("x", &ctx, NB_CLI_PATHS(model, calib), NB_CLI_PATHS(out, report)). */
+int nb_cli_check_paths(const char *cmd, nb_ctx *ctx, const char *const *in, size_t n_in, const char *const *out,
+                       size_t n_out);
+#define NB_CLI_PATHS(...)                                                                          \
+    (const char *const[]){__VA_ARGS__}, sizeof((const char *const[]){__VA_ARGS__}) / sizeof(const char *)
 /* NB_OPT_CALL handler for a float storage type: opt->dest is an nb_type set to
  * f32, f16 or bf16 (any case); anything else is NB_ERR_INVALID (usage). */
 nb_status nb_cli_opt_float_type(const nb_opt *opt, const char *arg, nb_ctx *ctx);

@@ -96,6 +96,8 @@ int nb_cmd_calibrate(int argc, char **argv) {
     nb_args args = {0};
     int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
     const char *model = args.pos[0];
+    if (rc == NB_OPTS_RUN)
+        rc = nb_cli_check_paths("calibrate", &ctx, NB_CLI_PATHS(model, o.calib_path), NB_CLI_PATHS(out));
     if (rc != NB_OPTS_RUN) goto done;
     o.corpus.kind = (nb_corpus_kind)kind;
     nb_imatrix im;

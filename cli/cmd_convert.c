@@ -41,6 +41,8 @@ int nb_cmd_convert(int argc, char **argv) {
     int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
     if (rc != NB_OPTS_RUN) { nb_ctx_free(&ctx); return rc; }
     const char *src = args.pos[0];
+    rc = nb_cli_check_paths("convert", &ctx, NB_CLI_PATHS(src), NB_CLI_PATHS(dst));
+    if (rc != NB_OPTS_RUN) { nb_ctx_free(&ctx); return rc; }
     nb_convert_result res;
     nb_status st = nb_convert(src, dst, &o, &res, &ctx);
     if (st != NB_OK) return nb_cli_fail("convert", &ctx, st);

@@ -80,6 +80,7 @@ int nb_cmd_logits(int argc, char **argv) {
     nb_args args = {0};
     int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
     const char *model = args.pos[0];
+    if (rc == NB_OPTS_RUN) rc = nb_cli_check_paths("logits", &ctx, NB_CLI_PATHS(model), NB_CLI_PATHS(out));
     if (rc != NB_OPTS_RUN) goto done;
     int32_t *ids = tl.ids;
     int n_ids = tl.n;

@@ -141,6 +141,11 @@ int nb_cmd_merge(int argc, char **argv) {
         fprintf(stderr, "nibble merge: %s: the output must end in .gguf or .safetensors\n", dst);
         rc = NB_EXIT_USAGE;
     }
+    if (rc == NB_OPTS_RUN) {
+        const char *in[MAX_ADAPTERS + 1] = {base};
+        for (size_t k = 0; k < al.n; k++) in[1 + k] = al.paths[k];
+        rc = nb_cli_check_paths("merge", &ctx, in, 1 + al.n, NB_CLI_PATHS(dst, report_file));
+    }
     if (rc != NB_OPTS_RUN) goto done;
     const size_t n_ad = al.n;
     o.adapters = al.ads;

@@ -107,6 +107,8 @@ int nb_cmd_ppl(int argc, char **argv) {
         nb_ctx_free(&ctx);
         return nb_opts_usage_error(&spec, &args, "--save-logits and --kld cannot be combined");
     }
+    rc = nb_cli_check_paths("ppl", &ctx, NB_CLI_PATHS(model, text_path, kld), NB_CLI_PATHS(save));
+    if (rc != NB_OPTS_RUN) { nb_ctx_free(&ctx); return rc; }
     FILE *info = json ? stderr : stdout;
 
     rc = NB_EXIT_OK;

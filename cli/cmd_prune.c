@@ -110,6 +110,9 @@ int nb_cmd_prune(int argc, char **argv) {
         rc = nb_opts_usage_error(&spec, &args, "%s", why);
         goto done;
     }
+    rc = nb_cli_check_paths("prune", &ctx, NB_CLI_PATHS(model, co.calib_path, stats, eo.text_path),
+                            NB_CLI_PATHS(dry ? NULL : out, save_stats, report));
+    if (rc != NB_OPTS_RUN) goto done;
 
     nb_prune_job job = {.src = model, .dst = dry ? NULL : out, .stats_path = stats, .calib = co,
                         .save_stats = save_stats, .prune = po};

@@ -344,6 +344,9 @@ int nb_cmd_quantize(int argc, char **argv) {
     }
     if (job.dst && !nb_str_ends_with(job.dst, ".gguf"))
         NB_WARN(&ctx, "%s: output is GGUF whatever the extension (consider naming it .gguf)", job.dst);
+    rc = nb_cli_check_paths("quantize", &ctx, NB_CLI_PATHS(job.src, job.plan_path, job.imatrix_path, job.calib_path),
+                            NB_CLI_PATHS(job.dst, report_file));
+    if (rc != NB_OPTS_RUN) goto done;
     job.plan.rules = &rules;
     job.include_weights = include.v;
     job.n_include_weights = include.n;

@@ -1,5 +1,6 @@
 /* cli/common.c — helpers shared by the subcommands. */
 #include "cli/cli.h"
+#include "core/paths.h"
 #include "core/types.h"
 
 #include <stdio.h>
@@ -18,6 +19,12 @@ int nb_cli_fail(const char *cmd, nb_ctx *ctx, nb_status st) {
     const char *m = nb_errmsg(ctx);
     fprintf(stderr, "nibble %s: %s\n", cmd, m && *m ? m : nb_status_name(st));
     return nb_cli_exit_code(st);
+}
+
+int nb_cli_check_paths(const char *cmd, nb_ctx *ctx, const char *const *in, size_t n_in, const char *const *out,
+                       size_t n_out) {
+    nb_status st = nb_paths_check(in, n_in, out, n_out, ctx);
+    return st == NB_OK ? NB_OPTS_RUN : nb_cli_fail(cmd, ctx, st);
 }
 
 nb_status nb_cli_opt_float_type(const nb_opt *opt, const char *arg, nb_ctx *ctx) {

@@ -1,6 +1,8 @@
 /* cli/main.c — `nibble` entry point: dispatches to cli/cmd_*.c. */
 #include "cli/cli.h"
+#include "core/cleanup.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -40,7 +42,20 @@ static void usage(FILE *f) {
                "            4 a build's quality gate failed\n");
 }
 
-int main(int argc, char **argv) {
+/* A command's output to stdout (`> /dev/full`, a closed pipe reader) may have
+ * failed in a buffered write nobody checked: flush and close it here, and turn
+ * a failure into exit 3 unless the command already failed. */
+static int close_stdout(int rc) {
+    errno = 0;
+    bool bad = fflush(stdout) != 0 || ferror(stdout);
+    int e = errno;
+    if (fclose(stdout) != 0 && !bad) { bad = true; e = errno; }
+    if (!bad) return rc;
+    fprintf(stderr, "nibble: stdout: write error%s%s\n", e ? ": " : "", e ? strerror(e) : "");
+    return rc == NB_EXIT_OK ? NB_EXIT_IO : rc;
+}
+
+static int run(int argc, char **argv) {
     if (argc < 2) { usage(stderr); return NB_EXIT_USAGE; }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(stdout);
@@ -52,4 +67,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "nibble: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return NB_EXIT_USAGE;
+}
+
+int main(int argc, char **argv) {
+    nb_cleanup_install_signals("nibble");
+    return close_stdout(run(argc, argv));
 }

@@ -1,36 +1,150 @@
 /* core/afile.c — atomic buffered output files (see core/afile.h). */
 #include "core/afile.h"
 
+#include "core/cleanup.h"
+
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define AFILE_BUF (1u << 20)
+#define TMP_SUFFIX ".partial."
+#define TMP_RANDOM 6
+
+static char *cat2(const char *a, const char *b, nb_ctx *ctx) {
+    size_t na = strlen(a), nb = strlen(b);
+    char *s = nb_malloc(ctx, na + nb + 1, "path");
+    if (!s) return NULL;
+    memcpy(s, a, na);
+    memcpy(s + na, b, nb + 1);
+    return s;
+}
+
+/* Step 1 of core/afile.h: hold "PATH.lock". The lock file may be unlinked by
+ * the writer that held it before we got the flock: then we locked a dead inode
+ * and try again with the file now at that name. */
+static nb_status take_lock(nb_afile *f, nb_ctx *ctx) {
+    for (int tries = 0; tries < 16; tries++) {
+        int fd = open(f->lock_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0644);
+        if (fd < 0) return nb_err_errno(ctx, errno, "%s: cannot create the lock file %s", f->path, f->lock_path);
+        struct stat a, b;
+        if (fstat(fd, &a) != 0 || !S_ISREG(a.st_mode)) {
+            close(fd);
+            return nb_err(ctx, NB_ERR_IO, "%s: the lock file %s is not a regular file", f->path, f->lock_path);
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            int e = errno;
+            close(fd);
+            if (e == EWOULDBLOCK)
+                return nb_err(ctx, NB_ERR_IO, "%s: another process is writing this file (lock %s is held)",
+                              f->path, f->lock_path);
+            if (e == ENOLCK || e == EOPNOTSUPP || e == ENOSYS) { /* no locks here: write unlocked */
+                unlink(f->lock_path);
+                return NB_OK;
+            }
+            return nb_err_errno(ctx, e, "%s: cannot lock %s", f->path, f->lock_path);
+        }
+        if (lstat(f->lock_path, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+            f->lock_fd = fd;
+            return NB_OK;
+        }
+        close(fd);
+    }
+    return nb_err(ctx, NB_ERR_IO, "%s: cannot lock %s (it keeps being replaced)", f->path, f->lock_path);
+}
+
+static void release_lock(nb_afile *f) {
+    if (f->lock_fd < 0) return;
+    unlink(f->lock_path); /* before unlocking: a waiter re-checks the name (take_lock) */
+    close(f->lock_fd);
+    f->lock_fd = -1;
+}
+
+/* Step 2: remove "PATH.partial.XXXXXX" left by writers that died. Called with
+ * the lock held, so none of them belongs to a live writer that locks. */
+static void remove_stale(const char *path) {
+    char *copy = strdup(path);
+    if (!copy) return;
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    char *slash = strrchr(copy, '/');
+    const char *dir = slash ? (slash == copy ? "/" : (*slash = 0, copy)) : ".";
+    DIR *d = opendir(dir);
+    if (d) {
+        size_t nb = strlen(base), ns = sizeof TMP_SUFFIX - 1;
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (strlen(e->d_name) == nb + ns + TMP_RANDOM && !strncmp(e->d_name, base, nb) &&
+                !strncmp(e->d_name + nb, TMP_SUFFIX, ns))
+                unlinkat(dirfd(d), e->d_name, 0);
+        closedir(d);
+    }
+    free(copy);
+}
+
+/* Step 3: "PATH.partial.XXXXXX", ours alone (O_EXCL, O_NOFOLLOW). */
+static nb_status create_tmp(nb_afile *f, nb_ctx *ctx) {
+    static const char alnum[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    size_t n = strlen(f->tmp_path);
+    for (int tries = 0; tries < 100; tries++) {
+        unsigned char r[TMP_RANDOM];
+        if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            uint64_t x = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid() << 20 ^ (uint64_t)tries;
+            for (size_t i = 0; i < sizeof r; i++) r[i] = (unsigned char)(x >> (8 * i));
+        }
+        for (size_t i = 0; i < TMP_RANDOM; i++) f->tmp_path[n - TMP_RANDOM + i] = alnum[r[i] % (sizeof alnum - 1)];
+        f->fd = open(f->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+        if (f->fd >= 0) {
+            struct stat st;
+            if (fstat(f->fd, &st) != 0) return nb_err_errno(ctx, errno, "%s: fstat", f->tmp_path);
+            f->tmp_dev = (unsigned long long)st.st_dev;
+            f->tmp_ino = (unsigned long long)st.st_ino;
+            return NB_OK;
+        }
+        if (errno != EEXIST) break;
+    }
+    nb_status st = nb_err_errno(ctx, errno, "%s: cannot create", f->tmp_path);
+    free(f->tmp_path); /* not ours: abort must not unlink it */
+    f->tmp_path = NULL;
+    return st;
+}
 
 nb_status nb_afile_open(nb_afile *f, const char *path, bool hash, nb_ctx *ctx) {
     memset(f, 0, sizeof *f);
-    f->fd = -1;
-    size_t n = strlen(path);
+    f->fd = f->lock_fd = f->cleanup_slot = -1;
     f->path = nb_strdup(ctx, path);
-    f->tmp_path = nb_malloc(ctx, n + sizeof ".partial", "path");
+    f->lock_path = cat2(path, ".lock", ctx);
+    f->tmp_path = cat2(path, TMP_SUFFIX "XXXXXX", ctx);
     f->buf = nb_malloc(ctx, AFILE_BUF, "write buffer");
-    if (!f->path || !f->tmp_path || !f->buf) {
+    if (!f->path || !f->lock_path || !f->tmp_path || !f->buf) {
         nb_afile_abort(f);
         return NB_ERR_NOMEM;
     }
-    memcpy(f->tmp_path, path, n);
-    memcpy(f->tmp_path + n, ".partial", sizeof ".partial");
-    f->fd = open(f->tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (f->fd < 0) {
-        nb_status st = nb_err_errno(ctx, errno, "%s: cannot create", f->tmp_path);
+    char *tmp = f->tmp_path;
+    f->tmp_path = NULL; /* nothing of ours to unlink until create_tmp succeeds */
+    nb_status st = take_lock(f, ctx);
+    if (st == NB_OK) {
+        remove_stale(path);
+        f->tmp_path = tmp;
+        st = create_tmp(f, ctx);
+    } else {
+        free(tmp);
+    }
+    if (st != NB_OK) {
         nb_afile_abort(f);
         return st;
     }
+    f->cleanup_slot = nb_cleanup_add_partial(f->tmp_path, f->lock_fd >= 0 ? f->lock_path : NULL);
     f->hash = hash;
     if (hash) nb_sha256_init(&f->sha);
     return NB_OK;
@@ -103,6 +217,7 @@ static void fsync_dir(const char *path) {
 }
 
 nb_status nb_afile_commit(nb_afile *f, unsigned char *sha_out, nb_ctx *ctx) {
+    if (f->fd < 0) return nb_err(ctx, NB_ERR_INTERNAL, "commit of a closed file");
     nb_status st = flush_buf(f, ctx);
     if (st == NB_OK && fsync(f->fd) != 0) st = nb_err_errno(ctx, errno, "%s: fsync", f->path);
     if (st == NB_OK) {
@@ -110,16 +225,27 @@ nb_status nb_afile_commit(nb_afile *f, unsigned char *sha_out, nb_ctx *ctx) {
         f->fd = -1;
         if (close(fd) != 0) st = nb_err_errno(ctx, errno, "%s: close", f->path);
     }
+    struct stat cur;
+    if (st == NB_OK && (lstat(f->tmp_path, &cur) != 0 || (unsigned long long)cur.st_dev != f->tmp_dev ||
+                        (unsigned long long)cur.st_ino != f->tmp_ino)) {
+        st = nb_err(ctx, NB_ERR_IO, "%s: the temporary %s was removed or replaced by someone else; not renamed",
+                    f->path, f->tmp_path);
+        free(f->tmp_path); /* not ours any more: abort must not unlink it */
+        f->tmp_path = NULL;
+    }
     if (st == NB_OK && rename(f->tmp_path, f->path) != 0)
         st = nb_err_errno(ctx, errno, "%s: rename from %s", f->path, f->tmp_path);
     if (st != NB_OK) {
         nb_afile_abort(f);
         return st;
     }
+    nb_cleanup_forget_partial(f->cleanup_slot);
+    f->cleanup_slot = -1;
     fsync_dir(f->path);
+    release_lock(f);
     if (f->hash && sha_out) nb_sha256_final(&f->sha, sha_out);
-    free(f->tmp_path); free(f->path); free(f->buf);
-    f->tmp_path = f->path = NULL;
+    free(f->tmp_path); free(f->path); free(f->lock_path); free(f->buf);
+    f->tmp_path = f->path = f->lock_path = NULL;
     f->buf = NULL;
     return NB_OK;
 }
@@ -128,8 +254,11 @@ void nb_afile_abort(nb_afile *f) {
     if (!f) return;
     if (f->fd >= 0) { close(f->fd); f->fd = -1; }
     if (f->tmp_path) unlink(f->tmp_path);
-    free(f->tmp_path); free(f->path); free(f->buf);
-    f->tmp_path = f->path = NULL;
+    nb_cleanup_forget_partial(f->cleanup_slot);
+    f->cleanup_slot = -1;
+    if (f->lock_path) release_lock(f);
+    free(f->tmp_path); free(f->path); free(f->lock_path); free(f->buf);
+    f->tmp_path = f->path = f->lock_path = NULL;
     f->buf = NULL;
 }
 

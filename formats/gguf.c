@@ -4,6 +4,7 @@
 
 #include "core/afile.h"
 #include "core/checked.h"
+#include "core/cleanup.h"
 #include "formats/readers.h"
 
 #include <errno.h>
@@ -223,11 +224,13 @@ static long find_duplicate(name_ref *refs, size_t n) {
 typedef struct gguf_impl {
     void *map;        /* mmap of the whole file (NULL for memory images) */
     size_t map_len;
+    int map_slot;     /* core/cleanup.h registration (names m->path on SIGBUS), -1: none */
 } gguf_impl;
 
 static void gguf_close(nb_model *m) {
     gguf_impl *g = m->impl;
     if (g) {
+        nb_cleanup_forget_map(g->map_slot);
         if (g->map) munmap(g->map, g->map_len);
         free(g);
     }
@@ -567,6 +570,7 @@ nb_status nb_gguf_open(const char *path, nb_model **out, nb_ctx *ctx) {
     }
     g->map = map;
     g->map_len = len;
+    g->map_slot = nb_cleanup_add_map(map, len, m->path);
     m->impl = g;
     *out = m;
     return NB_OK;

@@ -48,6 +48,7 @@ void nb_kvset_free(nb_kvset *s) {
         nb_kv_value_free(&s->items[i].val);
     }
     free(s->items);
+    free(s->idx);
     memset(s, 0, sizeof *s);
 }
 
@@ -96,8 +97,49 @@ nb_status nb_kv_value_copy(nb_kv_value *dst, const nb_kv_value *src, nb_ctx *ctx
     return NB_OK;
 }
 
+static size_t key_hash(const char *k) { /* FNV-1a */
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)k; *p; p++) h = (h ^ *p) * 0x100000001b3ull;
+    return (size_t)(h ^ (h >> 29));
+}
+
+static void idx_put(nb_kvset *s, size_t i) {
+    size_t m = s->idx_cap - 1, h = key_hash(s->items[i].key) & m;
+    while (s->idx[h]) h = (h + 1) & m;
+    s->idx[h] = i + 1;
+}
+
+/* Index items[n_indexed..n), growing the table; false when out of memory
+ * (the set stays correct: lookups scan what is not indexed). */
+static bool idx_update(nb_kvset *s) {
+    if (s->n_indexed == s->n) return true;
+    if (2 * s->n > s->idx_cap) {
+        size_t cap = s->idx_cap ? s->idx_cap : 64;
+        while (cap < 2 * s->n) cap *= 2;
+        size_t *t = calloc(cap, sizeof *t);
+        if (!t) return false;
+        free(s->idx);
+        s->idx = t;
+        s->idx_cap = cap;
+        s->n_indexed = 0;
+    }
+    for (; s->n_indexed < s->n; s->n_indexed++) idx_put(s, s->n_indexed);
+    return true;
+}
+
+static void idx_drop(nb_kvset *s) {
+    free(s->idx);
+    s->idx = NULL;
+    s->idx_cap = s->n_indexed = 0;
+}
+
 long nb_kv_find(const nb_kvset *s, const char *key) {
-    for (size_t i = 0; i < s->n; i++)
+    if (s->n_indexed) {
+        size_t m = s->idx_cap - 1;
+        for (size_t h = key_hash(key) & m; s->idx[h]; h = (h + 1) & m)
+            if (strcmp(s->items[s->idx[h] - 1].key, key) == 0) return (long)(s->idx[h] - 1);
+    }
+    for (size_t i = s->n_indexed; i < s->n; i++)
         if (strcmp(s->items[i].key, key) == 0) return (long)i;
     return -1;
 }
@@ -114,9 +156,11 @@ void nb_kv_remove(nb_kvset *s, const char *key) {
     nb_kv_value_free(&s->items[i].val);
     memmove(&s->items[i], &s->items[i + 1], (s->n - (size_t)i - 1) * sizeof *s->items);
     s->n--;
+    idx_drop(s); /* positions moved: the next setter rebuilds it */
 }
 
 nb_status nb_kv_set_take(nb_kvset *s, const char *key, nb_kv_value *v, nb_ctx *ctx) {
+    idx_update(s);
     long i = nb_kv_find(s, key);
     if (i >= 0) {
         nb_kv_value_free(&s->items[i].val);

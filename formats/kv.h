@@ -66,6 +66,13 @@ typedef struct nb_kv {
 typedef struct nb_kvset {
     size_t n, cap;
     nb_kv *items;
+    /* Hash index of items[0..n_indexed) by key (open addressing, slot = item
+     * index + 1, 0 empty; idx_cap a power of two >= 2 * n_indexed, or 0), so
+     * that building a set of n keys is O(n), not O(n^2). Items appended
+     * directly (the GGUF reader does) are found by a scan of the unindexed
+     * tail and indexed by the next setter. Private to formats/kv.c. */
+    size_t *idx;
+    size_t idx_cap, n_indexed;
 } nb_kvset;
 
 /* Size in bytes of a scalar kv type (0 for STRING/ARRAY/invalid). */

@@ -37,6 +37,7 @@
 
 #include "core/afile.h"
 #include "core/checked.h"
+#include "core/cleanup.h"
 #include "core/file.h"
 #include "core/str.h"
 #include "formats/json_strict.h"
@@ -396,7 +397,20 @@ nb_status nb_safetensors_parse_header(const void *buf, size_t n, uint64_t file_s
 typedef struct st_map {
     void *p;
     size_t n;
+    char *path;  /* for the SIGBUS message (core/cleanup.h) */
+    int slot;    /* its registration, -1: none */
 } st_map;
+
+static void unmap(st_map *m) {
+    if (m->p) { /* slot and path are set only for a mapping */
+        nb_cleanup_forget_map(m->slot);
+        munmap(m->p, m->n);
+    }
+    free(m->path);
+    m->p = NULL;
+    m->path = NULL;
+    m->slot = -1;
+}
 
 typedef struct st_impl {
     size_t n_maps;
@@ -406,7 +420,7 @@ typedef struct st_impl {
 static void st_impl_free(st_impl *im) {
     if (!im) return;
     for (size_t k = 0; k < im->n_maps; k++)
-        if (im->maps[k].p) munmap(im->maps[k].p, im->maps[k].n);
+        unmap(&im->maps[k]);
     free(im->maps);
     free(im);
 }
@@ -431,6 +445,8 @@ static const nb_model_ops g_st_ops = {st_read, st_close};
 static nb_status map_file(const char *path, st_map *out, nb_ctx *ctx) {
     out->p = NULL;
     out->n = 0;
+    out->path = NULL;
+    out->slot = -1;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return nb_err_errno(ctx, errno, "%s", path);
     struct stat sb;
@@ -452,6 +468,8 @@ static nb_status map_file(const char *path, st_map *out, nb_ctx *ctx) {
         }
         out->p = p;
         out->n = (size_t)sb.st_size;
+        out->path = strdup(path); /* NULL (out of memory): the SIGBUS message names no file */
+        if (out->path) out->slot = nb_cleanup_add_map(p, out->n, out->path);
     }
     close(fd);
     return NB_OK;
@@ -463,10 +481,7 @@ static nb_status open_one(const char *path, st_map *map, nb_st_header *h, nb_ctx
     nb_kvset_init(&h->meta);
     NB_TRY(map_file(path, map, ctx));
     nb_status st = nb_safetensors_parse_header(map->p, map->n, map->n, path, h, ctx);
-    if (st != NB_OK) {
-        if (map->p) munmap(map->p, map->n);
-        map->p = NULL;
-    }
+    if (st != NB_OK) unmap(map);
     return st;
 }
 
@@ -481,7 +496,7 @@ static nb_status open_single(const char *path, nb_model **out, nb_ctx *ctx) {
         nb_model_free_common(m);
         free(im);
         free(maps);
-        munmap(map.p, map.n);
+        unmap(&map);
         nb_st_header_free(&h);
         return NB_ERR_NOMEM;
     }

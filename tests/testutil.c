@@ -1,6 +1,7 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <glob.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,15 @@ unsigned char *nbt_read_file(const char *path, size_t *n) {
 int nbt_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+int nbt_partial_exists(const char *path) {
+    char pat[1100];
+    snprintf(pat, sizeof pat, "%s.partial*", path);
+    glob_t g;
+    int found = glob(pat, 0, NULL, &g) == 0 && g.gl_pathc > 0;
+    globfree(&g);
+    return found;
 }
 
 const char *nbt_data_dir(void) {

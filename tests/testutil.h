@@ -19,6 +19,8 @@ void nbt_write_file(const char *path, const void *data, size_t n);
 /* Read a whole file (malloc'd; *n receives the size); NULL if missing. */
 unsigned char *nbt_read_file(const char *path, size_t *n);
 int nbt_file_exists(const char *path);
+/* True when a temporary of output `path` (core/afile.h: PATH.partial.XXXXXX) exists. */
+int nbt_partial_exists(const char *path);
 /* Directory of checked-in test data (env NB_TEST_DATA or tests/data). */
 const char *nbt_data_dir(void);
 /* A context with 1 thread and quiet logging. */

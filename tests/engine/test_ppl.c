@@ -473,7 +473,7 @@ START_TEST(failed_run_leaves_no_file) {
     nb_ppl_lm la = lm_of(&a);
     ck_assert_int_eq(nb_ppl_run(&la, tok, n, &o, &r, &ctx), NB_ERR_IO);
     ck_assert(!nbt_file_exists(nbt_path("fail.bin")));
-    ck_assert(!nbt_file_exists(nbt_path("fail.bin.partial")));
+    ck_assert(!nbt_partial_exists(nbt_path("fail.bin")));
     ck_assert_ptr_null(r.chunk_ppl);
     /* unwritable destination */
     a.fail_at = 0;

@@ -436,9 +436,7 @@ START_TEST(test_writer_bad_alignment) {
         ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "general.alignment"));
         nb_sink_free(s);
         ck_assert(!nbt_file_exists(p));
-        char partial[600];
-        snprintf(partial, sizeof partial, "%s.partial", p);
-        ck_assert(!nbt_file_exists(partial));
+        ck_assert(!nbt_partial_exists(p));
     }
     nb_ctx_free(&ctx);
 }
@@ -448,14 +446,12 @@ START_TEST(test_failed_writes_leave_no_file) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
     const char *p = nbt_path("fail.gguf");
-    char partial[600];
-    snprintf(partial, sizeof partial, "%s.partial", p);
     int64_t ne[2] = {4, 2};
     float data[8] = {0};
     for (int k = 0; k < 6; k++) {
         nb_sink *s = NULL;
         ck_assert_int_eq(nb_gguf_sink_create(p, &s, &ctx), NB_OK);
-        ck_assert(nbt_file_exists(partial));
+        ck_assert(nbt_partial_exists(p));
         ck_assert_int_eq(nb_sink_add_tensor(s, "a", NB_TYPE_F32, 2, ne, &ctx), NB_OK);
         if (k == 0) { /* commit with a tensor incomplete */
             ck_assert_int_eq(nb_sink_begin(s, &ctx), NB_OK);
@@ -495,7 +491,7 @@ START_TEST(test_failed_writes_leave_no_file) {
         }
         nb_sink_free(s);
         ck_assert(!nbt_file_exists(p));
-        ck_assert(!nbt_file_exists(partial));
+        ck_assert(!nbt_partial_exists(p));
     }
     /* an unwritable destination fails at create */
     nb_sink *s = NULL;

@@ -3,6 +3,8 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 START_TEST(set_get_replace) {
@@ -85,11 +87,62 @@ START_TEST(arrays_deep_copy) {
 }
 END_TEST
 
+/* The hash index (formats/kv.h): many keys, replacing, removing (which
+ * moves positions), and items appended behind the index's back as the GGUF
+ * reader does; every key stays findable at its position, order kept. */
+START_TEST(many_keys_indexed) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_kvset s;
+    nb_kvset_init(&s);
+    enum { N = 20000 };
+    char k[32];
+    for (int i = 0; i < N; i++) {
+        snprintf(k, sizeof k, "x.key.%d", i);
+        ck_assert_int_eq(nb_kv_set_u32(&s, k, (uint32_t)i, &ctx), NB_OK);
+    }
+    ck_assert_int_eq(nb_kv_set_u32(&s, "x.key.7", 70, &ctx), NB_OK); /* replace in place */
+    ck_assert_uint_eq(s.n, N);
+    for (int i = 0; i < N; i += 3) { /* remove a third: positions move */
+        snprintf(k, sizeof k, "x.key.%d", i);
+        nb_kv_remove(&s, k);
+    }
+    ck_assert_int_eq(nb_kv_set_u32(&s, "late", 1, &ctx), NB_OK);
+    /* appended directly, unindexed, then a setter */
+    nb_kv_value v = {.type = NB_KV_U32};
+    v.v.u = 5;
+    nb_kv direct = {strdup("direct"), v};
+    if (s.n == s.cap) {
+        s.cap *= 2;
+        s.items = realloc(s.items, s.cap * sizeof *s.items);
+    }
+    s.items[s.n++] = direct;
+    ck_assert_int_eq(nb_kv_find(&s, "direct"), (long)s.n - 1);
+    ck_assert_int_eq(nb_kv_set_u32(&s, "after", 2, &ctx), NB_OK);
+    ck_assert_int_eq(nb_kv_find(&s, "direct"), (long)s.n - 2);
+    size_t pos = 0;
+    for (int i = 0; i < N; i++) {
+        snprintf(k, sizeof k, "x.key.%d", i);
+        long at = nb_kv_find(&s, k);
+        if (i % 3 == 0) { ck_assert_int_eq(at, -1); continue; }
+        ck_assert_int_eq(at, (long)pos++);
+        uint64_t u;
+        ck_assert(nb_kv_get_u64(&s, k, &u));
+        ck_assert_uint_eq(u, i == 7 ? 70 : (uint64_t)i);
+    }
+    ck_assert_int_eq(nb_kv_find(&s, "late"), (long)pos);
+    ck_assert_int_eq(nb_kv_find(&s, "nope"), -1);
+    nb_kvset_free(&s);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("formats/kv");
     TCase *tc = tcase_create("kv");
     tcase_add_test(tc, set_get_replace);
     tcase_add_test(tc, arrays_deep_copy);
+    tcase_add_test(tc, many_keys_indexed);
     suite_add_tcase(s, tc);
     return nbt_run_suite(s);
 }

@@ -144,7 +144,7 @@ START_TEST(round_trip) {
     ck_assert_uint_eq(bytes, fsz);
     ck_assert_int_eq(nb_sha256_file(path, sha2, &ctx), NB_OK);
     ck_assert_mem_eq(sha, sha2, 32);
-    ck_assert(!nbt_file_exists(nbt_path("rt.safetensors.partial")));
+    ck_assert(!nbt_partial_exists(nbt_path("rt.safetensors")));
 
     /* layout: 8-aligned header padded with spaces, __metadata__ first */
     uint64_t hl = rd_u64(file);
@@ -664,14 +664,12 @@ START_TEST(write_failures) {
 
     /* abort mid-way: the .partial disappears and an older file stays untouched */
     const char *p = nbt_path("abort.safetensors");
-    char partial[600];
-    snprintf(partial, sizeof partial, "%s.partial", p);
     nbt_write_file(p, "old", 3);
     ck_assert_int_eq(nb_safetensors_sink_create(p, &s, &ctx), NB_OK);
     ck_assert_int_eq(nb_sink_add_tensor(s, "t", NB_TYPE_F32, 1, ne, &ctx), NB_OK);
     ck_assert_int_eq(nb_sink_begin(s, &ctx), NB_OK);
     ck_assert_int_eq(nb_sink_write(s, v, 8, &ctx), NB_OK);
-    ck_assert(nbt_file_exists(partial));
+    ck_assert(nbt_partial_exists(p));
     /* committing an incomplete tensor fails and names it */
     ck_assert_int_eq(nb_sink_commit(s, &ctx), NB_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "tensor 't' incomplete"));
@@ -681,7 +679,7 @@ START_TEST(write_failures) {
     /* declaring after begin fails */
     ck_assert_int_eq(nb_sink_add_tensor(s, "u", NB_TYPE_F32, 1, ne, &ctx), NB_ERR_INVALID);
     nb_sink_free(s);
-    ck_assert(!nbt_file_exists(partial));
+    ck_assert(!nbt_partial_exists(p));
     size_t n;
     unsigned char *old = nbt_read_file(p, &n);
     ck_assert_uint_eq(n, 3);
@@ -711,7 +709,7 @@ START_TEST(write_failures) {
     ck_assert_int_eq(nb_sink_begin(s, &ctx), NB_ERR_INVALID);
     ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "tensor 'dup' added twice"));
     nb_sink_free(s);
-    ck_assert(!nbt_file_exists(partial));
+    ck_assert(!nbt_partial_exists(p));
     nb_ctx_free(&ctx);
 }
 END_TEST

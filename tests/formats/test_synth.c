@@ -52,7 +52,7 @@ START_TEST(test_deterministic_any_threads) {
     ck_assert_mem_eq(da, db, na);
     ck_assert_uint_eq(na, nc); /* same shapes */
     ck_assert(memcmp(da, dc, na) != 0);
-    ck_assert(!nbt_file_exists(nbt_path("det1.gguf.partial")));
+    ck_assert(!nbt_partial_exists(nbt_path("det1.gguf")));
     free(da);
     free(db);
     free(dc);

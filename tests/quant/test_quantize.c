@@ -279,9 +279,7 @@ static void write_model(const char *path, nb_type type, int64_t ne0, int64_t ne1
 }
 
 static bool no_output_left(const char *dst) {
-    char partial[600];
-    snprintf(partial, sizeof partial, "%s.partial", dst);
-    return !nbt_file_exists(dst) && !nbt_file_exists(partial);
+    return !nbt_file_exists(dst) && !nbt_partial_exists(dst);
 }
 
 START_TEST(nan_inf_rejected) {
