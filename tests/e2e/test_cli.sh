@@ -55,7 +55,7 @@ has "f16" "$tmp/out"
 check "bad --type" 1 "$nb" convert "$tmp/a.gguf" -o "$tmp/g.gguf" --type q9
 check "output == input" 1 "$nb" convert "$tmp/a.gguf" -o "$tmp/a.gguf"
 check "output dir missing" 3 "$nb" convert "$tmp/a.gguf" -o "$tmp/no/dir/x.gguf"
-ls "$tmp"/*.partial "$tmp"/no 2>/dev/null && { echo "FAIL: partial output left behind"; fail=1; }
+ls "$tmp"/*.partial* "$tmp"/*.lock "$tmp"/no 2>/dev/null && { echo "FAIL: partial output left behind"; fail=1; }
 check "bad output extension" 1 "$nb" convert "$tmp/a.gguf" -o "$tmp/x.bin"
 
 # option syntax (cli/opts.h): --opt=value, -tN, bundles, --, -o - refused, usage errors are one line, exit 1

@@ -79,7 +79,7 @@ fi
 # ---- KL-divergence ------------------------------------------------------------------
 expect 0 "$nb" ppl "$tmp/tiny.gguf" --text "$text" --ctx $ctx --chunks 4 --save-logits "$tmp/base.bin" ||
   fail "save logits"
-[[ -s $tmp/base.bin && ! -e $tmp/base.bin.partial ]] || fail "base file missing or partial left"
+[[ -s $tmp/base.bin && ! -e $tmp/base.bin.lock ]] && ! compgen -G "$tmp/base.bin.partial*" >/dev/null || fail "base file missing or partial left"
 base_ppl=$(final "$tmp/out" | awk '{print $5}')
 if expect 0 "$nb" ppl "$tmp/tiny-q4_0.gguf" --text "$text" --kld "$tmp/base.bin"; then
   for k in "Mean PPL(Q)" "Mean PPL(base)" "Cor(ln(PPL(Q)), ln(PPL(base)))" "Mean ln(PPL(Q)/PPL(base))" \

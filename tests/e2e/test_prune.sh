@@ -14,8 +14,8 @@
 set -uo pipefail
 . "$(dirname "$0")/common.bash"
 data=${NB_TEST_DATA:-$(dirname "$0")/../data}
-no_output() { # no_output FILE: neither FILE nor FILE.partial exists
-  if [ -e "$1" ] || ls "$1".partial >/dev/null 2>&1; then echo "FAIL: output $1 left behind"; fail=1; fi
+no_output() { # no_output FILE: neither FILE nor its temporary (FILE.partial.*) nor its lock exists
+  if [ -e "$1" ] || ls "$1".partial* "$1".lock >/dev/null 2>&1; then echo "FAIL: output $1 left behind"; fail=1; fi
 }
 
 check "prune --help" 0 "$nb" prune --threads 1 --help

@@ -5,7 +5,7 @@
 # Needs NB_BIN (set by ctest).
 set -uo pipefail
 . "$(dirname "$0")/common.bash"
-no_partial() { ls "$tmp"/*.partial >/dev/null 2>&1 && { echo "FAIL: partial output left behind"; fail=1; }; }
+no_partial() { ls "$tmp"/*.partial* "$tmp"/*.lock >/dev/null 2>&1 && { echo "FAIL: partial output left behind"; fail=1; }; }
 # type of a tensor in a GGUF, from inspect --json
 ttype() { "$nb" inspect "$1" --json | grep -oE "\"name\":\"$2\",\"type\":\"[^\"]*\"" | sed 's/.*"type":"//; s/"$//'; }
 

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Hardening (issue 15), one block per class: outputs that cannot clobber an
+# input or each other, planted files and concurrent writers, signals and
+# stdout errors, inputs truncated underneath, non-finite results, counts read
+# from files, config consistency, messages. Needs NB_BIN (set by ctest).
+set -uo pipefail
+. "$(dirname "$0")/common.bash"
+calib="$NB_TEST_DATA/text/calib.txt"
+left_behind() { # left_behind OUT: its temporary or lock still exists
+  compgen -G "$1.partial*" >/dev/null || [ -e "$1.lock" ]
+}
+one_line() { [ "$(wc -l < "$tmp/err")" = 1 ] || { echo "FAIL: $1: error is not one line:"; sed 's/^/  | /' "$tmp/err"; fail=1; }; }
+
+m="$tmp/m.gguf"
+check "synth" 0 "$nb" synth --arch llama --layers 2 --dim 64 --ff 128 --heads 4 --kv-heads 2 --vocab 300 --seed 3 -q -o "$m"
+sum0=$(sha256sum < "$m")
+
+# ---- class: an output may not be an input (any input, by device+inode) or another output
+check "calibrate -o MODEL" 1 "$nb" calibrate "$m" --calib "$calib" --ctx 64 -o "$m"
+has "m.gguf: is the input" "$tmp/err"; one_line "calibrate -o MODEL"
+check "calibrate -o CALIB" 1 "$nb" calibrate "$m" --calib "$calib" --ctx 64 -o "$calib"
+has "calib.txt" "$tmp/err"
+ln "$m" "$tmp/hard.gguf"
+check "quantize -o a hard link of SRC" 1 "$nb" quantize "$m" --type q8_0 -o "$tmp/hard.gguf"
+has "hard.gguf: is the input .*m.gguf" "$tmp/err"
+check "calibrate (imatrix)" 0 "$nb" calibrate "$m" --calib "$calib" --ctx 64 --calib-tokens 256 -q -o "$tmp/imx.gguf"
+check "quantize -o IMATRIX" 1 "$nb" quantize "$m" --type q4_0 --imatrix "$tmp/imx.gguf" -o "$tmp/imx.gguf"
+check "quantize --report = -o" 1 "$nb" quantize "$m" --type q8_0 -o "$tmp/q.gguf" --report="$tmp/q.gguf"
+has "are the same file" "$tmp/err"
+echo '{}' > "$tmp/plan.json"
+check "quantize -o PLAN" 1 "$nb" quantize "$m" --plan "$tmp/plan.json" -o "$tmp/plan.json"
+check "ppl --save-logits TEXT" 1 "$nb" ppl "$m" --text "$calib" --save-logits "$calib"
+check "logits -o MODEL" 1 "$nb" logits "$m" --tokens 1,2 -o "$m"
+check "convert -o MODEL" 1 "$nb" convert "$m" -o "$m"
+mkdir -p "$tmp/ad" && cp -r "$NB_TEST_DATA/peft/peft_dora_rs/." "$tmp/ad/"
+adsum=$(sha256sum < "$tmp/ad/adapter_model.safetensors")
+check "merge -o a file of the adapter dir" 1 "$nb" merge "$m" --adapter "$tmp/ad" -o "$tmp/ad/adapter_model.safetensors"
+has "adapter_model.safetensors: is the input" "$tmp/err"
+[ "$(sha256sum < "$tmp/ad/adapter_model.safetensors")" = "$adsum" ] || { echo "FAIL: adapter changed"; fail=1; }
+check "merge --report = base" 1 "$nb" merge "$m" --adapter "$tmp/ad" -o "$tmp/merged.gguf" --report="$m"
+[ "$(sha256sum < "$m")" = "$sum0" ] || { echo "FAIL: the model changed"; fail=1; }
+
+# ---- class: output creation (unique temporary, no symlink following, one writer at a time)
+echo precious > "$tmp/precious"
+ln -s "$tmp/precious" "$tmp/c.gguf.partial"
+check "planted symlink at the old temporary name" 0 "$nb" convert "$m" -o "$tmp/c.gguf" -q
+[ "$(cat "$tmp/precious")" = precious ] || { echo "FAIL: symlink target overwritten"; fail=1; }
+cmp -s "$m" "$tmp/c.gguf" || { echo "FAIL: output differs"; fail=1; }
+rm "$tmp/c.gguf.partial"
+: > "$tmp/c.gguf.partial.AbCdEf"  # a dead writer's temporary: removed by the next writer
+check "stale temporary" 0 "$nb" convert "$m" -o "$tmp/c.gguf" -q
+left_behind "$tmp/c.gguf" && { echo "FAIL: stale temporary or lock left"; fail=1; }
+if command -v flock >/dev/null; then
+  flock "$tmp/d.gguf.lock" sleep 20 & holder=$!
+  for _ in $(seq 100); do [ -e "$tmp/d.gguf.lock" ] && break; sleep 0.05; done
+  sleep 0.2
+  check "concurrent writer of the same output" 3 "$nb" convert "$m" -o "$tmp/d.gguf"
+  has "d.gguf: another process is writing this file" "$tmp/err"; one_line "concurrent writer"
+  [ -e "$tmp/d.gguf" ] && { echo "FAIL: second writer wrote"; fail=1; }
+  kill "$holder"; wait "$holder" 2>/dev/null
+else
+  echo "SKIP: concurrent writer (no flock(1))"
+fi
+
+# ---- class: signals remove partials (128+N), stdout write errors exit 3
+check "synth (slow enough to signal)" 0 "$nb" synth --arch llama --layers 2 --dim 512 --ff 1024 --heads 8 --kv-heads 4 \
+  --vocab 1000 --seed 5 -q -o "$tmp/big.gguf"
+signal_test() { # signal_test SIG WANT_RC
+  local out="$tmp/sig-$1.gguf"
+  env --default-signal=INT "$nb" quantize "$tmp/big.gguf" --type q4_k_m -q -o "$out" 2>"$tmp/err" & local pid=$!
+  for _ in $(seq 2000); do compgen -G "$out.partial*" >/dev/null && break; sleep 0.01; done
+  kill -s "$1" "$pid"; wait "$pid"; local rc=$?
+  if [ "$rc" = 0 ]; then echo "SKIP: $1: quantize finished before the signal"; return; fi
+  [ "$rc" = "$2" ] && echo "ok: $1 -> exit $rc" || { echo "FAIL: $1: exit $rc, expected $2"; fail=1; }
+  left_behind "$out" && { echo "FAIL: $1: partial or lock left behind"; ls "$tmp" | sed 's/^/  | /'; fail=1; }
+  [ -e "$out" ] && { echo "FAIL: $1: output exists"; fail=1; }
+}
+signal_test TERM 143
+signal_test INT 130
+if [ -w /dev/full ]; then
+  "$nb" inspect "$m" > /dev/full 2>"$tmp/err"; rc=$?
+  [ "$rc" = 3 ] && echo "ok: stdout write error -> exit 3" || { echo "FAIL: > /dev/full: exit $rc, expected 3"; fail=1; }
+  has "stdout: write error" "$tmp/err"
+fi
+
+# ---- class: an input truncated underneath (SIGBUS on the mapping): exit 3 naming it, no partial
+cp "$tmp/big.gguf" "$tmp/shrink.gguf"
+"$nb" quantize "$tmp/shrink.gguf" --type q4_k_m -q -o "$tmp/shrunk.gguf" 2>"$tmp/err" & pid=$!
+for _ in $(seq 2000); do compgen -G "$tmp/shrunk.gguf.partial*" >/dev/null && break; sleep 0.01; done
+truncate -s 4096 "$tmp/shrink.gguf"
+wait "$pid"; rc=$?
+if [ "$rc" = 0 ]; then echo "SKIP: truncation: quantize finished first"; else
+  [ "$rc" = 3 ] && echo "ok: truncated input -> exit 3" || { echo "FAIL: truncated input: exit $rc, expected 3"; fail=1; }
+  has "shrink.gguf: input file changed while being read" "$tmp/err"
+  left_behind "$tmp/shrunk.gguf" && { echo "FAIL: partial left after SIGBUS"; fail=1; }
+fi
+
+echo "done"
+exit $fail
