@@ -551,6 +551,47 @@ out:
     return st;
 }
 
+/* Weights above this are rescaled: the quantizers sum w * x^2 over a block
+ * in float, which must stay finite for |x| up to ~1e5. */
+#define HUGE_WEIGHT 1e20
+
+/* The importance a file gives must be usable: a negative sum of squares is
+ * not an importance matrix (refused). Weights that are all zero would
+ * quantize the matrix to zeros: it falls back to the neutral weights of an
+ * expert that saw no token (count 0), as llama-imatrix fills degenerate
+ * entries. Weights so large that the quantizers' sums overflow are scaled
+ * down (the weighted rounding depends only on their ratios). Each fallback is
+ * a warning naming the tensor. */
+static nb_status validate(nb_imatrix *im, const char *path, nb_ctx *ctx) {
+    for (size_t i = 0; i < im->n; i++) {
+        nb_imatrix_entry *e = &im->e[i];
+        for (int64_t k = 0; k < e->n_mat; k++) {
+            double *c = &e->count[e->n_counts == 1 ? 0 : k];
+            if (!(*c > 0)) continue;
+            double *s2 = e->sum2 + k * e->n_in, top = 0;
+            for (int64_t j = 0; j < e->n_in; j++) {
+                if (s2[j] < 0)
+                    return nb_err(ctx, NB_ERR_FORMAT,
+                                  "imatrix %s: tensor '%s'%s: column %lld has a negative sum of squares (%g)", path,
+                                  e->name, e->n_mat > 1 ? " (an expert)" : "", (long long)j, s2[j]);
+                if (s2[j] / *c > top) top = s2[j] / *c;
+            }
+            char who[64] = "";
+            if (e->n_mat > 1) snprintf(who, sizeof who, " expert %lld", (long long)k);
+            if (top > HUGE_WEIGHT) {
+                NB_WARN(ctx, "imatrix %s: tensor '%s'%s: importance values up to %g: scaled down to at most 1", path,
+                        e->name, who, top);
+                for (int64_t j = 0; j < e->n_in; j++) s2[j] /= top;
+            } else if (top == 0) {
+                NB_WARN(ctx, "imatrix %s: tensor '%s'%s: importance values are all zero: neutral weights%s", path,
+                        e->name, who, e->n_mat > 1 && e->n_counts == 1 ? " for every expert" : "");
+                *c = 0;
+            }
+        }
+    }
+    return NB_OK;
+}
+
 nb_status nb_imatrix_load_for_model(const char *path, const char *model_path, nb_imatrix *im, nb_ctx *ctx) {
     NB_TRY(nb_imatrix_read(path, im, ctx));
     nb_model *m = NULL;
@@ -566,7 +607,9 @@ nb_status nb_imatrix_load_for_model(const char *path, const char *model_path, nb
         if (z) NB_WARN(ctx, "imatrix %s: tensor '%s': %lld of %lld experts saw no token (neutral weights)", path,
                        im->e[i].name, (long long)z, (long long)im->e[i].n_mat);
     }
-    return NB_OK;
+    st = validate(im, path, ctx); /* after those warnings: what it neutralises is said once, by it */
+    if (st != NB_OK) nb_imatrix_free(im);
+    return st;
 }
 
 /* ---- quantize adapter ------------------------------------------------------------------------------ */

@@ -607,7 +607,11 @@ static nb_type out_type(const nb_tensor *t, const nb_merge_opts *o, bool process
     return t->n_dims >= 2 ? NB_TYPE_F16 : NB_TYPE_F32;
 }
 
-static nb_status write_f32(nb_sink *sink, const float *W, const nb_tensor *t, nb_type ot, nb_ctx *ctx) {
+/* Write W (finite, checked by the caller) as type ot. What is written is
+ * checked again after rounding: a merged value that overflows f16 (or a
+ * block scale that does) would otherwise be written as +-Inf with exit 0. */
+static nb_status write_f32(nb_sink *sink, const float *W, const nb_tensor *t, nb_type ot, const char *path,
+                           nb_ctx *ctx) {
     uint64_t n = nb_tensor_nelements(t);
     if (ot == NB_TYPE_F32) return nb_sink_write(sink, W, n * sizeof(float), ctx);
     const nb_type_traits *tr = nb_type_get(ot);
@@ -615,9 +619,23 @@ static nb_status write_f32(nb_sink *sink, const float *W, const nb_tensor *t, nb
     NB_TRY(nb_type_row_bytes(ot, row, &rb, ctx, t->name));
     uint64_t qn = rb * nrows;
     void *q = nb_malloc(ctx, (size_t)(qn ? qn : 1), "output buffer");
-    if (!q) return NB_ERR_NOMEM;
-    size_t got = tr->quantize(W, q, (int64_t)nrows, (int64_t)row, NULL);
-    nb_status st = nb_sink_write(sink, q, got, ctx);
+    float *back = nb_malloc(ctx, (size_t)(row ? row : 1) * sizeof(float), "output check");
+    nb_status st = q && back ? NB_OK : NB_ERR_NOMEM;
+    size_t got = st == NB_OK ? tr->quantize(W, q, (int64_t)nrows, (int64_t)row, NULL) : 0;
+    for (uint64_t r = 0; st == NB_OK && tr->to_float && r < nrows; r++) {
+        tr->to_float((const unsigned char *)q + r * rb, back, (int64_t)row);
+        for (uint64_t c = 0; c < row; c++)
+            if (!isfinite(back[c])) {
+                st = nb_err(ctx, NB_ERR_RANGE,
+                            "%s: merged tensor '%s' does not fit %s: row %llu, column %llu is %g, which rounds to %s "
+                            "(write with --type f32 or bf16)",
+                            path, t->name, nb_type_name(ot), (unsigned long long)r, (unsigned long long)c,
+                            (double)W[r * row + c], isnan(back[c]) ? "NaN" : back[c] > 0 ? "+Inf" : "-Inf");
+                break;
+            }
+    }
+    if (st == NB_OK) st = nb_sink_write(sink, q, got, ctx);
+    free(back);
     free(q);
     return st;
 }
@@ -648,7 +666,7 @@ static nb_status process(plan *p, size_t i, nb_sink *sink, nb_type ot, work *w, 
                         (long long)(k - (uint64_t)row * (uint64_t)t->ne[0]),
                         p->count[i] ? p->ad[p->ops[p->first[i]].adapter]->path : "none");
         }
-    if (st == NB_OK) st = write_f32(sink, W, t, ot, ctx);
+    if (st == NB_OK) st = write_f32(sink, W, t, ot, p->m->path, ctx);
     free(W);
     return st;
 }

@@ -95,5 +95,39 @@ if [ "$rc" = 0 ]; then echo "SKIP: truncation: quantize finished first"; else
   left_behind "$tmp/shrunk.gguf" && { echo "FAIL: partial left after SIGBUS"; fail=1; }
 fi
 
+# ---- class: non-finite values after the check (what is written, after rounding; importance values)
+check "synth adapter base" 0 "$nb" synth --arch llama --layers 1 --dim 16 --ff 32 --heads 4 --kv-heads 2 --vocab 32 \
+  --dtype f32 -q -o "$tmp/b16.gguf"
+check "merge fits f16" 0 "$nb" merge "$tmp/b16.gguf" --adapter "$NB_TEST_DATA/peft/peft_dora_rs" --type f16 -q -o "$tmp/ok16.gguf"
+check "merge overflowing f16" 2 "$nb" merge "$tmp/b16.gguf" --adapter "$NB_TEST_DATA/peft/llama_lora.gguf:1e12" --type f16 \
+  -o "$tmp/inf16.gguf"
+has "does not fit f16" "$tmp/err"; has "b16.gguf: merged tensor '" "$tmp/err"; one_line "merge overflow"
+[ -e "$tmp/inf16.gguf" ] && { echo "FAIL: overflowing merge written"; fail=1; }
+check "merge overflowing f16 as f32" 0 "$nb" merge "$tmp/b16.gguf" --adapter "$NB_TEST_DATA/peft/llama_lora.gguf:1e12" \
+  --type f32 -q -o "$tmp/inf32.gguf"
+# legacy .dat imatrix: one entry of 64 columns (the attn_q input of m.gguf), values from a format string
+dat() { # dat FILE VALUE: every value = VALUE
+  python3 -c 'import struct, sys
+name = b"blk.0.attn_q.weight"; v = float(sys.argv[2])
+d = struct.pack("<i", 1) + struct.pack("<i", len(name)) + name + struct.pack("<ii", 1, 64) + struct.pack("<64f", *([v] * 64))
+open(sys.argv[1], "wb").write(d + struct.pack("<i", 1) + struct.pack("<i", 0))' "$@"
+}
+if command -v python3 >/dev/null; then
+  dat "$tmp/zero.dat" 0
+  check "imatrix all zero: warned, neutral weights" 0 "$nb" quantize "$m" --type q4_0 --pure --imatrix "$tmp/zero.dat" -o "$tmp/iz.gguf"
+  has "tensor 'blk.0.attn_q.weight': importance values are all zero" "$tmp/err"
+  dat "$tmp/huge.dat" 3e38
+  check "imatrix huge: warned, scaled" 0 "$nb" quantize "$m" --type q4_k --pure --imatrix "$tmp/huge.dat" -o "$tmp/ih.gguf"
+  has "tensor 'blk.0.attn_q.weight': importance values up to 3e+38: scaled down" "$tmp/err"
+  dat "$tmp/one.dat" 1
+  check "imatrix of ones" 0 "$nb" quantize "$m" --type q4_k --pure --imatrix "$tmp/one.dat" -q -o "$tmp/i1.gguf"
+  cmp -s "$tmp/ih.gguf" "$tmp/i1.gguf" || { echo "FAIL: huge importance is not the same as its ratios"; fail=1; }
+  dat "$tmp/neg.dat" -1
+  check "imatrix negative: refused" 2 "$nb" quantize "$m" --type q4_0 --pure --imatrix "$tmp/neg.dat" -q -o "$tmp/in.gguf"
+  has "neg.dat: tensor 'blk.0.attn_q.weight': column 0 has a negative sum of squares" "$tmp/err"; one_line "imatrix negative"
+else
+  echo "SKIP: imatrix validation (no python3 to write the .dat files)"
+fi
+
 echo "done"
 exit $fail
