@@ -7,6 +7,7 @@
 #include "core/sha256.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -352,6 +353,18 @@ nb_status nb_lpf_open(const char *path, nb_lpf_header *h, int32_t **tokens, nb_l
     if (flags & ~1u) NB_FAIL_GOTO(st, fail, ctx, NB_ERR_FORMAT, "%s: unknown flags 0x%x", path, flags);
     uint64_t n_tok = 0, n_rec = 0;
     NB_CHECK_GOTO(st, check_header(h, path, &n_tok, &n_rec, ctx), fail);
+    /* Counts against what the file can hold, before allocating for them: a zstd
+     * block holds at most 128 KiB and takes at least 3 bytes of header plus one
+     * of content, so no frame expands more than 32768-fold (the bound below has
+     * a margin of 2). */
+    struct stat fs;
+    if (fstat(fileno(r->fp), &fs) != 0) NB_FAIL_GOTO(st, fail, ctx, NB_ERR_IO, "%s: fstat: %s", path, strerror(errno));
+    uint64_t need, rec_bytes, cap = (uint64_t)(fs.st_size > 0 ? fs.st_size : 0) * 65536;
+    if (!nb_mul_u64(n_rec, nb_lpf_rec_size(h->n_vocab), &rec_bytes) || !nb_add_u64(rec_bytes, n_tok * 4, &need) ||
+        need > cap)
+        NB_FAIL_GOTO(st, fail, ctx, NB_ERR_FORMAT,
+                     "%s: the header declares %llu tokens and %llu records, more than a %lld-byte file can hold", path,
+                     (unsigned long long)n_tok, (unsigned long long)n_rec, (long long)fs.st_size);
     r->n_vocab = h->n_vocab;
     r->recs_left = n_rec;
     r->in_cap = ZSTD_DStreamInSize();
@@ -362,9 +375,17 @@ nb_status nb_lpf_open(const char *path, nb_lpf_header *h, int32_t **tokens, nb_l
     /* A hostile frame cannot make zstd allocate a huge window. */
     ZSTD_DCtx_setParameter(r->z, ZSTD_d_windowLogMax, 27);
 
-    tok = nb_malloc(ctx, (size_t)n_tok * sizeof *tok, "log-prob file tokens");
-    if (!tok) { st = NB_ERR_NOMEM; goto fail; }
-    NB_CHECK_GOTO(st, zread(r, tok, (size_t)n_tok * sizeof *tok, ctx), fail);
+    /* The tokens grow with what actually decompresses, so a header that lies
+     * within the bound above still costs no more memory than its data. */
+    for (uint64_t have = 0; have < n_tok;) {
+        uint64_t take = n_tok - have < (1u << 20) ? n_tok - have : (1u << 20);
+        int32_t *t2 = realloc(tok, (size_t)(have + take) * sizeof *tok);
+        if (!t2) NB_FAIL_GOTO(st, fail, ctx, NB_ERR_NOMEM, "%s: out of memory for %llu tokens", path,
+                              (unsigned long long)n_tok);
+        tok = t2;
+        NB_CHECK_GOTO(st, zread(r, tok + have, (size_t)take * sizeof *tok, ctx), fail);
+        have += take;
+    }
     for (uint64_t i = 0; i < n_tok; i++) {
         uint32_t u = get_u32((const unsigned char *)&tok[i]);
         if (u >= h->n_vocab)

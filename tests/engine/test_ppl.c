@@ -508,6 +508,11 @@ static void put32(unsigned char *p, uint32_t v) {
     for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
 }
 
+static void put64(unsigned char *p, uint64_t v) {
+    put32(p, (uint32_t)v);
+    put32(p + 4, (uint32_t)(v >> 32));
+}
+
 /* Recompute the header check field (logits_file.h: sha256 of the header with it zeroed). */
 static void reseal(unsigned char *hdr) {
     unsigned char d[32];
@@ -683,6 +688,19 @@ START_TEST(logits_file_rejects_damage) {
         nb_status st = read_all(bad, &ctx);
         ck_assert_msg((st == NB_ERR_FORMAT || st == NB_ERR_UNSUPPORTED) && !strstr(nb_errmsg(&ctx), "checksum"),
                       "field at %zu = %u: %d %s", hostile[i].off, hostile[i].v, st, nb_errmsg(&ctx));
+    }
+    /* counts within the format's ranges but beyond what the file can hold: refused
+     * before anything is allocated for them (2^27 chunks x 16 tokens = 8 GiB of tokens) */
+    const uint32_t lying[] = {1u << 27, 1u << 22};
+    for (size_t i = 0; i < sizeof lying / sizeof *lying; i++) {
+        memcpy(c, b, len);
+        put32(c + 20, lying[i]);
+        put64(c + 40, (uint64_t)lying[i] * 16);
+        reseal(c);
+        nbt_write_file(bad, c, len);
+        ck_assert_int_eq(read_all(bad, &ctx), NB_ERR_FORMAT);
+        ck_assert_msg(strstr(nb_errmsg(&ctx), "more than a") && strstr(nb_errmsg(&ctx), "bad.bin"), "%s",
+                      nb_errmsg(&ctx));
     }
     nbt_write_file(bad, "not a log-prob file at all", 26);
     ck_assert_int_eq(read_all(bad, &ctx), NB_ERR_FORMAT);
