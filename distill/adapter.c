@@ -4,6 +4,7 @@
 
 #include "core/file.h"
 #include "core/str.h"
+#include "formats/json_strict.h"
 #include "formats/kv.h"
 #include "formats/readers.h"
 
@@ -132,6 +133,7 @@ nb_status nb_peft_config_parse(const char *json, size_t len, const char *what, n
     memset(out, 0, sizeof *out);
     cJSON *root = cJSON_ParseWithLength(json, len);
     if (!root) return nb_err(ctx, NB_ERR_FORMAT, "%s: not valid JSON", what);
+    nb_json_last_wins(root); /* duplicate keys: the last wins, as in PEFT (Python's json) */
     nb_status st = config_from_json(root, what, out, ctx);
     cJSON_Delete(root);
     if (st != NB_OK) nb_peft_config_free(out);

@@ -5,6 +5,7 @@
 #include "core/checked.h"
 #include "core/file.h"
 #include "core/str.h"
+#include "formats/json_strict.h"
 #include "formats/readers.h"
 
 #include <cjson/cJSON.h>
@@ -185,6 +186,7 @@ nb_status nb_hf_config_parse(const char *json, size_t len, const char *what, nb_
                       NB_HF_MAX_CONFIG);
     cJSON *root = cJSON_ParseWithLength(json, len);
     if (!root) return nb_err(ctx, NB_ERR_FORMAT, "%s: not valid JSON", what);
+    nb_json_last_wins(root); /* duplicate keys: the last wins, as in transformers (Python's json) */
     nb_status st = NB_OK;
     nb_hparams *hp = &out->hp;
     bool p;
@@ -647,6 +649,54 @@ static nb_status build_tensors(hf_build *b, const nb_hf_config *cfg, const char 
     return NB_OK;
 }
 
+static void fmt_ne(char *buf, size_t n, uint32_t nd, const int64_t *ne) {
+    size_t k = (size_t)snprintf(buf, n, "{");
+    for (uint32_t d = 0; d < nd && k < n; d++) k += (size_t)snprintf(buf + k, n - k, d ? ", %lld" : "%lld", (long long)ne[d]);
+    if (k < n) snprintf(buf + k, n - k, "}");
+}
+
+/* config.json against the weights, at open: the GGUF written from a config
+ * that disagrees with its tensors (heads, head_dim, layers) is one the engine
+ * rejects later, far from the cause. Every tensor the architecture's list
+ * names must have the shape the config implies; no block may lie beyond
+ * num_hidden_layers, and the last one must be there. */
+static nb_status check_config_shapes(const nb_model *m, const nb_hf_config *cfg, const char *cfg_path,
+                                     nb_ctx *ctx) {
+    nb_arch_tensor *list = NULL;
+    size_t n = 0;
+    NB_TRY(nb_arch_tensor_list(cfg->arch, &cfg->hp, &list, &n, ctx));
+    nb_status st = NB_OK;
+    long top = -1;
+    for (size_t i = 0; i < m->n_tensors && st == NB_OK; i++) {
+        const nb_tensor *t = &m->tensors[i];
+        long L;
+        char *end;
+        if (!strncmp(t->name, "blk.", 4) && (L = strtol(t->name + 4, &end, 10)) >= 0 && *end == '.' && L > top)
+            top = L;
+        for (size_t k = 0; k < n; k++) {
+            if (strcmp(list[k].name, t->name)) continue;
+            bool same = list[k].n_dims == t->n_dims;
+            for (uint32_t d = 0; same && d < t->n_dims; d++) same = list[k].ne[d] == t->ne[d];
+            if (!same) {
+                char have[96], want[96];
+                fmt_ne(have, sizeof have, t->n_dims, t->ne);
+                fmt_ne(want, sizeof want, list[k].n_dims, list[k].ne);
+                st = nb_err(ctx, NB_ERR_FORMAT,
+                            "%s: tensor '%s' has shape %s but the config (hidden_size %u, heads %u, kv heads %u, "
+                            "head_dim %u, intermediate_size %u, vocab_size %u) implies %s",
+                            cfg_path, t->name, have, cfg->hp.n_embd, cfg->hp.n_head, cfg->hp.n_head_kv,
+                            nb_hparams_head_dim(&cfg->hp), cfg->hp.n_ff, cfg->hp.n_vocab, want);
+            }
+            break;
+        }
+    }
+    if (st == NB_OK && top + 1 != (long)cfg->hp.n_layer)
+        st = nb_err(ctx, NB_ERR_FORMAT, "%s: num_hidden_layers is %u but the weights hold %ld layer%s", cfg_path,
+                    cfg->hp.n_layer, top + 1, top == 0 ? "" : "s");
+    free(list);
+    return st;
+}
+
 nb_status nb_hf_open(const char *dir, nb_model **out, nb_ctx *ctx) {
     *out = NULL;
     nb_status st = NB_OK;
@@ -682,6 +732,7 @@ nb_status nb_hf_open(const char *dir, nb_model **out, nb_ctx *ctx) {
     NB_CHECK_GOTO(st, nb_safetensors_open(stpath, &b.im->st, ctx), fail);
     m->file_bytes = b.im->st->file_bytes;
     NB_CHECK_GOTO(st, build_tensors(&b, &cfg, stpath), fail);
+    NB_CHECK_GOTO(st, check_config_shapes(m, &cfg, cfg_path, ctx), fail);
     /* tied embeddings: what the files hold decides, not the config's flag */
     b.im->hp.tie_embeddings = nb_model_find(m, "output.weight") == NULL;
     const char *name = cfg.name;

@@ -3,6 +3,8 @@
 
 #include "core/checked.h"
 
+#include <cjson/cJSON.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -243,4 +245,34 @@ void nb_json_numbers_free(nb_json_numbers *nums) {
     if (!nums) return;
     free(nums->v);
     memset(nums, 0, sizeof *nums);
+}
+
+typedef struct member_ref {
+    cJSON *item;
+    size_t pos;
+} member_ref;
+
+static int member_cmp(const void *a, const void *b) {
+    const member_ref *x = a, *y = b;
+    int c = strcmp(x->item->string ? x->item->string : "", y->item->string ? y->item->string : "");
+    return c ? c : (x->pos > y->pos) - (x->pos < y->pos);
+}
+
+size_t nb_json_last_wins(cJSON *root) {
+    if (!root || !(cJSON_IsObject(root) || cJSON_IsArray(root))) return 0;
+    size_t removed = 0, k = 0;
+    for (cJSON *c = root->child; c; c = c->next) removed += nb_json_last_wins(c), k++;
+    if (!cJSON_IsObject(root) || k < 2) return removed;
+    member_ref *r = malloc(k * sizeof *r);
+    if (!r) return removed; /* out of memory: left as it is (first wins) */
+    size_t i = 0;
+    for (cJSON *c = root->child; c; c = c->next, i++) r[i] = (member_ref){c, i};
+    qsort(r, k, sizeof *r, member_cmp);
+    for (i = 0; i + 1 < k; i++)
+        if (!strcmp(r[i].item->string ? r[i].item->string : "", r[i + 1].item->string ? r[i + 1].item->string : "")) {
+            cJSON_Delete(cJSON_DetachItemViaPointer(root, r[i].item));
+            removed++;
+        }
+    free(r);
+    return removed;
 }

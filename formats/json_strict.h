@@ -48,4 +48,12 @@ nb_status nb_json_scan_strict(const void *buf, size_t n, const char *file, const
                              nb_json_numbers *out, nb_ctx *ctx);
 void nb_json_numbers_free(nb_json_numbers *nums); /* NULL-safe */
 
+/* Duplicate object keys, as Python's json reads them: the last occurrence
+ * wins. cJSON's lookups return the first, so a config.json with "a": 1, "a": 2
+ * would mean 1 here and 2 to transformers; this removes every earlier
+ * duplicate, in every object of the tree, in O(k log k) per object of k
+ * members. Returns the number of members removed. */
+struct cJSON;
+size_t nb_json_last_wins(struct cJSON *root);
+
 #endif

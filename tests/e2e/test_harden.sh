@@ -129,5 +129,29 @@ else
   echo "SKIP: imatrix validation (no python3 to write the .dat files)"
 fi
 
+# ---- class: config.json consistent with the weights, duplicate keys as Python reads them
+check "synth hf" 0 "$nb" synth --arch llama --layers 2 --dim 64 --ff 128 --heads 4 --kv-heads 2 --vocab 300 --seed 3 -q -o "$tmp/hf/"
+cp "$tmp/hf/config.json" "$tmp/config.orig"
+hf_with() { # hf_with SED-EXPR: config.json edited
+  sed "$1" "$tmp/config.orig" > "$tmp/hf/config.json"
+}
+hf_with 's/"num_key_value_heads":.*/"num_key_value_heads": 4,/'
+check "config: kv heads disagree" 2 "$nb" convert "$tmp/hf" -o "$tmp/hf.gguf"
+has "config.json: tensor 'blk.0.attn_k.weight' has shape {64, 32} but the config" "$tmp/err"; one_line "kv heads"
+hf_with 's/"num_key_value_heads":.*/"num_key_value_heads": 2, "head_dim": 32,/'
+check "config: head_dim disagrees" 2 "$nb" convert "$tmp/hf" -o "$tmp/hf.gguf"
+has "head_dim 32" "$tmp/err"
+hf_with 's/"num_hidden_layers":.*/"num_hidden_layers": 3,/'
+check "config: more layers than the weights" 2 "$nb" convert "$tmp/hf" -o "$tmp/hf.gguf"
+has "num_hidden_layers is 3 but the weights hold 2 layers" "$tmp/err"
+hf_with 's/"num_hidden_layers":.*/"num_hidden_layers": 1,/'
+check "config: fewer layers than the weights" 2 "$nb" convert "$tmp/hf" -o "$tmp/hf.gguf"
+[ -e "$tmp/hf.gguf" ] && { echo "FAIL: inconsistent config converted"; fail=1; }
+hf_with 's/"num_key_value_heads":.*/"num_key_value_heads": 4, "num_key_value_heads": 2,/'
+check "config: duplicate key, the last wins" 0 "$nb" convert "$tmp/hf" -o "$tmp/hf.gguf" -q
+hf_with 's/"num_key_value_heads":.*/"num_key_value_heads": 2, "num_key_value_heads": 4,/'
+check "config: duplicate key, the last (wrong) one wins" 2 "$nb" convert "$tmp/hf" -o "$tmp/hf2.gguf"
+cp "$tmp/config.orig" "$tmp/hf/config.json"
+
 echo "done"
 exit $fail

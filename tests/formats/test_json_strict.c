@@ -5,6 +5,8 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <cjson/cJSON.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,12 +92,29 @@ START_TEST(utf8) {
 }
 END_TEST
 
+START_TEST(duplicate_keys_last_wins) {
+    cJSON *j = cJSON_Parse("{\"a\": 1, \"b\": {\"x\": 1, \"x\": [2, {\"y\": 0, \"y\": 5}]}, \"a\": 3, \"a\": 4, \"c\": 0}");
+    ck_assert_ptr_nonnull(j);
+    ck_assert_uint_eq(nb_json_last_wins(j), 4);
+    ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(j, "a")->valueint, 4);
+    ck_assert_int_eq(cJSON_GetArraySize(j), 3);
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "b"), "x");
+    ck_assert(cJSON_IsArray(x));
+    ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(x, 1), "y")->valueint, 5);
+    char *out = cJSON_PrintUnformatted(j);
+    ck_assert_str_eq(out, "{\"b\":{\"x\":[2,{\"y\":5}]},\"a\":4,\"c\":0}");
+    free(out);
+    cJSON_Delete(j);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("json_strict");
     TCase *tc = tcase_create("json_strict");
     tcase_add_test(tc, numbers_in_order);
     tcase_add_test(tc, rejects);
     tcase_add_test(tc, utf8);
+    tcase_add_test(tc, duplicate_keys_last_wins);
     suite_add_tcase(s, tc);
     return nbt_run_suite(s);
 }
