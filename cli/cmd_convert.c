@@ -32,7 +32,7 @@ int nb_cmd_convert(int argc, char **argv) {
         .about = "Convert a model between formats. SRC: a .gguf or .safetensors file, a sharded\n"
                  "model.safetensors.index.json, or a Hugging Face model directory (tensor names are\n"
                  "mapped to GGUF names, q/k rows permuted, experts stacked, as llama.cpp's converter does).\n"
-                 "OUT: a path ending in .gguf or .safetensors. The output is written to OUT.partial and\n"
+                 "OUT: a path ending in .gguf or .safetensors. The output is written to a temporary and\n"
                  "renamed when complete; nothing is left behind on failure.",
         NB_OPTS_TABLE(opts),
         NB_OPTS_ONE_POS("SRC"),

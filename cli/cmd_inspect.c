@@ -3,6 +3,7 @@
 #include "core/str.h"
 #include "pipeline/bundle.h"
 #include "core/progress.h"
+#include "core/str.h"
 #include "formats/model.h"
 
 #include <cjson/cJSON.h>
@@ -112,14 +113,16 @@ static void print_text(const nb_model *m, bool all_meta) {
                 char v[160];
                 if (!any) printf("hyper-parameters:\n");
                 any = true;
-                printf("  %-40s %s\n", k + al + 1, nb_kv_value_fmt(&m->kv.items[i].val, v, sizeof v));
+                char ek[1024];
+                printf("  %-40s %s\n", nb_str_escape_ctl(ek, sizeof ek, k + al + 1),
+                       nb_kv_value_fmt(&m->kv.items[i].val, v, sizeof v));
             }
         }
     }
     printf("metadata (%zu keys):\n", m->kv.n);
     for (size_t i = 0; i < m->kv.n; i++) {
-        char v[4096];
-        printf("  %-44s %s\n", m->kv.items[i].key,
+        char v[4096], ek[1024];
+        printf("  %-44s %s\n", nb_str_escape_ctl(ek, sizeof ek, m->kv.items[i].key),
                nb_kv_value_fmt(&m->kv.items[i].val, v, all_meta ? sizeof v : 160));
     }
     printf("tensors (%zu):\n  %-44s %-8s %-24s %12s\n", m->n_tensors, "name", "type", "shape (ne)", "bytes");
@@ -128,7 +131,8 @@ static void print_text(const nb_model *m, bool all_meta) {
         const nb_tensor *x = &m->tensors[i];
         char shape[96];
         fmt_shape(x, shape, sizeof shape);
-        printf("  %-44s %-8s %-24s %12llu\n", x->name, nb_type_name(x->type), shape,
+        char en[NB_MAX_NAME * 4 + 1];
+        printf("  %-44s %-8s %-24s %12llu\n", nb_str_escape_ctl(en, sizeof en, x->name), nb_type_name(x->type), shape,
                (unsigned long long)x->nbytes);
         const nb_type_traits *tr = nb_type_get(x->type);
         if (tr && !tr->ggml_loadable) not_ggml++;

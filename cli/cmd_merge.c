@@ -126,7 +126,7 @@ int nb_cmd_merge(int argc, char **argv) {
                  "one tensor at a time. BASE: a GGUF file, a Hugging Face model directory or a .safetensors\n"
                  "file. ADAPTER: a PEFT directory (adapter_config.json + adapter_model.safetensors) or a\n"
                  "llama.cpp GGUF LoRA file. OUT ending in .gguf or .safetensors picks the format; it is written\n"
-                 "to OUT.partial and renamed when complete, nothing is left on failure.",
+                 "to a temporary (OUT.partial.XXXXXX) and renamed when complete, nothing is left on failure.",
         NB_OPTS_TABLE(opts),
         .epilogue = "exit codes: 0 ok, 1 usage, 2 bad input (shape mismatch, missing target, r = 0, NaN ...),\n"
                     "3 I/O",
@@ -173,7 +173,10 @@ int nb_cmd_merge(int argc, char **argv) {
         if (!j) {
             rc = nb_cli_fail("merge", &ctx, nb_err(&ctx, NB_ERR_NOMEM, "out of memory for JSON"));
         } else {
-            if (report_file && (st = nb_afile_write_text(report_file, j, &ctx)) != NB_OK) rc = nb_cli_fail("merge", &ctx, st);
+            if (report_file && (st = nb_afile_write_text(report_file, j, &ctx)) != NB_OK) {
+                nb_err_prefix(&ctx, "%s is complete, but the report failed", dst);
+                rc = nb_cli_fail("merge", &ctx, st);
+            }
             if (json && rc == NB_EXIT_OK) puts(j);
             free(j);
         }

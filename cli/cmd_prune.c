@@ -138,7 +138,10 @@ int nb_cmd_prune(int argc, char **argv) {
     if (json || report) {
         js = nb_prune_report_json(&plan, model, dry ? NULL : out, have_res ? &res : NULL, have_ev ? &ev : NULL);
         if (!js) { st = nb_err(&ctx, NB_ERR_NOMEM, "JSON report"); goto fail; }
-        if (report) NB_CHECK_GOTO(st, nb_afile_write_text(report, js, &ctx), fail);
+        if (report && (st = nb_afile_write_text(report, js, &ctx)) != NB_OK) {
+            if (have_res) nb_err_prefix(&ctx, "%s is complete, but the report failed", out);
+            goto fail;
+        }
         if (json) printf("%s\n", js);
     }
     if (!ctx.quiet) {

@@ -290,7 +290,7 @@ int nb_cmd_quantize(int argc, char **argv) {
                  "SRC: a .gguf (F32/F16/BF16, or already quantized: requantized with --allow-requantize),\n"
                  "a .safetensors file, a sharded index or a Hugging Face model directory. Every tensor's\n"
                  "type comes from a plan: made from --type MIX (and --rule ...), or read with --plan;\n"
-                 "--dry-run prints it. The output is written to OUT.partial and renamed when complete;\n"
+                 "--dry-run prints it. The output is written to a temporary and renamed when complete;\n"
                  "nothing is left on failure. Output bytes are identical for any --threads value.",
         NB_OPTS_TABLE(opts),
         .epilogue_fn = print_mix_list,
@@ -391,7 +391,10 @@ int nb_cmd_quantize(int argc, char **argv) {
         char *rj = nb_quant_result_json(&res.quant, &res.plan, job.src, job.dst, true);
         st = rj ? nb_afile_write_text(report_file, rj, &ctx) : nb_err(&ctx, NB_ERR_NOMEM, "out of memory for JSON");
         free(rj);
-        if (st != NB_OK) rc = nb_cli_fail("quantize", &ctx, st);
+        if (st != NB_OK) {
+            nb_err_prefix(&ctx, "%s is complete, but the report failed", job.dst);
+            rc = nb_cli_fail("quantize", &ctx, st);
+        }
     }
     if (json && rc == NB_EXIT_OK) {
         char *sj = nb_quant_result_json(&res.quant, &res.plan, job.src, job.dst, true);

@@ -1,6 +1,8 @@
 /* core/ctx.c — context, error messages, logging, allocation helpers. */
 #include "core/ctx.h"
 
+#include "core/str.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,11 +28,15 @@ int nb_ctx_threads(const nb_ctx *ctx) { return ctx && ctx->n_threads > 0 ? ctx->
 
 __attribute__((format(printf, 4, 0))) static void set_msg(nb_ctx *ctx, nb_status code, const char *prefix,
                                                         const char *fmt, va_list ap) {
-    char tmp[NB_ERRMSG_MAX];
-    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    char raw[NB_ERRMSG_MAX], tmp[NB_ERRMSG_MAX];
+    vsnprintf(raw, sizeof raw, fmt, ap);
+    nb_str_escape_ctl(tmp, sizeof tmp, raw); /* names quoted from files reach a terminal */
     pthread_mutex_lock(&ctx->mu);
     ctx->err = code;
-    if (prefix) {
+    size_t np = strlen(tmp);
+    if (prefix && !strncmp(ctx->errmsg, tmp, np) && ctx->errmsg[np] == ':') {
+        /* already says it ("x.gguf: x.gguf: ..." would double the prefix) */
+    } else if (prefix) {
         char joined[2 * NB_ERRMSG_MAX + 2];
         snprintf(joined, sizeof joined, "%s: %s", tmp, ctx->errmsg);
         memcpy(ctx->errmsg, joined, NB_ERRMSG_MAX - 1);
@@ -101,11 +107,12 @@ const char *nb_status_name(nb_status s) {
 void nb_log(nb_ctx *ctx, nb_log_level level, const char *fmt, ...) {
     if (ctx && level > ctx->log_level) return;
     if (ctx && ctx->quiet && level > NB_LOG_WARN) return;
-    char line[2048];
+    char raw[2048], line[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    nb_str_escape_ctl(line, sizeof line, raw);
     if (ctx && ctx->log_fn) {
         ctx->log_fn(ctx->log_user, level, line);
         return;

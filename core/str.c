@@ -88,3 +88,26 @@ bool nb_parse_size(const char *s, uint64_t *out) {
     *out = v;
     return true;
 }
+
+char *nb_str_escape_ctl(char *dst, size_t n, const char *src) {
+    static const char hex[] = "0123456789abcdef";
+    size_t k = 0;
+    for (const unsigned char *p = (const unsigned char *)src; *p && k + 1 < n; p++) {
+        bool c1 = p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f;
+        if ((*p < 0x20 && *p != '\n' && *p != '\t') || *p == 0x7f || c1) {
+            for (int b = 0; b < (c1 ? 2 : 1); b++) {
+                if (k + 4 >= n) goto done;
+                dst[k++] = '\\';
+                dst[k++] = 'x';
+                dst[k++] = hex[p[b] >> 4];
+                dst[k++] = hex[p[b] & 15];
+            }
+            p += c1;
+        } else {
+            dst[k++] = (char)*p;
+        }
+    }
+done:
+    dst[k] = 0;
+    return dst;
+}

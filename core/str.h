@@ -10,6 +10,7 @@
 #include "core/ctx.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 
 /* True when s ends with suffix (byte-exact; "" is a suffix of everything). */
 bool nb_str_ends_with(const char *s, const char *suffix);
@@ -31,5 +32,13 @@ char *nb_path_sibling(nb_ctx *ctx, const char *path, const char *name);
 bool nb_parse_scaled(const char *s, bool binary, unsigned long long *out);
 /* nb_parse_scaled with binary units: a size in bytes ("24GiB", "5.5G", "500M"). */
 bool nb_parse_size(const char *s, uint64_t *out);
+
+/* Copy src into dst (capacity n >= 1, always NUL-terminated, truncated when
+ * full) with terminal control characters made visible: C0 controls other
+ * than '\n' and '\t', DEL, and the C1 controls U+0080..U+009F (as UTF-8)
+ * become "\xNN" per byte. Text read from files (names, metadata, messages
+ * quoting them) goes through this before it reaches a terminal, so a
+ * hostile file cannot move the cursor or retitle the window. Returns dst. */
+char *nb_str_escape_ctl(char *dst, size_t n, const char *src);
 
 #endif

@@ -1,6 +1,8 @@
 /* formats/kv.c — typed metadata sets (see formats/kv.h). */
 #include "formats/kv.h"
 
+#include "core/str.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -336,6 +338,11 @@ const char *nb_kv_value_fmt(const nb_kv_value *v, char *buf, size_t n) {
         break;
     }
     default: snprintf(buf, n, "%" PRIu64, v->v.u);
+    }
+    if (v->type == NB_KV_STRING || v->type == NB_KV_ARRAY) { /* text from a file: no terminal controls */
+        char *raw = strdup(buf);
+        if (raw) nb_str_escape_ctl(buf, n, raw);
+        free(raw);
     }
     return buf;
 }

@@ -2,6 +2,7 @@
 #include "core/afile.h"
 #include "core/checked.h"
 #include "core/sha256.h"
+#include "core/str.h"
 #include "core/types.h"
 #include "testutil.h"
 
@@ -22,6 +23,18 @@ START_TEST(errors_compose) {
     ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "disk full"));
     nb_err_clear(&ctx);
     ck_assert_str_eq(nb_errmsg(&ctx), "");
+    /* a prefix the message already starts with is not doubled */
+    nb_err(&ctx, NB_ERR_FORMAT, "%s: truncated", "m.gguf");
+    nb_err_prefix(&ctx, "%s", "m.gguf");
+    ck_assert_str_eq(nb_errmsg(&ctx), "m.gguf: truncated");
+    nb_err_prefix(&ctx, "%s", "m.gg");
+    ck_assert_str_eq(nb_errmsg(&ctx), "m.gg: m.gguf: truncated");
+    /* terminal controls quoted from a file are made visible, in messages and text */
+    nb_err(&ctx, NB_ERR_FORMAT, "tensor '%s'", "a\x1b]0;pwn\x07" "b\xc2\x9b" "2Jc\x7f");
+    ck_assert_str_eq(nb_errmsg(&ctx), "tensor 'a\\x1b]0;pwn\\x07b\\xc2\\x9b2Jc\\x7f'");
+    char e[16];
+    ck_assert_str_eq(nb_str_escape_ctl(e, sizeof e, "ok\tline\n\xc3\xa9"), "ok\tline\n\xc3\xa9"); /* é stays */
+    ck_assert_str_eq(nb_str_escape_ctl(e, 8, "ab\x1b\x1b"), "ab\\x1b"); /* truncated, never a half escape */
     nb_ctx_free(&ctx);
 }
 END_TEST
@@ -191,9 +204,7 @@ START_TEST(afile_commit_and_abort) {
     const char *p = nbt_path("out.bin");
     nb_afile f;
     ck_assert_int_eq(nb_afile_open(&f, p, true, &ctx), NB_OK);
-    char partial[600];
-    snprintf(partial, sizeof partial, "%s.partial", p);
-    ck_assert(nbt_file_exists(partial));
+    ck_assert(nbt_partial_exists(p));
     ck_assert(!nbt_file_exists(p));
     static unsigned char big[3u << 20];
     for (size_t i = 0; i < sizeof big; i++) big[i] = (unsigned char)(i * 7);
@@ -203,7 +214,7 @@ START_TEST(afile_commit_and_abort) {
     unsigned char d[32], d2[32];
     ck_assert_int_eq(nb_afile_commit(&f, d, &ctx), NB_OK);
     ck_assert(nbt_file_exists(p));
-    ck_assert(!nbt_file_exists(partial));
+    ck_assert(!nbt_partial_exists(p));
     size_t n;
     unsigned char *back = nbt_read_file(p, &n);
     ck_assert_uint_eq(n, 3 + sizeof big + 5);
@@ -216,8 +227,7 @@ START_TEST(afile_commit_and_abort) {
     ck_assert_int_eq(nb_afile_open(&f, q, false, &ctx), NB_OK);
     ck_assert_int_eq(nb_afile_write(&f, "x", 1, &ctx), NB_OK);
     nb_afile_abort(&f);
-    snprintf(partial, sizeof partial, "%s.partial", q);
-    ck_assert(!nbt_file_exists(q) && !nbt_file_exists(partial));
+    ck_assert(!nbt_file_exists(q) && !nbt_partial_exists(q));
     /* a missing directory fails cleanly with an I/O error naming the path */
     ck_assert_int_eq(nb_afile_open(&f, nbt_path("no/such/dir/x.bin"), false, &ctx), NB_ERR_IO);
     ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "no/such/dir"));
@@ -240,10 +250,8 @@ START_TEST(afile_write_failure_removes_partial) {
     if (st == NB_OK) st = nb_afile_commit(&f, NULL, &ctx);
     else nb_afile_abort(&f);
     ck_assert_int_ne(st, NB_OK);
-    char partial[600];
-    snprintf(partial, sizeof partial, "%s.partial", p);
     ck_assert(!nbt_file_exists(p));
-    ck_assert(!nbt_file_exists(partial));
+    ck_assert(!nbt_partial_exists(p));
     nb_ctx_free(&ctx);
 }
 END_TEST

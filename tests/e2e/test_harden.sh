@@ -108,7 +108,7 @@ check "merge overflowing f16 as f32" 0 "$nb" merge "$tmp/b16.gguf" --adapter "$N
 # legacy .dat imatrix: one entry of 64 columns (the attn_q input of m.gguf), values from a format string
 dat() { # dat FILE VALUE: every value = VALUE
   python3 -c 'import struct, sys
-name = b"blk.0.attn_q.weight"; v = float(sys.argv[2])
+import os; name = os.environb.get(b"NAME", b"blk.0.attn_q.weight"); v = float(sys.argv[2])
 d = struct.pack("<i", 1) + struct.pack("<i", len(name)) + name + struct.pack("<ii", 1, 64) + struct.pack("<64f", *([v] * 64))
 open(sys.argv[1], "wb").write(d + struct.pack("<i", 1) + struct.pack("<i", 0))' "$@"
 }
@@ -152,6 +152,26 @@ check "config: duplicate key, the last wins" 0 "$nb" convert "$tmp/hf" -o "$tmp/
 hf_with 's/"num_key_value_heads":.*/"num_key_value_heads": 2, "num_key_value_heads": 4,/'
 check "config: duplicate key, the last (wrong) one wins" 2 "$nb" convert "$tmp/hf" -o "$tmp/hf2.gguf"
 cp "$tmp/config.orig" "$tmp/hf/config.json"
+
+# a failed --report says the model itself was written
+check "quantize, report into a missing dir" 3 "$nb" quantize "$m" --type q8_0 -q -o "$tmp/rq.gguf" --report="$tmp/no/r.json"
+has "rq.gguf is complete, but the report failed: .*no/r.json" "$tmp/err"; one_line "report failure"
+[ -s "$tmp/rq.gguf" ] || { echo "FAIL: model not written"; fail=1; }
+
+# ---- class: messages: terminal controls from a file are escaped in text output and errors
+if command -v python3 >/dev/null; then
+  python3 -c 'import sys
+d = open(sys.argv[1], "rb").read()
+d = d.replace(b"blk.0.attn_q.weight", b"blk.0.\x1b]0;p\x07.weight", 1)
+open(sys.argv[2], "wb").write(d)' "$m" "$tmp/esc.gguf"
+  check "inspect a name with terminal controls" 0 "$nb" inspect "$tmp/esc.gguf"
+  has 'blk.0.\\x1b]0;p\\x07.weight' "$tmp/out"
+  LC_ALL=C grep -q $'\x1b' "$tmp/out" && { echo "FAIL: raw ESC in inspect output"; fail=1; }
+  NAME=$'blk.0.\x1b[2J.weight' dat "$tmp/esc.dat" 1
+  check "an error quoting a name with terminal controls" 2 "$nb" quantize "$m" --type q4_0 --imatrix "$tmp/esc.dat" -q -o "$tmp/esc-q.gguf"
+  has 'tensor .blk\.0\.\\x1b\[2J\.weight. is not in' "$tmp/err"
+  LC_ALL=C grep -q $'\x1b' "$tmp/err" && { echo "FAIL: raw ESC in an error message"; fail=1; }
+fi
 
 echo "done"
 exit $fail
