@@ -2,6 +2,7 @@
 #include "core/afile.h"
 
 #include "core/cleanup.h"
+#include "core/fault.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -150,10 +151,19 @@ nb_status nb_afile_open(nb_afile *f, const char *path, bool hash, nb_ctx *ctx) {
     return NB_OK;
 }
 
+/* write(2), or EIO when the fault hook (core/fault.h) says so. */
+static ssize_t io_write(int fd, const void *p, size_t n) {
+    if (nb_fault_io()) {
+        errno = EIO;
+        return -1;
+    }
+    return write(fd, p, n);
+}
+
 static nb_status flush_buf(nb_afile *f, nb_ctx *ctx) {
     size_t off = 0;
     while (off < f->buf_len) {
-        ssize_t w = write(f->fd, f->buf + off, f->buf_len - off);
+        ssize_t w = io_write(f->fd, f->buf + off, f->buf_len - off);
         if (w < 0) {
             if (errno == EINTR) continue;
             return nb_err_errno(ctx, errno, "%s: write", f->path);
@@ -181,7 +191,7 @@ static nb_status write_all(nb_afile *f, const void *data, size_t n, nb_ctx *ctx)
         if (f->buf_len == 0 && n >= AFILE_BUF) { /* large piece: bypass the buffer */
             size_t chunk = n & ~(size_t)(AFILE_BUF - 1);
             while (chunk) {
-                ssize_t w = write(f->fd, p, chunk);
+                ssize_t w = io_write(f->fd, p, chunk);
                 if (w < 0) {
                     if (errno == EINTR) continue;
                     return nb_err_errno(ctx, errno, "%s: write", f->path);
@@ -219,7 +229,8 @@ static void fsync_dir(const char *path) {
 nb_status nb_afile_commit(nb_afile *f, unsigned char *sha_out, nb_ctx *ctx) {
     if (f->fd < 0) return nb_err(ctx, NB_ERR_INTERNAL, "commit of a closed file");
     nb_status st = flush_buf(f, ctx);
-    if (st == NB_OK && fsync(f->fd) != 0) st = nb_err_errno(ctx, errno, "%s: fsync", f->path);
+    if (st == NB_OK && (nb_fault_io() ? (errno = EIO, -1) : fsync(f->fd)) != 0)
+        st = nb_err_errno(ctx, errno, "%s: fsync", f->path);
     if (st == NB_OK) {
         int fd = f->fd;
         f->fd = -1;
@@ -233,7 +244,7 @@ nb_status nb_afile_commit(nb_afile *f, unsigned char *sha_out, nb_ctx *ctx) {
         free(f->tmp_path); /* not ours any more: abort must not unlink it */
         f->tmp_path = NULL;
     }
-    if (st == NB_OK && rename(f->tmp_path, f->path) != 0)
+    if (st == NB_OK && (nb_fault_io() ? (errno = EIO, -1) : rename(f->tmp_path, f->path)) != 0)
         st = nb_err_errno(ctx, errno, "%s: rename from %s", f->path, f->tmp_path);
     if (st != NB_OK) {
         nb_afile_abort(f);

@@ -1,6 +1,7 @@
 /* core/ctx.c — context, error messages, logging, allocation helpers. */
 #include "core/ctx.h"
 
+#include "core/fault.h"
 #include "core/str.h"
 
 #include <errno.h>
@@ -123,13 +124,13 @@ void nb_log(nb_ctx *ctx, nb_log_level level, const char *fmt, ...) {
 }
 
 void *nb_malloc(nb_ctx *ctx, size_t n, const char *what) {
-    void *p = malloc(n ? n : 1);
+    void *p = nb_fault_alloc() ? NULL : malloc(n ? n : 1);
     if (!p) nb_err(ctx, NB_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
     return p;
 }
 
 void *nb_calloc(nb_ctx *ctx, size_t count, size_t size, const char *what) {
-    void *p = calloc(count ? count : 1, size ? size : 1);
+    void *p = nb_fault_alloc() ? NULL : calloc(count ? count : 1, size ? size : 1);
     if (!p) nb_err(ctx, NB_ERR_NOMEM, "out of memory allocating %zu x %zu bytes for %s", count, size, what);
     return p;
 }

@@ -28,7 +28,8 @@
 
 /* NB_ERR_INVALID (a usage error: exit 1) naming both paths when an output is
  * an input ("OUT: is the input IN (same file); choose another output") or two
- * outputs are the same ("OUT1 and OUT2 are the same file"); NB_OK otherwise.
+ * outputs are the same ("OUT1 and OUT2 are the same file"); NB_ERR_NOMEM when out of
+ * memory; NB_OK otherwise.
  * Arrays may hold NULL entries. */
 nb_status nb_paths_check(const char *const *in, size_t n_in, const char *const *out, size_t n_out, nb_ctx *ctx);
 

@@ -173,5 +173,33 @@ open(sys.argv[2], "wb").write(d)' "$m" "$tmp/esc.gguf"
   LC_ALL=C grep -q $'\x1b' "$tmp/err" && { echo "FAIL: raw ESC in an error message"; fail=1; }
 fi
 
+# ---- habit: fault injection (core/fault.h, Debug/Asan builds): fail the N-th allocation or the
+# N-th write/fsync/rename, for N = 1, 2, ... until the command succeeds. Every failing run must
+# exit 3 and leave no output, temporary or lock (and, under ASan, no leak: LeakSanitizer's
+# exit code would differ); the run that succeeds must give the same bytes as a run without faults.
+fault_loop() { # fault_loop VAR OUT CMD... (CMD writes OUT)
+  local var=$1 out=$2; shift 2
+  local ref="${out%/*}/ref-${out##*/}" what="$2 $3"
+  "$@" -q -o "$ref" 2>"$tmp/err" || { echo "FAIL: fault loop reference: $*"; sed 's/^/  | /' "$tmp/err" | head -3; fail=1; return; }
+  local i rc
+  for ((i = 1; i < 5000; i++)); do
+    env "$var=$i" "$@" -q -o "$out" >/dev/null 2>"$tmp/err"; rc=$?
+    [ -e "$out" ] && [ "$rc" != 0 ] && { echo "FAIL: $var=$i $what: exit $rc but the output exists"; fail=1; }
+    left_behind "$out" && { echo "FAIL: $var=$i $what: temporary or lock left"; fail=1; rm -f "$out".partial.* "$out.lock"; }
+    if [ "$rc" = 0 ]; then break; fi
+    [ "$rc" = 3 ] || { echo "FAIL: $var=$i $*: exit $rc, expected 3"; sed 's/^/  | /' "$tmp/err" | head -3; fail=1; return; }
+  done
+  if [ "$i" = 1 ]; then echo "SKIP: $var: fault hooks not in this build"; return; fi
+  cmp -s "$out" "$ref" || { echo "FAIL: $var $what: output after the loop differs"; fail=1; }
+  echo "ok: $var: $what failed cleanly at each of $((i - 1)) points, then succeeded"
+  rm -f "$out" "$ref"
+}
+for var in NIBBLE_FAULT_ALLOC NIBBLE_FAULT_IO; do
+  fault_loop $var "$tmp/fl.gguf" "$nb" convert "$m" --type f16
+  fault_loop $var "$tmp/fl.safetensors" "$nb" convert "$m"
+  fault_loop $var "$tmp/fl.gguf" "$nb" quantize "$m" --type q4_k_m
+  fault_loop $var "$tmp/fl.gguf" "$nb" merge "$tmp/b16.gguf" --adapter "$NB_TEST_DATA/peft/llama_lora.gguf" --type f16
+done
+
 echo "done"
 exit $fail
