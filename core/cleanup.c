@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct {
@@ -18,6 +19,7 @@ typedef struct {
     _Atomic(const char *) path; /* non-NULL: slot in use; written last on add, first on forget */
     _Atomic(uintptr_t) addr;
     _Atomic(size_t) len;
+    _Atomic(unsigned long long) dev, ino;
 } map_slot;
 
 static partial_slot g_partials[NB_CLEANUP_SLOTS];
@@ -41,13 +43,16 @@ void nb_cleanup_forget_partial(int slot) {
     atomic_store(&g_partials[slot].tmp, NULL);
 }
 
-int nb_cleanup_add_map(const void *addr, size_t len, const char *path) {
+int nb_cleanup_add_map(const void *addr, size_t len, const char *path, unsigned long long dev,
+                       unsigned long long ino) {
     static const char claimed[] = "";
     for (int i = 0; i < NB_CLEANUP_SLOTS; i++) {
         const char *expect = NULL;
         if (atomic_compare_exchange_strong(&g_maps[i].path, &expect, claimed)) {
             atomic_store(&g_maps[i].addr, (uintptr_t)addr);
             atomic_store(&g_maps[i].len, len);
+            atomic_store(&g_maps[i].dev, dev);
+            atomic_store(&g_maps[i].ino, ino);
             atomic_store(&g_maps[i].path, path);
             return i;
         }
@@ -59,6 +64,24 @@ void nb_cleanup_forget_map(int slot) {
     if (slot < 0 || slot >= NB_CLEANUP_SLOTS) return;
     atomic_store(&g_maps[slot].len, 0);
     atomic_store(&g_maps[slot].path, NULL);
+}
+
+nb_status nb_map_check(const void *p, size_t n, nb_ctx *ctx) {
+    uintptr_t a = (uintptr_t)p;
+    for (int i = 0; i < NB_CLEANUP_SLOTS; i++) {
+        const char *path = atomic_load(&g_maps[i].path);
+        uintptr_t lo = atomic_load(&g_maps[i].addr);
+        size_t len = atomic_load(&g_maps[i].len);
+        if (!path || !*path || a < lo || a - lo >= len) continue;
+        struct stat sb;
+        uint64_t end = (uint64_t)(a - lo) + n;
+        if (stat(path, &sb) == 0 && (unsigned long long)sb.st_dev == atomic_load(&g_maps[i].dev) &&
+            (unsigned long long)sb.st_ino == atomic_load(&g_maps[i].ino) && (uint64_t)sb.st_size < end)
+            return nb_err(ctx, NB_ERR_IO, "%s: input file shrank to %lld bytes while being read (data up to byte %llu "
+                          "needed)", path, (long long)sb.st_size, (unsigned long long)end);
+        return NB_OK;
+    }
+    return NB_OK;
 }
 
 void nb_cleanup_run(void) {

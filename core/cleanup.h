@@ -21,6 +21,8 @@
 #ifndef NB_CORE_CLEANUP_H
 #define NB_CORE_CLEANUP_H
 
+#include "core/ctx.h"
+
 #include <stddef.h>
 
 #define NB_CLEANUP_SLOTS 64
@@ -34,9 +36,20 @@ int nb_cleanup_add_partial(const char *tmp, const char *lock);
 void nb_cleanup_forget_partial(int slot);
 
 /* Register a read-only mapping [addr, addr+len) of file `path` (borrowed until
- * nb_cleanup_forget_map). Returns the slot or -1. */
-int nb_cleanup_add_map(const void *addr, size_t len, const char *path);
+ * nb_cleanup_forget_map), whose inode was (dev, ino) when mapped. Returns the
+ * slot or -1. */
+int nb_cleanup_add_map(const void *addr, size_t len, const char *path, unsigned long long dev,
+                       unsigned long long ino);
 void nb_cleanup_forget_map(int slot);
+
+/* Before reading [p, p+n) of a registered mapping: when its file (the same
+ * inode: a file replaced by rename is no concern, the mapping keeps the old
+ * one) has shrunk below p+n, fail with NB_ERR_IO "FILE: input file shrank to
+ * N bytes while being read" instead of faulting. Unregistered memory: NB_OK.
+ * Reading stays racy (a truncation after this check still faults, and the
+ * SIGBUS handler says so), but the common case, a file cut while a long job
+ * runs, ends with a message before the next tensor. */
+nb_status nb_map_check(const void *p, size_t n, nb_ctx *ctx);
 
 /* Unlink every registered partial and lock (async-signal-safe). */
 void nb_cleanup_run(void);

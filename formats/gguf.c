@@ -570,7 +570,8 @@ nb_status nb_gguf_open(const char *path, nb_model **out, nb_ctx *ctx) {
     }
     g->map = map;
     g->map_len = len;
-    g->map_slot = nb_cleanup_add_map(map, len, m->path);
+    g->map_slot =
+        nb_cleanup_add_map(map, len, m->path, (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
     m->impl = g;
     *out = m;
     return NB_OK;

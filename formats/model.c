@@ -2,6 +2,7 @@
  * sources and sinks. */
 #include "formats/model.h"
 
+#include "core/cleanup.h"
 #include "core/str.h"
 #include "formats/readers.h"
 
@@ -69,6 +70,7 @@ nb_status nb_model_read_tensor(nb_model *m, size_t i, void *dst, nb_ctx *ctx) {
     if (i >= m->n_tensors) return nb_err(ctx, NB_ERR_INVALID, "tensor index %zu out of range", i);
     const nb_tensor *t = &m->tensors[i];
     if (t->data) {
+        NB_TRY(nb_map_check(t->data, (size_t)t->nbytes, ctx)); /* truncated underneath? (core/cleanup.h) */
         memcpy(dst, t->data, t->nbytes);
         return NB_OK;
     }
@@ -83,6 +85,7 @@ nb_status nb_model_tensor_bytes(nb_model *m, size_t i, const void **data, void *
     if (i >= m->n_tensors) return nb_err(ctx, NB_ERR_INVALID, "tensor index %zu out of range", i);
     const nb_tensor *t = &m->tensors[i];
     if (t->data) {
+        NB_TRY(nb_map_check(t->data, (size_t)t->nbytes, ctx));
         *data = t->data;
         return NB_OK;
     }

@@ -469,7 +469,9 @@ static nb_status map_file(const char *path, st_map *out, nb_ctx *ctx) {
         out->p = p;
         out->n = (size_t)sb.st_size;
         out->path = strdup(path); /* NULL (out of memory): the SIGBUS message names no file */
-        if (out->path) out->slot = nb_cleanup_add_map(p, out->n, out->path);
+        if (out->path)
+            out->slot = nb_cleanup_add_map(p, out->n, out->path, (unsigned long long)sb.st_dev,
+                                           (unsigned long long)sb.st_ino);
     }
     close(fd);
     return NB_OK;

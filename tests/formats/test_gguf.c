@@ -4,6 +4,7 @@
 #include "core/sha256.h"
 #include "formats/gguf.h"
 #include "formats/readers.h"
+#include "formats/synth.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -959,6 +960,45 @@ START_TEST(test_gguf_py_goldens) {
 }
 END_TEST
 
+/* A mapped input truncated underneath (core/cleanup.h nb_map_check): reading
+ * a tensor past the new end fails with an I/O error naming the file instead
+ * of faulting; a file replaced by rename is no concern (the mapping keeps it). */
+START_TEST(test_truncated_underneath) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_synth_opts so;
+    nb_synth_opts_init(&so);
+    so.dtype = NB_TYPE_F32;
+    const char *p = nbt_path("shrinks.gguf");
+    ck_assert_msg(nb_synth_write(&so, p, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    nb_model *m = NULL;
+    ck_assert_int_eq(nb_model_open(p, &m, &ctx), NB_OK);
+    size_t last = m->n_tensors - 1;
+    const void *d;
+    void *owned;
+    ck_assert_int_eq(nb_model_tensor_bytes(m, last, &d, &owned, &ctx), NB_OK);
+    free(owned);
+    /* replaced by rename: the mapping still reads the old file */
+    const char *q = nbt_path("other.gguf");
+    nbt_write_file(q, "x", 1);
+    ck_assert_int_eq(rename(q, p), 0);
+    ck_assert_int_eq(nb_model_tensor_bytes(m, last, &d, &owned, &ctx), NB_OK);
+    free(owned);
+    nb_model_close(m);
+    /* truncated in place */
+    ck_assert_msg(nb_synth_write(&so, p, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_int_eq(nb_model_open(p, &m, &ctx), NB_OK);
+    last = m->n_tensors - 1;
+    ck_assert_int_eq(truncate(p, 4096), 0);
+    ck_assert_int_eq(nb_model_tensor_bytes(m, last, &d, &owned, &ctx), NB_ERR_IO);
+    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "shrinks.gguf: input file shrank to 4096 bytes"));
+    float *buf = malloc((size_t)m->tensors[last].nbytes);
+    ck_assert_int_eq(nb_model_read_tensor(m, last, buf, &ctx), NB_ERR_IO);
+    free(buf);
+    nb_model_close(m);
+    nb_ctx_free(&ctx);
+}
+END_TEST
 static Suite *gguf_suite(void) {
     Suite *s = suite_create("gguf");
     TCase *tc = tcase_create("core");
@@ -966,6 +1006,7 @@ static Suite *gguf_suite(void) {
     tcase_add_loop_test(tc, test_alignment, 0, 4);
     tcase_add_test(tc, test_writer_bad_alignment);
     tcase_add_test(tc, test_failed_writes_leave_no_file);
+    tcase_add_test(tc, test_truncated_underneath);
     tcase_add_test(tc, test_crafted_valid_and_v2);
     tcase_add_test(tc, test_truncation_every_prefix);
     tcase_add_test(tc, test_header_rules);
