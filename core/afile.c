@@ -135,7 +135,7 @@ nb_status nb_afile_open(nb_afile *f, const char *path, bool hash, nb_ctx *ctx) {
     f->tmp_path = NULL; /* nothing of ours to unlink until create_tmp succeeds */
     nb_status st = take_lock(f, ctx);
     if (st == NB_OK) {
-        remove_stale(path);
+        if (f->lock_fd >= 0) remove_stale(path); /* unlocked (no flock here): another writer's may be live */
         f->tmp_path = tmp;
         st = create_tmp(f, ctx);
     } else {

@@ -194,10 +194,14 @@ fault_loop() { # fault_loop VAR OUT CMD... (CMD writes OUT)
   echo "ok: $var: $what failed cleanly at each of $((i - 1)) points, then succeeded"
   rm -f "$out" "$ref"
 }
+check "synth moe" 0 "$nb" synth --arch mixtral --layers 1 --dim 32 --ff 32 --heads 4 --kv-heads 2 --experts 4 \
+  --experts-used 2 --vocab 300 --dtype f32 --seed 3 -q -o "$tmp/moe.gguf"
+check "calibrate moe" 0 "$nb" calibrate "$tmp/moe.gguf" --calib "$calib" --ctx 32 --calib-tokens 64 -q -o "$tmp/moe.stats.gguf"
 for var in NIBBLE_FAULT_ALLOC NIBBLE_FAULT_IO; do
-  fault_loop $var "$tmp/fl.gguf" "$nb" convert "$m" --type f16
-  fault_loop $var "$tmp/fl.safetensors" "$nb" convert "$m"
-  fault_loop $var "$tmp/fl.gguf" "$nb" quantize "$m" --type q4_k_m
+  fault_loop $var "$tmp/fl.gguf" "$nb" prune "$tmp/moe.gguf" --stats "$tmp/moe.stats.gguf" --keep 3
+  fault_loop $var "$tmp/fl.gguf" "$nb" convert "$tmp/b16.gguf" --type f16
+  fault_loop $var "$tmp/fl.safetensors" "$nb" convert "$tmp/b16.gguf"
+  fault_loop $var "$tmp/fl.gguf" "$nb" quantize "$tmp/b16.gguf" --type q4_k_m
   fault_loop $var "$tmp/fl.gguf" "$nb" merge "$tmp/b16.gguf" --adapter "$NB_TEST_DATA/peft/llama_lora.gguf" --type f16
 done
 
