@@ -1,6 +1,7 @@
 /* cli/cmd_calibrate.c — `nibble calibrate MODEL --calib FILE -o STATS.gguf [options]`. */
 #include "calib/calibrate.h"
 #include "cli/cli.h"
+#include "formats/json_strict.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -42,7 +43,7 @@ static void print_json(const char *model, const char *calib, const char *out, co
         for (int e = 0; e < l->n_expert && a; e++) cJSON_AddItemToArray(a, cJSON_CreateNumber(l->n_sel[e]));
         cJSON_AddItemToArray(layers, o);
     }
-    char *s = cJSON_PrintUnformatted(j);
+    char *s = nb_json_print(j, false);
     if (s) { puts(s); free(s); }
     cJSON_Delete(j);
 }

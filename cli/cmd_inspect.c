@@ -4,6 +4,7 @@
 #include "pipeline/bundle.h"
 #include "core/progress.h"
 #include "core/str.h"
+#include "formats/json_strict.h"
 #include "formats/model.h"
 
 #include <cjson/cJSON.h>
@@ -82,7 +83,7 @@ static int print_json(const nb_model *m) {
     cJSON_AddNumberToObject(root, "total_bytes", (double)t.total_bytes);
     cJSON_AddNumberToObject(root, "file_bytes", (double)m->file_bytes);
     cJSON_AddNumberToObject(root, "bpw", t.n_params ? (double)t.total_bytes * 8.0 / (double)t.n_params : 0.0);
-    char *s = cJSON_PrintUnformatted(root);
+    char *s = nb_json_print(root, false);
     cJSON_Delete(root);
     if (!s) return NB_EXIT_IO;
     puts(s);

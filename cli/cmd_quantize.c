@@ -7,6 +7,7 @@
 #include "core/afile.h"
 #include "core/progress.h"
 #include "core/str.h"
+#include "formats/json_strict.h"
 #include "quant/quantize.h"
 
 #include <cjson/cJSON.h>
@@ -124,7 +125,7 @@ static char *with_method(const char *js, const char *method, const nb_gptq_model
             cJSON_AddItemToArray(ts, e);
         }
     }
-    char *s = cJSON_PrintUnformatted(j);
+    char *s = nb_json_print(j, false);
     cJSON_Delete(j);
     return s;
 }

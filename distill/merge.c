@@ -16,6 +16,7 @@
 #include "distill/adapter.h"
 #include "formats/arch.h"
 #include "formats/convert.h"
+#include "formats/json_strict.h"
 #include "formats/model.h"
 #include "quant/nf4.h"
 
@@ -807,7 +808,7 @@ char *nb_merge_result_json(const nb_merge_result *r, const char *base, const cha
         else cJSON_AddNullToObject(x, "rel_delta");
         cJSON_AddItemToArray(es, x);
     }
-    char *s = cJSON_Print(j);
+    char *s = nb_json_print(j, true);
     cJSON_Delete(j);
     return s;
 }

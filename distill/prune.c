@@ -7,6 +7,7 @@
 #include "engine/tokenizer.h"
 #include "formats/arch.h"
 #include "formats/convert.h"
+#include "formats/json_strict.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -529,7 +530,7 @@ char *nb_prune_report_json(const nb_prune_plan *p, const char *model, const char
         cJSON_Delete(b);
         cJSON_Delete(q);
     }
-    char *s = cJSON_PrintUnformatted(j);
+    char *s = nb_json_print(j, false);
     cJSON_Delete(j);
     return s;
 }

@@ -3,6 +3,7 @@
 #include "engine/ppl.h"
 
 #include "core/checked.h"
+#include "formats/json_strict.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -504,7 +505,7 @@ char *nb_ppl_result_json(const nb_ppl_result *r) {
             cJSON_AddNumberToObject(j, "same_top_p_err_pct", 100.0 * k->same_top_err);
         }
     }
-    char *s = cJSON_PrintUnformatted(o);
+    char *s = nb_json_print(o, false);
     cJSON_Delete(o);
     return s;
 }

@@ -276,3 +276,49 @@ size_t nb_json_last_wins(cJSON *root) {
     free(r);
     return removed;
 }
+
+/* s as valid UTF-8 (malloc'd), or NULL when it is valid already or memory is out. */
+static char *utf8_fixed(const char *s) {
+    size_t n = strlen(s), bad;
+    if (nb_utf8_valid((const unsigned char *)s, n, &bad)) return NULL;
+    char *o = malloc(4 * n + 1);
+    if (!o) return NULL;
+    size_t k = 0, i = 0;
+    for (;;) {
+        memcpy(o + k, s + i, bad);
+        k += bad;
+        i += bad;
+        if (i >= n) break;
+        k += (size_t)snprintf(o + k, 5, "\\x%02x", (unsigned char)s[i]);
+        i++;
+        if (nb_utf8_valid((const unsigned char *)s + i, n - i, &bad)) bad = n - i;
+    }
+    o[k] = 0;
+    return o;
+}
+
+static void sanitize(cJSON *j) {
+    for (; j; j = j->next) {
+        if (j->string && !(j->type & cJSON_StringIsConst)) {
+            char *f = utf8_fixed(j->string);
+            if (f) {
+                free(j->string); /* cJSON's default allocator */
+                j->string = f;
+            }
+        }
+        if (cJSON_IsString(j) && j->valuestring) {
+            char *f = utf8_fixed(j->valuestring);
+            if (f) {
+                cJSON_SetValuestring(j, f);
+                free(f);
+            }
+        }
+        sanitize(j->child);
+    }
+}
+
+char *nb_json_print(cJSON *root, bool pretty) {
+    if (!root) return NULL;
+    sanitize(root->child);
+    return pretty ? cJSON_Print(root) : cJSON_PrintUnformatted(root);
+}

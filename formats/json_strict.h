@@ -56,4 +56,12 @@ void nb_json_numbers_free(nb_json_numbers *nums); /* NULL-safe */
 struct cJSON;
 size_t nb_json_last_wins(struct cJSON *root);
 
+/* Print a tree as JSON text (cJSON_Print when pretty, else unformatted;
+ * free() the result; NULL when out of memory) after making every key and
+ * string valid UTF-8: text taken from files (tensor names, metadata) may not
+ * be, and cJSON copies such bytes as they are, which makes the output invalid
+ * JSON. Each byte of an invalid sequence becomes the six characters "\\xNN"
+ * (the text form of core/str.h), so the output parses and says what was there. */
+char *nb_json_print(struct cJSON *root, bool pretty);
+
 #endif

@@ -4,6 +4,7 @@
 #include "core/afile.h"
 #include "core/progress.h"
 #include "formats/convert.h"
+#include "formats/json_strict.h"
 #include "formats/model.h"
 
 #include <cjson/cJSON.h>
@@ -421,7 +422,7 @@ char *nb_quant_result_json(const nb_quant_result *r, const nb_plan *plan, const 
             cJSON_AddItemToArray(ts, e);
         }
     }
-    char *s = cJSON_PrintUnformatted(j);
+    char *s = nb_json_print(j, false);
     cJSON_Delete(j);
     return s;
 }

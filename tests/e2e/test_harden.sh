@@ -167,6 +167,15 @@ open(sys.argv[2], "wb").write(d)' "$m" "$tmp/esc.gguf"
   check "inspect a name with terminal controls" 0 "$nb" inspect "$tmp/esc.gguf"
   has 'blk.0.\\x1b]0;p\\x07.weight' "$tmp/out"
   LC_ALL=C grep -q $'\x1b' "$tmp/out" && { echo "FAIL: raw ESC in inspect output"; fail=1; }
+  # invalid UTF-8 in a name: --json stays valid JSON and shows the bytes as \xNN
+  python3 -c 'import sys
+d = open(sys.argv[1], "rb").read()
+open(sys.argv[2], "wb").write(d.replace(b"blk.0.attn_q.weight", b"blk.0.\xff\xfetn_q.weight", 1))' "$m" "$tmp/bad8.gguf"
+  check "inspect --json, invalid UTF-8 in a name" 0 "$nb" inspect "$tmp/bad8.gguf" --json
+  python3 -c 'import json, sys
+j = json.loads(open(sys.argv[1], "rb").read().decode("utf-8"))
+assert any(t["name"] == "blk.0.\\xff\\xfetn_q.weight" for t in j["tensors"]), [t["name"] for t in j["tensors"]][:4]' "$tmp/out" \
+    && echo "ok: --json is valid UTF-8 JSON" || { echo "FAIL: inspect --json is not valid JSON or lost the name"; fail=1; }
   NAME=$'blk.0.\x1b[2J.weight' dat "$tmp/esc.dat" 1
   check "an error quoting a name with terminal controls" 2 "$nb" quantize "$m" --type q4_0 --imatrix "$tmp/esc.dat" -q -o "$tmp/esc-q.gguf"
   has 'tensor .blk\.0\.\\x1b\[2J\.weight. is not in' "$tmp/err"
