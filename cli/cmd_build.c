@@ -85,6 +85,8 @@ int nb_cmd_build(int argc, char **argv) {
     };
     nb_args args = {0};
     int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
+    /* -o DIR may hold the source (its files are named by the recipe), but may not be an input */
+    if (rc == NB_OPTS_RUN) rc = nb_cli_check_paths("build", &ctx, NB_CLI_PATHS(args.pos[0], source), NB_CLI_PATHS(out));
     if (rc != NB_OPTS_RUN) goto done;
     FILE *info = json ? stderr : stdout;
     char *src_abs = source ? abs_if_exists(source) : NULL;

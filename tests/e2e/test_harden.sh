@@ -32,6 +32,8 @@ check "quantize -o PLAN" 1 "$nb" quantize "$m" --plan "$tmp/plan.json" -o "$tmp/
 check "ppl --save-logits TEXT" 1 "$nb" ppl "$m" --text "$calib" --save-logits "$calib"
 check "logits -o MODEL" 1 "$nb" logits "$m" --tokens 1,2 -o "$m"
 check "convert -o MODEL" 1 "$nb" convert "$m" -o "$m"
+check "build -o SOURCE" 1 "$nb" build "$(dirname "$0")/../../recipes/dense-q4km.json" --source "$m" -o "$m"
+has "m.gguf: is the input" "$tmp/err"
 mkdir -p "$tmp/ad" && cp -r "$NB_TEST_DATA/peft/peft_dora_rs/." "$tmp/ad/"
 adsum=$(sha256sum < "$tmp/ad/adapter_model.safetensors")
 check "merge -o a file of the adapter dir" 1 "$nb" merge "$m" --adapter "$tmp/ad" -o "$tmp/ad/adapter_model.safetensors"
