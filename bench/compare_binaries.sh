@@ -61,14 +61,16 @@ for arch in llama qwen2moe gemma3; do
       --calib "$calib" --ctx 64 --calib-tokens 512 --act-order
   done
 done
+# requantization needs --allow-requantize in binaries that have it; older ones only warned
 extra=(); help=$("$new" quantize --help)
 [[ $help == *--allow-requantize* ]] && extra=(--allow-requantize)
+extra_old=(); help=$("$old" quantize --help)
+[[ $help == *--allow-requantize* ]] && extra_old=(--allow-requantize)
 for f in gemma-3-270m-Q4_K_M.gguf SmolLM2-135M-Instruct.Q4_1.gguf; do
   [ -f "$models/$f" ] || { echo "skip  $f: not fetched (scripts/fetch-models)"; continue; }
   for m in q4_k_m q8_0 iq4_xs nf4 int4-g128; do
-    # requantization needs --allow-requantize in the new binary; the old one only warned
     a=("$out/old/$f.$m.gguf") b=("$out/new/$f.$m.gguf")
-    "$old" quantize "$models/$f" -o "$a" --type "$m" --quiet 2>/dev/null
+    "$old" quantize "$models/$f" -o "$a" --type "$m" --quiet "${extra_old[@]}" 2>/dev/null
     "$new" quantize "$models/$f" -o "$b" --type "$m" --quiet "${extra[@]}" 2>/dev/null
     n=$((n + 1))
     both "$a" "$b"
