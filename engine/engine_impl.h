@@ -140,4 +140,11 @@ void nb_eng_glu(nb_act act, float *gate, const float *up, int64_t n);
 /* forward_moe.c: MoE FFN of layer L on xb (n x E) into out (n x E). */
 nb_status nb_engine_moe(nb_engine *e, int L, const float *xb, int n, float *out, nb_ctx *ctx);
 
+/* Softmax over one token's X router logits (probs: X floats of scratch, may
+ * alias logits), the top U experts in sel (ties: the lower index), their
+ * probabilities in w, renormalised to sum 1 when `norm`, times `scale`.
+ * Exposed for the CUDA routing test (tests/kernels/cuda_ref.h). */
+void nb_eng_route_token(const float *logits, int X, int U, bool norm, float scale, float *probs, int32_t *sel,
+                        float *w);
+
 #endif

@@ -18,8 +18,7 @@
 #include <math.h>
 #include <string.h>
 
-/* Softmax over the router logits and top-k of one token. */
-static void route_token(const float *logits, int X, int U, bool norm, float scale, float *probs, int32_t *sel,
+void nb_eng_route_token(const float *logits, int X, int U, bool norm, float scale, float *probs, int32_t *sel,
                         float *w) {
     float mx = -INFINITY;
     for (int i = 0; i < X; i++)
@@ -59,7 +58,7 @@ nb_status nb_engine_moe(nb_engine *e, int L, const float *xb, int n, float *out,
     NB_TRY(nb_eng_matmul(e, &l->gate_inp, -1, xb, n, e->router, ctx));
     for (int t = 0; t < n; t++) {
         float *r = e->router + (size_t)t * X; /* logits replaced by probabilities */
-        route_token(r, X, U, hp->norm_topk, hp->expert_weights_scale, r, e->sel + (size_t)t * U,
+        nb_eng_route_token(r, X, U, hp->norm_topk, hp->expert_weights_scale, r, e->sel + (size_t)t * U,
                     e->selw + (size_t)t * U);
     }
     if (e->hooks.on_route) e->hooks.on_route(e->hooks.user, L, e->sel, e->selw, n, U, X);

@@ -5,6 +5,7 @@
 #ifndef NB_TESTS_KERNELS_CUDA_REF_H
 #define NB_TESTS_KERNELS_CUDA_REF_H
 
+#include "engine/engine_impl.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -105,37 +106,12 @@ static inline void ref_attention(const float *q, const float *kc, const float *v
     free(sc);
 }
 
+/* The engine's own routing (engine/forward_moe.c), on a copy of the logits. */
 static inline void ref_route(const float *logits, int X, int U, bool norm, float scale, int32_t *sel,
                              float *w) {
     float *probs = malloc((size_t)X * sizeof(float));
     ck_assert_ptr_nonnull(probs);
-    float mx = -INFINITY;
-    for (int i = 0; i < X; i++)
-        if (logits[i] > mx) mx = logits[i];
-    double sum = 0;
-    for (int i = 0; i < X; i++) {
-        probs[i] = expf(logits[i] - mx);
-        sum += probs[i];
-    }
-    const float inv = (float)(1.0 / sum);
-    for (int i = 0; i < X; i++) probs[i] *= inv;
-    for (int k = 0; k < U; k++) {
-        int best = -1;
-        for (int i = 0; i < X; i++) {
-            bool taken = false;
-            for (int j = 0; j < k; j++) taken |= sel[j] == i;
-            if (!taken && (best < 0 || probs[i] > probs[best])) best = i;
-        }
-        sel[k] = best;
-        w[k] = probs[best];
-    }
-    if (norm) {
-        float s = 0;
-        for (int k = 0; k < U; k++) s += w[k];
-        for (int k = 0; k < U; k++) w[k] /= s;
-    }
-    if (scale != 1.0f)
-        for (int k = 0; k < U; k++) w[k] *= scale;
+    nb_eng_route_token(logits, X, U, norm, scale, probs, sel, w);
     free(probs);
 }
 
