@@ -4,7 +4,7 @@
 #   quality  llama.cpp's mixes with an imatrix vs a `nibble plan --target-size`
 #            plan at exactly that file's size with the same imatrix; mean KLD
 #            against the F32 source (`nibble ppl --save-logits / --kld`), on
-#            stories260K (../shared/models, unquantized F32: q4_0, iq4_nl, the
+#            stories260K (tests/data/models, unquantized F32: q4_0, iq4_nl, the
 #            types its 64-wide rows allow) and SmolLM2-135M (scripts/fetch-models;
 #            its Q4_1 weights dequantized to F32 as bench/quality.sh does: q4_k_m,
 #            q3_k_m; biased, since Q4_1 itself reproduces that source exactly).
@@ -50,7 +50,7 @@ rows() {
 if [[ " $parts " == *" quality "* ]]; then
   echo "| model | mix | file bytes | mix KLD | plan bytes | plan KLD | plan/mix | plan s |"
   echo "|---|---|---:|---:|---:|---:|---:|---:|"
-  stories=${STORIES:-$root/../shared/models/stories260K.gguf}
+  stories=${STORIES:-$root/tests/data/models/stories260K.gguf}
   if [ -f "$stories" ]; then
     mkdir -p "$work/stories260k"
     rows stories260k "$stories" ${STORIES_MIXES:-q4_0 iq4_nl}

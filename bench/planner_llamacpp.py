@@ -20,7 +20,7 @@ Setup (once):
   CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_BLAS=OFF" .venv-llamacpp/bin/pip install llama-cpp-python
 Example:
   .venv-llamacpp/bin/python bench/planner_llamacpp.py --nibble build/release/nibble \\
-      --model stories=../shared/models/stories260K.gguf --model smollm2=SRC.gguf --ctx 512,4096
+      --model stories=tests/data/models/stories260K.gguf --model smollm2=SRC.gguf --ctx 512,4096
 """
 import argparse
 import json
