@@ -5,6 +5,7 @@
 #include "core/checked.h"
 #include "core/file.h"
 #include "core/str.h"
+#include "formats/hf_quantized.h"
 #include "formats/json_strict.h"
 #include "formats/readers.h"
 
@@ -730,6 +731,8 @@ nb_status nb_hf_open(const char *dir, nb_model **out, nb_ctx *ctx) {
     m->impl = b.im;
     b.im->hp = cfg.hp;
     NB_CHECK_GOTO(st, nb_safetensors_open(stpath, &b.im->st, ctx), fail);
+    /* quantization_config: GPTQ / AWQ / bitsandbytes / compressed-tensors tensors become one weight each */
+    NB_CHECK_GOTO(st, nb_hfq_wrap(&b.im->st, json, json_len, cfg_path, ctx), fail);
     m->file_bytes = b.im->st->file_bytes;
     NB_CHECK_GOTO(st, build_tensors(&b, &cfg, stpath), fail);
     NB_CHECK_GOTO(st, check_config_shapes(m, &cfg, cfg_path, ctx), fail);

@@ -18,6 +18,8 @@
  * Tensors are ordered: rope_freqs, token_embd, blk.0 ... blk.N (in the
  * canonical per-block order of nb_arch_tensor_list), output_norm, output,
  * then unmapped names.
+ * Checkpoints with a quantization_config go through nb_hfq_wrap
+ * (formats/hf_quantized.h) first: their quantized Linears appear as one weight.
  * tokenizer.json / tokenizer.model are not read here (TODO: formats/tokenizer).
  */
 #ifndef NB_FORMATS_HF_H
