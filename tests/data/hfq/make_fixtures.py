@@ -289,9 +289,12 @@ def ct_fixture(name, group, sym, strategy="group"):
         xq = unpack_from_int32(out[p + ".weight_packed"], 4, torch.Size([o, i]))
         assert torch.equal(xq, signed)
         zpu = None if sym else unpack_from_int32(out[p + ".weight_zero_point"], 4, torch.Size([o, i // G]), packed_dim=0)
-        deq = dequantize(xq, scale, zpu, args=args, dtype=torch.float32)
-        record(name, p + ".weight", deq, "int4_%s_g%d" % ("sym" if sym else "asym", G) if G in (32, 64, 128) else "f32",
-               note="scale bf16, dequantized in fp32")
+        deq = dequantize(xq, scale, zpu, args=args)  # in the scale's dtype (bf16), as the library runs it
+        zfull = torch.zeros_like(xq) if sym else zpu.repeat_interleave(G, 1)
+        f32 = (xq.float() - zfull.float()) * scale.float().repeat_interleave(G, 1)
+        assert torch.equal(f32.to(deq.dtype), deq), "exact product must round to the library's bf16 output"
+        record(name, p + ".weight", f32, "int4_%s_g%d" % ("sym" if sym else "asym", G) if G in (32, 64, 128) else "f32",
+               note="exact fp32 product; bf16(product) == compressed_tensors dequantize()")
     wargs = {"num_bits": 4, "type": "int", "symmetric": sym, "strategy": strategy, "dynamic": False,
              "group_size": group if strategy == "group" else None, "actorder": None, "observer": "minmax",
              "block_structure": None, "observer_kwargs": {}}
