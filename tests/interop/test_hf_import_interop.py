@@ -1,0 +1,274 @@
+#!/usr/bin/env python3
+"""Quantized Hugging Face checkpoints (tests/data/hfq) as nibble sources,
+checked against independent numpy dequantizers.
+
+For every fixture, numpy dequantizes the checkpoint's own tensors (written
+here from the layouts of bitsandbytes, GPTQModel, AutoAWQ and
+compressed-tensors, see formats/hf_quantized.c) and
+  1. the fp32 bytes hash to the value expected.json recorded from the
+     libraries themselves (ties this oracle to them);
+  2. `nibble convert DIR -o x.gguf --type f32` read back with gguf-py gives
+     exactly those values (q/k rows in llama.cpp's order), and every other
+     tensor unchanged;
+  3. `nibble convert DIR -o x.gguf` (no --type) keeps NF4 / INT4 where the
+     grid is nibble's, and `nibble quantize DIR --type q4_k_m
+     --allow-requantize` writes a GGUF that gguf-py dequantizes to within
+     the requantization error (relative RMS < 0.2 of the weights);
+  4. bad checkpoints: exit 2, one line naming the file and key/tensor,
+     nothing written.
+"""
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+try:
+    import numpy as np
+    import gguf
+    from gguf.quants import dequantize
+except ImportError as e:
+    print(f"SKIP: {e}")
+    sys.exit(77)
+
+NB = os.environ.get("NB_BIN")
+DATA = os.environ.get("NB_TEST_DATA", os.path.join(os.path.dirname(__file__), "..", "data"))
+if not NB or not os.path.exists(NB):
+    print("SKIP: NB_BIN not set")
+    sys.exit(77)
+HFQ = os.path.join(DATA, "hfq")
+TMP = tempfile.mkdtemp(prefix="nb_hfq_")
+FAILS = []
+N_CHECKS = 0
+
+
+def check(cond, msg):
+    global N_CHECKS
+    N_CHECKS += 1
+    if not cond:
+        FAILS.append(msg)
+        print("FAIL:", msg)
+
+
+def run(*args):
+    return subprocess.run([NB, *map(str, args)], capture_output=True, text=True)
+
+
+NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
+                -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
+                0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
+                0.7229568362236023, 1.0], dtype=np.float32)
+
+
+def dense_unpack(words, bits, k):
+    """[rows, w] int32 -> [rows, k]: element j at bit j*bits of the little-endian word stream."""
+    u = words.view(np.uint32).astype(np.uint64)
+    out = np.zeros((u.shape[0], k), dtype=np.int64)
+    for j in range(k):
+        b = j * bits
+        w, s = b // 32, b % 32
+        v = u[:, w] >> np.uint64(s)
+        if s + bits > 32:
+            v |= u[:, w + 1] << np.uint64(32 - s)
+        out[:, j] = (v & np.uint64((1 << bits) - 1)).astype(np.int64)
+    return out
+
+
+def deq_bnb4(t, p):
+    st = json.loads(bytes(t[p + ".quant_state.bitsandbytes__nf4"]).decode())
+    n, k = st["shape"]
+    bs = st["blocksize"]
+    packed = t[p].reshape(-1)
+    codes = np.stack([packed >> 4, packed & 15], 1).reshape(-1)[: n * k]
+    if p + ".nested_absmax" in t:
+        a2 = t[p + ".nested_absmax"].astype(np.float32)
+        qa = t[p + ".absmax"].astype(np.int64)
+        absmax = (t[p + ".nested_quant_map"][qa] * np.repeat(a2, 256)[: qa.size]).astype(np.float32) \
+            + np.float32(st["nested_offset"])
+    else:
+        absmax = t[p + ".absmax"]
+    return (NF4[codes].reshape(-1, bs) * absmax.reshape(-1, 1)).astype(np.float32).reshape(n, k)
+
+
+def deq_bnb8(t, p):
+    return (t[p + ".weight"].astype(np.float32) * t[p + ".SCB"][:, None]) * np.float32(7.874015718698502e-3)
+
+
+def deq_gptq(t, p, cfg):
+    bits = cfg["bits"]
+    gi = t[p + ".g_idx"].astype(np.int64)
+    k = gi.size
+    qw = t[p + ".qweight"]
+    n = qw.shape[1]
+    w = dense_unpack(np.ascontiguousarray(qw.T), bits, k)  # [out, in]
+    z = dense_unpack(t[p + ".qzeros"], bits, n)  # [groups, out]
+    if cfg.get("checkpoint_format", "gptq") == "gptq":
+        z = z + 1
+    sc = t[p + ".scales"].astype(np.float32)
+    return sc[gi].T * (w - z[gi].T).astype(np.float32)
+
+
+def deq_awq(t, p, cfg):
+    g = cfg["group_size"]
+    qw, qz = t[p + ".qweight"], t[p + ".qzeros"]
+    rev = [0, 4, 1, 5, 2, 6, 3, 7]  # AutoAWQ's AWQ_REVERSE_ORDER
+    def unpack(x):
+        u = x.view(np.uint32)
+        v = np.stack([(u >> (4 * i)) & 15 for i in range(8)], -1)  # [rows, cols, 8]
+        return v[:, :, rev].reshape(x.shape[0], -1).astype(np.int64)
+    w, z = unpack(qw), unpack(qz)
+    sc = t[p + ".scales"].astype(np.float32)
+    return (np.repeat(sc, g, 0) * (w - np.repeat(z, g, 0)).astype(np.float32)).T
+
+
+def deq_ct(t, p, cfg):
+    n, k = t[p + ".weight_shape"]
+    bits = 4
+    sc = t[p + ".weight_scale"]
+    sc = sc.astype(np.float32) if sc.dtype != np.uint16 else (sc.astype(np.uint32) << 16).view(np.float32)
+    g = k // sc.shape[1]
+    q = dense_unpack(t[p + ".weight_packed"], bits, k) - 8
+    zp = np.zeros((n, sc.shape[1]), np.int64)
+    if p + ".weight_zero_point" in t:
+        zp = dense_unpack(np.ascontiguousarray(t[p + ".weight_zero_point"].T), bits, n).T - 8
+    return (q - np.repeat(zp, g, 1)).astype(np.float32) * np.repeat(sc, g, 1)
+
+
+DT = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I32": np.int32, "I64": np.int64, "I8": np.int8,
+      "U8": np.uint8}
+
+
+def load_st(d):
+    """Every tensor of DIR/model.safetensors; BF16 as its raw uint16 bits (numpy has no bf16).
+    Read with the format's own rules (8-byte header length, JSON header, offsets)."""
+    import struct
+    raw = open(os.path.join(d, "model.safetensors"), "rb").read()
+    hl = struct.unpack("<Q", raw[:8])[0]
+    hdr = json.loads(raw[8:8 + hl])
+    out = {}
+    for k, v in hdr.items():
+        if k == "__metadata__":
+            continue
+        a, b = v["data_offsets"]
+        out[k] = np.frombuffer(raw[8 + hl + a: 8 + hl + b], dtype=DT[v["dtype"]]).reshape(v["shape"])
+    return out
+
+
+def reference(d):
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    q = cfg["quantization_config"]
+    t = load_st(d)
+    ref = {}
+    for name in t:
+        if q["quant_method"] == "bitsandbytes" and name + ".quant_state.bitsandbytes__nf4" in t:
+            ref[name] = deq_bnb4(t, name)
+        elif q["quant_method"] == "bitsandbytes" and name.endswith(".SCB"):
+            ref[name[:-4] + ".weight"] = deq_bnb8(t, name[:-4])
+        elif q["quant_method"] == "gptq" and name.endswith(".qweight"):
+            ref[name[:-8] + ".weight"] = deq_gptq(t, name[:-8], q)
+        elif q["quant_method"] == "awq" and name.endswith(".qweight"):
+            ref[name[:-8] + ".weight"] = deq_awq(t, name[:-8], q)
+        elif q["quant_method"] == "compressed-tensors" and name.endswith(".weight_packed"):
+            ref[name[:-14] + ".weight"] = deq_ct(t, name[:-14], q)
+    return cfg, t, ref
+
+
+GGUF_NAMES = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+              "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+              "mlp.down_proj": "ffn_down"}
+
+
+def permute(w, n_head):
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def gguf_tensors(path):
+    r = gguf.GGUFReader(path)
+    out = {}
+    for t in r.tensors:
+        shape = [int(x) for x in reversed(t.shape)]
+        out[t.name] = (t.tensor_type.name, dequantize(t.data, t.tensor_type).reshape(shape)
+                       if t.tensor_type not in (gguf.GGMLQuantizationType.F32,) else
+                       np.array(t.data).reshape(shape))
+    return out
+
+
+expected = json.load(open(os.path.join(HFQ, "expected.json")))
+for fx in sorted(expected):
+    d = os.path.join(HFQ, fx)
+    cfg, t, ref = reference(d)
+    # 1. numpy oracle == the libraries' recorded values
+    for name, e in expected[fx].items():
+        h = hashlib.sha256(np.ascontiguousarray(ref[name], dtype=np.float32).tobytes()).hexdigest()
+        check(h == e["sha256_f32"], f"{fx} {name}: numpy dequantization differs from the library record")
+    # 2. nibble convert --type f32 == the oracle, exactly
+    out = os.path.join(TMP, fx + ".gguf")
+    p = run("convert", d, "-o", out, "--type", "f32")
+    check(p.returncode == 0, f"{fx}: convert --type f32 failed: {p.stderr.strip()}")
+    if p.returncode != 0:
+        continue
+    g = gguf_tensors(out)
+    for hf, short in GGUF_NAMES.items():
+        w = ref[f"model.layers.0.{hf}.weight"]
+        if short == "attn_q":
+            w = permute(w, cfg["num_attention_heads"])
+        elif short == "attn_k":
+            w = permute(w, cfg["num_key_value_heads"])
+        got = g[f"blk.0.{short}.weight"][1]
+        check(got.shape == w.shape and np.array_equal(got.astype(np.float32), w),
+              f"{fx} blk.0.{short}.weight: not the oracle's values (max |diff| "
+              f"{np.abs(got - w).max() if got.shape == w.shape else 'shape'})")
+    emb = t["model.embed_tokens.weight"].astype(np.float32)
+    check(np.array_equal(g["token_embd.weight"][1], emb), f"{fx}: token_embd changed")
+    # 3. lossless types without --type, and a GGUF llama.cpp loads after requantization
+    out2 = os.path.join(TMP, fx + "_keep.gguf")
+    p = run("convert", d, "-o", out2)
+    check(p.returncode == 0, f"{fx}: convert failed: {p.stderr.strip()}")
+    want = expected[fx]["model.layers.0.self_attn.q_proj.weight"]["type"]
+    if p.returncode == 0:
+        p2 = run("inspect", out2, "--json")
+        info = json.loads(p2.stdout)
+        ty = {x["name"]: x["type"] for x in info["tensors"]}
+        check(ty.get("blk.0.attn_q.weight") == want, f"{fx}: attn_q kept as {ty.get('blk.0.attn_q.weight')}, want {want}")
+    out3 = os.path.join(TMP, fx + "_q4km.gguf")
+    p = run("quantize", d, "-o", out3, "--type", "q4_k_m", "--allow-requantize")
+    check(p.returncode == 0, f"{fx}: quantize q4_k_m failed: {p.stderr.strip()}")
+    if p.returncode == 0:
+        g3 = gguf_tensors(out3)
+        for hf, short in GGUF_NAMES.items():
+            ty, got = g3[f"blk.0.{short}.weight"]
+            ref32 = g[f"blk.0.{short}.weight"][1]
+            rel = np.sqrt(np.mean((got - ref32) ** 2) / np.mean(ref32 ** 2))
+            check(ty in ("Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0") and rel < 0.2,
+                  f"{fx} {short}: q4_k_m gave {ty}, relative RMS error {rel:.3f}")
+
+# 4. bad input: exit 2, one line naming file and key, nothing written
+def bad(fixture, edit, want):
+    d = os.path.join(TMP, "bad_" + fixture)
+    shutil.rmtree(d, ignore_errors=True)
+    os.makedirs(d)
+    os.symlink(os.path.abspath(os.path.join(HFQ, fixture, "model.safetensors")), os.path.join(d, "model.safetensors"))
+    cfg = json.load(open(os.path.join(HFQ, fixture, "config.json")))
+    edit(cfg["quantization_config"])
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+    out = os.path.join(TMP, "bad.gguf")
+    p = run("convert", d, "-o", out)
+    lines = [x for x in p.stderr.strip().splitlines() if x]
+    check(p.returncode == 2, f"bad {fixture}: exit {p.returncode}, want 2 ({p.stderr.strip()})")
+    check(len(lines) == 1 and all(w in lines[0] for w in want), f"bad {fixture}: message {lines} lacks {want}")
+    check(not os.path.exists(out) and not any(f.startswith("bad.gguf") for f in os.listdir(TMP)),
+          f"bad {fixture}: output left behind")
+
+
+bad("gptq_4bit_sym_g32", lambda q: q.update(bits=6), ["config.json", "quantization_config.bits = 6"])
+bad("gptq_4bit_sym_g32", lambda q: q.update(group_size=128), ["model.safetensors", "scales", "expected"])
+bad("awq_gemm_g64", lambda q: q.update(version="gemv_fast"), ["config.json", "version"])
+bad("bnb_nf4_dq", lambda q: q.update(quant_method="quanto"), ["config.json", "quant_method 'quanto'"])
+
+shutil.rmtree(TMP, ignore_errors=True)
+if FAILS:
+    print(f"{len(FAILS)} of {N_CHECKS} checks failed")
+    sys.exit(1)
+print(f"ok: {N_CHECKS} checks on {len(expected)} quantized checkpoints")
