@@ -57,6 +57,7 @@ typedef struct q_tensor {
     uint64_t group;        /* elements of a row per scale (GPTQ/AWQ/CT); bnb4: blocksize */
     bool v1;               /* GPTQ: zeros stored minus one */
     bool nested;           /* bnb4: double-quantized absmax */
+    bool fp4;              /* bnb4: FP4 codes instead of NF4 */
     float offset;          /* bnb4: nested_offset */
 } q_tensor;
 
@@ -354,6 +355,20 @@ static nb_status read_bnb4(nb_model *m, const nb_tensor *t, const q_tensor *q, q
         s.absmax = (float *)b[1 + A_SCALES].p;
     }
     memcpy(s.code, nb_nf4_code, sizeof s.code);
+    if (q->fp4) {
+        /* bitsandbytes' FP4 values (functional.get_4bit_type("fp4"); code 8 is +0 there, -0 in
+         * the CUDA kernel's dDequantizeFP4Tree: the same number), high nibble first as for NF4 */
+        static const float fp4[16] = {0.0f,  0.0052083334885537624f,  0.6666666865348816f,  1.0f,
+                                      0.3333333432674408f,  0.5f,  0.1666666716337204f,  0.25f,
+                                      0.0f,  -0.0052083334885537624f, -0.6666666865348816f, -1.0f,
+                                      -0.3333333432674408f, -0.5f, -0.1666666716337204f, -0.25f};
+        float *y = dst;
+        for (uint64_t k = 0; k < s.n; k++) {
+            uint8_t byte = s.packed[k / 2];
+            y[k] = fp4[k % 2 ? byte & 15 : byte >> 4] * nb_nf4_state_absmax(&s, k / s.blocksize);
+        }
+        return NB_OK;
+    }
     if (t->type == NB_TYPE_F32) return nb_nf4_dequantize_tensor(&s, dst, ctx);
     /* NF4: each 64-element block lies inside one bnb block (64 | blocksize, 64 | K) */
     nb_block_nf4 *o = dst;
@@ -550,14 +565,13 @@ static nb_status add_bnb4(q_build *b, size_t i, size_t plen, q_tensor *q, nb_ten
     size_t nl = strlen(name);
     size_t abs = index_find(&b->ix, name, nl, ".absmax");
     size_t qs = index_find(&b->ix, name, nl, ".quant_state.bitsandbytes__nf4");
-    size_t fp4 = index_find(&b->ix, name, nl, ".quant_state.bitsandbytes__fp4");
-    NB_RETURN_IF(ctx, fp4 != SIZE_MAX, NB_ERR_UNSUPPORTED,
-                 "%s: tensor '%s': bitsandbytes FP4 is not supported (NF4 only)", st->path, name);
+    if (qs == SIZE_MAX) qs = index_find(&b->ix, name, nl, ".quant_state.bitsandbytes__fp4");
     NB_TRY(need(st, qs, name, nl, ".quant_state.bitsandbytes__nf4", name, ctx));
     char qtype[16];
     NB_TRY(bnb4_state(b, qs, name, q, qtype, sizeof qtype));
-    NB_RETURN_IF(ctx, strcmp(qtype, "nf4") != 0, NB_ERR_UNSUPPORTED,
-                 "%s: tensor '%s': quant_type '%s' is not supported (nf4)", st->path, name, qtype);
+    NB_RETURN_IF(ctx, strcmp(qtype, "nf4") != 0 && strcmp(qtype, "fp4") != 0, NB_ERR_UNSUPPORTED,
+                 "%s: tensor '%s': quant_type '%s' is not supported (nf4, fp4)", st->path, name, qtype);
+    q->fp4 = qtype[0] == 'f';
     q->kind = Q_BNB4;
     q->src = i;
     q->aux[A_SCALES] = abs;
@@ -581,7 +595,7 @@ static nb_status add_bnb4(q_build *b, size_t i, size_t plen, q_tensor *q, nb_ten
     consume(b, q->aux[A_SCALES]);
     consume(b, q->aux[A_NESTED]);
     consume(b, q->aux[A_NESTED_MAP]);
-    bool lossless = q->group % NB_NF4_BLOCK == 0 && q->k_in % NB_NF4_BLOCK == 0;
+    bool lossless = !q->fp4 && q->group % NB_NF4_BLOCK == 0 && q->k_in % NB_NF4_BLOCK == 0;
     out->type = lossless ? NB_TYPE_NF4 : NB_TYPE_F32;
     (void)plen;
     return NB_OK;

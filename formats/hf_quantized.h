@@ -13,6 +13,7 @@
  *       -> NB_TYPE_NF4, lossless: the same codes, d = bnb's fp32 absmax
  *          (double quantization undone exactly as bnb's dequantize_4bit does);
  *          other blocksizes -> F32 = code * absmax;
+ *   bitsandbytes 4-bit FP4 -> F32 = code value * absmax;
  *   bitsandbytes LLM.int8 (weight int8 [out, in] + SCB [out])
  *       -> F32 = weight * SCB * (1/127 as transformers' int8_vectorwise_dequant);
  *   GPTQ (qweight / qzeros / scales / g_idx; 2, 3, 4 and 8 bits; sym or asym;

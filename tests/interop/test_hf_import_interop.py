@@ -76,8 +76,14 @@ def dense_unpack(words, bits, k):
     return out
 
 
+FP4 = np.array([0.0, 0.0052083334885537624, 0.6666666865348816, 1.0, 0.3333333432674408, 0.5, 0.1666666716337204,
+                0.25, 0.0, -0.0052083334885537624, -0.6666666865348816, -1.0, -0.3333333432674408, -0.5,
+                -0.1666666716337204, -0.25], dtype=np.float32)
+
+
 def deq_bnb4(t, p):
-    st = json.loads(bytes(t[p + ".quant_state.bitsandbytes__nf4"]).decode())
+    key = [k for k in (p + ".quant_state.bitsandbytes__nf4", p + ".quant_state.bitsandbytes__fp4") if k in t][0]
+    st = json.loads(bytes(t[key]).decode())
     n, k = st["shape"]
     bs = st["blocksize"]
     packed = t[p].reshape(-1)
@@ -89,7 +95,8 @@ def deq_bnb4(t, p):
             + np.float32(st["nested_offset"])
     else:
         absmax = t[p + ".absmax"]
-    return (NF4[codes].reshape(-1, bs) * absmax.reshape(-1, 1)).astype(np.float32).reshape(n, k)
+    table = FP4 if st["quant_type"] == "fp4" else NF4
+    return (table[codes].reshape(-1, bs) * absmax.reshape(-1, 1)).astype(np.float32).reshape(n, k)
 
 
 def deq_bnb8(t, p):
@@ -162,7 +169,8 @@ def reference(d):
     t = load_st(d)
     ref = {}
     for name in t:
-        if q["quant_method"] == "bitsandbytes" and name + ".quant_state.bitsandbytes__nf4" in t:
+        if q["quant_method"] == "bitsandbytes" and (name + ".quant_state.bitsandbytes__nf4" in t or
+                                                    name + ".quant_state.bitsandbytes__fp4" in t):
             ref[name] = deq_bnb4(t, name)
         elif q["quant_method"] == "bitsandbytes" and name.endswith(".SCB"):
             ref[name[:-4] + ".weight"] = deq_bnb8(t, name[:-4])

@@ -308,6 +308,7 @@ def ct_fixture(name, group, sym, strategy="group"):
 
 bnb_fixture("bnb_nf4_dq", load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.float16)
+bnb_fixture("bnb_fp4", load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_compute_dtype=torch.float16)
 bnb_fixture("bnb_int8", load_in_8bit=True)
 gptq_fixture("gptq_4bit_sym_g32", 4, 32, True, kind="int4_sym_g32")
 gptq_fixture("gptq_4bit_asym_g128_v2", 4, 128, False, v1=False, kind="int4_asym_g128")
