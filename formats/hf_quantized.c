@@ -524,7 +524,10 @@ static nb_status bnb4_state(q_build *b, size_t si, const char *anchor, q_tensor 
     NB_TRY(nb_model_tensor_bytes(b->st, si, &p, &owned, ctx));
     cJSON *j = cJSON_ParseWithLength(p, (size_t)t->nbytes);
     free(owned);
-    NB_RETURN_IF(ctx, !cJSON_IsObject(j), NB_ERR_FORMAT, "%s: tensor '%s' is not a JSON object", b->st->path, t->name);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return nb_err(ctx, NB_ERR_FORMAT, "%s: tensor '%s' is not a JSON object", b->st->path, t->name);
+    }
     nb_status st = NB_OK;
     const char *qt = cfg_string(j, "quant_type");
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(j, "shape");
@@ -581,6 +584,7 @@ static nb_status add_bnb4(q_build *b, size_t i, size_t plen, q_tensor *q, nb_ten
     uint64_t n, blocks;
     NB_RETURN_IF(ctx, !nb_mul_u64(q->n_out, q->k_in, &n), NB_ERR_RANGE, "%s: tensor '%s': too large", st->path, name);
     blocks = ceil_div(n, q->group);
+    NB_TRY(need(st, abs, name, nl, ".absmax", name, ctx));
     NB_TRY(expect(st, i, NB_TYPE_U8, (int64_t)((n + 1) / 2), 1, ctx));
     NB_TRY(expect(st, abs, q->nested ? NB_TYPE_U8 : NB_TYPE_F32, (int64_t)blocks, -1, ctx));
     if (q->nested) {
@@ -703,6 +707,7 @@ static nb_status add_gptq_awq(q_build *b, size_t i, size_t plen, q_tensor *q, nb
     } else {
         q->k_in = rows;
         q->n_out = cols * 8;
+        NB_RETURN_IF(ctx, rows == 0, NB_ERR_FORMAT, "%s: tensor '%s' has no rows", st->path, name);
     }
     q->group = b->cfg->group == -1 ? q->k_in : (uint64_t)b->cfg->group;
     uint64_t ng = ceil_div(q->k_in, q->group);
@@ -736,7 +741,7 @@ static nb_status add_ct(q_build *b, size_t i, size_t plen, q_tensor *q, nb_tenso
     NB_TRY(get_bytes(st, shp, 8, &sb, ctx));
     int64_t n_out = ((const int64_t *)sb.p)[0], k_in = ((const int64_t *)sb.p)[1];
     put_bytes(st, shp, &sb);
-    NB_RETURN_IF(ctx, n_out != w->ne[1] || k_in < 1 || (uint64_t)w->ne[0] != ceil_div((uint64_t)k_in * q->bits, 32),
+    NB_RETURN_IF(ctx, n_out != w->ne[1] || k_in < 1 || k_in > ((int64_t)1 << 40) || (uint64_t)w->ne[0] != ceil_div((uint64_t)k_in * q->bits, 32),
                  NB_ERR_FORMAT, "%s: tensor '%s' is [%lld, %lld] but weight_shape [%lld, %lld] at %u bits needs [%lld, %llu]",
                  st->path, name, (long long)w->ne[1], (long long)w->ne[0], (long long)n_out, (long long)k_in, q->bits,
                  (long long)n_out, (unsigned long long)ceil_div((uint64_t)(k_in > 0 ? k_in : 0) * q->bits, 32));
@@ -796,7 +801,7 @@ static nb_status build(q_build *b, nb_model *m, q_impl *im) {
     for (size_t i = 0; i < st->n_tensors; i++) {
         const nb_tensor *s = &st->tensors[i];
         size_t nl = strlen(s->name);
-        if (nl <= sl || strcmp(s->name + nl - sl, suf) != 0) continue;
+        if (b->consumed[i] || nl <= sl || strcmp(s->name + nl - sl, suf) != 0) continue;
         size_t plen = nl - sl;
         q_tensor *q = &im->qt[m->n_tensors];
         nb_tensor *t = &m->tensors[m->n_tensors];
