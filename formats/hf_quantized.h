@@ -17,7 +17,10 @@
  *   bitsandbytes LLM.int8 (weight int8 [out, in] + SCB [out])
  *       -> F32 = weight * SCB * (1/127 as transformers' int8_vectorwise_dequant);
  *   GPTQ (qweight / qzeros / scales / g_idx; 2, 3, 4 and 8 bits; sym or asym;
- *     checkpoint_format "gptq" (zeros stored minus one) or "gptq_v2")
+ *     checkpoint_format "gptq" (zeros stored minus one; each field gets +1 on
+ *     its own, as AutoGPTQ's kernels read it, so a stored all-ones field means
+ *     2^bits — GPTQModel adds 1 to the whole word instead and carries into the
+ *     next field there, a case it documents as an overflow) or "gptq_v2")
  *       -> the group-wise INT4 type of the same grid (quant/int4.h) when bits 4,
  *          group 32/64/128, g_idx = k / group and every zero fits (lossless);
  *          otherwise F32 = scale[g_idx[k]] * (q - zero[g_idx[k]]);
