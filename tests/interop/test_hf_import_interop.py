@@ -15,7 +15,9 @@ compressed-tensors, see formats/hf_quantized.c) and
      --allow-requantize` writes a GGUF that gguf-py dequantizes to within
      the requantization error (relative RMS < 0.2 of the weights);
   4. bad checkpoints: exit 2, one line naming the file and key/tensor,
-     nothing written.
+     nothing written;
+  5. sharded checkpoints whose packed codes and companions sit in different
+     shards convert to the same tensors as the single file.
 """
 import hashlib
 import json
@@ -147,9 +149,10 @@ DT = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I32": np.int32, 
       "U8": np.uint8}
 
 
-def load_st(d):
+def load_st(d, dtypes=None):
     """Every tensor of DIR/model.safetensors; BF16 as its raw uint16 bits (numpy has no bf16).
-    Read with the format's own rules (8-byte header length, JSON header, offsets)."""
+    Read with the format's own rules (8-byte header length, JSON header, offsets); dtypes, if
+    given, receives each tensor's dtype string."""
     import struct
     raw = open(os.path.join(d, "model.safetensors"), "rb").read()
     hl = struct.unpack("<Q", raw[:8])[0]
@@ -160,7 +163,24 @@ def load_st(d):
             continue
         a, b = v["data_offsets"]
         out[k] = np.frombuffer(raw[8 + hl + a: 8 + hl + b], dtype=DT[v["dtype"]]).reshape(v["shape"])
+        if dtypes is not None:
+            dtypes[k] = v["dtype"]
     return out
+
+
+def save_st(path, tensors, dtypes):
+    """Write a safetensors file keeping the dtype strings (BF16 from raw bits)."""
+    import struct
+    hdr, off, blobs = {}, 0, []
+    for k in sorted(tensors):
+        b = np.ascontiguousarray(tensors[k]).tobytes()
+        hdr[k] = {"dtype": dtypes[k], "shape": list(tensors[k].shape), "data_offsets": [off, off + len(b)]}
+        off += len(b)
+        blobs.append(b)
+    h = json.dumps(hdr).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
 def reference(d):
@@ -251,6 +271,37 @@ for fx in sorted(expected):
             rel = np.sqrt(np.mean((got - ref32) ** 2) / np.mean(ref32 ** 2))
             check(ty in ("Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0") and rel < 0.2,
                   f"{fx} {short}: q4_k_m gave {ty}, relative RMS error {rel:.3f}")
+
+# 5. a sharded checkpoint whose companions sit in another shard than the packed codes
+def sharded(fixture):
+    src = os.path.join(HFQ, fixture)
+    d = os.path.join(TMP, "sharded_" + fixture)
+    os.makedirs(d)
+    shutil.copy(os.path.join(src, "config.json"), d)
+    dts = {}
+    t = load_st(src, dts)
+    names = sorted(t)
+    parts = [{k: t[k] for k in names if k.endswith((".qweight", ".weight_packed", "embed_tokens.weight"))}]
+    parts.append({k: t[k] for k in names if k not in parts[0]})
+    wm = {}
+    for i, part in enumerate(parts):
+        fn = f"model-{i + 1:05d}-of-00002.safetensors"
+        save_st(os.path.join(d, fn), part, dts)
+        wm.update({k: fn for k in part})
+    json.dump({"metadata": {}, "weight_map": wm}, open(os.path.join(d, "model.safetensors.index.json"), "w"))
+    a, b = os.path.join(TMP, "one.gguf"), os.path.join(TMP, "sharded.gguf")
+    pa, pb = run("convert", src, "-o", a, "--type", "f32"), run("convert", d, "-o", b, "--type", "f32")
+    check(pa.returncode == 0 and pb.returncode == 0, f"sharded {fixture}: {pa.stderr.strip()} {pb.stderr.strip()}")
+    if pa.returncode == 0 and pb.returncode == 0:
+        ga, gb = gguf.GGUFReader(a), gguf.GGUFReader(b)
+        ta = {x.name: bytes(x.data) for x in ga.tensors}
+        tb = {x.name: bytes(x.data) for x in gb.tensors}
+        check(ta == tb, f"sharded {fixture}: tensors differ from the single-file checkpoint")
+
+
+sharded("gptq_4bit_sym_g32")
+sharded("ct_w4a16_asym_g32")
+
 
 # 4. bad input: exit 2, one line naming file and key, nothing written
 def bad(fixture, edit, want):
