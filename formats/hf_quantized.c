@@ -439,8 +439,8 @@ static nb_status read_ct(nb_model *m, const nb_tensor *t, const q_tensor *q, q_b
                 uint16_t d = nb_f32_to_f16(scale_at(stype, sc, n * ng + g));
                 memcpy(o, &d, 2);
                 uint8_t *qs = o + (asym ? 4 : 2);
-                if (asym) {
-                    o[2] = (uint8_t)dense_get(zp + g, ng, n, q->bits);
+                if (asym) { /* a symmetric tensor made asymmetric by unify_types: zero 8 */
+                    o[2] = zp ? (uint8_t)dense_get(zp + g, ng, n, q->bits) : (uint8_t)mid;
                     o[3] = 0;
                 }
                 const uint8_t *src = (const uint8_t *)(qw + n * wpr) + g * group / 2;
@@ -778,6 +778,51 @@ static nb_status add_ct(q_build *b, size_t i, size_t plen, q_tensor *q, nb_tenso
     return NB_OK;
 }
 
+/* One type per group size across the checkpoint: an MoE's experts are stacked
+ * into one tensor (formats/hf.c), which needs them to agree, so one weight
+ * that INT4 cannot hold (a GPTQ v1 zero point of 16, a scale not exact in
+ * fp16) sends every weight with its group size to F32, and a mix of
+ * symmetric and asymmetric ones becomes asymmetric (zero 8 stored: lossless). */
+static nb_status unify_types(nb_model *m, nb_ctx *ctx) {
+    typedef struct { uint64_t group; bool any_f32, any_asym; } agg;
+    agg *a = NULL;
+    size_t na = 0;
+    nb_status st = NB_OK;
+    for (int pass = 0; pass < 2 && st == NB_OK; pass++)
+        for (size_t i = 0; i < m->n_tensors && st == NB_OK; i++) {
+            nb_tensor *t = &m->tensors[i];
+            const q_tensor *q = t->priv;
+            if (q->kind != Q_GPTQ && q->kind != Q_AWQ && q->kind != Q_CT) continue;
+            size_t k = 0;
+            while (k < na && a[k].group != q->group) k++;
+            if (k == na) { /* pass 0 only: every group size is seen there */
+                agg *na2 = realloc(a, (na + 1) * sizeof *a);
+                if (!na2) {
+                    st = nb_err(ctx, NB_ERR_NOMEM, "%s: out of memory", m->path);
+                    break;
+                }
+                a = na2;
+                a[na++] = (agg){q->group, false, false};
+            }
+            uint32_t g;
+            bool asym = false;
+            if (pass == 0) {
+                if (t->type == NB_TYPE_F32) a[k].any_f32 = true;
+                else if (nb_int4_params(t->type, &g, &asym) && asym) a[k].any_asym = true;
+                continue;
+            }
+            nb_type want = a[k].any_f32 ? NB_TYPE_F32 : a[k].any_asym ? nb_type_int4_find(true, (int)q->group) : t->type;
+            if (want == t->type) continue;
+            uint64_t rb;
+            t->type = want;
+            st = nb_type_row_bytes(want, q->k_in, &rb, ctx, t->name);
+            if (st == NB_OK && !nb_mul_u64(rb, q->n_out, &t->nbytes))
+                st = nb_err(ctx, NB_ERR_RANGE, "%s: tensor '%s': too large", m->path, t->name);
+        }
+    free(a);
+    return st;
+}
+
 /* Suffix that marks the packed tensor of each method; "" = bnb (decided by companions). */
 static const char *anchor_suffix(q_kind k) {
     switch (k) {
@@ -847,6 +892,7 @@ static nb_status build(q_build *b, nb_model *m, q_impl *im) {
     NB_RETURN_IF(ctx, n_q == 0, NB_ERR_FORMAT,
                  "%s: config.json has a %s quantization_config but no tensor is quantized that way (no '*%s')",
                  st->path, b->cfg->method, b->cfg->kind == Q_BNB4 ? ".weight.absmax" : b->cfg->kind == Q_BNB8 ? ".SCB" : suf);
+    NB_TRY(unify_types(m, ctx));
     /* pass 2: everything else, unchanged */
     for (size_t i = 0; i < st->n_tensors; i++) {
         if (b->consumed[i]) continue;

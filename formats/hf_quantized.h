@@ -31,6 +31,11 @@
  *       -> INT4 sym/asym when 4 bits, group 32/64/128 and every scale is exact
  *          in fp16; otherwise F32 = (q - zero) * scale.
  *
+ * Within one checkpoint, all GPTQ / AWQ / compressed-tensors weights of one
+ * group size get one type (an MoE's experts are stacked into one tensor): if
+ * one of them cannot be INT4, all become F32; if one is asymmetric, the
+ * symmetric ones are stored asymmetric with zero 8 (still lossless).
+ *
  * F32 values are the exact products (scale * integer) that each library
  * computes before its final cast to the compute dtype, so rounding them to
  * that dtype (fp16/bf16) gives the library's dequantized weight bit for bit.

@@ -17,7 +17,10 @@ compressed-tensors, see formats/hf_quantized.c) and
   4. bad checkpoints: exit 2, one line naming the file and key/tensor,
      nothing written;
   5. sharded checkpoints whose packed codes and companions sit in different
-     shards convert to the same tensors as the single file.
+     shards convert to the same tensors as the single file;
+  6. one type per group size: a GPTQ v1 zero point of 16 sends every weight
+     to f32, one asymmetric weight makes the symmetric ones asymmetric, and
+     the values stay the oracle's.
 """
 import hashlib
 import json
@@ -298,6 +301,49 @@ def sharded(fixture):
         tb = {x.name: bytes(x.data) for x in gb.tensors}
         check(ta == tb, f"sharded {fixture}: tensors differ from the single-file checkpoint")
 
+
+# 6. one type per group size (stacked MoE experts must agree): a zero point INT4 cannot
+#    hold sends every weight to f32, one asymmetric weight makes them all asymmetric
+def retyped(name, edit, want_type):
+    src = os.path.join(HFQ, "gptq_4bit_sym_g32")
+    d = os.path.join(TMP, name)
+    os.makedirs(d)
+    shutil.copy(os.path.join(src, "config.json"), d)
+    dts = {}
+    t = dict(load_st(src, dts))
+    edit(t)
+    save_st(os.path.join(d, "model.safetensors"), t, dts)
+    cfg, _, ref = reference(d)
+    out = os.path.join(TMP, name + ".gguf")
+    p = run("convert", d, "-o", out)
+    check(p.returncode == 0, f"{name}: {p.stderr.strip()}")
+    if p.returncode != 0:
+        return
+    info = json.loads(run("inspect", out, "--json").stdout)
+    ty = {x["name"]: x["type"] for x in info["tensors"]}
+    check(all(ty[f"blk.0.{s}.weight"] == want_type for s in GGUF_NAMES.values()),
+          f"{name}: types {[ty[f'blk.0.{s}.weight'] for s in GGUF_NAMES.values()]}, want all {want_type}")
+    p = run("convert", d, "-o", out, "--type", "f32")
+    g = gguf_tensors(out)
+    for hf, short in GGUF_NAMES.items():
+        w = ref[f"model.layers.0.{hf}.weight"]
+        w = permute(w, cfg["num_attention_heads"]) if short == "attn_q" else \
+            permute(w, cfg["num_key_value_heads"]) if short == "attn_k" else w
+        check(np.array_equal(g[f"blk.0.{short}.weight"][1], w), f"{name}: {short} differs from the oracle")
+
+
+def zero16(t):  # stored 15 in a v1 checkpoint: zero point 16
+    z = t["model.layers.0.mlp.up_proj.qzeros"].copy()
+    z[0, 0] |= 0xF
+    t["model.layers.0.mlp.up_proj.qzeros"] = z
+
+
+def asym_one(t):  # k_proj's zeros 5 (stored 4): no longer symmetric
+    t["model.layers.0.self_attn.k_proj.qzeros"] = np.full_like(t["model.layers.0.self_attn.k_proj.qzeros"], 0x44444444)
+
+
+retyped("gptq_zero16", zero16, "f32")
+retyped("gptq_mixed_sym", asym_one, "int4_asym_g32")
 
 sharded("gptq_4bit_sym_g32")
 sharded("ct_w4a16_asym_g32")
