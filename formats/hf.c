@@ -6,6 +6,7 @@
 #include "core/file.h"
 #include "core/str.h"
 #include "formats/hf_quantized.h"
+#include "formats/hf_tokenizer.h"
 #include "formats/json_strict.h"
 #include "formats/readers.h"
 
@@ -752,6 +753,9 @@ nb_status nb_hf_open(const char *dir, nb_model **out, nb_ctx *ctx) {
     st = nb_arch_hparams_to_kv(cfg.arch, &cfg.hp, name, &m->kv, ctx);
     free(base);
     if (st != NB_OK) goto fail;
+    bool have_tok;
+    NB_CHECK_GOTO(st, nb_hf_tokenizer_read(dir, cfg.hp.n_vocab, cfg.arch->gguf_arch, &m->kv, &have_tok, ctx), fail);
+    if (!have_tok) NB_DEBUG(ctx, "%s: no tokenizer.json or tokenizer.model: the model carries no tokenizer", dir);
     *out = m;
     m = NULL;
 fail:

@@ -20,7 +20,8 @@
  * then unmapped names.
  * Checkpoints with a quantization_config go through nb_hfq_wrap
  * (formats/hf_quantized.h) first: their quantized Linears appear as one weight.
- * tokenizer.json / tokenizer.model are not read here (TODO: formats/tokenizer).
+ * The tokenizer (tokenizer.json / tokenizer.model and their config files)
+ * becomes tokenizer.ggml.* keys through formats/hf_tokenizer.h.
  */
 #ifndef NB_FORMATS_HF_H
 #define NB_FORMATS_HF_H

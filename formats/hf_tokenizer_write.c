@@ -1,0 +1,415 @@
+/* formats/hf_tokenizer_write.c — GGUF tokenizer.ggml.* keys -> Hugging Face tokenizer files.
+ * The inverse of hf_tokenizer.c; see formats/hf_tokenizer.h for the contract.
+ *
+ * "gpt2" vocabularies become a byte-level BPE tokenizer.json (the
+ * pre-tokenizer of the tokenizer.ggml.pre family, merges as "a b" strings,
+ * CONTROL / USER_DEFINED tokens as added tokens). "llama" (SentencePiece)
+ * vocabularies become tokenizer.model, which keeps the scores; tokens the
+ * import typed through added_tokens_decoder (score -1000, CONTROL or
+ * USER_DEFINED) are listed there again so the import gives them back. In
+ * both cases "[PAD<id>]" placeholders (UNUSED) are left out: the import
+ * recreates them from vocab_size. tokenizer_config.json carries the special
+ * token texts, add_bos/add_eos/add_sep, the chat template and, for gpt2, the
+ * GGUF pre-tokenizer name (`gguf_pre_tokenizer`), which the import uses when
+ * the check-text hash is not one llama.cpp knows.
+ *
+ * Everything is rendered in memory first; files are then written atomically
+ * one after another, and those already written are removed if a later one
+ * fails.
+ */
+#include "formats/hf_tokenizer_impl.h"
+
+#include "core/afile.h"
+#include "core/str.h"
+#include "formats/json_strict.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct gguf_tok {
+    const char *model, *pre, *arch;
+    const nb_str *tokens;
+    uint64_t n;
+    const float *scores;   /* NULL: none */
+    const int32_t *types;  /* NULL: all NORMAL */
+    const nb_str *merges;
+    uint64_t n_merges;
+    int64_t id[7]; /* bos eos unk sep pad cls mask; -1 none */
+    int add[3];    /* add_bos, add_eos, add_sep: -1 absent */
+    int add_space_prefix;
+    const char *chat_template;
+} gguf_tok;
+
+static const char *const k_id_keys[7] = {
+    "tokenizer.ggml.bos_token_id",       "tokenizer.ggml.eos_token_id",     "tokenizer.ggml.unknown_token_id",
+    "tokenizer.ggml.seperator_token_id", "tokenizer.ggml.padding_token_id", "tokenizer.ggml.cls_token_id",
+    "tokenizer.ggml.mask_token_id"};
+static const char *const k_id_names[7] = {"bos", "eos", "unk", "sep", "pad", "cls", "mask"};
+static const char *const k_add_keys[3] = {"tokenizer.ggml.add_bos_token", "tokenizer.ggml.add_eos_token",
+                                          "tokenizer.ggml.add_sep_token"};
+static const char *const k_add_cfg[3] = {"add_bos_token", "add_eos_token", "add_sep_token"};
+
+static const nb_kv_value *arr_of(const nb_kvset *kv, const char *key, nb_kv_type elem, bool *bad) {
+    const nb_kv_value *v = nb_kv_get(kv, key);
+    *bad = v && (v->type != NB_KV_ARRAY || v->v.arr.elem != elem);
+    return *bad ? NULL : v;
+}
+
+static nb_status gather(const nb_kvset *kv, gguf_tok *g, nb_ctx *ctx) {
+    memset(g, 0, sizeof *g);
+    g->model = nb_kv_get_str(kv, "tokenizer.ggml.model");
+    NB_RETURN_IF(ctx, !g->model, NB_ERR_UNSUPPORTED, "tokenizer.ggml.model: missing (the model carries no tokenizer)");
+    NB_RETURN_IF(ctx, strcmp(g->model, "llama") && strcmp(g->model, "gpt2"), NB_ERR_UNSUPPORTED,
+                 "tokenizer.ggml.model '%.40s' cannot be written as a Hugging Face tokenizer (llama, gpt2)", g->model);
+    g->pre = nb_kv_get_str(kv, "tokenizer.ggml.pre");
+    g->arch = nb_kv_get_str(kv, "general.architecture");
+    bool bad;
+    const nb_kv_value *t = arr_of(kv, "tokenizer.ggml.tokens", NB_KV_STRING, &bad);
+    NB_RETURN_IF(ctx, !t, NB_ERR_FORMAT, "tokenizer.ggml.tokens: %s", bad ? "not an array of strings" : "missing");
+    g->tokens = t->v.arr.data;
+    g->n = t->v.arr.n;
+    NB_RETURN_IF(ctx, g->n == 0 || g->n > INT32_MAX, NB_ERR_FORMAT, "tokenizer.ggml.tokens: %llu tokens",
+                 (unsigned long long)g->n);
+    for (uint64_t i = 0; i < g->n; i++) {
+        size_t off;
+        NB_RETURN_IF(ctx, strlen(g->tokens[i].ptr) != g->tokens[i].len ||
+                              !nb_utf8_valid((const unsigned char *)g->tokens[i].ptr, g->tokens[i].len, &off),
+                     NB_ERR_FORMAT, "tokenizer.ggml.tokens[%llu]: not valid UTF-8 text", (unsigned long long)i);
+    }
+    const nb_kv_value *s = arr_of(kv, "tokenizer.ggml.scores", NB_KV_F32, &bad);
+    NB_RETURN_IF(ctx, bad || (s && s->v.arr.n != g->n), NB_ERR_FORMAT,
+                 "tokenizer.ggml.scores: not an array of %llu f32", (unsigned long long)g->n);
+    g->scores = s ? s->v.arr.data : NULL;
+    const nb_kv_value *ty = arr_of(kv, "tokenizer.ggml.token_type", NB_KV_I32, &bad);
+    NB_RETURN_IF(ctx, bad || (ty && ty->v.arr.n != g->n), NB_ERR_FORMAT,
+                 "tokenizer.ggml.token_type: not an array of %llu i32", (unsigned long long)g->n);
+    g->types = ty ? ty->v.arr.data : NULL;
+    const nb_kv_value *m = arr_of(kv, "tokenizer.ggml.merges", NB_KV_STRING, &bad);
+    NB_RETURN_IF(ctx, bad, NB_ERR_FORMAT, "tokenizer.ggml.merges: not an array of strings");
+    if (m) {
+        g->merges = m->v.arr.data;
+        g->n_merges = m->v.arr.n;
+        for (uint64_t i = 0; i < g->n_merges; i++) {
+            size_t off;
+            NB_RETURN_IF(ctx, !strchr(g->merges[i].ptr, ' ') ||
+                                  !nb_utf8_valid((const unsigned char *)g->merges[i].ptr, g->merges[i].len, &off),
+                         NB_ERR_FORMAT, "tokenizer.ggml.merges[%llu]: not an \"a b\" text", (unsigned long long)i);
+        }
+    }
+    NB_RETURN_IF(ctx, !strcmp(g->model, "gpt2") && !m, NB_ERR_FORMAT, "tokenizer.ggml.merges: missing for a gpt2 vocab");
+    for (int k = 0; k < 7; k++) {
+        uint64_t u;
+        g->id[k] = nb_kv_get_u64(kv, k_id_keys[k], &u) && u < g->n ? (int64_t)u : -1;
+    }
+    for (int k = 0; k < 3; k++) {
+        bool b;
+        g->add[k] = nb_kv_get_bool(kv, k_add_keys[k], &b) ? b : -1;
+    }
+    bool b;
+    g->add_space_prefix = nb_kv_get_bool(kv, "tokenizer.ggml.add_space_prefix", &b) ? b : -1;
+    g->chat_template = nb_kv_get_str(kv, "tokenizer.chat_template");
+    return NB_OK;
+}
+
+static int32_t type_of(const gguf_tok *g, uint64_t i) { return g->types ? g->types[i] : NB_TT_NORMAL; }
+
+/* "[PAD<id>]" UNUSED placeholders: the import recreates them. */
+static bool is_placeholder(const gguf_tok *g, uint64_t i) {
+    if (type_of(g, i) != NB_TT_UNUSED) return false;
+    char pad[32];
+    snprintf(pad, sizeof pad, "[PAD%llu]", (unsigned long long)i);
+    return strcmp(g->tokens[i].ptr, pad) == 0;
+}
+
+static cJSON *added_token(const char *content, uint64_t id, bool special, bool with_id) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    bool ok = true;
+    if (with_id) ok = ok && cJSON_AddNumberToObject(o, "id", (double)id);
+    ok = ok && cJSON_AddStringToObject(o, "content", content);
+    ok = ok && cJSON_AddBoolToObject(o, "single_word", false) && cJSON_AddBoolToObject(o, "lstrip", false) &&
+         cJSON_AddBoolToObject(o, "rstrip", false) && cJSON_AddBoolToObject(o, "normalized", false) &&
+         cJSON_AddBoolToObject(o, "special", special);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static cJSON *byte_level(bool regex, bool prefix, bool trim) {
+    cJSON *o = cJSON_CreateObject();
+    if (!o) return NULL;
+    if (!cJSON_AddStringToObject(o, "type", "ByteLevel") || !cJSON_AddBoolToObject(o, "add_prefix_space", prefix) ||
+        !cJSON_AddBoolToObject(o, "trim_offsets", trim) || !cJSON_AddBoolToObject(o, "use_regex", regex)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* tokenizer.json pre_tokenizer of a family. */
+static cJSON *pre_tokenizer(nb_hf_pre_family f) {
+    if (f == NB_HF_PRE_GPT2) return byte_level(true, false, true);
+    cJSON *seq = cJSON_CreateObject(), *list = cJSON_CreateArray(), *a = cJSON_CreateObject();
+    bool ok = seq && list && a && cJSON_AddStringToObject(seq, "type", "Sequence");
+    if (ok && f == NB_HF_PRE_STARCODER) {
+        ok = cJSON_AddStringToObject(a, "type", "Digits") && cJSON_AddBoolToObject(a, "individual_digits", true);
+    } else if (ok) {
+        cJSON *pat = cJSON_AddObjectToObject(a, "pattern");
+        ok = cJSON_AddStringToObject(a, "type", "Split") && pat &&
+             cJSON_AddStringToObject(pat, "Regex", nb_hf_pre_regex(f)) &&
+             cJSON_AddStringToObject(a, "behavior", "Isolated") && cJSON_AddBoolToObject(a, "invert", false);
+    }
+    if (ok) {
+        cJSON_AddItemToArray(list, a);
+        a = NULL;
+        cJSON *b = byte_level(f == NB_HF_PRE_STARCODER, false, f == NB_HF_PRE_STARCODER);
+        ok = b && cJSON_AddItemToArray(list, b);
+        if (ok) {
+            cJSON_AddItemToObject(seq, "pretokenizers", list);
+            list = NULL;
+        }
+    }
+    cJSON_Delete(a);
+    cJSON_Delete(list);
+    if (!ok) {
+        cJSON_Delete(seq);
+        return NULL;
+    }
+    return seq;
+}
+
+/* TemplateProcessing adding BOS / EOS as the GGUF flags say (none: no special tokens). */
+static cJSON *post_processor(const gguf_tok *g) {
+    bool bos = g->add[0] == 1 && g->id[0] >= 0, eos = g->add[1] == 1 && g->id[1] >= 0;
+    cJSON *o = cJSON_CreateObject(), *single = cJSON_CreateArray(), *pair = cJSON_CreateArray(),
+          *sp = cJSON_CreateObject();
+    bool ok = o && single && pair && sp && cJSON_AddStringToObject(o, "type", "TemplateProcessing");
+    for (int part = 0; ok && part < 2; part++) {
+        cJSON *arr = part ? pair : single;
+        for (int seq = 0; ok && seq < (part ? 2 : 1); seq++) {
+            for (int k = 0; ok && k < 3; k++) {
+                bool is_seq = k == 1;
+                if (!is_seq && !(k == 0 ? bos : eos)) continue;
+                cJSON *el = cJSON_CreateObject(), *in = el ? cJSON_AddObjectToObject(el, is_seq ? "Sequence" : "SpecialToken") : NULL;
+                const char *id = is_seq ? (seq ? "B" : "A") : g->tokens[g->id[k == 0 ? 0 : 1]].ptr;
+                ok = in && cJSON_AddStringToObject(in, "id", id) && cJSON_AddNumberToObject(in, "type_id", seq);
+                if (el) cJSON_AddItemToArray(arr, el);
+            }
+        }
+    }
+    for (int k = 0; ok && k < 2; k++) {
+        if (!(k == 0 ? bos : eos)) continue;
+        const char *name = g->tokens[g->id[k]].ptr;
+        if (cJSON_GetObjectItemCaseSensitive(sp, name)) continue;
+        cJSON *e = cJSON_AddObjectToObject(sp, name), *ids = e ? cJSON_AddArrayToObject(e, "ids") : NULL,
+              *toks = e ? cJSON_AddArrayToObject(e, "tokens") : NULL;
+        cJSON *n = cJSON_CreateNumber((double)g->id[k]), *s = cJSON_CreateString(name);
+        ok = e && ids && toks && n && s && cJSON_AddStringToObject(e, "id", name);
+        if (ok) {
+            cJSON_AddItemToArray(ids, n);
+            cJSON_AddItemToArray(toks, s);
+        } else {
+            cJSON_Delete(n);
+            cJSON_Delete(s);
+        }
+    }
+    if (o && single) cJSON_AddItemToObject(o, "single", single), single = NULL;
+    if (o && pair) cJSON_AddItemToObject(o, "pair", pair), pair = NULL;
+    if (o && sp) cJSON_AddItemToObject(o, "special_tokens", sp), sp = NULL;
+    cJSON_Delete(single);
+    cJSON_Delete(pair);
+    cJSON_Delete(sp);
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static nb_status render_tokenizer_json(const gguf_tok *g, char **out, nb_ctx *ctx) {
+    *out = NULL;
+    nb_hf_pre_family fam = nb_hf_pre_family_of(g->pre ? g->pre : "gpt-2");
+    NB_RETURN_IF(ctx, fam == NB_HF_PRE_UNKNOWN, NB_ERR_UNSUPPORTED,
+                 "tokenizer.ggml.pre '%.40s' has no tokenizer.json pre-tokenizer here (gpt-2, starcoder/smollm, "
+                 "llama-bpe, qwen2 families)", g->pre);
+    cJSON *root = cJSON_CreateObject(), *added = cJSON_CreateArray(), *model = cJSON_CreateObject(),
+          *vocab = cJSON_CreateObject(), *merges = cJSON_CreateArray();
+    bool ok = root && added && model && vocab && merges;
+    for (uint64_t i = 0; ok && i < g->n; i++) {
+        int32_t t = type_of(g, i);
+        if (is_placeholder(g, i)) continue;
+        if (t == NB_TT_CONTROL || t == NB_TT_USER_DEFINED) {
+            cJSON *a = added_token(g->tokens[i].ptr, i, t == NB_TT_CONTROL, true);
+            ok = a != NULL;
+            if (ok) cJSON_AddItemToArray(added, a);
+        }
+        /* a repeated text cannot be a second key of model.vocab: the first id keeps it */
+        if (ok && !cJSON_GetObjectItemCaseSensitive(vocab, g->tokens[i].ptr))
+            ok = cJSON_AddNumberToObject(vocab, g->tokens[i].ptr, (double)i) != NULL;
+    }
+    for (uint64_t i = 0; ok && i < g->n_merges; i++) {
+        cJSON *s = cJSON_CreateString(g->merges[i].ptr);
+        ok = s != NULL;
+        if (ok) cJSON_AddItemToArray(merges, s);
+    }
+    ok = ok && cJSON_AddStringToObject(root, "version", "1.0") && cJSON_AddNullToObject(root, "truncation") &&
+         cJSON_AddNullToObject(root, "padding");
+    if (ok) cJSON_AddItemToObject(root, "added_tokens", added), added = NULL;
+    ok = ok && cJSON_AddNullToObject(root, "normalizer");
+    cJSON *pre = ok ? pre_tokenizer(fam) : NULL, *post = ok ? post_processor(g) : NULL,
+          *dec = ok ? byte_level(true, true, true) : NULL;
+    ok = ok && pre && post && dec;
+    if (ok) {
+        cJSON_AddItemToObject(root, "pre_tokenizer", pre);
+        cJSON_AddItemToObject(root, "post_processor", post);
+        cJSON_AddItemToObject(root, "decoder", dec);
+        pre = post = dec = NULL;
+    }
+    ok = ok && cJSON_AddStringToObject(model, "type", "BPE") && cJSON_AddNullToObject(model, "dropout") &&
+         cJSON_AddNullToObject(model, "unk_token") && cJSON_AddNullToObject(model, "continuing_subword_prefix") &&
+         cJSON_AddNullToObject(model, "end_of_word_suffix") && cJSON_AddBoolToObject(model, "fuse_unk", false) &&
+         cJSON_AddBoolToObject(model, "byte_fallback", false) &&
+         cJSON_AddBoolToObject(model, "ignore_merges", fam == NB_HF_PRE_LLAMA3);
+    if (ok) {
+        cJSON_AddItemToObject(model, "vocab", vocab);
+        cJSON_AddItemToObject(model, "merges", merges);
+        cJSON_AddItemToObject(root, "model", model);
+        vocab = merges = model = NULL;
+    }
+    cJSON_Delete(pre);
+    cJSON_Delete(post);
+    cJSON_Delete(dec);
+    cJSON_Delete(added);
+    cJSON_Delete(vocab);
+    cJSON_Delete(merges);
+    cJSON_Delete(model);
+    *out = ok ? nb_json_print(root, false) : NULL;
+    cJSON_Delete(root);
+    NB_RETURN_IF(ctx, !*out, NB_ERR_NOMEM, "tokenizer.json: out of memory");
+    return NB_OK;
+}
+
+/* tokenizer_config.json (and, with `map`, special_tokens_map.json). */
+static char *render_config(const gguf_tok *g, bool map, bool spm, nb_ctx *ctx) {
+    cJSON *root = cJSON_CreateObject();
+    bool ok = root != NULL;
+    if (!map) {
+        for (int k = 0; ok && k < 3; k++)
+            if (g->add[k] >= 0) ok = cJSON_AddBoolToObject(root, k_add_cfg[k], g->add[k]) != NULL;
+        if (ok && g->add_space_prefix >= 0 && g->arch && strcmp(g->arch, "llama") == 0)
+            ok = cJSON_AddBoolToObject(root, "add_prefix_space", g->add_space_prefix) != NULL;
+        if (ok && spm) {
+            /* tokens the import typed from added_tokens_decoder */
+            cJSON *dec = cJSON_AddObjectToObject(root, "added_tokens_decoder");
+            ok = dec != NULL;
+            for (uint64_t i = 0; ok && i < g->n; i++) {
+                int32_t t = type_of(g, i);
+                bool listed = (t == NB_TT_USER_DEFINED) || (t == NB_TT_CONTROL && g->scores && g->scores[i] == -1000.0f);
+                if (!listed) continue;
+                char key[24];
+                snprintf(key, sizeof key, "%llu", (unsigned long long)i);
+                cJSON *a = added_token(g->tokens[i].ptr, i, t == NB_TT_CONTROL, false);
+                ok = a != NULL;
+                if (ok) cJSON_AddItemToObject(dec, key, a);
+            }
+        }
+    }
+    for (int k = 0; ok && k < 7; k++) {
+        if (g->id[k] < 0) continue;
+        char key[24];
+        snprintf(key, sizeof key, "%s_token", k_id_names[k]);
+        ok = cJSON_AddStringToObject(root, key, g->tokens[g->id[k]].ptr) != NULL;
+    }
+    if (!map) {
+        if (ok && g->chat_template) ok = cJSON_AddStringToObject(root, "chat_template", g->chat_template) != NULL;
+        const char *cls = !spm ? "PreTrainedTokenizerFast"
+                          : (g->arch && !strncmp(g->arch, "gemma", 5)) ? "GemmaTokenizer" : "LlamaTokenizer";
+        ok = ok && cJSON_AddStringToObject(root, "tokenizer_class", cls);
+        if (ok && !spm && g->pre) ok = cJSON_AddStringToObject(root, "gguf_pre_tokenizer", g->pre) != NULL;
+        if (ok && spm) ok = cJSON_AddBoolToObject(root, "legacy", false) != NULL;
+    }
+    char *text = ok ? nb_json_print(root, true) : NULL;
+    cJSON_Delete(root);
+    if (!text) nb_err(ctx, NB_ERR_NOMEM, "tokenizer_config.json: out of memory");
+    return text;
+}
+
+static nb_status render_spm(const gguf_tok *g, unsigned char **buf, size_t *n, nb_ctx *ctx) {
+    nb_spm_model m;
+    memset(&m, 0, sizeof m);
+    m.n = g->n;
+    m.pieces = nb_calloc(ctx, g->n, sizeof *m.pieces, "pieces");
+    if (!m.pieces) return NB_ERR_NOMEM;
+    bool bytes = false;
+    for (uint64_t i = 0; i < g->n; i++) {
+        int32_t t = type_of(g, i);
+        m.pieces[i].text = g->tokens[i].ptr; /* borrowed */
+        m.pieces[i].score = g->scores ? g->scores[i] : 0.0f;
+        m.pieces[i].type = t >= NB_TT_NORMAL && t <= NB_TT_BYTE ? t : NB_TT_NORMAL;
+        bytes = bytes || t == NB_TT_BYTE;
+    }
+    m.model_type = 2;
+    m.byte_fallback = bytes;
+    m.unk_id = (int32_t)g->id[2], m.bos_id = (int32_t)g->id[0], m.eos_id = (int32_t)g->id[1], m.pad_id = (int32_t)g->id[4];
+    m.add_dummy_prefix = g->add_space_prefix != 0;
+    nb_status st = nb_spm_serialize(&m, buf, n, ctx);
+    free(m.pieces);
+    return st;
+}
+
+static nb_status write_bytes(const char *path, const void *data, size_t n, nb_ctx *ctx) {
+    nb_afile f;
+    NB_TRY(nb_afile_open(&f, path, false, ctx));
+    nb_status st = nb_afile_write(&f, data, n, ctx);
+    if (st == NB_OK) st = nb_afile_commit(&f, NULL, ctx);
+    nb_afile_abort(&f);
+    return st;
+}
+
+nb_status nb_hf_tokenizer_write(const nb_kvset *kv, const char *dir, nb_ctx *ctx) {
+    gguf_tok g;
+    NB_TRY(gather(kv, &g, ctx));
+    bool spm = strcmp(g.model, "llama") == 0;
+    char *tok_json = NULL, *cfg = NULL, *map = NULL;
+    unsigned char *model = NULL;
+    size_t model_n = 0;
+    const char *names[4] = {NULL, "tokenizer_config.json", "special_tokens_map.json", NULL};
+    char *paths[4] = {0};
+    int written = 0;
+    nb_status st = NB_OK;
+    if (spm) {
+        NB_CHECK_GOTO(st, render_spm(&g, &model, &model_n, ctx), done);
+        names[0] = "tokenizer.model";
+    } else {
+        NB_CHECK_GOTO(st, render_tokenizer_json(&g, &tok_json, ctx), done);
+        names[0] = "tokenizer.json";
+    }
+    cfg = render_config(&g, false, spm, ctx);
+    map = render_config(&g, true, spm, ctx);
+    if (!cfg || !map) NB_FAIL_GOTO(st, done, ctx, NB_ERR_NOMEM, "%s: out of memory", dir);
+    for (int k = 0; k < 3; k++) {
+        paths[k] = nb_path_join(ctx, dir, names[k]);
+        if (!paths[k]) NB_FAIL_GOTO(st, done, ctx, NB_ERR_NOMEM, "out of memory");
+    }
+    NB_CHECK_GOTO(st, spm ? write_bytes(paths[0], model, model_n, ctx) : nb_afile_write_text(paths[0], tok_json, ctx),
+                  done);
+    written = 1;
+    NB_CHECK_GOTO(st, nb_afile_write_text(paths[1], cfg, ctx), done);
+    written = 2;
+    NB_CHECK_GOTO(st, nb_afile_write_text(paths[2], map, ctx), done);
+    written = 3;
+done:
+    if (st != NB_OK)
+        for (int k = 0; k < written; k++) unlink(paths[k]);
+    for (int k = 0; k < 4; k++) free(paths[k]);
+    free(tok_json);
+    free(cfg);
+    free(map);
+    free(model);
+    return st;
+}
