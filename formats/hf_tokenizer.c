@@ -780,6 +780,29 @@ static nb_status read_tokenizer_json(hf_tok *h, nb_ctx *ctx) {
     return NB_OK;
 }
 
+/* SentencePiece-style tokenizer.json: does it prepend U+2581 to the text (a
+ * Prepend normalizer, or a Metaspace pre-tokenizer that prepends)? That is
+ * SentencePiece's add_dummy_prefix, GGUF's add_space_prefix. */
+static bool json_prepends(const cJSON *tok) {
+    const cJSON *parts[2] = {jget(tok, "normalizer"), jget(tok, "pre_tokenizer")};
+    for (int k = 0; k < 2; k++) {
+        const cJSON *p = parts[k];
+        const cJSON *list = jget(p, k ? "pretokenizers" : "normalizers");
+        int n = cJSON_IsArray(list) ? cJSON_GetArraySize(list) : 1;
+        for (int i = 0; i < n; i++) {
+            const cJSON *e = cJSON_IsArray(list) ? cJSON_GetArrayItem(list, i) : p;
+            const char *type = jstr(e, "type");
+            if (!type) continue;
+            if (!k && strcmp(type, "Prepend") == 0) return true;
+            if (k && strcmp(type, "Metaspace") == 0) {
+                const char *scheme = jstr(e, "prepend_scheme");
+                if (scheme ? strcmp(scheme, "never") != 0 : cJSON_IsTrue(jget(e, "add_prefix_space"))) return true;
+            }
+        }
+    }
+    return false;
+}
+
 /* ---- pre-tokenizer name by llama.cpp's check-text hash ---------------------------------- */
 
 /* Ids of a TemplateProcessing "single" special token (its special_tokens entry). */
@@ -994,6 +1017,9 @@ static nb_status assemble(hf_tok *h, nb_ctx *ctx) {
     } else if (h->from_spm && !h->spm_add_dummy_prefix) {
         /* not a converter rule: the SentencePiece model itself says no dummy prefix */
         NB_TRY(nb_kv_set_bool(o, "tokenizer.ggml.add_space_prefix", false, ctx));
+    } else if (!h->from_spm && strcmp(h->model, "llama") == 0) {
+        /* SentencePiece-style tokenizer.json: its normalizer / pre-tokenizer decide */
+        NB_TRY(nb_kv_set_bool(o, "tokenizer.ggml.add_space_prefix", json_prepends(h->tok), ctx));
     }
     if (strcmp(h->model, "gpt2") == 0) NB_TRY(name_pre(h, ctx));
     return NB_OK;
