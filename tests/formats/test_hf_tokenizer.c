@@ -414,6 +414,14 @@ static void roundtrip(const nb_kvset *kv, const char *name, const char *arch, bo
     nbt_ctx(&ctx);
     const char *dir = mkdir_t(name);
     ck_assert_msg(nb_hf_tokenizer_write(kv, dir, &ctx) == NB_OK, "%s: %s", name, nb_errmsg(&ctx));
+    /* tests/interop/test_hf_tokenizer_interop.py loads these exports in HF tokenizers / sentencepiece */
+    const char *keep = getenv("NB_HF_TOK_KEEP");
+    if (keep && *keep) {
+        char kd[4096];
+        snprintf(kd, sizeof kd, "%s/%s", keep, name);
+        mkdir(kd, 0755);
+        ck_assert_msg(nb_hf_tokenizer_write(kv, kd, &ctx) == NB_OK, "%s: %s", kd, nb_errmsg(&ctx));
+    }
     uint64_t n;
     strs(kv, "tokenizer.ggml.tokens", &n);
     nb_kvset back;
