@@ -694,6 +694,12 @@ static nb_status read_tokenizer_json(hf_tok *h, nb_ctx *ctx) {
         if (h->n_vocab && id >= h->n_vocab) continue; /* left out below, with a warning */
         if (id > max_id) max_id = id;
     }
+    /* without the model's vocab_size, ids must be about as many as the entries:
+     * a stray huge id would otherwise size the vocabulary */
+    int64_t n_entries = cJSON_GetArraySize(jvocab) + (added ? cJSON_GetArraySize(added) : 0);
+    NB_RETURN_IF(ctx, !h->n_vocab && max_id >= 2 * n_entries + 1024, NB_ERR_FORMAT,
+                 "%s: model.vocab: id %lld for %lld tokens (ids must be dense)", h->tok_path, (long long)max_id,
+                 (long long)n_entries);
     uint32_t nv = h->n_vocab ? h->n_vocab : (uint32_t)(max_id + 1);
     NB_RETURN_IF(ctx, nv == 0, NB_ERR_FORMAT, "%s: model.vocab: empty", h->tok_path);
     h->v.has_scores = spm_style;
@@ -773,7 +779,11 @@ static nb_status read_tokenizer_json(hf_tok *h, nb_ctx *ctx) {
             if (!*it->string || *end || id < 0 || !content) continue;
             if (added_id_of(added, content) == id) continue;
             if (added_beyond(h, id, h->cfg_path, content, ctx)) continue;
-            NB_TRY(check_id(h, id, h->cfg_path, "added_tokens_decoder", content, ctx));
+            if (id >= h->v.n) {
+                NB_WARN(ctx, "%s: added_tokens_decoder: id %lld is beyond tokenizer.json's %u tokens: left out",
+                        h->cfg_path, id, h->v.n);
+                continue;
+            }
             NB_TRY(set_added(&h->v, (uint32_t)id, content, cJSON_IsTrue(jget(it, "special")), -1000.0f, ctx));
         }
     }
@@ -825,7 +835,13 @@ static nb_status name_pre(hf_tok *h, nb_ctx *ctx) {
     if (ctx) ctx->log_level = NB_LOG_ERROR;
     nb_status st = nb_tokenizer_create(&h->out, &t, ctx);
     if (ctx) ctx->log_level = lvl;
-    NB_TRY(st);
+    if (st == NB_ERR_NOMEM) return st;
+    if (st != NB_OK) {
+        NB_WARN(ctx, "%s: the vocabulary does not make a tokenizer (%s); pre-tokenizer named '%s' by its structure",
+                h->tok_path, nb_errmsg(ctx), h->pre);
+        nb_err_clear(ctx);
+        return NB_OK;
+    }
     int32_t *ids = NULL;
     size_t n = 0;
     st = nb_tokenize(t, k_chktxt, sizeof k_chktxt - 1, false, &ids, &n, ctx);

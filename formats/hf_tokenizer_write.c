@@ -124,6 +124,30 @@ static bool is_placeholder(const gguf_tok *g, uint64_t i) {
     return strcmp(g->tokens[i].ptr, pad) == 0;
 }
 
+/* Tokens the import typed from tokenizer_config.json's added_tokens_decoder
+ * (the converter gives them score -1000): every USER_DEFINED token, and
+ * CONTROL tokens scored -1000. */
+static bool from_decoder(const gguf_tok *g, uint64_t i) {
+    int32_t t = type_of(g, i);
+    return t == NB_TT_USER_DEFINED || (t == NB_TT_CONTROL && g->scores && g->scores[i] == -1000.0f);
+}
+
+/* A USER_DEFINED token's text as SentencePiece holds it: spaces as U+2581
+ * (malloc'd; the import turns them back). */
+static char *spm_text(const char *s, nb_ctx *ctx) {
+    size_t sp = 0, n = strlen(s);
+    for (const char *p = s; *p; p++) sp += *p == ' ';
+    char *o = nb_malloc(ctx, n + 2 * sp + 1, "token text");
+    if (!o) return NULL;
+    char *w = o;
+    for (const char *p = s; *p; p++) {
+        if (*p == ' ') *w++ = (char)0xe2, *w++ = (char)0x96, *w++ = (char)0x81;
+        else *w++ = *p;
+    }
+    *w = '\0';
+    return o;
+}
+
 static cJSON *added_token(const char *content, uint64_t id, bool special, bool with_id) {
     cJSON *o = cJSON_CreateObject();
     if (!o) return NULL;
@@ -308,12 +332,13 @@ static char *render_config(const gguf_tok *g, bool map, bool spm, nb_ctx *ctx) {
             cJSON *dec = cJSON_AddObjectToObject(root, "added_tokens_decoder");
             ok = dec != NULL;
             for (uint64_t i = 0; ok && i < g->n; i++) {
-                int32_t t = type_of(g, i);
-                bool listed = (t == NB_TT_USER_DEFINED) || (t == NB_TT_CONTROL && g->scores && g->scores[i] == -1000.0f);
-                if (!listed) continue;
+                if (!from_decoder(g, i)) continue;
+                bool control = type_of(g, i) == NB_TT_CONTROL;
                 char key[24];
                 snprintf(key, sizeof key, "%llu", (unsigned long long)i);
-                cJSON *a = added_token(g->tokens[i].ptr, i, t == NB_TT_CONTROL, false);
+                char *text = control ? NULL : spm_text(g->tokens[i].ptr, ctx);
+                cJSON *a = control || text ? added_token(control ? g->tokens[i].ptr : text, i, control, false) : NULL;
+                free(text);
                 ok = a != NULL;
                 if (ok) cJSON_AddItemToObject(dec, key, a);
             }
@@ -346,10 +371,22 @@ static nb_status render_spm(const gguf_tok *g, unsigned char **buf, size_t *n, n
     m.pieces = nb_calloc(ctx, g->n, sizeof *m.pieces, "pieces");
     if (!m.pieces) return NB_ERR_NOMEM;
     bool bytes = false;
+    nb_status st = NB_OK;
     for (uint64_t i = 0; i < g->n; i++) {
         int32_t t = type_of(g, i);
-        m.pieces[i].text = g->tokens[i].ptr; /* borrowed */
+        /* decoder-typed tokens are user-defined pieces, as in the models the
+         * converter reads (SentencePiece then matches them in text; the import
+         * types them from the decoder again); their spaces are U+2581 there */
+        bool dec = from_decoder(g, i);
+        m.pieces[i].text = dec && t == NB_TT_USER_DEFINED ? spm_text(g->tokens[i].ptr, ctx) : nb_strdup(ctx, g->tokens[i].ptr);
+        if (!m.pieces[i].text) {
+            st = NB_ERR_NOMEM;
+            break;
+        }
         m.pieces[i].score = g->scores ? g->scores[i] : 0.0f;
+        bool special_id = false;
+        for (int k = 0; k < 7; k++) special_id = special_id || g->id[k] == (int64_t)i;
+        if (dec && !special_id) t = NB_TT_USER_DEFINED; /* bos/eos/unk/pad... stay control pieces */
         m.pieces[i].type = t >= NB_TT_NORMAL && t <= NB_TT_BYTE ? t : NB_TT_NORMAL;
         bytes = bytes || t == NB_TT_BYTE;
     }
@@ -357,8 +394,8 @@ static nb_status render_spm(const gguf_tok *g, unsigned char **buf, size_t *n, n
     m.byte_fallback = bytes;
     m.unk_id = (int32_t)g->id[2], m.bos_id = (int32_t)g->id[0], m.eos_id = (int32_t)g->id[1], m.pad_id = (int32_t)g->id[4];
     m.add_dummy_prefix = g->add_space_prefix != 0;
-    nb_status st = nb_spm_serialize(&m, buf, n, ctx);
-    free(m.pieces);
+    if (st == NB_OK) st = nb_spm_serialize(&m, buf, n, ctx);
+    nb_spm_model_free(&m);
     return st;
 }
 
