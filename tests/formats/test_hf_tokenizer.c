@@ -632,8 +632,8 @@ START_TEST(test_real_smollm2) {
     static const char *const sc[] = {"tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.bos_token_id",
                                      "tokenizer.ggml.eos_token_id", "tokenizer.ggml.unknown_token_id",
                                      "tokenizer.ggml.padding_token_id", "tokenizer.ggml.add_bos_token",
-                                     "tokenizer.chat_template"};
-    for (int k = 0; k < 8; k++) same_scalar(&g->kv, &kv, sc[k]);
+                                     "tokenizer.chat_template", "tokenizer.ggml.add_space_prefix"};
+    for (int k = 0; k < 9; k++) same_scalar(&g->kv, &kv, sc[k]);
     nb_kvset_free(&kv);
     nb_model_close(g);
     nb_ctx_free(&ctx);

@@ -12,7 +12,8 @@ Directories (under the model cache, $NIBBLE_MODELS or ~/.cache/nibble/models):
                          loader writes a plain ByteLevel pre-tokenizer; the
                          published SmolLM2 tokenizer.json splits digits first
                          (Digits(individual_digits) + ByteLevel, what llama.cpp
-                         calls "smollm"), so that step is put back.
+                         calls "smollm"), so that step is put back, and
+                         tokenizer_config.json's add_prefix_space false.
 
 Ids are `Tokenizer.from_file(tokenizer.json).encode(text,
 add_special_tokens=False).ids`: the same convention as nibble's nb_tokenize
