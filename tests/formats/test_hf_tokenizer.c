@@ -17,7 +17,7 @@
  *   its tokenizer.json import the GGUF's tokens and types; a SmolLM2 HF
  *   tokenizer directory equals the SmolLM2 GGUF's arrays and pre "smollm";
  *   token ids of the imported tokenizers equal those recorded from HF
- *   `tokenizers` (tests/data/tokenizer/hf_ids.json).
+ *   `tokenizers` (tests/data/tokenizer/hf/hf_ids.json).
  */
 #include "engine/tokenizer.h"
 #include "formats/hf_tokenizer.h"
@@ -673,7 +673,7 @@ START_TEST(test_hf_ids_fixture) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
     char p[1024];
-    snprintf(p, sizeof p, "%s/tokenizer/hf_ids.json", nbt_data_dir());
+    snprintf(p, sizeof p, "%s/tokenizer/hf/hf_ids.json", nbt_data_dir());
     size_t n;
     char *buf = (char *)nbt_read_file(p, &n);
     ck_assert_msg(buf != NULL, "missing fixture %s", p);

@@ -16,7 +16,7 @@
    the real Gemma 3 and SmolLM2 vocabularies exported by
    nb_hf_tokenizer_write (the C test keeps them with NB_HF_TOK_KEEP) load in
    HF tokenizers (SmolLM2: the ids recorded from the original files in
-   tests/data/tokenizer/hf_ids.json) and sentencepiece (Gemma 3: the ids of
+   tests/data/tokenizer/hf/hf_ids.json) and sentencepiece (Gemma 3: the ids of
    the original tokenizer.model).
 Exit 77 when numpy / safetensors / gguf are missing.
 """
@@ -261,7 +261,7 @@ def oracle_case(tmp):
     if not os.path.exists(os.path.join(cache, "embeddinggemma-300m", "tokenizer.model")):
         print("SKIP oracle: embeddinggemma-300m not fetched (scripts/fetch-models --quality)")
         return
-    r = subprocess.run([py, "-c", ORACLE_CODE, keep, os.path.join(DATA, "tokenizer", "hf_ids.json"), cache],
+    r = subprocess.run([py, "-c", ORACLE_CODE, keep, os.path.join(DATA, "tokenizer", "hf", "hf_ids.json"), cache],
                        capture_output=True, text=True)
     print(r.stdout.strip())
     check(r.returncode == 0, f"oracle: {r.stderr.strip()[-500:]}")

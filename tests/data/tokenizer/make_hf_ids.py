@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Record token ids from Hugging Face `tokenizers` for the HF tokenizer
-directories of the real test models (tests/data/tokenizer/hf_ids.json), and
+directories of the real test models (tests/data/tokenizer/hf/hf_ids.json), and
 make the SmolLM2 one.
 
 Directories (under the model cache, $NIBBLE_MODELS or ~/.cache/nibble/models):
@@ -36,7 +36,7 @@ import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(HERE)))
-OUT = os.path.join(HERE, "hf_ids.json")
+OUT = os.path.join(HERE, "hf", "hf_ids.json")
 
 
 def cache_dir():
