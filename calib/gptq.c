@@ -1,19 +1,19 @@
 /* calib/gptq.c — GPTQ on one layer with the target type's own grid (see calib/gptq.h). */
 #include "calib/gptq.h"
 
+#include "calib/linalg.h"
 #include "core/checked.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* LAPACK (Debian liblapack / OpenBLAS), Fortran calling convention with the
- * hidden string length gfortran appends. Row-major symmetric matrices are
- * passed as is: Fortran sees the transpose, which is the same matrix. */
-extern void dpotrf_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
-extern void dpotri_(const char *uplo, const int *n, double *a, const int *lda, int *info, size_t uplo_len);
-
-#define TILE_ROWS 8
+/* Rows per tile: each tile runs the whole column loop on its own rows (one
+ * BLAS call per lazy batch), so the tiling, not the thread count, fixes the
+ * arithmetic. */
+#define TILE_ROWS 32
+#define HESS_TOKENS 256 /* tokens converted to double per AᵀA call */
 #define MAX_DAMP_RETRIES 6
 
 /* ---- the type's grid: the type table's GPTQ columns (core/types.h) ---------------------------- */
@@ -57,17 +57,15 @@ nb_status nb_hessian_add(nb_hessian *h, const float *x, int64_t n_tok, const cha
             return nb_err(ctx, NB_ERR_RANGE, "tensor '%s': input activation row %lld, column %lld is %s",
                           name ? name : "?", (long long)(k / n), (long long)(k % n), isnan(x[k]) ? "NaN" : "infinite");
     int nt = nb_ctx_threads(ctx);
-    double *xtx = h->xtx;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 8)
-    for (int64_t i = 0; i < n; i++) {
-        double *hr = xtx + i * n;
-        for (int64_t t = 0; t < n_tok; t++) {
-            const float *xr = x + t * n;
-            double xi = xr[i];
-            if (xi == 0) continue;
-            for (int64_t j = i; j < n; j++) hr[j] += xi * (double)xr[j];
-        }
+    const int64_t m = n_tok < HESS_TOKENS ? n_tok : HESS_TOKENS;
+    double *xd = m > 0 ? nb_malloc(ctx, (size_t)m * (size_t)n * sizeof(double), "Hessian input") : NULL;
+    if (m > 0 && !xd) return NB_ERR_NOMEM;
+    for (int64_t t0 = 0; t0 < n_tok; t0 += HESS_TOKENS) {
+        const int64_t k = n_tok - t0 < HESS_TOKENS ? n_tok - t0 : HESS_TOKENS;
+        for (int64_t e = 0; e < k * n; e++) xd[e] = (double)x[t0 * n + e];
+        nb_linalg_ata_add(h->xtx, xd, k, n, nt);
     }
+    free(xd);
     h->n_tok += (uint64_t)n_tok;
     return NB_OK;
 }
@@ -84,24 +82,6 @@ void nb_hessian_finish(const nb_hessian *h, double *out) {
 }
 
 /* ---- the algorithm ------------------------------------------------------------------------------------ */
-
-/* A (n x n, symmetric positive definite) -> U, upper triangular with
- * A⁻¹ = UᵀU, in the upper triangle of row-major A (strict lower zeroed).
- * Returns LAPACK's info (0: ok). */
-static int chol_inverse_upper(double *a, int64_t n) {
-    int N = (int)n, info = 0;
-    dpotrf_("L", &N, a, &N, &info, 1);
-    if (info) return info;
-    dpotri_("L", &N, a, &N, &info, 1);
-    if (info) return info;
-    for (int64_t i = 0; i < n; i++) /* Fortran's lower = row-major upper: mirror it */
-        for (int64_t j = 0; j < i; j++) a[i * n + j] = a[j * n + i];
-    dpotrf_("L", &N, a, &N, &info, 1);
-    if (info) return info;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < i; j++) a[i * n + j] = 0;
-    return 0;
-}
 
 /* Grid of block `bi` of a packed row: levels values per sub-block, read by
  * setting all codes to each level and dequantizing a copy. */
@@ -198,16 +178,10 @@ static bool run_tile(const shared *S, int64_t r0, int64_t nr) {
                 for (int64_t j = i; j < cnt; j++) w1[j] -= e * Urow[i1 + j];
             }
         }
-        /* lazy update of the columns after the batch */
-        for (int64_t r = 0; r < nr; r++) {
-            double *wt = Wt + r * C;
-            for (int64_t k = 0; k < cnt; k++) {
-                const double e = Er[r * bs + k];
-                if (e == 0) continue;
-                const double *Urow = S->U + (i1 + k) * C;
-                for (int64_t j = i2; j < C; j++) wt[j] -= e * Urow[j];
-            }
-        }
+        /* lazy update of the columns after the batch: Wt[:, i2:] -= Er · U[i1:i2, i2:] */
+        if (i2 < C)
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)(C - i2), (int)cnt, -1.0, Er,
+                        (int)bs, S->U + i1 * C + i2, (int)C, 1.0, Wt + i2, (int)C);
     }
 out:
     free(Wt); free(W1); free(Er); free(grid); free(fb); free(vals); free(tmp);
@@ -221,79 +195,110 @@ static int cmp_desc(const void *a, const void *b) {
     return x->i < y->i ? -1 : x->i > y->i;
 }
 
-nb_status nb_gptq_quantize(nb_type type, const float *w, int64_t n_rows, int64_t n_cols, const double *H,
-                           const nb_gptq_opts *o, void *dst, float *deq, nb_gptq_result *res, const char *name,
-                           nb_ctx *ctx) {
+nb_status nb_gptq_factor_make(const double *H, int64_t n, const nb_gptq_opts *o, nb_gptq_factor *f,
+                              const char *name, nb_ctx *ctx) {
     static const nb_gptq_opts defaults = {0};
     if (!o) o = &defaults;
     if (!name) name = "?";
-    nb_gptq_result rs = {0};
-    const nb_type_traits *tr = grid_type(type);
-    if (!tr) return nb_err(ctx, NB_ERR_UNSUPPORTED, "tensor '%s': GPTQ does not support type %s", name, nb_type_name(type));
+    memset(f, 0, sizeof *f);
     uint64_t nn;
-    if (n_rows <= 0 || n_cols <= 0 || n_cols % tr->block_size || n_cols > INT32_MAX ||
-        !nb_mul_u64((uint64_t)n_cols, (uint64_t)n_cols, &nn) || nn > SIZE_MAX / sizeof(double))
-        return nb_err(ctx, NB_ERR_RANGE, "tensor '%s': %lld x %lld does not fit GPTQ with %s (row length a multiple of %u)",
-                      name, (long long)n_rows, (long long)n_cols, nb_type_name(type), tr->block_size);
-    for (int64_t k = 0; k < n_rows * n_cols; k++)
-        if (!isfinite(w[k]))
-            return nb_err(ctx, NB_ERR_RANGE, "tensor '%s': weight row %lld, column %lld is not finite", name,
-                          (long long)(k / n_cols), (long long)(k % n_cols));
+    if (n <= 0 || n > INT32_MAX || !nb_mul_u64((uint64_t)n, (uint64_t)n, &nn) || nn > SIZE_MAX / sizeof(double))
+        return nb_err(ctx, NB_ERR_RANGE, "tensor '%s': Hessian of %lld columns does not fit GPTQ", name, (long long)n);
     for (uint64_t k = 0; k < nn; k++)
         if (!isfinite(H[k]))
             return nb_err(ctx, NB_ERR_RANGE, "tensor '%s': Hessian element (%llu, %llu) is not finite", name,
-                          (unsigned long long)(k / (uint64_t)n_cols), (unsigned long long)(k % (uint64_t)n_cols));
-    const int64_t C = n_cols;
+                          (unsigned long long)(k / (uint64_t)n), (unsigned long long)(k % (uint64_t)n));
+    const int64_t C = n;
     const double damp = o->damp > 0 ? o->damp : 0.01;
-    const int bs = o->block > 0 ? o->block : 128;
-    double *U = nb_malloc(ctx, (size_t)nn * sizeof(double), "GPTQ Hessian");
-    int64_t *perm = nb_malloc(ctx, (size_t)C * sizeof(int64_t), "GPTQ permutation");
-    bool *dead = nb_calloc(ctx, (size_t)C, sizeof(bool), "GPTQ dead columns");
+    f->n = n;
+    f->act_order = o->act_order;
+    f->U = nb_malloc(ctx, (size_t)nn * sizeof(double), "GPTQ Hessian");
+    f->perm = nb_malloc(ctx, (size_t)C * sizeof(int64_t), "GPTQ permutation");
+    f->dead = nb_calloc(ctx, (size_t)C, sizeof(bool), "GPTQ dead columns");
     diag_idx *di = nb_malloc(ctx, (size_t)C * sizeof(diag_idx), "GPTQ diagonal");
-    double *row_loss = nb_calloc(ctx, (size_t)n_rows, sizeof(double), "GPTQ losses");
+    int64_t *rperm = nb_malloc(ctx, (size_t)C * sizeof(int64_t), "GPTQ permutation");
     nb_status st = NB_OK;
-    if (!U || !perm || !dead || !di || !row_loss) { st = NB_ERR_NOMEM; goto out; }
+    if (!f->U || !f->perm || !f->dead || !di || !rperm) { st = NB_ERR_NOMEM; goto out; }
 
     /* 1, 3: dead columns, order */
     double mean = 0;
     for (int64_t i = 0; i < C; i++) {
         double hd = H[i * C + i];
         if (hd < 0) NB_FAIL_GOTO(st, out, ctx, NB_ERR_RANGE, "tensor '%s': Hessian diagonal %lld is negative", name, (long long)i);
-        dead[i] = hd == 0;
-        rs.n_dead += dead[i];
-        di[i].d = dead[i] ? 1.0 : hd;
+        f->dead[i] = hd == 0;
+        f->n_dead += f->dead[i];
+        di[i].d = f->dead[i] ? 1.0 : hd;
         di[i].i = i;
         mean += di[i].d;
     }
     mean /= (double)C;
     if (o->act_order) qsort(di, (size_t)C, sizeof *di, cmp_desc);
-    for (int64_t i = 0; i < C; i++) perm[i] = di[i].i;
+    for (int64_t i = 0; i < C; i++) f->perm[i] = di[i].i;
+    for (int64_t i = 0; i < C; i++) rperm[i] = f->perm[i];
 
     /* 4, 5: dampening and U, raising the dampening while H is not positive definite */
     double dcur = damp;
     for (;;) {
+        double *U = f->U;
         for (int64_t i = 0; i < C; i++) {
-            const int64_t pi = perm[i];
-            for (int64_t j = 0; j < C; j++) U[i * C + j] = H[pi * C + perm[j]];
-            if (dead[pi]) U[i * C + i] = 1.0;
+            const int64_t pi = rperm[i];
+            const double *hr = H + pi * C;
+            for (int64_t j = 0; j < C; j++) U[i * C + j] = hr[rperm[j]];
+            if (f->dead[pi]) U[i * C + i] = 1.0;
             U[i * C + i] += dcur * mean;
         }
-        rs.damp_abs = dcur * mean;
-        int info = chol_inverse_upper(U, C);
+        f->damp_abs = dcur * mean;
+        int info = nb_linalg_chol_inv_upper(U, C);
         if (info == 0) break;
-        if (rs.damp_retries >= MAX_DAMP_RETRIES || mean <= 0)
+        if (f->damp_retries >= MAX_DAMP_RETRIES || mean <= 0)
             NB_FAIL_GOTO(st, out, ctx, NB_ERR_RANGE,
                          "tensor '%s': Hessian is not positive definite even with dampening %.3g (LAPACK info %d)",
                          name, dcur, info);
-        rs.damp_retries++;
+        f->damp_retries++;
         dcur *= 10;
         NB_WARN(ctx, "tensor '%s': Hessian not positive definite: dampening raised to %.3g of the mean diagonal", name,
                 dcur);
     }
+out:
+    free(di); free(rperm);
+    if (st != NB_OK) nb_gptq_factor_free(f);
+    return st;
+}
 
+void nb_gptq_factor_free(nb_gptq_factor *f) {
+    if (!f) return;
+    free(f->U); free(f->perm); free(f->dead);
+    memset(f, 0, sizeof *f);
+}
+
+nb_status nb_gptq_quantize_factored(nb_type type, const float *w, int64_t n_rows, int64_t n_cols,
+                                    const nb_gptq_factor *f, const nb_gptq_opts *o, void *dst, float *deq,
+                                    nb_gptq_result *res, const char *name, nb_ctx *ctx) {
+    static const nb_gptq_opts defaults = {0};
+    if (!o) o = &defaults;
+    if (!name) name = "?";
+    nb_gptq_result rs = {.damp_abs = f->damp_abs, .damp_retries = f->damp_retries, .n_dead = f->n_dead};
+    if (res) *res = rs;
+    const nb_type_traits *tr = grid_type(type);
+    if (!tr) return nb_err(ctx, NB_ERR_UNSUPPORTED, "tensor '%s': GPTQ does not support type %s", name, nb_type_name(type));
+    if (n_rows <= 0 || n_cols <= 0 || n_cols % tr->block_size || n_cols > INT32_MAX)
+        return nb_err(ctx, NB_ERR_RANGE, "tensor '%s': %lld x %lld does not fit GPTQ with %s (row length a multiple of %u)",
+                      name, (long long)n_rows, (long long)n_cols, nb_type_name(type), tr->block_size);
+    NB_RETURN_IF(ctx, f->n != n_cols || f->act_order != o->act_order, NB_ERR_INTERNAL,
+                 "tensor '%s': GPTQ factor made for %lld columns%s", name, (long long)f->n,
+                 f->act_order != o->act_order ? " and another column order" : "");
+    for (int64_t k = 0; k < n_rows * n_cols; k++)
+        if (!isfinite(w[k]))
+            return nb_err(ctx, NB_ERR_RANGE, "tensor '%s': weight row %lld, column %lld is not finite", name,
+                          (long long)(k / n_cols), (long long)(k % n_cols));
+    const int64_t C = n_cols;
+    const int bs = o->block > 0 ? o->block : 128;
+    double *row_loss = nb_calloc(ctx, (size_t)n_rows, sizeof(double), "GPTQ losses");
+    if (!row_loss) return NB_ERR_NOMEM;
+    nb_linalg_init();
     /* 6: rows in tiles */
-    shared S = {tr, w, n_rows, C, (int64_t)(C / tr->block_size * tr->type_size), perm, dead, U, o,
-                o->static_groups || o->act_order, bs, dst, deq, row_loss};
+    shared S = {tr, w, n_rows, C, (int64_t)(C / tr->block_size * tr->type_size), f->perm, f->dead, f->U, o,
+                o->static_groups || o->act_order, bs, (uint8_t *)dst, deq, row_loss};
     const int64_t ntiles = (n_rows + TILE_ROWS - 1) / TILE_ROWS;
     int nt = nb_ctx_threads(ctx);
     int fail = 0;
@@ -302,11 +307,36 @@ nb_status nb_gptq_quantize(nb_type type, const float *w, int64_t n_rows, int64_t
         int64_t r0 = t * TILE_ROWS, nr = n_rows - r0 < TILE_ROWS ? n_rows - r0 : TILE_ROWS;
         if (!run_tile(&S, r0, nr)) fail = 1;
     }
-    if (fail) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "tensor '%s': out of memory for GPTQ work buffers", name);
-    for (int64_t r = 0; r < n_rows; r++) rs.loss += row_loss[r];
-    rs.loss /= 2;
-out:
-    free(U); free(perm); free(dead); free(di); free(row_loss);
+    nb_status st = NB_OK;
+    if (fail) st = nb_err(ctx, NB_ERR_NOMEM, "tensor '%s': out of memory for GPTQ work buffers", name);
+    else {
+        for (int64_t r = 0; r < n_rows; r++) rs.loss += row_loss[r];
+        rs.loss /= 2;
+    }
+    free(row_loss);
     if (res) *res = rs;
+    return st;
+}
+
+nb_status nb_gptq_quantize(nb_type type, const float *w, int64_t n_rows, int64_t n_cols, const double *H,
+                           const nb_gptq_opts *o, void *dst, float *deq, nb_gptq_result *res, const char *name,
+                           nb_ctx *ctx) {
+    static const nb_gptq_opts defaults = {0};
+    if (!o) o = &defaults;
+    if (!name) name = "?";
+    if (res) memset(res, 0, sizeof *res);
+    const nb_type_traits *tr = grid_type(type);
+    if (!tr) return nb_err(ctx, NB_ERR_UNSUPPORTED, "tensor '%s': GPTQ does not support type %s", name, nb_type_name(type));
+    if (n_rows <= 0 || n_cols <= 0 || n_cols % tr->block_size || n_cols > INT32_MAX)
+        return nb_err(ctx, NB_ERR_RANGE, "tensor '%s': %lld x %lld does not fit GPTQ with %s (row length a multiple of %u)",
+                      name, (long long)n_rows, (long long)n_cols, nb_type_name(type), tr->block_size);
+    for (int64_t k = 0; k < n_rows * n_cols; k++)
+        if (!isfinite(w[k]))
+            return nb_err(ctx, NB_ERR_RANGE, "tensor '%s': weight row %lld, column %lld is not finite", name,
+                          (long long)(k / n_cols), (long long)(k % n_cols));
+    nb_gptq_factor f;
+    NB_TRY(nb_gptq_factor_make(H, n_cols, o, &f, name, ctx));
+    nb_status st = nb_gptq_quantize_factored(type, w, n_rows, n_cols, &f, o, dst, deq, res, name, ctx);
+    nb_gptq_factor_free(&f);
     return st;
 }

@@ -12,8 +12,9 @@
  *   3. act-order (desc_act): columns are processed in order of decreasing H_ii
  *      (stable for ties); W and H permuted accordingly, the result permuted back.
  *   4. dampening: H_ii += damp * mean(diag H) (damp default 0.01).
- *   5. U = upper Cholesky factor of H⁻¹ (H = LLᵀ by LAPACK dpotrf, H⁻¹ by
- *      dpotri, then dpotrf of H⁻¹: H⁻¹ = UᵀU). If H is not positive definite
+ *   5. U = upper Cholesky factor of H⁻¹ (H⁻¹ = UᵀU), computed without forming
+ *      H⁻¹ as U = J L⁻¹ J with J H J = L Lᵀ, J the order reversal (LAPACK
+ *      dpotrf + dtrtri, calib/linalg.h). If H is not positive definite
  *      the dampening is multiplied by 10 and step 4 retried (at most 6 times;
  *      counted in the result) — the reference would stop with an error.
  *   6. columns in lazy batches of `block` (128): for column i of a batch,
@@ -50,10 +51,13 @@
  * IQ4_XS, NF4, the six INT4 types). Not NF4_DQ (its scales depend on the
  * whole tensor).
  *
- * Determinism and threads: rows are independent given U; they are processed
- * in tiles across OpenMP threads with the same per-row arithmetic, so the
- * output is identical for any thread count. Arithmetic is double precision
- * (W, H, U); memory: H and U (2 n_cols² doubles), W (n_rows n_cols doubles).
+ * Speed, determinism and threads (calib/linalg.h): XᵀX, the Cholesky factor
+ * and the lazy batch updates (W[:, batch end:] -= Err · U[...], a GEMM per
+ * tile of 32 rows) run on OpenBLAS, single-threaded per call. Rows are
+ * independent given U; the fixed row tiles are spread over OpenMP threads,
+ * XᵀX over fixed tiles of H, so the output is identical for any thread
+ * count. Arithmetic is double precision (W, H, U); memory: H and U (2 n_cols²
+ * doubles), 32 rows of W per thread.
  */
 #ifndef NB_CALIB_GPTQ_H
 #define NB_CALIB_GPTQ_H
@@ -109,6 +113,31 @@ bool nb_gptq_supported(nb_type t);
 nb_status nb_gptq_quantize(nb_type type, const float *w, int64_t n_rows, int64_t n_cols, const double *H,
                            const nb_gptq_opts *o, void *dst, float *deq, nb_gptq_result *res, const char *name,
                            nb_ctx *ctx);
+
+/* The part of GPTQ that depends on H only (dead columns, column order,
+ * dampening, U): made once per Hessian and shared by every weight that reads
+ * the same inputs (q/k/v, gate/up). */
+typedef struct nb_gptq_factor {
+    int64_t n;          /* columns */
+    bool act_order;     /* the order the factor was made for */
+    double *U;          /* [n * n] upper, processing order */
+    int64_t *perm;      /* [n] processing position -> column */
+    bool *dead;         /* [n] by column */
+    double damp_abs;
+    int damp_retries;
+    int64_t n_dead;
+} nb_gptq_factor;
+
+/* Steps 1, 3, 4, 5 for H (n x n, not modified) with o's damp and act_order.
+ * Errors as nb_gptq_quantize's for H. f is zeroed on failure. */
+nb_status nb_gptq_factor_make(const double *H, int64_t n, const nb_gptq_opts *o, nb_gptq_factor *f,
+                              const char *name, nb_ctx *ctx);
+void nb_gptq_factor_free(nb_gptq_factor *f); /* NULL-safe */
+/* Step 6 with a factor (o->act_order must be the factor's; damp is ignored).
+ * res carries the factor's damp_abs / damp_retries / n_dead. */
+nb_status nb_gptq_quantize_factored(nb_type type, const float *w, int64_t n_rows, int64_t n_cols,
+                                    const nb_gptq_factor *f, const nb_gptq_opts *o, void *dst, float *deq,
+                                    nb_gptq_result *res, const char *name, nb_ctx *ctx);
 
 /* For tests: the grid machinery, i.e. the type table's GPTQ columns
  * (core/types.h grid_levels, grid_sub, set_code; the hooks live next to the

@@ -1,6 +1,8 @@
 /* calib/gptq_model.c — sequential GPTQ over a whole model (see calib/gptq_model.h). */
 #include "calib/gptq_model.h"
 
+#include "calib/linalg.h"
+
 #include "formats/arch.h"
 
 #include "core/afile.h"
@@ -194,6 +196,10 @@ typedef struct hacc {
     int64_t last_ntok;
     uint64_t last_call; /* collector call number of the last input (in chunk last_chunk) */
     uint64_t last_chunk;
+    /* after the passes (factor_all), for own Hessians with tokens: */
+    bool factored;
+    nb_gptq_factor f;  /* shared by every weight reading these inputs */
+    float *imp_h;      /* [n_in] Σx²/n from H's diagonal (the scale search's default importance) */
 } hacc;
 
 typedef struct collector {
@@ -273,7 +279,11 @@ static void on_matmul(void *user, const char *name, int expert, const float *x, 
 }
 
 static void collector_free(collector *c) {
-    for (size_t k = 0; k < c->n; k++) nb_hessian_free(&c->a[k].h);
+    for (size_t k = 0; k < c->n; k++) {
+        nb_hessian_free(&c->a[k].h);
+        nb_gptq_factor_free(&c->a[k].f);
+        free(c->a[k].imp_h);
+    }
     free(c->a);
     free(c->first);
     c->a = NULL;
@@ -308,26 +318,26 @@ static void rtn_rows(nb_type type, const float *f, void *dst, int64_t n_rows, in
     }
 }
 
-/* Σ_rows d H dᵀ / 2 with d = x - y (n_rows x n), rows in parallel, summed in order. */
-static double quad_err(const float *x, const float *y, int64_t n_rows, int64_t n, const double *H, double *rowbuf,
-                       int nt) {
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (int64_t r = 0; r < n_rows; r++) {
-        const float *xr = x + r * n, *yr = y ? y + r * n : NULL;
-        double acc = 0;
-        for (int64_t i = 0; i < n; i++) {
-            double di = (double)xr[i] - (yr ? (double)yr[i] : 0.0);
-            if (di == 0) continue;
-            const double *hi = H + i * n;
-            double s = 0;
-            for (int64_t j = 0; j < n; j++) s += hi[j] * ((double)xr[j] - (yr ? (double)yr[j] : 0.0));
-            acc += di * s;
-        }
-        rowbuf[r] = acc / 2;
+#define QUAD_SLAB 256 /* rows converted to double per nb_linalg_row_quad call */
+
+/* Σ_rows d H dᵀ / 2 with d = x - y (n_rows x n; y NULL: d = x), in slabs of
+ * fixed size (row tiles in parallel inside), summed in row order. rowbuf:
+ * n_rows doubles. False when out of memory. */
+static bool quad_err(const float *x, const float *y, int64_t n_rows, int64_t n, const double *H, double *rowbuf,
+                     int nt, double *out) {
+    const int64_t slab = n_rows < QUAD_SLAB ? n_rows : QUAD_SLAB;
+    double *d = malloc((size_t)slab * (size_t)n * sizeof(double));
+    bool ok = d != NULL;
+    for (int64_t r0 = 0; ok && r0 < n_rows; r0 += QUAD_SLAB) {
+        const int64_t nr = n_rows - r0 < QUAD_SLAB ? n_rows - r0 : QUAD_SLAB;
+        for (int64_t e = 0; e < nr * n; e++) d[e] = (double)x[r0 * n + e] - (y ? (double)y[r0 * n + e] : 0.0);
+        ok = nb_linalg_row_quad(d, nr, n, H, rowbuf + r0, nt);
     }
+    free(d);
     double tot = 0;
-    for (int64_t r = 0; r < n_rows; r++) tot += rowbuf[r];
-    return tot;
+    for (int64_t r = 0; ok && r < n_rows; r++) tot += rowbuf[r] / 2;
+    *out = tot;
+    return ok;
 }
 
 static nb_status add_stat(nb_gptq_model_result *r, const nb_gptq_tensor_stat *st, nb_ctx *ctx) {
@@ -369,11 +379,10 @@ static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t
     float *rq = w->go->compare_rtn ? nb_malloc(ctx, slice_el * sizeof(float), t->name) : NULL;
     float *impb = nb_malloc(ctx, (size_t)n_in * sizeof(float), t->name);
     double *rowbuf = nb_malloc(ctx, (size_t)n_out * sizeof(double), t->name);
-    double *H = gptq ? nb_malloc(ctx, (size_t)n_in * (size_t)n_in * sizeof(double), "Hessian") : NULL;
     unsigned char *q = nb_malloc(ctx, (size_t)pl->bytes_out, t->name);
     unsigned char *rtnq = w->go->compare_rtn ? nb_malloc(ctx, (size_t)(out_rb * (uint64_t)n_out), t->name) : NULL;
     nb_status st = NB_OK;
-    if (!f || !deq || !impb || !rowbuf || (gptq && !H) || !q || (w->go->compare_rtn && (!rq || !rtnq))) {
+    if (!f || !deq || !impb || !rowbuf || !q || (w->go->compare_rtn && (!rq || !rtnq))) {
         st = NB_ERR_NOMEM;
         goto out;
     }
@@ -390,7 +399,7 @@ static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t
         unsigned char *dst = q + (uint64_t)s * out_rb * (uint64_t)n_out;
         const hacc *a = gptq ? &c->a[first + (size_t)s] : NULL;
         const hacc *ha = a && a->alias >= 0 ? &c->a[a->alias] : a;
-        uint64_t n_tok = ha && ha->decided ? ha->h.n_tok : 0;
+        uint64_t n_tok = ha && ha->decided && ha->factored ? ha->h.n_tok : 0;
         if (!gptq || n_tok == 0) {
             if (gptq && n_mat > 1)
                 NB_WARN(ctx, "tensor '%s': expert %lld received no calibration token: rounded to nearest (no GPTQ)",
@@ -402,23 +411,15 @@ static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t
             rtn_rows(type, f, dst, n_out, n_in, out_rb, imp ? impb : NULL, nt);
             continue;
         }
-        nb_hessian_finish(&ha->h, H);
-        if (!imp) {
-            double mean = 0;
-            for (int64_t j = 0; j < n_in; j++) mean += H[j * n_in + j];
-            mean /= 2.0 * (double)n_in;
-            for (int64_t j = 0; j < n_in; j++) { /* Σx²/n, floored so no block has all-zero weights */
-                double v = H[j * n_in + j] / 2;
-                impb[j] = (float)(v > mean * 1e-6 ? v : mean * 1e-6 + 1e-30);
-            }
-        }
+        if (!imp) memcpy(impb, ha->imp_h, (size_t)n_in * sizeof(float));
         nb_gptq_opts go = w->go->gptq;
         go.imp = impb;
         nb_gptq_result gr;
         char label[NB_MAX_NAME + 32];
         if (n_mat > 1) snprintf(label, sizeof label, "%s[expert %lld]", t->name, (long long)s);
         else snprintf(label, sizeof label, "%s", t->name);
-        NB_CHECK_GOTO(st, nb_gptq_quantize(type, f, n_out, n_in, H, &go, dst, deq, &gr, label, ctx), out);
+        NB_CHECK_GOTO(st, nb_gptq_quantize_factored(type, f, n_out, n_in, &ha->f, &go, dst, deq, &gr, label, ctx),
+                      out);
         w->r->n_gptq++;
         nb_gptq_tensor_stat ts = {.expert = n_mat > 1 ? (int)s : -1, .type = type, .n_tok = n_tok,
                                   .err_gptq = -1, .err_rtn = -1, .err_w = -1, .damp_retries = gr.damp_retries,
@@ -429,19 +430,73 @@ static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t
                     gr.damp_retries == 1 ? "" : "s");
         if (w->go->compare_rtn) {
             /* errors under the undampened Hessian (H again: nb_gptq_quantize does not modify it) */
-            ts.err_gptq = quad_err(f, deq, n_out, n_in, H, rowbuf, nt);
+            const double *H = ha->h.xtx; /* finished: H = 2 XᵀX / n (factor_all) */
+            bool ok = quad_err(f, deq, n_out, n_in, H, rowbuf, nt, &ts.err_gptq);
             rtn_rows(type, f, rtnq, n_out, n_in, out_rb, imp ? impb : NULL, nt);
             nb_type_get(type)->to_float(rtnq, rq, (int64_t)slice_el);
-            ts.err_rtn = quad_err(f, rq, n_out, n_in, H, rowbuf, nt);
-            ts.err_w = quad_err(f, NULL, n_out, n_in, H, rowbuf, nt);
+            ok = ok && quad_err(f, rq, n_out, n_in, H, rowbuf, nt, &ts.err_rtn);
+            ok = ok && quad_err(f, NULL, n_out, n_in, H, rowbuf, nt, &ts.err_w);
+            if (!ok) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "%s: out of memory for the error report", label);
         }
         NB_CHECK_GOTO(st, add_stat(w->r, &ts, ctx), out);
     }
     if (st == NB_OK) st = scratch_put(w->s, i, type, q, pl->bytes_out, ctx);
 out:
-    free(f); free(deq); free(rq); free(impb); free(rowbuf); free(H); free(q); free(rtnq); free(owned);
+    free(f); free(deq); free(rq); free(impb); free(rowbuf); free(q); free(rtnq); free(owned);
     nb_model_release_tensor(m, i);
     return st;
+}
+
+/* After the calibration passes: every own Hessian with tokens becomes H =
+ * 2 XᵀX / n in place, its diagonal the default importance, and its GPTQ
+ * factor — the factorisations of the block in parallel (one thread each,
+ * BLAS single-threaded: the result does not depend on the thread count).
+ * H itself is kept only for the error report (compare_rtn). */
+static void diag_importance(const double *H, int64_t n, float *imp) {
+    double mean = 0;
+    for (int64_t j = 0; j < n; j++) mean += H[j * n + j];
+    mean /= 2.0 * (double)n;
+    for (int64_t j = 0; j < n; j++) { /* Σx²/n, floored so no block has all-zero weights */
+        double v = H[j * n + j] / 2;
+        imp[j] = (float)(v > mean * 1e-6 ? v : mean * 1e-6 + 1e-30);
+    }
+}
+
+static nb_status factor_all(collector *c, const nb_gptq_opts *o, bool keep_h, nb_ctx *ctx) {
+    size_t n_own = 0;
+    for (size_t k = 0; k < c->n; k++) n_own += c->a[k].decided && c->a[k].alias < 0 && c->a[k].h.n_tok > 0;
+    if (!n_own) return NB_OK;
+    size_t *own = nb_malloc(ctx, n_own * sizeof *own, "Hessian list");
+    if (!own) return NB_ERR_NOMEM;
+    n_own = 0;
+    for (size_t k = 0; k < c->n; k++)
+        if (c->a[k].decided && c->a[k].alias < 0 && c->a[k].h.n_tok > 0) own[n_own++] = k;
+    int nt = nb_ctx_threads(ctx);
+    nb_status first = NB_OK;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
+    for (size_t q = 0; q < n_own; q++) {
+        hacc *a = &c->a[own[q]];
+        const int64_t n = a->n_in;
+        char label[NB_MAX_NAME + 32];
+        if (a->expert >= 0) snprintf(label, sizeof label, "%s[expert %d]", c->src->tensors[a->tidx].name, a->expert);
+        else snprintf(label, sizeof label, "%s", c->src->tensors[a->tidx].name);
+        nb_hessian_finish(&a->h, a->h.xtx);
+        a->imp_h = malloc((size_t)n * sizeof(float));
+        nb_status sq = a->imp_h ? NB_OK : nb_err(ctx, NB_ERR_NOMEM, "gptq: %s: out of memory", label);
+        if (sq == NB_OK) {
+            diag_importance(a->h.xtx, n, a->imp_h);
+            sq = nb_gptq_factor_make(a->h.xtx, n, o, &a->f, label, ctx);
+        }
+        if (sq != NB_OK) {
+#pragma omp critical(nb_gptq_factor_fail)
+            if (first == NB_OK) first = sq;
+            continue;
+        }
+        a->factored = true;
+        if (!keep_h) { free(a->h.xtx); a->h.xtx = NULL; }
+    }
+    free(own);
+    return first;
 }
 
 /* Does the pipeline quantize tensor i (planned type differs from the source)? */
@@ -511,6 +566,7 @@ static nb_status run_layer(worker *w, int L, bool truncate, const char *count_ke
         nb_progress_add(prog, corpus->n_chunks, NULL);
     }
     double t1 = nb_now();
+    if (st == NB_OK && n_tg) st = factor_all(&c, &w->go->gptq, w->go->compare_rtn, ctx);
     size_t k = 0;
     for (size_t i = 0; i < src->n_tensors && st == NB_OK; i++) {
         if (block_of(src->tensors[i].name) != L || !converted(w, i)) continue;

@@ -6,9 +6,13 @@
  *   - with a diagonal Hessian there is no error feedback: nearest-grid rounding;
  *   - GPTQ's layer output error is below plain rounding's on correlated inputs
  *     for every 4-bit type, with and without act-order;
- *   - dequantized output == the packed bytes decoded; 1 vs 3 threads identical;
+ *   - dequantized output == the packed bytes decoded; 1, 2 and 3 threads give
+ *     identical Hessians and bytes (tiles spanning several row tiles and
+ *     Hessian tiles); a shared factor gives the bytes of nb_gptq_quantize;
+ *   - nb_linalg_chol_inv_upper: UᵀU A = I, U upper;
  *   - dead columns, Hessian accumulation, dampening retries, errors. */
 #include "calib/gptq.h"
+#include "calib/linalg.h"
 #include "core/fp.h"
 #include "testutil.h"
 
@@ -300,6 +304,90 @@ START_TEST(threads_identical) {
 }
 END_TEST
 
+/* Shapes that span several row tiles (32) and Hessian tiles (256 columns),
+ * with act-order: 1, 2 and 3 threads give the same bytes; the factored API
+ * (one factor for two weights) gives what nb_gptq_quantize gives. */
+START_TEST(threads_identical_tiled) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const int64_t rows = 70, n = 320, ntok = 300;
+    float *x = make_x(ntok, n, 31);
+    float *w = malloc((size_t)(rows * n) * sizeof(float));
+    fill(w, (size_t)(rows * n), 32, 1);
+    ctx.n_threads = 1;
+    double *H1 = hessian_of(x, ntok, n, &ctx);
+    ctx.n_threads = 2;
+    double *H2 = hessian_of(x, ntok, n, &ctx);
+    ck_assert(!memcmp(H1, H2, (size_t)(n * n) * sizeof(double)));
+    uint64_t rb;
+    ck_assert_int_eq(nb_type_row_bytes(NB_TYPE_Q4_0, n, &rb, &ctx, "t"), NB_OK);
+    unsigned char *out[3];
+    nb_gptq_opts o = {.act_order = true};
+    for (int k = 0; k < 3; k++) {
+        out[k] = malloc(rb * rows);
+        ctx.n_threads = k + 1;
+        ck_assert_int_eq(nb_gptq_quantize(NB_TYPE_Q4_0, w, rows, n, H1, &o, out[k], NULL, NULL, "t", &ctx), NB_OK);
+    }
+    ck_assert(!memcmp(out[0], out[1], rb * rows));
+    ck_assert(!memcmp(out[0], out[2], rb * rows));
+    nb_gptq_factor f;
+    ck_assert_int_eq(nb_gptq_factor_make(H1, n, &o, &f, "t", &ctx), NB_OK);
+    unsigned char *b = malloc(rb * rows);
+    for (int rep = 0; rep < 2; rep++) { /* the factor is not consumed */
+        nb_gptq_result res;
+        ck_assert_int_eq(nb_gptq_quantize_factored(NB_TYPE_Q4_0, w, rows, n, &f, &o, b, NULL, &res, "t", &ctx), NB_OK);
+        ck_assert(!memcmp(out[0], b, rb * rows));
+        ck_assert(res.loss > 0);
+    }
+    nb_gptq_opts o2 = {.act_order = false}; /* a factor for another column order is refused */
+    ck_assert_int_eq(nb_gptq_quantize_factored(NB_TYPE_Q4_0, w, rows, n, &f, &o2, b, NULL, NULL, "t", &ctx),
+                     NB_ERR_INTERNAL);
+    nb_gptq_factor_free(&f);
+    nb_gptq_factor_free(&f); /* twice: a no-op */
+    for (int k = 0; k < 3; k++) free(out[k]);
+    free(x); free(w); free(H1); free(H2); free(b);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(chol_inverse_upper) {
+    const int64_t n = 300;
+    double *a = malloc((size_t)(n * n) * sizeof(double)), *u = malloc((size_t)(n * n) * sizeof(double));
+    uint64_t s = 5;
+    for (int64_t i = 0; i < n; i++) /* diagonally dominant symmetric */
+        for (int64_t j = 0; j <= i; j++) {
+            double v = i == j ? (double)n : nbt_rand_normal(&s) * 0.5;
+            a[i * n + j] = a[j * n + i] = v;
+        }
+    memcpy(u, a, (size_t)(n * n) * sizeof(double));
+    ck_assert_int_eq(nb_linalg_chol_inv_upper(u, n), 0);
+    double maxd = 0;
+    for (int64_t i = 0; i < n; i++) {
+        ck_assert(u[i * n + i] > 0);
+        for (int64_t j = 0; j < i; j++) ck_assert(u[i * n + j] == 0);
+    }
+    double *p = calloc((size_t)(n * n), sizeof(double)); /* P = UᵀU */
+    for (int64_t m = 0; m < n; m++)
+        for (int64_t i = m; i < n; i++)
+            for (int64_t k = m; k < n; k++) p[i * n + k] += u[m * n + i] * u[m * n + k];
+    for (int64_t i = 0; i < n; i++) /* (P A)[i][j] */
+        for (int64_t j = 0; j < n; j++) {
+            double acc = 0;
+            for (int64_t k = 0; k < n; k++) acc += p[i * n + k] * a[k * n + j];
+            double d = fabs(acc - (i == j ? 1.0 : 0.0));
+            if (d > maxd) maxd = d;
+        }
+    free(p);
+    ck_assert_msg(maxd < 1e-10, "max |UᵀUA - I| = %g", maxd);
+    /* not positive definite: info > 0 */
+    for (int64_t k = 0; k < n * n; k++) a[k] = 0;
+    a[0] = 1;
+    a[n + 1] = -1;
+    ck_assert_int_gt(nb_linalg_chol_inv_upper(a, n), 0);
+    free(a); free(u);
+}
+END_TEST
+
 START_TEST(dead_columns_and_hessian) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
@@ -395,6 +483,8 @@ int main(void) {
     tcase_add_test(tc, diagonal_hessian_is_nearest_rounding);
     tcase_add_test(tc, beats_round_to_nearest);
     tcase_add_test(tc, threads_identical);
+    tcase_add_test(tc, threads_identical_tiled);
+    tcase_add_test(tc, chol_inverse_upper);
     tcase_add_test(tc, dead_columns_and_hessian);
     tcase_add_test(tc, errors_and_dampening);
     suite_add_tcase(s, tc);
