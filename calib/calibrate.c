@@ -56,11 +56,35 @@ int64_t nb_calib_report_experts(const nb_routing *rt, nb_ctx *ctx) {
             mx = l->n_sel[e] > mx ? l->n_sel[e] : mx;
             if (l->n_sel[e] <= 0) {
                 z++;
-                NB_WARN(ctx, "layer %d: expert %d saw no calibration token (its imatrix weights fall back to 1)", L, e);
+                if (rt->all_experts)
+                    NB_INFO(ctx, "layer %d: the router never chose expert %d (its statistics come from every token: "
+                            "--all-experts)", L, e);
+                else
+                    NB_WARN(ctx, "layer %d: expert %d saw no calibration token (its imatrix weights fall back to 1; "
+                            "--all-experts gives it data)", L, e);
             }
         }
         NB_INFO(ctx, "layer %d: %.0f tokens, tokens per expert min %.0f max %.0f, %d of %d experts without tokens", L,
                 l->n_tok, mn, mx, z, l->n_expert);
+        zero += z;
+    }
+    return zero;
+}
+
+int64_t nb_calib_report_expert_counts(const nb_imatrix *im, nb_ctx *ctx) {
+    int64_t zero = 0;
+    for (size_t i = 0; i < im->n; i++) {
+        const nb_imatrix_entry *en = &im->e[i];
+        if (en->n_mat <= 1 || en->n_counts != en->n_mat) continue;
+        double mn = en->count[0], mx = en->count[0];
+        int64_t z = 0;
+        for (int64_t k = 0; k < en->n_mat; k++) {
+            mn = en->count[k] < mn ? en->count[k] : mn;
+            mx = en->count[k] > mx ? en->count[k] : mx;
+            z += en->count[k] <= 0;
+        }
+        NB_INFO(ctx, "%s: tokens per expert min %.0f max %.0f, %lld of %lld experts without data", en->name, mn, mx,
+                (long long)z, (long long)en->n_mat);
         zero += z;
     }
     return zero;
@@ -83,6 +107,7 @@ nb_status nb_calibrate(const char *model_path, const nb_calib_opts *o, nb_imatri
     NB_CHECK_GOTO(st, nb_model_open(model_path, &m, ctx), out);
     nb_engine_opts eo = {.n_ctx = co.n_ctx, .n_batch = co.n_ctx};
     NB_CHECK_GOTO(st, nb_engine_open_model(m, &eo, &e, ctx), out);
+    nb_engine_set_all_experts(e, o->all_experts);
     NB_CHECK_GOTO(st, nb_tokenizer_create(&m->kv, &tok, ctx), out);
     NB_CHECK_GOTO(st, nb_corpus_load(o->calib_path, tok, nb_engine_n_vocab(e), &co, &corpus, ctx), out);
     uint64_t n_layer = 0;
@@ -93,6 +118,7 @@ nb_status nb_calibrate(const char *model_path, const nb_calib_opts *o, nb_imatri
         nb_kv_get_u64(&m->kv, key, &n_layer);
     }
     NB_CHECK_GOTO(st, nb_routing_init(rt, (int)(n_layer < 65536 ? n_layer : 0), m, ctx), out);
+    rt->all_experts = o->all_experts;
     NB_INFO(ctx, "calibrate: %zu chunks of %d tokens (%zu tokens in %s, %zu chunks available%s)", corpus.n_chunks,
             corpus.n_ctx, corpus.n_stream, o->calib_path, corpus.n_available,
             corpus.n_chunks < corpus.n_available ? ", seeded sample" : "");
@@ -118,6 +144,7 @@ nb_status nb_calibrate(const char *model_path, const nb_calib_opts *o, nb_imatri
     NB_CHECK_GOTO(st, nb_imatrix_add_dataset(im, o->dataset_name ? o->dataset_name : o->calib_path, ctx), out);
     NB_CHECK_GOTO(st, nb_routing_to_imatrix(rt, im, ctx), out);
     res->n_zero_experts = nb_calib_report_experts(rt, ctx);
+    res->n_zero_data = nb_calib_report_expert_counts(im, ctx);
 out:
     res->seconds = nb_now() - t0;
     rt->model = NULL; /* borrowed model is closed below */

@@ -10,10 +10,13 @@
  * of the thread count (the engine's activations are bit-identical at any
  * thread count and are accumulated in call order).
  *
- * Not yet: routing calibration tokens through all experts (llm-compressor's
- * "all experts" statistics) needs an engine option the engine does not have;
- * experts that see no token keep count 0 and get neutral weights (1) when
- * the imatrix is used, with a warning here and in nibble quantize.
+ * all_experts (llm-compressor's "calibrate all experts"): every expert of a
+ * MoE layer also runs on the tokens the router did not give it
+ * (nb_engine_set_all_experts), for statistics only: the imatrix of every
+ * expert then counts every token, so no expert is quantized without data;
+ * the routing statistics stay the router's own choices (what pruning needs).
+ * Without it, experts that see no token keep count 0 and get neutral weights
+ * (1) when the imatrix is used, with a warning here and in nibble quantize.
  */
 #ifndef NB_CALIB_CALIBRATE_H
 #define NB_CALIB_CALIBRATE_H
@@ -27,13 +30,15 @@ typedef struct nb_calib_opts {
     nb_corpus_opts corpus;    /* n_ctx 0: 512 */
     bool process_output;      /* also collect output.weight (llama-imatrix --process-output) */
     const char *dataset_name; /* imatrix.datasets entry; NULL: calib_path */
+    bool all_experts;         /* every MoE expert sees every calibration token (statistics only) */
 } nb_calib_opts;
 
 typedef struct nb_calib_result {
     size_t n_chunks;
     uint64_t n_tokens;       /* evaluated */
     double seconds;
-    int64_t n_zero_experts;  /* (layer, expert) pairs that saw no token */
+    int64_t n_zero_experts;  /* (layer, expert) pairs the router never chose */
+    int64_t n_zero_data;     /* (tensor, expert) pairs of the imatrix without a token (0 with all_experts) */
 } nb_calib_result;
 
 /* im and rt are initialised here (free with nb_imatrix_free / nb_routing_free,
@@ -44,7 +49,13 @@ nb_status nb_calibrate(const char *model_path, const nb_calib_opts *o, nb_imatri
 
 /* Log one line per MoE layer with tokens per expert (min / max / zero
  * experts) at INFO and a warning per expert that saw no token; returns the
- * number of such experts. */
+ * number of such experts. With all_experts the router's zeros are INFO only
+ * (their statistics come from every token). */
 int64_t nb_calib_report_experts(const nb_routing *rt, nb_ctx *ctx);
+
+/* Log one line per stacked expert tensor of the imatrix with its per-expert
+ * token counts (min / max / experts without a token); returns the number of
+ * (tensor, expert) pairs without a token. */
+int64_t nb_calib_report_expert_counts(const nb_imatrix *im, nb_ctx *ctx);
 
 #endif

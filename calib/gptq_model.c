@@ -546,6 +546,7 @@ static nb_status run_layer(worker *w, int L, bool truncate, const char *count_ke
         NB_CHECK_GOTO(st, view_build(src, w->s, L, truncate, count_key, &view, ctx), out);
         nb_engine_opts eo = {.n_ctx = corpus->n_ctx, .n_batch = corpus->n_ctx};
         NB_CHECK_GOTO(st, nb_engine_open_model(view, &eo, &e, ctx), out);
+        nb_engine_set_all_experts(e, w->go->all_experts);
         nb_engine_hooks h = {on_matmul, NULL, &c};
         nb_engine_set_hooks(e, &h);
         for (size_t k = 0; k < corpus->n_chunks; k++) {

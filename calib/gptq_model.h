@@ -85,6 +85,8 @@ typedef struct nb_gptq_model_opts {
     const char *scratch_dir;  /* NULL: the output's directory */
     bool compare_rtn;         /* fill err_rtn: plain rounding's error under the same Hessian (costs a rounding
                                  and one quadratic form per weight) */
+    bool all_experts;         /* every MoE expert's Hessian from every token (nb_engine_set_all_experts), so
+                                 no expert is left to plain rounding for want of tokens */
 } nb_gptq_model_opts;
 
 /* Per GPTQ-quantized weight (or expert slice: `expert` >= 0). err_* are the

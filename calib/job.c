@@ -54,6 +54,8 @@ nb_status nb_quant_job_check(const nb_quant_job *j, nb_ctx *ctx) {
         bad = "--method imatrix needs --imatrix STATS or --calib FILE";
     else if (m == NB_METHOD_GPTQ && !j->calib_path)
         bad = "--method gptq needs --calib FILE";
+    else if (j->all_experts && !j->calib_path)
+        bad = "--all-experts changes how statistics are collected from --calib FILE: give one";
     else if (m != NB_METHOD_GPTQ && j->gptq_opts_set)
         bad = "--damp, --block, --act-order and --static-groups need --method gptq";
     NB_RETURN_IF(ctx, bad, NB_ERR_INVALID, "%s", bad);
@@ -118,7 +120,7 @@ static nb_status job_importance(const nb_quant_job *j, nb_quant_method m, job_da
         qo->importance = filtered_importance;
         qo->importance_user = &d->nf;
     } else if (m == NB_METHOD_IMATRIX) {
-        nb_calib_opts co = {.calib_path = j->calib_path, .corpus = j->corpus};
+        nb_calib_opts co = {.calib_path = j->calib_path, .corpus = j->corpus, .all_experts = j->all_experts};
         nb_routing rt;
         st = nb_calibrate(j->src, &co, &d->im, &rt, &r->calib, ctx);
         if (j->budget.kind != NB_BUDGET_NONE) d->rt = rt;
@@ -222,7 +224,7 @@ nb_status nb_quantize_job(const nb_quant_job *j, nb_quant_job_result *r, nb_ctx 
         /* step 3: the write */
         if (st == NB_OK && m == NB_METHOD_GPTQ) {
             nb_gptq_model_opts go = {.calib_path = j->calib_path, .corpus = j->corpus, .gptq = j->gptq,
-                                     .compare_rtn = j->report};
+                                     .compare_rtn = j->report, .all_experts = j->all_experts};
             st = nb_gptq_quantize_model(j->src, j->dst, &r->plan, &qo, &go, &r->gptq, ctx);
             r->quant = r->gptq.quant;
             memset(&r->gptq.quant, 0, sizeof r->gptq.quant);

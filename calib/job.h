@@ -70,6 +70,8 @@ typedef struct nb_quant_job {
     nb_gptq_opts gptq;         /* damp, block, act_order, static_groups */
     bool gptq_opts_set;        /* any of gptq's fields given (an error for other methods) */
     bool allow_requantize;     /* without it, a plan that requantizes an already-quantized tensor is refused */
+    bool all_experts;          /* calibration from calib_path: every MoE expert sees every token (statistics
+                                  and Hessians only; calib/calibrate.h) */
     const char *const *include_weights; /* llama-quantize --include-weights: use importance data only for */
     size_t n_include_weights;           /*   tensors whose name contains one of these (none: all) */
     const char *const *exclude_weights; /* --exclude-weights: never for names containing one of these */

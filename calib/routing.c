@@ -29,6 +29,7 @@ void nb_routing_free(nb_routing *r) {
     for (int i = 0; i < r->n_layer; i++) layer_free(&r->layers[i]);
     free(r->layers);
     free(r->ybuf);
+    free(r->xbuf);
     memset(r, 0, sizeof *r);
 }
 
@@ -84,6 +85,28 @@ void nb_routing_on_matmul(nb_routing *r, const char *name, int expert, const flo
     const nb_tensor *t = nb_model_find(r->model, name);
     if (!l->n_expert || !t || !t->data || t->n_dims < 3 || t->ne[0] != n_in || expert >= t->ne[2]) return;
     const int64_t n_out = t->ne[1];
+    if (r->all_experts) { /* every token's row: keep those whose route chose `expert`, in order */
+        if (n_tok != l->sel_tok) {
+            r->err = nb_err(ctx, NB_ERR_INTERNAL, "routing: %s expert %d: %lld rows for %lld routed tokens", name,
+                            expert, (long long)n_tok, (long long)l->sel_tok);
+            return;
+        }
+        size_t want = (size_t)(n_tok * n_in);
+        if (want > r->xbuf_cap) {
+            float *b = realloc(r->xbuf, want * sizeof *b);
+            if (!b) { r->err = nb_err(ctx, NB_ERR_NOMEM, "routing: out of memory"); return; }
+            r->xbuf = b;
+            r->xbuf_cap = want;
+        }
+        int64_t c = 0;
+        for (int64_t tk = 0; tk < n_tok; tk++)
+            for (int k = 0; k < l->n_used; k++)
+                if (l->sel[tk * l->n_used + k] == expert)
+                    memcpy(r->xbuf + (c++) * n_in, x + tk * n_in, (size_t)n_in * sizeof(float));
+        if (!c) return;
+        x = r->xbuf;
+        n_tok = c;
+    }
     size_t need = (size_t)(n_tok * n_out);
     if (need > r->ybuf_cap) {
         float *b = realloc(r->ybuf, need * sizeof *b);

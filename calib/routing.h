@@ -14,7 +14,9 @@
  * Collected from the engine hooks (engine/engine.h): on_route gives the
  * choices; the ffn_down_exps input rows of expert e arrive in token order
  * (the engine's contract: tokens ascending, then slots), which matches them
- * with the gates of the last on_route of that layer. The expert output is
+ * with the gates of the last on_route of that layer. With all_experts the
+ * rows are every token of the batch and only the chosen ones count: the
+ * statistics are the router's, whatever the engine computed besides. The expert output is
  * recomputed from the packed weights with nb_matmul (deterministic).
  *
  * Storage: inside the imatrix GGUF, as one F32 tensor per MoE layer
@@ -52,6 +54,10 @@ typedef struct nb_routing {
     float *ybuf;              /* scratch for expert outputs */
     size_t ybuf_cap;
     nb_status err;            /* first failure inside a hook */
+    bool all_experts;         /* the engine runs every expert on every token (nb_engine_set_all_experts):
+                                 expert rows are all the batch's tokens, the chosen ones are picked out */
+    float *xbuf;              /* scratch: the chosen rows (all_experts) */
+    size_t xbuf_cap;
 } nb_routing;
 
 typedef struct nb_expert_stats {

@@ -8,14 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static nb_status all_experts(const nb_opt *opt, const char *arg, nb_ctx *ctx) {
-    (void)opt;
-    (void)arg;
-    return nb_err(ctx, NB_ERR_INVALID,
-                  "--all-experts is not available yet (the engine has no option to route\n"
-                  "calibration tokens through every expert); experts without tokens get neutral weights");
-}
-
 static const nb_opt_choice CALIB_FORMATS[] = {
     {"auto", NB_CORPUS_AUTO}, {"text", NB_CORPUS_TEXT}, {"ids", NB_CORPUS_IDS}, {NULL, 0}};
 
@@ -32,6 +24,7 @@ static void print_json(const char *model, const char *calib, const char *out, co
     cJSON_AddNumberToObject(j, "seconds", r->seconds);
     cJSON_AddNumberToObject(j, "entries", (double)im->n);
     cJSON_AddNumberToObject(j, "experts_without_tokens", (double)r->n_zero_experts);
+    cJSON_AddNumberToObject(j, "experts_without_data", (double)r->n_zero_data);
     cJSON *layers = cJSON_AddArrayToObject(j, "moe_layers");
     for (int L = 0; L < rt->n_layer && layers; L++) {
         const nb_routing_layer *l = &rt->layers[L];
@@ -70,7 +63,9 @@ int nb_cmd_calibrate(int argc, char **argv) {
         {.name = "seed", .type = NB_OPT_U64, .dest = &o.corpus.seed, .meta = "S", .help = "sample seed (default 0)"},
         {.name = "process-output", .type = NB_OPT_FLAG, .dest = &o.process_output,
          .help = "also collect output.weight (llama-imatrix --process-output)"},
-        {.name = "all-experts", .type = NB_OPT_CALL, .arg = NB_ARG_NONE, .fn = all_experts}, /* not yet: says why */
+        {.name = "all-experts", .type = NB_OPT_FLAG, .dest = &o.all_experts,
+         .help = "MoE: every expert also sees the tokens the router did not give it\n"
+                 "(statistics only; the routing statistics stay the router's)"},
         {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &out, .meta = "FILE",
          .flags = NB_OPT_OUTPUT | NB_OPT_REQUIRED,
          .help = "output file (required)"},
@@ -81,7 +76,7 @@ int nb_cmd_calibrate(int argc, char **argv) {
     const nb_cmd_spec spec = {
         .name = "calibrate",
         .usage = "MODEL --calib FILE -o STATS.gguf [--calib-tokens N] [--ctx N]\n"
-                 "[--seed S] [--calib-format auto|text|ids] [--process-output]\n"
+                 "[--seed S] [--calib-format auto|text|ids] [--process-output] [--all-experts]\n"
                  "[--dat] [--json] [--threads N] [--quiet]",
         .about = "Run the model on calibration text and write its importance matrix (per weight tensor:\n"
                  "sum of squared inputs per column, sum of inputs and token counts; per expert for MoE)\n"
@@ -119,7 +114,8 @@ int nb_cmd_calibrate(int argc, char **argv) {
         if (!ctx.quiet)
             fprintf(json ? stderr : stdout, "calibrated on %zu chunks x %u tokens (%llu tokens) in %.2f s: %zu entries%s -> %s\n",
                     res.n_chunks, im.chunk_size, (unsigned long long)res.n_tokens, res.seconds, im.n,
-                    res.n_zero_experts ? " (some experts saw no token: see warnings)" : "", out);
+                    res.n_zero_data ? " (some experts saw no token: see warnings; --all-experts gives them data)"
+                                    : "", out);
         if (json) print_json(model, o.calib_path, out, &res, &im, &rt);
     }
     nb_imatrix_free(&im);

@@ -273,6 +273,9 @@ int nb_cmd_quantize(int argc, char **argv) {
          .help = "gptq: dampening, fraction of mean(diag H) (default 0.01)"},
         {.name = "block", .type = NB_OPT_INT, .dest = &job.gptq.block, .given = &block_set, .meta = "N", .lo = 1,
          .hi = 65536, .help = "gptq: lazy batch width (default 128)"},
+        {.name = "all-experts", .type = NB_OPT_FLAG, .dest = &job.all_experts,
+         .help = "MoE: calibration tokens also run through the experts the router did\n"
+                 "not pick (statistics / Hessians only), so every expert is calibrated"},
         {.name = "act-order", .type = NB_OPT_FLAG, .dest = &act_order,
          .help = "gptq: columns by decreasing Hessian diagonal (desc_act), static groups"},
         {.name = "static-groups", .type = NB_OPT_FLAG, .dest = &static_groups,
@@ -285,7 +288,7 @@ int nb_cmd_quantize(int argc, char **argv) {
                  "[--rule PATTERN=TYPE]...\n"
                  "[--pure] [--no-fallback] [--allow-requantize] [--dry-run] [--report[=FILE.json]] [--json]\n"
                  "[--imatrix STATS] [--method rtn|imatrix|gptq] [--calib FILE] [--calib-tokens N]\n"
-                 "[--ctx N] [--seed S] [--damp X] [--block N] [--act-order] [--static-groups]\n"
+                 "[--ctx N] [--seed S] [--all-experts] [--damp X] [--block N] [--act-order] [--static-groups]\n"
                  "[--group G] [--threads N] [--quiet]",
         .about = "Quantize a model to GGUF, one tensor at a time (memory stays bounded by a few tensors).\n"
                  "SRC: a .gguf (F32/F16/BF16, or already quantized: requantized with --allow-requantize),\n"

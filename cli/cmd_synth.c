@@ -40,6 +40,10 @@ int nb_cmd_synth(int argc, char **argv) {
         {.name = "shard-size", .type = NB_OPT_SIZE, .dest = &o.shard_bytes, .meta = "N", .lo = 1,
          .hi = (double)UINT64_MAX, .help = "largest safetensors shard of a directory output (default 4G)"},
         {.name = "no-vocab", .type = NB_OPT_FLAG, .dest = &o.no_vocab, .help = "GGUF: leave out the tokenizer metadata"},
+        {.name = "starve-experts", .type = NB_OPT_U32, .dest = &o.starve_experts, .meta = "K", .lo = 1,
+         .hi = 65535,
+         .help = "MoE: the routers never choose the last K experts (one large embedding\n"
+                 "channel steers them; for testing calibration with --all-experts)"},
     };
     const nb_cmd_spec spec = {
         .name = "synth",

@@ -522,6 +522,8 @@ int nb_engine_n_vocab(const nb_engine *e) { return e->hp.n_vocab; }
 int nb_engine_n_ctx(const nb_engine *e) { return e->n_ctx; }
 const nb_model *nb_engine_model(const nb_engine *e) { return e->model; }
 
+void nb_engine_set_all_experts(nb_engine *e, bool on) { e->all_experts = on; }
+
 void nb_engine_set_hooks(nb_engine *e, const nb_engine_hooks *h) {
     if (h) e->hooks = *h;
     else memset(&e->hooks, 0, sizeof e->hooks);

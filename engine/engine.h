@@ -42,7 +42,8 @@ typedef struct nb_engine_opts {
 /* Called with the input activations of every matmul: `name` is the weight
  * tensor's GGUF name, x is n_tok x n_in floats (row-major). For MoE expert
  * tensors (3-D `*_exps`), `expert` is the expert index and x holds only the
- * rows of tokens routed to it; otherwise expert = -1. The pointers are
+ * rows of tokens routed to it (with nb_engine_set_all_experts: every token of the batch,
+ * in order); otherwise expert = -1. The pointers are
  * borrowed for the duration of the call. Called from the evaluating thread only.
  * Every matmul of the graph is reported, the router (ffn_gate_inp) and the
  * output projection included ("token_embd.weight" when the embeddings are
@@ -75,6 +76,11 @@ int nb_engine_n_vocab(const nb_engine *e);
 int nb_engine_n_ctx(const nb_engine *e);
 const nb_model *nb_engine_model(const nb_engine *e);
 void nb_engine_set_hooks(nb_engine *e, const nb_engine_hooks *h); /* NULL clears */
+/* Calibration (llm-compressor's "all experts"): every MoE expert also runs on
+ * the tokens the router did not choose for it, so on_matmul sees every
+ * expert's inputs for every token; the outputs are unchanged (the MoE layers
+ * cost n_expert / n_expert_used times more). Off by default. */
+void nb_engine_set_all_experts(nb_engine *e, bool on);
 
 /* Forget the KV cache (next eval starts at position 0). */
 void nb_engine_reset(nb_engine *e);

@@ -99,6 +99,7 @@ struct nb_engine {
 
     int n_ctx, n_batch, n_threads;
     bool precise;          /* nb_engine_opts.precise */
+    bool all_experts;      /* nb_engine_set_all_experts */
     int n_past;          /* tokens in the KV cache */
     /* KV cache, F32: k[l] and v[l] are {hd, n_ctx, KV} — per kv head a
      * contiguous n_ctx x hd block, so attention reads one head linearly. */

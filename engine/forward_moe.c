@@ -10,6 +10,9 @@
  *   [qwen2moe] out += sigmoid(xb . w_shexp_gate) * shared_expert(xb)
  * Each expert multiplies only the rows of the tokens routed to it, reading
  * its matrix as a slice of the packed 3-D stack (never a dequantized copy).
+ * With all_experts (calibration, nb_engine_set_all_experts), every expert runs on every token of the
+ * batch so the hooks see its inputs; only the chosen slots reach the output,
+ * which is therefore the same (each output row is computed independently).
  * Experts are visited in id order; every sum has a fixed order, so the
  * result does not depend on the thread count.
  */
@@ -65,21 +68,24 @@ nb_status nb_engine_moe(nb_engine *e, int L, const float *xb, int n, float *out,
 
     for (int ex = 0; ex < X; ex++) {
         int c = 0;
-        for (int t = 0; t < n; t++)
+        for (int t = 0; t < n; t++) {
+            int slot = -1;
             for (int k = 0; k < U; k++)
-                if (e->sel[(size_t)t * U + k] == ex) {
-                    e->rows[c] = t;
-                    e->slots[c] = k;
-                    memcpy(e->xe + (size_t)c * E, xb + (size_t)t * E, (size_t)E * sizeof(float));
-                    c++;
-                }
+                if (e->sel[(size_t)t * U + k] == ex) slot = k;
+            if (slot < 0 && !e->all_experts) continue;
+            e->rows[c] = t;
+            e->slots[c] = slot; /* -1: statistics only (all_experts) */
+            memcpy(e->xe + (size_t)c * E, xb + (size_t)t * E, (size_t)E * sizeof(float));
+            c++;
+        }
         if (!c) continue;
         NB_TRY(nb_eng_matmul(e, &l->gate_exps, ex, e->xe, c, e->hb, ctx));
         NB_TRY(nb_eng_matmul(e, &l->up_exps, ex, e->xe, c, e->hb2, ctx));
         for (int r = 0; r < c; r++) nb_eng_glu(hp->act, e->hb + r * Fe, e->hb2 + r * Fe, Fe);
         NB_TRY(nb_eng_matmul(e, &l->down_exps, ex, e->hb, c, e->ye, ctx));
         for (int r = 0; r < c; r++)
-            memcpy(e->ey + ((size_t)e->rows[r] * U + (size_t)e->slots[r]) * E, e->ye + (size_t)r * E,
+            if (e->slots[r] >= 0)
+                memcpy(e->ey + ((size_t)e->rows[r] * U + (size_t)e->slots[r]) * E, e->ye + (size_t)r * E,
                    (size_t)E * sizeof(float));
     }
     for (int t = 0; t < n; t++) {

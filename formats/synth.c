@@ -211,6 +211,7 @@ typedef struct gen_state {
     unsigned char *buf; /* SYNTH_CHUNK bytes + one row */
     size_t buf_cap;
     int n_threads;
+    uint32_t starve;            /* nb_synth_opts.starve_experts */
     nb_progress prog;
 } gen_state;
 
@@ -231,6 +232,11 @@ static void fill_rows(const gen_state *g, const piece *p, uint64_t key, uint64_t
         for (uint64_t c0 = 0; c0 < cols; c0 += 256) {
             size_t m = cols - c0 < 256 ? (size_t)(cols - c0) : 256;
             for (size_t j = 0; j < m; j++) tmp[j] = norm ? p->norm_value : key_value(key, idx0 + c0 + j);
+            if (g->starve && c0 == 0 && p->expert < 0) { /* see nb_synth_opts.starve_experts */
+                if (!strcmp(p->src->name, "token_embd.weight")) tmp[0] = 10.0f;
+                else if (strstr(p->src->name, ".ffn_gate_inp.weight"))
+                    tmp[0] = r + g->starve >= rows ? -1.0f : 1.0f;
+            }
             unsigned char *dst = row + c0 * es;
             if (p->type == NB_TYPE_F32) memcpy(dst, tmp, m * 4);
             else if (p->type == NB_TYPE_F16) {
@@ -521,6 +527,10 @@ nb_status nb_synth_write(const nb_synth_opts *o, const char *out_path, nb_ctx *c
     memset(&g, 0, sizeof g);
     g.seed = o->seed;
     g.hp = &hp;
+    g.starve = o->starve_experts;
+    NB_RETURN_IF(ctx, g.starve && (!hp.n_expert || g.starve + hp.n_expert_used > hp.n_expert), NB_ERR_INVALID,
+                 "synth: --starve-experts %u needs a MoE architecture with more than %u + experts-used experts",
+                 g.starve, g.starve);
     g.n_threads = nb_ctx_threads(ctx);
     /* room for the chunk and at least one row of the widest tensor (f32) */
     uint64_t widest = 0;

@@ -40,6 +40,10 @@ typedef struct nb_synth_opts {
     uint64_t target_bytes;  /* > 0: choose the unset dims so the file is about this size */
     uint64_t shard_bytes;   /* HF output: largest shard (0: 4 GiB) */
     bool no_vocab;          /* GGUF: leave out the tokenizer metadata */
+    uint32_t starve_experts; /* MoE: the router never chooses the last K experts of any layer (for
+                                calibration tests): element 0 of every token embedding is 10 (the
+                                residual stream keeps one large channel) and the routers' column 0
+                                is +1 for the other experts, -1 for these; < n_expert - n_expert_used */
 } nb_synth_opts;
 
 /* Defaults: arch llama, dtype F16, seed 0, everything else 0. */

@@ -193,6 +193,77 @@ START_TEST(run_on_moe_model) {
 }
 END_TEST
 
+/* A MoE whose routers never choose experts 2 and 3 (synth's starve_experts):
+ * without all_experts their imatrix counts are 0; with it every expert counts
+ * every token, while the routing statistics and every activation outside the
+ * experts (the layer outputs are unchanged) stay bit-identical. */
+START_TEST(all_experts_feeds_starved_experts) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    ctx.log_level = NB_LOG_ERROR;
+    nb_synth_opts so;
+    nb_synth_opts_init(&so);
+    so.arch = "mixtral";
+    so.n_layer = 2;
+    so.n_embd = 64;
+    so.n_ff = 64;
+    so.n_head = 4;
+    so.n_head_kv = 2;
+    so.n_expert = 4;
+    so.n_expert_used = 2;
+    so.n_vocab = 512;
+    so.dtype = NB_TYPE_F32;
+    so.starve_experts = 2;
+    const char *model = nbt_path("cal_starve.gguf");
+    ck_assert_msg(nb_synth_write(&so, model, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    nb_calib_opts o = calib_opts();
+    nb_imatrix im[2];
+    nb_routing rt[2];
+    nb_calib_result res[2];
+    for (int k = 0; k < 2; k++) {
+        o.all_experts = k == 1;
+        ck_assert_msg(nb_calibrate(model, &o, &im[k], &rt[k], &res[k], &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    }
+    ck_assert_int_eq(res[0].n_zero_experts, 2 * 2); /* the router's: the same in both runs */
+    ck_assert_int_eq(res[1].n_zero_experts, 2 * 2);
+    ck_assert_int_eq(res[0].n_zero_data, 2 * 2 * 3); /* 2 layers x 2 experts x gate/up/down */
+    ck_assert_int_eq(res[1].n_zero_data, 0);
+    for (int L = 0; L < 2; L++) {
+        const char *kinds[3] = {"gate", "up", "down"};
+        for (int q = 0; q < 3; q++) {
+            char nm[64];
+            snprintf(nm, sizeof nm, "blk.%d.ffn_%s_exps.weight", L, kinds[q]);
+            const nb_imatrix_entry *a = nb_imatrix_find(&im[0], nm), *b = nb_imatrix_find(&im[1], nm);
+            ck_assert_ptr_nonnull(a);
+            ck_assert_ptr_nonnull(b);
+            printf("%s tokens per expert: without --all-experts %.0f %.0f %.0f %.0f, with %.0f %.0f %.0f %.0f\n", nm,
+                   a->count[0], a->count[1], a->count[2], a->count[3], b->count[0], b->count[1], b->count[2],
+                   b->count[3]);
+            for (int e = 0; e < 4; e++) {
+                ck_assert(b->count[e] == 256);
+                if (e >= 2) ck_assert(a->count[e] == 0);
+                else ck_assert(a->count[e] > 0);
+            }
+        }
+        for (int e = 0; e < 4; e++) {
+            nb_expert_stats x, y;
+            ck_assert(nb_routing_expert(&rt[0], L, e, &x) && nb_routing_expert(&rt[1], L, e, &y));
+            ck_assert(x.n_sel == y.n_sel && x.gate_mean == y.gate_mean && x.out_norm_mean == y.out_norm_mean);
+            if (e >= 2) ck_assert(x.n_sel == 0);
+        }
+    }
+    /* outside the experts the activations are those of the plain run */
+    const nb_imatrix_entry *a = nb_imatrix_find(&im[0], "blk.1.attn_q.weight"),
+                           *b = nb_imatrix_find(&im[1], "blk.1.attn_q.weight");
+    ck_assert_mem_eq(a->sum2, b->sum2, 64 * sizeof(double));
+    for (int k = 0; k < 2; k++) {
+        nb_imatrix_free(&im[k]);
+        nb_routing_free(&rt[k]);
+    }
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 START_TEST(nan_activation_names_the_tensor) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
@@ -273,6 +344,7 @@ int main(void) {
     tcase_set_timeout(tc, 300);
     tcase_add_test(tc, corpus_chunks_and_sample);
     tcase_add_test(tc, run_on_moe_model);
+    tcase_add_test(tc, all_experts_feeds_starved_experts);
     tcase_add_test(tc, nan_activation_names_the_tensor);
     tcase_add_test(tc, experts_without_tokens_are_reported);
     suite_add_tcase(s, tc);

@@ -5,7 +5,8 @@
  * model's own activations, independently of the library — is below plain
  * rounding's; 1 vs 3 threads give identical bytes), and on a MoE model whose
  * router can never pick one expert (that expert is reported, rounded to
- * nearest with exactly plain rounding's bytes, routers stay float). */
+ * nearest with exactly plain rounding's bytes, routers stay float); with
+ * all_experts the same expert gets a Hessian from every token and GPTQ. */
 #include "calib/gptq_model.h"
 #include "engine/engine.h"
 #include "formats/synth.h"
@@ -277,6 +278,27 @@ START_TEST(moe_expert_without_tokens) {
     ck_assert_mem_eq((const char *)to->data + 3 * slice, (const char *)tr->data + 3 * slice, slice);
     ck_assert(memcmp(to->data, tr->data, slice) != 0);
     ck_assert_int_eq(nb_model_find(mo, "blk.0.ffn_gate_inp.weight")->type, NB_TYPE_F32);
+    nb_model_close(mo);
+    /* all_experts: every expert slice by GPTQ, from every calibration token */
+    const char *all = nbt_path("gq_moe_all.gguf");
+    go.all_experts = true;
+    lc.warns = 0;
+    ck_assert_msg(nb_gptq_quantize_model(src, all, &pl, &qo, &go, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_int_eq(r.n_zero_experts, 0);
+    ck_assert_uint_eq(r.n_rtn, 0);
+    ck_assert_uint_eq(r.n_gptq, 2 * (4 + 4 * 3));
+    ck_assert_int_eq(lc.warns, 0);
+    int seen = 0;
+    for (size_t k = 0; k < r.n_stats; k++) {
+        const nb_gptq_tensor_stat *s = &r.stats[k];
+        if (s->expert >= 0) ck_assert_uint_eq(s->n_tok, r.n_tokens); /* every token, every expert */
+        seen += s->expert == 3 && !strncmp(s->name, "blk.0.", 6);
+    }
+    ck_assert_int_eq(seen, 3);
+    nb_gptq_model_result_free(&r);
+    ck_assert_int_eq(nb_model_open(all, &mo, &ctx), NB_OK);
+    to = nb_model_find(mo, "blk.0.ffn_up_exps.weight");
+    ck_assert(memcmp((const char *)to->data + 3 * slice, (const char *)tr->data + 3 * slice, slice) != 0);
     nb_model_close(mo);
     nb_model_close(mr);
     nb_plan_free(&pl);
