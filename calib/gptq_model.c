@@ -1,6 +1,7 @@
 /* calib/gptq_model.c — sequential GPTQ over a whole model (see calib/gptq_model.h). */
 #include "calib/gptq_model.h"
 
+#include "calib/awq.h"
 #include "calib/linalg.h"
 
 #include "formats/arch.h"
@@ -200,9 +201,11 @@ typedef struct hacc {
     bool factored;
     nb_gptq_factor f;  /* shared by every weight reading these inputs */
     float *imp_h;      /* [n_in] Σx²/n from H's diagonal (the scale search's default importance) */
+    double *abs_sum;   /* [n_in] Σ|x| (own, with AWQ) */
 } hacc;
 
 typedef struct collector {
+    bool awq;          /* also Σ|x| per column */
     hacc *a;
     size_t n;
     size_t *first;     /* per target: index of its first accumulator (experts follow) */
@@ -271,6 +274,14 @@ static void on_matmul(void *user, const char *name, int expert, const float *x, 
     } else {
         c->err = nb_hessian_add(&a->h, x, n_tok, name, c->ctx);
         if (c->err != NB_OK) return;
+        if (c->awq) {
+            if (!a->abs_sum && !(a->abs_sum = nb_calloc(c->ctx, (size_t)n_in, sizeof(double), "AWQ statistics"))) {
+                c->err = NB_ERR_NOMEM;
+                return;
+            }
+            for (int64_t t = 0; t < n_tok; t++)
+                for (int64_t j = 0; j < n_in; j++) a->abs_sum[j] += fabs((double)x[t * n_in + j]);
+        }
     }
     a->last_hash = hsh;
     a->last_ntok = n_tok;
@@ -283,6 +294,7 @@ static void collector_free(collector *c) {
         nb_hessian_free(&c->a[k].h);
         nb_gptq_factor_free(&c->a[k].f);
         free(c->a[k].imp_h);
+        free(c->a[k].abs_sum);
     }
     free(c->a);
     free(c->first);
@@ -301,6 +313,9 @@ typedef struct worker {
     scratch *s;
     nb_gptq_model_result *r;
     nb_ctx *ctx;
+    /* AWQ of the current block, per source tensor (NULL: none): weight columns
+     * multiplied by col_s, rows divided by row_s */
+    float **col_s, **row_s;
 } worker;
 
 /* Plain rounding of n_rows rows of f into dst, as the quantize pipeline does
@@ -396,6 +411,16 @@ static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t
                              (unsigned long long)(k % (size_t)n_in), isnan(f[k]) ? "NaN" : "infinite");
         const float *imp = w->qo->importance ? w->qo->importance(w->qo->importance_user, t->name, s, n_in) : NULL;
         if (imp) memcpy(impb, imp, (size_t)n_in * sizeof(float)); /* the callback's buffer is reused */
+        const float *cs = w->col_s && n_mat == 1 ? w->col_s[i] : NULL, *rs = w->row_s && n_mat == 1 ? w->row_s[i] : NULL;
+        if (cs) { /* AWQ: W diag(s); the measured importance is that of the inputs x / s */
+            for (int64_t r = 0; r < n_out; r++)
+                for (int64_t j = 0; j < n_in; j++) f[r * n_in + j] *= cs[j];
+            if (imp)
+                for (int64_t j = 0; j < n_in; j++) impb[j] /= cs[j] * cs[j];
+        }
+        if (rs)
+            for (int64_t r = 0; r < n_out; r++)
+                for (int64_t j = 0; j < n_in; j++) f[r * n_in + j] /= rs[r];
         unsigned char *dst = q + (uint64_t)s * out_rb * (uint64_t)n_out;
         const hacc *a = gptq ? &c->a[first + (size_t)s] : NULL;
         const hacc *ha = a && a->alias >= 0 ? &c->a[a->alias] : a;
@@ -418,8 +443,14 @@ static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t
         char label[NB_MAX_NAME + 32];
         if (n_mat > 1) snprintf(label, sizeof label, "%s[expert %lld]", t->name, (long long)s);
         else snprintf(label, sizeof label, "%s", t->name);
-        NB_CHECK_GOTO(st, nb_gptq_quantize_factored(type, f, n_out, n_in, &ha->f, &go, dst, deq, &gr, label, ctx),
-                      out);
+        if (w->go->no_gptq) { /* AWQ alone: the type's rounding with the (scaled) importance */
+            memset(&gr, 0, sizeof gr);
+            rtn_rows(type, f, dst, n_out, n_in, out_rb, impb, nt);
+            nb_type_get(type)->to_float(dst, deq, (int64_t)slice_el);
+        } else {
+            NB_CHECK_GOTO(st, nb_gptq_quantize_factored(type, f, n_out, n_in, &ha->f, &go, dst, deq, &gr, label, ctx),
+                          out);
+        }
         w->r->n_gptq++;
         nb_gptq_tensor_stat ts = {.expert = n_mat > 1 ? (int)s : -1, .type = type, .n_tok = n_tok,
                                   .err_gptq = -1, .err_rtn = -1, .err_w = -1, .damp_retries = gr.damp_retries,
@@ -447,9 +478,8 @@ out:
     return st;
 }
 
-/* After the calibration passes: every own Hessian with tokens becomes H =
- * 2 XᵀX / n in place, its diagonal the default importance, and its GPTQ
- * factor — the factorisations of the block in parallel (one thread each,
+/* After the calibration passes (and finish_all, AWQ): every own Hessian's
+ * diagonal gives the default importance, and the Hessian its GPTQ factor — the factorisations of the block in parallel (one thread each,
  * BLAS single-threaded: the result does not depend on the thread count).
  * H itself is kept only for the error report (compare_rtn). */
 static void diag_importance(const double *H, int64_t n, float *imp) {
@@ -462,7 +492,145 @@ static void diag_importance(const double *H, int64_t n, float *imp) {
     }
 }
 
-static nb_status factor_all(collector *c, const nb_gptq_opts *o, bool keep_h, nb_ctx *ctx) {
+/* H = 2 XᵀX / n in place (full symmetric) for every own Hessian with tokens. */
+static void finish_all(collector *c) {
+    for (size_t k = 0; k < c->n; k++) {
+        hacc *a = &c->a[k];
+        if (a->decided && a->alias < 0 && a->h.n_tok > 0) nb_hessian_finish(&a->h, a->h.xtx);
+    }
+}
+
+/* ---- AWQ of one block (calib/awq.h) -------------------------------------------------------------------- */
+
+/* What produces a group's input (a norm, or a linear whose rows are divided
+ * by s) and the linears that read it (their columns multiplied by s). */
+typedef struct awq_group {
+    const char *prev;
+    bool prev_is_norm;
+    const char *lin[3];
+    int n_lin;
+    const char *skip_if; /* a tensor whose presence means prev has another reader (MoE router) */
+} awq_group;
+
+static const awq_group k_awq_groups[] = {
+    {"attn_norm", true, {"attn_q", "attn_k", "attn_v"}, 3, NULL},
+    {"ffn_norm", true, {"ffn_gate", "ffn_up"}, 2, "ffn_gate_inp"},
+    {"ffn_up", false, {"ffn_down"}, 1, NULL},
+    {"attn_v", false, {"attn_output"}, 1, NULL},
+};
+
+static long tensor_index(const nb_model *m, int L, const char *base, const char *suffix) {
+    char nm[NB_MAX_NAME + 1];
+    snprintf(nm, sizeof nm, "blk.%d.%s.%s", L, base, suffix);
+    for (size_t i = 0; i < m->n_tensors; i++)
+        if (!strcmp(m->tensors[i].name, nm)) return (long)i;
+    return -1;
+}
+
+/* The accumulator of 2-D target tensor i (its own Hessian's), or NULL. */
+static hacc *own_acc(collector *c, size_t i) {
+    for (size_t k = 0; k < c->n_targets; k++) {
+        hacc *a = &c->a[c->first[k]];
+        if (a->tidx != i || a->expert >= 0) continue;
+        if (a->alias >= 0) a = &c->a[a->alias];
+        return a->decided && a->h.n_tok > 0 ? a : NULL;
+    }
+    return NULL;
+}
+
+static float *copy_scales(const float *s, int64_t n) {
+    float *p = malloc((size_t)n * sizeof(float));
+    if (p) memcpy(p, s, (size_t)n * sizeof(float));
+    return p;
+}
+
+/* One group: search, then record the scales (weights: applied when quantized;
+ * a norm: rewritten into the scratch now) and scale the Hessian. Returns
+ * NB_OK without doing anything when the group does not apply. */
+static nb_status awq_group_run(worker *w, collector *c, int L, const awq_group *g, nb_ctx *ctx) {
+    nb_model *m = w->src;
+    long li[3], pi = tensor_index(m, L, g->prev, "weight");
+    if (pi < 0 || (g->skip_if && tensor_index(m, L, g->skip_if, "weight") >= 0)) return NB_OK;
+    if (tensor_index(m, L, g->prev, "bias") >= 0) return NB_OK; /* a bias would need the scale too */
+    hacc *own = NULL;
+    int64_t n = 0;
+    for (int k = 0; k < g->n_lin; k++) {
+        li[k] = tensor_index(m, L, g->lin[k], "weight");
+        if (li[k] < 0 || m->tensors[li[k]].n_dims != 2) return NB_OK;
+        hacc *a = own_acc(c, (size_t)li[k]);
+        if (!a || (own && a != own) || !a->abs_sum) return NB_OK; /* every reader quantized here, one input */
+        own = a;
+        n = m->tensors[li[k]].ne[0];
+    }
+    const nb_tensor *pt = &m->tensors[pi];
+    if (g->prev_is_norm) {
+        const nb_type_traits *tt = nb_type_get(pt->type);
+        if (pt->n_dims != 1 || pt->ne[0] != n || w->plan[pi].type != pt->type || !tt || !tt->quantize) return NB_OK;
+    } else if (pt->n_dims != 2 || pt->ne[1] != n || !own_acc(c, (size_t)pi)) {
+        return NB_OK; /* the producer's rows must be quantized here too (scaled on the way) */
+    }
+    char label[NB_MAX_NAME + 64];
+    snprintf(label, sizeof label, "blk.%d %s -> %s%s", L, g->prev, g->lin[0], g->n_lin > 1 ? "..." : "");
+    nb_awq_linear lin[3];
+    float *wf[3] = {NULL, NULL, NULL}, *sc = NULL, *imp = NULL, *nf = NULL;
+    unsigned char *nb = NULL;
+    double *mu = NULL;
+    nb_status st = NB_OK;
+    sc = nb_malloc(ctx, (size_t)n * sizeof(float), "AWQ scales");
+    imp = nb_malloc(ctx, (size_t)n * sizeof(float), "AWQ importance");
+    mu = nb_malloc(ctx, (size_t)n * sizeof(double), "AWQ statistics");
+    if (!sc || !imp || !mu) { st = NB_ERR_NOMEM; goto out; }
+    for (int64_t j = 0; j < n; j++) mu[j] = own->abs_sum[j] / (double)own->h.n_tok;
+    const float *mi = w->qo->importance ? w->qo->importance(w->qo->importance_user, m->tensors[li[0]].name, 0, n) : NULL;
+    if (mi) memcpy(imp, mi, (size_t)n * sizeof(float));
+    else diag_importance(own->h.xtx, n, imp);
+    for (int k = 0; k < g->n_lin; k++) {
+        const nb_tensor *t = &m->tensors[li[k]];
+        wf[k] = nb_malloc(ctx, (size_t)(t->ne[0] * t->ne[1]) * sizeof(float), t->name);
+        if (!wf[k]) { st = NB_ERR_NOMEM; goto out; }
+        NB_CHECK_GOTO(st, nb_model_read_f32(m, (size_t)li[k], wf[k], ctx), out);
+        lin[k] = (nb_awq_linear){wf[k], t->ne[1], w->plan[li[k]].type};
+    }
+    nb_awq_result ar = {.alpha = w->go->awq_alpha};
+    if (w->go->awq_alpha > 0) nb_awq_scales(mu, n, w->go->awq_alpha, sc);
+    else NB_CHECK_GOTO(st, nb_awq_search(own->h.xtx, mu, n, lin, g->n_lin, imp, NULL, sc, &ar, label, ctx), out);
+    w->r->n_awq_groups++;
+    if (w->go->awq_alpha > 0) NB_INFO(ctx, "awq: %s: alpha %.2f (given)", label, ar.alpha);
+    else
+        NB_INFO(ctx, "awq: %s: alpha %.2f, output error %.4g = %.3f x plain rounding's (sampled rows)", label,
+                ar.alpha, ar.err, ar.err_plain > 0 ? ar.err / ar.err_plain : 1.0);
+    if (ar.alpha == 0) goto out;
+    w->r->n_awq_scaled++;
+    for (int k = 0; k < g->n_lin; k++)
+        if (!(w->col_s[li[k]] = copy_scales(sc, n))) { st = NB_ERR_NOMEM; goto out; }
+    if (g->prev_is_norm) { /* the norm's multiplier / s, in its own type, into the scratch */
+        const nb_type_traits *tt = nb_type_get(pt->type);
+        nf = nb_malloc(ctx, (size_t)n * sizeof(float), pt->name);
+        nb = nb_malloc(ctx, (size_t)pt->nbytes, pt->name);
+        if (!nf || !nb) { st = NB_ERR_NOMEM; goto out; }
+        NB_CHECK_GOTO(st, nb_model_read_f32(m, (size_t)pi, nf, ctx), out);
+        for (int64_t j = 0; j < n; j++) nf[j] /= sc[j];
+        tt->quantize(nf, nb, 1, n, NULL);
+        NB_CHECK_GOTO(st, scratch_put(w->s, (size_t)pi, pt->type, nb, pt->nbytes, ctx), out);
+    } else if (!(w->row_s[pi] = copy_scales(sc, n))) {
+        st = NB_ERR_NOMEM;
+        goto out;
+    }
+    for (int64_t i = 0; i < n; i++) /* the inputs are now x / s: H -> S⁻¹ H S⁻¹ */
+        for (int64_t j = 0; j < n; j++) own->h.xtx[i * n + j] /= (double)sc[i] * (double)sc[j];
+out:
+    for (int k = 0; k < 3; k++) free(wf[k]);
+    free(sc); free(imp); free(mu); free(nf); free(nb);
+    return st;
+}
+
+static nb_status awq_block(worker *w, collector *c, int L, nb_ctx *ctx) {
+    for (size_t g = 0; g < sizeof k_awq_groups / sizeof k_awq_groups[0]; g++)
+        NB_TRY(awq_group_run(w, c, L, &k_awq_groups[g], ctx));
+    return NB_OK;
+}
+
+static nb_status factor_all(collector *c, const nb_gptq_opts *o, bool factor, bool keep_h, nb_ctx *ctx) {
     size_t n_own = 0;
     for (size_t k = 0; k < c->n; k++) n_own += c->a[k].decided && c->a[k].alias < 0 && c->a[k].h.n_tok > 0;
     if (!n_own) return NB_OK;
@@ -480,12 +648,11 @@ static nb_status factor_all(collector *c, const nb_gptq_opts *o, bool keep_h, nb
         char label[NB_MAX_NAME + 32];
         if (a->expert >= 0) snprintf(label, sizeof label, "%s[expert %d]", c->src->tensors[a->tidx].name, a->expert);
         else snprintf(label, sizeof label, "%s", c->src->tensors[a->tidx].name);
-        nb_hessian_finish(&a->h, a->h.xtx);
         a->imp_h = malloc((size_t)n * sizeof(float));
         nb_status sq = a->imp_h ? NB_OK : nb_err(ctx, NB_ERR_NOMEM, "gptq: %s: out of memory", label);
         if (sq == NB_OK) {
             diag_importance(a->h.xtx, n, a->imp_h);
-            sq = nb_gptq_factor_make(a->h.xtx, n, o, &a->f, label, ctx);
+            if (factor) sq = nb_gptq_factor_make(a->h.xtx, n, o, &a->f, label, ctx);
         }
         if (sq != NB_OK) {
 #pragma omp critical(nb_gptq_factor_fail)
@@ -504,8 +671,9 @@ static bool converted(const worker *w, size_t i) { return w->plan[i].type != w->
 
 static bool gptq_target(const worker *w, size_t i) {
     const nb_tensor *t = &w->src->tensors[i];
-    return converted(w, i) && nb_gptq_supported(w->plan[i].type) && t->n_dims >= 2 && t->ne[1] > 1 &&
-           !strstr(t->name, "ffn_gate_inp");
+    const nb_type_traits *tt = nb_type_get(w->plan[i].type);
+    bool ok = w->go->no_gptq ? tt && tt->quantize && tt->to_float : nb_gptq_supported(w->plan[i].type);
+    return converted(w, i) && ok && t->n_dims >= 2 && t->ne[1] > 1 && !strstr(t->name, "ffn_gate_inp");
 }
 
 /* ---- the driver --------------------------------------------------------------------------------------- */
@@ -513,7 +681,7 @@ static bool gptq_target(const worker *w, size_t i) {
 static nb_status run_layer(worker *w, int L, bool truncate, const char *count_key, const nb_corpus *corpus,
                            nb_progress *prog, nb_ctx *ctx) {
     nb_model *src = w->src;
-    collector c = {.src = src, .layer = L, .ctx = ctx, .err = NB_OK};
+    collector c = {.src = src, .layer = L, .ctx = ctx, .err = NB_OK, .awq = w->go->awq};
     nb_model *view = NULL;
     nb_engine *e = NULL;
     nb_status st = NB_OK;
@@ -567,7 +735,10 @@ static nb_status run_layer(worker *w, int L, bool truncate, const char *count_ke
         nb_progress_add(prog, corpus->n_chunks, NULL);
     }
     double t1 = nb_now();
-    if (st == NB_OK && n_tg) st = factor_all(&c, &w->go->gptq, w->go->compare_rtn, ctx);
+    if (st == NB_OK && n_tg) finish_all(&c);
+    if (st == NB_OK && n_tg && w->go->awq) st = awq_block(w, &c, L, ctx);
+    if (st == NB_OK && n_tg)
+        st = factor_all(&c, &w->go->gptq, !w->go->no_gptq, w->go->compare_rtn, ctx);
     size_t k = 0;
     for (size_t i = 0; i < src->n_tensors && st == NB_OK; i++) {
         if (block_of(src->tensors[i].name) != L || !converted(w, i)) continue;
@@ -582,6 +753,12 @@ static nb_status run_layer(worker *w, int L, bool truncate, const char *count_ke
     w->r->seconds_gptq += nb_now() - t1;
     if (st == NB_OK) st = scratch_map(w->s, ctx);
 out:
+    if (w->col_s)
+        for (size_t i = 0; i < src->n_tensors; i++) {
+            free(w->col_s[i]);
+            free(w->row_s[i]);
+            w->col_s[i] = w->row_s[i] = NULL;
+        }
     nb_engine_free(e);
     nb_model_close(view);
     collector_free(&c);
@@ -656,7 +833,7 @@ nb_status nb_gptq_quantize_model(const char *src_path, const char *dst, const nb
         else snprintf(dir, sizeof dir, ".");
     }
     NB_CHECK_GOTO(st, scratch_open(&s, dir, m, ctx), out);
-    worker w = {m, qo, go, plan->tensors, &s, r, ctx};
+    worker w = {m, qo, go, plan->tensors, &s, r, ctx, NULL, NULL};
     /* token_embd first: the views then embed tokens as the output file will */
     for (size_t i = 0; i < m->n_tensors && st == NB_OK; i++)
         if (!strcmp(m->tensors[i].name, "token_embd.weight") && converted(&w, i))
@@ -664,10 +841,22 @@ nb_status nb_gptq_quantize_model(const char *src_path, const char *dst, const nb
     if (st == NB_OK) st = scratch_map(&s, ctx);
     if (st != NB_OK) goto out;
     r->n_rtn = 0; /* token_embd is not a block weight */
+    if (go->awq) {
+        w.col_s = nb_calloc(ctx, m->n_tensors ? m->n_tensors : 1, sizeof *w.col_s, "AWQ scales");
+        w.row_s = nb_calloc(ctx, m->n_tensors ? m->n_tensors : 1, sizeof *w.row_s, "AWQ scales");
+        if (!w.col_s || !w.row_s) {
+            free(w.col_s);
+            free(w.row_s);
+            st = NB_ERR_NOMEM;
+            goto out;
+        }
+    }
     nb_progress prog;
     nb_progress_begin(&prog, ctx, "gptq", n_layer * corpus.n_chunks);
     for (int L = 0; L < (int)n_layer && st == NB_OK; L++) st = run_layer(&w, L, truncate, count_key, &corpus, &prog, ctx);
     nb_progress_end(&prog);
+    free(w.col_s);
+    free(w.row_s);
     if (st != NB_OK) goto out;
     NB_INFO(ctx, "gptq: %zu weights by GPTQ, %zu rounded to nearest (%lld experts without tokens); "
             "calibration passes %.1f s, GPTQ %.1f s", r->n_gptq, r->n_rtn, (long long)r->n_zero_experts,

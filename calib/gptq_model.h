@@ -85,6 +85,11 @@ typedef struct nb_gptq_model_opts {
     const char *scratch_dir;  /* NULL: the output's directory */
     bool compare_rtn;         /* fill err_rtn: plain rounding's error under the same Hessian (costs a rounding
                                  and one quadratic form per weight) */
+    bool awq;                 /* AWQ scales (calib/awq.h) per block before the quantization, folded into the
+                                 preceding norm / linear (see below) */
+    bool no_gptq;             /* quantize with the types' rounding instead of GPTQ (AWQ alone); then any
+                                 type with a quantizer is a target (F16 too: tests check the folding) */
+    double awq_alpha;         /* > 0: use this alpha for every group instead of searching (tests) */
     bool all_experts;         /* every MoE expert's Hessian from every token (nb_engine_set_all_experts), so
                                  no expert is left to plain rounding for want of tokens */
 } nb_gptq_model_opts;
@@ -108,6 +113,8 @@ typedef struct nb_gptq_model_result {
     uint64_t n_tokens;        /* per pass */
     size_t n_gptq;            /* weights (expert slices counted singly) quantized by GPTQ */
     size_t n_rtn;             /* block weights rounded plainly (unsupported type, no data) */
+    size_t n_awq_groups;      /* AWQ groups searched */
+    size_t n_awq_scaled;      /* ... of which scaled (alpha > 0 won) */
     int64_t n_zero_experts;   /* expert slices without a calibration token (rounded plainly) */
     double seconds_calib;     /* forward passes + Hessian accumulation */
     double seconds_gptq;

@@ -13,18 +13,24 @@ const char *nb_quant_method_name(nb_quant_method m) {
     case NB_METHOD_RTN: return "rtn";
     case NB_METHOD_IMATRIX: return "imatrix";
     case NB_METHOD_GPTQ: return "gptq";
+    case NB_METHOD_AWQ: return "awq";
+    case NB_METHOD_AWQ_GPTQ: return "awq+gptq";
     }
     return "?";
 }
 
 bool nb_quant_method_from_name(const char *name, nb_quant_method *out) {
-    for (int m = NB_METHOD_RTN; m <= NB_METHOD_GPTQ; m++) {
+    for (int m = NB_METHOD_RTN; m <= NB_METHOD_AWQ_GPTQ; m++) {
         if (!strcmp(name, nb_quant_method_name((nb_quant_method)m))) {
             *out = (nb_quant_method)m;
             return true;
         }
     }
     return false;
+}
+
+bool nb_quant_method_sequential(nb_quant_method m) {
+    return m == NB_METHOD_GPTQ || m == NB_METHOD_AWQ || m == NB_METHOD_AWQ_GPTQ;
 }
 
 static nb_quant_method resolved(const nb_quant_job *j) {
@@ -52,12 +58,12 @@ nb_status nb_quant_job_check(const nb_quant_job *j, nb_ctx *ctx) {
         bad = "--method rtn rounds plainly: --imatrix / --calib need --method imatrix or gptq";
     else if (m == NB_METHOD_IMATRIX && !j->imatrix_path && !j->calib_path)
         bad = "--method imatrix needs --imatrix STATS or --calib FILE";
-    else if (m == NB_METHOD_GPTQ && !j->calib_path)
-        bad = "--method gptq needs --calib FILE";
+    else if (nb_quant_method_sequential(m) && !j->calib_path)
+        bad = "--method gptq, awq and awq+gptq need --calib FILE";
     else if (j->all_experts && !j->calib_path)
         bad = "--all-experts changes how statistics are collected from --calib FILE: give one";
-    else if (m != NB_METHOD_GPTQ && j->gptq_opts_set)
-        bad = "--damp, --block, --act-order and --static-groups need --method gptq";
+    else if (m != NB_METHOD_GPTQ && m != NB_METHOD_AWQ_GPTQ && j->gptq_opts_set)
+        bad = "--damp, --block, --act-order and --static-groups need --method gptq or awq+gptq";
     NB_RETURN_IF(ctx, bad, NB_ERR_INVALID, "%s", bad);
     return NB_OK;
 }
@@ -222,9 +228,10 @@ nb_status nb_quantize_job(const nb_quant_job *j, nb_quant_job_result *r, nb_ctx 
     if (st == NB_OK && j->dst) {
         if (!budget) st = job_importance(j, m, &d, &qo, r, ctx);
         /* step 3: the write */
-        if (st == NB_OK && m == NB_METHOD_GPTQ) {
+        if (st == NB_OK && nb_quant_method_sequential(m)) {
             nb_gptq_model_opts go = {.calib_path = j->calib_path, .corpus = j->corpus, .gptq = j->gptq,
-                                     .compare_rtn = j->report, .all_experts = j->all_experts};
+                                     .compare_rtn = j->report, .all_experts = j->all_experts,
+                                     .awq = m != NB_METHOD_GPTQ, .no_gptq = m == NB_METHOD_AWQ};
             st = nb_gptq_quantize_model(j->src, j->dst, &r->plan, &qo, &go, &r->gptq, ctx);
             r->quant = r->gptq.quant;
             memset(&r->gptq.quant, 0, sizeof r->gptq.quant);

@@ -31,6 +31,10 @@
  *   imatrix  importance-weighted rounding; needs imatrix_path or calib_path
  *   gptq     sequential GPTQ; needs calib_path (imatrix_path optional: the
  *            scale search's importance for the tensors it has)
+ *   awq      AWQ scales per block (calib/awq.h), folded into the preceding
+ *            norm / linear, then the types' rounding with importance;
+ *            needs calib_path (same driver as gptq)
+ *   awq+gptq AWQ scales, then GPTQ on the scaled weights
  * NB_METHOD_AUTO picks imatrix when imatrix_path is set, else rtn.
  */
 #ifndef NB_CALIB_JOB_H
@@ -51,12 +55,16 @@ typedef enum nb_quant_method {
     NB_METHOD_AUTO = 0,
     NB_METHOD_RTN,
     NB_METHOD_IMATRIX,
-    NB_METHOD_GPTQ
+    NB_METHOD_GPTQ,
+    NB_METHOD_AWQ,      /* AWQ scales, then the types' rounding (importance as gptq's scale search) */
+    NB_METHOD_AWQ_GPTQ  /* AWQ scales, then GPTQ */
 } nb_quant_method;
 
 const char *nb_quant_method_name(nb_quant_method m);
-/* "rtn", "imatrix", "gptq"; false for anything else. */
+/* "rtn", "imatrix", "gptq", "awq", "awq+gptq"; false for anything else. */
 bool nb_quant_method_from_name(const char *name, nb_quant_method *out);
+/* gptq, awq, awq+gptq: the block-by-block driver (calib/gptq_model.h) with calibration text. */
+bool nb_quant_method_sequential(nb_quant_method m);
 
 typedef struct nb_quant_job {
     const char *src;           /* required */
@@ -88,7 +96,7 @@ typedef struct nb_quant_job_result {
     bool calibrated;           /* statistics were collected first (method imatrix from calib_path) */
     nb_calib_result calib;
     nb_quant_result quant;     /* the write (empty for a dry run) */
-    nb_gptq_model_result gptq; /* method gptq: the GPTQ figures (its .quant is moved to .quant) */
+    nb_gptq_model_result gptq; /* sequential methods: the driver's figures (its .quant is moved to .quant) */
     nb_budget_result budget;   /* with a budget: the planner's totals */
     double seconds_measure;    /* with a budget: the sensitivity measurement */
 } nb_quant_job_result;

@@ -153,7 +153,7 @@ static nb_status set_mix(const nb_opt *o, const char *arg, nb_ctx *ctx) {
 
 static nb_status set_method(const nb_opt *o, const char *arg, nb_ctx *ctx) {
     if (!nb_quant_method_from_name(arg, o->dest))
-        return nb_err(ctx, NB_ERR_INVALID, "--method must be rtn, imatrix or gptq (got '%s')", arg);
+        return nb_err(ctx, NB_ERR_INVALID, "--method must be rtn, imatrix, gptq, awq or awq+gptq (got '%s')", arg);
     return NB_OK;
 }
 
@@ -264,7 +264,10 @@ int nb_cmd_quantize(int argc, char **argv) {
                  "Hessians from --calib FILE run through the already-quantized earlier\n"
                  "blocks; the scale search uses --imatrix when given, else the Hessian's\n"
                  "diagonal. Types GPTQ cannot do (nf4_dq) and experts without calibration\n"
-                 "tokens are rounded to nearest, with a message"},
+                 "tokens are rounded to nearest, with a message; awq: activation-aware\n"
+                 "scales per block searched on --calib FILE, folded into the preceding\n"
+                 "norm or linear (same file format), then weighted rounding; awq+gptq:\n"
+                 "AWQ scales, then GPTQ"},
         {.name = "calib", .type = NB_OPT_STR, .dest = &job.calib_path, .meta = "FILE",
          .help = "calibration text or token ids (imatrix without --imatrix, gptq)"},
         NB_CLI_CORPUS_ROWS(job.corpus, "ctx"),
@@ -287,7 +290,7 @@ int nb_cmd_quantize(int argc, char **argv) {
                  "--budget SIZE --budget-ctx N [--kv-type T] [--overhead SIZE]) [--runtime R] [--sample-rows N]\n"
                  "[--rule PATTERN=TYPE]...\n"
                  "[--pure] [--no-fallback] [--allow-requantize] [--dry-run] [--report[=FILE.json]] [--json]\n"
-                 "[--imatrix STATS] [--method rtn|imatrix|gptq] [--calib FILE] [--calib-tokens N]\n"
+                 "[--imatrix STATS] [--method rtn|imatrix|gptq|awq|awq+gptq] [--calib FILE] [--calib-tokens N]\n"
                  "[--ctx N] [--seed S] [--all-experts] [--damp X] [--block N] [--act-order] [--static-groups]\n"
                  "[--group G] [--threads N] [--quiet]",
         .about = "Quantize a model to GGUF, one tensor at a time (memory stays bounded by a few tensors).\n"
@@ -359,7 +362,7 @@ int nb_cmd_quantize(int argc, char **argv) {
     nb_status st = nb_quantize_job(&job, &res, &ctx);
     if (st != NB_OK) { rc = nb_cli_fail("quantize", &ctx, st); goto done; }
     const char *method = nb_quant_method_name(res.method);
-    bool m_gptq = res.method == NB_METHOD_GPTQ;
+    bool m_gptq = nb_quant_method_sequential(res.method);
     if (dry_run) {
         if (json) {
             char *pj = nb_plan_to_json(&res.plan);

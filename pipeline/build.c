@@ -348,7 +348,7 @@ static nb_status do_quantize(builder *b, const char *src, const char *imatrix, c
         if (rc->target_runtime) nb_runtime_from_name(rc->target_runtime, &j.budget.mem.runtime);
         j.budget.mem.overhead = rc->target_overhead == UINT64_MAX ? NB_MEM_DEFAULT_OVERHEAD : rc->target_overhead;
     }
-    if (j.method == NB_METHOD_GPTQ) {
+    if (nb_quant_method_sequential(j.method)) {
         j.calib_path = rc->calib_text;
         j.corpus.n_ctx = rc->calib_ctx;
         j.corpus.max_tokens = rc->calib_tokens;

@@ -217,7 +217,7 @@ static nb_status do_tensor(job *jb, size_t i, nb_quant_tensor *rt, nb_ctx *ctx) 
     if (t->nbytes == 0) return NB_OK;
     const nb_type_traits *ti = nb_type_get(t->type);
     const bool same = rt->type == t->type;
-    if (!same && jb->o->prequant) {
+    if (jb->o->prequant) { /* also same-type tensors: AWQ rewrites norms */
         const unsigned char *pq = jb->o->prequant(jb->o->prequant_user, t->name, rt->type, rt->bytes_out);
         if (pq) return do_prequant(jb, t, rt, pq, ctx);
     }

@@ -1,0 +1,253 @@
+/* tests/calib/test_awq.c — AWQ (calib/awq.h, the awq methods of calib/gptq_model.h):
+ *   - on a layer whose inputs have outlier channels, the searched scales lower
+ *     the layer output error ‖X (W - Ŵ)ᵀ‖² below plain rounding's, for a
+ *     GGUF type, NF4 and INT4 — both errors recomputed here from X, not taken
+ *     from the library; the search is the same at 1 and 2 threads;
+ *   - folding: a synthetic llama run through the AWQ driver with a given
+ *     alpha and F16 targets (so nothing but the scaling and F16 rounding
+ *     changes the weights) gives the float model's logits within F16
+ *     tolerance, while its norms and weights did change;
+ *   - end to end with q4_0: awq and awq+gptq write files that load and run;
+ *     1 vs 2 threads give identical bytes. */
+#include "calib/awq.h"
+#include "calib/gptq.h"
+#include "calib/gptq_model.h"
+#include "engine/engine.h"
+#include "formats/synth.h"
+#include "testutil.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* X: ntok x n, N(0,1) with 4 outlier channels x 25. */
+static float *outlier_x(int64_t ntok, int64_t n, uint64_t seed) {
+    float *x = malloc((size_t)(ntok * n) * sizeof(float));
+    uint64_t s = seed;
+    for (int64_t k = 0; k < ntok * n; k++) x[k] = nbt_rand_normal(&s);
+    for (int64_t t = 0; t < ntok; t++)
+        for (int64_t j = 3; j < n; j += n / 4) x[t * n + j] *= 25;
+    return x;
+}
+
+/* ‖X (W - Q)ᵀ‖² / ntok in double, straight from the definition. */
+static double out_err(const float *x, int64_t ntok, const float *w, const float *q, int64_t rows, int64_t n) {
+    double e = 0;
+    for (int64_t t = 0; t < ntok; t++)
+        for (int64_t r = 0; r < rows; r++) {
+            double s = 0;
+            for (int64_t j = 0; j < n; j++) s += (double)x[t * n + j] * ((double)w[r * n + j] - q[r * n + j]);
+            e += s * s;
+        }
+    return e / (double)ntok;
+}
+
+/* Dequantized Q(W diag(s)) diag(s)⁻¹ (s NULL: plain rounding), no importance. */
+static void round_scaled(nb_type type, const float *w, int64_t rows, int64_t n, const float *s, float *out) {
+    const nb_type_traits *tr = nb_type_get(type);
+    uint64_t rb = (uint64_t)(n / tr->block_size) * tr->type_size;
+    unsigned char *q = malloc(rb * (uint64_t)rows);
+    float *ws = malloc((size_t)(rows * n) * sizeof(float));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < n; j++) ws[r * n + j] = w[r * n + j] * (s ? s[j] : 1.0f);
+    tr->quantize(ws, q, rows, n, NULL);
+    tr->to_float(q, out, rows * n);
+    if (s)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < n; j++) out[r * n + j] /= s[j];
+    free(q);
+    free(ws);
+}
+
+START_TEST(search_beats_plain_rounding_on_outliers) {
+    static const nb_type types[] = {NB_TYPE_Q4_0, NB_TYPE_NF4, NB_TYPE_INT4_SYM_G128, NB_TYPE_Q4_K};
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const int64_t n = 256, rows = 96, ntok = 512;
+    float *x = outlier_x(ntok, n, 11);
+    float *w = malloc((size_t)(rows * n) * sizeof(float)), *q = malloc((size_t)(rows * n) * sizeof(float));
+    uint64_t sd = 12;
+    for (int64_t k = 0; k < rows * n; k++) w[k] = nbt_rand_normal(&sd) * 0.02f;
+    double *H = calloc((size_t)(n * n), sizeof(double)), *mu = calloc((size_t)n, sizeof(double));
+    for (int64_t t = 0; t < ntok; t++)
+        for (int64_t i = 0; i < n; i++) {
+            mu[i] += fabs((double)x[t * n + i]) / (double)ntok;
+            for (int64_t j = 0; j < n; j++) H[i * n + j] += 2.0 * x[t * n + i] * x[t * n + j] / (double)ntok;
+        }
+    float *s1 = malloc((size_t)n * sizeof(float)), *s2 = malloc((size_t)n * sizeof(float));
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        nb_awq_linear lin = {w, rows, types[k]};
+        nb_awq_result r1, r2;
+        ctx.n_threads = 1;
+        ck_assert_msg(nb_awq_search(H, mu, n, &lin, 1, NULL, NULL, s1, &r1, "t", &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+        ctx.n_threads = 2;
+        ck_assert_int_eq(nb_awq_search(H, mu, n, &lin, 1, NULL, NULL, s2, &r2, "t", &ctx), NB_OK);
+        ck_assert(!memcmp(s1, s2, (size_t)n * sizeof(float)) && r1.alpha == r2.alpha && r1.err == r2.err);
+        round_scaled(types[k], w, rows, n, NULL, q);
+        double e_rtn = out_err(x, ntok, w, q, rows, n);
+        round_scaled(types[k], w, rows, n, s1, q);
+        double e_awq = out_err(x, ntok, w, q, rows, n);
+        printf("awq %-14s alpha %.2f: output error AWQ / RTN = %.3f (library: %.3f)\n", nb_type_name(types[k]),
+               r1.alpha, e_awq / e_rtn, r1.err / r1.err_plain);
+        ck_assert(r1.alpha > 0);
+        ck_assert(r1.err <= r1.err_plain);
+        ck_assert_msg(e_awq < 0.9 * e_rtn, "%s: AWQ %g vs RTN %g", nb_type_name(types[k]), e_awq, e_rtn);
+        /* the library's error is the same quantity (its H is 2 XᵀX / N: half of it is ours) */
+        ck_assert_double_eq_tol(r1.err, e_awq, 1e-6 * e_awq);
+    }
+    /* bad input is an error, not a crash */
+    mu[5] = NAN;
+    nb_awq_linear lin = {w, rows, NB_TYPE_Q4_0};
+    nb_awq_result r;
+    ck_assert_int_eq(nb_awq_search(H, mu, n, &lin, 1, NULL, NULL, s1, &r, "blk.3.x", &ctx), NB_ERR_RANGE);
+    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "blk.3.x"));
+    mu[5] = 1;
+    nb_awq_linear odd = {w, rows, NB_TYPE_Q4_K}; /* 100 columns: not a multiple of 256 */
+    ck_assert_int_eq(nb_awq_search(H, mu, 100, &odd, 1, NULL, NULL, s1, &r, "t", &ctx), NB_ERR_RANGE);
+    free(x); free(w); free(q); free(H); free(mu); free(s1); free(s2);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+static const char *synth_llama(nb_ctx *ctx) {
+    static char path[512];
+    snprintf(path, sizeof path, "%s", nbt_path("awq_llama.gguf"));
+    if (nbt_file_exists(path)) return path;
+    nb_synth_opts o;
+    nb_synth_opts_init(&o);
+    o.arch = "llama";
+    o.n_layer = 2;
+    o.n_embd = 128;
+    o.n_ff = 256;
+    o.n_head = 4;
+    o.n_head_kv = 4; /* no GQA: the v -> o group applies too */
+    o.n_vocab = 512;
+    o.dtype = NB_TYPE_F32;
+    o.seed = 9;
+    ck_assert_msg(nb_synth_write(&o, path, ctx) == NB_OK, "%s", nb_errmsg(ctx));
+    return path;
+}
+
+static nb_gptq_model_opts awq_opts(void) {
+    static char calib[1024];
+    snprintf(calib, sizeof calib, "%s/text/calib.txt", nbt_data_dir());
+    nb_gptq_model_opts o = {.calib_path = calib, .awq = true, .no_gptq = true};
+    o.corpus.n_ctx = 32;
+    o.corpus.max_tokens = 512;
+    o.corpus.seed = 3;
+    return o;
+}
+
+static float *logits_of(const char *path, int n_tok, nb_ctx *ctx) {
+    nb_engine *e = NULL;
+    nb_engine_opts eo = {n_tok, n_tok, 1, true};
+    ck_assert_msg(nb_engine_open(path, &eo, &e, ctx) == NB_OK, "%s", nb_errmsg(ctx));
+    int32_t tok[32];
+    for (int i = 0; i < n_tok; i++) tok[i] = (int32_t)((i * 37 + 5) % 500);
+    float *lg = malloc((size_t)n_tok * (size_t)nb_engine_n_vocab(e) * sizeof(float));
+    ck_assert_int_eq(nb_engine_eval(e, tok, n_tok, 0, lg, ctx), NB_OK);
+    nb_engine_free(e);
+    return lg;
+}
+
+START_TEST(folding_keeps_the_float_model) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    ctx.log_level = NB_LOG_WARN;
+    const char *src = synth_llama(&ctx);
+    const char *out = nbt_path("awq_f16.gguf"), *plain = nbt_path("awq_f16_plain.gguf");
+    nb_plan pl;
+    ck_assert_int_eq(nbt_plan(src, nb_mix_find("f16"), &pl, &ctx), NB_OK);
+    nb_quant_opts qo = {0};
+    nb_gptq_model_opts go = awq_opts();
+    go.awq_alpha = 0.5;
+    nb_gptq_model_result r;
+    ck_assert_msg(nb_gptq_quantize_model(src, out, &pl, &qo, &go, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_uint_eq(r.n_awq_groups, 2 * 4); /* per block: norm -> qkv, norm -> gate/up, up -> down, v -> o */
+    ck_assert_uint_eq(r.n_awq_scaled, 2 * 4);
+    nb_gptq_model_result_free(&r);
+    nb_quant_result qr;
+    ck_assert_int_eq(nb_quantize_model(src, plain, &pl, &qo, &qr, &ctx), NB_OK);
+    nb_quant_result_free(&qr);
+    /* the norms and weights did change */
+    nb_model *ma = NULL, *mb = NULL;
+    ck_assert_int_eq(nb_model_open(out, &ma, &ctx), NB_OK);
+    ck_assert_int_eq(nb_model_open(plain, &mb, &ctx), NB_OK);
+    static const char *changed[] = {"blk.0.attn_norm.weight", "blk.1.ffn_norm.weight", "blk.0.attn_q.weight",
+                                    "blk.1.ffn_up.weight", "blk.1.ffn_down.weight", "blk.0.attn_v.weight",
+                                    "blk.0.attn_output.weight"};
+    for (size_t k = 0; k < sizeof changed / sizeof changed[0]; k++) {
+        const nb_tensor *a = nb_model_find(ma, changed[k]), *b = nb_model_find(mb, changed[k]);
+        ck_assert_msg(a && b && a->type == b->type && a->nbytes == b->nbytes, "%s", changed[k]);
+        ck_assert_msg(memcmp(a->data, b->data, (size_t)a->nbytes) != 0, "%s unchanged", changed[k]);
+    }
+    nb_model_close(ma);
+    nb_model_close(mb);
+    /* ... and the function did not: logits within F16 tolerance of the F32 source's */
+    const int nt = 24;
+    float *l0 = logits_of(src, nt, &ctx), *la = logits_of(out, nt, &ctx), *lb = logits_of(plain, nt, &ctx);
+    double da = 0, db = 0, scale = 0;
+    for (int64_t k = 0; k < (int64_t)nt * 512; k++) {
+        da = fmax(da, fabs((double)la[k] - l0[k]));
+        db = fmax(db, fabs((double)lb[k] - l0[k]));
+        scale = fmax(scale, fabs((double)l0[k]));
+    }
+    printf("awq folding: max |logit - F32 logit| AWQ-scaled F16 %.3g, plain F16 %.3g (max |logit| %.3g)\n", da, db,
+           scale);
+    ck_assert_msg(da <= 4 * db + 1e-4 * scale, "AWQ-folded model differs: %g vs plain F16's %g", da, db);
+    free(l0); free(la); free(lb);
+    nb_plan_free(&pl);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(end_to_end_q4_0) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    ctx.log_level = NB_LOG_WARN;
+    const char *src = synth_llama(&ctx);
+    nb_plan pl;
+    ck_assert_int_eq(nbt_plan(src, nb_mix_find("q4_0"), &pl, &ctx), NB_OK);
+    nb_quant_opts qo = {0};
+    for (int gq = 0; gq < 2; gq++) {
+        unsigned char *bytes[2];
+        size_t nbytes[2];
+        for (int th = 1; th <= 2; th++) {
+            char name[64];
+            snprintf(name, sizeof name, "awq_q4_%d_%d.gguf", gq, th);
+            const char *out = nbt_path(name);
+            nb_gptq_model_opts go = awq_opts();
+            go.no_gptq = gq == 0;
+            ctx.n_threads = th;
+            nb_gptq_model_result r;
+            ck_assert_msg(nb_gptq_quantize_model(src, out, &pl, &qo, &go, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+            ck_assert_uint_eq(r.n_awq_groups, 2 * 4);
+            ck_assert_uint_eq(r.n_rtn, 0);
+            nb_gptq_model_result_free(&r);
+            bytes[th - 1] = nbt_read_file(out, &nbytes[th - 1]);
+            float *lg = logits_of(out, 8, &ctx);
+            for (int k = 0; k < 8 * 512; k++) ck_assert(isfinite(lg[k]));
+            free(lg);
+        }
+        ck_assert_uint_eq(nbytes[0], nbytes[1]);
+        ck_assert_mem_eq(bytes[0], bytes[1], nbytes[0]);
+        free(bytes[0]);
+        free(bytes[1]);
+    }
+    nb_plan_free(&pl);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("calib/awq");
+    TCase *tc = tcase_create("awq");
+    tcase_set_timeout(tc, 600);
+    tcase_add_test(tc, search_beats_plain_rounding_on_outliers);
+    tcase_add_test(tc, folding_keeps_the_float_model);
+    tcase_add_test(tc, end_to_end_q4_0);
+    suite_add_tcase(s, tc);
+    return nbt_run_suite(s);
+}
