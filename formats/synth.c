@@ -522,15 +522,16 @@ nb_status nb_synth_write(const nb_synth_opts *o, const char *out_path, nb_ctx *c
                  out_path);
     nb_arch_tensor *list;
     size_t n;
+    NB_RETURN_IF(ctx, o->starve_experts && (!hp.n_expert || o->starve_experts + hp.n_expert_used > hp.n_expert),
+                 NB_ERR_INVALID,
+                 "synth: --starve-experts %u needs a MoE architecture with at least %u + experts-used experts",
+                 o->starve_experts, o->starve_experts);
     NB_TRY(nb_arch_tensor_list(a, &hp, &list, &n, ctx));
     gen_state g;
     memset(&g, 0, sizeof g);
     g.seed = o->seed;
     g.hp = &hp;
     g.starve = o->starve_experts;
-    NB_RETURN_IF(ctx, g.starve && (!hp.n_expert || g.starve + hp.n_expert_used > hp.n_expert), NB_ERR_INVALID,
-                 "synth: --starve-experts %u needs a MoE architecture with more than %u + experts-used experts",
-                 g.starve, g.starve);
     g.n_threads = nb_ctx_threads(ctx);
     /* room for the chunk and at least one row of the widest tensor (f32) */
     uint64_t widest = 0;

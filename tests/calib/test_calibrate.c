@@ -215,6 +215,10 @@ START_TEST(all_experts_feeds_starved_experts) {
     so.dtype = NB_TYPE_F32;
     so.starve_experts = 2;
     const char *model = nbt_path("cal_starve.gguf");
+    so.starve_experts = 3; /* leaves fewer experts than are used per token */
+    ck_assert_int_eq(nb_synth_write(&so, model, &ctx), NB_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "--starve-experts"));
+    so.starve_experts = 2;
     ck_assert_msg(nb_synth_write(&so, model, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
     nb_calib_opts o = calib_opts();
     nb_imatrix im[2];
