@@ -109,6 +109,8 @@ static char *with_method(const char *js, const char *method, const nb_gptq_model
         cJSON_AddNumberToObject(o, "n_gptq", (double)g->n_gptq);
         cJSON_AddNumberToObject(o, "n_rtn", (double)g->n_rtn);
         cJSON_AddNumberToObject(o, "n_zero_experts", (double)g->n_zero_experts);
+        cJSON_AddNumberToObject(o, "n_awq_groups", (double)g->n_awq_groups);
+        cJSON_AddNumberToObject(o, "n_awq_scaled", (double)g->n_awq_scaled);
         cJSON_AddNumberToObject(o, "seconds_calib", g->seconds_calib);
         cJSON_AddNumberToObject(o, "seconds_gptq", g->seconds_gptq);
         cJSON *ts = cJSON_AddArrayToObject(o, "tensors");
@@ -386,9 +388,14 @@ int nb_cmd_quantize(int argc, char **argv) {
                     res.budget.pred_loss);
         if (m_gptq) {
             const nb_gptq_model_result *g = &res.gptq;
-            fprintf(human, "gptq: %zu weights (expert slices counted singly) by GPTQ, %zu rounded to nearest, "
+            if (res.method != NB_METHOD_GPTQ)
+                fprintf(human, "awq: %zu groups searched, %zu scaled (the rest kept scale 1)\n", g->n_awq_groups,
+                        g->n_awq_scaled);
+            fprintf(human, "%s: %zu weights (expert slices counted singly) by %s, %zu rounded to nearest, "
                     "%lld experts without calibration tokens; %zu chunks x %llu tokens; calibration passes %.1f s, "
-                    "GPTQ %.1f s\n", g->n_gptq, g->n_rtn, (long long)g->n_zero_experts, g->n_chunks,
+                    "GPTQ %.1f s\n", method, g->n_gptq,
+                    res.method == NB_METHOD_AWQ ? "AWQ + weighted rounding" : method, g->n_rtn,
+                    (long long)g->n_zero_experts, g->n_chunks,
                     (unsigned long long)(g->n_chunks ? g->n_tokens / g->n_chunks : 0), g->seconds_calib,
                     g->seconds_gptq);
         }
