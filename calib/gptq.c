@@ -12,7 +12,7 @@
 /* Rows per tile: each tile runs the whole column loop on its own rows (one
  * BLAS call per lazy batch), so the tiling, not the thread count, fixes the
  * arithmetic. */
-#define TILE_ROWS 32
+#define TILE_ROWS 128
 #define HESS_TOKENS 256 /* tokens converted to double per AᵀA call */
 #define MAX_DAMP_RETRIES 6
 

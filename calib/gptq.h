@@ -53,11 +53,11 @@
  *
  * Speed, determinism and threads (calib/linalg.h): XᵀX, the Cholesky factor
  * and the lazy batch updates (W[:, batch end:] -= Err · U[...], a GEMM per
- * tile of 32 rows) run on OpenBLAS, single-threaded per call. Rows are
+ * tile of 128 rows) run on OpenBLAS, single-threaded per call. Rows are
  * independent given U; the fixed row tiles are spread over OpenMP threads,
  * XᵀX over fixed tiles of H, so the output is identical for any thread
  * count. Arithmetic is double precision (W, H, U); memory: H and U (2 n_cols²
- * doubles), 32 rows of W per thread.
+ * doubles), 128 rows of W per thread.
  */
 #ifndef NB_CALIB_GPTQ_H
 #define NB_CALIB_GPTQ_H

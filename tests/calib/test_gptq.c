@@ -304,13 +304,13 @@ START_TEST(threads_identical) {
 }
 END_TEST
 
-/* Shapes that span several row tiles (32) and Hessian tiles (256 columns),
+/* Shapes that span several row tiles (128) and Hessian tiles (256 columns),
  * with act-order: 1, 2 and 3 threads give the same bytes; the factored API
  * (one factor for two weights) gives what nb_gptq_quantize gives. */
 START_TEST(threads_identical_tiled) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
-    const int64_t rows = 70, n = 320, ntok = 300;
+    const int64_t rows = 300, n = 320, ntok = 300;
     float *x = make_x(ntok, n, 31);
     float *w = malloc((size_t)(rows * n) * sizeof(float));
     fill(w, (size_t)(rows * n), 32, 1);
