@@ -126,7 +126,7 @@ nb_status nb_calibrate(const char *model_path, const nb_calib_opts *o, nb_imatri
     nb_engine_hooks h = {on_matmul, on_route, &c};
     nb_engine_set_hooks(e, &h);
     nb_progress prog;
-    nb_progress_begin(&prog, ctx, "calibrate", corpus.n_chunks * (uint64_t)corpus.n_ctx);
+    nb_progress_begin_unit(&prog, ctx, "calibrate", corpus.n_chunks * (uint64_t)corpus.n_ctx, "tokens");
     for (size_t k = 0; k < corpus.n_chunks; k++) {
         nb_engine_reset(e);
         st = nb_engine_eval(e, corpus.tokens + k * (size_t)corpus.n_ctx, corpus.n_ctx, 0, NULL, ctx);

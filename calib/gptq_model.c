@@ -852,7 +852,7 @@ nb_status nb_gptq_quantize_model(const char *src_path, const char *dst, const nb
         }
     }
     nb_progress prog;
-    nb_progress_begin(&prog, ctx, "gptq", n_layer * corpus.n_chunks);
+    nb_progress_begin_unit(&prog, ctx, "gptq", n_layer * corpus.n_chunks, "layer-chunks");
     for (int L = 0; L < (int)n_layer && st == NB_OK; L++) st = run_layer(&w, L, truncate, count_key, &corpus, &prog, ctx);
     nb_progress_end(&prog);
     free(w.col_s);

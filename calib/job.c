@@ -3,9 +3,14 @@
 
 #include "calib/imatrix.h"
 #include "calib/routing.h"
+#include "core/progress.h"
+#include "distill/prune_job.h"
+#include "formats/arch.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *nb_quant_method_name(nb_quant_method m) {
     switch (m) {
@@ -114,13 +119,25 @@ typedef struct job_data {
     nb_imatrix_importance imu;
     name_filter nf;
     nb_routing rt;
+    nb_sens_opts so;   /* budget: the measurement's options (the verification reuses them) */
 } job_data;
 
 static nb_status job_importance(const nb_quant_job *j, nb_quant_method m, job_data *d, nb_quant_opts *qo,
                                 nb_quant_job_result *r, nb_ctx *ctx) {
     nb_status st = NB_OK;
     d->nf = (name_filter){j, &d->imu};
-    if (j->imatrix_path) {
+    const nb_plan_prune *pr = &r->plan.prune;
+    if (j->imatrix_path && pr->keep && j->budget.kind == NB_BUDGET_NONE) {
+        /* a pruning plan on the pruned model: the imatrix is of the unpruned source (expert slices are mapped) */
+        st = nb_imatrix_read(j->imatrix_path, &d->im, ctx);
+        for (size_t i = 0; i < d->im.n && st == NB_OK; i++)
+            if (d->im.e[i].n_mat > 1 && d->im.e[i].n_mat != (int64_t)pr->n_expert)
+                st = nb_err(ctx, NB_ERR_RANGE, "%s: tensor '%s': %lld experts, the plan's source has %u (an imatrix "
+                            "of the unpruned source is needed)", j->imatrix_path, d->im.e[i].name,
+                            (long long)d->im.e[i].n_mat, pr->n_expert);
+        qo->importance = filtered_importance;
+        qo->importance_user = &d->nf;
+    } else if (j->imatrix_path) {
         st = nb_imatrix_load_for_model(j->imatrix_path, j->src, &d->im, ctx);
         if (st == NB_OK && j->budget.kind != NB_BUDGET_NONE) st = nb_routing_from_imatrix(&d->im, &d->rt, ctx);
         qo->importance = filtered_importance;
@@ -169,6 +186,70 @@ static double mean_importance(const nb_imatrix *im) {
     return n > 0 && sum > 0 ? sum / n : 1.0;
 }
 
+/* The experts' ranking for --allow-prune (nb_expert_rank_fn over nb_routing). */
+typedef struct ranker {
+    const nb_routing *rt;
+    nb_prune_criterion crit;
+} ranker;
+
+static bool rank_experts(void *user, int layer, int *order, int n_expert) {
+    const ranker *k = user;
+    return nb_prune_rank(k->rt, layer, k->crit, order, n_expert);
+}
+
+/* Importance of the pruned model's expert slices: those of the kept experts. */
+typedef struct pruned_imp {
+    const nb_plan_prune *pr;
+    nb_importance_fn fn;
+    void *user;
+    const nb_routing *rt;
+} pruned_imp;
+
+static const float *pruned_importance(void *user, const char *name, int64_t slice, int64_t ne0) {
+    const pruned_imp *u = user;
+    int L;
+    if (nb_arch_is_expert_stack(name) && nb_arch_is_per_expert(name, &L) && slice >= 0 &&
+        slice < (int64_t)u->pr->keep) {
+        for (uint32_t l = 0; l < u->pr->n_layer; l++)
+            if (u->pr->layer[l] == L) {
+                slice = u->pr->kept[(size_t)l * u->pr->keep + (size_t)slice];
+                break;
+            }
+    }
+    return u->fn(u->user, name, slice, ne0);
+}
+
+static double pruned_slice_weight(void *user, const char *name, int64_t slice) {
+    const pruned_imp *u = user;
+    int L;
+    if (nb_arch_is_per_expert(name, &L) && slice >= 0 && slice < (int64_t)u->pr->keep)
+        for (uint32_t l = 0; l < u->pr->n_layer; l++)
+            if (u->pr->layer[l] == L) {
+                slice = u->pr->kept[(size_t)l * u->pr->keep + (size_t)slice];
+                break;
+            }
+    return routing_weight((void *)u->rt, name, slice);
+}
+
+/* Write the source pruned as plan p says to `tmp` (the model the plan binds to). */
+static nb_status job_prune(const nb_quant_job *j, const nb_routing *rt, const nb_plan *p, const char *tmp,
+                           nb_ctx *ctx) {
+    const nb_plan_prune *pr = &p->prune;
+    nb_prune_opts po = {.keep = (int)pr->keep};
+    NB_RETURN_IF(ctx, !nb_prune_criterion_from_name(pr->criterion, &po.criterion), NB_ERR_FORMAT,
+                 "plan: unknown prune criterion '%s'", pr->criterion);
+    nb_model *m = NULL;
+    NB_TRY(nb_model_open(j->src, &m, ctx));
+    nb_prune_plan pp;
+    nb_prune_result res;
+    nb_status st = nb_prune_plan_build(m, rt, &po, &pp, ctx);
+    if (st == NB_OK) st = nb_prune_plan_matches(&pp, p, ctx);
+    if (st == NB_OK) st = nb_prune_write(m, &pp, tmp, &res, ctx);
+    nb_prune_plan_free(&pp);
+    nb_model_close(m);
+    return st;
+}
+
 /* Step 1 with a budget: measure, then allocate. */
 static nb_status job_plan_budget(const nb_quant_job *j, job_data *d, const nb_quant_opts *qo, nb_quant_job_result *r,
                                  nb_ctx *ctx) {
@@ -188,10 +269,21 @@ static nb_status job_plan_budget(const nb_quant_job *j, job_data *d, const nb_qu
     nb_sens_opts so = {.runtime = j->budget.mem.runtime, .sample_rows = j->sample_rows,
                        .importance = qo->importance, .importance_user = qo->importance_user,
                        .default_importance = qo->importance ? mean_importance(&d->im) : 1.0,
-                       .slice_weight = d->rt.n_layer ? routing_weight : NULL, .slice_weight_user = &d->rt};
+                       .slice_weight = d->rt.n_layer ? routing_weight : NULL, .slice_weight_user = &d->rt,
+                       .state_path = j->measure_state};
+    d->so = so;
     if (st == NB_OK) st = nb_sens_measure(mdl, &so, &sens, ctx);
     r->seconds_measure = sens.seconds;
-    if (st == NB_OK) st = nb_budget_plan(mdl, &sens, &j->budget, &r->plan, &r->budget, ctx);
+    nb_budget b = j->budget;
+    ranker rk = {.rt = &d->rt, .crit = NB_PRUNE_REAP};
+    if (b.allow_prune) {
+        if (b.prune_criterion && !nb_prune_criterion_from_name(b.prune_criterion, &rk.crit) && st == NB_OK)
+            st = nb_err(ctx, NB_ERR_INVALID, "unknown prune criterion '%s'", b.prune_criterion);
+        b.rank = d->rt.n_layer ? rank_experts : NULL;
+        b.rank_user = &rk;
+        b.prune_criterion = nb_prune_criterion_name(rk.crit);
+    }
+    if (st == NB_OK) st = nb_budget_plan(mdl, &sens, &b, &r->plan, &r->budget, ctx);
     nb_sens_free(&sens);
     nb_model_close(mdl);
     return st;
@@ -212,7 +304,10 @@ nb_status nb_quantize_job(const nb_quant_job *j, nb_quant_job_result *r, nb_ctx 
     nb_status st = NB_OK;
     if (budget) {
         st = job_importance(j, m, &d, &qo, r, ctx);
+        double t0 = nb_now();
+        nb_event_stage(ctx, "start", "plan", 0, 0, "measure the errors, then choose the types for the target", 0);
         if (st == NB_OK) st = job_plan_budget(j, &d, &qo, r, ctx);
+        if (st == NB_OK) nb_event_stage(ctx, "end", "plan", 0, 0, NULL, nb_now() - t0);
     } else {
         st = job_plan(j, m, &r->plan, ctx);
     }
@@ -225,20 +320,64 @@ nb_status nb_quantize_job(const nb_quant_job *j, nb_quant_job_result *r, nb_ctx 
     if (st == NB_OK && nrq)
         NB_WARN(ctx, "%s: %zu tensor%s already quantized: dequantizing and requantizing (errors add up; "
                 "quantize from the F16/BF16/F32 original when you have it)", j->src, nrq, nrq == 1 ? " is" : "s are");
+    char *tmp = NULL;
+    const char *src = j->src;
+    pruned_imp pi = {.pr = &r->plan.prune, .fn = qo.importance, .user = qo.importance_user, .rt = &d.rt};
+    if (st == NB_OK && j->dst && budget && r->plan.prune.keep) {
+        /* the plan keeps fewer experts: prune first, then quantize the pruned model */
+        size_t tn = strlen(j->dst) + 16;
+        tmp = j->prune_tmp ? nb_strdup(ctx, j->prune_tmp) : nb_malloc(ctx, tn, "path");
+        if (tmp && !j->prune_tmp) snprintf(tmp, tn, "%s.pruned.tmp", j->dst);
+        double tp = nb_now();
+        nb_event_stage(ctx, "start", "prune", 0, 0, "keep the experts the plan chose", 0);
+        st = tmp ? job_prune(j, &d.rt, &r->plan, tmp, ctx) : NB_ERR_NOMEM;
+        src = tmp;
+        if (st == NB_OK) nb_event_stage(ctx, "end", "prune", 0, 0, NULL, nb_now() - tp);
+        if (qo.importance) {
+            qo.importance = pruned_importance;
+            qo.importance_user = &pi;
+        }
+    }
     if (st == NB_OK && j->dst) {
         if (!budget) st = job_importance(j, m, &d, &qo, r, ctx);
+        if (!budget && r->plan.prune.keep && qo.importance) {
+            /* a pruning plan applied to the pruned model: the imatrix is the unpruned source's */
+            pi.fn = qo.importance;
+            pi.user = qo.importance_user;
+            qo.importance = pruned_importance;
+            qo.importance_user = &pi;
+        }
         /* step 3: the write */
         if (st == NB_OK && nb_quant_method_sequential(m)) {
             nb_gptq_model_opts go = {.calib_path = j->calib_path, .corpus = j->corpus, .gptq = j->gptq,
                                      .compare_rtn = j->report, .all_experts = j->all_experts,
                                      .awq = m != NB_METHOD_GPTQ, .no_gptq = m == NB_METHOD_AWQ};
-            st = nb_gptq_quantize_model(j->src, j->dst, &r->plan, &qo, &go, &r->gptq, ctx);
+            st = nb_gptq_quantize_model(src, j->dst, &r->plan, &qo, &go, &r->gptq, ctx);
             r->quant = r->gptq.quant;
             memset(&r->gptq.quant, 0, sizeof r->gptq.quant);
         } else if (st == NB_OK) {
-            st = nb_quantize_model(j->src, j->dst, &r->plan, &qo, &r->quant, ctx);
+            st = nb_quantize_model(src, j->dst, &r->plan, &qo, &r->quant, ctx);
         }
     }
+    if (st == NB_OK && j->dst && budget && j->verify_plan) {
+        /* the planner's error measure over every row of the written types (what it predicted from samples) */
+        nb_sens_opts so = d.so;
+        so.state_path = NULL;
+        so.importance = qo.importance;
+        so.importance_user = qo.importance_user;
+        if (r->plan.prune.keep && so.slice_weight) {
+            so.slice_weight = pruned_slice_weight;
+            so.slice_weight_user = &pi;
+        }
+        nb_model *mv = NULL;
+        r->measured_err = nb_calloc(ctx, r->plan.n_tensors ? r->plan.n_tensors : 1, sizeof *r->measured_err,
+                                    "measured errors");
+        st = r->measured_err ? nb_model_open(src, &mv, ctx) : NB_ERR_NOMEM;
+        if (st == NB_OK) st = nb_sens_measure_plan(mv, &so, &r->plan, r->measured_err, ctx);
+        nb_model_close(mv);
+    }
+    if (tmp) unlink(tmp);
+    free(tmp);
     nb_imatrix_importance_free(&d.imu);
     nb_imatrix_free(&d.im);
     nb_routing_free(&d.rt);
@@ -247,6 +386,7 @@ nb_status nb_quantize_job(const nb_quant_job *j, nb_quant_job_result *r, nb_ctx 
 
 void nb_quant_job_result_free(nb_quant_job_result *r) {
     if (!r) return;
+    free(r->measured_err);
     nb_plan_free(&r->plan);
     nb_quant_result_free(&r->quant);
     nb_gptq_model_result_free(&r->gptq);

@@ -21,6 +21,13 @@
  * another model); token_embd / output need none (llama-imatrix skips them).
  * Without importance data the errors are unweighted.
  *
+ * Pruning (budget.allow_prune; quant/budget.h): the experts are ranked by
+ * budget.prune_criterion over the routing statistics (distill/prune.h); when
+ * the plan keeps fewer experts, the write first prunes the source to
+ * job->prune_tmp (default "<dst>.pruned.tmp", removed afterwards: one extra
+ * copy of the pruned source on disk, never in memory), then quantizes that
+ * with the plan, the importance of expert slices mapped to the kept experts.
+ *
  * Requantization (a source tensor already in a block-quantized type, planned
  * to another type) compounds two roundings; it is refused with NB_ERR_INVALID
  * unless job->allow_requantize (llama-quantize --allow-requantize). A dry run
@@ -88,6 +95,10 @@ typedef struct nb_quant_job {
     uint64_t chunk_elems;      /* 0: default */
     nb_budget budget;          /* kind NB_BUDGET_NONE: no budget (the plan comes from a mix or a file) */
     uint32_t sample_rows;      /* budget: rows sampled per tensor (0: NB_SENS_DEFAULT_ROWS) */
+    const char *prune_tmp;     /* a plan that prunes: the pruned source's path (NULL: "<dst>.pruned.tmp") */
+    const char *measure_state; /* budget: resumable measurement journal (quant/budget.h; NULL: none) */
+    bool verify_plan;          /* budget, after the write: the planner's error over every row of the chosen
+                                  types (nb_sens_measure_plan) into result->measured_err */
 } nb_quant_job;
 
 typedef struct nb_quant_job_result {
@@ -99,6 +110,7 @@ typedef struct nb_quant_job_result {
     nb_gptq_model_result gptq; /* sequential methods: the driver's figures (its .quant is moved to .quant) */
     nb_budget_result budget;   /* with a budget: the planner's totals */
     double seconds_measure;    /* with a budget: the sensitivity measurement */
+    double *measured_err;      /* verify_plan: [plan.n_tensors] (NAN where the planner chose nothing) */
 } nb_quant_job_result;
 
 /* Check the job's options against each other without touching any file:

@@ -33,6 +33,9 @@ int nb_cmd_plan(int argc, char **argv);
 int nb_cli_exit_code(nb_status st);
 /* Print "nibble CMD: <errmsg>" to stderr and return the exit code for st. */
 int nb_cli_fail(const char *cmd, nb_ctx *ctx, nb_status st);
+/* --json of long commands (plan, quantize, build): progress events as JSON lines
+ * on stdout, each before the command's result line (docs/cli.md). */
+void nb_cli_json_events(nb_ctx *ctx);
 /* Before any work: refuse an output that is one of the inputs or another
  * output (core/paths.h). Prints "nibble CMD: <message>" and returns
  * NB_EXIT_USAGE, or returns NB_OPTS_RUN to go on. NULL entries are skipped.
@@ -55,7 +58,11 @@ typedef struct nb_cli_budget {
     int ctx, kv_type, runtime;
     uint32_t sample_rows;
     bool size_set, bpw_set, budget_set, ctx_set, kv_set, overhead_set;
+    bool allow_prune, criterion_set;
+    int prune_criterion;
+    const char *measure_state;
 } nb_cli_budget;
+extern const nb_opt_choice nb_cli_prune_criteria[];
 extern const nb_opt_choice nb_cli_kv_types[];
 extern const nb_opt_choice nb_cli_runtimes[];
 #define NB_CLI_BUDGET_ROWS(b, ctx_name)                                                                               \
@@ -75,7 +82,16 @@ extern const nb_opt_choice nb_cli_runtimes[];
     {.name = "runtime", .type = NB_OPT_CHOICE, .dest = &(b).runtime, .meta = "R", .choices = nb_cli_runtimes,       \
      .help = "llama.cpp (default: GGUF types it loads) or nibble (also nf4 / int4)"},                               \
     {.name = "sample-rows", .type = NB_OPT_U32, .dest = &(b).sample_rows, .meta = "N", .lo = 1, .hi = 1 << 20,      \
-     .help = "rows per tensor sampled to measure errors (default 64)"}
+     .help = "rows per tensor sampled to measure errors (default 64)"},                                             \
+    {.name = "measure-state", .type = NB_OPT_STR, .dest = &(b).measure_state, .meta = "FILE",                       \
+     .help = "keep the measured errors in FILE as they come: an interrupted run resumes\n"                          \
+             "there, a finished one is reused (same model, importance data and options only)"},                    \
+    {.name = "allow-prune", .type = NB_OPT_FLAG, .dest = &(b).allow_prune,                                           \
+     .help = "MoE: when every expert cannot fit, keep fewer experts per layer (the planner\n"                        \
+             "chooses how many; needs routing statistics: --imatrix from nibble calibrate, or --calib)"},             \
+    {.name = "prune-criterion", .type = NB_OPT_CHOICE, .dest = &(b).prune_criterion, .given = &(b).criterion_set,    \
+     .meta = "C", .choices = nb_cli_prune_criteria, .flags = NB_OPT_SUB,                                             \
+     .help = "which experts go with --allow-prune: reap (default) or freq (as nibble prune)"}
 
 /* The calibration-corpus rows under a --calib row: --calib-tokens N, --CTX_NAME N
  * (chunk length) and --seed S into an nb_corpus_opts. */

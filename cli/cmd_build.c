@@ -67,7 +67,8 @@ int nb_cmd_build(int argc, char **argv) {
         {.name = "work", .type = NB_OPT_STR, .dest = &work, .meta = "DIR", .flags = NB_OPT_OUTPUT,
          .help = "stage cache (default DIR/.work); builds of several recipes may share one"},
         {.name = "force", .type = NB_OPT_FLAG, .dest = &force, .help = "redo every stage (default: resume)"},
-        {.name = "json", .type = NB_OPT_FLAG, .dest = &json, .help = "print the result as JSON on stdout"},
+        {.name = "json", .type = NB_OPT_FLAG, .dest = &json,
+         .help = "JSON lines on stdout: progress events, then the result (docs/cli.md)"},
     };
     const nb_cmd_spec spec = {
         .name = "build",
@@ -89,6 +90,7 @@ int nb_cmd_build(int argc, char **argv) {
     if (rc == NB_OPTS_RUN) rc = nb_cli_check_paths("build", &ctx, NB_CLI_PATHS(args.pos[0], source), NB_CLI_PATHS(out));
     if (rc != NB_OPTS_RUN) goto done;
     FILE *info = json ? stderr : stdout;
+    if (json) nb_cli_json_events(&ctx);
     char *src_abs = source ? abs_if_exists(source) : NULL;
     nb_build_opts bo = {.recipe_path = args.pos[0], .vars = vs.v, .n_vars = vs.n, .source = src_abs, .out_dir = out,
                         .work_dir = work,

@@ -37,7 +37,8 @@ int nb_cmd_plan(int argc, char **argv) {
         {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &out_path, .meta = "PLAN.json",
          .flags = NB_OPT_OUTPUT, .help = "write the plan (what `nibble quantize --plan` applies)"},
         {.name = "json", .type = NB_OPT_FLAG, .dest = &json,
-         .help = "print {\"budget\": totals, \"plan\": the plan} on stdout (the table goes to stderr)"},
+         .help = "JSON lines on stdout: progress events, then {\"budget\": totals, \"plan\": the plan}\n"
+                 "(the table goes to stderr)"},
         {.name = "imatrix", .type = NB_OPT_STR, .dest = &job.imatrix_path, .meta = "STATS",
          .help = "importance matrix (nibble calibrate / llama-imatrix): errors weighted by it, and\n"
                  "experts by its routing statistics; quantize with the same file"},
@@ -64,6 +65,7 @@ int nb_cmd_plan(int argc, char **argv) {
     nb_args args = {0};
     int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
     if (rc != NB_OPTS_RUN) goto done;
+    job.measure_state = bo.measure_state;
     rc = nb_cli_budget_finish(&spec, &args, &bo, "ctx", &job.budget);
     if (rc != NB_OPTS_RUN) goto done;
     if (job.budget.kind == NB_BUDGET_NONE) {
@@ -74,6 +76,7 @@ int nb_cmd_plan(int argc, char **argv) {
         rc = nb_opts_usage_error(&spec, &args, "give --imatrix STATS or --calib TEXT, not both");
         goto done;
     }
+    if (json) nb_cli_json_events(&ctx);
     job.src = args.pos[0];
     job.sample_rows = bo.sample_rows;
     job.method = job.calib_path ? NB_METHOD_IMATRIX : NB_METHOD_AUTO;

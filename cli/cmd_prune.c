@@ -32,7 +32,7 @@ static void print_plan(FILE *f, const nb_prune_plan *p) {
 int nb_cmd_prune(int argc, char **argv) {
     nb_ctx ctx;
     nb_ctx_init(&ctx);
-    const char *out = NULL, *stats = NULL, *save_stats = NULL, *report = NULL;
+    const char *out = NULL, *stats = NULL, *save_stats = NULL, *report = NULL, *plan_path = NULL;
     bool json = false, dry = false, keep_set = false, ratio_set = false;
     nb_prune_opts po = {.criterion = NB_PRUNE_REAP};
     nb_calib_opts co = {0};
@@ -55,6 +55,10 @@ int nb_cmd_prune(int argc, char **argv) {
          .help = "experts kept per layer (expert_used_count <= N <= expert_count)"},
         {.name = "keep-ratio", .type = NB_OPT_DOUBLE, .dest = &po.keep_ratio, .given = &ratio_set, .meta = "R", .lo = 0,
          .hi = 1, .flags = NB_OPT_LO_OPEN, .help = "keep ceil(R x expert_count) experts per layer, 0 < R <= 1"},
+        {.name = "plan", .type = NB_OPT_STR, .dest = &plan_path, .meta = "PLAN.json",
+         .help = "keep as many experts as this size-budget plan decided (nibble plan\n"
+                 "--allow-prune), by its criterion; check that the statistics keep the\n"
+                 "plan's experts. Then `nibble quantize OUT --plan PLAN.json`"},
         {.name = "criterion", .type = NB_OPT_CALL, .fn = set_criterion, .dest = &po.criterion, .meta = "C",
          .help = "reap (default): mean over routed tokens of gate weight x ||expert\n"
                  "output||; freq: share of tokens routed to the expert. Ties keep the\n"
@@ -81,7 +85,8 @@ int nb_cmd_prune(int argc, char **argv) {
     };
     const nb_cmd_spec spec = {
         .name = "prune",
-        .usage = "MODEL (--calib FILE | --stats STATS.gguf) (--keep N | --keep-ratio R) -o OUT.gguf\n"
+        .usage = "MODEL (--calib FILE | --stats STATS.gguf) (--keep N | --keep-ratio R | --plan PLAN.json)\n"
+                 "-o OUT.gguf\n"
                  "[--criterion reap|freq] [--renormalize-topk] [--reduce-topk]\n"
                  "[--eval FILE [--eval-ctx N] [--eval-chunks N]] [--json] [--report F.json]\n"
                  "[--dry-run] [--threads N] [--quiet]",
@@ -100,8 +105,8 @@ int nb_cmd_prune(int argc, char **argv) {
     const char *model = args.pos[0];
     const char *why = !co.calib_path && !stats    ? "missing statistics: give --calib FILE or --stats STATS.gguf"
                       : co.calib_path && stats    ? "--calib and --stats cannot be combined"
-                      : !keep_set && !ratio_set   ? "missing --keep N or --keep-ratio R"
-                      : keep_set && ratio_set     ? "--keep and --keep-ratio cannot be combined"
+                      : !keep_set && !ratio_set && !plan_path ? "missing --keep N, --keep-ratio R or --plan PLAN.json"
+                      : keep_set + ratio_set + !!plan_path > 1 ? "give one of --keep, --keep-ratio and --plan"
                       : !out && !dry              ? "missing -o OUT.gguf"
                       : save_stats && !co.calib_path ? "--save-stats needs --calib"
                       : dry && eo.text_path       ? "--eval needs a pruned model: not with --dry-run"
@@ -110,12 +115,12 @@ int nb_cmd_prune(int argc, char **argv) {
         rc = nb_opts_usage_error(&spec, &args, "%s", why);
         goto done;
     }
-    rc = nb_cli_check_paths("prune", &ctx, NB_CLI_PATHS(model, co.calib_path, stats, eo.text_path),
+    rc = nb_cli_check_paths("prune", &ctx, NB_CLI_PATHS(model, co.calib_path, stats, eo.text_path, plan_path),
                             NB_CLI_PATHS(dry ? NULL : out, save_stats, report));
     if (rc != NB_OPTS_RUN) goto done;
 
     nb_prune_job job = {.src = model, .dst = dry ? NULL : out, .stats_path = stats, .calib = co,
-                        .save_stats = save_stats, .prune = po};
+                        .save_stats = save_stats, .prune = po, .plan_path = plan_path};
     nb_prune_job_result jr = {0};
     nb_prune_eval ev = {0};
     bool have_ev = false;

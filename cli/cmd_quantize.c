@@ -250,7 +250,8 @@ int nb_cmd_quantize(int argc, char **argv) {
                  "cosine similarity): printed as a table, and written as JSON to FILE\n"
                  "(also accepted as `--report FILE.json`). Costs one dequantization."},
         {.name = "json", .type = NB_OPT_FLAG, .dest = &json,
-         .help = "print a JSON summary (with the per-tensor list) on stdout"},
+         .help = "JSON lines on stdout: progress events, then the summary (with the per-tensor\n"
+                 "list); with --dry-run only the plan"},
         {.name = "imatrix", .type = NB_OPT_STR, .dest = &job.imatrix_path, .meta = "STATS",
          .help = "importance matrix (nibble calibrate, or llama-imatrix's .gguf / .dat):\n"
                  "weighted rounding as llama-quantize --imatrix does (same bytes for the\n"
@@ -290,7 +291,7 @@ int nb_cmd_quantize(int argc, char **argv) {
         .name = "quantize",
         .usage = "SRC -o OUT.gguf (--type MIX | --plan PLAN.json | --target-size SIZE | --target-bpw X |\n"
                  "--budget SIZE --budget-ctx N [--kv-type T] [--overhead SIZE]) [--runtime R] [--sample-rows N]\n"
-                 "[--rule PATTERN=TYPE]...\n"
+                 "[--allow-prune [--prune-criterion reap|freq]] [--rule PATTERN=TYPE]...\n"
                  "[--pure] [--no-fallback] [--allow-requantize] [--dry-run] [--report[=FILE.json]] [--json]\n"
                  "[--imatrix STATS] [--method rtn|imatrix|gptq|awq|awq+gptq] [--calib FILE] [--calib-tokens N]\n"
                  "[--ctx N] [--seed S] [--all-experts] [--damp X] [--block N] [--act-order] [--static-groups]\n"
@@ -315,6 +316,7 @@ int nb_cmd_quantize(int argc, char **argv) {
     job.report = report;
     rc = NB_EXIT_USAGE;
     if (!job.dst && !dry_run) { rc = nb_opts_usage_error(&spec, &args, "missing -o OUT"); goto done; }
+    job.measure_state = bo.measure_state;
     rc = nb_cli_budget_finish(&spec, &args, &bo, "budget-ctx", &job.budget);
     if (rc != NB_OPTS_RUN) goto done;
     job.sample_rows = bo.sample_rows;
@@ -361,6 +363,7 @@ int nb_cmd_quantize(int argc, char **argv) {
     job.n_include_weights = include.n;
     job.exclude_weights = exclude.v;
     job.n_exclude_weights = exclude.n;
+    if (json && !dry_run) nb_cli_json_events(&ctx); /* a dry run's stdout is the plan file alone */
     nb_status st = nb_quantize_job(&job, &res, &ctx);
     if (st != NB_OK) { rc = nb_cli_fail("quantize", &ctx, st); goto done; }
     const char *method = nb_quant_method_name(res.method);
@@ -386,6 +389,9 @@ int nb_cmd_quantize(int argc, char **argv) {
             fprintf(human, "budget: predicted file %llu bytes, written %llu; predicted loss %.6g\n",
                     (unsigned long long)res.budget.file_bytes, (unsigned long long)res.quant.bytes_out,
                     res.budget.pred_loss);
+        if (res.budget.keep)
+            fprintf(human, "pruned: %u of %u experts kept per layer (%s), as the plan decided\n", res.budget.keep,
+                    res.budget.n_expert, res.plan.prune.criterion);
         if (m_gptq) {
             const nb_gptq_model_result *g = &res.gptq;
             if (res.method != NB_METHOD_GPTQ)

@@ -1,7 +1,12 @@
 /* cli/common.c — helpers shared by the subcommands. */
 #include "cli/cli.h"
+
+#include "formats/json_strict.h"
+#include <cjson/cJSON.h>
+#include <stdlib.h>
 #include "core/paths.h"
 #include "core/types.h"
+#include "distill/prune.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +23,18 @@ int nb_cli_exit_code(nb_status st) {
 int nb_cli_fail(const char *cmd, nb_ctx *ctx, nb_status st) {
     const char *m = nb_errmsg(ctx);
     fprintf(stderr, "nibble %s: %s\n", cmd, m && *m ? m : nb_status_name(st));
+    if (ctx->event_fn) {
+        /* --json: the failure as the last event, so a reader of the lines sees why they stop */
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "event", "error");
+        cJSON_AddStringToObject(j, "command", cmd);
+        cJSON_AddStringToObject(j, "message", m && *m ? m : nb_status_name(st));
+        cJSON_AddNumberToObject(j, "exit", nb_cli_exit_code(st));
+        char *js = nb_json_print(j, false);
+        if (js) ctx->event_fn(ctx->event_user, js);
+        free(js);
+        cJSON_Delete(j);
+    }
     return nb_cli_exit_code(st);
 }
 
@@ -37,6 +54,22 @@ nb_status nb_cli_opt_float_type(const nb_opt *opt, const char *arg, nb_ctx *ctx)
 
 const nb_opt_choice nb_cli_kv_types[] = {{"f16", NB_TYPE_F16}, {"q8_0", NB_TYPE_Q8_0}, {"q4_0", NB_TYPE_Q4_0}, {0, 0}};
 const nb_opt_choice nb_cli_runtimes[] = {{"llama.cpp", NB_RUNTIME_LLAMACPP}, {"nibble", NB_RUNTIME_NIBBLE}, {0, 0}};
+const nb_opt_choice nb_cli_prune_criteria[] = {{"reap", NB_PRUNE_REAP}, {"freq", NB_PRUNE_FREQ}, {0, 0}};
+
+/* --json: progress events as JSON lines on stdout (core/progress.h), before the result line. */
+static void stdout_event(void *user, const char *json) {
+    (void)user;
+    flockfile(stdout);
+    fputs(json, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+    funlockfile(stdout);
+}
+
+void nb_cli_json_events(nb_ctx *ctx) {
+    ctx->event_fn = stdout_event;
+    ctx->event_user = NULL;
+}
 
 int nb_cli_budget_finish(const nb_cmd_spec *spec, const nb_args *args, const nb_cli_budget *b, const char *ctx_name,
                          nb_budget *out) {
@@ -48,6 +81,13 @@ int nb_cli_budget_finish(const nb_cmd_spec *spec, const nb_args *args, const nb_
                                    ctx_name);
     if (b->budget_set && !b->ctx_set)
         return nb_opts_usage_error(spec, args, "--budget needs --%s N (the context the memory must hold)", ctx_name);
+    if ((b->allow_prune || b->criterion_set) && (b->bpw_set || !n))
+        return nb_opts_usage_error(spec, args, "--allow-prune needs --target-size or --budget (bits per weight do "
+                                   "not shrink when experts go)");
+    if (b->measure_state && !n)
+        return nb_opts_usage_error(spec, args, "--measure-state keeps the planner's measurement: give a target");
+    if (b->criterion_set && !b->allow_prune)
+        return nb_opts_usage_error(spec, args, "--prune-criterion needs --allow-prune");
     out->kind = b->size_set ? NB_BUDGET_FILE : b->bpw_set ? NB_BUDGET_BPW : b->budget_set ? NB_BUDGET_MEMORY
                                                                                         : NB_BUDGET_NONE;
     out->bytes = b->size_set ? b->target_size : b->budget;
@@ -55,5 +95,8 @@ int nb_cli_budget_finish(const nb_cmd_spec *spec, const nb_args *args, const nb_
     out->mem = (nb_mem_opts){.n_ctx = (uint32_t)b->ctx, .kv_type = b->kv_set ? (nb_type)b->kv_type : NB_TYPE_F16,
                              .runtime = (nb_runtime)b->runtime,
                              .overhead = b->overhead_set ? b->overhead : NB_MEM_DEFAULT_OVERHEAD};
+    out->allow_prune = b->allow_prune;
+    out->prune_criterion = nb_prune_criterion_name((nb_prune_criterion)(b->criterion_set ? b->prune_criterion
+                                                                                         : NB_PRUNE_REAP));
     return NB_OPTS_RUN;
 }

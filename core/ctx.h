@@ -47,6 +47,10 @@ typedef struct nb_ctx {
     bool quiet;             /* no progress bars, only warnings and errors */
     nb_log_fn log_fn;       /* NULL: lines go to stderr */
     void *log_user;
+    /* machine-readable progress events (core/progress.h): one JSON object per call, no newline;
+     * NULL: none. Called from one thread at a time per progress object. */
+    void (*event_fn)(void *user, const char *json);
+    void *event_user;
     /* error state: last failure's code and message */
     pthread_mutex_t mu;
     nb_status err;

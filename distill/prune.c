@@ -52,28 +52,8 @@ static nb_status set_count(nb_kvset *kv, const char *arch, const char *key, uint
     return nb_kv_set(kv, k, &v, ctx);
 }
 
-/* A tensor with the expert on its last axis: "blk.L.<...>_exps.*", the router
- * "blk.L.ffn_gate_inp.{weight,bias}" and "blk.L.exp_probs_b.*". The shared
- * expert (*_shexp, ffn_gate_inp_shexp) is not one. */
-static bool per_expert_name(const char *name, int *layer) {
-    if (strncmp(name, "blk.", 4) != 0) return false;
-    const char *p = name + 4;
-    if (*p < '0' || *p > '9') return false;
-    long L = 0;
-    while (*p >= '0' && *p <= '9') {
-        L = L * 10 + (*p - '0');
-        if (L >= PRUNE_MAX_LAYER) return false;
-        p++;
-    }
-    if (*p != '.') return false;
-    p++;
-    if (strstr(p, "_exps.") || !strcmp(p, "ffn_gate_inp.weight") || !strcmp(p, "ffn_gate_inp.bias") ||
-        !strncmp(p, "exp_probs_b.", 12)) {
-        *layer = (int)L;
-        return true;
-    }
-    return false;
-}
+/* A tensor with the expert on its last axis (formats/arch.h). */
+static bool per_expert_name(const char *name, int *layer) { return nb_arch_is_per_expert(name, layer); }
 
 static const char *shape_str(const nb_tensor *t, char *buf, size_t n) {
     int k = snprintf(buf, n, "{");
@@ -114,6 +94,41 @@ static int cmp_int(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* Expert e's statistics and score from the routing layer l. */
+static void expert_score(const nb_routing_layer *l, int e, nb_prune_criterion c, nb_prune_expert *x) {
+    x->n_sel = l->n_sel[e];
+    x->freq = l->n_sel[e] / l->n_tok;
+    x->gate_mean = l->n_sel[e] > 0 ? l->gate_sum[e] / l->n_sel[e] : 0;
+    x->reap = l->n_sel[e] > 0 ? l->norm_sum[e] / l->n_sel[e] : 0;
+    x->score = c == NB_PRUNE_REAP ? x->reap : x->freq;
+}
+
+/* r[0..X): the experts by score descending (lower index first at a tie). */
+static void rank_layer(const nb_routing_layer *l, int X, nb_prune_criterion c, nb_prune_expert *ex, ranked *r) {
+    for (int e = 0; e < X; e++) {
+        expert_score(l, e, c, &ex[e]);
+        r[e].score = ex[e].score;
+        r[e].index = e;
+    }
+    qsort(r, (size_t)X, sizeof *r, cmp_ranked);
+}
+
+bool nb_prune_rank(const nb_routing *rt, int layer, nb_prune_criterion c, int *order, int n_expert) {
+    if (!rt || layer < 0 || layer >= rt->n_layer || n_expert < 1) return false;
+    const nb_routing_layer *l = &rt->layers[layer];
+    if (l->n_expert != n_expert || !(l->n_tok > 0)) return false;
+    nb_prune_expert *ex = calloc((size_t)n_expert, sizeof *ex);
+    ranked *r = calloc((size_t)n_expert, sizeof *r);
+    if (ex && r) {
+        rank_layer(l, n_expert, c, ex, r);
+        for (int k = 0; k < n_expert; k++) order[k] = r[k].index;
+    }
+    bool ok = ex && r;
+    free(ex);
+    free(r);
+    return ok;
+}
+
 static nb_status plan_layer(nb_prune_layer *pl, const nb_routing_layer *l, int X, int keep, nb_prune_criterion c,
                             nb_ctx *ctx) {
     pl->n_tok = l->n_tok;
@@ -122,17 +137,7 @@ static nb_status plan_layer(nb_prune_layer *pl, const nb_routing_layer *l, int X
     pl->dropped = nb_calloc(ctx, (size_t)(X - keep ? X - keep : 1), sizeof *pl->dropped, "prune plan");
     ranked *r = nb_calloc(ctx, (size_t)X, sizeof *r, "prune plan");
     if (!pl->experts || !pl->kept || !pl->dropped || !r) { free(r); return NB_ERR_NOMEM; }
-    for (int e = 0; e < X; e++) {
-        nb_prune_expert *x = &pl->experts[e];
-        x->n_sel = l->n_sel[e];
-        x->freq = l->n_sel[e] / l->n_tok;
-        x->gate_mean = l->n_sel[e] > 0 ? l->gate_sum[e] / l->n_sel[e] : 0;
-        x->reap = l->n_sel[e] > 0 ? l->norm_sum[e] / l->n_sel[e] : 0;
-        x->score = c == NB_PRUNE_REAP ? x->reap : x->freq;
-        r[e].score = x->score;
-        r[e].index = e;
-    }
-    qsort(r, (size_t)X, sizeof *r, cmp_ranked);
+    rank_layer(l, X, c, pl->experts, r);
     for (int k = 0; k < X; k++) {
         if (k < keep) pl->kept[k] = r[k].index;
         else pl->dropped[k - keep] = r[k].index;

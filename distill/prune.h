@@ -122,6 +122,11 @@ typedef struct nb_prune_plan {
 nb_status nb_prune_plan_build(const nb_model *m, const nb_routing *rt, const nb_prune_opts *o, nb_prune_plan *plan,
                               nb_ctx *ctx);
 void nb_prune_plan_free(nb_prune_plan *p); /* NULL-safe */
+/* order[0..n_expert): the experts of MoE block `layer` from most to least
+ * worth keeping by criterion c, the order nb_prune_plan_build keeps them in
+ * (score descending, the lower index first at a tie). false: no statistics
+ * for the layer, another expert count, or out of memory. */
+bool nb_prune_rank(const nb_routing *rt, int layer, nb_prune_criterion c, int *order, int n_expert);
 /* The checks of nb_prune_plan_build that need no statistics (a MoE model of a
  * supported architecture, the keep count): run them before a calibration. */
 nb_status nb_prune_check_model(const nb_model *m, const nb_prune_opts *o, nb_ctx *ctx);

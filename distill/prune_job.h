@@ -13,6 +13,7 @@
 
 #include "calib/calibrate.h"
 #include "distill/prune.h"
+#include "quant/plan.h"
 
 typedef struct nb_prune_job {
     const char *src;          /* required */
@@ -21,6 +22,9 @@ typedef struct nb_prune_job {
     nb_calib_opts calib;      /* calibration when stats_path is NULL (calib.calib_path required then) */
     const char *save_stats;   /* with a calibration run: also write the statistics here (may be NULL) */
     nb_prune_opts prune;
+    const char *plan_path;    /* a size-budget plan with a keep-N decision (quant/plan.h "prune"):
+                                 keep and criterion come from it (prune.keep / keep_ratio must be 0),
+                                 the source must be the plan's, and the experts kept must be the plan's */
 } nb_prune_job;
 
 typedef struct nb_prune_job_result {
@@ -37,5 +41,10 @@ typedef struct nb_prune_job_result {
  * both sources of statistics. */
 nb_status nb_prune_job_run(const nb_prune_job *job, nb_prune_job_result *r, nb_ctx *ctx);
 void nb_prune_job_result_free(nb_prune_job_result *r);
+
+/* NB_OK when prune plan pp keeps exactly the experts plan p's keep-N decision
+ * lists; NB_ERR_RANGE naming the first layer that differs (statistics other
+ * than those the plan was made with). */
+nb_status nb_prune_plan_matches(const nb_prune_plan *pp, const nb_plan *p, nb_ctx *ctx);
 
 #endif

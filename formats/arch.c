@@ -459,6 +459,26 @@ bool nb_arch_is_expert_stack(const char *gguf) {
     return nb_str_ends_with(gguf, "_exps.weight");
 }
 
+bool nb_arch_is_per_expert(const char *name, int *layer) {
+    if (strncmp(name, "blk.", 4) != 0) return false;
+    const char *p = name + 4;
+    if (*p < '0' || *p > '9') return false;
+    long L = 0;
+    while (*p >= '0' && *p <= '9') {
+        L = L * 10 + (*p - '0');
+        if (L >= 65536) return false;
+        p++;
+    }
+    if (*p != '.') return false;
+    p++;
+    if (strstr(p, "_exps.") || !strcmp(p, "ffn_gate_inp.weight") || !strcmp(p, "ffn_gate_inp.bias") ||
+        !strncmp(p, "exp_probs_b.", 12)) {
+        *layer = (int)L;
+        return true;
+    }
+    return false;
+}
+
 static nb_xform xform_for(const nb_arch *a, const char *gguf) {
     if (a->flags & NB_ARCH_F_PERMUTE_QK) {
         if (nb_str_ends_with(gguf, ".attn_q.weight") || nb_str_ends_with(gguf, ".attn_q.bias")) return NB_XF_PERMUTE_Q;

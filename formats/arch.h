@@ -233,6 +233,11 @@ bool nb_arch_map_gguf(const nb_arch *a, const char *gguf, int expert, char *hf, 
                       nb_xform *xf);
 /* True when `gguf` is a stacked expert tensor name (ffn_*_exps). */
 bool nb_arch_is_expert_stack(const char *gguf);
+/* A GGUF tensor with one entry per expert on its last axis, of block L
+ * (< 65536) in *layer: the expert stacks "blk.L.*_exps.*", the router
+ * "blk.L.ffn_gate_inp.{weight,bias}" and "blk.L.exp_probs_b.*" (what expert
+ * pruning cuts). The shared expert (*_shexp, ffn_gate_inp_shexp) is not one. */
+bool nb_arch_is_per_expert(const char *gguf, int *layer);
 
 /* ---- q/k permutation ------------------------------------------------------------ */
 

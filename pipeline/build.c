@@ -13,12 +13,14 @@
 #include "distill/merge.h"
 #include "distill/prune_job.h"
 #include "engine/ppl.h"
+#include "formats/json_strict.h"
 #include "pipeline/bundle.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <ftw.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,6 +137,8 @@ typedef struct stage {
 
 static void event(builder *b, nb_build_event_kind kind, const char *name, const char *detail, const char *dir,
                   double seconds) {
+    static const char *const phase[] = {"start", "skip", "end"};
+    nb_event_stage(b->ctx, phase[kind], name, b->index, b->n_stages, detail, seconds);
     if (!b->o->on_event) return;
     nb_build_event ev = {kind, name, b->index, b->n_stages, detail, dir, seconds};
     b->o->on_event(b->o->user, &ev);
@@ -285,12 +289,31 @@ static nb_status do_calibrate(builder *b, const char *src, char **out, const key
 }
 
 /* Quantize; *plan_json receives the plan (for the report and manifest). */
+/* The quantize stage's figures from its done.json: the plan, and for the report the planner's totals and
+ * per-tensor errors (b->r->budget_json, b->r->errors_json; absent without the planner). */
+static nb_status quantize_figures(builder *b, const stage *s, char **plan_json) {
+    cJSON *j = NULL;
+    NB_TRY(stage_json(b, s, &j));
+    const cJSON *bu = cJSON_GetObjectItemCaseSensitive(j, "budget"), *er = cJSON_GetObjectItemCaseSensitive(j, "errors");
+    *plan_json = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j, "plan"));
+    if (bu) b->r->budget_json = cJSON_PrintUnformatted(bu);
+    if (er) b->r->errors_json = cJSON_PrintUnformatted(er);
+    cJSON_Delete(j);
+    return *plan_json ? NB_OK : nb_err(b->ctx, NB_ERR_FORMAT, "%s: no plan (rerun with --force)", s->done);
+}
+
 static nb_status do_quantize(builder *b, const char *src, const char *imatrix, char **out, char **plan_json,
                              const key *kin) {
     const nb_recipe *rc = &b->r->recipe;
     key k;
     key_start(&k, "quantize", kin);
     NB_TRY(key_file(&k, "imatrix", imatrix, b->ctx));
+    /* the planner's measurement journal: keyed by the model and importance data, not the target, so a
+     * rerun after a crash or with another budget measures only what is missing (quant/budget.h) */
+    char mstate[PATH_MAX + 64], mhex[17];
+    key km = k;
+    key_hex(&km, mhex);
+    snprintf(mstate, sizeof mstate, "%s/measure-%s.state", b->work, mhex);
     key_str(&k, "mix", rc->target_mix);
     NB_TRY(key_file(&k, "plan", rc->target_plan, b->ctx));
     key_str(&k, "method", rc->method);
@@ -304,7 +327,11 @@ static nb_status do_quantize(builder *b, const char *src, const char *imatrix, c
     key_str(&k, "kv", rc->target_kv_type);
     key_str(&k, "runtime", rc->target_runtime);
     key_num(&k, "overhead", (double)rc->target_overhead);
-    char detail[160], b1[32];
+    if (rc->prune_auto) {
+        key_str(&k, "prune", "auto");
+        key_str(&k, "criterion", rc->prune_criterion);
+    }
+    char detail[200], b1[32];
     if (rc->target == NB_TARGET_MIX || rc->target == NB_TARGET_PLAN)
         snprintf(detail, sizeof detail, "%s%s, method %s", rc->target_mix ? "mix " : "plan ",
                  rc->target_mix ? rc->target_mix : rc->target_plan, rc->method ? rc->method : "rtn");
@@ -315,17 +342,12 @@ static nb_status do_quantize(builder *b, const char *src, const char *imatrix, c
         snprintf(detail, sizeof detail, "planned for %s %s%s, method %s", rc->target == NB_TARGET_SIZE ? "a file of" : "a memory budget of",
                  nb_fmt_bytes((double)rc->target_bytes, b1, sizeof b1), rc->target == NB_TARGET_BUDGET ? " with its KV cache" : "",
                  rc->method ? rc->method : "rtn");
+    if (rc->prune_auto) snprintf(detail + strlen(detail), sizeof detail - strlen(detail), ", experts pruned as needed");
     stage s;
     NB_TRY(stage_begin(b, "quantize", detail, &k, &s));
     *out = in_dir(b, &s, "model.gguf");
     if (!*out) return NB_ERR_NOMEM;
-    if (s.finished) {
-        cJSON *j = NULL;
-        NB_TRY(stage_json(b, &s, &j));
-        *plan_json = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(j, "plan"));
-        cJSON_Delete(j);
-        return *plan_json ? NB_OK : nb_err(b->ctx, NB_ERR_FORMAT, "%s: no plan (rerun with --force)", s.done);
-    }
+    if (s.finished) return quantize_figures(b, &s, plan_json);
     nb_rules rules;
     nb_rules_init(&rules);
     nb_status st = NB_OK;
@@ -347,7 +369,14 @@ static nb_status do_quantize(builder *b, const char *src, const char *imatrix, c
         if (rc->target_kv_type) nb_type_from_name(rc->target_kv_type, &j.budget.mem.kv_type);
         if (rc->target_runtime) nb_runtime_from_name(rc->target_runtime, &j.budget.mem.runtime);
         j.budget.mem.overhead = rc->target_overhead == UINT64_MAX ? NB_MEM_DEFAULT_OVERHEAD : rc->target_overhead;
+        j.budget.allow_prune = rc->prune_auto;
+        j.budget.prune_criterion = rc->prune_criterion ? rc->prune_criterion : "reap";
     }
+    char *tmp = rc->prune_auto ? in_dir(b, &s, "pruned.tmp") : NULL;
+    if (rc->prune_auto && !tmp) st = NB_ERR_NOMEM;
+    j.prune_tmp = tmp;
+    j.measure_state = mstate;
+    j.verify_plan = j.budget.kind != NB_BUDGET_NONE;
     if (nb_quant_method_sequential(j.method)) {
         j.calib_path = rc->calib_text;
         j.corpus.n_ctx = rc->calib_ctx;
@@ -357,20 +386,45 @@ static nb_status do_quantize(builder *b, const char *src, const char *imatrix, c
     nb_quant_job_result jr;
     memset(&jr, 0, sizeof jr);
     if (st == NB_OK) st = nb_quantize_job(&j, &jr, b->ctx);
+    free(tmp);
     nb_rules_free(&rules);
+    /* done.json: the plan, and with the planner its totals (weights / KV / compute) and, per tensor it
+     * chose, the predicted error (sampled rows) and the same measure over every row of the written type */
+    cJSON *dj = cJSON_CreateObject();
     char *pj = st == NB_OK ? nb_plan_to_json(&jr.plan) : NULL;
+    cJSON *pl = pj ? cJSON_Parse(pj) : NULL;
+    free(pj);
+    if (st == NB_OK && dj && pl) {
+        cJSON_AddItemToObject(dj, "plan", pl);
+        pl = NULL;
+        if (j.budget.kind != NB_BUDGET_NONE) {
+            char *bj = nb_budget_result_json(&jr.budget, &j.budget);
+            cJSON *bo = bj ? cJSON_Parse(bj) : NULL;
+            free(bj);
+            if (bo) cJSON_AddItemToObject(dj, "budget", bo);
+            cJSON *ea = cJSON_AddArrayToObject(dj, "errors");
+            for (size_t i = 0; ea && jr.measured_err && i < jr.plan.n_tensors; i++) {
+                const nb_plan_tensor *t = &jr.plan.tensors[i];
+                if (t->why != NB_PLAN_BUDGET || !isfinite(jr.measured_err[i]) || !isfinite(t->pred_err)) continue;
+                cJSON *e = cJSON_CreateObject();
+                cJSON_AddStringToObject(e, "name", t->name);
+                cJSON_AddStringToObject(e, "type", nb_type_name(t->type));
+                cJSON_AddNumberToObject(e, "predicted", t->pred_err);
+                cJSON_AddNumberToObject(e, "measured", jr.measured_err[i]);
+                cJSON_AddItemToArray(ea, e);
+            }
+        }
+    }
+    cJSON_Delete(pl);
     nb_quant_job_result_free(&jr);
+    char *done = st == NB_OK && dj ? nb_json_print(dj, false) : NULL;
+    cJSON_Delete(dj);
     NB_TRY(st);
-    if (!pj) return nb_err(b->ctx, NB_ERR_NOMEM, "out of memory");
-    size_t n = strlen(pj) + 16;
-    char *done = malloc(n);
-    if (!done) { free(pj); return nb_err(b->ctx, NB_ERR_NOMEM, "out of memory"); }
-    snprintf(done, n, "{\"plan\":%s}", pj);
+    if (!done) return nb_err(b->ctx, NB_ERR_NOMEM, "out of memory");
     st = stage_end(b, "quantize", &s, done);
     free(done);
-    if (st != NB_OK) { free(pj); return st; }
-    *plan_json = pj;
-    return NB_OK;
+    NB_TRY(st);
+    return quantize_figures(b, &s, plan_json);
 }
 
 /* Reference log-probs of the model the variant is judged against. */
@@ -426,19 +480,29 @@ static nb_status do_validate(builder *b, const char *model, const char *ref_logi
         memset(&pr, 0, sizeof pr);
         nb_status st = nb_ppl_file(model, &fo, &pr, b->ctx);
         if (st != NB_OK) { nb_ppl_result_free(&pr); return st; }
-        char js[512];
-        snprintf(js, sizeof js, "{\"ppl\":%.17g,\"ppl_err\":%.17g,\"kld\":%.17g,\"kld_err\":%.17g,\"same_top\":%.17g}",
-                 pr.ppl, pr.ppl_err, pr.kld.kld, pr.kld.kld_err, pr.kld.same_top);
+        char js[1536];
+        int o = snprintf(js, sizeof js, "{\"ppl\":%.17g,\"ppl_err\":%.17g,\"kld\":%.17g,\"kld_err\":%.17g,"
+                         "\"same_top\":%.17g,\"same_top_err\":%.17g,\"kld_pct\":[", pr.ppl, pr.ppl_err, pr.kld.kld,
+                         pr.kld.kld_err, pr.kld.same_top, pr.kld.same_top_err);
+        for (int q = 0; q < NB_KLD_NPCT; q++)
+            o += snprintf(js + o, sizeof js - (size_t)o, "%s%.17g", q ? "," : "", pr.kld.kld_pct[q]);
+        snprintf(js + o, sizeof js - (size_t)o, "]}");
         nb_ppl_result_free(&pr);
         NB_TRY(stage_end(b, "validate", &s, js));
     }
     cJSON *j = NULL;
     NB_TRY(stage_json(b, &s, &j));
-    const char *names[5] = {"ppl", "ppl_err", "kld", "kld_err", "same_top"};
-    double *dst[5] = {&r->ppl, &r->ppl_err, &r->kld, &r->kld_err, &r->same_top};
-    for (int i = 0; i < 5; i++) {
+    const char *names[6] = {"ppl", "ppl_err", "kld", "kld_err", "same_top", "same_top_err"};
+    double *dst[6] = {&r->ppl, &r->ppl_err, &r->kld, &r->kld_err, &r->same_top, &r->same_top_err};
+    for (int i = 0; i < 6; i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, names[i]);
         *dst[i] = cJSON_IsNumber(v) ? v->valuedouble : 0;
+    }
+    const cJSON *pc = cJSON_GetObjectItemCaseSensitive(j, "kld_pct");
+    if (cJSON_IsArray(pc) && cJSON_GetArraySize(pc) == NB_KLD_NPCT) {
+        int q = 0;
+        for (const cJSON *v = pc->child; v; v = v->next) r->kld_pct[q++] = cJSON_IsNumber(v) ? v->valuedouble : 0;
+        r->has_kld_pct = true;
     }
     cJSON_Delete(j);
     r->validated = true;
@@ -533,7 +597,8 @@ nb_status nb_build_run(const nb_build_opts *o, nb_build_result *r, nb_ctx *ctx) 
     NB_TRY(mkdir_p(r->out_dir, ctx));
     NB_TRY(mkdir_p(b.work, ctx));
     bool imx = rc->method && !strcmp(rc->method, "imatrix");
-    b.n_stages = (rc->n_adapters > 0) + rc->prune + imx + 1 + (rc->eval_text ? 2 : 0);
+    bool prune_stage = rc->prune && !rc->prune_auto; /* auto: the quantize stage prunes as its plan says */
+    b.n_stages = (rc->n_adapters > 0) + prune_stage + imx + 1 + (rc->eval_text ? 2 : 0);
 
     char *merged = NULL, *pruned = NULL, *imatrix = NULL, *model = NULL, *reflog = NULL, *plan_json = NULL;
     char *report = NULL, *man = NULL;
@@ -548,7 +613,7 @@ nb_status nb_build_run(const nb_build_opts *o, nb_build_result *r, nb_ctx *ctx) 
     }
     const char *ref = cur;      /* the variant is judged against the (merged) source */
     key kref = kin;
-    if (rc->prune) {
+    if (prune_stage) {
         NB_CHECK_GOTO(st, do_prune(&b, cur, &pruned, &kin), out);
         cur = pruned;
     }
@@ -617,6 +682,8 @@ out:
 void nb_build_result_free(nb_build_result *r) {
     if (!r) return;
     nb_recipe_free(&r->recipe);
+    free(r->budget_json);
+    free(r->errors_json);
     free(r->out_dir); free(r->model_path); free(r->report_path); free(r->manifest_path); free(r->bundle_path);
     memset(r, 0, sizeof *r);
 }

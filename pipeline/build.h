@@ -90,6 +90,11 @@ typedef struct nb_build_result {
     unsigned char model_sha256[32];
     bool validated;
     double ppl_ref, ppl, ppl_err, kld, kld_err, same_top; /* same_top: fraction */
+    double same_top_err;                                  /* fraction */
+    double kld_pct[11];    /* KLD percentiles in engine/ppl.h's nb_kld_pct_at order (max ... min) */
+    bool has_kld_pct;
+    char *budget_json;     /* planner targets: the totals (quant/budget.h nb_budget_result_json) */
+    char *errors_json;     /* planner targets: [{"name","type","predicted","measured"}] per tensor it chose */
     bool gate_failed;
     char gate_msg[512];
     int n_stages;

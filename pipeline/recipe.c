@@ -178,7 +178,14 @@ static nb_status parse_prune(const rd *r, const cJSON *j, nb_recipe *out) {
     out->prune = true;
     double keep = 0;
     bool has_keep = false, has_ratio = false;
-    NB_TRY(get_num(r, o, "prune", "keep", 1, 65536, true, &keep, &has_keep));
+    const cJSON *ka = cJSON_GetObjectItemCaseSensitive(o, "keep");
+    if (cJSON_IsString(ka)) {
+        /* "auto": the size-budget planner decides (quant/budget.h allow_prune) */
+        if (strcmp(ka->valuestring, "auto")) return want(r, "prune", "keep", "an integer or \"auto\"");
+        out->prune_auto = has_keep = true;
+    } else {
+        NB_TRY(get_num(r, o, "prune", "keep", 1, 65536, true, &keep, &has_keep));
+    }
     NB_TRY(get_num(r, o, "prune", "keep_ratio", 1e-9, 1, false, &out->prune_keep_ratio, &has_ratio));
     NB_RETURN_IF(r->ctx, has_keep == has_ratio, NB_ERR_FORMAT, "%s: prune: give exactly one of keep and keep_ratio",
                  r->what);
@@ -350,6 +357,15 @@ nb_status nb_recipe_parse(const char *text, const char *path, const nb_recipe_va
         NB_FAIL_GOTO(st, out_, ctx, NB_ERR_FORMAT, "%s: method %s needs calibration.text", what, out->method);
     if (out->prune && !out->calib_text)
         NB_FAIL_GOTO(st, out_, ctx, NB_ERR_FORMAT, "%s: prune needs calibration.text (routing statistics)", what);
+    if (out->prune_auto && (out->target != NB_TARGET_SIZE && out->target != NB_TARGET_BUDGET))
+        NB_FAIL_GOTO(st, out_, ctx, NB_ERR_FORMAT, "%s: prune.keep \"auto\" needs target.size or target.budget (the "
+                     "planner decides how many experts fit)", what);
+    if (out->prune_auto && (!out->method || strcmp(out->method, "imatrix")))
+        NB_FAIL_GOTO(st, out_, ctx, NB_ERR_FORMAT, "%s: prune.keep \"auto\" needs method \"imatrix\" (the routing "
+                     "statistics come with the importance matrix)", what);
+    if (out->prune_auto && out->prune_renormalize)
+        NB_FAIL_GOTO(st, out_, ctx, NB_ERR_FORMAT, "%s: prune.renormalize_topk cannot be combined with keep \"auto\"",
+                     what);
     if ((out->gate_kld || out->gate_ppl || out->gate_top) && !out->eval_text)
         NB_FAIL_GOTO(st, out_, ctx, NB_ERR_FORMAT, "%s: validation.gate needs validation.text", what);
 out_:

@@ -13,8 +13,10 @@
  *     "description": "...",
  *     "source": "${SOURCE}",                     required: any model nb_model_open reads
  *     "adapters": [{"path": "...", "weight": 1.0}], "qlora": false,
- *     "prune": {"keep": 8 | "keep_ratio": 0.5, "criterion": "reap"|"freq",
- *               "renormalize_topk": false},
+ *     "prune": {"keep": 8 | "auto" | "keep_ratio": 0.5, "criterion": "reap"|"freq",
+ *               "renormalize_topk": false},     "auto": the planner keeps as many as the
+ *                                                target allows (needs target size/budget,
+ *                                                method imatrix)
  *     "calibration": {"text": "...", "ctx": 512, "tokens": 65536, "seed": 0},
  *     "method": "rtn" | "imatrix" | "gptq",
  *     "target": {"mix": "q4_k_m"} | {"plan": "plan.json"} | {"size": "5.5GiB"} |
@@ -67,7 +69,8 @@ typedef struct nb_recipe {
     bool qlora;
     /* prune */
     bool prune;
-    int prune_keep;         /* 0: from keep_ratio */
+    int prune_keep;         /* 0: from keep_ratio (or auto) */
+    bool prune_auto;        /* keep "auto": the planner decides (no prune stage; the quantize stage prunes) */
     double prune_keep_ratio;
     char *prune_criterion;  /* "reap" (default) or "freq" */
     bool prune_renormalize;

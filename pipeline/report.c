@@ -68,6 +68,208 @@ static void svg_bars(sbuf *s, const char *const *label, const double *val, const
     sb_add(s, "</svg>\n");
 }
 
+static double jnum(const cJSON *o, const char *k) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+/* Size against the target: one stacked bar (memory: weights, KV cache, compute, overhead;
+ * file: tensors and header) with the limit as a line. */
+static void svg_budget(sbuf *s, const char *budget_json) {
+    cJSON *b = budget_json ? cJSON_Parse(budget_json) : NULL;
+    const cJSON *tg = b ? cJSON_GetObjectItemCaseSensitive(b, "target") : NULL;
+    if (!cJSON_IsString(tg)) { cJSON_Delete(b); return; }
+    const char *kind = tg->valuestring;
+    const char *lab[4];
+    double val[4];
+    const char *col[4] = {"#4a7fb5", "#e69138", "#8e7cc3", "#999999"};
+    int n = 0;
+    if (!strcmp(kind, "memory")) {
+        lab[n] = "weights"; val[n++] = jnum(b, "weight_bytes");
+        lab[n] = "KV cache"; val[n++] = jnum(b, "kv_bytes");
+        lab[n] = "compute"; val[n++] = jnum(b, "compute_bytes");
+        lab[n] = "overhead"; val[n++] = jnum(b, "overhead_bytes");
+    } else if (!strcmp(kind, "file")) {
+        lab[n] = "tensors"; val[n++] = jnum(b, "weight_bytes");
+        lab[n] = "header"; val[n++] = jnum(b, "file_bytes") - jnum(b, "weight_bytes");
+    } else {
+        lab[n] = "tensors"; val[n++] = jnum(b, "tensor_bytes");
+    }
+    double limit = jnum(b, "limit_bytes"), total = 0;
+    for (int i = 0; i < n; i++) total += val[i];
+    double mx = limit > total ? limit : total, x = 10;
+    char b1[32], b2[32];
+    sb_add(s, "<h2>Size against the target</h2>\n<p>target: %s, %s of %s", !strcmp(kind, "memory") ? "runtime memory"
+           : !strcmp(kind, "file") ? "file size" : "bits per weight (tensor bytes)",
+           nb_fmt_bytes(total, b1, sizeof b1), nb_fmt_bytes(limit, b2, sizeof b2));
+    if (!strcmp(kind, "memory"))
+        sb_add(s, " at a context of %.0f tokens, %s KV cache", jnum(b, "ctx"),
+               cJSON_IsString(cJSON_GetObjectItemCaseSensitive(b, "kv_type"))
+                   ? cJSON_GetObjectItemCaseSensitive(b, "kv_type")->valuestring : "");
+    if (jnum(b, "keep") > 0)
+        sb_add(s, "; experts pruned to %.0f of %.0f per layer by the planner", jnum(b, "keep"), jnum(b, "n_expert"));
+    sb_add(s, "</p>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"%d\" role=\"img\">\n", 60 + 20 * n);
+    for (int i = 0; i < n; i++) {
+        double w = mx > 0 ? 680.0 * val[i] / mx : 0;
+        sb_add(s, "<rect x=\"%.1f\" y=\"10\" width=\"%.1f\" height=\"26\" fill=\"%s\"><title>%s</title></rect>\n", x, w,
+               col[i], lab[i]);
+        x += w;
+        sb_add(s, "<rect x=\"10\" y=\"%d\" width=\"12\" height=\"12\" fill=\"%s\"/><text x=\"28\" y=\"%d\" "
+               "font-size=\"12\">%s: %s</text>\n", 50 + 20 * i, col[i], 61 + 20 * i, lab[i],
+               nb_fmt_bytes(val[i], b1, sizeof b1));
+    }
+    double lx = mx > 0 ? 10 + 680.0 * limit / mx : 10;
+    sb_add(s, "<line x1=\"%.1f\" y1=\"4\" x2=\"%.1f\" y2=\"42\" stroke=\"#b00\" stroke-width=\"2\"/>"
+           "<text x=\"%.1f\" y=\"%d\" font-size=\"12\" fill=\"#b00\" text-anchor=\"end\">limit %s</text>\n</svg>\n", lx, lx,
+           lx, 61, nb_fmt_bytes(limit, b2, sizeof b2));
+    cJSON_Delete(b);
+}
+
+/* Per tensor the planner chose: its predicted error (sampled rows) against the same measure over every
+ * row, log-log with the diagonal; then the sums per tensor group. */
+static void svg_errors(sbuf *s, const char *errors_json) {
+    cJSON *a = errors_json ? cJSON_Parse(errors_json) : NULL;
+    if (!cJSON_IsArray(a) || !cJSON_GetArraySize(a)) { cJSON_Delete(a); return; }
+    double lo = INFINITY, hi = 0;
+    for (const cJSON *e = a->child; e; e = e->next)
+        for (int k = 0; k < 2; k++) {
+            double v = jnum(e, k ? "measured" : "predicted");
+            if (v > 0) { lo = v < lo ? v : lo; hi = v > hi ? v : hi; }
+        }
+    sb_add(s, "<h2>Predicted against measured error</h2>\n<p>Per tensor the planner chose: the importance-weighted "
+              "squared error it predicted from sampled rows (x) and the same measure over every row of the type "
+              "written (y). Points on the diagonal were predicted exactly.</p>\n");
+    if (!(hi > 0) || !(lo < hi)) { lo = hi > 0 ? hi / 10 : 1e-6; hi = hi > 0 ? hi * 10 : 1; }
+    double l0 = floor(log10(lo)), l1 = ceil(log10(hi));
+    if (l1 <= l0) l1 = l0 + 1;
+    const double W = 360, X0 = 60, Y0 = 10;
+#define PX(v) (X0 + W * (log10(v) - l0) / (l1 - l0))
+#define PY(v) (Y0 + W - W * (log10(v) - l0) / (l1 - l0))
+    sb_add(s, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"460\" height=\"420\" role=\"img\">\n"
+              "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"#ccc\"/>\n"
+              "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"#aaa\" stroke-dasharray=\"4 3\"/>\n",
+           X0, Y0, W, W, X0, Y0 + W, X0 + W, Y0);
+    for (double d = l0; d <= l1; d += 1) {
+        double px = X0 + W * (d - l0) / (l1 - l0), py = Y0 + W - W * (d - l0) / (l1 - l0);
+        sb_add(s, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"10\" text-anchor=\"middle\">1e%.0f</text>"
+                  "<text x=\"%.0f\" y=\"%.0f\" font-size=\"10\" text-anchor=\"end\">1e%.0f</text>\n",
+               px, Y0 + W + 14, d, X0 - 4, py + 3, d);
+    }
+    sb_add(s, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"12\" text-anchor=\"middle\">predicted</text>"
+              "<text x=\"12\" y=\"%.0f\" font-size=\"12\" transform=\"rotate(-90 12 %.0f)\" text-anchor=\"middle\">"
+              "measured</text>\n", X0 + W / 2, Y0 + W + 30, Y0 + W / 2, Y0 + W / 2);
+    for (const cJSON *e = a->child; e; e = e->next) {
+        double p = jnum(e, "predicted"), m = jnum(e, "measured");
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name"), *ty = cJSON_GetObjectItemCaseSensitive(e, "type");
+        if (!(p > 0) || !(m > 0)) continue;
+        sb_add(s, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#4a7fb5\" fill-opacity=\"0.7\"><title>", PX(p), PY(m));
+        sb_text(s, cJSON_IsString(nm) ? nm->valuestring : "");
+        sb_add(s, " (");
+        sb_text(s, cJSON_IsString(ty) ? ty->valuestring : "");
+        sb_add(s, "): predicted %.4g, measured %.4g</title></circle>\n", p, m);
+    }
+    sb_add(s, "</svg>\n");
+#undef PX
+#undef PY
+    /* sums per group (the name without blk.N.) */
+    enum { MAXG = 48 };
+    char g[MAXG][64];
+    double gp[MAXG] = {0}, gm[MAXG] = {0};
+    int gn[MAXG] = {0}, ng = 0;
+    for (const cJSON *e = a->child; e; e = e->next) {
+        const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name");
+        if (!cJSON_IsString(nm)) continue;
+        const char *n = nm->valuestring;
+        if (!strncmp(n, "blk.", 4) && strchr(n + 4, '.')) n = strchr(n + 4, '.') + 1;
+        int k = 0;
+        while (k < ng && strcmp(g[k], n)) k++;
+        if (k == ng) {
+            if (ng == MAXG) continue;
+            snprintf(g[ng++], sizeof g[0], "%s", n);
+        }
+        gp[k] += jnum(e, "predicted");
+        gm[k] += jnum(e, "measured");
+        gn[k]++;
+    }
+    sb_add(s, "<table><tr><th>tensor group</th><th>tensors</th><th>predicted</th><th>measured</th>"
+              "<th>measured / predicted</th></tr>\n");
+    for (int k = 0; k < ng; k++) {
+        sb_add(s, "<tr><td>");
+        sb_text(s, g[k]);
+        sb_add(s, "</td><td>%d</td><td>%.4g</td><td>%.4g</td><td>%.3f</td></tr>\n", gn[k], gp[k], gm[k],
+               gp[k] > 0 ? gm[k] / gp[k] : 0);
+    }
+    sb_add(s, "</table>\n");
+    cJSON_Delete(a);
+}
+
+/* One metric as a dot with its ±1 standard error whisker, the reference and the gate's limit as lines. */
+static void svg_metric(sbuf *s, const char *label, double v, double err, double ref, bool has_ref, double limit,
+                       bool has_limit, const char *text) {
+    double lo = v - 3 * err, hi = v + 3 * err;
+    if (has_ref) { lo = ref < lo ? ref : lo; hi = ref > hi ? ref : hi; }
+    if (has_limit) { lo = limit < lo ? limit : lo; hi = limit > hi ? limit : hi; }
+    if (!(hi > lo)) { lo = v - 1; hi = v + 1; }
+    double pad = 0.08 * (hi - lo);
+    lo -= pad;
+    hi += pad;
+#define SX(x) (180 + 500 * ((x) - lo) / (hi - lo))
+    sb_add(s, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"44\" role=\"img\">\n"
+              "<text x=\"0\" y=\"24\" font-size=\"13\">%s</text>\n"
+              "<line x1=\"180\" y1=\"22\" x2=\"680\" y2=\"22\" stroke=\"#ddd\"/>\n", label);
+    if (has_ref)
+        sb_add(s, "<line x1=\"%.1f\" y1=\"8\" x2=\"%.1f\" y2=\"36\" stroke=\"#777\"><title>reference</title></line>\n",
+               SX(ref), SX(ref));
+    if (has_limit)
+        sb_add(s, "<line x1=\"%.1f\" y1=\"6\" x2=\"%.1f\" y2=\"38\" stroke=\"#b00\" stroke-width=\"2\">"
+                  "<title>gate limit</title></line>\n", SX(limit), SX(limit));
+    sb_add(s, "<line x1=\"%.1f\" y1=\"22\" x2=\"%.1f\" y2=\"22\" stroke=\"#4a7fb5\" stroke-width=\"2\"/>"
+              "<line x1=\"%.1f\" y1=\"16\" x2=\"%.1f\" y2=\"28\" stroke=\"#4a7fb5\"/>"
+              "<line x1=\"%.1f\" y1=\"16\" x2=\"%.1f\" y2=\"28\" stroke=\"#4a7fb5\"/>"
+              "<circle cx=\"%.1f\" cy=\"22\" r=\"4\" fill=\"#4a7fb5\"/>\n",
+           SX(v - err), SX(v + err), SX(v - err), SX(v - err), SX(v + err), SX(v + err), SX(v));
+    sb_add(s, "<text x=\"690\" y=\"26\" font-size=\"11\" text-anchor=\"end\" dy=\"-12\">%s</text>\n</svg>\n", text);
+#undef SX
+}
+
+/* The per-token KLD distribution as its percentiles on a log axis: box 10-90 %, whiskers 1-99 %,
+ * the median, and the 0.1 / 99.9 % and extreme values as marks. */
+static void svg_kld_dist(sbuf *s, const nb_build_result *r) {
+    /* nb_kld_pct_at order: max, 99.9, 99, 95, 90, median, 10, 5, 1, 0.1, min */
+    static const char *const at[11] = {"max", "99.9%", "99%", "95%", "90%", "median", "10%", "5%", "1%", "0.1%", "min"};
+    const double *q = r->kld_pct;
+    double lo = INFINITY, hi = 0;
+    for (int k = 0; k < 11; k++)
+        if (q[k] > 0) { lo = q[k] < lo ? q[k] : lo; hi = q[k] > hi ? q[k] : hi; }
+    if (!(hi > 0)) return;
+    if (!(lo < hi)) lo = hi / 10;
+    double l0 = floor(log10(lo)), l1 = ceil(log10(hi));
+    if (l1 <= l0) l1 = l0 + 1;
+#define LX(v) (40 + 640 * (log10((v) > 0 ? (v) : lo) - l0) / (l1 - l0))
+    sb_add(s, "<h3>KLD per token</h3>\n<p>The distribution of the per-token KL-divergence over the evaluation "
+              "tokens, as the percentiles the validation keeps (box: 10&ndash;90 %%, whiskers: 1&ndash;99 %%, "
+              "marks: 0.1 / 99.9 %% and the extremes).</p>\n"
+              "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"90\" role=\"img\">\n");
+    for (double d = l0; d <= l1; d += 1)
+        sb_add(s, "<line x1=\"%.1f\" y1=\"10\" x2=\"%.1f\" y2=\"60\" stroke=\"#eee\"/><text x=\"%.1f\" y=\"76\" "
+                  "font-size=\"10\" text-anchor=\"middle\">1e%.0f</text>\n", LX(pow(10, d)), LX(pow(10, d)), LX(pow(10, d)), d);
+    sb_add(s, "<line x1=\"%.1f\" y1=\"35\" x2=\"%.1f\" y2=\"35\" stroke=\"#333\"/>"
+              "<rect x=\"%.1f\" y=\"22\" width=\"%.1f\" height=\"26\" fill=\"#cfe0f1\" stroke=\"#4a7fb5\"/>"
+              "<line x1=\"%.1f\" y1=\"22\" x2=\"%.1f\" y2=\"48\" stroke=\"#b00\" stroke-width=\"2\"/>\n",
+           LX(q[8]), LX(q[2]), LX(q[6]), LX(q[4]) - LX(q[6]), LX(q[5]), LX(q[5]));
+    for (int k = 0; k < 11; k++) {
+        if (k == 4 || k == 5 || k == 6) continue;
+        sb_add(s, "<circle cx=\"%.1f\" cy=\"35\" r=\"%d\" fill=\"#333\"><title>%s: %.4g</title></circle>\n", LX(q[k]),
+               k == 0 || k == 10 ? 2 : 3, at[k], q[k]);
+    }
+    sb_add(s, "</svg>\n<table><tr>");
+    for (int k = 10; k >= 0; k--) sb_add(s, "<th>%s</th>", at[k]);
+    sb_add(s, "</tr><tr>");
+    for (int k = 10; k >= 0; k--) sb_add(s, "<td>%.4g</td>", q[k]);
+    sb_add(s, "</tr></table>\n");
+#undef LX
+}
+
 char *nb_build_report_html(const nb_build_result *r, const char *plan_json) {
     sbuf s = {0};
     const nb_recipe *rc = &r->recipe;
@@ -82,7 +284,9 @@ char *nb_build_report_html(const nb_build_result *r, const char *plan_json) {
     sb_text(&s, rc->name);
     sb_add(&s, "</h1>\n<p>");
     sb_text(&s, rc->description ? rc->description : "");
-    sb_add(&s, "</p>\n<h2>Size</h2>\n");
+    sb_add(&s, "</p>\n");
+    svg_budget(&s, r->budget_json);
+    sb_add(&s, "<h2>Size</h2>\n");
     const char *lab[2] = {"source tensors", "variant file"};
     double val[2] = {(double)r->source_bytes, (double)r->model_bytes};
     char n0[64], n1[64];
@@ -129,6 +333,7 @@ char *nb_build_report_html(const nb_build_result *r, const char *plan_json) {
         svg_bars(&s, gl, gv, gn, ng, "#6aa84f");
     }
     cJSON_Delete(plan);
+    svg_errors(&s, r->errors_json);
 
     sb_add(&s, "<h2>Quality against the source</h2>\n");
     if (r->validated) {
@@ -145,7 +350,18 @@ char *nb_build_report_html(const nb_build_result *r, const char *plan_json) {
         if (rc->gate_top) sb_add(&s, "&ge; %.3f%%", rc->min_same_top_pct);
         sb_add(&s, "</td></tr></table>\n<p class=\"%s\">quality gate: ", r->gate_failed ? "fail" : "pass");
         sb_text(&s, r->gate_failed ? r->gate_msg : "passed");
-        sb_add(&s, "</p>\n");
+        sb_add(&s, "</p>\n<p>Each figure with its &plusmn;1 standard error (whiskers); grey: the source, red: the "
+                   "gate's limit.</p>\n");
+        char t[3][96];
+        snprintf(t[0], sizeof t[0], "%.4f \xc2\xb1 %.4f", r->ppl, r->ppl_err);
+        snprintf(t[1], sizeof t[1], "%.6f \xc2\xb1 %.6f", r->kld, r->kld_err);
+        snprintf(t[2], sizeof t[2], "%.2f \xc2\xb1 %.2f %%", 100.0 * r->same_top, 100.0 * r->same_top_err);
+        svg_metric(&s, "PPL", r->ppl, r->ppl_err, r->ppl_ref, r->ppl_ref > 0,
+                   r->ppl_ref * (1 + rc->max_ppl_increase_pct / 100), rc->gate_ppl && r->ppl_ref > 0, t[0]);
+        svg_metric(&s, "mean KLD", r->kld, r->kld_err, 0, true, rc->max_kld, rc->gate_kld, t[1]);
+        svg_metric(&s, "same top token (%)", 100.0 * r->same_top, 100.0 * r->same_top_err, 100, true,
+                   rc->min_same_top_pct, rc->gate_top, t[2]);
+        if (r->has_kld_pct) svg_kld_dist(&s, r);
     } else {
         sb_add(&s, "<p>not validated (the recipe has no validation text)</p>\n");
     }

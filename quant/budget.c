@@ -2,6 +2,8 @@
  * budget, the table and the JSON totals (see quant/budget.h). */
 #include "quant/budget.h"
 
+#include "formats/arch.h"
+
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdlib.h>
@@ -41,22 +43,35 @@ static int step_cmp(const void *a, const void *b) {
     return x->j < y->j ? -1 : x->j > y->j;
 }
 
-/* Frontier in cost (padded bytes may tie) and its lower convex hull. */
-static void build_front(const nb_sens_tensor *st, bool padded, uint32_t al, front *f) {
+/* Frontier in cost (padded bytes may tie) and its lower convex hull, from
+ * candidates in ascending bytes (errors need not descend: a pruned tensor's
+ * kept slices may reorder them). */
+static void build_front(const nb_sens_cand *cands, size_t n_cands, const double *err, const uint64_t *bytes,
+                        bool padded, uint32_t al, front *f) {
     f->n = f->n_hull = f->cur = 0;
-    for (size_t k = 0; k < st->n_cands; k++) {
-        uint64_t c = padded ? pad(st->cands[k].bytes, al) : st->cands[k].bytes;
-        double e = st->cands[k].err;
+    for (size_t k = 0; k < n_cands; k++) {
+        uint64_t c = padded ? pad(bytes[k], al) : bytes[k];
+        double e = err[k];
         if (f->n && c == f->cost[f->n - 1]) {
-            if (e < f->err[f->n - 1]) { f->err[f->n - 1] = e; f->type[f->n - 1] = st->cands[k].type; }
+            if (e < f->err[f->n - 1]) { f->err[f->n - 1] = e; f->type[f->n - 1] = cands[k].type; }
             continue;
         }
         if (f->n && e >= f->err[f->n - 1]) continue;
         f->cost[f->n] = c;
         f->err[f->n] = e;
-        f->type[f->n] = st->cands[k].type;
+        f->type[f->n] = cands[k].type;
         f->n++;
     }
+    /* equal costs merged above may have left a later point no better than the one before */
+    size_t w = 0;
+    for (size_t k = 0; k < f->n; k++) {
+        if (w && f->err[k] >= f->err[w - 1]) continue;
+        f->cost[w] = f->cost[k];
+        f->err[w] = f->err[k];
+        f->type[w] = f->type[k];
+        w++;
+    }
+    f->n = w;
     for (size_t k = 0; k < f->n; k++) {
         /* pop the last hull point while it lies on or above the chord */
         while (f->n_hull >= 2) {
@@ -74,30 +89,236 @@ static const char *kind_flag(nb_budget_kind k) {
     return k == NB_BUDGET_FILE ? "--target-size" : k == NB_BUDGET_BPW ? "--target-bpw" : "--budget";
 }
 
+/* The planner's working state for one keep count. */
+typedef struct alloc {
+    const nb_model *m;
+    const nb_sens *s;
+    const nb_plan *p0;      /* the unpruned plan (F16 pure: kept tensors' types and bytes) */
+    bool padded;
+    size_t n;
+    front *f;               /* [n] */
+    step *steps;            /* [n x NB_SENS_MAX_CANDS] */
+    bool *blocked;          /* [n] */
+    size_t n_steps;
+    uint64_t fixed, min_cost; /* bytes of the tensors not planned; Σ cheapest planned costs */
+    double drop_loss;
+    /* pruning */
+    uint32_t n_expert;
+    int *order;             /* [n_block x n_expert] ranking per MoE block (NULL: not loaded: sizes only) */
+    bool *moe;              /* [n_block] the block has experts */
+    bool *kept;             /* [n_expert] scratch */
+    int n_block;
+} alloc;
+
+static void alloc_free(alloc *a) {
+    free(a->f);
+    free(a->steps);
+    free(a->blocked);
+    free(a->order);
+    free(a->moe);
+    free(a->kept);
+}
+
+/* Tensor i has one entry per expert on its last axis: its bytes scale with the keep count. */
+static bool per_expert(const nb_model *m, size_t i, uint32_t n_expert, int *layer) {
+    const nb_tensor *t = &m->tensors[i];
+    int L;
+    if (!n_expert || !nb_arch_is_per_expert(t->name, &L) || t->n_dims < 1 || t->ne[t->n_dims - 1] != n_expert)
+        return false;
+    if (layer) *layer = L;
+    return true;
+}
+
+/* Fronts, steps and the fixed part for keep experts per layer (keep == n_expert: no pruning). */
+static nb_status alloc_setup(alloc *a, uint32_t keep, nb_ctx *ctx) {
+    const nb_sens *s = a->s;
+    a->fixed = a->min_cost = 0;
+    a->n_steps = 0;
+    a->drop_loss = 0;
+    bool prune = keep < a->n_expert;
+    for (size_t i = 0; i < a->n; i++) {
+        const nb_sens_tensor *t = &s->tensors[i];
+        const nb_plan_tensor *pt = &a->p0->tensors[i];
+        int L = -1;
+        bool pe = prune && per_expert(a->m, i, a->n_expert, &L);
+        a->blocked[i] = false;
+        if (!t->planned) {
+            uint64_t b = pe ? pt->bytes_out / a->n_expert * keep : pt->bytes_out;
+            a->fixed += a->padded ? pad(b, s->alignment) : b;
+            continue;
+        }
+        uint64_t bytes[NB_SENS_MAX_CANDS];
+        double err[NB_SENS_MAX_CANDS];
+        for (size_t k = 0; k < t->n_cands; k++) {
+            bytes[k] = t->cands[k].bytes;
+            err[k] = t->cands[k].err;
+        }
+        if (pe) {
+            /* without a ranking (sizes only) every expert's share counts the same */
+            bool ranked = a->order && L < a->n_block;
+            NB_RETURN_IF(ctx, a->order && !ranked, NB_ERR_INTERNAL, "budget: tensor '%s': no ranking", pt->name);
+            memset(a->kept, 0, a->n_expert * sizeof *a->kept);
+            for (uint32_t e = 0; ranked && e < keep; e++) a->kept[a->order[(size_t)L * a->n_expert + e]] = true;
+            for (size_t k = 0; k < t->n_cands; k++) {
+                bytes[k] = t->cands[k].bytes / a->n_expert * keep;
+                if (ranked && t->slice_err && t->n_slices == a->n_expert) {
+                    err[k] = 0;
+                    for (uint32_t e = 0; e < a->n_expert; e++)
+                        if (a->kept[e]) err[k] += t->slice_err[k * t->n_slices + e];
+                } else {
+                    err[k] = t->cands[k].err / a->n_expert * keep;
+                }
+            }
+            if (ranked && t->slice_drop && t->n_slices == a->n_expert)
+                for (uint32_t e = 0; e < a->n_expert; e++)
+                    if (!a->kept[e]) a->drop_loss += t->slice_drop[e];
+        }
+        front *f = &a->f[i];
+        build_front(t->cands, t->n_cands, err, bytes, a->padded, s->alignment, f);
+        a->min_cost += f->cost[0];
+        for (size_t j = 0; j + 1 < f->n_hull; j++) {
+            size_t x = f->hull[j], c = f->hull[j + 1];
+            a->steps[a->n_steps++] = (step){i, j, (f->err[x] - f->err[c]) / (double)(f->cost[c] - f->cost[x])};
+        }
+    }
+    return NB_OK;
+}
+
+/* The allocation (see budget.h) within `left` bytes beyond every cheapest
+ * choice; returns Σ err of the chosen points. */
+static double alloc_run(alloc *a, uint64_t left) {
+    qsort(a->steps, a->n_steps, sizeof *a->steps, step_cmp);
+    for (size_t k = 0; k < a->n_steps; k++) {
+        front *ft = &a->f[a->steps[k].t];
+        if (a->blocked[a->steps[k].t] || ft->cur != ft->hull[a->steps[k].j]) continue;
+        uint64_t d = ft->cost[ft->hull[a->steps[k].j + 1]] - ft->cost[ft->cur];
+        if (d <= left) {
+            left -= d;
+            ft->cur = ft->hull[a->steps[k].j + 1];
+        } else {
+            a->blocked[a->steps[k].t] = true;
+        }
+    }
+    /* pass 2: what is left, tensor by tensor, the lowest error that fits */
+    double loss = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        front *ft = &a->f[i];
+        if (!a->s->tensors[i].planned) continue;
+        for (size_t k = ft->n; k-- > ft->cur + 1;) {
+            uint64_t d = ft->cost[k] - ft->cost[ft->cur];
+            if (d <= left) {
+                left -= d;
+                ft->cur = k;
+                break;
+            }
+        }
+        loss += ft->err[ft->cur];
+    }
+    return loss;
+}
+
+static bool fits(const nb_budget *b, uint64_t bytes, uint64_t limit, double n_el) {
+    return b->kind == NB_BUDGET_BPW ? (double)bytes * 8.0 / n_el <= b->bpw : bytes <= limit;
+}
+
 /* The "does not fit" message: the smallest achievable value, and for a MoE
- * what keeping fewer experts would give. */
-static nb_status too_small(const nb_model *m, const nb_sens *s, const nb_budget *b, uint64_t extra, uint64_t fixed,
-                           uint64_t min_dense, uint64_t min_exp, double n_elements, nb_ctx *ctx) {
-    char a[32], c[32], more[200] = "";
-    uint64_t smallest = extra + fixed + min_dense + min_exp;
-    if (min_exp && s->n_expert > 1) {
-        for (uint32_t k = s->n_expert - 1; k >= 1; k--) {
-            uint64_t est = extra + fixed + min_dense + min_exp / s->n_expert * k;
-            bool fits = b->kind == NB_BUDGET_BPW ? (double)est * 8.0 / n_elements <= b->bpw : est <= b->bytes;
-            if (fits) {
-                snprintf(more, sizeof more, "; keeping %u of %u experts per layer (nibble prune --keep %u) would give "
-                         "about %s", k, s->n_expert, k, gib((double)est, a, sizeof a));
+ * the most experts per layer that would fit (exact sizes). */
+static nb_status too_small(alloc *a, const nb_budget *b, uint64_t extra, uint64_t smallest, uint64_t limit,
+                           double n_el, nb_ctx *ctx) {
+    char x[32], c[32], more[240] = "";
+    const nb_model *m = a->m;
+    if (b->kind != NB_BUDGET_BPW && a->n_expert > 1 && a->s->n_expert_used < a->n_expert) {
+        for (uint32_t k = a->n_expert - 1; k >= a->s->n_expert_used && k >= 1; k--) {
+            if (alloc_setup(a, k, NULL) != NB_OK) break;
+            uint64_t est = extra + a->fixed + a->min_cost;
+            if (fits(b, est, limit, n_el)) {
+                snprintf(more, sizeof more, "; keeping %u of %u experts per layer would fit (smallest %s%s)", k,
+                         a->n_expert, gib((double)est, x, sizeof x),
+                         b->allow_prune ? "" : "; --allow-prune lets the planner prune");
                 break;
             }
         }
     }
+    char tail[96] = "";
+    if (b->allow_prune && b->kind != NB_BUDGET_BPW && !more[0] && a->n_expert > 1 && a->s->n_expert_used >= 1 &&
+        a->s->n_expert_used < a->n_expert && alloc_setup(a, a->s->n_expert_used, NULL) == NB_OK) {
+        smallest = extra + a->fixed + a->min_cost;
+        snprintf(tail, sizeof tail, ", keeping only %u of %u experts per layer", a->s->n_expert_used, a->n_expert);
+    }
     if (b->kind == NB_BUDGET_BPW)
         return nb_err(ctx, NB_ERR_RANGE, "%s: --target-bpw %.3f is below the smallest achievable %.3f bpw (every "
-                      "tensor at its cheapest type)%s", m->path, b->bpw, (double)smallest * 8.0 / n_elements, more);
+                      "tensor at its cheapest type)%s", m->path, b->bpw, (double)smallest * 8.0 / n_el, more);
     return nb_err(ctx, NB_ERR_RANGE, "%s: %s %s is below the smallest achievable %s%s (every tensor at its cheapest "
-                  "type)%s", m->path, kind_flag(b->kind), gib((double)b->bytes, a, sizeof a),
+                  "type%s)%s", m->path, kind_flag(b->kind), gib((double)b->bytes, x, sizeof x),
                   gib((double)smallest, c, sizeof c),
-                  b->kind == NB_BUDGET_MEMORY ? " of weights, KV cache, compute and overhead" : " file", more);
+                  b->kind == NB_BUDGET_MEMORY ? " of weights, KV cache, compute and overhead" : " file", tail, more);
+}
+
+/* The experts' ranking of every MoE block (allow_prune). */
+static nb_status load_ranking(alloc *a, const nb_budget *b, nb_ctx *ctx) {
+    int nb = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        int L;
+        if (per_expert(a->m, i, a->n_expert, &L) && L + 1 > nb) nb = L + 1;
+    }
+    a->n_block = nb;
+    a->order = nb_calloc(ctx, (size_t)(nb ? nb : 1) * a->n_expert, sizeof *a->order, "expert ranking");
+    a->moe = nb_calloc(ctx, (size_t)(nb ? nb : 1), sizeof *a->moe, "expert ranking");
+    if (!a->order || !a->moe) return NB_ERR_NOMEM;
+    for (size_t i = 0; i < a->n; i++) {
+        int L;
+        if (!per_expert(a->m, i, a->n_expert, &L) || a->moe[L]) continue;
+        a->moe[L] = true;
+        if (!b->rank || !b->rank(b->rank_user, L, a->order + (size_t)L * a->n_expert, (int)a->n_expert))
+            return nb_err(ctx, NB_ERR_RANGE, "%s: --allow-prune: no expert routing statistics for layer %d (an "
+                          "imatrix from `nibble calibrate` on this model has them, or give --calib TEXT)", a->m->path, L);
+    }
+    return NB_OK;
+}
+
+/* The plan of the model pruned to keep experts per layer: a copy of the
+ * tensor list with the per-expert axes cut (the model pruning would write). */
+static nb_status pruned_plan(alloc *a, uint32_t keep, const nb_budget *b, nb_plan *p, nb_ctx *ctx) {
+    const nb_model *m = a->m;
+    nb_tensor *ts = nb_calloc(ctx, a->n ? a->n : 1, sizeof *ts, "pruned tensor list");
+    if (!ts) return NB_ERR_NOMEM;
+    memcpy(ts, m->tensors, a->n * sizeof *ts);
+    for (size_t i = 0; i < a->n; i++)
+        if (per_expert(m, i, a->n_expert, NULL)) {
+            ts[i].nbytes = ts[i].nbytes / a->n_expert * keep;
+            ts[i].ne[ts[i].n_dims - 1] = keep;
+        }
+    nb_model pm = *m;
+    pm.tensors = ts;
+    const nb_plan_opts po = {.mix = nb_mix_get(NB_MIX_F16), .pure = true};
+    nb_status st = nb_plan_make(&pm, &po, p, ctx);
+    if (st == NB_OK) {
+        nb_plan_prune *pr = &p->prune;
+        pr->keep = keep;
+        pr->n_expert = a->n_expert;
+        snprintf(pr->criterion, sizeof pr->criterion, "%s", b->prune_criterion ? b->prune_criterion : "reap");
+        memcpy(pr->tensors_sha256, p->tensors_sha256, 32);
+        nb_plan_fingerprint(m, p->tensors_sha256);
+        p->source_size = m->file_bytes;
+        uint32_t nl = 0;
+        for (int L = 0; L < a->n_block; L++) nl += a->moe[L];
+        pr->layer = nb_calloc(ctx, nl ? nl : 1, sizeof *pr->layer, "prune plan");
+        pr->kept = nb_calloc(ctx, (size_t)(nl ? nl : 1) * keep, sizeof *pr->kept, "prune plan");
+        if (!pr->layer || !pr->kept) st = NB_ERR_NOMEM;
+        for (int L = 0; L < a->n_block && st == NB_OK; L++) {
+            const int *ord = a->order + (size_t)L * a->n_expert;
+            if (!a->moe[L]) continue;
+            memset(a->kept, 0, a->n_expert * sizeof *a->kept);
+            for (uint32_t e = 0; e < keep; e++) a->kept[ord[e]] = true;
+            int32_t *kl = pr->kept + (size_t)pr->n_layer * keep;
+            uint32_t q = 0;
+            for (uint32_t e = 0; e < a->n_expert; e++)
+                if (a->kept[e]) kl[q++] = (int32_t)e;
+            pr->layer[pr->n_layer++] = L;
+        }
+    }
+    free(ts);
+    return st;
 }
 
 nb_status nb_budget_plan(const nb_model *m, const nb_sens *s, const nb_budget *b, nb_plan *p, nb_budget_result *r,
@@ -109,90 +330,71 @@ nb_status nb_budget_plan(const nb_model *m, const nb_sens *s, const nb_budget *b
     NB_RETURN_IF(ctx, s->n_tensors != m->n_tensors, NB_ERR_INVALID, "budget: measured another model");
     NB_RETURN_IF(ctx, b->kind == NB_BUDGET_BPW && !(b->bpw > 0 && b->bpw <= 64), NB_ERR_RANGE,
                  "--target-bpw %g: give a value in (0, 64]", b->bpw);
-    bool padded = b->kind != NB_BUDGET_BPW;
     uint64_t extra = 0; /* what the budget holds besides the tensors */
     if (b->kind == NB_BUDGET_FILE) extra = s->header_bytes;
     if (b->kind == NB_BUDGET_MEMORY) {
         NB_TRY(nb_mem_estimate(m, &b->mem, &r->mem, ctx));
         extra = r->mem.kv_bytes + r->mem.compute_bytes + r->mem.overhead_bytes;
     }
+    nb_plan p0;
     const nb_plan_opts po = {.mix = nb_mix_get(NB_MIX_F16), .pure = true};
-    NB_TRY(nb_plan_make(m, &po, p, ctx));
-    snprintf(p->mix, sizeof p->mix, "budget");
-    p->file_type = -1;
+    NB_TRY(nb_plan_make(m, &po, &p0, ctx));
 
     size_t n = m->n_tensors;
-    front *f = nb_calloc(ctx, n ? n : 1, sizeof *f, "planner frontiers");
-    step *steps = nb_calloc(ctx, n * NB_SENS_MAX_CANDS + 1, sizeof *steps, "planner steps");
-    bool *blocked = nb_calloc(ctx, n ? n : 1, sizeof *blocked, "planner state");
-    nb_status st = f && steps && blocked ? NB_OK : NB_ERR_NOMEM;
-    uint64_t fixed = 0, min_dense = 0, min_exp = 0;
+    alloc a = {.m = m, .s = s, .p0 = &p0, .padded = b->kind != NB_BUDGET_BPW, .n = n, .n_expert = s->n_expert};
+    a.f = nb_calloc(ctx, n ? n : 1, sizeof *a.f, "planner frontiers");
+    a.kept = nb_calloc(ctx, s->n_expert ? s->n_expert : 1, sizeof *a.kept, "planner state");
+    a.steps = nb_calloc(ctx, n * NB_SENS_MAX_CANDS + 1, sizeof *a.steps, "planner steps");
+    a.blocked = nb_calloc(ctx, n ? n : 1, sizeof *a.blocked, "planner state");
+    nb_status st = a.f && a.steps && a.blocked && a.kept ? NB_OK : NB_ERR_NOMEM;
     double n_el = 0;
-    size_t n_steps = 0;
     for (size_t i = 0; i < n && st == NB_OK; i++) {
-        const nb_sens_tensor *t = &s->tensors[i];
-        nb_plan_tensor *pt = &p->tensors[i];
-        n_el += (double)pt->n_elements;
-        if (t->planned != (pt->why == NB_PLAN_BASE)) {
-            st = nb_err(ctx, NB_ERR_INTERNAL, "budget: tensor '%s': measured and planned sets differ", pt->name);
-            break;
-        }
-        if (!t->planned) {
-            fixed += padded ? pad(pt->bytes_out, s->alignment) : pt->bytes_out;
-            continue;
-        }
-        build_front(t, padded, s->alignment, &f[i]);
-        if (t->expert) min_exp += f[i].cost[0];
-        else min_dense += f[i].cost[0];
-        for (size_t j = 0; j + 1 < f[i].n_hull; j++) {
-            size_t a = f[i].hull[j], c = f[i].hull[j + 1];
-            steps[n_steps++] = (step){i, j, (f[i].err[a] - f[i].err[c]) / (double)(f[i].cost[c] - f[i].cost[a])};
-        }
+        n_el += (double)p0.tensors[i].n_elements;
+        if (s->tensors[i].planned != (p0.tensors[i].why == NB_PLAN_BASE))
+            st = nb_err(ctx, NB_ERR_INTERNAL, "budget: tensor '%s': measured and planned sets differ", p0.tensors[i].name);
     }
-    uint64_t limit = 0;
-    if (st == NB_OK) {
-        if (b->kind == NB_BUDGET_BPW) limit = (uint64_t)floor(b->bpw * n_el / 8.0);
-        else limit = b->bytes;
-        r->limit_bytes = limit;
-        if (extra + fixed + min_dense + min_exp > limit)
-            st = too_small(m, s, b, extra, fixed, min_dense, min_exp, n_el, ctx);
+    uint64_t limit = b->kind == NB_BUDGET_BPW ? (uint64_t)floor(b->bpw * n_el / 8.0) : b->bytes;
+    r->limit_bytes = limit;
+    uint32_t keep = s->n_expert;
+    if (st == NB_OK) st = alloc_setup(&a, s->n_expert, ctx);
+    bool prune = false;
+    if (st == NB_OK && extra + a.fixed + a.min_cost > limit) {
+        uint64_t smallest = extra + a.fixed + a.min_cost;
+        bool can = b->allow_prune && b->kind != NB_BUDGET_BPW && s->n_expert > 1 && s->n_expert_used < s->n_expert;
+        if (can) st = load_ranking(&a, b, ctx);
+        /* the keep count with the least predicted loss among those that fit (ties: more experts) */
+        double best = INFINITY;
+        for (uint32_t k = s->n_expert - 1; can && st == NB_OK && k >= s->n_expert_used && k >= 1; k--) {
+            st = alloc_setup(&a, k, ctx);
+            if (st != NB_OK || extra + a.fixed + a.min_cost > limit) continue;
+            double loss = alloc_run(&a, limit - (extra + a.fixed + a.min_cost)) + a.drop_loss;
+            if (loss < best) { best = loss; keep = k; }
+        }
+        if (st == NB_OK && isfinite(best)) prune = true;
+        else if (st == NB_OK) st = too_small(&a, b, extra, smallest, limit, n_el, ctx);
     }
     if (st == NB_OK) {
-        uint64_t left = limit - (extra + fixed + min_dense + min_exp);
-        /* pass 1: hull steps by decreasing saving per byte */
-        qsort(steps, n_steps, sizeof *steps, step_cmp);
-        for (size_t k = 0; k < n_steps; k++) {
-            front *ft = &f[steps[k].t];
-            if (blocked[steps[k].t] || ft->cur != ft->hull[steps[k].j]) continue;
-            uint64_t d = ft->cost[ft->hull[steps[k].j + 1]] - ft->cost[ft->cur];
-            if (d <= left) {
-                left -= d;
-                ft->cur = ft->hull[steps[k].j + 1];
-            } else {
-                blocked[steps[k].t] = true;
-            }
-        }
-        /* pass 2: what is left, tensor by tensor, the lowest error that fits */
-        for (size_t i = 0; i < n; i++) {
-            front *ft = &f[i];
-            if (!s->tensors[i].planned) continue;
-            for (size_t k = ft->n; k-- > ft->cur + 1;) {
-                uint64_t d = ft->cost[k] - ft->cost[ft->cur];
-                if (d <= left) {
-                    left -= d;
-                    ft->cur = k;
-                    break;
-                }
-            }
-        }
+        if (prune) st = pruned_plan(&a, keep, b, p, ctx);
+        else st = nb_plan_make(m, &po, p, ctx);
+    }
+    if (st == NB_OK) st = alloc_setup(&a, keep, ctx);
+    if (st == NB_OK) {
+        snprintf(p->mix, sizeof p->mix, "budget");
+        p->file_type = -1;
+        r->pred_loss = alloc_run(&a, limit - (extra + a.fixed + a.min_cost));
         for (size_t i = 0; i < n; i++) {
             if (!s->tensors[i].planned) continue;
             nb_plan_tensor *pt = &p->tensors[i];
-            pt->type = pt->wanted = f[i].type[f[i].cur];
+            pt->type = pt->wanted = a.f[i].type[a.f[i].cur];
             pt->why = NB_PLAN_BUDGET;
-            pt->pred_err = f[i].err[f[i].cur];
-            r->pred_loss += pt->pred_err;
+            pt->pred_err = a.f[i].err[a.f[i].cur];
             r->n_planned++;
+        }
+        if (prune) {
+            r->keep = keep;
+            r->n_expert = s->n_expert;
+            r->drop_loss = a.drop_loss;
+            r->pred_loss += a.drop_loss;
         }
         st = nb_plan_retotal(p, ctx);
     }
@@ -205,9 +407,8 @@ nb_status nb_budget_plan(const nb_model *m, const nb_sens *s, const nb_budget *b
                        : b->kind == NB_BUDGET_BPW  ? r->tensor_bytes
                                                    : r->weight_bytes + extra;
     }
-    free(f);
-    free(steps);
-    free(blocked);
+    alloc_free(&a);
+    nb_plan_free(&p0);
     return st;
 }
 
@@ -285,6 +486,9 @@ void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const
         fprintf(f, "total       %14llu B  %s of %s (%s left)\n", (unsigned long long)r->total_bytes,
                 gib((double)r->total_bytes, a, sizeof a), gib((double)r->limit_bytes, c, sizeof c),
                 gib((double)(r->limit_bytes - r->total_bytes), d, sizeof d));
+    if (r->keep)
+        fprintf(f, "pruned      %u of %u experts kept per layer (%s; predicted loss of the dropped experts %.6g)\n",
+                r->keep, r->n_expert, p->prune.criterion, r->drop_loss);
     fprintf(f, "predicted loss %.6g (importance-weighted squared error, summed over tensors)\n", r->pred_loss);
 }
 
@@ -309,6 +513,11 @@ char *nb_budget_result_json(const nb_budget_result *r, const nb_budget *b) {
     cJSON_AddNumberToObject(j, "total_bytes", (double)r->total_bytes);
     cJSON_AddNumberToObject(j, "limit_bytes", (double)r->limit_bytes);
     cJSON_AddNumberToObject(j, "pred_loss", r->pred_loss);
+    if (r->keep) {
+        cJSON_AddNumberToObject(j, "keep", r->keep);
+        cJSON_AddNumberToObject(j, "n_expert", r->n_expert);
+        cJSON_AddNumberToObject(j, "drop_loss", r->drop_loss);
+    }
     cJSON_AddNumberToObject(j, "n_planned", (double)r->n_planned);
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);

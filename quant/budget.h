@@ -45,7 +45,21 @@
  *   BPW     Σ tensor bytes · 8 / Σ elements <= bpw (the plan's bpw_out);
  *   MEMORY  padded tensor bytes + KV + compute + overhead (quant/memory.h).
  * A budget the cheapest candidates miss is NB_ERR_RANGE naming the smallest
- * achievable value (and, for a MoE, what keeping fewer experts would give).
+ * achievable value (and, for a MoE, the largest number of experts per layer
+ * that would fit, with its exact size).
+ *
+ * Pruning (allow_prune, MoE only, and only when the budget cannot be met with
+ * every expert): for each keep count K from expert_count - 1 down to
+ * expert_used_count whose cheapest types fit, the experts to keep are the
+ * first K of the ranking callback (distill/prune.h's criterion over routing
+ * statistics) in every MoE layer; the allocation above runs on the pruned
+ * tensors (expert stacks and routers cut to K: exact bytes), and the
+ * predicted loss is the kept slices' err plus, for every dropped expert, its
+ * drop loss: the routing-weighted importance-weighted energy Σ imp_j x_j² of
+ * its rows (what a zero output would cost; an upper bound, as the router
+ * sends its tokens elsewhere). The K with the least predicted loss wins (ties:
+ * the larger K). The plan then carries the keep-N decision (quant/plan.h
+ * nb_plan_prune) and the pruned model's tensors.
  */
 #ifndef NB_QUANT_BUDGET_H
 #define NB_QUANT_BUDGET_H
@@ -76,6 +90,8 @@ typedef struct nb_sens_opts {
     double default_importance;      /* weight of every column of a tensor without importance; 0: 1 */
     nb_slice_weight_fn slice_weight; /* may be NULL */
     void *slice_weight_user;
+    const char *state_path;         /* resumable measurement: a journal of measured tensors (NULL: none);
+                                       see below */
 } nb_sens_opts;
 
 typedef struct nb_sens_cand {
@@ -87,8 +103,12 @@ typedef struct nb_sens_cand {
 typedef struct nb_sens_tensor {
     bool planned;    /* quantizable: the planner chooses its type */
     bool expert;     /* a stacked expert tensor */
+    int layer;       /* expert: its block index */
+    uint32_t n_slices; /* expert: experts in the stack (slice_* below); else 0 */
     size_t n_cands;  /* Pareto frontier, ascending bytes, descending err */
     nb_sens_cand cands[NB_SENS_MAX_CANDS];
+    double *slice_err;  /* expert: [n_cands x n_slices] err of candidate k on slice s (Σ_s = cands[k].err) */
+    double *slice_drop; /* expert: [n_slices] err of dropping the slice (routing-weighted Σ imp x²) */
 } nb_sens_tensor;
 
 typedef struct nb_sens {
@@ -98,15 +118,36 @@ typedef struct nb_sens {
     uint64_t header_bytes;   /* the writer's GGUF header, padded */
     uint32_t alignment;
     uint32_t n_expert;       /* experts per MoE layer (0: dense) */
+    uint32_t n_expert_used;  /* experts per token (1 for a dense model) */
+    size_t n_resumed;        /* tensors read from the journal instead of measured */
     double seconds;
 } nb_sens;
 
-/* Measure every quantizable tensor of m (see above). s must be freed with
+/* Resumable measurement (o->state_path): every measured tensor is appended to
+ * a journal (quant/budget_state.c) keyed by a SHA-256 over nibble's version,
+ * the source's size and tensor fingerprint, the options (runtime, sample
+ * rows, default importance) and every importance vector and expert weight the
+ * measurement uses. A rerun with the same key reads the journal and measures
+ * only the tensors it lacks, with the same numbers (errors are stored
+ * exactly), so an interrupted plan resumes to the same plan; a finished
+ * journal makes a budget sweep measure once. A journal of another key is
+ * refused (NB_ERR_RANGE: remove it or name another file), a damaged one is
+ * NB_ERR_FORMAT naming the line; one in use by another process is NB_ERR_IO.
+ *
+ * Measure every quantizable tensor of m (see above). s must be freed with
  * nb_sens_free (also after a failure). Errors: reading the source,
  * NB_ERR_UNSUPPORTED when a tensor's source type cannot be dequantized,
  * NB_ERR_RANGE for NaN/Inf in a sampled row or a tensor no candidate fits. */
 nb_status nb_sens_measure(nb_model *m, const nb_sens_opts *o, nb_sens *s, nb_ctx *ctx);
 void nb_sens_free(nb_sens *s);
+
+/* The error measure of nb_sens_measure over every row instead of a sample,
+ * for the types plan p chose (p made by nb_budget_plan for m, bound with
+ * nb_plan_bind): err[i] for tensors the planner chose, NAN for the others,
+ * 0 for a kept source type. What the planner's sampled prediction is
+ * compared with (build's report). Memory: one tensor in F32 plus its
+ * quantized and dequantized copies. */
+nb_status nb_sens_measure_plan(nb_model *m, const nb_sens_opts *o, const nb_plan *p, double *err, nb_ctx *ctx);
 
 typedef enum nb_budget_kind {
     NB_BUDGET_NONE = 0,
@@ -115,11 +156,19 @@ typedef enum nb_budget_kind {
     NB_BUDGET_MEMORY  /* bytes: weights + KV + compute + overhead at mem.n_ctx */
 } nb_budget_kind;
 
+/* The experts of MoE block `layer` from most to least worth keeping:
+ * order[0..n_expert). false: no ranking for that layer. */
+typedef bool (*nb_expert_rank_fn)(void *user, int layer, int *order, int n_expert);
+
 typedef struct nb_budget {
     nb_budget_kind kind;
     uint64_t bytes;
     double bpw;
     nb_mem_opts mem;  /* MEMORY: context, KV type, runtime, overhead */
+    bool allow_prune; /* MoE: keep fewer experts when every expert cannot fit (see above) */
+    nb_expert_rank_fn rank;    /* required with allow_prune */
+    void *rank_user;
+    const char *prune_criterion; /* recorded in the plan ("reap" when NULL) */
 } nb_budget;
 
 typedef struct nb_budget_result {
@@ -131,7 +180,9 @@ typedef struct nb_budget_result {
     nb_mem_est mem;          /* MEMORY only */
     uint64_t total_bytes;    /* MEMORY: weight + KV + compute + overhead; FILE: file; BPW: tensor bytes */
     uint64_t limit_bytes;    /* the budget in total_bytes' unit */
-    double pred_loss;        /* Σ err of the chosen candidates */
+    double pred_loss;        /* Σ err of the chosen candidates (+ drop_loss) */
+    double drop_loss;        /* pruned: Σ drop loss of the dropped experts */
+    uint32_t keep, n_expert; /* pruned: experts kept per layer of n_expert (keep 0: not pruned) */
     size_t n_planned;
 } nb_budget_result;
 

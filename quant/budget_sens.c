@@ -1,9 +1,10 @@
 /* quant/budget_sens.c — step 1 of the size-budget planner: per tensor and
  * candidate type, the predicted error of quantizing it (see quant/budget.h). */
-#include "quant/budget.h"
+#include "quant/budget_impl.h"
 
 #include "core/checked.h"
 #include "core/progress.h"
+#include "core/sha256.h"
 #include "formats/arch.h"
 #include "formats/gguf.h"
 
@@ -14,6 +15,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "quant/plan.h"
+
 static const nb_type k_llama_cands[] = {NB_TYPE_Q2_K, NB_TYPE_Q3_K,   NB_TYPE_Q4_0,   NB_TYPE_Q4_1, NB_TYPE_Q5_0,
                                         NB_TYPE_Q5_1, NB_TYPE_Q4_K,   NB_TYPE_Q5_K,   NB_TYPE_Q6_K, NB_TYPE_Q8_0,
                                         NB_TYPE_IQ4_NL, NB_TYPE_IQ4_XS, NB_TYPE_F16};
@@ -21,6 +24,10 @@ static const nb_type k_nibble_extra[] = {NB_TYPE_NF4, NB_TYPE_INT4_SYM_G64, NB_T
 
 void nb_sens_free(nb_sens *s) {
     if (!s) return;
+    for (size_t i = 0; s->tensors && i < s->n_tensors; i++) {
+        free(s->tensors[i].slice_err);
+        free(s->tensors[i].slice_drop);
+    }
     free(s->tensors);
     memset(s, 0, sizeof *s);
 }
@@ -75,8 +82,9 @@ static void sample_free(sample *s) {
     free(s->scale);
 }
 
-/* Importance-weighted squared error of candidate type ty over the sample. */
-static double cand_err(const sample *s, nb_type ty, uint64_t row_bytes, bool *oom) {
+/* Importance-weighted squared error of candidate type ty over the sample;
+ * per_slice (may be NULL): each slice's share. */
+static double cand_err(const sample *s, nb_type ty, uint64_t row_bytes, double *per_slice, bool *oom) {
     const nb_type_traits *tr = nb_type_get(ty);
     int64_t kmax = 0;
     for (int64_t sl = 0; sl < s->n_slices; sl++) kmax = s->k[sl] > kmax ? s->k[sl] : kmax;
@@ -103,6 +111,7 @@ static double cand_err(const sample *s, nb_type ty, uint64_t row_bytes, bool *oo
                 se += rs;
             }
             err += s->scale[sl] * se;
+            if (per_slice) per_slice[sl] = s->scale[sl] * se;
             x += k * s->ne0;
         }
     }
@@ -185,6 +194,18 @@ static nb_status take_sample(nb_model *m, size_t i, const nb_sens_opts *o, uint3
     return st2;
 }
 
+/* Per slice: the err of a zero output, Σ imp x² over the sampled rows, scaled as cand_err. */
+static void drop_err(const sample *s, double *out) {
+    const float *x = s->x;
+    for (int64_t sl = 0; sl < s->n_slices; sl++) {
+        const float *imp = s->has_imp[sl] ? s->imp + sl * s->ne0 : NULL;
+        double e = 0;
+        for (int64_t r = 0; r < s->k[sl]; r++, x += s->ne0)
+            for (int64_t j = 0; j < s->ne0; j++) e += (imp ? (double)imp[j] : s->dflt) * (double)x[j] * (double)x[j];
+        out[sl] = s->scale[sl] * e;
+    }
+}
+
 static nb_status measure_tensor(nb_model *m, size_t i, const nb_sens_opts *o, uint32_t n_used, nb_sens_tensor *out,
                                 nb_ctx *ctx) {
     const nb_tensor *t = &m->tensors[i];
@@ -205,6 +226,14 @@ static nb_status measure_tensor(nb_model *m, size_t i, const nb_sens_opts *o, ui
     sample s = {0};
     nb_status st = take_sample(m, i, o, n_used, &s, ctx);
     bool oom = false;
+    double *se = NULL; /* expert stacks: [n x n_slices] per-slice errors */
+    if (st == NB_OK && out->expert) {
+        out->n_slices = (uint32_t)s.n_slices;
+        se = nb_calloc(ctx, n * (size_t)s.n_slices, sizeof *se, "per-expert errors");
+        out->slice_drop = nb_calloc(ctx, (size_t)s.n_slices, sizeof *out->slice_drop, "per-expert errors");
+        if (!se || !out->slice_drop) st = NB_ERR_NOMEM;
+        else drop_err(&s, out->slice_drop);
+    }
     if (st == NB_OK) {
         int nt = nb_ctx_threads(ctx);
 #pragma omp parallel for num_threads(nt) schedule(dynamic, 1)
@@ -212,7 +241,7 @@ static nb_status measure_tensor(nb_model *m, size_t i, const nb_sens_opts *o, ui
             if (!fits[k] || ty[k] == t->type) continue; /* keeping the source type: a copy, error 0 */
             bool o2 = false;
             uint64_t rb = c[k].bytes / nrows;
-            c[k].err = cand_err(&s, ty[k], rb, &o2);
+            c[k].err = cand_err(&s, ty[k], rb, se ? se + k * (size_t)s.n_slices : NULL, &o2);
             if (o2) {
 #pragma omp atomic write
                 oom = true;
@@ -220,16 +249,101 @@ static nb_status measure_tensor(nb_model *m, size_t i, const nb_sens_opts *o, ui
         }
     }
     sample_free(&s);
-    NB_TRY(st);
-    NB_RETURN_IF(ctx, oom, NB_ERR_NOMEM, "out of memory measuring tensor '%s'", t->name);
+    if (st == NB_OK && oom) st = nb_err(ctx, NB_ERR_NOMEM, "out of memory measuring tensor '%s'", t->name);
     size_t kept = 0;
-    for (size_t k = 0; k < n; k++)
+    for (size_t k = 0; k < n && st == NB_OK; k++)
         if (fits[k]) c[kept++] = c[k];
-    NB_RETURN_IF(ctx, !kept, NB_ERR_RANGE, "%s: tensor '%s': row length %lld fits no candidate type", m->path, t->name,
-                 (long long)t->ne[0]);
-    out->n_cands = pareto(c, kept);
-    memcpy(out->cands, c, out->n_cands * sizeof *c);
-    return NB_OK;
+    if (st == NB_OK && !kept)
+        st = nb_err(ctx, NB_ERR_RANGE, "%s: tensor '%s': row length %lld fits no candidate type", m->path, t->name,
+                    (long long)t->ne[0]);
+    if (st == NB_OK) {
+        out->n_cands = pareto(c, kept);
+        memcpy(out->cands, c, out->n_cands * sizeof *c);
+    }
+    if (st == NB_OK && se) {
+        /* the frontier's per-slice errors, in frontier order (types are distinct) */
+        size_t ns = out->n_slices;
+        out->slice_err = nb_calloc(ctx, out->n_cands * ns, sizeof *out->slice_err, "per-expert errors");
+        if (!out->slice_err) st = NB_ERR_NOMEM;
+        for (size_t f = 0; f < out->n_cands && st == NB_OK; f++)
+            for (size_t k = 0; k < n; k++)
+                if (ty[k] == out->cands[f].type) memcpy(out->slice_err + f * ns, se + k * ns, ns * sizeof *se);
+    }
+    free(se);
+    return st;
+}
+
+/* expert_used_count (1 when absent) and expert_count (0) of m. */
+static void expert_counts(const nb_model *m, uint32_t *n_used, uint32_t *n_expert) {
+    *n_used = 1;
+    *n_expert = 0;
+    const char *arch = nb_kv_get_str(&m->kv, "general.architecture");
+    if (!arch) return;
+    char key[160];
+    uint64_t v;
+    snprintf(key, sizeof key, "%s.expert_used_count", arch);
+    if (nb_kv_get_u64(&m->kv, key, &v) && v > 0 && v < 65536) *n_used = (uint32_t)v;
+    snprintf(key, sizeof key, "%s.expert_count", arch);
+    if (nb_kv_get_u64(&m->kv, key, &v) && v < 65536) *n_expert = (uint32_t)v;
+}
+
+nb_status nb_sens_measure_plan(nb_model *m, const nb_sens_opts *o, const nb_plan *p, double *err, nb_ctx *ctx) {
+    NB_TRY(nb_plan_bind(p, m, ctx));
+    uint32_t n_used, n_expert;
+    expert_counts(m, &n_used, &n_expert);
+    nb_sens_opts all = *o;
+    all.sample_rows = UINT32_MAX; /* every row */
+    nb_progress prog;
+    uint64_t total = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) total += p->tensors[i].why == NB_PLAN_BUDGET ? m->tensors[i].nbytes : 0;
+    nb_progress_begin(&prog, ctx, "verify", total);
+    nb_status st = NB_OK;
+    for (size_t i = 0; i < m->n_tensors && st == NB_OK; i++) {
+        const nb_plan_tensor *pt = &p->tensors[i];
+        err[i] = NAN;
+        if (pt->why != NB_PLAN_BUDGET) continue;
+        if (pt->type == pt->src_type) { err[i] = 0; continue; }
+        sample s = {0};
+        st = take_sample(m, i, &all, n_used, &s, ctx);
+        bool oom = false;
+        if (st == NB_OK) err[i] = cand_err(&s, pt->type, pt->bytes_out / (uint64_t)s.n_sampled, NULL, &oom);
+        sample_free(&s);
+        if (st == NB_OK && oom) st = nb_err(ctx, NB_ERR_NOMEM, "out of memory measuring tensor '%s'", pt->name);
+        nb_progress_add(&prog, m->tensors[i].nbytes, pt->name);
+    }
+    nb_progress_end(&prog);
+    return st;
+}
+
+/* What a measurement depends on (the journal's key): nibble's version, the
+ * source's identity, the options, and every importance vector and expert
+ * weight the measurement will use. */
+static void state_key(nb_model *m, const nb_sens_opts *o, const nb_sens *s, uint32_t n_used, unsigned char key[32]) {
+    nb_sha256 h;
+    nb_sha256_init(&h);
+    char b[256];
+    unsigned char fp[32];
+    nb_plan_fingerprint(m, fp);
+    int n = snprintf(b, sizeof b, "nibble %s sens|%llu|rt %d|rows %u|dflt %a|used %u|sw %d|", NB_VERSION,
+                     (unsigned long long)m->file_bytes, (int)o->runtime,
+                     o->sample_rows ? o->sample_rows : NB_SENS_DEFAULT_ROWS, o->default_importance, n_used,
+                     o->slice_weight != NULL);
+    nb_sha256_update(&h, b, (size_t)n);
+    nb_sha256_update(&h, fp, 32);
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        if (!s->tensors[i].planned) continue;
+        const nb_tensor *t = &m->tensors[i];
+        int64_t ns = (int64_t)(nb_tensor_nelements(t) / (uint64_t)(t->ne[0] * t->ne[1]));
+        nb_sha256_update(&h, t->name, strlen(t->name) + 1);
+        for (int64_t sl = 0; sl < ns; sl++) {
+            const float *imp = o->importance ? o->importance(o->importance_user, t->name, sl, t->ne[0]) : NULL;
+            if (imp) nb_sha256_update(&h, imp, (size_t)t->ne[0] * sizeof *imp);
+            else nb_sha256_update(&h, "-", 1);
+            double w = s->tensors[i].expert && o->slice_weight ? o->slice_weight(o->slice_weight_user, t->name, sl) : 0;
+            nb_sha256_update(&h, &w, sizeof w);
+        }
+    }
+    nb_sha256_final(&h, key);
 }
 
 nb_status nb_sens_measure(nb_model *m, const nb_sens_opts *o, nb_sens *s, nb_ctx *ctx) {
@@ -246,15 +360,27 @@ nb_status nb_sens_measure(nb_model *m, const nb_sens_opts *o, nb_sens *s, nb_ctx
     if (st == NB_OK) st = nb_gguf_data_start(&kv, m->tensors, m->n_tensors, &s->header_bytes, &s->alignment, ctx);
     nb_kvset_free(&kv);
     NB_TRY(st);
-    uint32_t n_used = 1;
-    const char *arch = nb_kv_get_str(&m->kv, "general.architecture");
-    if (arch) {
-        char key[160];
-        uint64_t v;
-        snprintf(key, sizeof key, "%s.expert_used_count", arch);
-        if (nb_kv_get_u64(&m->kv, key, &v) && v > 0 && v < 65536) n_used = (uint32_t)v;
-        snprintf(key, sizeof key, "%s.expert_count", arch);
-        if (nb_kv_get_u64(&m->kv, key, &v) && v < 65536) s->n_expert = (uint32_t)v;
+    uint32_t n_used;
+    expert_counts(m, &n_used, &s->n_expert);
+    s->n_expert_used = n_used;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        const nb_tensor *t = &m->tensors[i];
+        const nb_type_traits *tr = nb_type_get(t->type);
+        nb_sens_tensor *e = &s->tensors[i];
+        e->planned = nb_mix_tensor_quantizable(t->name, t->ne) && tr && (tr->is_float || tr->is_quantized);
+        e->expert = e->planned && t->n_dims >= 3 && t->ne[2] > 1 && nb_arch_is_expert_stack(t->name) &&
+                    nb_arch_is_per_expert(t->name, &e->layer);
+    }
+    /* a journal of earlier (interrupted) runs: its tensors are not measured again */
+    bool *done = nb_calloc(ctx, m->n_tensors ? m->n_tensors : 1, sizeof *done, "measurement state");
+    if (!done) return NB_ERR_NOMEM;
+    int fd = -1;
+    if (o->state_path) {
+        unsigned char key[32];
+        state_key(m, o, s, n_used, key);
+        st = nb_sens_state_open(o->state_path, key, s, done, &s->n_resumed, &fd, ctx);
+        if (st == NB_OK && s->n_resumed)
+            NB_INFO(ctx, "measure: %zu tensors from %s (an earlier run)", s->n_resumed, o->state_path);
     }
     nb_progress prog;
     uint64_t total = 0;
@@ -262,16 +388,16 @@ nb_status nb_sens_measure(nb_model *m, const nb_sens_opts *o, nb_sens *s, nb_ctx
     nb_progress_begin(&prog, ctx, "measure", total);
     for (size_t i = 0; i < m->n_tensors && st == NB_OK; i++) {
         const nb_tensor *t = &m->tensors[i];
-        const nb_type_traits *tr = nb_type_get(t->type);
         nb_sens_tensor *e = &s->tensors[i];
-        e->planned = nb_mix_tensor_quantizable(t->name, t->ne) && tr && (tr->is_float || tr->is_quantized);
-        if (e->planned) {
-            e->expert = t->n_dims >= 3 && t->ne[2] > 1 && nb_arch_is_expert_stack(t->name);
+        if (e->planned && !done[i]) {
             st = measure_tensor(m, i, o, n_used, e, ctx);
+            if (st == NB_OK && fd >= 0) st = nb_sens_state_append(fd, o->state_path, i, e, ctx);
         }
         nb_progress_add(&prog, t->nbytes, t->name);
     }
     nb_progress_end(&prog);
+    if (fd >= 0) close(fd);
+    free(done);
     s->seconds = nb_now() - t0;
     return st;
 }

@@ -15,15 +15,21 @@ void nb_plan_free(nb_plan *p) {
     free(p->types);
     free(p->names);
     free(p->source_path);
+    free(p->prune.layer);
+    free(p->prune.kept);
     memset(p, 0, sizeof *p);
     p->file_type = -1;
 }
 
 void nb_plan_fingerprint(const nb_model *m, unsigned char out[32]) {
+    nb_plan_fingerprint_tensors(m->tensors, m->n_tensors, out);
+}
+
+void nb_plan_fingerprint_tensors(const nb_tensor *ts, size_t n, unsigned char out[32]) {
     nb_sha256 s;
     nb_sha256_init(&s);
-    for (size_t i = 0; i < m->n_tensors; i++) {
-        const nb_tensor *t = &m->tensors[i];
+    for (size_t i = 0; i < n; i++) {
+        const nb_tensor *t = &ts[i];
         /* name NUL type n_dims ne[0..n_dims) as little-endian 64-bit values */
         nb_sha256_update(&s, t->name, strlen(t->name) + 1);
         uint64_t v[2 + NB_MAX_DIMS];
@@ -173,6 +179,14 @@ nb_status nb_plan_make_file(const char *path, const nb_plan_opts *o, nb_plan *p,
 }
 
 nb_status nb_plan_bind(const nb_plan *p, const nb_model *m, nb_ctx *ctx) {
+    if (p->prune.keep) {
+        unsigned char fp0[32];
+        nb_plan_fingerprint(m, fp0);
+        NB_RETURN_IF(ctx, !memcmp(fp0, p->tensors_sha256, 32) && p->source_size == m->file_bytes, NB_ERR_INVALID,
+                     "%s: the plan keeps %u of %u experts per layer: prune first (nibble prune MODEL --plan PLAN "
+                     "--stats STATS -o PRUNED.gguf), or let `nibble quantize --allow-prune` do both", m->path,
+                     p->prune.keep, p->prune.n_expert);
+    }
     NB_RETURN_IF(ctx, p->n_tensors != m->n_tensors, NB_ERR_INVALID,
                  "%s: the plan is for another model (%zu tensors planned, the model has %zu)", m->path, p->n_tensors,
                  m->n_tensors);
@@ -192,6 +206,11 @@ nb_status nb_plan_bind(const nb_plan *p, const nb_model *m, nb_ctx *ctx) {
     }
     unsigned char fp[32];
     nb_plan_fingerprint(m, fp);
+    if (p->prune.keep) {
+        NB_RETURN_IF(ctx, memcmp(fp, p->prune.tensors_sha256, 32), NB_ERR_INVALID,
+                     "%s: the plan is for another model (the pruned model's tensors_sha256 differs)", m->path);
+        return NB_OK;
+    }
     NB_RETURN_IF(ctx, memcmp(fp, p->tensors_sha256, 32), NB_ERR_INVALID,
                  "%s: the plan is for another model (tensors_sha256 differs)", m->path);
     NB_RETURN_IF(ctx, p->source_size != m->file_bytes, NB_ERR_INVALID,
@@ -228,6 +247,22 @@ char *nb_plan_to_json(const nb_plan *p) {
     nb_sha256_hex(p->tensors_sha256, hex);
     cJSON_AddStringToObject(src, "tensors_sha256", hex);
     nb_plan_json_totals(p, j);
+    if (p->prune.keep) {
+        const nb_plan_prune *pr = &p->prune;
+        cJSON *o = cJSON_AddObjectToObject(j, "prune");
+        cJSON_AddNumberToObject(o, "keep", pr->keep);
+        cJSON_AddNumberToObject(o, "n_expert", pr->n_expert);
+        cJSON_AddStringToObject(o, "criterion", pr->criterion);
+        nb_sha256_hex(pr->tensors_sha256, hex);
+        cJSON_AddStringToObject(o, "tensors_sha256", hex);
+        cJSON *ls = cJSON_AddArrayToObject(o, "layers");
+        for (uint32_t l = 0; l < pr->n_layer && ls; l++) {
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddNumberToObject(e, "layer", pr->layer[l]);
+            cJSON_AddItemToObject(e, "kept", cJSON_CreateIntArray(pr->kept + (size_t)l * pr->keep, (int)pr->keep));
+            cJSON_AddItemToArray(ls, e);
+        }
+    }
     cJSON *ts = cJSON_AddArrayToObject(j, "tensors");
     for (size_t i = 0; i < p->n_tensors && ts; i++) {
         const nb_plan_tensor *t = &p->tensors[i];
@@ -292,10 +327,61 @@ static bool hex32(const char *s, unsigned char out[32]) {
 
 static const char *const k_top[] = {"nibble_plan", "mix", "file_type", "source", "n_tensors", "n_quantized",
                                     "n_requantized", "n_fallback", "n_elements", "bytes_in", "tensor_bytes_out",
-                                    "bpw_in", "bpw_out", "tensors", NULL};
+                                    "bpw_in", "bpw_out", "prune", "tensors", NULL};
 static const char *const k_src[] = {"path", "size", "tensors_sha256", NULL};
+static const char *const k_prune[] = {"keep", "n_expert", "criterion", "tensors_sha256", "layers", NULL};
+static const char *const k_prune_layer[] = {"layer", "kept", NULL};
 static const char *const k_tensor[] = {"name", "shape", "src_type", "type", "why", "bytes_in", "bytes_out",
                                        "pred_err", NULL};
+
+/* The "prune" object (see plan.h): kept experts ascending, distinct, < n_expert. */
+static nb_status parse_prune(const cJSON *o, const char *what, nb_plan_prune *pr, nb_ctx *ctx) {
+    NB_RETURN_IF(ctx, !cJSON_IsObject(o), NB_ERR_FORMAT, "%s: plan: \"prune\" is not an object", what);
+    NB_TRY(known_keys(o, k_prune, what, "prune", ctx));
+    uint64_t keep, n;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "keep");
+    const cJSON *ne = cJSON_GetObjectItemCaseSensitive(o, "n_expert");
+    NB_RETURN_IF(ctx, !json_u64(v, &keep) || !json_u64(ne, &n) || keep < 1 || n > 65536 || keep >= n, NB_ERR_FORMAT,
+                 "%s: plan: prune: \"keep\" and \"n_expert\" must be integers with 1 <= keep < n_expert", what);
+    pr->keep = (uint32_t)keep;
+    pr->n_expert = (uint32_t)n;
+    v = cJSON_GetObjectItemCaseSensitive(o, "criterion");
+    NB_RETURN_IF(ctx, !cJSON_IsString(v) || strlen(v->valuestring) >= sizeof pr->criterion, NB_ERR_FORMAT,
+                 "%s: plan: prune: bad \"criterion\"", what);
+    snprintf(pr->criterion, sizeof pr->criterion, "%s", v->valuestring);
+    v = cJSON_GetObjectItemCaseSensitive(o, "tensors_sha256");
+    NB_RETURN_IF(ctx, !cJSON_IsString(v) || !hex32(v->valuestring, pr->tensors_sha256), NB_ERR_FORMAT,
+                 "%s: plan: prune: bad \"tensors_sha256\"", what);
+    const cJSON *ls = cJSON_GetObjectItemCaseSensitive(o, "layers");
+    int nl = cJSON_IsArray(ls) ? cJSON_GetArraySize(ls) : -1;
+    NB_RETURN_IF(ctx, nl < 1 || nl > 65536, NB_ERR_FORMAT, "%s: plan: prune: missing \"layers\"", what);
+    pr->layer = nb_calloc(ctx, (size_t)nl, sizeof *pr->layer, "plan");
+    pr->kept = nb_calloc(ctx, (size_t)nl * keep, sizeof *pr->kept, "plan");
+    if (!pr->layer || !pr->kept) return NB_ERR_NOMEM;
+    pr->n_layer = (uint32_t)nl;
+    uint32_t l = 0;
+    for (const cJSON *e = ls->child; e; e = e->next, l++) {
+        NB_RETURN_IF(ctx, !cJSON_IsObject(e), NB_ERR_FORMAT, "%s: plan: prune.layers[%u] is not an object", what, l);
+        NB_TRY(known_keys(e, k_prune_layer, what, "prune.layers", ctx));
+        uint64_t L;
+        const cJSON *k = cJSON_GetObjectItemCaseSensitive(e, "kept");
+        NB_RETURN_IF(ctx, !json_u64(cJSON_GetObjectItemCaseSensitive(e, "layer"), &L) || L > INT32_MAX ||
+                              (l && (int32_t)L <= pr->layer[l - 1]),
+                     NB_ERR_FORMAT, "%s: plan: prune.layers[%u]: bad \"layer\" (block indices ascending)", what, l);
+        pr->layer[l] = (int32_t)L;
+        NB_RETURN_IF(ctx, !cJSON_IsArray(k) || cJSON_GetArraySize(k) != (int)keep, NB_ERR_FORMAT,
+                     "%s: plan: prune.layers[%u]: \"kept\" must list %u experts", what, l, pr->keep);
+        uint32_t q = 0;
+        for (const cJSON *x = k->child; x; x = x->next, q++) {
+            uint64_t ex;
+            int32_t *dst = &pr->kept[(size_t)l * keep + q];
+            NB_RETURN_IF(ctx, !json_u64(x, &ex) || ex >= n || (q && (int32_t)ex <= dst[-1]), NB_ERR_FORMAT,
+                         "%s: plan: prune.layers[%u].kept: expert indices below %u, ascending", what, l, pr->n_expert);
+            *dst = (int32_t)ex;
+        }
+    }
+    return NB_OK;
+}
 
 static nb_status parse_tensor(const cJSON *e, size_t i, const char *what, nb_plan_tensor *t, char **np,
                               nb_ctx *ctx) {
@@ -391,6 +477,7 @@ nb_status nb_plan_from_json(const char *text, const char *what, nb_plan *p, nb_c
     if (v && !cJSON_IsString(v)) NB_FAIL_GOTO(st, out, ctx, NB_ERR_FORMAT, "%s: plan: bad source \"path\"", what);
     p->source_path = nb_strdup(ctx, v ? v->valuestring : "");
     if (!p->source_path) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "out of memory");
+    if ((v = cJSON_GetObjectItemCaseSensitive(j, "prune"))) NB_CHECK_GOTO(st, parse_prune(v, what, &p->prune, ctx), out);
     ts = cJSON_GetObjectItemCaseSensitive(j, "tensors");
     if (!cJSON_IsArray(ts)) NB_FAIL_GOTO(st, out, ctx, NB_ERR_FORMAT, "%s: plan: missing \"tensors\"", what);
     size_t n = (size_t)cJSON_GetArraySize(ts), name_bytes = 0;

@@ -23,6 +23,10 @@
  *     "source": {"path": "...", "size": N, "tensors_sha256": "hex"},
  *     "n_tensors", "n_quantized", "n_requantized", "n_fallback", "n_elements",
  *     "bytes_in", "tensor_bytes_out", "bpw_in", "bpw_out",     informative totals
+ *     "prune": {"keep": K, "n_expert": N, "criterion": "reap", optional: the planner's keep-N
+ *               "tensors_sha256": "hex",         decision (--allow-prune); tensors then have the
+ *               "layers": [{"layer": L,           shapes of the pruned model, which the plan binds
+ *                           "kept": [e, ...]}]},  to; `nibble prune --plan` makes that model
  *     "tensors": [ {"name", "shape": [ne0, ...], "src_type", "type", "why",
  *                   "bytes_in", "bytes_out", "pred_err"}, ... ] }
  * Reading: "nibble_plan", "source" and "tensors" with each tensor's "name" and
@@ -69,6 +73,21 @@ typedef struct nb_plan_type_stat {
     uint64_t bytes;
 } nb_plan_type_stat;
 
+/* A keep-N-experts decision inside a plan (the size-budget planner's
+ * --allow-prune): every MoE layer keeps `keep` of its `n_expert` experts,
+ * chosen by `criterion` from routing statistics (distill/prune.h). The plan's
+ * tensors are those of the pruned model (expert stacks and routers cut to
+ * `keep`), whose structural fingerprint is `tensors_sha256`; the plan's
+ * source identity stays the unpruned model's. keep == 0: no pruning. */
+typedef struct nb_plan_prune {
+    uint32_t keep, n_expert;
+    char criterion[16];
+    unsigned char tensors_sha256[32];
+    uint32_t n_layer;        /* MoE layers */
+    int32_t *layer;          /* [n_layer] block index, ascending */
+    int32_t *kept;           /* [n_layer x keep] kept experts of each layer, ascending */
+} nb_plan_prune;
+
 typedef struct nb_plan {
     char mix[32];          /* the mix's name ("" when none) */
     int32_t file_type;     /* llama.cpp ftype written as general.file_type; -1: none */
@@ -86,6 +105,7 @@ typedef struct nb_plan {
     uint64_t n_elements, bytes_in, bytes_out;
     nb_plan_type_stat *types; /* [n_types], ascending type id */
     size_t n_types;
+    nb_plan_prune prune;      /* keep == 0: none */
 } nb_plan;
 
 typedef struct nb_plan_opts {
@@ -110,11 +130,16 @@ void nb_plan_free(nb_plan *p);
 /* Check that plan p applies to model m: same size and fingerprint, the same
  * tensors (names, source types, shapes) in the same order, and every planned
  * conversion possible (row length a multiple of the type's block: a plan
- * never falls back silently). NB_ERR_INVALID names the first difference. */
+ * never falls back silently). NB_ERR_INVALID names the first difference.
+ * A plan that prunes binds to the pruned model (prune.tensors_sha256; its
+ * size is not known in advance); given the unpruned source it says to prune
+ * first. */
 nb_status nb_plan_bind(const nb_plan *p, const nb_model *m, nb_ctx *ctx);
 
 /* The structural fingerprint of a model (see above). */
 void nb_plan_fingerprint(const nb_model *m, unsigned char out[32]);
+/* The same over a tensor list. */
+void nb_plan_fingerprint_tensors(const nb_tensor *t, size_t n, unsigned char out[32]);
 
 /* Add the plan's totals (n_tensors ... bpw_out, the keys of the schema above)
  * to the JSON object j (a cJSON *; also used by the quantize summary). */

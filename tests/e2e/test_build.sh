@@ -51,6 +51,13 @@ check "rerun" 0 "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama
 # --json
 check "json" 0 "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama.gguf" "${vars[@]}" -o "$tmp/d1" --json
 has '"gate_passed":true' "$tmp/out"
+python3 "$(dirname "$0")/json_lines.py" "$tmp/out" recipe calibrate quantize reference validate || fail=1
+has '"phase":"skip"' "$tmp/out"
+check "json, a fresh build" 0 "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama.gguf" "${vars[@]}" \
+  -o "$tmp/dj" --json
+python3 "$(dirname "$0")/json_lines.py" "$tmp/out" recipe calibrate quantize reference validate || fail=1
+has '"phase":"start"' "$tmp/out"
+has '"unit":"tokens"' "$tmp/out"
 
 # interrupted builds resume to the same bytes (killed once calibration has begun; a
 # larger token budget keeps the build long enough to be hit before it ends)
@@ -103,11 +110,16 @@ check "build moe-6gb" 0 "$nb" build "$root/recipes/moe-6gb.json" --source "$tmp/
   --var BUDGET=4.5MiB -o "$tmp/m6"
 s24=$(stat -c %s "$tmp/m24/moe-24gb.gguf") s6=$(stat -c %s "$tmp/m6/moe-6gb.gguf")
 [ "$s6" -lt "$s24" ] || { echo "FAIL: the small MoE variant ($s6) is not smaller than the large one ($s24)"; fail=1; }
+# prune "auto": the planner kept fewer experts (the budget cannot hold all 16 at any type)
 check "inspect moe-6gb" 0 "$nb" inspect "$tmp/m6/moe-6gb.gguf" --json
-has '"llama.expert_count":8' "$tmp/out"
+ec=$(grep -oE '"llama.expert_count":[0-9]+' "$tmp/out" | grep -oE '[0-9]+$')
+[ -n "$ec" ] && [ "$ec" -ge 2 ] && [ "$ec" -lt 16 ] || { echo "FAIL: moe-6gb kept '$ec' experts (expected 2..15)"; fail=1; }
+has '"keep":' "$tmp/m6/manifest.json"
+ls "$tmp"/m6/.work/quantize-*/pruned.tmp 2>/dev/null && { echo "FAIL: the pruned temporary was left"; fail=1; }
 check "budget too small" 2 "$nb" build "$root/recipes/moe-6gb.json" --source "$tmp/moe16.gguf" "${vars[@]}" "${small[@]}" \
   --var BUDGET=1MiB -o "$tmp/m1"
 has "below the smallest achievable" "$tmp/err"
+has "keeping only 2 of 16 experts" "$tmp/err"
 
 # QLoRA merge against the NF4 base, then quantize (the fixture's adapter fits this tiny base)
 check "synth tiny" 0 "$nb" synth --arch llama --layers 1 --dim 16 --ff 32 --heads 4 --kv-heads 2 --vocab 32 --dtype f32 \

@@ -108,5 +108,103 @@ check "--ctx without --budget" 1 "$nb" plan "$src" --target-size 1M --ctx 512
 check "budget with --type" 1 "$nb" quantize "$src" --type q4_k_m --target-size 1M -o "$tmp/x.gguf"
 check "--imatrix and --calib" 1 "$nb" plan "$src" --target-size 1M --imatrix "$tmp/im.gguf" --calib "$calib"
 [ -e "$tmp/x.gguf" ] && { echo "FAIL: a refused command wrote a file"; fail=1; }
+
+# resumable measurement: a plan killed mid-measurement resumes from its --measure-state journal
+# to the same plan bytes as an uninterrupted run; a finished journal is reused; a journal of
+# another model or other options is refused; a torn last line is cut off, a damaged one named
+big="$tmp/big.gguf"
+check "synth big" 0 "$nb" synth --arch llama --layers 6 --dim 512 --ff 1024 --heads 8 --kv-heads 4 --vocab 500 --dtype f32 \
+  --seed 9 -o "$big" -q
+check "plan big (no state)" 0 "$nb" plan "$big" --target-bpw 4.5 -o "$tmp/ref.json" -q
+st_="$tmp/m.state"
+"$nb" plan "$big" --target-bpw 4.5 --measure-state "$st_" -o "$tmp/res.json" -q -t 1 &
+pid=$!
+for _ in $(seq 1 3000); do [ -f "$st_" ] && [ "$(wc -l < "$st_")" -ge 4 ] && break; sleep 0.01; done
+kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+lines=$(wc -l < "$st_")
+total=$(grep -o '"why":"budget"' "$tmp/ref.json" | wc -l)
+[ -e "$tmp/res.json" ] && { echo "FAIL: the killed plan wrote its output"; fail=1; }
+[ "$lines" -ge 2 ] && [ "$((lines - 1))" -lt "$total" ] ||
+  { echo "FAIL: the journal has $((lines - 1)) of $total tensors: the kill did not land mid-measurement"; fail=1; }
+echo "ok: killed after $((lines - 1)) of $total tensors measured"
+printf 'T 9' >> "$st_"   # a torn last line, as a kill inside a write leaves it
+check "resume" 0 "$nb" plan "$big" --target-bpw 4.5 --measure-state "$st_" -o "$tmp/res.json" -t 2
+has "tensors from $st_ (an earlier run)" "$tmp/err"
+cmp -s "$tmp/res.json" "$tmp/ref.json" || { echo "FAIL: the resumed plan differs from the uninterrupted one"; fail=1; }
+[ "$(($(wc -l < "$st_") - 1))" = "$total" ] || { echo "FAIL: the finished journal does not hold every tensor"; fail=1; }
+check "reuse at another budget" 0 "$nb" plan "$big" --target-bpw 3.5 --measure-state "$st_" -o "$tmp/res35.json"
+has "$total tensors from" "$tmp/err"
+check "reference at 3.5" 0 "$nb" plan "$big" --target-bpw 3.5 -o "$tmp/ref35.json" -q
+cmp -s "$tmp/res35.json" "$tmp/ref35.json" || { echo "FAIL: a plan from the journal differs"; fail=1; }
+check "journal, other options" 2 "$nb" plan "$big" --target-bpw 4.5 --sample-rows 16 --measure-state "$st_" -o "$tmp/x.json"
+one_line; has "another model or other options" "$tmp/err"
+check "journal, other model" 2 "$nb" plan "$src" --target-bpw 4.5 --measure-state "$st_" -o "$tmp/x.json"
+one_line; has "another model or other options" "$tmp/err"
+[ -e "$tmp/x.json" ] && { echo "FAIL: a refused plan wrote a file"; fail=1; }
+sed -i '3s/^T [0-9]*/T x/' "$st_"
+check "damaged journal" 2 "$nb" plan "$big" --target-bpw 4.5 --measure-state "$st_" -o "$tmp/x.json"
+one_line; has "line 3: damaged measurement state" "$tmp/err"
+check "--measure-state without a target" 1 "$nb" quantize "$big" --type q8_0 --measure-state "$st_" -o "$tmp/x.gguf"
+
+# --allow-prune on a synthetic 16-expert MoE: a size every expert cannot reach says how many
+# experts would fit; with --allow-prune the plan keeps that many (or fewer), `nibble prune --plan`
+# + `quantize --plan` and `quantize --allow-prune` write the same bytes, of exactly the predicted size
+moe="$tmp/moe16.gguf"
+check "synth moe16" 0 "$nb" synth --arch mixtral --layers 2 --dim 256 --ff 256 --experts 16 --experts-used 2 --vocab 300 \
+  --seed 4 -o "$moe" -q
+check "calibrate moe" 0 "$nb" calibrate "$moe" --calib "$calib" --ctx 32 --calib-tokens 512 -o "$tmp/mim.gguf" -q
+check "moe: below every expert" 2 "$nb" plan "$moe" --imatrix "$tmp/mim.gguf" --target-size 1200KiB -o "$tmp/x.json" -q
+one_line; has "experts per layer would fit" "$tmp/err"; has "allow-prune" "$tmp/err"
+[ -e "$tmp/x.json" ] && { echo "FAIL: refused plan wrote a file"; fail=1; }
+k_hint=$(grep -oE 'keeping [0-9]+ of 16' "$tmp/err" | grep -oE '[0-9]+' | head -1)
+check "moe: --allow-prune" 0 "$nb" plan "$moe" --imatrix "$tmp/mim.gguf" --target-size 1200KiB --allow-prune \
+  -o "$tmp/pp.json" --json -q
+keep=$(num keep "$tmp/out"); pred=$(num file_bytes "$tmp/out")
+[ -n "$keep" ] && [ "$keep" -ge 2 ] && [ "$keep" -le "$k_hint" ] ||
+  { echo "FAIL: keep '$keep' not in [2, $k_hint] (the hint)"; fail=1; }
+has '"prune":{"keep":' "$tmp/pp.json"
+python3 - "$tmp/pp.json" "$keep" <<'PY' || fail=1
+import json, sys
+p = json.load(open(sys.argv[1])); k = int(sys.argv[2])
+pr = p["prune"]
+assert pr["keep"] == k and pr["n_expert"] == 16 and pr["criterion"] == "reap", pr
+assert [l["layer"] for l in pr["layers"]] == [0, 1], pr
+for l in pr["layers"]:
+    assert len(l["kept"]) == k and l["kept"] == sorted(set(l["kept"])) and max(l["kept"]) < 16, l
+for t in p["tensors"]:
+    if "_exps." in t["name"] or t["name"].endswith("ffn_gate_inp.weight"):
+        assert t["shape"][-1] == k, t
+print("ok: plan prunes to", k, "experts; tensors have the pruned shapes")
+PY
+check "apply to the unpruned source" 1 "$nb" quantize "$moe" --plan "$tmp/pp.json" -o "$tmp/x.gguf"
+one_line; has "prune first" "$tmp/err"
+check "prune --plan" 0 "$nb" prune "$moe" --plan "$tmp/pp.json" --stats "$tmp/mim.gguf" -o "$tmp/pruned.gguf" -q
+check "quantize the pruned model --plan" 0 "$nb" quantize "$tmp/pruned.gguf" --plan "$tmp/pp.json" \
+  --imatrix "$tmp/mim.gguf" -o "$tmp/twostep.gguf" -q
+[ "$(stat -c %s "$tmp/twostep.gguf")" = "$pred" ] || { echo "FAIL: predicted $pred, written $(stat -c %s "$tmp/twostep.gguf")"; fail=1; }
+check "quantize --allow-prune" 0 "$nb" quantize "$moe" --imatrix "$tmp/mim.gguf" --target-size 1200KiB --allow-prune \
+  -o "$tmp/onestep.gguf"
+has "experts kept per layer" "$tmp/out"
+cmp -s "$tmp/onestep.gguf" "$tmp/twostep.gguf" || { echo "FAIL: quantize --allow-prune differs from prune --plan + quantize --plan"; fail=1; }
+ls "$tmp"/onestep.gguf.* 2>/dev/null && { echo "FAIL: a temporary pruned file was left behind"; fail=1; }
+check "inspect pruned+quantized" 0 "$nb" inspect "$tmp/onestep.gguf" --json
+has "\"llama.expert_count\":$keep" "$tmp/out"
+check "prune --plan with other statistics" 2 "$nb" prune "$moe" --plan "$tmp/pp.json" --stats "$tmp/im.gguf" -o "$tmp/x.gguf"
+check "prune --plan on another model" 1 "$nb" prune "$other" --plan "$tmp/pp.json" --stats "$tmp/mim.gguf" -o "$tmp/x.gguf"
+check "--allow-prune without routing statistics" 2 "$nb" plan "$moe" --target-size 1200KiB --allow-prune
+one_line; has "no expert routing statistics" "$tmp/err"
+check "--allow-prune below even 2 experts" 2 "$nb" plan "$moe" --imatrix "$tmp/mim.gguf" --target-size 300KiB --allow-prune -q
+one_line; has "keeping only 2 of 16 experts" "$tmp/err"
+# --json: JSON lines, progress events (with units) then the result
+check "plan --json events" 0 "$nb" plan "$src" --calib "$calib" --calib-ctx 32 --calib-tokens 256 --target-bpw 4.5 --json
+python3 "$(dirname "$0")/json_lines.py" "$tmp/out" plan plan measure calibrate || fail=1
+has '"unit":"tokens"' "$tmp/out"
+check "quantize --json events" 0 "$nb" quantize "$moe" --imatrix "$tmp/mim.gguf" --target-size 1200KiB --allow-prune \
+  -o "$tmp/ev.gguf" --json
+python3 "$(dirname "$0")/json_lines.py" "$tmp/out" tensors plan measure prune quantize || fail=1
+check "failure --json" 2 "$nb" plan "$moe" --target-size 1KiB --json
+has '"event":"error"' "$tmp/out"
+check "--allow-prune with --target-bpw" 1 "$nb" plan "$moe" --target-bpw 3 --allow-prune
+[ -e "$tmp/x.gguf" ] && { echo "FAIL: a refused command wrote a file"; fail=1; }
 echo "done"
 exit $fail

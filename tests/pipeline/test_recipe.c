@@ -84,6 +84,12 @@ START_TEST(errors_name_the_key) {
         {"\"target\":{\"mix\":\"q8_0\"},\"outputs\":{\"file\":\"../x.gguf\"}}", "outputs.file"},
         {"\"target\":{\"mix\":\"q8_0\"},\"adapters\":[3]}", "adapters[0]"},
         {"\"target\":{\"mix\":\"q8_0\"},\"qlora\":1}", "qlora: expected true or false"},
+        {"\"target\":{\"size\":\"1M\"},\"prune\":{\"keep\":\"most\"},\"calibration\":{\"text\":\"c\"}}",
+         "prune.keep: expected an integer or \"auto\""},
+        {"\"target\":{\"mix\":\"q8_0\"},\"prune\":{\"keep\":\"auto\"},\"calibration\":{\"text\":\"c\"},"
+         "\"method\":\"imatrix\"}", "needs target.size or target.budget"},
+        {"\"target\":{\"size\":\"1M\"},\"prune\":{\"keep\":\"auto\"},\"calibration\":{\"text\":\"c\"}}",
+         "needs method \"imatrix\""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char text[1024];
@@ -99,12 +105,29 @@ START_TEST(errors_name_the_key) {
 }
 END_TEST
 
+START_TEST(prune_auto) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const char *text = "{\"nibble_recipe\":1,\"name\":\"v\",\"source\":\"s\",\"prune\":{\"keep\":\"auto\",\"criterion\":"
+                       "\"freq\"},\"calibration\":{\"text\":\"c\"},\"method\":\"imatrix\",\"target\":{\"size\":\"2MiB\"}}";
+    nb_recipe r;
+    ck_assert_msg(nb_recipe_parse(text, "r.json", NULL, 0, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert(r.prune && r.prune_auto && r.prune_keep == 0);
+    ck_assert_str_eq(r.prune_criterion, "freq");
+    ck_assert_int_eq(r.target, NB_TARGET_SIZE);
+    ck_assert_uint_eq(r.target_bytes, 2u << 20);
+    nb_recipe_free(&r);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("recipe");
     TCase *tc = tcase_create("recipe");
     tcase_add_test(tc, substitution);
     tcase_add_test(tc, full_recipe);
     tcase_add_test(tc, errors_name_the_key);
+    tcase_add_test(tc, prune_auto);
     suite_add_tcase(s, tc);
     return nbt_run_suite(s);
 }
