@@ -274,6 +274,17 @@ static nb_status job_plan_budget(const nb_quant_job *j, job_data *d, const nb_qu
     d->so = so;
     if (st == NB_OK) st = nb_sens_measure(mdl, &so, &sens, ctx);
     r->seconds_measure = sens.seconds;
+    if (st == NB_OK && j->group_cal.text_path) {
+        nb_group_cal_opts go = j->group_cal;
+        char pre[128];
+        if (!go.work_prefix) {
+            const char *td = getenv("TMPDIR");
+            snprintf(pre, sizeof pre, "%s/nibble-cal-%ld", td && *td && strlen(td) < 64 ? td : "/tmp", (long)getpid());
+            go.work_prefix = pre;
+        }
+        nb_quant_opts cq = *qo;
+        st = nb_group_calibrate(j->src, mdl, &sens, &go, &cq, &r->group_cal, ctx);
+    }
     nb_budget b = j->budget;
     ranker rk = {.rt = &d->rt, .crit = NB_PRUNE_REAP};
     if (b.allow_prune) {
@@ -387,6 +398,7 @@ nb_status nb_quantize_job(const nb_quant_job *j, nb_quant_job_result *r, nb_ctx 
 void nb_quant_job_result_free(nb_quant_job_result *r) {
     if (!r) return;
     free(r->measured_err);
+    nb_group_cal_free(&r->group_cal);
     nb_plan_free(&r->plan);
     nb_quant_result_free(&r->quant);
     nb_gptq_model_result_free(&r->gptq);

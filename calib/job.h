@@ -47,6 +47,7 @@
 #ifndef NB_CALIB_JOB_H
 #define NB_CALIB_JOB_H
 
+#include "calib/budget_calib.h"
 #include "calib/calibrate.h"
 #include "calib/corpus.h"
 #include "calib/gptq.h"
@@ -97,6 +98,8 @@ typedef struct nb_quant_job {
     uint32_t sample_rows;      /* budget: rows sampled per tensor (0: NB_SENS_DEFAULT_ROWS) */
     const char *prune_tmp;     /* a plan that prunes: the pruned source's path (NULL: "<dst>.pruned.tmp") */
     const char *measure_state; /* budget: resumable measurement journal (quant/budget.h; NULL: none) */
+    nb_group_cal_opts group_cal; /* budget: text_path set: calibrated predictions (calib/budget_calib.h; work_prefix
+                                    NULL: a temporary name in $TMPDIR or /tmp) */
     bool verify_plan;          /* budget, after the write: the planner's error over every row of the chosen
                                   types (nb_sens_measure_plan) into result->measured_err */
 } nb_quant_job;
@@ -111,6 +114,7 @@ typedef struct nb_quant_job_result {
     nb_budget_result budget;   /* with a budget: the planner's totals */
     double seconds_measure;    /* with a budget: the sensitivity measurement */
     double *measured_err;      /* verify_plan: [plan.n_tensors] (NAN where the planner chose nothing) */
+    nb_group_cal group_cal;    /* calibrated predictions: the factor of every tensor group */
 } nb_quant_job_result;
 
 /* Check the job's options against each other without touching any file:

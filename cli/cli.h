@@ -61,6 +61,8 @@ typedef struct nb_cli_budget {
     bool allow_prune, criterion_set;
     int prune_criterion;
     const char *measure_state;
+    const char *cal_text;
+    int cal_ctx, cal_chunks;
 } nb_cli_budget;
 extern const nb_opt_choice nb_cli_prune_criteria[];
 extern const nb_opt_choice nb_cli_kv_types[];
@@ -83,6 +85,13 @@ extern const nb_opt_choice nb_cli_runtimes[];
      .help = "llama.cpp (default: GGUF types it loads) or nibble (also nf4 / int4)"},                               \
     {.name = "sample-rows", .type = NB_OPT_U32, .dest = &(b).sample_rows, .meta = "N", .lo = 1, .hi = 1 << 20,      \
      .help = "rows per tensor sampled to measure errors (default 64)"},                                             \
+    {.name = "calibrate-kld", .type = NB_OPT_STR, .dest = &(b).cal_text, .meta = "TEXT",                           \
+     .help = "scale each tensor group's predicted errors by the engine's KLD with that group\n"                    \
+             "alone quantized on TEXT (one pass per group; docs/planner.md)"},                                      \
+    {.name = "calibrate-ctx", .type = NB_OPT_INT, .dest = &(b).cal_ctx, .meta = "N", .lo = 4, .hi = 1 << 20,         \
+     .flags = NB_OPT_SUB, .help = "tokens per chunk of --calibrate-kld (default 512)"},                             \
+    {.name = "calibrate-chunks", .type = NB_OPT_INT, .dest = &(b).cal_chunks, .meta = "N", .lo = 1, .hi = 1 << 30,   \
+     .flags = NB_OPT_SUB, .help = "chunks of --calibrate-kld scored (default: all)"},                               \
     {.name = "measure-state", .type = NB_OPT_STR, .dest = &(b).measure_state, .meta = "FILE",                       \
      .help = "keep the measured errors in FILE as they come: an interrupted run resumes\n"                          \
              "there, a finished one is reused (same model, importance data and options only)"},                    \

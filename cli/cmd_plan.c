@@ -6,6 +6,9 @@
 #include "cli/cli.h"
 #include "cli/opts.h"
 #include "core/afile.h"
+#include "formats/json_strict.h"
+
+#include <cjson/cJSON.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,14 +16,32 @@
 
 /* {"budget": totals, "plan": plan} (malloc'd), or NULL. */
 static char *plan_json(const nb_quant_job_result *r, const nb_budget *b) {
-    char *pj = nb_plan_to_json(&r->plan), *bj = nb_budget_result_json(&r->budget, b), *out = NULL;
+    char *pj = nb_plan_to_json(&r->plan), *bj = nb_budget_result_json(&r->budget, b), *out = NULL, *cj = NULL;
+    if (r->group_cal.n) {
+        /* calibrated predictions: each group's factor */
+        cJSON *a = cJSON_CreateArray();
+        for (size_t g = 0; a && g < r->group_cal.n; g++) {
+            const nb_group_cal_entry *e = &r->group_cal.groups[g];
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "group", e->name);
+            cJSON_AddNumberToObject(o, "tensors", (double)e->n_tensors);
+            cJSON_AddNumberToObject(o, "predicted", e->predicted);
+            cJSON_AddNumberToObject(o, "kld", e->kld);
+            cJSON_AddNumberToObject(o, "factor", e->factor);
+            cJSON_AddItemToArray(a, o);
+        }
+        cj = a ? nb_json_print(a, false) : NULL;
+        cJSON_Delete(a);
+    }
     if (pj && bj) {
-        size_t n = strlen(pj) + strlen(bj) + 64;
+        size_t n = strlen(pj) + strlen(bj) + (cj ? strlen(cj) : 0) + 96;
         out = malloc(n);
-        if (out) snprintf(out, n, "{\"budget\":%s,\"measure_seconds\":%.3f,\"plan\":%s}", bj, r->seconds_measure, pj);
+        if (out) snprintf(out, n, "{\"budget\":%s,\"measure_seconds\":%.3f,%s%s%s\"plan\":%s}", bj, r->seconds_measure,
+                          cj ? "\"calibration\":" : "", cj ? cj : "", cj ? "," : "", pj);
     }
     free(pj);
     free(bj);
+    free(cj);
     return out;
 }
 
@@ -66,6 +87,7 @@ int nb_cmd_plan(int argc, char **argv) {
     int rc = nb_opts_parse(&spec, argc, argv, &args, &ctx);
     if (rc != NB_OPTS_RUN) goto done;
     job.measure_state = bo.measure_state;
+    job.group_cal = (nb_group_cal_opts){.text_path = bo.cal_text, .n_ctx = bo.cal_ctx, .n_chunks = bo.cal_chunks};
     rc = nb_cli_budget_finish(&spec, &args, &bo, "ctx", &job.budget);
     if (rc != NB_OPTS_RUN) goto done;
     if (job.budget.kind == NB_BUDGET_NONE) {
@@ -89,6 +111,15 @@ int nb_cmd_plan(int argc, char **argv) {
         if (st != NB_OK) { rc = nb_cli_fail("plan", &ctx, st); goto done; }
     }
     if (!ctx.quiet || !json) nb_budget_print(json ? stderr : stdout, &res.plan, &res.budget, &job.budget);
+    if (res.group_cal.n && (!ctx.quiet || !json)) {
+        FILE *f = json ? stderr : stdout;
+        fprintf(f, "\ncalibrated on %s (errors scaled to predicted KLD):\n%-28s %7s %14s %12s %12s\n",
+                job.group_cal.text_path, "tensor group", "tensors", "pred. error", "KLD alone", "factor");
+        for (size_t g = 0; g < res.group_cal.n; g++) {
+            const nb_group_cal_entry *e = &res.group_cal.groups[g];
+            fprintf(f, "%-28s %7zu %14.6g %12.6g %12.6g\n", e->name, e->n_tensors, e->predicted, e->kld, e->factor);
+        }
+    }
     if (json) {
         char *j = plan_json(&res, &job.budget);
         if (!j) { rc = nb_cli_fail("plan", &ctx, nb_err(&ctx, NB_ERR_NOMEM, "out of memory for JSON")); goto done; }

@@ -317,6 +317,7 @@ int nb_cmd_quantize(int argc, char **argv) {
     rc = NB_EXIT_USAGE;
     if (!job.dst && !dry_run) { rc = nb_opts_usage_error(&spec, &args, "missing -o OUT"); goto done; }
     job.measure_state = bo.measure_state;
+    job.group_cal = (nb_group_cal_opts){.text_path = bo.cal_text, .n_ctx = bo.cal_ctx, .n_chunks = bo.cal_chunks};
     rc = nb_cli_budget_finish(&spec, &args, &bo, "budget-ctx", &job.budget);
     if (rc != NB_OPTS_RUN) goto done;
     job.sample_rows = bo.sample_rows;

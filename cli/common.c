@@ -84,6 +84,8 @@ int nb_cli_budget_finish(const nb_cmd_spec *spec, const nb_args *args, const nb_
     if ((b->allow_prune || b->criterion_set) && (b->bpw_set || !n))
         return nb_opts_usage_error(spec, args, "--allow-prune needs --target-size or --budget (bits per weight do "
                                    "not shrink when experts go)");
+    if ((b->cal_text || b->cal_ctx || b->cal_chunks) && !n)
+        return nb_opts_usage_error(spec, args, "--calibrate-kld calibrates the planner's errors: give a target");
     if (b->measure_state && !n)
         return nb_opts_usage_error(spec, args, "--measure-state keeps the planner's measurement: give a target");
     if (b->criterion_set && !b->allow_prune)

@@ -109,6 +109,33 @@ check "budget with --type" 1 "$nb" quantize "$src" --type q4_k_m --target-size 1
 check "--imatrix and --calib" 1 "$nb" plan "$src" --target-size 1M --imatrix "$tmp/im.gguf" --calib "$calib"
 [ -e "$tmp/x.gguf" ] && { echo "FAIL: a refused command wrote a file"; fail=1; }
 
+# calibrated predictions: each tensor group's errors scaled by the engine's KLD with that group alone
+# quantized; the table and the JSON give every group's factor = KLD / predicted error, and the plan
+# still lands within the target, applied to exactly its predicted size
+eval_="$data/text/eval.txt"
+TMPDIR="$tmp" check "plan --calibrate-kld" 0 "$nb" plan "$src" --target-bpw 4.5 --calibrate-kld "$eval_" --calibrate-ctx 64 \
+  --calibrate-chunks 2 -o "$tmp/pk.json" --json
+has "calibrated on" "$tmp/err"
+python3 - "$tmp/out" <<'PY' || fail=1
+import json, sys
+d = json.loads(open(sys.argv[1]).read().strip().split("\n")[-1])
+cal = d["calibration"]
+groups = {c["group"] for c in cal}
+for g in ("attn_q.weight", "attn_v.weight", "ffn_down.weight", "output.weight", "token_embd.weight"):
+    assert g in groups, (g, groups)
+for c in cal:
+    assert c["predicted"] > 0 and c["kld"] >= 0 and c["factor"] > 0, c
+    if c["kld"] > 0:
+        assert abs(c["factor"] - c["kld"] / c["predicted"]) <= 1e-9 * c["factor"], c
+assert d["budget"]["bpw"] <= 4.5, d["budget"]
+print("ok: calibrated on", len(cal), "groups")
+PY
+pred=$(tail -1 "$tmp/out" | grep -oE '"file_bytes":[0-9]+' | head -1 | cut -d: -f2)
+check "apply the calibrated plan" 0 "$nb" quantize "$src" --plan "$tmp/pk.json" -o "$tmp/pk.gguf" -q
+[ "$(stat -c %s "$tmp/pk.gguf")" = "$pred" ] || { echo "FAIL: calibrated plan: predicted $pred, written $(stat -c %s "$tmp/pk.gguf")"; fail=1; }
+ls "$tmp"/nibble-cal-* 2>/dev/null | grep -q . && { echo "FAIL: calibration temporaries left behind"; fail=1; }
+check "--calibrate-kld without a target" 1 "$nb" quantize "$src" --type q8_0 --calibrate-kld "$eval_" -o "$tmp/x.gguf"
+
 # resumable measurement: a plan killed mid-measurement resumes from its --measure-state journal
 # to the same plan bytes as an uninterrupted run; a finished journal is reused; a journal of
 # another model or other options is refused; a torn last line is cut off, a damaged one named

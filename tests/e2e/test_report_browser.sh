@@ -11,8 +11,13 @@ chrome=$(command -v chromium || command -v chromium-browser || true)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 td=$(cd "$NB_TEST_DATA" && pwd)
 check "synth" 0 "$nb" synth --arch llama --layers 2 --dim 256 --ff 256 --vocab 300 --seed 3 -o "$tmp/llama.gguf"
-check "build" 0 "$nb" build "$root/recipes/dense-q4km.json" --source "$tmp/llama.gguf" --var "CALIB=$td/text/calib.txt" \
-  --var "EVAL=$td/text/eval.txt" --var CALIB_CTX=64 --var CALIB_TOKENS=1024 --var EVAL_CTX=64 -o "$tmp/b1"
+# a memory budget through the planner: every section of the report has something to show
+check "build" 0 "$nb" build "$root/recipes/dense-6gb.json" --source "$tmp/llama.gguf" --var "CALIB=$td/text/calib.txt" \
+  --var "EVAL=$td/text/eval.txt" --var CALIB_CTX=64 --var CALIB_TOKENS=1024 --var EVAL_CTX=64 --var CTX=256 \
+  --var OVERHEAD=0 --var BUDGET=3.5MiB -o "$tmp/b1"
+for w in "Size against the target" "KV cache" "limit" "Predicted against measured error" "measured / predicted" \
+         "standard error" "KLD per token" "quality gate: passed"; do has "$w" "$tmp/b1/report.html"; done
+hasnt '<script' "$tmp/b1/report.html"
 # a gate that fails shows the failure in the report too
 sed 's/"max_kld": 0.5/"max_kld": 0.0000001/' "$root/recipes/dense-q4km.json" > "$tmp/strict.json"
 check "build (gate fails)" 4 "$nb" build "$tmp/strict.json" --source "$tmp/llama.gguf" --var "CALIB=$td/text/calib.txt" \
