@@ -276,6 +276,14 @@ START_TEST(kv_cache_formula) {
 }
 END_TEST
 
+/* Experts ranked by descending index. */
+static bool rank_desc(void *user, int layer, int *order, int n_expert) {
+    (void)user;
+    (void)layer;
+    for (int k = 0; k < n_expert; k++) order[k] = n_expert - 1 - k;
+    return true;
+}
+
 START_TEST(memory_budget_and_moe_message) {
     fx f;
     fx_open(&f, "moe.gguf", "mixtral", 256, 256, 1);
@@ -297,7 +305,42 @@ START_TEST(memory_budget_and_moe_message) {
     extremes(&s, m, &lo, &hi);
     b.bytes = r.mem.kv_bytes + r.mem.compute_bytes + (1 << 20) + (lo - s.header_bytes) * 2 / 3;
     ck_assert_int_eq(nb_budget_plan(m, &s, &b, &p, &r, &ctx), NB_ERR_RANGE);
-    ck_assert_msg(strstr(nb_errmsg(&ctx), "experts per layer (nibble prune --keep"), "%s", nb_errmsg(&ctx));
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "experts per layer would fit (smallest") &&
+                      strstr(nb_errmsg(&ctx), "--allow-prune"), "%s", nb_errmsg(&ctx));
+    nb_plan_free(&p);
+    /* --allow-prune: the same budget is met by keeping fewer experts, ranked by the callback */
+    b.allow_prune = true;
+    b.rank = rank_desc;
+    b.prune_criterion = "freq";
+    ck_assert_msg(nb_budget_plan(m, &s, &b, &p, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_uint_le(r.total_bytes, b.bytes);
+    ck_assert(r.keep >= s.n_expert_used && r.keep < s.n_expert);
+    ck_assert_uint_eq(p.prune.keep, r.keep);
+    ck_assert_uint_eq(p.prune.n_expert, 4);
+    ck_assert_str_eq(p.prune.criterion, "freq");
+    ck_assert(p.prune.n_layer >= 1 && r.drop_loss > 0 && r.pred_loss >= r.drop_loss);
+    for (uint32_t l = 0; l < p.prune.n_layer; l++) /* the top of the ranking: the highest indices */
+        for (uint32_t k = 0; k < p.prune.keep; k++)
+            ck_assert_int_eq(p.prune.kept[l * p.prune.keep + k], (int)(4 - p.prune.keep + k));
+    for (size_t i = 0; i < p.n_tensors; i++)
+        if (strstr(p.tensors[i].name, "_exps.")) ck_assert_int_eq(p.tensors[i].ne[2], (int64_t)r.keep);
+    /* the plan round-trips through JSON with its keep-N decision */
+    char *js = nb_plan_to_json(&p);
+    nb_plan q;
+    ck_assert_msg(nb_plan_from_json(js, "t", &q, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_uint_eq(q.prune.keep, p.prune.keep);
+    ck_assert_int_eq(memcmp(q.prune.kept, p.prune.kept, p.prune.n_layer * p.prune.keep * sizeof *q.prune.kept), 0);
+    ck_assert_int_eq(memcmp(q.prune.tensors_sha256, p.prune.tensors_sha256, 32), 0);
+    /* bound to the unpruned source it says to prune first */
+    ck_assert_int_eq(nb_plan_bind(&q, m, &ctx), NB_ERR_INVALID);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "prune first"), "%s", nb_errmsg(&ctx));
+    nb_plan_free(&q);
+    free(js);
+    nb_plan_free(&p);
+    /* without a ranking: refused naming the missing statistics */
+    b.rank = NULL;
+    ck_assert_int_eq(nb_budget_plan(m, &s, &b, &p, &r, &ctx), NB_ERR_RANGE);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "no expert routing statistics"), "%s", nb_errmsg(&ctx));
     nb_plan_free(&p);
     nb_ctx_free(&ctx);
     fx_close(&f);
