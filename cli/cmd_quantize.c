@@ -1,6 +1,7 @@
 /* cli/cmd_quantize.c — `nibble quantize SRC -o OUT (--type MIX | --plan PLAN.json) [options]`:
  * options and printing only; the job (plan, statistics, rtn/imatrix/gptq) is
  * nb_quantize_job (calib/job.h). */
+#include "calib/export.h"
 #include "calib/job.h"
 #include "cli/cli.h"
 #include "cli/opts.h"
@@ -210,6 +211,10 @@ int nb_cmd_quantize(int argc, char **argv) {
     strs include = {0}, exclude = {0};
     nb_cli_budget bo = {0};
     int group = 0;
+    int format = 0; /* nb_hf_quant; 0 (NB_HF_PLAIN) stands for gguf here */
+    nb_hf_write_result hr = {0};
+    static const nb_opt_choice formats[] = {
+        {"gguf", 0}, {"bnb-nf4", NB_HF_BNB_NF4}, {"gptq", NB_HF_GPTQ}, {"awq", NB_HF_AWQ}, {0, 0}};
     const nb_opt opts[] = {
         {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &job.dst, .meta = "OUT",
          .flags = NB_OPT_OUTPUT, .help = "output GGUF file (required unless --dry-run)"},
@@ -241,6 +246,11 @@ int nb_cmd_quantize(int argc, char **argv) {
         {.name = "allow-requantize", .type = NB_OPT_FLAG, .dest = &job.allow_requantize,
          .help = "requantize tensors that are already quantized (refused without it:\n"
                  "the second rounding adds to the first; quantize from F16/BF16/F32)"},
+        {.name = "format", .type = NB_OPT_CHOICE, .dest = &format, .choices = formats, .meta = "F",
+         .help = "gguf (default) or a Hugging Face directory OUT that transformers / vLLM\n"
+                 "load: bnb-nf4 (--type nf4-dq or nf4: bitsandbytes' layout), gptq or awq\n"
+                 "(--type int4-*; any --method: --method gptq gives a GPTQ checkpoint).\n"
+                 "docs/formats.md \"Hugging Face out\""},
         {.name = "dry-run", .type = NB_OPT_FLAG, .dest = &dry_run,
          .help = "print the plan (tensor -> type) and sizes, write nothing; with --json\n"
                  "the plan as JSON, which --plan applies"},
@@ -354,7 +364,13 @@ int nb_cmd_quantize(int argc, char **argv) {
         rc = nb_opts_usage_error(&spec, &args, "--include-weights / --exclude-weights select imatrix entries: give --imatrix");
         goto done;
     }
-    if (job.dst && !nb_str_ends_with(job.dst, ".gguf"))
+    if (format && dry_run) { rc = nb_opts_usage_error(&spec, &args, "--dry-run prints a GGUF plan: drop --format"); goto done; }
+    if (format) {
+        job.plan.rules = &rules;
+        nb_status cs = nb_quant_export_check(&job, (nb_hf_quant)format, &ctx);
+        if (cs != NB_OK) { rc = nb_cli_fail("quantize", &ctx, cs); goto done; }
+    }
+    if (job.dst && !format && !nb_str_ends_with(job.dst, ".gguf"))
         NB_WARN(&ctx, "%s: output is GGUF whatever the extension (consider naming it .gguf)", job.dst);
     rc = nb_cli_check_paths("quantize", &ctx, NB_CLI_PATHS(job.src, job.plan_path, job.imatrix_path, job.calib_path),
                             NB_CLI_PATHS(job.dst, report_file));
@@ -365,8 +381,25 @@ int nb_cmd_quantize(int argc, char **argv) {
     job.exclude_weights = exclude.v;
     job.n_exclude_weights = exclude.n;
     if (json && !dry_run) nb_cli_json_events(&ctx); /* a dry run's stdout is the plan file alone */
-    nb_status st = nb_quantize_job(&job, &res, &ctx);
+    nb_status st = format ? nb_quantize_export(&job, (nb_hf_quant)format, &res, &hr, &ctx)
+                          : nb_quantize_job(&job, &res, &ctx);
     if (st != NB_OK) { rc = nb_cli_fail("quantize", &ctx, st); goto done; }
+    if (format) {
+        char b1[32];
+        if (!ctx.quiet && res.plan.n_tensors) print_summary(json ? stderr : stdout, &res.plan, NULL, NULL);
+        if (json)
+            printf("{\"input\":\"%s\",\"output\":\"%s\",\"format\":\"%s\",\"method\":\"%s\",\"n_tensors\":%zu,"
+                   "\"n_shards\":%zu,\"bytes_out\":%llu,\"seconds\":%.3f}\n",
+                   job.src, job.dst, nb_hf_quant_name((nb_hf_quant)format), nb_quant_method_name(res.method),
+                   hr.n_tensors, hr.n_shards, (unsigned long long)hr.bytes_out, hr.seconds);
+        else if (!ctx.quiet)
+            printf("wrote %s (%s directory, %zu safetensors entr%s in %zu shard%s, %s) by %s\n", job.dst,
+                   nb_hf_quant_name((nb_hf_quant)format), hr.n_tensors, hr.n_tensors == 1 ? "y" : "ies", hr.n_shards,
+                   hr.n_shards == 1 ? "" : "s", nb_fmt_bytes((double)hr.bytes_out, b1, sizeof b1),
+                   nb_quant_method_name(res.method));
+        rc = NB_EXIT_OK;
+        goto done;
+    }
     const char *method = nb_quant_method_name(res.method);
     bool m_gptq = nb_quant_method_sequential(res.method);
     if (dry_run) {

@@ -1,0 +1,33 @@
+/* calib/export.h — `nibble quantize ... --format bnb-nf4|gptq|awq -o DIR`: a
+ * quantization job whose output is a Hugging Face directory that transformers,
+ * vLLM and the GPTQ/AWQ kernels load (formats/hf_write.h gives the layouts).
+ *
+ *   bnb-nf4  what bitsandbytes itself produces (its own flat NF4 quantizer,
+ *            bit-exact): the mix must be nf4 (fp32 absmax) or nf4-dq (double
+ *            quantization); method rtn; no plan file, rules or budget (the
+ *            layout quantizes every decoder Linear and nothing else).
+ *   gptq     the job runs as for GGUF (any method: rtn, imatrix, gptq; rules;
+ *   awq      plan files) into a staging GGUF, then every decoder Linear, which
+ *            must be one group-wise INT4 type, is packed losslessly. With
+ *            --method gptq --format gptq the checkpoint holds GPTQ's codes.
+ * The staging GGUF lives in "DIR.stage.partial.XXXXXX/" (core/adir.h) and is
+ * removed at the end, also on failure. */
+#ifndef NB_CALIB_EXPORT_H
+#define NB_CALIB_EXPORT_H
+
+#include "calib/job.h"
+#include "formats/hf_write.h"
+
+/* Check that the job can be exported as `fmt` before any work: a mix the
+ * layout cannot hold (K-quants to bnb, NF4 to GPTQ ...) or a job option it
+ * cannot honour -> NB_ERR_INVALID with one line saying what to use. */
+nb_status nb_quant_export_check(const nb_quant_job *job, nb_hf_quant fmt, nb_ctx *ctx);
+
+/* Run the job and write job->dst as a directory in layout `fmt`. r is
+ * filled as nb_quantize_job fills it (for bnb-nf4 only the method and the
+ * plan stay empty); hr receives the directory's figures. Free r with
+ * nb_quant_job_result_free. */
+nb_status nb_quantize_export(const nb_quant_job *job, nb_hf_quant fmt, nb_quant_job_result *r,
+                             nb_hf_write_result *hr, nb_ctx *ctx);
+
+#endif
