@@ -3,6 +3,7 @@
 #include "core/afile.h"
 #include "core/progress.h"
 #include "distill/merge.h"
+#include "distill/merge_hf.h"
 #include "core/str.h"
 
 #include <errno.h>
@@ -125,7 +126,9 @@ int nb_cmd_merge(int argc, char **argv) {
         .about = "Merge LoRA / rsLoRA / DoRA adapters into a base model with PEFT's merge_and_unload math,\n"
                  "one tensor at a time. BASE: a GGUF file, a Hugging Face model directory or a .safetensors\n"
                  "file. ADAPTER: a PEFT directory (adapter_config.json + adapter_model.safetensors) or a\n"
-                 "llama.cpp GGUF LoRA file. OUT ending in .gguf or .safetensors picks the format; it is written\n"
+                 "llama.cpp GGUF LoRA file. OUT ending in .gguf: GGUF; .safetensors: one file with HF names when\n"
+                 "BASE is a Hugging Face directory (GGUF names otherwise); anything else: a Hugging Face model\n"
+                 "directory (config.json + safetensors) that transformers loads. Files are written\n"
                  "to a temporary (OUT.partial.XXXXXX) and renamed when complete, nothing is left on failure.",
         NB_OPTS_TABLE(opts),
         .epilogue = "exit codes: 0 ok, 1 usage, 2 bad input (shape mismatch, missing target, r = 0, NaN ...),\n"
@@ -137,10 +140,6 @@ int nb_cmd_merge(int argc, char **argv) {
     const char *base = args.pos[0];
     if (rc == NB_OPTS_RUN && !o.qlora && (o.qlora_blocksize || o.qlora_double_quant))
         rc = nb_opts_usage_error(&spec, &args, "--qlora-blocksize / --qlora-double-quant need --qlora");
-    if (rc == NB_OPTS_RUN && !nb_str_ends_with(dst, ".gguf") && !nb_str_ends_with(dst, ".safetensors")) {
-        fprintf(stderr, "nibble merge: %s: the output must end in .gguf or .safetensors\n", dst);
-        rc = NB_EXIT_USAGE;
-    }
     if (rc == NB_OPTS_RUN) {
         const char *in[MAX_ADAPTERS + 1] = {base};
         for (size_t k = 0; k < al.n; k++) in[1 + k] = al.paths[k];
@@ -150,8 +149,10 @@ int nb_cmd_merge(int argc, char **argv) {
     const size_t n_ad = al.n;
     o.adapters = al.ads;
     o.n_adapters = n_ad;
-    nb_merge_result res;
-    nb_status st = nb_merge(base, dst, &o, &res, &ctx);
+    nb_merge_result res = {0};
+    bool hf_names = false, hf_dir = false;
+    nb_status st = nb_merge_wants_hf(base, dst, &hf_names, &hf_dir, &ctx);
+    if (st == NB_OK) st = hf_names ? nb_merge_hf(base, dst, hf_dir, &o, &res, &ctx) : nb_merge(base, dst, &o, &res, &ctx);
     if (st != NB_OK) {
         rc = nb_cli_fail("merge", &ctx, st);
         nb_merge_result_free(&res);

@@ -346,9 +346,21 @@ def main():
     compare("plain (GGUF base, 3 threads)", out2, expect([(plain, 1)]), base_gguf_raw)
     g1, g2 = read_out(out), read_out(out2)
     check(all(g1[k][1] == g2[k][1] for k in g1), "plain: HF-dir and GGUF bases give different merged bytes")
+    # an HF base merged to .safetensors keeps HF names (what transformers loads); to a directory, an HF dir
+    W_hf = {k: v.copy() for k, v in base_hf.items()}
+    oracle_merge(W_hf, plain, 1)
+    base_hf_raw = {}
+    for f in sorted(glob.glob(os.path.join(llama_hf, "*.safetensors"))):
+        base_hf_raw.update(raw_of(f))
     out3 = os.path.join(TMP, "plain.safetensors")
     run("merge", llama_hf, "--adapter", plain, "-o", out3, "--quiet")
-    compare("plain (safetensors output)", out3, expect([(plain, 1)]), base_gguf_raw)
+    compare("plain (safetensors output, HF names)", out3, W_hf, base_hf_raw)
+    out4 = os.path.join(TMP, "plain_hf_dir")
+    run("merge", llama_gguf, "--adapter", plain, "-o", out4, "--quiet")
+    compare("plain (HF directory output)", os.path.join(out4, "model.safetensors"), W_hf, base_hf_raw)
+    check(json.load(open(os.path.join(out4, "config.json")))["architectures"] == ["LlamaForCausalLM"],
+          "plain: HF directory output has no llama config.json")
+    check(not glob.glob(out4 + ".*"), "plain: HF directory output left a partial, lock or stage behind")
 
     # 2. rsLoRA + rank/alpha patterns (regex keys, first key in file order wins)
     t = {}
