@@ -50,6 +50,38 @@ nb_status nb_quantize_export(const nb_quant_job *job, nb_hf_quant fmt, nb_quant_
         ho.bnb_no_double_quant = job->plan.mix->base == NB_TYPE_NF4;
         return nb_hf_write_path(job->src, job->dst, &ho, hr, ctx);
     }
+    NB_RETURN_IF(ctx, job->budget.kind != NB_BUDGET_NONE, NB_ERR_INVALID,
+                 "quantize: a size budget mixes types; --format %s needs every linear weight in one INT4 type",
+                 nb_hf_quant_name(fmt));
+    /* the plan first (cheap): every decoder Linear must come out in one INT4 type that packs */
+    nb_quant_job dry = *job;
+    dry.dst = NULL;
+    nb_quant_job_result pr = {0};
+    nb_status st = nb_quantize_job(&dry, &pr, ctx);
+    nb_type want = NB_TYPE_COUNT;
+    for (size_t i = 0; st == NB_OK && i < pr.plan.n_tensors; i++) {
+        const nb_plan_tensor *t = &pr.plan.tensors[i];
+        if (!nb_hf_is_linear(t->name) || t->n_dims != 2) continue;
+        const nb_type_traits *tr = nb_type_get(t->type);
+        if (!tr || !tr->group)
+            st = nb_err(ctx, NB_ERR_UNSUPPORTED,
+                        "%s: tensor '%s' (%lld x %lld) would be %s: --format %s needs every linear weight in "
+                        "one INT4 type (a row length the group does not divide falls back; try --group 32)",
+                        job->src, t->name, (long long)t->ne[1], (long long)t->ne[0], nb_type_name(t->type),
+                        nb_hf_quant_name(fmt));
+        else if (want != NB_TYPE_COUNT && t->type != want)
+            st = nb_err(ctx, NB_ERR_UNSUPPORTED,
+                        "%s: tensor '%s' would be %s but others are %s: --format %s holds one group size and "
+                        "symmetry (drop the --rule that changes it)",
+                        job->src, t->name, nb_type_name(t->type), nb_type_name(want), nb_hf_quant_name(fmt));
+        else if (t->ne[0] % 8 || t->ne[1] % 8)
+            st = nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: tensor '%s' is %lld x %lld: --format %s packs 8 values per "
+                        "int32 and needs both multiples of 8", job->src, t->name, (long long)t->ne[1],
+                        (long long)t->ne[0], nb_hf_quant_name(fmt));
+        want = tr && tr->group ? t->type : want;
+    }
+    nb_quant_job_result_free(&pr);
+    if (st != NB_OK) return st;
     ho.dtype = NB_TYPE_F16; /* GPTQ / AWQ kernels compute in fp16 */
     ho.dtype_set = true;
     ho.gptq_desc_act = job->gptq.act_order;
@@ -61,7 +93,7 @@ nb_status nb_quantize_export(const nb_quant_job *job, nb_hf_quant fmt, nb_quant_
     memcpy(stage_name, job->dst, n);
     memcpy(stage_name + n, ".stage", sizeof ".stage");
     nb_adir stage;
-    nb_status st = nb_adir_open(&stage, stage_name, ctx);
+    st = nb_adir_open(&stage, stage_name, ctx);
     free(stage_name);
     if (st != NB_OK) return st;
     char *gguf = nb_adir_file(&stage, "stage.gguf", ctx);

@@ -1,0 +1,327 @@
+#!/usr/bin/env python3
+"""Hugging Face directories out: layouts checked without torch.
+
+1. bitsandbytes NF4: `nibble quantize tiny_llama --type nf4-dq|nf4 --format
+   bnb-nf4` must reproduce, byte for byte, every tensor (names, dtypes, shapes,
+   packed codes, absmax, nested absmax, quant maps, quant_state JSON) and the
+   quantization_config of what transformers + bitsandbytes' save_pretrained
+   wrote for the same bf16 model (tests/data/hf_export, recorded by its
+   make_fixtures.py).
+2. Plain HF directories (`convert --format hf`) of synthetic llama (q/k
+   permutation undone), gemma3 (norm +1 undone) and qwen3moe (experts
+   unstacked) GGUFs: HF names, shapes, an independent numpy inverse of the
+   transformations, and the round trip HF dir -> GGUF giving the source
+   tensors bit for bit; sharding with --max-shard-size (index total_size and
+   weight_map, shards within the limit) reads back the same.
+3. GPTQ and AWQ (no CPU loader here: auto-gptq / gptqmodel / autoawq are not
+   installed): the packed tensors are dequantized with numpy following those
+   libraries' own unpacking (AutoGPTQ's shifts and zeros + 1, AutoAWQ's
+   reverse order [0, 4, 1, 5, 2, 6, 3, 7]) and must equal exactly nibble's
+   dequantization of the same INT4 GGUF; sym and asym, RTN and --method gptq.
+4. Bad requests: a K-quant to bnb, NF4 to GPTQ, a row GPTQ cannot pack, a
+   non-empty output directory: exit != 0, one line naming the problem,
+   nothing written.
+Exit 77 when numpy / gguf are missing or NB_BIN is unset.
+"""
+import glob
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+try:
+    import numpy as np
+    from gguf import GGUFReader
+except Exception as e:  # pragma: no cover
+    print(f"SKIP: needs numpy and gguf ({e})")
+    sys.exit(77)
+
+NB = os.environ.get("NB_BIN")
+if not NB or not os.path.exists(NB):
+    print("SKIP: NB_BIN not set")
+    sys.exit(77)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "..", "data")
+FIX = os.path.join(DATA, "hf_export")
+TMP = tempfile.mkdtemp(prefix="nb_hf_export_")
+failures = 0
+
+
+def check(cond, what):
+    global failures
+    if not cond:
+        failures += 1
+        print("FAIL:", what)
+
+
+def run(*args, ok=True):
+    r = subprocess.run([NB, *map(str, args)], capture_output=True, text=True)
+    if ok and r.returncode != 0:
+        print("command failed:", args, r.stdout, r.stderr)
+        sys.exit(1)
+    return r
+
+
+DT = {"F32": np.float32, "F16": np.float16, "I32": np.int32, "U8": np.uint8, "BF16": np.uint16, "I64": np.int64}
+
+
+def read_st(path):
+    """safetensors -> {name: (dtype, shape, raw bytes)} (BF16 kept as raw bytes)."""
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    hdr = json.loads(raw[8:8 + n])
+    out = {}
+    for k, v in hdr.items():
+        if k == "__metadata__":
+            continue
+        b, e = v["data_offsets"]
+        out[k] = (v["dtype"], tuple(v["shape"]), raw[8 + n + b:8 + n + e])
+    return out, hdr.get("__metadata__")
+
+
+def arr(t):
+    dtype, shape, raw = t
+    a = np.frombuffer(raw, DT[dtype])
+    if dtype == "BF16":
+        a = (a.astype(np.uint32) << 16).view(np.float32)
+    return a.reshape(shape)
+
+
+def read_dir(d):
+    out = {}
+    for f in sorted(glob.glob(os.path.join(d, "*.safetensors"))):
+        out.update(read_st(f)[0])
+    return out
+
+
+def gguf_tensors(path):
+    r = GGUFReader(path)
+    return {t.name: np.array(t.data) for t in r.tensors}
+
+
+def no_leftovers(path, label):
+    left = glob.glob(path + ".partial.*") + glob.glob(path + ".lock") + glob.glob(path + ".stage*")
+    check(not left, f"{label}: left behind {left}")
+
+
+# ---- 1. bitsandbytes -------------------------------------------------------------------------
+
+def test_bnb():
+    src = os.path.join(FIX, "tiny_llama")
+    for mix, ref in (("nf4-dq", "bnb_nf4_dq"), ("nf4", "bnb_nf4")):
+        out = os.path.join(TMP, ref)
+        run("quantize", src, "--type", mix, "--format", "bnb-nf4", "-o", out, "--quiet")
+        got, meta = read_st(os.path.join(out, "model.safetensors"))
+        want, _ = read_st(os.path.join(FIX, ref, "model.safetensors"))
+        check(meta == {"format": "pt"}, f"{ref}: __metadata__ {meta}")
+        check(set(got) == set(want), f"{ref}: names differ: {sorted(set(got) ^ set(want))[:6]}")
+        n_same = 0
+        for k in sorted(set(got) & set(want)):
+            g, w = got[k], want[k]
+            check(g[0] == w[0] and g[1] == w[1], f"{ref}: {k}: {g[0]} {g[1]} vs bitsandbytes' {w[0]} {w[1]}")
+            if g[2] == w[2]:
+                n_same += 1
+            else:
+                check(False, f"{ref}: {k}: bytes differ from bitsandbytes' save_pretrained")
+        check(n_same == len(want) and n_same > 30, f"{ref}: {n_same} of {len(want)} tensors identical")
+        qs = [k for k in got if k.endswith("quant_state.bitsandbytes__nf4")]
+        check(len(qs) == 7, f"{ref}: {len(qs)} quant_state entries, expected 7 (one per Linear)")
+        cg = json.load(open(os.path.join(out, "config.json")))
+        cw = json.load(open(os.path.join(FIX, ref, "config.json")))
+        check(cg["quantization_config"] == cw["quantization_config"],
+              f"{ref}: quantization_config {cg['quantization_config']} vs {cw['quantization_config']}")
+        for key in ("architectures", "model_type", "hidden_size", "num_key_value_heads", "vocab_size",
+                    "tie_word_embeddings"):
+            check(cg.get(key) == cw.get(key), f"{ref}: config {key}: {cg.get(key)} vs {cw.get(key)}")
+        no_leftovers(out, ref)
+
+
+# ---- 2. plain HF directories ---------------------------------------------------------------
+
+def inv_permute(w, n_head):
+    rows = w.shape[0]
+    return w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def test_plain():
+    for arch, extra in (("llama", []), ("gemma3", []), ("qwen3moe", ["--experts", 4, "--experts-used", 2])):
+        g = os.path.join(TMP, f"{arch}.gguf")
+        run("synth", "--arch", arch, "--layers", 2, "--dim", 64, "--ff", 96, "--heads", 4, "--kv-heads", 2,
+            "--vocab", 128, "--dtype", "f32", "--seed", 5, *extra, "-o", g, "--quiet")
+        src = gguf_tensors(g)
+        d = os.path.join(TMP, f"{arch}_hf")
+        run("convert", g, "-o", d, "--format", "hf", "--quiet")
+        hf = {k: arr(v) for k, v in read_dir(d).items()}
+        cfg = json.load(open(os.path.join(d, "config.json")))
+        check(cfg["num_hidden_layers"] == 2 and cfg["hidden_size"] == 64, f"{arch}: config {cfg}")
+        q = hf.get("model.layers.1.self_attn.q_proj.weight")
+        check(q is not None, f"{arch}: no q_proj")
+        if arch == "llama" and q is not None:
+            check(np.array_equal(q, inv_permute(src["blk.1.attn_q.weight"], 4)), "llama: q_proj != inverse permute")
+            check(np.array_equal(hf["model.layers.1.self_attn.k_proj.weight"],
+                                 inv_permute(src["blk.1.attn_k.weight"], 2)), "llama: k_proj != inverse permute")
+        if arch == "gemma3":
+            n = hf["model.layers.0.input_layernorm.weight"]
+            check(np.array_equal(n, (src["blk.0.attn_norm.weight"] - np.float32(1))), "gemma3: norm shift not undone")
+            check(cfg["tie_word_embeddings"] is True and "lm_head.weight" not in hf, "gemma3: tied embeddings")
+        if arch == "qwen3moe":
+            e3 = hf.get("model.layers.1.mlp.experts.3.down_proj.weight")
+            check(e3 is not None and np.array_equal(e3, src["blk.1.ffn_down_exps.weight"][3]),
+                  "qwen3moe: expert 3 down_proj is not slice 3 of the stack")
+        back = os.path.join(TMP, f"{arch}_back.gguf")
+        run("convert", d, "-o", back, "--quiet")
+        bt = gguf_tensors(back)
+        check(set(bt) == set(src), f"{arch}: round trip names {sorted(set(bt) ^ set(src))[:6]}")
+        check(all(np.array_equal(bt[k], src[k]) for k in src if k in bt), f"{arch}: round trip changed values")
+        no_leftovers(d, arch)
+    # sharding
+    g = os.path.join(TMP, "llama.gguf")
+    d = os.path.join(TMP, "llama_sharded")
+    run("convert", g, "-o", d, "--format", "hf", "--max-shard-size", "40K", "--quiet")
+    idx = json.load(open(os.path.join(d, "model.safetensors.index.json")))
+    shards = sorted(glob.glob(os.path.join(d, "model-*-of-*.safetensors")))
+    check(len(shards) > 2, f"sharded: {len(shards)} shards")
+    total = 0
+    for s in shards:
+        t, _ = read_st(s)
+        size = sum(len(v[2]) for v in t.values())
+        total += size
+        check(size <= 40000 or len(t) == 1, f"sharded: {os.path.basename(s)} holds {size} bytes in {len(t)} tensors")
+        for k in t:
+            check(idx["weight_map"].get(k) == os.path.basename(s), f"sharded: index maps {k} elsewhere")
+    check(idx["metadata"]["total_size"] == total, f"sharded: total_size {idx['metadata']['total_size']} vs {total}")
+    check(len(idx["weight_map"]) == len(read_dir(d)), "sharded: index and shards list different tensors")
+    back = os.path.join(TMP, "sharded_back.gguf")
+    run("convert", d, "-o", back, "--quiet")
+    src, bt = gguf_tensors(g), gguf_tensors(back)
+    check(set(bt) == set(src) and all(np.array_equal(bt[k], src[k]) for k in src), "sharded: round trip")
+
+
+# ---- 3. GPTQ / AWQ -------------------------------------------------------------------------
+
+def gptq_dequant(p, bits=4):
+    """AutoGPTQ's dequantization (v1 checkpoints: stored zeros + 1), numpy."""
+    qw, qz, sc, gi = p["qweight"].view(np.uint32), p["qzeros"].view(np.uint32), p["scales"], p["g_idx"]
+    per = 32 // bits
+    shifts = np.arange(0, 32, bits, dtype=np.uint32)
+    z = ((qz[:, :, None] >> shifts[None, None, :]) & (2**bits - 1)).reshape(qz.shape[0], -1) + 1
+    w = ((qw[:, None, :] >> shifts[None, :, None]) & (2**bits - 1)).reshape(-1, qw.shape[1])
+    W = sc[gi].astype(np.float32) * (w.astype(np.float32) - z[gi].astype(np.float32))  # [K, N]
+    assert w.shape[0] == per * qw.shape[0]
+    return W.T  # [N, K] as nn.Linear.weight
+
+
+def awq_dequant(p, group):
+    """AutoAWQ's unpack_awq + reverse_awq_order + dequantize, numpy."""
+    qw, qz, sc = p["qweight"].view(np.uint32), p["qzeros"].view(np.uint32), p["scales"]
+    shifts = np.arange(0, 32, 4, dtype=np.uint32)
+    iw = ((qw[:, :, None] >> shifts[None, None, :]) & 15).reshape(qw.shape[0], -1)
+    iz = ((qz[:, :, None] >> shifts[None, None, :]) & 15).reshape(qz.shape[0], -1)
+    rev = np.arange(iw.shape[1]).reshape(-1, 8)[:, [0, 4, 1, 5, 2, 6, 3, 7]].reshape(-1)
+    iw, iz = iw[:, rev], iz[:, rev]
+    K = iw.shape[0]
+    gidx = np.arange(K) // group
+    W = (iw.astype(np.float32) - iz[gidx].astype(np.float32)) * sc[gidx].astype(np.float32)
+    return W.T
+
+
+def modules(t):
+    mods = {}
+    for k, v in t.items():
+        base, _, leaf = k.rpartition(".")
+        if leaf in ("qweight", "qzeros", "scales", "g_idx"):
+            mods.setdefault(base, {})[leaf] = arr(v)
+    return mods
+
+
+def test_int4():
+    g = os.path.join(TMP, "q.gguf")
+    run("synth", "--arch", "llama", "--layers", 2, "--dim", 64, "--ff", 128, "--heads", 4, "--kv-heads", 2,
+        "--vocab", 512, "--dtype", "f16", "--seed", 9, "-o", g, "--quiet")
+    calib = os.path.join(DATA, "text", "calib.txt")
+    cases = [("int4-g32", "gptq", []), ("int4-asym-g32", "gptq", []), ("int4-asym-g64", "awq", []),
+             ("int4-g32", "awq", []),
+             ("int4-asym-g32", "gptq", ["--method", "gptq", "--calib", calib, "--ctx", 32, "--calib-tokens", 512,
+                                          "--act-order"])]
+    for mix, fmt, extra in cases:
+        label = f"{mix} {fmt} {' '.join(map(str, extra[:2]))}"
+        d = os.path.join(TMP, f"{mix}_{fmt}_{len(extra)}")
+        ref = d + ".gguf"
+        run("quantize", g, "--type", mix, "--format", fmt, "-o", d, "--quiet", *extra)
+        run("quantize", g, "--type", mix, "-o", ref, "--quiet", *extra)
+        deq = d + "_deq"
+        run("convert", ref, "-o", deq, "--format", "hf", "--type", "f32", "--quiet")
+        want = {k: arr(v) for k, v in read_dir(deq).items()}
+        got = read_dir(d)
+        mods = modules(got)
+        check(len(mods) == 14, f"{label}: {len(mods)} packed modules, expected 14")
+        group = int(mix.rsplit("g", 1)[1])
+        for base, p in mods.items():
+            W = gptq_dequant(p) if fmt == "gptq" else awq_dequant(p, group)
+            w = want[base + ".weight"]
+            check(W.shape == w.shape and np.array_equal(W.astype(np.float32), w),
+                  f"{label}: {base}: {fmt} unpacking differs from nibble's dequantization "
+                  f"(max {np.max(np.abs(W - w)) if W.shape == w.shape else W.shape})")
+            if fmt == "gptq":
+                check(np.array_equal(p["g_idx"], np.arange(p["g_idx"].size) // group), f"{label}: {base}: g_idx")
+        for k, v in got.items():
+            if k.endswith((".qweight", ".qzeros", ".g_idx")):
+                check(v[0] == "I32", f"{label}: {k} is {v[0]}")
+            elif k.endswith(".scales") or k.endswith("norm.weight") or k.endswith("embed_tokens.weight"):
+                check(v[0] == "F16", f"{label}: {k} is {v[0]}")
+        qc = json.load(open(os.path.join(d, "config.json")))["quantization_config"]
+        check(qc["quant_method"] == fmt and qc["bits"] == 4 and qc["group_size"] == group, f"{label}: {qc}")
+        if fmt == "gptq":
+            check(qc["sym"] == ("asym" not in mix) and qc["checkpoint_format"] == "gptq", f"{label}: {qc}")
+            check(qc["desc_act"] == ("--act-order" in extra), f"{label}: desc_act {qc}")
+        else:
+            check(qc["version"] == "gemm" and qc["zero_point"] is True, f"{label}: {qc}")
+        no_leftovers(d, label)
+
+
+# ---- 4. bad requests -----------------------------------------------------------------------
+
+def test_bad():
+    g = os.path.join(TMP, "q.gguf")
+    cases = [(["quantize", g, "--type", "q4_k_m", "--format", "bnb-nf4"], "nf4"),
+             (["quantize", g, "--type", "nf4", "--format", "gptq"], "int4"),
+             (["quantize", g, "--type", "nf4-dq", "--format", "bnb-nf4", "--rule", "output.weight=q8_0"], "--rule")]
+    stories = os.path.join(HERE, "..", "..", "..", "shared", "models", "stories260K.gguf")
+    if os.path.exists(stories):  # ffn_down rows of 172: no int4 group packs them
+        cases.append((["quantize", stories, "--type", "int4-g32", "--format", "gptq"], "ffn_"))
+    for k, (args, word) in enumerate(cases):
+        d = os.path.join(TMP, f"bad{k}")
+        r = run(*args, "-o", d, ok=False)
+        lines = [ln for ln in r.stderr.splitlines() if ln.startswith("nibble ") and "warning:" not in ln]
+        check(r.returncode in (1, 2), f"bad {args[3:]}: exit {r.returncode}")
+        check(len(lines) == 1 and word in lines[0], f"bad {args[3:]}: stderr {r.stderr!r}")
+        check(not os.path.exists(d), f"bad {args[3:]}: {d} written")
+        no_leftovers(d, f"bad {args[3:]}")
+    d = os.path.join(TMP, "nonempty")
+    os.makedirs(d)
+    open(os.path.join(d, "keep.txt"), "w").write("mine")
+    r = run("convert", g, "-o", d, "--format", "hf", ok=False)
+    check(r.returncode != 0 and "not empty" in r.stderr, f"non-empty dir: exit {r.returncode} {r.stderr!r}")
+    check(os.listdir(d) == ["keep.txt"], "non-empty dir: contents changed")
+
+
+def main():
+    try:
+        test_bnb()
+        test_plain()
+        test_int4()
+        test_bad()
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
+    if failures:
+        print(f"{failures} failure(s)")
+        sys.exit(1)
+    print("ok")
+
+
+if __name__ == "__main__":
+    main()
