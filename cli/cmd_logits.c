@@ -53,6 +53,7 @@ int nb_cmd_logits(int argc, char **argv) {
     const char *out = NULL;
     id_list tl = {NULL, 0};
     int n_ctx = 0, n_batch = 0, top = 5;
+    bool precise = false;
     nb_engine *e = NULL;
     float *logits = NULL;
     const nb_opt opts[] = {
@@ -67,6 +68,8 @@ int nb_cmd_logits(int argc, char **argv) {
          .help = "output file (written atomically)"},
         {.name = "top", .type = NB_OPT_INT, .dest = &top, .meta = "K", .lo = 1, .hi = 1 << 22,
          .help = "tokens to print per position without -o (default 5)"},
+        {.name = "precise", .type = NB_OPT_FLAG, .dest = &precise,
+         .help = "reference arithmetic (F32 dots with dequantized weight rows, as ppl --precise)"},
     };
     const nb_cmd_spec spec = {
         .name = "logits",
@@ -84,7 +87,7 @@ int nb_cmd_logits(int argc, char **argv) {
     if (rc != NB_OPTS_RUN) goto done;
     int32_t *ids = tl.ids;
     int n_ids = tl.n;
-    nb_engine_opts o = {n_ctx ? n_ctx : n_ids, n_batch, ctx.n_threads, false};
+    nb_engine_opts o = {n_ctx ? n_ctx : n_ids, n_batch, ctx.n_threads, precise};
     nb_status st = nb_engine_open(model, &o, &e, &ctx);
     if (st != NB_OK) { rc = nb_cli_fail("logits", &ctx, st); goto done; }
     const size_t nv = (size_t)nb_engine_n_vocab(e);

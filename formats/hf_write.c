@@ -419,7 +419,7 @@ static cJSON *quant_config(const writer *w) {
         cJSON_AddBoolToObject(q, "llm_int8_enable_fp32_cpu_offload", false);
         cJSON_AddBoolToObject(q, "llm_int8_has_fp16_weight", false);
         cJSON_AddNullToObject(q, "llm_int8_skip_modules");
-        cJSON_AddNumberToObject(q, "llm_int8_threshold", 6.0);
+        cJSON_AddRawToObject(q, "llm_int8_threshold", "6.0"); /* a float in Python: BitsAndBytesConfig checks */
         cJSON_AddBoolToObject(q, "load_in_4bit", true);
         cJSON_AddBoolToObject(q, "load_in_8bit", false);
         cJSON_AddStringToObject(q, "quant_method", "bitsandbytes");
