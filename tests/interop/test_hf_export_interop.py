@@ -21,6 +21,10 @@
 4. Bad requests: a K-quant to bnb, NF4 to GPTQ, a row GPTQ cannot pack, a
    non-empty output directory: exit != 0, one line naming the problem,
    nothing written.
+5. Faults (NIBBLE_FAULT_IO / NIBBLE_FAULT_ALLOC, Debug/Asan builds): every
+   failing write or allocation of convert --format hf (sharded) and the bnb /
+   GPTQ exports exits 3 leaving no directory, partial, lock or staging GGUF;
+   the run after the last fault point gives the reference bytes.
 Exit 77 when numpy / gguf are missing or NB_BIN is unset.
 """
 import glob
@@ -309,12 +313,55 @@ def test_bad():
     check(os.listdir(d) == ["keep.txt"], "non-empty dir: contents changed")
 
 
+# ---- 5. faults: every failing allocation / write leaves nothing --------------------------------
+
+def tree_bytes(d):
+    return {f: open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))}
+
+
+def fault_loop(var, out, args, limit=3000):
+    ref = out + "_ref"
+    run(*args, "-o", ref, "--quiet")
+    for i in range(1, limit):
+        env = dict(os.environ, **{var: str(i)})
+        r = subprocess.run([NB, *map(str, args), "-o", out, "--quiet"], capture_output=True, text=True, env=env)
+        left = glob.glob(out + ".partial.*") + glob.glob(out + ".lock") + glob.glob(out + ".stage*")
+        check(not left, f"{var}={i} {args[0]}: left behind {left}")
+        if r.returncode == 0:
+            break
+        check(r.returncode == 3 and not os.path.exists(out),
+              f"{var}={i} {args[:1] + args[3:]}: exit {r.returncode} (expected 3), output exists: {os.path.exists(out)}"
+              f" {r.stderr[-300:]!r}")
+        if r.returncode != 3:
+            return
+    if i == 1:
+        print(f"SKIP: {var}: fault hooks not in this build")
+        return
+    check(tree_bytes(out) == tree_bytes(ref), f"{var} {args[0]}: output after the loop differs")
+    print(f"ok: {var}: {' '.join(map(str, args[:1] + args[2:]))} failed cleanly at each of {i - 1} points")
+    shutil.rmtree(out)
+    shutil.rmtree(ref)
+
+
+def test_faults():
+    g = os.path.join(TMP, "small.gguf")
+    run("synth", "--arch", "llama", "--layers", 1, "--dim", 32, "--ff", 64, "--heads", 2, "--kv-heads", 1,
+        "--vocab", 64, "--dtype", "f16", "--seed", 1, "-o", g, "--quiet")
+    out = os.path.join(TMP, "fl")
+    for var in ("NIBBLE_FAULT_IO", "NIBBLE_FAULT_ALLOC"):
+        fault_loop(var, out, ["convert", g, "--format", "hf", "--max-shard-size", "8K"])
+        fault_loop(var, out, ["quantize", g, "--type", "nf4-dq", "--format", "bnb-nf4"])
+    # the staging GGUF of a GPTQ export (its allocations are quantize's, which test_harden loops over)
+    fault_loop("NIBBLE_FAULT_IO", out, ["quantize", g, "--type", "int4-asym-g32", "--format", "gptq"])
+
+
 def main():
     try:
         test_bnb()
         test_plain()
         test_int4()
         test_bad()
+        test_faults()
     finally:
         shutil.rmtree(TMP, ignore_errors=True)
     if failures:
