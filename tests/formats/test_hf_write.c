@@ -1,0 +1,276 @@
+/* tests/formats/test_hf_write.c — Hugging Face directories out (formats/hf_write.h, core/adir.h).
+ *
+ * A synthetic model of every dense and MoE family written as an HF directory
+ * reads back (nb_hf_open: HF names mapped, q/k permuted, norms shifted,
+ * experts stacked again) into the source's values, one file or sharded with
+ * an index; a single-file output carries HF names; bad requests (no known
+ * architecture, a K-quant linear to GPTQ) fail naming the problem and leave
+ * nothing; atomic directories lock, refuse non-empty targets and clean up.
+ */
+#include "formats/hf_write.h"
+
+#include "core/adir.h"
+#include "core/str.h"
+#include "formats/synth.h"
+#include "testutil.h"
+
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static void synth(const char *arch, nb_type dtype, const char *path, nb_ctx *ctx) {
+    nb_synth_opts o;
+    nb_synth_opts_init(&o);
+    o.arch = arch;
+    o.n_layer = 2;
+    o.n_embd = 64;
+    o.n_ff = 96;
+    o.n_head = 4;
+    o.n_head_kv = 2;
+    o.n_vocab = 128;
+    if (strstr(arch, "moe") || strcmp(arch, "mixtral") == 0) {
+        o.n_expert = 4;
+        o.n_expert_used = 2;
+    }
+    o.dtype = dtype;
+    o.seed = 3;
+    ck_assert_msg(nb_synth_write(&o, path, ctx) == NB_OK, "%s", nb_errmsg(ctx));
+}
+
+/* Every tensor of a reads back with the same values from b (by name). */
+static void same_values(const char *a_path, const char *b_path, nb_ctx *ctx) {
+    nb_model *a = NULL, *b = NULL;
+    ck_assert_int_eq(nb_model_open(a_path, &a, ctx), NB_OK);
+    ck_assert_msg(nb_model_open(b_path, &b, ctx) == NB_OK, "%s", nb_errmsg(ctx));
+    size_t skipped = nb_model_find(a, "rope_freqs.weight") != NULL;
+    ck_assert_uint_eq(a->n_tensors, b->n_tensors + skipped);
+    for (size_t i = 0; i < a->n_tensors; i++) {
+        const nb_tensor *ta = &a->tensors[i];
+        if (strcmp(ta->name, "rope_freqs.weight") == 0) continue;
+        const nb_tensor *tb = nb_model_find(b, ta->name);
+        ck_assert_msg(tb != NULL, "%s missing in %s", ta->name, b_path);
+        uint64_t n = nb_tensor_nelements(ta);
+        ck_assert_uint_eq(n, nb_tensor_nelements(tb));
+        float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+        ck_assert_int_eq(nb_model_read_f32(a, i, x, ctx), NB_OK);
+        ck_assert_int_eq(nb_model_read_f32(b, (size_t)(tb - b->tensors), y, ctx), NB_OK);
+        ck_assert_msg(memcmp(x, y, n * sizeof *x) == 0, "%s: values differ after the HF round trip", ta->name);
+        free(x);
+        free(y);
+    }
+    nb_model_close(a);
+    nb_model_close(b);
+}
+
+static int count_files(const char *dir, const char *suffix) {
+    DIR *d = opendir(dir);
+    ck_assert_ptr_nonnull(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (nb_str_ends_with(e->d_name, suffix)) n++;
+    closedir(d);
+    return n;
+}
+
+static bool leftovers(const char *path) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s.lock", path);
+    if (nbt_file_exists(p)) return true;
+    const char *slash = strrchr(path, '/');
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    DIR *d = opendir(dir);
+    bool found = false;
+    struct dirent *e;
+    size_t nb = strlen(slash + 1);
+    while (d && (e = readdir(d)))
+        if (!strncmp(e->d_name, slash + 1, nb) && strstr(e->d_name + nb, ".partial.")) found = true;
+    if (d) closedir(d);
+    return found;
+}
+
+START_TEST(round_trip) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const char *archs[] = {"llama", "qwen2", "gemma3", "mixtral", "qwen3moe"};
+    for (size_t k = 0; k < sizeof archs / sizeof archs[0]; k++) {
+        char src[64], dir[64];
+        snprintf(src, sizeof src, "%s.gguf", archs[k]);
+        snprintf(dir, sizeof dir, "%s_hf", archs[k]);
+        synth(archs[k], NB_TYPE_F32, nbt_path(src), &ctx);
+        nb_hf_write_opts o = {0};
+        nb_hf_write_result r;
+        ck_assert_msg(nb_hf_write_path(nbt_path(src), nbt_path(dir), &o, &r, &ctx) == NB_OK, "%s: %s", archs[k],
+                      nb_errmsg(&ctx));
+        ck_assert_uint_eq(r.n_shards, 1);
+        ck_assert_int_eq(count_files(nbt_path(dir), ".safetensors"), 1);
+        ck_assert_int_eq(count_files(nbt_path(dir), "config.json"), 2); /* config + generation_config */
+        ck_assert(!leftovers(nbt_path(dir)));
+        same_values(nbt_path(src), nbt_path(dir), &ctx);
+    }
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(sharded) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    synth("llama", NB_TYPE_F16, nbt_path("s.gguf"), &ctx);
+    nb_hf_write_opts o = {.max_shard_size = 20000};
+    nb_hf_write_result r;
+    ck_assert_int_eq(nb_hf_write_path(nbt_path("s.gguf"), nbt_path("s_hf"), &o, &r, &ctx), NB_OK);
+    ck_assert_uint_gt(r.n_shards, 3);
+    ck_assert_int_eq(count_files(nbt_path("s_hf"), ".safetensors"), (int)r.n_shards);
+    char idx[1024];
+    snprintf(idx, sizeof idx, "%s/model.safetensors.index.json", nbt_path("s_hf"));
+    size_t n;
+    unsigned char *text = nbt_read_file(idx, &n);
+    ck_assert_ptr_nonnull(text);
+    cJSON *j = cJSON_ParseWithLength((const char *)text, n);
+    const cJSON *map = cJSON_GetObjectItem(j, "weight_map");
+    ck_assert_int_eq(cJSON_GetArraySize(map), (int)r.n_tensors);
+    char want[64];
+    snprintf(want, sizeof want, "model-00001-of-%05zu.safetensors", r.n_shards);
+    const cJSON *emb = cJSON_GetObjectItem(map, "model.embed_tokens.weight");
+    ck_assert_ptr_nonnull(emb);
+    ck_assert_str_eq(emb->valuestring, want); /* the first tensor group opens the first shard */
+    const cJSON *total = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "metadata"), "total_size");
+    ck_assert(cJSON_IsNumber(total) && total->valuedouble > 20000);
+    cJSON_Delete(j);
+    free(text);
+    same_values(nbt_path("s.gguf"), nbt_path("s_hf"), &ctx);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(single_file) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    synth("qwen2", NB_TYPE_BF16, nbt_path("q.gguf"), &ctx);
+    nb_hf_write_opts o = {.single_file = nbt_path("q.safetensors")};
+    nb_hf_write_result r;
+    ck_assert_int_eq(nb_hf_write_path(nbt_path("q.gguf"), NULL, &o, &r, &ctx), NB_OK);
+    nb_model *m = NULL;
+    ck_assert_int_eq(nb_model_open(nbt_path("q.safetensors"), &m, &ctx), NB_OK);
+    const nb_tensor *t = nb_model_find(m, "model.layers.1.self_attn.k_proj.bias");
+    ck_assert_ptr_nonnull(t);
+    ck_assert_int_eq(t->type, NB_TYPE_BF16); /* the source's float type */
+    ck_assert_ptr_nonnull(nb_model_find(m, "model.embed_tokens.weight"));
+    ck_assert_ptr_null(nb_model_find(m, "token_embd.weight"));
+    nb_model_close(m);
+    ck_assert(!nbt_partial_exists(nbt_path("q.safetensors")));
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(refusals) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    synth("llama", NB_TYPE_F16, nbt_path("r.gguf"), &ctx);
+    nb_hf_write_result r;
+    /* GPTQ needs INT4 linears: an f16 model names its first linear */
+    nb_hf_write_opts o = {.quant = NB_HF_GPTQ};
+    ck_assert_int_eq(nb_hf_write_path(nbt_path("r.gguf"), nbt_path("r_gptq"), &o, &r, &ctx), NB_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "tensor 'blk.0.attn_q.weight' is f16"));
+    ck_assert(!nbt_file_exists(nbt_path("r_gptq")) && !leftovers(nbt_path("r_gptq")));
+    /* MoE quantized exports */
+    synth("mixtral", NB_TYPE_F16, nbt_path("m.gguf"), &ctx);
+    o.quant = NB_HF_BNB_NF4;
+    ck_assert_int_eq(nb_hf_write_path(nbt_path("m.gguf"), nbt_path("m_bnb"), &o, &r, &ctx), NB_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "mixture-of-experts"));
+    /* a bare safetensors file has no architecture */
+    o.quant = NB_HF_PLAIN;
+    nb_hf_write_opts so = {.single_file = nbt_path("bare.safetensors")};
+    ck_assert_int_eq(nb_hf_write_path(nbt_path("r.gguf"), NULL, &so, &r, &ctx), NB_OK);
+    ck_assert_int_eq(nb_hf_write_path(nbt_path("bare.safetensors"), nbt_path("bare_hf"), &o, &r, &ctx),
+                     NB_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "has no Hugging Face layout"));
+    ck_assert(!nbt_file_exists(nbt_path("bare_hf")) && !leftovers(nbt_path("bare_hf")));
+    /* a bad dtype */
+    nb_hf_write_opts bo = {.dtype = NB_TYPE_Q8_0, .dtype_set = true};
+    ck_assert_int_eq(nb_hf_write_path(nbt_path("r.gguf"), nbt_path("bad_dt"), &bo, &r, &ctx), NB_ERR_INVALID);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(linear_names) {
+    ck_assert(nb_hf_is_linear("blk.0.attn_q.weight"));
+    ck_assert(nb_hf_is_linear("blk.12.ffn_down.weight"));
+    ck_assert(nb_hf_is_linear("blk.3.attn_output.weight"));
+    ck_assert(!nb_hf_is_linear("blk.0.attn_norm.weight"));
+    ck_assert(!nb_hf_is_linear("blk.0.attn_q.bias"));
+    ck_assert(!nb_hf_is_linear("blk..attn_q.weight"));
+    ck_assert(!nb_hf_is_linear("blk.0.ffn_down_exps.weight"));
+    ck_assert(!nb_hf_is_linear("output.weight"));
+    ck_assert(!nb_hf_is_linear("token_embd.weight"));
+    nb_hf_quant q;
+    ck_assert(nb_hf_quant_from_name("bnb-nf4", &q) && q == NB_HF_BNB_NF4);
+    ck_assert(nb_hf_quant_from_name("awq", &q) && q == NB_HF_AWQ);
+    ck_assert(!nb_hf_quant_from_name("gguf", &q));
+}
+END_TEST
+
+START_TEST(adir) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const char *p = nbt_path("adir_out");
+    nb_adir a, b;
+    ck_assert_int_eq(nb_adir_open(&a, p, &ctx), NB_OK);
+    ck_assert_int_eq(nb_adir_open(&b, p, &ctx), NB_ERR_IO); /* a second writer */
+    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "another process is writing this directory"));
+    char *f = nb_adir_file(&a, "x.txt", &ctx);
+    nbt_write_file(f, "hi", 2);
+    free(f);
+    ck_assert(!nbt_file_exists(p));
+    ck_assert_int_eq(nb_adir_commit(&a, &ctx), NB_OK);
+    char x[1100];
+    snprintf(x, sizeof x, "%s/x.txt", p);
+    ck_assert(nbt_file_exists(x) && !leftovers(p));
+    struct stat st;
+    ck_assert(stat(p, &st) == 0 && (st.st_mode & 0055) != 0); /* not mkdtemp's 0700 */
+    nb_adir_abort(&a);                                         /* after commit: harmless */
+    /* a non-empty directory is refused; an empty one is replaced */
+    ck_assert_int_eq(nb_adir_open(&a, p, &ctx), NB_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "not empty"));
+    unlink(x);
+    ck_assert_int_eq(nb_adir_open(&a, p, &ctx), NB_OK);
+    f = nb_adir_file(&a, "y.txt", &ctx);
+    nbt_write_file(f, "yo", 2);
+    free(f);
+    nb_adir_abort(&a); /* nothing left, the empty target untouched */
+    ck_assert(!leftovers(p));
+    snprintf(x, sizeof x, "%s/y.txt", p);
+    ck_assert(!nbt_file_exists(x));
+    /* a stale partial of a dead writer is removed by the next one */
+    char stale[1024];
+    snprintf(stale, sizeof stale, "%s.partial.ABCDEF", p);
+    ck_assert_int_eq(mkdir(stale, 0755), 0);
+    snprintf(x, sizeof x, "%s/junk", stale);
+    nbt_write_file(x, "j", 1);
+    ck_assert_int_eq(nb_adir_open(&a, p, &ctx), NB_OK);
+    ck_assert(!nbt_file_exists(stale));
+    ck_assert_int_eq(nb_adir_commit(&a, &ctx), NB_OK);
+    /* a file in the way */
+    nbt_write_file(nbt_path("afile"), "f", 1);
+    ck_assert_int_eq(nb_adir_open(&a, nbt_path("afile"), &ctx), NB_ERR_INVALID);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+int main(void) {
+    Suite *s = suite_create("formats/hf_write");
+    TCase *tc = tcase_create("hf_write");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, round_trip);
+    tcase_add_test(tc, sharded);
+    tcase_add_test(tc, single_file);
+    tcase_add_test(tc, refusals);
+    tcase_add_test(tc, linear_names);
+    tcase_add_test(tc, adir);
+    suite_add_tcase(s, tc);
+    return nbt_run_suite(s);
+}
