@@ -1,6 +1,7 @@
 /* core/adir.c — atomic output directories (see core/adir.h). */
 #include "core/adir.h"
 
+#include "core/afile.h"
 #include "core/fault.h"
 #include "core/str.h"
 
@@ -14,9 +15,6 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-#define TMP_SUFFIX ".partial."
-#define TMP_RANDOM 6
 
 static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
     (void)sb;
@@ -42,31 +40,6 @@ static char *cat2(const char *a, const char *b, nb_ctx *ctx) {
 static void fsync_path(const char *p) {
     int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) { fsync(fd); close(fd); }
-}
-
-/* Stale "DIR.partial.XXXXXX" trees (the lock is held). */
-static void remove_stale(const char *path) {
-    char *copy = strdup(path);
-    if (!copy) return;
-    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-    char *slash = strrchr(copy, '/');
-    const char *dir = slash ? (slash == copy ? "/" : (*slash = 0, copy)) : ".";
-    DIR *d = opendir(dir);
-    if (d) {
-        size_t nb = strlen(base), ns = sizeof TMP_SUFFIX - 1;
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (strlen(e->d_name) != nb + ns + TMP_RANDOM || strncmp(e->d_name, base, nb) ||
-                strncmp(e->d_name + nb, TMP_SUFFIX, ns))
-                continue;
-            char *p = nb_path_join(NULL, dir, e->d_name);
-            struct stat st;
-            if (p && lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) nb_rmtree(p);
-            free(p);
-        }
-        closedir(d);
-    }
-    free(copy);
 }
 
 static bool dir_is_empty(const char *p) {
@@ -103,7 +76,7 @@ nb_status nb_adir_open(nb_adir *d, const char *path, nb_ctx *ctx) {
     }
     d->path = nb_strdup(ctx, path);
     d->lock_path = cat2(path, ".lock", ctx);
-    d->tmp_path = cat2(path, TMP_SUFFIX "XXXXXX", ctx);
+    d->tmp_path = cat2(path, ".partial.XXXXXX", ctx);
     if (!d->path || !d->lock_path || !d->tmp_path) NB_FAIL_GOTO(st, fail, ctx, NB_ERR_NOMEM, "out of memory");
     int fd = open(d->lock_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -122,7 +95,7 @@ nb_status nb_adir_open(nb_adir *d, const char *path, nb_ctx *ctx) {
     } else {
         d->lock_fd = fd;
     }
-    remove_stale(path);
+    if (d->lock_fd >= 0) nb_remove_stale_partials(path, true); /* unlocked: another writer's may be live */
     bool fault = nb_fault_io();
     if (fault || !mkdtemp(d->tmp_path)) {
         st = nb_err_errno(ctx, fault ? EIO : errno, "%s: cannot create the temporary directory", path);

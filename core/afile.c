@@ -1,8 +1,10 @@
 /* core/afile.c — atomic buffered output files (see core/afile.h). */
 #include "core/afile.h"
 
+#include "core/adir.h"
 #include "core/cleanup.h"
 #include "core/fault.h"
+#include "core/str.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -70,9 +72,8 @@ static void release_lock(nb_afile *f) {
     f->lock_fd = -1;
 }
 
-/* Step 2: remove "PATH.partial.XXXXXX" left by writers that died. Called with
- * the lock held, so none of them belongs to a live writer that locks. */
-static void remove_stale(const char *path) {
+/* Step 2 (see core/afile.h nb_remove_stale_partials). */
+void nb_remove_stale_partials(const char *path, bool trees) {
     char *copy = strdup(path);
     if (!copy) return;
     const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
@@ -82,10 +83,19 @@ static void remove_stale(const char *path) {
     if (d) {
         size_t nb = strlen(base), ns = sizeof TMP_SUFFIX - 1;
         struct dirent *e;
-        while ((e = readdir(d)))
-            if (strlen(e->d_name) == nb + ns + TMP_RANDOM && !strncmp(e->d_name, base, nb) &&
-                !strncmp(e->d_name + nb, TMP_SUFFIX, ns))
+        while ((e = readdir(d))) {
+            if (strlen(e->d_name) != nb + ns + TMP_RANDOM || strncmp(e->d_name, base, nb) ||
+                strncmp(e->d_name + nb, TMP_SUFFIX, ns))
+                continue;
+            struct stat st;
+            if (!trees || fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) {
                 unlinkat(dirfd(d), e->d_name, 0);
+                continue;
+            }
+            char *p = nb_path_join(NULL, dir, e->d_name);
+            nb_rmtree(p);
+            free(p);
+        }
         closedir(d);
     }
     free(copy);
@@ -135,7 +145,7 @@ nb_status nb_afile_open(nb_afile *f, const char *path, bool hash, nb_ctx *ctx) {
     f->tmp_path = NULL; /* nothing of ours to unlink until create_tmp succeeds */
     nb_status st = take_lock(f, ctx);
     if (st == NB_OK) {
-        if (f->lock_fd >= 0) remove_stale(path); /* unlocked (no flock here): another writer's may be live */
+        if (f->lock_fd >= 0) nb_remove_stale_partials(path, false); /* unlocked (no flock here): another writer's may be live */
         f->tmp_path = tmp;
         st = create_tmp(f, ctx);
     } else {

@@ -57,6 +57,11 @@ nb_status nb_afile_commit(nb_afile *f, unsigned char *sha_out, nb_ctx *ctx);
 /* Close and remove the partial file; NULL-safe and safe after commit. */
 void nb_afile_abort(nb_afile *f);
 
+/* Step 2: remove "PATH.partial.XXXXXX" entries left by writers that died
+ * (call it holding PATH's lock, so none belongs to a live writer): files, and
+ * with `trees` directories with their contents too (core/adir.h). */
+void nb_remove_stale_partials(const char *path, bool trees);
+
 /* True when paths a and b name the same existing file (same device+inode).
  * To check all of a command's inputs against its outputs: core/paths.h. */
 bool nb_same_file(const char *a, const char *b);
