@@ -294,7 +294,7 @@ def test_bad():
     cases = [(["quantize", g, "--type", "q4_k_m", "--format", "bnb-nf4"], "nf4"),
              (["quantize", g, "--type", "nf4", "--format", "gptq"], "int4"),
              (["quantize", g, "--type", "nf4-dq", "--format", "bnb-nf4", "--rule", "output.weight=q8_0"], "--rule")]
-    stories = os.path.join(HERE, "..", "..", "..", "shared", "models", "stories260K.gguf")
+    stories = os.path.join(DATA, "models", "stories260K.gguf")
     if os.path.exists(stories):  # ffn_down rows of 172: no int4 group packs them
         cases.append((["quantize", stories, "--type", "int4-g32", "--format", "gptq"], "ffn_"))
     for k, (args, word) in enumerate(cases):

@@ -43,7 +43,7 @@ if not NB or not os.path.exists(NB):
     sys.exit(77)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-STORIES = os.environ.get("NB_STORIES", os.path.join(HERE, "..", "..", "..", "shared", "models", "stories260K.gguf"))
+STORIES = os.path.join(HERE, "..", "data", "models", "stories260K.gguf")
 TMP = tempfile.mkdtemp(prefix="nb_oracle_hf_")
 TOL = 1e-4
 failures = 0
@@ -100,7 +100,7 @@ def test_hf_dirs():
     if os.path.exists(STORIES):
         cases.append(("stories260K", STORIES))
     else:
-        print(f"skip: {STORIES} absent (set NB_STORIES)")
+        print(f"skip: {STORIES} absent")
     cases.append(("gemma3", synth("gemma3", os.path.join(TMP, "g3.gguf"))))
     cases.append(("llama", synth("llama", os.path.join(TMP, "ll.gguf"))))
     for name, g in cases:
