@@ -517,8 +517,8 @@ static nb_status write_shard(writer *w, const char *path, size_t shard, nb_hf_wr
     if (st == NB_OK) st = nb_sink_begin(s, ctx);
     for (size_t j = 0; j < cnt && st == NB_OK; j++) {
         const entry *e = &w->e[idx[nb_sink_data_order(s, j)]];
-        const void *data;
-        void *tmp;
+        const void *data = NULL;
+        void *tmp = NULL;
         st = produce(w, e, ctx);
         if (st == NB_OK) st = entry_bytes(w, e, &data, &tmp, ctx);
         if (st != NB_OK) break;
