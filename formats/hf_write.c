@@ -3,6 +3,7 @@
 
 #include "core/adir.h"
 #include "core/afile.h"
+#include "core/cleanup.h"
 #include "core/progress.h"
 #include "core/str.h"
 #include "formats/arch.h"
@@ -498,6 +499,47 @@ static nb_status write_tokenizer(writer *w, const nb_adir *d, nb_ctx *ctx) {
 
 /* ---- shards ---------------------------------------------------------------------------------- */
 
+/* A plain tensor that needs no reordering (no q/k permutation, not an expert
+ * slice), streamed in chunks of rows: memory is two chunk buffers, not the
+ * tensor in F32. */
+#define STREAM_CHUNK (1u << 20) /* elements per chunk (at least one row) */
+static bool streamable(const entry *e) {
+    return e->kind == E_PLAIN && e->expert < 0 && (e->xf == NB_XF_NONE || e->xf == NB_XF_NORM_SHIFT);
+}
+
+static nb_status stream_plain(writer *w, const entry *e, nb_sink *s, nb_ctx *ctx) {
+    nb_model *m = w->m;
+    const nb_tensor *t = &m->tensors[e->src];
+    const nb_type_traits *in = nb_type_get(t->type), *out = nb_type_get(e->type);
+    uint64_t ne0 = (uint64_t)t->ne[0], rows = nb_tensor_nelements(t) / ne0, in_row = t->nbytes / rows;
+    uint64_t out_row = e->nbytes / rows, step = STREAM_CHUNK / ne0 ? STREAM_CHUNK / ne0 : 1;
+    const void *src;
+    void *owned;
+    NB_TRY(nb_model_tensor_bytes(m, e->src, &src, &owned, ctx));
+    float *x = nb_malloc(ctx, (size_t)(step * ne0) * sizeof *x, "row chunk");
+    void *y = nb_malloc(ctx, (size_t)(step * out_row), "row chunk");
+    nb_status st = x && y ? NB_OK : NB_ERR_NOMEM;
+    for (uint64_t r0 = 0; r0 < rows && st == NB_OK; r0 += step) {
+        uint64_t nr = rows - r0 < step ? rows - r0 : step, n = nr * ne0;
+        const unsigned char *p = (const unsigned char *)src + r0 * in_row;
+        if (!owned) st = nb_map_check(p, (size_t)(nr * in_row), ctx);
+        if (st != NB_OK) break;
+        in->to_f32(p, x, (int64_t)n);
+        if (e->xf == NB_XF_NORM_SHIFT)
+            for (uint64_t k = 0; k < n; k++) x[k] -= 1.0f;
+        if (e->type == NB_TYPE_F32) st = nb_sink_write(s, x, n * sizeof(float), ctx);
+        else {
+            out->quantize(x, y, 1, (int64_t)n, NULL);
+            st = nb_sink_write(s, y, nr * out_row, ctx);
+        }
+        if (!owned) nb_release_mapped(p, nr * in_row);
+    }
+    free(x);
+    free(y);
+    free(owned);
+    return st;
+}
+
 static nb_status write_shard(writer *w, const char *path, size_t shard, nb_hf_write_result *r, nb_progress *pg,
                              nb_ctx *ctx) {
     nb_sink *s = NULL;
@@ -519,6 +561,12 @@ static nb_status write_shard(writer *w, const char *path, size_t shard, nb_hf_wr
         const entry *e = &w->e[idx[nb_sink_data_order(s, j)]];
         const void *data = NULL;
         void *tmp = NULL;
+        if (streamable(e)) {
+            st = stream_plain(w, e, s, ctx);
+            r->n_tensors++;
+            nb_progress_add(pg, e->nbytes, e->name);
+            continue;
+        }
         st = produce(w, e, ctx);
         if (st == NB_OK) st = entry_bytes(w, e, &data, &tmp, ctx);
         if (st != NB_OK) break;
