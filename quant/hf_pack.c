@@ -4,6 +4,7 @@
 #include "core/fp.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,9 +128,9 @@ nb_status nb_bnb_quant_state_parse(const void *json, size_t len, const char *wha
         NB_CHECK_GOTO(st, qs_uint(o, "nested_blocksize", 1, 1u << 20, &out->nested_blocksize, what, ctx), done);
         NB_CHECK_GOTO(st, qs_str(o, "nested_dtype", out->nested_dtype, sizeof out->nested_dtype, what, ctx), done);
         const cJSON *off = cJSON_GetObjectItemCaseSensitive(o, "nested_offset");
-        if (!cJSON_IsNumber(off) || !isfinite(off->valuedouble))
-            NB_FAIL_GOTO(st, done, ctx, NB_ERR_FORMAT, "%s: quant_state key 'nested_offset' must be a finite number",
-                         what);
+        if (!cJSON_IsNumber(off) || !isfinite(off->valuedouble) || fabs(off->valuedouble) > FLT_MAX)
+            NB_FAIL_GOTO(st, done, ctx, NB_ERR_FORMAT,
+                         "%s: quant_state key 'nested_offset' must be a finite float32 number", what);
         out->nested_offset = off->valuedouble;
     }
 done:

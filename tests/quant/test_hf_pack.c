@@ -73,6 +73,9 @@ START_TEST(quant_state_bad) {
         {"{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"float16\", \"shape\": [2], \"nested_offset\": 1}",
          "nested_blocksize"},
         {"{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"f", "not a JSON object"},
+        /* found by fuzz_bnb_state: an offset no float32 holds */
+        {"{\"quant_type\": \"nf4\", \"blocksize\": 64, \"dtype\": \"f\", \"shape\": [2], \"nested_blocksize\": 256, "
+         "\"nested_dtype\": \"float32\", \"nested_offset\": 1.5e84}", "finite float32"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         ck_assert_int_eq(nb_bnb_quant_state_parse(bad[i][0], strlen(bad[i][0]), "W.weight", &qs, &ctx), NB_ERR_FORMAT);
