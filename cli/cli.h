@@ -28,6 +28,7 @@ int nb_cmd_verify(int argc, char **argv);
 int nb_cmd_batch(int argc, char **argv);
 int nb_cmd_version(int argc, char **argv);
 int nb_cmd_plan(int argc, char **argv);
+int nb_cmd_embed(int argc, char **argv);
 
 /* Map a library status to the documented exit code. */
 int nb_cli_exit_code(nb_status st);

@@ -27,6 +27,7 @@ static const command g_commands[] = {
     {"build", nb_cmd_build, "run a recipe: merge, prune, calibrate, quantize, validate, report, bundle (resumable)"},
     {"batch", nb_cmd_batch, "run many recipes over many models; resumable, shardable (Slurm job arrays)"},
     {"verify", nb_cmd_verify, "check a bundle or build directory against its manifest (sizes, sha256)"},
+    {"embed", nb_cmd_embed, "sentence embeddings of a text encoder (EmbeddingGemma); --compare for fidelity"},
     {"version", nb_cmd_version, "version, git commit, build type and compiled-in features (also --version)"},
 };
 

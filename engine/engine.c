@@ -252,6 +252,7 @@ static nb_status read_hparams(nb_engine *e, nb_ctx *ctx) {
     hp->attn_scale = nb_arch_attn_scale(a, (uint32_t)hp->n_layer, (uint32_t)hp->n_embd, (uint32_t)hp->n_head,
                                         (uint32_t)hp->head_dim);
     hp->act = a->act;
+    hp->bidir = (a->flags & NB_ARCH_F_ENCODER) != 0;
     hp->rope_layout = (e->arch->flags & NB_ARCH_F_PERMUTE_QK) ? NB_ROPE_NORM : NB_ROPE_NEOX;
 
     if (e->arch->flags & NB_ARCH_F_MOE) {
@@ -469,7 +470,7 @@ nb_status nb_engine_open_model(nb_model *m, const nb_engine_opts *o, nb_engine *
     const nb_arch *a = nb_arch_from_gguf(arch_name, model_has_experts(m, arch_name));
     NB_RETURN_IF(ctx, !a, NB_ERR_UNSUPPORTED,
                  "%s: architecture '%s' is not supported by the engine (supported: llama, mistral, mixtral, "
-                 "qwen2, qwen3, qwen2moe, qwen3moe, gemma3)",
+                 "qwen2, qwen3, qwen2moe, qwen3moe, gemma3, gemma-embedding)",
                  m->path, arch_name);
     nb_engine *e = nb_calloc(ctx, 1, sizeof *e, "engine");
     if (!e) return NB_ERR_NOMEM;
@@ -551,4 +552,9 @@ nb_status nb_engine_eval(nb_engine *e, const int32_t *tokens, int n, int pos, fl
         e->n_past = pos + done;
     }
     return NB_OK;
+}
+
+nb_status nb_eng_bind_mat(nb_engine *e, const char *name, int64_t n_in, int64_t n_out, bool required, nb_wmat *w,
+                          nb_ctx *ctx) {
+    return bind_mat(e, name, n_in, n_out, 1, required, w, ctx);
 }

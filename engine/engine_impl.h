@@ -77,7 +77,10 @@ typedef struct nb_ehparams {
     float rms_eps;
     float attn_scale;              /* multiplies q.k */
     float embd_scale;              /* multiplies the token embeddings (gemma: sqrt(E)), else 1 */
-    int n_swa;                     /* sliding window (0: none); a local token sees p1 - p0 < n_swa */
+    int n_swa;                     /* sliding window (0: none); a local token sees p1 - p0 < n_swa
+                                      (bidir: |p1 - p0| <= n_swa / 2, llama.cpp's symmetric window) */
+    bool bidir;                    /* encoder (NB_ARCH_F_ENCODER): every token sees the whole batch,
+                                      so a sequence must be evaluated in one call (engine/embed.c) */
     nb_rope_layout rope_layout;
     nb_act act;                    /* the arch row's */
     uint32_t n_ctx_train;
@@ -137,6 +140,14 @@ nb_status nb_eng_matmul(nb_engine *e, const nb_wmat *w, int expert, const float 
                         nb_ctx *ctx);
 /* In-place activation of gate (n values), multiplied by up: gate = act(gate) * up. */
 void nb_eng_glu(nb_act act, float *gate, const float *up, int64_t n);
+
+/* engine.c: bind a 2-D weight {n_in, n_out} by GGUF name (zero-copy where the
+ * source allows); absent and not required -> w->data = NULL. Errors name the
+ * tensor and both shapes. For graph additions outside engine.c (embed.c). */
+nb_status nb_eng_bind_mat(nb_engine *e, const char *name, int64_t n_in, int64_t n_out, bool required, nb_wmat *w,
+                          nb_ctx *ctx);
+/* RMSNorm of `rows` rows of n (in place allowed), as the graph computes it. */
+void nb_eng_rmsnorm(float *out, const float *x, const float *w, int64_t rows, int n, float eps, int n_threads);
 
 /* forward_moe.c: MoE FFN of layer L on xb (n x E) into out (n x E). */
 nb_status nb_engine_moe(nb_engine *e, int L, const float *xb, int n, float *out, nb_ctx *ctx);

@@ -65,6 +65,10 @@ static void rmsnorm(float *out, const float *x, const float *w, int64_t rows, in
     }
 }
 
+void nb_eng_rmsnorm(float *out, const float *x, const float *w, int64_t rows, int n, float eps, int n_threads) {
+    rmsnorm(out, x, w, rows, n, eps, n_threads);
+}
+
 static void add_bias(float *y, const float *b, int64_t rows, int n) {
     if (!b) return;
     for (int64_t r = 0; r < rows; r++)
@@ -140,8 +144,14 @@ static void attention(nb_engine *e, int L, int n, int pos) {
             const int t = (int)(ht / H), h = (int)(ht % H), kvh = h / G;
             const float *q = e->q + ((int64_t)t * H + h) * hd;
             const float *K = kc + (int64_t)kvh * n_ctx * hd, *V = vc + (int64_t)kvh * n_ctx * hd;
-            const int p1 = pos + t;
-            const int p0 = swa && p1 - hp->n_swa + 1 > 0 ? p1 - hp->n_swa + 1 : 0;
+            int p1 = pos + t;
+            int p0 = swa && p1 - hp->n_swa + 1 > 0 ? p1 - hp->n_swa + 1 : 0;
+            if (hp->bidir) { /* the whole batch, within n_swa / 2 either side on local layers */
+                const int self = p1, half = hp->n_swa / 2;
+                p0 = swa && self - half > 0 ? self - half : 0;
+                p1 = pos + n - 1;
+                if (swa && self + half < p1) p1 = self + half;
+            }
             float mx = -INFINITY;
             for (int p = p0; p <= p1; p++) {
                 sc[p] = dot(q, K + (int64_t)p * hd, hd);

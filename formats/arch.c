@@ -29,6 +29,10 @@ static const char *const k_qwen3moe_cls[] = {"Qwen3MoeForCausalLM", NULL};
 static const char *const k_qwen3moe_mt[] = {"qwen3_moe", NULL};
 static const char *const k_gemma3_cls[] = {"Gemma3ForCausalLM", "Gemma3ForConditionalGeneration", NULL};
 static const char *const k_gemma3_mt[] = {"gemma3_text", "gemma3", NULL};
+/* EmbeddingGemma's config.json says Gemma3TextModel / gemma3_text: the class decides (a bare
+ * model_type "gemma3_text" finds the gemma3 row first) */
+static const char *const k_gemma_embd_cls[] = {"Gemma3TextModel", NULL};
+static const char *const k_gemma_embd_mt[] = {"gemma3_text", NULL};
 
 /* Gemma3TextConfig's defaults (llama.cpp's converter uses them too). */
 static const nb_hparams k_gemma3_hf_defaults = {
@@ -65,6 +69,15 @@ static const nb_arch k_arch[NB_ARCH_COUNT] = {
     ROW(NB_ARCH_GEMMA3, "gemma3", "gemma3", "Gemma3ForCausalLM", k_gemma3_cls, k_gemma3_mt,
         NB_ARCH_F_QK_NORM | NB_ARCH_F_NORM_SHIFT | NB_ARCH_F_SANDWICH | NB_ARCH_F_TIED | NB_ARCH_F_HEAD_DIM),
         .act = NB_ACT_GELU_TANH, .embd_scale_sqrt = true, .attn_scale = NB_ATTN_SCALE_QUERY_PRE_ATTN,
+        .swa_period = 6, .hf_defaults = &k_gemma3_hf_defaults, .typical_rope_theta = 1000000.0,
+        .typical_rms_eps = 1e-6},
+    /* llama.cpp's gemma-embedding: the gemma3 graph without the causal mask, a
+     * symmetric sliding window and 1/sqrt(head_dim) as the attention scale */
+    ROW(NB_ARCH_GEMMA_EMBEDDING, "gemma-embedding", "gemma-embedding", "Gemma3TextModel", k_gemma_embd_cls,
+        k_gemma_embd_mt,
+        NB_ARCH_F_QK_NORM | NB_ARCH_F_NORM_SHIFT | NB_ARCH_F_SANDWICH | NB_ARCH_F_TIED | NB_ARCH_F_HEAD_DIM |
+            NB_ARCH_F_ENCODER),
+        .act = NB_ACT_GELU_TANH, .embd_scale_sqrt = true, .attn_scale = NB_ATTN_SCALE_HEAD_DIM,
         .swa_period = 6, .hf_defaults = &k_gemma3_hf_defaults, .typical_rope_theta = 1000000.0,
         .typical_rms_eps = 1e-6},
 };
@@ -120,7 +133,8 @@ const nb_arch *nb_arch_from_gguf(const char *g, bool has_experts) {
 }
 
 const char *nb_arch_supported_list(void) {
-    return "llama, mistral, mixtral, qwen2, qwen3, qwen2_moe, qwen3_moe, gemma3 (gemma3_text)";
+    return "llama, mistral, mixtral, qwen2, qwen3, qwen2_moe, qwen3_moe, gemma3 (gemma3_text), "
+           "gemma-embedding (Gemma3TextModel)";
 }
 
 const char *nb_act_hf_name(nb_act act) { return act == NB_ACT_GELU_TANH ? "gelu_pytorch_tanh" : "silu"; }
@@ -195,6 +209,10 @@ nb_status nb_hparams_validate(const nb_arch *a, const nb_hparams *hp, const char
                      "%s: architecture '%s' has no experts but the config sets %u", what, a->name,
                      hp->n_expert);
     }
+    NB_RETURN_IF(ctx, hp->n_embd_dense && !(a->flags & NB_ARCH_F_ENCODER), NB_ERR_UNSUPPORTED,
+                 "%s: architecture '%s' has no sentence-transformers Dense modules", what, a->name);
+    NB_RETURN_IF(ctx, hp->n_embd_dense > LIM_FF, NB_ERR_RANGE, "%s: Dense width %u is out of range (limit %u)",
+                 what, hp->n_embd_dense, LIM_FF);
     if (hp->rope_theta != 0)
         NB_RETURN_IF(ctx, !(hp->rope_theta > 0 && hp->rope_theta < 1e30), NB_ERR_RANGE,
                      "%s: 'rope_theta' = %g is out of range", what, hp->rope_theta);
@@ -259,6 +277,17 @@ nb_status nb_arch_hparams_to_kv(const nb_arch *a, const nb_hparams *hp, const ch
     if (hp->n_ff_shexp)
         NB_TRY(kv_u32(kv, g, "expert_shared_feed_forward_length", hp->n_ff_shexp, ctx));
     if (hp->sliding_window) NB_TRY(kv_u32(kv, g, "attention.sliding_window", hp->sliding_window, ctx));
+    if (a->flags & NB_ARCH_F_ENCODER) {
+        /* llama.cpp's converter: pooling from 1_Pooling (mean for EmbeddingGemma; LLAMA_POOLING_TYPE_MEAN
+         * = 1), and the Dense modules' in/out features when it keeps them */
+        NB_TRY(kv_u32(kv, g, "pooling_type", 1, ctx));
+        if (hp->n_embd_dense) {
+            NB_TRY(kv_u32(kv, g, "dense_2_feat_in", hp->n_embd, ctx));
+            NB_TRY(kv_u32(kv, g, "dense_2_feat_out", hp->n_embd_dense, ctx));
+            NB_TRY(kv_u32(kv, g, "dense_3_feat_in", hp->n_embd_dense, ctx));
+            NB_TRY(kv_u32(kv, g, "dense_3_feat_out", hp->n_embd, ctx));
+        }
+    }
     if (hp->rope_scaling == NB_ROPE_SCALING_LINEAR || hp->rope_scaling == NB_ROPE_SCALING_YARN) {
         char key[128];
         snprintf(key, sizeof key, "%s.rope.scaling.type", g);
@@ -305,6 +334,7 @@ nb_status nb_arch_hparams_from_kv(const nb_arch *a, const nb_kvset *kv, nb_hpara
     get_u32(kv, g, "expert_feed_forward_length", &hp->n_ff_exp);
     get_u32(kv, g, "expert_shared_feed_forward_length", &hp->n_ff_shexp);
     get_u32(kv, g, "attention.sliding_window", &hp->sliding_window);
+    get_u32(kv, g, "dense_2_feat_out", &hp->n_embd_dense);
     char key[128];
     snprintf(key, sizeof key, "%s.rope.scaling.type", g);
     const char *st = nb_kv_get_str(kv, key);
@@ -351,9 +381,9 @@ nb_status nb_arch_llama3_rope_factors(const nb_hparams *hp, float *out, size_t n
 #define B(x) (1u << (x))
 #define M_ALL ((1u << NB_ARCH_COUNT) - 1u)
 #define M_LLAMA (B(NB_ARCH_LLAMA) | B(NB_ARCH_MISTRAL) | B(NB_ARCH_MIXTRAL))
-#define M_GEMMA B(NB_ARCH_GEMMA3)
+#define M_GEMMA (B(NB_ARCH_GEMMA3) | B(NB_ARCH_GEMMA_EMBEDDING))
 #define M_QMOE (B(NB_ARCH_QWEN2MOE) | B(NB_ARCH_QWEN3MOE))
-#define M_QKNORM (B(NB_ARCH_QWEN3) | B(NB_ARCH_QWEN3MOE) | B(NB_ARCH_GEMMA3))
+#define M_QKNORM (B(NB_ARCH_QWEN3) | B(NB_ARCH_QWEN3MOE) | M_GEMMA)
 #define M_DENSE (M_ALL & ~B(NB_ARCH_MIXTRAL)) /* qwen MoE may have dense (mlp_only) layers */
 
 typedef struct name_rule {
@@ -405,6 +435,9 @@ static const name_rule k_rules[] = {
      B(NB_ARCH_QWEN2MOE)},
     {"model.layers.{L}.mlp.shared_expert_gate.weight", "blk.{L}.ffn_gate_inp_shexp.weight",
      B(NB_ARCH_QWEN2MOE)},
+    /* sentence-transformers Dense modules (DIR/2_Dense/model.safetensors ...), as formats/hf.c names them */
+    {"2_Dense/linear.weight", "dense_2.weight", B(NB_ARCH_GEMMA_EMBEDDING)},
+    {"3_Dense/linear.weight", "dense_3.weight", B(NB_ARCH_GEMMA_EMBEDDING)},
 };
 #define N_RULES (sizeof k_rules / sizeof k_rules[0])
 
@@ -512,6 +545,13 @@ bool nb_arch_map_hf(const nb_arch *a, const char *hf, nb_name_map *out) {
     else if (nb_str_starts_with(hf, "model.language_model.")) /* transformers >= 4.52 */
         snprintf(buf, sizeof buf, "model.%s", hf + strlen("model.language_model."));
     else snprintf(buf, sizeof buf, "%s", hf);
+    /* a Gemma3TextModel saved on its own (sentence-transformers) has no "model." prefix */
+    if ((a->flags & NB_ARCH_F_ENCODER) && !nb_str_starts_with(buf, "model.") && strchr(buf, '/') == NULL &&
+        (nb_str_starts_with(buf, "layers.") || nb_str_starts_with(buf, "embed_tokens.") ||
+         nb_str_starts_with(buf, "norm."))) {
+        memmove(buf + 6, buf, strlen(buf) + 1); /* strlen <= NB_MAX_NAME: room for 16 more */
+        memcpy(buf, "model.", 6);
+    }
     for (size_t r = 0; r < N_RULES; r++) {
         if (!(k_rules[r].archs & B(a->id))) continue;
         int L, E;
@@ -657,6 +697,10 @@ nb_status nb_arch_tensor_list(const nb_arch *a, const nb_hparams *hp, nb_arch_te
     }
     ADD(true, true, 1, E, 1, 1, "output_norm.weight", -1);
     if (!hp->tie_embeddings) ADD(false, false, 2, E, V, 1, "output.weight", -1);
+    if (hp->n_embd_dense) {
+        ADD(false, false, 2, E, hp->n_embd_dense, 1, "dense_2.weight", -1);
+        ADD(false, false, 2, hp->n_embd_dense, E, 1, "dense_3.weight", -1);
+    }
 #undef ADD
     *out = b.v;
     *n_out = b.n;

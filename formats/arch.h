@@ -27,6 +27,10 @@
  *   ...mlp.experts.{E}.{gate,up,down}_proj       blk.{L}.ffn_{gate,up,down}_exps (stacked)
  *   ...mlp.shared_expert.{gate,up,down}_proj     blk.{L}.ffn_{gate,up,down}_shexp
  *   ...mlp.shared_expert_gate                    blk.{L}.ffn_gate_inp_shexp
+ *   (gemma-embedding) the same names without the "model." prefix (a Gemma3TextModel
+ *   saved by sentence-transformers), and its Dense modules as pseudo-names:
+ *   2_Dense/linear.weight                        dense_2.weight
+ *   3_Dense/linear.weight                        dense_3.weight
  * Stacked expert tensors have ne = {in, out, n_expert}: expert e's HF matrix
  * [out, in] is slice e, exactly torch.stack(dim=0) as llama.cpp does.
  *
@@ -59,6 +63,7 @@ typedef enum nb_arch_id {
     NB_ARCH_QWEN2MOE,
     NB_ARCH_QWEN3MOE,
     NB_ARCH_GEMMA3,
+    NB_ARCH_GEMMA_EMBEDDING, /* EmbeddingGemma: a gemma3 encoder (HF Gemma3TextModel + sentence-transformers) */
     NB_ARCH_COUNT
 } nb_arch_id;
 
@@ -73,7 +78,12 @@ enum {
     NB_ARCH_F_SANDWICH = 1u << 6,   /* gemma3: pre/post attention and pre/post FFN norms */
     NB_ARCH_F_TIED = 1u << 7,       /* tie_word_embeddings defaults to true */
     NB_ARCH_F_MIXTRAL_NAMES = 1u << 8, /* experts named block_sparse_moe.experts.E.w1/w2/w3 */
-    NB_ARCH_F_HEAD_DIM = 1u << 9    /* the family's config.json always carries head_dim (qwen3, gemma3) */
+    NB_ARCH_F_HEAD_DIM = 1u << 9,   /* the family's config.json always carries head_dim (qwen3, gemma3) */
+    /* a text encoder (gemma-embedding): bidirectional attention (local layers see
+     * |i - j| <= sliding_window / 2, llama.cpp's symmetric window), no LM head;
+     * mean pooling, the optional sentence-transformers Dense projections
+     * dense_2 {E, D} and dense_3 {D, E}, L2 normalisation (engine/embed.h) */
+    NB_ARCH_F_ENCODER = 1u << 10
 };
 
 /* The FFN's gate activation (GLU: act(gate) * up). */
@@ -171,6 +181,8 @@ struct nb_hparams {
     uint32_t rope_orig_ctx;  /* rope_scaling.original_max_position_embeddings */
     double rope_low_freq;    /* llama3: low_freq_factor (default 1) */
     double rope_high_freq;   /* llama3: high_freq_factor (default 4) */
+    uint32_t n_embd_dense;   /* encoders: 2_Dense out_features = 3_Dense in_features (0: no Dense
+                                modules) -> dense_2_feat_out / dense_3_feat_in */
 };
 
 /* The factor q.k is multiplied by for a model of this row and shape (the

@@ -338,7 +338,7 @@ char *nb_hf_config_render(const nb_arch *a, const nb_hparams *hp, const char *to
 
 /* ---- the model -------------------------------------------------------------------------- */
 
-typedef enum hf_kind { K_DIRECT, K_PERMUTE, K_EXPERTS, K_SHIFT, K_ROPE_FREQS, K_UNMAPPED } hf_kind;
+typedef enum hf_kind { K_DIRECT, K_PERMUTE, K_EXPERTS, K_SHIFT, K_ROPE_FREQS, K_UNMAPPED, K_DENSE } hf_kind;
 
 typedef struct hf_tensor {
     hf_kind kind;
@@ -346,10 +346,12 @@ typedef struct hf_tensor {
     size_t *srcs;     /* K_EXPERTS: one per expert */
     uint32_t n_head;  /* K_PERMUTE */
     size_t order;     /* position in the safetensors listing (stable sort) */
+    int dense;        /* K_DENSE: which sentence-transformers Dense module (0: 2_Dense, 1: 3_Dense) */
 } hf_tensor;
 
 typedef struct hf_impl {
     nb_model *st;
+    nb_model *dense[2]; /* encoders: DIR/2_Dense and DIR/3_Dense model.safetensors, or NULL */
     hf_tensor *ht; /* n_tensors entries; nb_tensor.priv points here */
     nb_hparams hp;
 } hf_impl;
@@ -360,6 +362,8 @@ static void hf_close(nb_model *m) {
         for (size_t i = 0; i < m->n_tensors; i++) free(im->ht[i].srcs);
         free(im->ht);
         nb_model_close(im->st);
+        nb_model_close(im->dense[0]);
+        nb_model_close(im->dense[1]);
         free(im);
     }
     nb_model_free_common(m);
@@ -400,6 +404,8 @@ static nb_status hf_read(nb_model *m, size_t i, void *dst, nb_ctx *ctx) {
     }
     case K_ROPE_FREQS:
         return nb_arch_llama3_rope_factors(&im->hp, dst, (size_t)t->ne[0], ctx);
+    case K_DENSE:
+        return nb_model_read_tensor(im->dense[h->dense], h->src, dst, ctx);
     }
     return nb_err(ctx, NB_ERR_INTERNAL, "%s: tensor '%s': bad kind", m->path, t->name);
 }
@@ -429,6 +435,8 @@ static void sort_key(const nb_tensor *t, int *group, long *layer, int *rank) {
     if (strcmp(t->name, "token_embd.weight") == 0) { *group = 1; return; }
     if (strcmp(t->name, "output_norm.weight") == 0) { *group = 3; return; }
     if (strcmp(t->name, "output.weight") == 0) { *group = 4; return; }
+    if (strcmp(t->name, "dense_2.weight") == 0) { *group = 5; return; }
+    if (strcmp(t->name, "dense_3.weight") == 0) { *group = 6; return; }
     *group = 2;
     char *end;
     *layer = strtol(t->name + 4, &end, 10); /* "blk.N.suffix" */
@@ -469,6 +477,8 @@ typedef struct hf_build {
     size_t cap;
     expert_group *groups;
     size_t n_groups;
+    const char *dir;       /* the model directory */
+    uint32_t n_embd_dense; /* encoders: 2_Dense's out_features (0: no Dense modules) */
     nb_ctx *ctx;
 } hf_build;
 
@@ -495,6 +505,8 @@ static nb_status add_tensor(hf_build *b, const char *name, hf_tensor **h_out, nb
     *t_out = t;
     return NB_OK;
 }
+
+static nb_status add_dense(hf_build *b, const nb_arch *a);
 
 static nb_status build_tensors(hf_build *b, const nb_hf_config *cfg, const char *stpath) {
     nb_ctx *ctx = b->ctx;
@@ -645,10 +657,67 @@ static nb_status build_tensors(hf_build *b, const nb_hf_config *cfg, const char 
             NB_WARN(ctx, "%s: llama3 rope scaling is only carried for the llama family; ignored", stpath);
         }
     }
+    if (a->flags & NB_ARCH_F_ENCODER) NB_TRY(add_dense(b, a));
     /* priv pointers are stable (ht is not reallocated any more); sort the views */
     for (size_t i = 0; i < b->m->n_tensors; i++) b->m->tensors[i].priv = &b->im->ht[i];
     qsort(b->m->tensors, b->m->n_tensors, sizeof *b->m->tensors, tensor_cmp);
     return NB_OK;
+}
+
+/* Encoders (gemma-embedding): the sentence-transformers Dense modules beside
+ * the model, DIR/2_Dense and DIR/3_Dense (the paths llama.cpp's converter maps
+ * to dense_2 / dense_3), each a model.safetensors holding linear.weight
+ * [out, in] (no bias in EmbeddingGemma; a bias is refused, not dropped).
+ * Without them the model is the bare transformer. Sets hp->n_embd_dense. */
+static nb_status add_dense(hf_build *b, const nb_arch *a) {
+    const char *dir = b->dir;
+    nb_ctx *ctx = b->ctx;
+    static const char *const sub[2] = {"2_Dense", "3_Dense"};
+    nb_status st = NB_OK;
+    for (int k = 0; k < 2 && st == NB_OK; k++) {
+        char rel[64];
+        snprintf(rel, sizeof rel, "%s/model.safetensors", sub[k]);
+        char *path = nb_path_join(ctx, dir, rel);
+        if (!path) return NB_ERR_NOMEM;
+        if (!file_exists(path)) {
+            free(path);
+            continue;
+        }
+        st = nb_safetensors_open(path, &b->im->dense[k], ctx);
+        const nb_model *dm = b->im->dense[k];
+        for (size_t i = 0; st == NB_OK && i < dm->n_tensors; i++) {
+            const nb_tensor *s = &dm->tensors[i];
+            if (strcmp(s->name, "linear.weight") != 0) {
+                st = nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: tensor '%s' is not supported (only linear.weight: a Dense "
+                                                     "layer without bias)", path, s->name);
+                break;
+            }
+            char hfname[64];
+            nb_name_map nm;
+            snprintf(hfname, sizeof hfname, "%s/linear.weight", sub[k]);
+            if (!nb_arch_map_hf(a, hfname, &nm)) {
+                st = nb_err(ctx, NB_ERR_INTERNAL, "%s: no GGUF name for '%s'", path, hfname);
+                break;
+            }
+            hf_tensor *h;
+            nb_tensor *t;
+            if ((st = add_tensor(b, nm.gguf, &h, &t)) != NB_OK) break;
+            char *keep = t->name;
+            *t = *s;
+            t->name = keep;
+            t->priv = h;
+            h->kind = K_DENSE;
+            h->dense = k;
+            h->src = i;
+            h->order = SIZE_MAX - 2 + (size_t)k;
+            if (k == 0 && s->n_dims == 2 && s->ne[1] <= UINT32_MAX) b->n_embd_dense = (uint32_t)s->ne[1];
+        }
+        free(path);
+    }
+    if (st == NB_OK && (b->im->dense[0] != NULL) != (b->im->dense[1] != NULL))
+        st = nb_err(ctx, NB_ERR_FORMAT, "%s: %s/model.safetensors is missing (the Dense modules come in pairs)", dir,
+                    b->im->dense[0] ? sub[1] : sub[0]);
+    return st;
 }
 
 static void fmt_ne(char *buf, size_t n, uint32_t nd, const int64_t *ne) {
@@ -735,7 +804,10 @@ nb_status nb_hf_open(const char *dir, nb_model **out, nb_ctx *ctx) {
     /* quantization_config: GPTQ / AWQ / bitsandbytes / compressed-tensors tensors become one weight each */
     NB_CHECK_GOTO(st, nb_hfq_wrap(&b.im->st, json, json_len, cfg_path, ctx), fail);
     m->file_bytes = b.im->st->file_bytes;
+    b.dir = dir;
     NB_CHECK_GOTO(st, build_tensors(&b, &cfg, stpath), fail);
+    cfg.hp.n_embd_dense = b.n_embd_dense;
+    b.im->hp = cfg.hp;
     NB_CHECK_GOTO(st, check_config_shapes(m, &cfg, cfg_path, ctx), fail);
     /* tied embeddings: what the files hold decides, not the config's flag */
     b.im->hp.tie_embeddings = nb_model_find(m, "output.weight") == NULL;

@@ -167,7 +167,7 @@ nb_status nb_synth_hparams(const nb_synth_opts *o, const nb_arch **arch, nb_hpar
     hp->rms_eps = a->typical_rms_eps;
     hp->tie_embeddings = (a->flags & NB_ARCH_F_TIED) != 0;
     if (a->swa_period) { /* a small window, so that short tests exercise it */
-        hp->sliding_window = 512;
+        hp->sliding_window = o->sliding_window ? o->sliding_window : 512;
         hp->rope_theta_swa = 10000.0;
     }
     if (o->target_bytes) {
@@ -179,6 +179,8 @@ nb_status nb_synth_hparams(const nb_synth_opts *o, const nb_arch **arch, nb_hpar
         if (!o->n_head && !o->n_embd) { hp->n_head = 4; hp->n_head_kv = o->n_head_kv ? o->n_head_kv : 2; }
         if (hp->head_dim) hp->head_dim = hp->n_embd / hp->n_head;
     }
+    /* encoders get the sentence-transformers Dense head, E -> 4E -> E as EmbeddingGemma's */
+    if (a->flags & NB_ARCH_F_ENCODER) hp->n_embd_dense = 4 * hp->n_embd;
     nb_status st = nb_hparams_validate(a, hp, "options", ctx);
     if (st != NB_OK) { /* a usage error here, whatever code validate chose */
         char msg[NB_ERRMSG_MAX];
@@ -438,6 +440,10 @@ static nb_status write_hf(gen_state *g, const nb_synth_opts *o, const nb_arch *a
     size_t n_shards = 0;
     uint64_t cur = 0, total = 0;
     for (size_t i = 0; st == NB_OK && i < np; i++) {
+        if (strchr(ps[i].name, '/')) { /* a sentence-transformers module: its own file, below */
+            shard_of[i] = SIZE_MAX;
+            continue;
+        }
         if (n_shards == 0 || (cur > 0 && cur + ps[i].nbytes > shard)) {
             n_shards++;
             cur = 0;
@@ -474,6 +480,26 @@ static nb_status write_hf(gen_state *g, const nb_synth_opts *o, const nb_arch *a
                 if (!cJSON_AddStringToObject(wm, ps[i].name, fname)) { st = nb_err(ctx, NB_ERR_NOMEM, "index: out of memory"); break; }
             if (!wm) st = nb_err(ctx, NB_ERR_NOMEM, "index: out of memory");
         }
+    }
+    /* Dense modules of encoders: DIR/2_Dense/model.safetensors holding linear.weight, ... */
+    for (size_t i = 0; st == NB_OK && i < np; i++) {
+        const char *slash = strchr(ps[i].name, '/');
+        if (!slash) continue;
+        char sub[NB_MAX_NAME + 32];
+        snprintf(sub, sizeof sub, "%.*s", (int)(slash - ps[i].name), ps[i].name);
+        char *sdir = nb_path_join(ctx, dir, sub);
+        char *path = sdir ? nb_path_join(ctx, sdir, "model.safetensors") : NULL;
+        piece p = ps[i];
+        snprintf(p.name, sizeof p.name, "%s", slash + 1);
+        nb_sink *s = NULL;
+        if (!path) st = NB_ERR_NOMEM;
+        else if (mkdir(sdir, 0777) != 0 && errno != EEXIST) st = nb_err_errno(ctx, errno, "%s", sdir);
+        if (st == NB_OK) st = nb_sink_create(path, NB_FMT_SAFETENSORS, &s, ctx);
+        if (st == NB_OK) st = nb_kv_set_str(&s->kv, "format", "pt", ctx);
+        if (st == NB_OK) st = write_sink(g, &p, 1, s, ctx);
+        nb_sink_free(s);
+        free(path);
+        free(sdir);
     }
     nb_progress_end(&g->prog);
     if (st == NB_OK && n_shards > 1) {

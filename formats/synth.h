@@ -30,7 +30,8 @@
 #include <stdint.h>
 
 typedef struct nb_synth_opts {
-    const char *arch;       /* nb_arch_find name: llama, mistral, mixtral, qwen2, qwen3, qwen2moe, qwen3moe, gemma3 */
+    const char *arch;       /* nb_arch_find name: llama, mistral, mixtral, qwen2, qwen3, qwen2moe, qwen3moe, gemma3,
+                               gemma-embedding (an encoder, with the Dense head E -> 4E -> E) */
     /* shape; 0 = default (or chosen by target_bytes) */
     uint32_t n_layer, n_embd, n_ff, n_head, n_head_kv;
     uint32_t n_expert, n_expert_used; /* MoE only */
@@ -44,6 +45,7 @@ typedef struct nb_synth_opts {
                                 calibration tests): element 0 of every token embedding is 10 (the
                                 residual stream keeps one large channel) and the routers' column 0
                                 is +1 for the other experts, -1 for these; < n_expert - n_expert_used */
+    uint32_t sliding_window; /* sliding-window rows (gemma3, gemma-embedding): the window (0: 512) */
 } nb_synth_opts;
 
 /* Defaults: arch llama, dtype F16, seed 0, everything else 0. */

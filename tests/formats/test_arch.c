@@ -53,6 +53,13 @@ START_TEST(test_quirk_columns) {
     for (int i = 0; i < NB_ARCH_COUNT; i++) {
         const nb_arch *a = nb_arch_get((nb_arch_id)i);
         if (a == gemma) continue;
+        if (a->id == NB_ARCH_GEMMA_EMBEDDING) { /* gemma3's quirks, llama.cpp's plain 1/sqrt(head_dim) */
+            ck_assert(a->act == gemma->act && a->embd_scale_sqrt && a->swa_period == gemma->swa_period);
+            ck_assert_int_eq(a->attn_scale, NB_ATTN_SCALE_HEAD_DIM);
+            ck_assert(a->flags & NB_ARCH_F_ENCODER);
+            continue;
+        }
+        ck_assert(!(a->flags & NB_ARCH_F_ENCODER));
         ck_assert_int_eq(a->act, NB_ACT_SILU);
         ck_assert_str_eq(nb_act_hf_name(a->act), "silu");
         ck_assert(!a->embd_scale_sqrt && a->swa_period == 0 && a->hf_defaults == NULL);
@@ -124,7 +131,29 @@ static const pair k_pairs[] = {
     {NB_ARCH_GEMMA3, "model.norm.weight", "output_norm.weight", -1, NB_XF_NORM_SHIFT},
     {NB_ARCH_GEMMA3, "model.layers.0.self_attn.q_proj.weight", "blk.0.attn_q.weight", -1, NB_XF_NONE},
     {NB_ARCH_GEMMA3, "model.layers.0.mlp.down_proj.weight", "blk.0.ffn_down.weight", -1, NB_XF_NONE},
+    /* EmbeddingGemma's sentence-transformers Dense modules */
+    {NB_ARCH_GEMMA_EMBEDDING, "2_Dense/linear.weight", "dense_2.weight", -1, NB_XF_NONE},
+    {NB_ARCH_GEMMA_EMBEDDING, "3_Dense/linear.weight", "dense_3.weight", -1, NB_XF_NONE},
 };
+
+/* A Gemma3TextModel saved by sentence-transformers has no "model." prefix:
+ * read (one way; GGUF -> HF gives the canonical prefixed name), encoders only. */
+START_TEST(test_bare_encoder_names) {
+    const nb_arch *e = nb_arch_get(NB_ARCH_GEMMA_EMBEDDING), *g = nb_arch_get(NB_ARCH_GEMMA3);
+    static const char *const pairs[][2] = {{"layers.3.input_layernorm.weight", "blk.3.attn_norm.weight"},
+                                           {"embed_tokens.weight", "token_embd.weight"},
+                                           {"norm.weight", "output_norm.weight"}};
+    for (size_t i = 0; i < 3; i++) {
+        nb_name_map m;
+        ck_assert_msg(nb_arch_map_hf(e, pairs[i][0], &m), "%s", pairs[i][0]);
+        ck_assert_str_eq(m.gguf, pairs[i][1]);
+        ck_assert(!nb_arch_map_hf(g, pairs[i][0], &m));
+    }
+    nb_name_map m;
+    ck_assert(nb_arch_map_hf(e, "layers.0.input_layernorm.weight", &m) && m.xf == NB_XF_NORM_SHIFT);
+    ck_assert(!nb_arch_map_hf(g, "2_Dense/linear.weight", &m));
+}
+END_TEST
 
 START_TEST(test_names_both_ways) {
     for (size_t i = 0; i < sizeof k_pairs / sizeof k_pairs[0]; i++) {
@@ -424,6 +453,7 @@ static Suite *arch_suite(void) {
     tcase_add_test(tc, test_lookup);
     tcase_add_test(tc, test_quirk_columns);
     tcase_add_test(tc, test_names_both_ways);
+    tcase_add_test(tc, test_bare_encoder_names);
     tcase_add_test(tc, test_names_rejected);
     tcase_add_test(tc, test_tensor_list_round_trip);
     tcase_add_test(tc, test_permute_example);

@@ -179,14 +179,15 @@ START_TEST(test_render_round_trip) {
         const nb_arch *a = nb_arch_get((nb_arch_id)i);
         nb_hparams hp = {.n_layer = 3, .n_embd = 96, .n_ff = 200, .n_head = 6, .n_head_kv = 2,
                          .n_ctx = 2048, .n_vocab = 777, .rope_theta = 12345.0, .rms_eps = 1e-6};
-        if (a->id == NB_ARCH_QWEN3 || a->id == NB_ARCH_GEMMA3) hp.head_dim = 32;
+        const bool gemma = a->id == NB_ARCH_GEMMA3 || a->id == NB_ARCH_GEMMA_EMBEDDING;
+        if (a->id == NB_ARCH_QWEN3 || gemma) hp.head_dim = 32;
         if (a->flags & NB_ARCH_F_MOE) {
             hp.n_expert = 6;
             hp.n_expert_used = 3;
             if (!(a->flags & NB_ARCH_F_MIXTRAL_NAMES)) hp.n_ff_exp = 48;
             if (a->flags & NB_ARCH_F_SHEXP) hp.n_ff_shexp = 64;
         }
-        if (a->id == NB_ARCH_GEMMA3) {
+        if (gemma) {
             hp.sliding_window = 256;
             hp.rope_theta_swa = 10000.0;
             hp.tie_embeddings = true;
