@@ -107,14 +107,19 @@ def _softmax(x, axis=-1):
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
-def forward(r, tokens, variant=None, rope=None):
+def forward(r, tokens, variant=None, rope=None, hidden=False):
     """rope: HF's rope_scaling dict for the global layers when the GGUF
     cannot say it (llama3 becomes a rope_freqs tensor in GGUF); without it,
     a GGUF rope.scaling.type of linear / yarn is read from the metadata.
     variant: None, or a deliberate mistake for the test's sensitivity
     checks: "no_window" (gemma3 attends globally everywhere), "flip_norm_topk"
     (MoE renormalisation the other way), "no_unpermute" (llama q/k rows used
-    as stored in GGUF with HF's rotate_half)."""
+    as stored in GGUF with HF's rotate_half), "causal" (an encoder attends
+    causally).
+    gemma-embedding (EmbeddingGemma, HF Gemma3TextModel with
+    use_bidirectional_attention): every token attends to every other, local
+    layers within |i - j| < sliding_window // 2 + 1 (transformers' adjusted
+    window). hidden: return the final normed hidden states instead of logits."""
     arch = _meta(r, "general.architecture")
     g = lambda k, d=None: _meta(r, f"{arch}.{k}", d)
     W = _tensors(r)
@@ -128,7 +133,8 @@ def forward(r, tokens, variant=None, rope=None):
     theta = g("rope.freq_base", 10000.0)
     n_expert = g("expert_count", 0)
     n_used = g("expert_used_count", 0)
-    gemma = arch == "gemma3"
+    encoder = arch == "gemma-embedding"
+    gemma = arch in ("gemma3", "gemma-embedding")
     llama = arch == "llama"
     moe = n_expert > 0
     # HF config flags that GGUF leaves implicit
@@ -187,9 +193,14 @@ def forward(r, tokens, variant=None, rope=None):
         scores = np.einsum("thd,shd->hts", q, k) * hd ** -0.5
         i = pos[:, None]
         j = pos[None, :]
-        allowed = j <= i
-        if sliding and variant != "no_window":
-            allowed &= j > i - window
+        if encoder and variant != "causal":
+            allowed = np.ones((T, T), dtype=bool)
+            if sliding and variant != "no_window":
+                allowed &= np.abs(i - j) < window // 2 + 1
+        else:
+            allowed = j <= i
+            if sliding and variant != "no_window":
+                allowed &= j > i - window
         scores = np.where(allowed[None], scores, -np.inf)
         att = np.einsum("hts,shd->thd", _softmax(scores), v).reshape(T, H * hd)
         o = att @ wo.T
@@ -226,4 +237,19 @@ def forward(r, tokens, variant=None, rope=None):
         x = x + f
 
     x = rmsnorm(x, "output_norm.weight")
+    if hidden:
+        return x
     return x @ lm_head.T
+
+
+def embed(r, tokens, variant=None):
+    """sentence-transformers' EmbeddingGemma pipeline on a gemma-embedding GGUF:
+    Transformer -> Pooling (mean over all tokens) -> Dense (2_Dense, no bias,
+    identity) -> Dense (3_Dense) -> Normalize. variant "no_dense" skips the
+    Dense modules; the forward() variants apply to the transformer."""
+    x = forward(r, tokens, variant=None if variant == "no_dense" else variant, hidden=True)
+    p = x.mean(axis=0)
+    W = _tensors(r)
+    if "dense_2.weight" in W and variant != "no_dense":
+        p = W["dense_3.weight"] @ (W["dense_2.weight"] @ p)
+    return p / np.linalg.norm(p)
