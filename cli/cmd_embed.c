@@ -11,12 +11,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define TEXT_LIMIT (64u << 20)
 
+/* Progress on a terminal only: a log keeps the summary line. */
 static void on_line(void *user, uint64_t line, int n_tok) {
     (void)user;
     fprintf(stderr, "\rnibble embed: line %llu (%d tokens)   ", (unsigned long long)line, n_tok);
+    fflush(stderr);
 }
 
 static void print_compare(const nb_emb_compare *c, const char *base) {
@@ -98,6 +101,7 @@ int nb_cmd_embed(int argc, char **argv) {
         return rc;
     }
     nb_status st = NB_OK;
+    const bool tty = !ctx.quiet && isatty(fileno(stderr));
     nb_embedder *m = NULL;
     nb_emb_set set = {0}, bset = {0};
     char *text = NULL;
@@ -108,8 +112,8 @@ int nb_cmd_embed(int argc, char **argv) {
         nb_embed_opts eo = {.n_ctx = n_ctx, .n_threads = ctx.n_threads, .precise = precise};
         NB_CHECK_GOTO(st, nb_read_file(text_path, TEXT_LIMIT, &text, &n_text, &ctx), fail);
         NB_CHECK_GOTO(st, nb_embed_open(model, &eo, &m, &ctx), fail);
-        NB_CHECK_GOTO(st, nb_embed_lines(m, text, n_text, ids, &set, ctx.quiet ? NULL : on_line, NULL, &ctx), fail);
-        if (!ctx.quiet) fprintf(stderr, "\rnibble embed: %llu texts, dimension %u\n", (unsigned long long)set.count,
+        NB_CHECK_GOTO(st, nb_embed_lines(m, text, n_text, ids, &set, tty ? on_line : NULL, NULL, &ctx), fail);
+        if (!ctx.quiet) fprintf(stderr, "%snibble embed: %llu texts, dimension %u\n", tty ? "\r" : "", (unsigned long long)set.count,
                                 set.dim);
         if (out_path) NB_CHECK_GOTO(st, nb_emb_write(out_path, &set, &ctx), fail);
     }
@@ -133,6 +137,7 @@ int nb_cmd_embed(int argc, char **argv) {
                 printf("%.7g%c", (double)set.v[r * set.dim + i], i + 1 < set.dim ? ' ' : '\n');
     }
 fail:
+    if (st != NB_OK && tty) fputc('\n', stderr);
     rc = st == NB_OK ? NB_EXIT_OK : nb_cli_fail("embed", &ctx, st);
     nb_emb_set_free(&set);
     nb_emb_set_free(&bset);

@@ -271,12 +271,12 @@ static uint64_t nearest(const nb_emb_set *s, uint64_t q, uint64_t n_query) {
 nb_status nb_emb_compare_sets(const nb_emb_set *t, const nb_emb_set *b, bool ignore_text, nb_emb_compare *out,
                               nb_ctx *ctx) {
     memset(out, 0, sizeof *out);
-    NB_RETURN_IF(ctx, t->dim != b->dim || t->count != b->count, NB_ERR_INVALID,
+    NB_RETURN_IF(ctx, t->dim != b->dim || t->count != b->count, NB_ERR_FORMAT,
                  "embeddings differ in shape: %llu x %u against the base's %llu x %u", (unsigned long long)t->count,
                  t->dim, (unsigned long long)b->count, b->dim);
-    NB_RETURN_IF(ctx, !ignore_text && memcmp(t->text_sha, b->text_sha, 32) != 0, NB_ERR_INVALID,
+    NB_RETURN_IF(ctx, !ignore_text && memcmp(t->text_sha, b->text_sha, 32) != 0, NB_ERR_FORMAT,
                  "the embeddings were made from different texts than the base's (text hashes differ)");
-    NB_RETURN_IF(ctx, t->count < 2, NB_ERR_INVALID, "comparing needs at least 2 embeddings (got %llu)",
+    NB_RETURN_IF(ctx, t->count < 2, NB_ERR_FORMAT, "comparing needs at least 2 embeddings (got %llu)",
                  (unsigned long long)t->count);
     out->count = t->count;
     double sum = 0;
@@ -314,14 +314,14 @@ static nb_status embed_id_line(nb_embedder *m, const char *s, size_t n, float *o
         size_t j = i;
         while (j < n && s[j] >= '0' && s[j] <= '9' && v <= INT32_MAX) v = v * 10 + (s[j++] - '0');
         if (j == i || (j < n && s[j] != ' ' && s[j] != '\t') || v > INT32_MAX)
-            st = nb_err(ctx, NB_ERR_INVALID, "byte %zu: expected a token id", i + 1);
+            st = nb_err(ctx, NB_ERR_FORMAT, "byte %zu: expected a token id", i + 1);
         else if (k == cap)
             st = nb_err(ctx, NB_ERR_RANGE, "more than %d tokens (--ctx)", cap);
         else
             ids[k++] = (int32_t)v;
         i = j;
     }
-    if (st == NB_OK && k == 0) st = nb_err(ctx, NB_ERR_INVALID, "no token ids");
+    if (st == NB_OK && k == 0) st = nb_err(ctx, NB_ERR_FORMAT, "no token ids");
     if (st == NB_OK) st = nb_embed_tokens(m, ids, k, out, ctx);
     if (st == NB_OK) *n_tok = k;
     free(ids);
@@ -339,7 +339,7 @@ nb_status nb_embed_lines(nb_embedder *m, const char *text, size_t n, bool ids, n
         count += len > 0;
         i = e + 1;
     }
-    NB_RETURN_IF(ctx, count == 0, NB_ERR_INVALID, "embed: the text holds no non-empty line");
+    NB_RETURN_IF(ctx, count == 0, NB_ERR_FORMAT, "embed: the text holds no non-empty line");
     NB_RETURN_IF(ctx, count > NB_EMB_MAX_COUNT, NB_ERR_RANGE, "embed: %llu lines (limit %u)",
                  (unsigned long long)count, NB_EMB_MAX_COUNT);
     const uint32_t E = (uint32_t)nb_embed_dim(m);

@@ -116,8 +116,8 @@ typedef struct nb_emb_compare {
 /* The compare result as one JSON object (malloc'd; NULL when out of memory). */
 char *nb_emb_compare_json(const nb_emb_compare *c);
 
-/* Both sets must have the same dim and count (NB_ERR_INVALID naming both) and,
- * unless ignore_text, the same text hash; count >= 2. */
+/* Both sets must have the same dim and count (NB_ERR_FORMAT naming both) and,
+ * unless ignore_text, the same text hash (NB_ERR_FORMAT); count >= 2. */
 nb_status nb_emb_compare_sets(const nb_emb_set *test, const nb_emb_set *base, bool ignore_text, nb_emb_compare *out,
                               nb_ctx *ctx);
 
