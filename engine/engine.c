@@ -539,6 +539,10 @@ nb_status nb_engine_eval(nb_engine *e, const int32_t *tokens, int n, int pos, fl
                  "engine: position %d is past the %d tokens in the KV cache", pos, e->n_past);
     NB_RETURN_IF(ctx, n > e->n_ctx - pos, NB_ERR_RANGE,
                  "engine: %d tokens at position %d do not fit the context of %d", n, pos, e->n_ctx);
+    /* an encoder's token sees the tokens after it: the whole text in one sub-batch */
+    NB_RETURN_IF(ctx, e->hp.bidir && (pos != 0 || n > e->n_batch), NB_ERR_INVALID,
+                 "engine: %s is an encoder: evaluate a text in one call from position 0 with at most %d tokens "
+                 "(got %d at position %d)", e->arch->gguf_arch, e->n_batch, n, pos);
     for (int i = 0; i < n; i++)
         NB_RETURN_IF(ctx, tokens[i] < 0 || tokens[i] >= e->hp.n_vocab, NB_ERR_RANGE,
                      "engine: token %d (id %d) is outside the vocabulary of %d", i, (int)tokens[i], e->hp.n_vocab);

@@ -88,7 +88,9 @@ void nb_engine_reset(nb_engine *e);
  * cache: an earlier pos forgets what lies beyond it; pos + n <= n_ctx).
  * logits: NULL (the output projection is skipped), or n x n_vocab floats
  * receiving the logits of every token (row-major). Token ids outside the
- * vocabulary and a full context are NB_ERR_RANGE. */
+ * vocabulary and a full context are NB_ERR_RANGE. An encoder (gemma-embedding:
+ * bidirectional attention) takes a whole text per call: pos 0 and n <= n_batch,
+ * else NB_ERR_INVALID. */
 nb_status nb_engine_eval(nb_engine *e, const int32_t *tokens, int n, int pos, float *logits, nb_ctx *ctx);
 
 #endif

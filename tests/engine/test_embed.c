@@ -75,6 +75,12 @@ START_TEST(test_unit_norm_and_threads) {
     /* too long, bad ids */
     int32_t big[40] = {0};
     ck_assert_int_eq(nb_embed_tokens(m1, big, 40, c, &ctx), NB_ERR_RANGE);
+    /* the engine underneath refuses a text split over calls */
+    nb_engine *e = nb_embed_engine(m1);
+    nb_engine_reset(e);
+    ck_assert_int_eq(nb_engine_eval(e, k_toks, 3, 0, NULL, &ctx), NB_OK);
+    ck_assert_int_eq(nb_engine_eval(e, k_toks + 3, 3, 3, NULL, &ctx), NB_ERR_INVALID);
+    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "encoder"));
     int32_t bad[2] = {1, 300};
     ck_assert_int_eq(nb_embed_tokens(m1, bad, 2, c, &ctx), NB_ERR_RANGE);
     /* the synthetic vocabulary tokenizes text: BOS added */
