@@ -672,6 +672,26 @@ static nb_status build_tensors(hf_build *b, const nb_hf_config *cfg, const char 
 static nb_status add_dense(hf_build *b, const nb_arch *a) {
     const char *dir = b->dir;
     nb_ctx *ctx = b->ctx;
+    /* the engine pools by the mean (GGUF pooling_type 1): refuse a 1_Pooling that says otherwise */
+    char *pool = nb_path_join(ctx, dir, "1_Pooling/config.json");
+    if (!pool) return NB_ERR_NOMEM;
+    if (file_exists(pool)) {
+        char *js = NULL;
+        size_t len = 0;
+        nb_status pst = nb_read_file(pool, NB_HF_MAX_CONFIG, &js, &len, ctx);
+        cJSON *root = pst == NB_OK ? cJSON_ParseWithLength(js, len) : NULL;
+        const cJSON *mean = root ? cJSON_GetObjectItemCaseSensitive(root, "pooling_mode_mean_tokens") : NULL;
+        if (pst == NB_OK && !cJSON_IsTrue(mean))
+            pst = nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: only mean pooling is supported ('pooling_mode_mean_tokens' "
+                                                  "is not true)", pool);
+        cJSON_Delete(root);
+        free(js);
+        if (pst != NB_OK) {
+            free(pool);
+            return pst;
+        }
+    }
+    free(pool);
     static const char *const sub[2] = {"2_Dense", "3_Dense"};
     nb_status st = NB_OK;
     for (int k = 0; k < 2 && st == NB_OK; k++) {

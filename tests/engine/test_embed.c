@@ -12,10 +12,12 @@
 #include "testutil.h"
 
 #include <check.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define E 64
 
@@ -163,6 +165,31 @@ START_TEST(test_hf_dir_matches_gguf) {
 }
 END_TEST
 
+/* 1_Pooling/config.json: mean pooling is read, anything else refused */
+START_TEST(test_hf_pooling_config) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const char *d = synth("enc1_hfp", 1, 0);
+    char dir[512], cfg[600];
+    snprintf(dir, sizeof dir, "%s/1_Pooling", d);
+    snprintf(cfg, sizeof cfg, "%s/config.json", dir);
+    ck_assert(mkdir(dir, 0777) == 0 || errno == EEXIST);
+    const char *mean = "{\"pooling_mode_mean_tokens\": true, \"pooling_mode_cls_token\": false}";
+    nbt_write_file(cfg, mean, strlen(mean));
+    nb_embed_opts o = {.n_ctx = 8, .n_threads = 1};
+    nb_embedder *m = NULL;
+    ck_assert_msg(nb_embed_open(d, &o, &m, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    nb_embed_free(m);
+    const char *cls = "{\"pooling_mode_mean_tokens\": false, \"pooling_mode_cls_token\": true}";
+    nbt_write_file(cfg, cls, strlen(cls));
+    m = NULL;
+    ck_assert_int_eq(nb_embed_open(d, &o, &m, &ctx), NB_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "1_Pooling/config.json"));
+    ck_assert_ptr_null(m);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 START_TEST(test_decoder_refused) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
@@ -299,6 +326,7 @@ int main(void) {
     tcase_add_test(tc, test_unit_norm_and_threads);
     tcase_add_test(tc, test_bidirectional_window);
     tcase_add_test(tc, test_hf_dir_matches_gguf);
+    tcase_add_test(tc, test_hf_pooling_config);
     tcase_add_test(tc, test_decoder_refused);
     tcase_add_test(tc, test_emb_file);
     tcase_add_test(tc, test_compare_metrics);
