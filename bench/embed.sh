@@ -56,8 +56,8 @@ metric() { # metric TEST.emb BASE.emb -> "mean | worst | same NN | pair hits"
     python3 -c 'import json,sys; c=json.load(sys.stdin); print("%.2e | %.2e | %d/%d | %d/%d" % (c["cos_dist_mean"], c["cos_dist_max"], c["same_nn"], c["queries"], c["pair_hits"], c["queries"]))'
 }
 
-echo "| type | file MiB | nibble vs llama.cpp: mean / worst cos. dist. | nibble vs nibble F32: mean / worst / same NN / pairs | llama.cpp vs llama.cpp F32: mean / worst / same NN / pairs | nibble s | llama.cpp s |"
-echo "|---|---|---|---|---|---|---|"
+echo "| type | MiB | nb vs llama.cpp: mean | worst | nb vs nb F32: mean | worst | same NN | pairs | llama.cpp vs its F32: mean | worst | same NN | pairs | nibble s | llama.cpp s |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 for t in f32 $types; do
   s_nb=- s_ll=-
   if [[ ! -f nb-$t.emb ]]; then
@@ -70,7 +70,7 @@ for t in f32 $types; do
     "$llama_py" "$root/bench/embed_ref.py" llama "$t.gguf" "$text" "ll-$t.emb" "ids-$t.txt"
     s_ll=$(echo "$(date +%s.%N) - $a" | bc)
   fi
-  agree=- fid_nb=- fid_ll=-
+  agree="- | -" fid_nb=- fid_ll="- | - | - | -"
   [[ -f ll-$t.emb ]] && agree=$(metric "nb-$t.emb" "ll-$t.emb" | cut -d'|' -f1-2)
   fid_nb=$(metric "nb-$t.emb" nb-f32.emb)
   [[ -f ll-$t.emb && -f ll-f32.emb ]] && fid_ll=$(metric "ll-$t.emb" ll-f32.emb)
