@@ -50,6 +50,7 @@ TEXT = os.path.join(ROOT, "tests", "data", "text", "eval.txt")
 #     f32 rand_lp[k_rand]          (log-softmax at rand_ids)
 #     f32 next_lp                  (log-softmax of the next token; 0 at p = n_ctx-1)
 MAGIC = b"NBLCPP01"
+KV_TYPES = {"f32": 0, "f16": 1, "q8_0": 8}  # ggml type ids for llama.cpp's type_k / type_v
 
 
 def fetch_path(model_id):
@@ -67,10 +68,13 @@ def log_softmax(x):
 
 
 class LlamaCpp:
-    def __init__(self, path, n_ctx, threads):
+    def __init__(self, path, n_ctx, threads, kv="f16"):
         from llama_cpp import Llama
+        # llama.cpp quantizes the V cache only with flash attention; F32/F16 run its default non-FA path
+        t = KV_TYPES[kv]
         self.llm = Llama(model_path=path, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
-                         n_threads=threads, n_threads_batch=threads, verbose=False)
+                         n_threads=threads, n_threads_batch=threads, verbose=False, type_k=t, type_v=t,
+                         flash_attn=kv not in ("f32", "f16"))
         self.n_ctx = n_ctx
         self.n_vocab = self.llm.n_vocab()
         self.bos = self.llm.token_bos()
@@ -115,8 +119,9 @@ def llama_ppl(lc, tokens, n_ctx, n_chunks):
     return ppl, err, n_chunk, secs
 
 
-def nibble_ppl(nibble, path, text, n_ctx, n_chunks, threads):
+def nibble_ppl(nibble, path, text, n_ctx, n_chunks, threads, extra=()):
     cmd = [nibble, "ppl", path, "--text", text, "--ctx", str(n_ctx), "--json", "--threads", str(threads)]
+    cmd += list(extra)
     if n_chunks:
         cmd += ["--chunks", str(n_chunks)]
     t0 = time.time()
@@ -133,11 +138,11 @@ def cmd_compare(a):
     rows = []
     for mid in a.models.split(","):
         path = fetch_path(mid)
-        lc = LlamaCpp(path, a.ctx, a.threads)
+        lc = LlamaCpp(path, a.ctx, a.threads, a.llama_kv)
         toks = lc.tokenize(text)
         lp, le, nch, lsec = llama_ppl(lc, toks, a.ctx, a.chunks)
         del lc
-        nb = nibble_ppl(a.nibble, path, a.text, a.ctx, a.chunks, a.threads)
+        nb = nibble_ppl(a.nibble, path, a.text, a.ctx, a.chunks, a.threads, a.nibble_args.split())
         rel = (nb["ppl"] - lp) / lp * 100
         rows.append((mid, os.path.basename(path), len(toks), nb["n_text_tokens"], nch, lp, le, nb["ppl"],
                      nb["ppl_err"], rel, nch * a.ctx / lsec, nb["tokens_per_second"]))
@@ -202,6 +207,9 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--nibble", default=os.path.join(ROOT, "build", "release", "nibble"))
     ap.add_argument("--markdown", help="append the table to this file")
+    ap.add_argument("--llama-kv", default="f16", choices=sorted(KV_TYPES),
+                    help="llama.cpp's KV cache type (f16: its default; q8_0 turns flash attention on, as it must)")
+    ap.add_argument("--nibble-args", default="", help="extra arguments for nibble ppl, e.g. \"--kv-type f16\"")
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "data", "llamacpp"))
     ap.add_argument("--k-top", type=int, default=16)
     ap.add_argument("--k-rand", type=int, default=16)

@@ -120,4 +120,11 @@ extern const nb_opt_choice nb_cli_runtimes[];
 int nb_cli_budget_finish(const nb_cmd_spec *spec, const nb_args *args, const nb_cli_budget *b, const char *ctx_name,
                          nb_budget *out);
 
+/* --kv-type of the engine commands (ppl, run, logits): dest is an int holding an nb_cache_type. */
+extern const nb_opt_choice nb_cli_cache_types[];
+#define NB_CLI_OPT_CACHE_TYPE(var)                                                                                   \
+    {.name = "kv-type", .type = NB_OPT_CHOICE, .dest = (var), .choices = nb_cli_cache_types, .meta = "T",        \
+     .help = "KV cache type: f32 (default), f16 (llama.cpp's default) or q8_0, with llama.cpp's\n"                \
+             "arithmetic for each (docs/engine.md)"}
+
 #endif

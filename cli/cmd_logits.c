@@ -52,7 +52,7 @@ int nb_cmd_logits(int argc, char **argv) {
     nb_ctx_init(&ctx);
     const char *out = NULL;
     id_list tl = {NULL, 0};
-    int n_ctx = 0, n_batch = 0, top = 5;
+    int n_ctx = 0, n_batch = 0, top = 5, kv_type = NB_CACHE_F32;
     bool precise = false;
     nb_engine *e = NULL;
     float *logits = NULL;
@@ -68,12 +68,13 @@ int nb_cmd_logits(int argc, char **argv) {
          .help = "output file (written atomically)"},
         {.name = "top", .type = NB_OPT_INT, .dest = &top, .meta = "K", .lo = 1, .hi = 1 << 22,
          .help = "tokens to print per position without -o (default 5)"},
+        NB_CLI_OPT_CACHE_TYPE(&kv_type),
         {.name = "precise", .type = NB_OPT_FLAG, .dest = &precise,
-         .help = "reference arithmetic (F32 dots with dequantized weight rows, as ppl --precise)"},
+         .help = "reference arithmetic: dequantized weights x F32 activations (docs/engine.md)"},
     };
     const nb_cmd_spec spec = {
         .name = "logits",
-        .usage = "MODEL --tokens ID,ID,... [--ctx N] [--batch N] [-o OUT.f32] [--top K]",
+        .usage = "MODEL --tokens ID,ID,... [--ctx N] [--batch N] [-o OUT.f32] [--top K]\n[--kv-type T] [--precise]",
         .about = "Evaluate token ids with the engine (a debugging and testing command) and write the\n"
                  "logits of every token as raw little-endian float32, n_tokens x n_vocab, row-major.\n"
                  "Without -o, print the K (default 5) highest logits of each token instead.",
@@ -87,7 +88,7 @@ int nb_cmd_logits(int argc, char **argv) {
     if (rc != NB_OPTS_RUN) goto done;
     int32_t *ids = tl.ids;
     int n_ids = tl.n;
-    nb_engine_opts o = {n_ctx ? n_ctx : n_ids, n_batch, ctx.n_threads, precise};
+    nb_engine_opts o = {n_ctx ? n_ctx : n_ids, n_batch, ctx.n_threads, precise, (nb_cache_type)kv_type};
     nb_status st = nb_engine_open(model, &o, &e, &ctx);
     if (st != NB_OK) { rc = nb_cli_fail("logits", &ctx, st); goto done; }
     const size_t nv = (size_t)nb_engine_n_vocab(e);

@@ -26,8 +26,8 @@ static void on_start(void *user, const nb_ppl_start *st) {
     fprintf(stderr, "nibble ppl: %s: vocabulary %d, BOS %s; ", st->model_path, st->n_vocab,
             st->add_bos ? "added" : "not added");
     if (st->text_path) fprintf(stderr, "%s: %zu bytes -> %zu tokens; ", st->text_path, st->text_bytes, st->n_tokens);
-    fprintf(stderr, "n_ctx %d, batch %d, %d threads, %s arithmetic\n", st->n_ctx, st->n_batch, st->n_threads,
-            st->precise ? "precise" : "fast");
+    fprintf(stderr, "n_ctx %d, batch %d, %d threads, %s arithmetic, %s KV cache\n", st->n_ctx, st->n_batch,
+            st->n_threads, st->precise ? "precise" : "fast", nb_cache_type_name(st->kv_type));
 }
 
 static void print_kld(FILE *f, const nb_kld_stats *k) {
@@ -58,7 +58,8 @@ int nb_cmd_ppl(int argc, char **argv) {
     nb_ctx ctx;
     nb_ctx_init(&ctx);
     const char *text_path = NULL, *save = NULL, *kld = NULL;
-    int n_ctx = 0, n_chunks = 0, n_batch = 0;
+    int n_ctx = 0, n_chunks = 0, n_batch = 0, kv_type = NB_CACHE_F32, lfmt = NB_LPF_NIBBLE;
+    static const nb_opt_choice LOGIT_FORMATS[] = {{"nibble", NB_LPF_NIBBLE}, {"llama.cpp", NB_LPF_LLAMACPP}, {0, 0}};
     bool json = false, precise = false, fast = false;
     const nb_opt opts[] = {
         {.name = "text", .short_name = 'f', .type = NB_OPT_STR, .dest = &text_path, .meta = "FILE",
@@ -73,6 +74,10 @@ int nb_cmd_ppl(int argc, char **argv) {
         {.name = "save-logits", .type = NB_OPT_STR, .dest = &save, .meta = "F", .flags = NB_OPT_OUTPUT,
          .help = "save the log-probs of every scored token to F (zstd-compressed,\n"
                  "16 bits per vocabulary entry) for later --kld runs"},
+        {.name = "logits-format", .type = NB_OPT_CHOICE, .dest = &lfmt, .choices = LOGIT_FORMATS, .meta = "FMT",
+         .help = "layout of the --save-logits file: nibble (default: zstd, exact target\n"
+                 "log-prob and argmax) or llama.cpp (llama-perplexity's --kl-divergence-base\n"
+                 "file); --kld reads either"},
         {.name = "kld", .type = NB_OPT_STR, .dest = &kld, .meta = "F",
          .help = "KL-divergence of MODEL against the base log-probs in F (same\n"
                  "tokenizer, text and --ctx): mean KLD, percentiles, same top token,\n"
@@ -84,12 +89,13 @@ int nb_cmd_ppl(int argc, char **argv) {
                  "model, not the engine's 8-bit activations)"},
         {.name = "fast", .type = NB_OPT_FLAG, .dest = &fast,
          .help = "the fast kernels (8-bit activations, as llama.cpp) also with --save-logits / --kld"},
+        NB_CLI_OPT_CACHE_TYPE(&kv_type),
         {.name = "json", .type = NB_OPT_FLAG, .dest = &json, .help = "print the results as one JSON object on stdout"},
     };
     const nb_cmd_spec spec = {
         .name = "ppl",
         .usage = "MODEL --text FILE [--ctx N] [--chunks N] [--batch N] [--threads N]\n"
-                 "[--json] [--save-logits BASE.bin | --kld BASE.bin]",
+                 "[--kv-type T] [--json] [--save-logits BASE.bin [--logits-format FMT] | --kld BASE.bin]",
         .about = "Perplexity of MODEL on a text, computed as llama.cpp's llama-perplexity does: the whole\n"
                  "text is tokenized (BOS first when the vocabulary adds one) and cut into chunks of N\n"
                  "tokens; each chunk starts from an empty cache with BOS as its first token, and only its\n"
@@ -118,12 +124,13 @@ int nb_cmd_ppl(int argc, char **argv) {
         return nb_opts_usage_error(&spec, &args, "--precise and --fast cannot be combined");
     }
     nb_ppl_file_opts fo = {.text_path = text_path, .on_start = ctx.quiet ? NULL : on_start,
-                           .precise = precise || ((save || kld) && !fast)};
+                           .precise = precise || ((save || kld) && !fast), .kv_type = (nb_cache_type)kv_type};
     fo.ppl.n_ctx = n_ctx;
     fo.ppl.n_chunks = n_chunks;
     fo.ppl.n_batch = n_batch;
     fo.ppl.n_threads = ctx.n_threads;
     fo.ppl.save_path = save;
+    fo.ppl.save_format = (nb_lpf_format)lfmt;
     fo.ppl.kld_path = kld;
     fo.ppl.on_chunk = ctx.quiet ? NULL : on_chunk;
     fo.ppl.user = info;

@@ -19,7 +19,7 @@ int nb_cmd_run(int argc, char **argv) {
     nb_ctx ctx;
     nb_ctx_init(&ctx);
     const char *prompt = NULL;
-    int n_predict = 64, top_k = 40, n_ctx = 2048;
+    int n_predict = 64, top_k = 40, n_ctx = 2048, kv_type = NB_CACHE_F32;
     uint64_t seed = 1;
     double temp = 0;
     bool ignore_eos = false;
@@ -37,13 +37,14 @@ int nb_cmd_run(int argc, char **argv) {
          .help = "random seed for sampling (default 1: the same seed gives the same text)"},
         {.name = "ctx", .short_name = 'c', .type = NB_OPT_INT, .dest = &n_ctx, .meta = "N", .lo = 2, .hi = 1 << 20,
          .help = "context length (default 2048)"},
+        NB_CLI_OPT_CACHE_TYPE(&kv_type),
         {.name = "ignore-eos", .type = NB_OPT_FLAG, .dest = &ignore_eos,
          .help = "keep generating after the end-of-sequence token"},
     };
     const nb_cmd_spec spec = {
         .name = "run",
         .usage = "MODEL -p PROMPT [-n N] [--temp T] [--top-k K] [--seed S] [--ctx N]\n"
-                 "[--ignore-eos] [--threads N] [--quiet]",
+                 "[--kv-type T] [--ignore-eos] [--threads N] [--quiet]",
         .about = "Generate text from PROMPT with MODEL (any file `nibble quantize` writes, or a source\n"
                  "model). The prompt is echoed, then each new token is printed as it is produced.",
         NB_OPTS_TABLE(opts),
@@ -60,7 +61,7 @@ int nb_cmd_run(int argc, char **argv) {
     nb_tokenizer *tok = NULL;
     nb_sampler smp;
     memset(&smp, 0, sizeof smp);
-    nb_engine_opts eo = {n_ctx, 0, ctx.n_threads, false};
+    nb_engine_opts eo = {n_ctx, 0, ctx.n_threads, false, (nb_cache_type)kv_type};
     if ((st = nb_engine_open(model, &eo, &e, &ctx)) != NB_OK) goto done;
     if ((st = nb_tokenizer_create(&nb_engine_model(e)->kv, &tok, &ctx)) != NB_OK) goto done;
     if ((st = nb_sampler_init(&smp, (float)temp, top_k, seed, &ctx)) != NB_OK) goto done;

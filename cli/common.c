@@ -7,6 +7,7 @@
 #include "core/paths.h"
 #include "core/types.h"
 #include "distill/prune.h"
+#include "engine/engine.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -53,6 +54,8 @@ nb_status nb_cli_opt_float_type(const nb_opt *opt, const char *arg, nb_ctx *ctx)
 }
 
 const nb_opt_choice nb_cli_kv_types[] = {{"f16", NB_TYPE_F16}, {"q8_0", NB_TYPE_Q8_0}, {"q4_0", NB_TYPE_Q4_0}, {0, 0}};
+const nb_opt_choice nb_cli_cache_types[] = {
+    {"f32", NB_CACHE_F32}, {"f16", NB_CACHE_F16}, {"q8_0", NB_CACHE_Q8_0}, {0, 0}};
 const nb_opt_choice nb_cli_runtimes[] = {{"llama.cpp", NB_RUNTIME_LLAMACPP}, {"nibble", NB_RUNTIME_NIBBLE}, {0, 0}};
 const nb_opt_choice nb_cli_prune_criteria[] = {{"reap", NB_PRUNE_REAP}, {"freq", NB_PRUNE_FREQ}, {0, 0}};
 

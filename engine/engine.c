@@ -428,13 +428,20 @@ static nb_status alloc_state(nb_engine *e, nb_ctx *ctx) {
     uint64_t F = (uint64_t)hp->n_ff;
     if ((uint64_t)hp->n_ff_exp > F) F = (uint64_t)hp->n_ff_exp;
     if ((uint64_t)hp->n_ff_shexp > F) F = (uint64_t)hp->n_ff_shexp;
-    e->k_cache = own(e, (size_t)hp->n_layer * sizeof(float *), ctx, "KV cache");
-    e->v_cache = own(e, (size_t)hp->n_layer * sizeof(float *), ctx, "KV cache");
+    e->kv_row = nb_cache_row_bytes(e->kv_type, hp->head_dim);
+    e->k_cache = own(e, (size_t)hp->n_layer * sizeof *e->k_cache, ctx, "KV cache");
+    e->v_cache = own(e, (size_t)hp->n_layer * sizeof *e->v_cache, ctx, "KV cache");
     if (!e->k_cache || !e->v_cache) return NB_ERR_NOMEM;
+    /* kv_row is a multiple of 2 bytes: whole floats cover any cache type */
+    const uint64_t kv_floats = ((uint64_t)e->kv_row * (uint64_t)hp->n_head_kv + 3) / 4;
     for (int L = 0; L < hp->n_layer; L++) {
-        if (!(e->k_cache[L] = alloc_f(e, (uint64_t)e->n_ctx, KV, ctx, "KV cache"))) return ctx ? ctx->err : NB_ERR_NOMEM;
-        if (!(e->v_cache[L] = alloc_f(e, (uint64_t)e->n_ctx, KV, ctx, "KV cache"))) return ctx ? ctx->err : NB_ERR_NOMEM;
+        if (!(e->k_cache[L] = (unsigned char *)alloc_f(e, (uint64_t)e->n_ctx, kv_floats, ctx, "KV cache")))
+            return ctx ? ctx->err : NB_ERR_NOMEM;
+        if (!(e->v_cache[L] = (unsigned char *)alloc_f(e, (uint64_t)e->n_ctx, kv_floats, ctx, "KV cache")))
+            return ctx ? ctx->err : NB_ERR_NOMEM;
     }
+    if (!(e->kv_tmp = alloc_f(e, (uint64_t)e->n_threads, NB_CACHE_TMP(hp->head_dim), ctx, "attention scratch")))
+        return ctx ? ctx->err : NB_ERR_NOMEM;
     float **f[] = {&e->x, &e->xb, &e->xb2, &e->q, &e->k, &e->v, &e->att, &e->hb, &e->hb2};
     uint64_t w[] = {E, E, E, Q, KV, KV, Q, F, F};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
@@ -476,7 +483,7 @@ nb_status nb_engine_open_model(nb_model *m, const nb_engine_opts *o, nb_engine *
     if (!e) return NB_ERR_NOMEM;
     e->model = m;
     e->arch = a;
-    nb_engine_opts def = {0, 0, 0, false};
+    nb_engine_opts def = {0, 0, 0, false, NB_CACHE_F32};
     if (!o) o = &def;
     nb_status st;
     NB_CHECK_GOTO(st, read_hparams(e, ctx), fail);
@@ -490,6 +497,13 @@ nb_status nb_engine_open_model(nb_model *m, const nb_engine_opts *o, nb_engine *
     if (e->n_batch > e->n_ctx) e->n_batch = e->n_ctx;
     e->n_threads = o->n_threads > 0 ? o->n_threads : nb_ctx_threads(ctx);
     e->precise = o->precise;
+    if ((unsigned)o->kv_type > NB_CACHE_Q8_0)
+        NB_FAIL_GOTO(st, fail, ctx, NB_ERR_INVALID, "engine: unknown KV cache type %d", (int)o->kv_type);
+    if (o->kv_type == NB_CACHE_Q8_0 && e->hp.head_dim % 32 != 0)
+        NB_FAIL_GOTO(st, fail, ctx, NB_ERR_INVALID,
+                     "%s: a q8_0 KV cache needs a head size that is a multiple of 32 (this model's is %d)",
+                     m->path, e->hp.head_dim);
+    e->kv_type = o->kv_type;
     NB_CHECK_GOTO(st, alloc_state(e, ctx), fail);
     *out = e;
     return NB_OK;

@@ -11,8 +11,8 @@
  *
  * Determinism: results are bit-identical at any thread count.
  *
- * Numerics: activations and the KV cache are F32 (llama.cpp defaults to an
- * F16 cache); norms accumulate in double; the graph follows llama.cpp's per
+ * Numerics: activations are F32, the KV cache F32 unless nb_engine_opts.kv_type
+ * asks for llama.cpp's F16 (its default) or Q8_0; norms accumulate in double; the graph follows llama.cpp's per
  * architecture (rope layout, MoE renormalisation, Gemma 3's local/global
  * layers). docs/engine.md lists the details and the known differences.
  */
@@ -26,6 +26,22 @@
 
 typedef struct nb_engine nb_engine;
 
+/* Element type of the KV cache (nb_engine_opts.kv_type). llama.cpp's
+ * arithmetic is followed for each (docs/engine.md):
+ *   F32   keys and values as computed (nibble's default)
+ *   F16   keys and values rounded to F16; q rounded to F16 for q.k and the
+ *         attention weights rounded to F16 for the sum over V (llama.cpp's
+ *         default cache and its non-flash-attention path)
+ *   Q8_0  keys and values in ggml's Q8_0 blocks (32 values, F16 scale); q
+ *         quantized to Q8_0 for q.k, V dequantized and summed in F32
+ *         (llama.cpp's flash-attention path, which a Q8_0 V cache needs);
+ *         the head size must be a multiple of 32 */
+typedef enum nb_cache_type { NB_CACHE_F32 = 0, NB_CACHE_F16, NB_CACHE_Q8_0 } nb_cache_type;
+
+/* "f32", "f16", "q8_0" -> *out; false for anything else. */
+bool nb_cache_type_from_name(const char *name, nb_cache_type *out);
+const char *nb_cache_type_name(nb_cache_type t);
+
 typedef struct nb_engine_opts {
     int n_ctx;      /* KV cache length in tokens (0: 512) */
     int n_batch;    /* tokens per forward pass: scratch is sized for this many; an eval
@@ -35,6 +51,7 @@ typedef struct nb_engine_opts {
                        F32 dots with the F32 activations (nb_matmul_ref) instead of the fast
                        kernels' 8-bit activations; slower, and its error sits far below any
                        quantization's, so use it for base log-probs and KLD (docs/engine.md) */
+    nb_cache_type kv_type; /* KV cache element type (0: F32) */
 } nb_engine_opts;
 
 /* ---- calibration hooks (calib/ builds on these) ------------------------------ */

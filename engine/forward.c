@@ -41,16 +41,6 @@ nb_status nb_eng_matmul(nb_engine *e, const nb_wmat *w, int expert, const float 
  * region costs more than it saves there, the more so on a loaded machine. */
 #define PAR_MIN ((int64_t)1 << 18)
 
-static float dot(const float *a, const float *b, int n) {
-    float s[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
-    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
-    for (; i < n; i++) r += a[i] * b[i];
-    return r;
-}
-
 /* out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for `rows` rows of n (in place allowed).
  * The sum of squares is accumulated in double, as ggml does. */
 static void rmsnorm(float *out, const float *x, const float *w, int64_t rows, int n, float eps, int nt) {
@@ -134,16 +124,15 @@ static void attention(nb_engine *e, int L, int n, int pos) {
     const nb_ehparams *hp = &e->hp;
     const int hd = hp->head_dim, H = hp->n_head, G = hp->n_head / hp->n_head_kv;
     const bool swa = e->layers[L].swa;
-    const float *kc = e->k_cache[L], *vc = e->v_cache[L];
-    const int64_t n_ctx = e->n_ctx;
+    const unsigned char *kc = e->k_cache[L], *vc = e->v_cache[L];
+    const size_t head_bytes = (size_t)e->n_ctx * e->kv_row;
 #pragma omp parallel num_threads(e->n_threads)
     {
-        float *sc = e->scores + (int64_t)omp_get_thread_num() * n_ctx;
+        const int th = omp_get_thread_num();
+        float *sc = e->scores + (int64_t)th * e->n_ctx, *tmp = e->kv_tmp + (size_t)th * NB_CACHE_TMP(hd);
 #pragma omp for schedule(static)
         for (int64_t ht = 0; ht < (int64_t)n * H; ht++) {
             const int t = (int)(ht / H), h = (int)(ht % H), kvh = h / G;
-            const float *q = e->q + ((int64_t)t * H + h) * hd;
-            const float *K = kc + (int64_t)kvh * n_ctx * hd, *V = vc + (int64_t)kvh * n_ctx * hd;
             int p1 = pos + t;
             int p0 = swa && p1 - hp->n_swa + 1 > 0 ? p1 - hp->n_swa + 1 : 0;
             if (hp->bidir) { /* the whole batch, within n_swa / 2 either side on local layers */
@@ -152,24 +141,9 @@ static void attention(nb_engine *e, int L, int n, int pos) {
                 p1 = pos + n - 1;
                 if (swa && self + half < p1) p1 = self + half;
             }
-            float mx = -INFINITY;
-            for (int p = p0; p <= p1; p++) {
-                sc[p] = dot(q, K + (int64_t)p * hd, hd);
-                if (sc[p] > mx) mx = sc[p];
-            }
-            double sum = 0;
-            for (int p = p0; p <= p1; p++) {
-                sc[p] = expf(sc[p] - mx);
-                sum += sc[p];
-            }
-            const float inv = (float)(1.0 / sum);
-            float *o = e->att + ((int64_t)t * H + h) * hd;
-            memset(o, 0, (size_t)hd * sizeof *o);
-            for (int p = p0; p <= p1; p++) {
-                const float w = sc[p] * inv;
-                const float *vr = V + (int64_t)p * hd;
-                for (int d = 0; d < hd; d++) o[d] += w * vr[d];
-            }
+            nb_cache_attend(e->kv_type, e->q + ((int64_t)t * H + h) * hd, kc + (size_t)kvh * head_bytes,
+                         vc + (size_t)kvh * head_bytes, e->kv_row, p0, p1, hd, sc, tmp,
+                         e->att + ((int64_t)t * H + h) * hd);
         }
     }
 }
@@ -194,9 +168,9 @@ static nb_status attn_block(nb_engine *e, int L, int n, int pos, nb_ctx *ctx) {
     /* cache: per kv head, positions contiguous */
     for (int t = 0; t < n; t++)
         for (int h = 0; h < KVH; h++) {
-            const size_t off = ((size_t)h * (size_t)e->n_ctx + (size_t)(pos + t)) * (size_t)hd;
-            memcpy(e->k_cache[L] + off, e->k + ((size_t)t * KVH + h) * hd, (size_t)hd * sizeof(float));
-            memcpy(e->v_cache[L] + off, e->v + ((size_t)t * KVH + h) * hd, (size_t)hd * sizeof(float));
+            const size_t off = ((size_t)h * (size_t)e->n_ctx + (size_t)(pos + t)) * e->kv_row;
+            nb_cache_store(e->kv_type, e->k + ((size_t)t * KVH + h) * hd, hd, e->k_cache[L] + off);
+            nb_cache_store(e->kv_type, e->v + ((size_t)t * KVH + h) * hd, hd, e->v_cache[L] + off);
         }
     attention(e, L, n, pos);
     NB_TRY(nb_eng_matmul(e, &l->wo, -1, e->att, n, e->xb2, ctx));

@@ -1,5 +1,5 @@
 /* engine/logits_file.c — writer and reader of the zstd-compressed log-prob
- * file (layout in logits_file.h). */
+ * file, and of llama-perplexity's uncompressed one (layouts in logits_file.h). */
 #include "engine/logits_file.h"
 
 #include "core/afile.h"
@@ -53,6 +53,7 @@ static uint32_t header_check(const unsigned char *hdr) {
 }
 
 size_t nb_lpf_rec_size(uint32_t n_vocab) { return NB_LPF_REC_HDR + 2 * (size_t)n_vocab; }
+size_t nb_lpf_llamacpp_rec_size(uint32_t n_vocab) { return 2 * (2 * (((size_t)n_vocab + 1) / 2) + 4); }
 
 /* ---- one record --------------------------------------------------------------- */
 
@@ -90,6 +91,41 @@ double nb_lpf_encode(const float *logits, int n_vocab, int tok, void *rec) {
         memset(q, 0, 2 * (size_t)n_vocab);
     }
     return -lp_tok;
+}
+
+double nb_lpf_encode_llamacpp(const float *logits, int n_vocab, int tok, void *rec) {
+    unsigned char *r = rec;
+    float mx = logits[0], lo = logits[0];
+    for (int i = 1; i < n_vocab; i++) {
+        if (logits[i] > mx) mx = logits[i];
+        if (logits[i] < lo) lo = logits[i];
+    }
+    if (lo < mx - NB_LPF_RANGE) lo = mx - NB_LPF_RANGE;
+    /* llama-perplexity's arithmetic: float exponentials summed in double, the
+     * log and the offsets in float */
+    double sum = 0, dsum = 0;
+    for (int i = 0; i < n_vocab; i++) {
+        sum += expf(logits[i] - mx);
+        dsum += exp((double)logits[i] - (double)mx);
+    }
+    const float lse = (float)log(sum);
+    const float scale = (mx - lo) / 65535.f;
+    put_f32(r, scale);
+    put_f32(r + 4, lo - mx - lse);
+    unsigned char *q = r + 8;
+    const size_t nq = nb_lpf_llamacpp_rec_size((uint32_t)n_vocab) / 2 - 4;
+    memset(q, 0, 2 * nq);
+    if (scale > 0) {
+        const float inv = 1.f / scale;
+        for (int i = 0; i < n_vocab; i++) {
+            if (!(logits[i] > lo)) continue;
+            long v = lrintf(inv * (logits[i] - lo)); /* round half to even, as nearest_int */
+            v = v < 0 ? 0 : v > 65535 ? 65535 : v;
+            q[2 * i] = (unsigned char)v;
+            q[2 * i + 1] = (unsigned char)(v >> 8);
+        }
+    }
+    return ((double)mx + log(dsum)) - (double)logits[tok];
 }
 
 nb_status nb_lpf_decode(const void *rec, uint32_t n_vocab, nb_lpf_rec *out, nb_ctx *ctx) {
@@ -170,12 +206,36 @@ static nb_status check_header(const nb_lpf_header *h, const char *path, uint64_t
 
 struct nb_lpf_writer {
     nb_afile f;
-    ZSTD_CCtx *z;
+    nb_lpf_format fmt;
+    ZSTD_CCtx *z;        /* NB_LPF_NIBBLE */
     unsigned char *out;
     size_t out_cap;
     uint32_t n_vocab;
+    size_t rec_size;     /* bytes of one record in fmt */
     uint64_t recs_left;
 };
+
+/* llama.cpp's header and tokens, uncompressed. */
+static nb_status create_llamacpp(nb_lpf_writer *w, const nb_lpf_header *h, const int32_t *tokens, uint64_t n_tok,
+                                 nb_ctx *ctx) {
+    unsigned char hdr[20];
+    memcpy(hdr, NB_LPF_LLAMACPP_MAGIC, 8);
+    put_u32(hdr + 8, h->n_ctx);
+    put_u32(hdr + 12, h->n_vocab);
+    put_u32(hdr + 16, h->n_chunk);
+    NB_TRY(nb_afile_write(&w->f, hdr, sizeof hdr, ctx));
+    unsigned char buf[4096];
+    size_t k = 0;
+    for (uint64_t i = 0; i < n_tok; i++) {
+        put_u32(buf + k, (uint32_t)tokens[i]);
+        k += 4;
+        if (k == sizeof buf || i + 1 == n_tok) {
+            NB_TRY(nb_afile_write(&w->f, buf, k, ctx));
+            k = 0;
+        }
+    }
+    return NB_OK;
+}
 
 static nb_status zwrite(nb_lpf_writer *w, const void *data, size_t n, ZSTD_EndDirective mode, nb_ctx *ctx) {
     ZSTD_inBuffer in = {data, n, 0};
@@ -201,12 +261,21 @@ nb_status nb_lpf_create(const char *path, const nb_lpf_header *h0, const int32_t
     nb_lpf_writer *w = nb_calloc(ctx, 1, sizeof *w, "log-prob writer");
     if (!w) return NB_ERR_NOMEM;
     w->f.fd = -1;
+    w->fmt = h.format;
     w->n_vocab = h.n_vocab;
     w->recs_left = n_rec;
+    nb_status st = NB_OK;
+    if (w->fmt == NB_LPF_LLAMACPP) {
+        w->rec_size = nb_lpf_llamacpp_rec_size(h.n_vocab);
+        NB_CHECK_GOTO(st, nb_afile_open(&w->f, path, false, ctx), fail);
+        NB_CHECK_GOTO(st, create_llamacpp(w, &h, tokens, n_tok, ctx), fail);
+        *out = w;
+        return NB_OK;
+    }
+    w->rec_size = nb_lpf_rec_size(h.n_vocab);
     w->out_cap = ZSTD_CStreamOutSize();
     w->out = nb_malloc(ctx, w->out_cap, "zstd output buffer");
     w->z = ZSTD_createCCtx();
-    nb_status st = NB_OK;
     if (!w->out) { st = NB_ERR_NOMEM; goto fail; }
     if (!w->z) NB_FAIL_GOTO(st, fail, ctx, NB_ERR_NOMEM, "%s: cannot create a zstd context", path);
     /* Level 1 keeps compression far below the forward pass in cost; most of a
@@ -253,7 +322,8 @@ nb_status nb_lpf_write(nb_lpf_writer *w, const void *recs, size_t n, nb_ctx *ctx
                       (unsigned long long)w->recs_left);
     }
     w->recs_left -= n;
-    return zwrite(w, recs, n * nb_lpf_rec_size(w->n_vocab), ZSTD_e_continue, ctx);
+    if (w->fmt == NB_LPF_LLAMACPP) return nb_afile_write(&w->f, recs, n * w->rec_size, ctx);
+    return zwrite(w, recs, n * w->rec_size, ZSTD_e_continue, ctx);
 }
 
 nb_status nb_lpf_commit(nb_lpf_writer *w, nb_ctx *ctx) {
@@ -262,7 +332,7 @@ nb_status nb_lpf_commit(nb_lpf_writer *w, nb_ctx *ctx) {
         st = nb_err(ctx, NB_ERR_INTERNAL, "%s: %llu records missing", w->f.path, (unsigned long long)w->recs_left);
         goto done;
     }
-    NB_CHECK_GOTO(st, zwrite(w, NULL, 0, ZSTD_e_end, ctx), done);
+    if (w->fmt == NB_LPF_NIBBLE) NB_CHECK_GOTO(st, zwrite(w, NULL, 0, ZSTD_e_end, ctx), done);
     NB_CHECK_GOTO(st, nb_afile_commit(&w->f, NULL, ctx), done);
 done:
     nb_lpf_abort(w);
@@ -290,6 +360,13 @@ struct nb_lpf_reader {
     size_t last_ret; /* last ZSTD_decompressStream hint: 0 = a frame just ended */
     uint32_t n_vocab;
     uint64_t recs_left;
+    /* NB_LPF_LLAMACPP: records are converted on reading, which needs each
+     * one's target token */
+    nb_lpf_format fmt;
+    unsigned char *raw;   /* one llama.cpp record */
+    int32_t *tok;         /* the file's tokens */
+    uint32_t n_ctx, n_scored;
+    uint64_t rec_next;    /* index of the next record */
 };
 
 /* Decompress exactly n bytes into dst. */
@@ -319,6 +396,93 @@ static nb_status zread(nb_lpf_reader *r, void *dst, size_t n, nb_ctx *ctx) {
     return NB_OK;
 }
 
+/* Read exactly n raw bytes (llama.cpp's layout). */
+static nb_status rread(nb_lpf_reader *r, void *dst, size_t n, nb_ctx *ctx) {
+    if (fread(dst, 1, n, r->fp) == n) return NB_OK;
+    if (ferror(r->fp)) return nb_err_errno(ctx, errno, "%s: read", r->path);
+    return nb_err(ctx, NB_ERR_FORMAT, "%s: truncated", r->path);
+}
+
+/* The rest of nb_lpf_open for llama.cpp's layout (magic already read). Every
+ * count is checked, and the file's size must be exactly what they promise,
+ * before anything is allocated for them. */
+static nb_status open_llamacpp(nb_lpf_reader *r, nb_lpf_header *h, int32_t **tokens, nb_ctx *ctx) {
+    const char *path = r->path;
+    unsigned char hdr[12];
+    NB_TRY(rread(r, hdr, sizeof hdr, ctx));
+    const int32_t n_ctx = (int32_t)get_u32(hdr), n_vocab = (int32_t)get_u32(hdr + 4),
+                  n_chunk = (int32_t)get_u32(hdr + 8);
+    NB_RETURN_IF(ctx, n_vocab < 1 || (uint32_t)n_vocab > NB_LPF_MAX_VOCAB, NB_ERR_FORMAT,
+                 "%s: llama.cpp log-prob file: vocabulary size %d out of range (1..%u)", path, n_vocab,
+                 NB_LPF_MAX_VOCAB);
+    NB_RETURN_IF(ctx, n_ctx < 4 || (uint32_t)n_ctx > NB_LPF_MAX_CTX, NB_ERR_FORMAT,
+                 "%s: llama.cpp log-prob file: n_ctx %d out of range (4..%u)", path, n_ctx, NB_LPF_MAX_CTX);
+    NB_RETURN_IF(ctx, n_chunk < 1, NB_ERR_FORMAT, "%s: llama.cpp log-prob file: %d chunks", path, n_chunk);
+    h->format = NB_LPF_LLAMACPP;
+    h->n_vocab = (uint32_t)n_vocab;
+    h->n_ctx = (uint32_t)n_ctx;
+    h->n_chunk = (uint32_t)n_chunk;
+    h->n_scored = h->n_ctx - 1 - h->n_ctx / 2;
+    h->bos = -1;
+    const uint64_t n_tok = (uint64_t)h->n_chunk * h->n_ctx, n_rec = (uint64_t)h->n_chunk * h->n_scored;
+    h->n_text_tokens = n_tok;
+    uint64_t need = 0, rb = 0;
+    struct stat fs;
+    if (fstat(fileno(r->fp), &fs) != 0) return nb_err(ctx, NB_ERR_IO, "%s: fstat: %s", path, strerror(errno));
+    NB_RETURN_IF(ctx, !nb_mul_u64(n_rec, nb_lpf_llamacpp_rec_size(h->n_vocab), &rb) ||
+                          !nb_add_u64(rb, 20 + 4 * n_tok, &need),
+                 NB_ERR_FORMAT, "%s: llama.cpp log-prob file: n_ctx %d x %d chunks x vocabulary %d overflows", path,
+                 n_ctx, n_chunk, n_vocab);
+    NB_RETURN_IF(ctx, need != (uint64_t)fs.st_size, NB_ERR_FORMAT,
+                 "%s: llama.cpp log-prob file of %lld bytes, but n_ctx %d, vocabulary %d and %d chunks need %llu",
+                 path, (long long)fs.st_size, n_ctx, n_vocab, n_chunk, (unsigned long long)need);
+    int32_t *tok = nb_malloc(ctx, (size_t)n_tok * sizeof *tok, "log-prob tokens");
+    r->tok = nb_malloc(ctx, (size_t)n_tok * sizeof *tok, "log-prob tokens");
+    r->raw = nb_malloc(ctx, nb_lpf_llamacpp_rec_size(h->n_vocab), "log-prob record");
+    if (!tok || !r->tok || !r->raw) { free(tok); return NB_ERR_NOMEM; }
+    nb_status st = rread(r, tok, (size_t)n_tok * sizeof *tok, ctx);
+    for (uint64_t i = 0; st == NB_OK && i < n_tok; i++) {
+        uint32_t u = get_u32((const unsigned char *)&tok[i]);
+        if (u >= h->n_vocab)
+            st = nb_err(ctx, NB_ERR_FORMAT, "%s: token %llu has id %d outside the vocabulary (%u)", path,
+                        (unsigned long long)i, (int32_t)u, h->n_vocab);
+        tok[i] = (int32_t)u;
+    }
+    if (st != NB_OK) { free(tok); return st; }
+    memcpy(r->tok, tok, (size_t)n_tok * sizeof *tok);
+    nb_lpf_tokens_hash(tok, (size_t)n_tok, h->tokens_sha);
+    r->fmt = NB_LPF_LLAMACPP;
+    r->n_vocab = h->n_vocab;
+    r->n_ctx = h->n_ctx;
+    r->n_scored = h->n_scored;
+    r->recs_left = n_rec;
+    *tokens = tok;
+    return NB_OK;
+}
+
+/* One llama.cpp record (r->raw) -> nibble's record layout at dst, with the
+ * target's quantized log-prob and the first largest entry as llama-perplexity
+ * derives them. */
+static void convert_llamacpp(nb_lpf_reader *r, unsigned char *dst) {
+    const uint64_t k = r->rec_next++;
+    const uint64_t pos = (k / r->n_scored) * r->n_ctx + r->n_ctx / 2 + k % r->n_scored + 1;
+    const int32_t target = r->tok[pos];
+    const float scale = get_f32(r->raw), min_lp = get_f32(r->raw + 4);
+    const unsigned char *q = r->raw + 8;
+    uint32_t best = 0;
+    int32_t imax = 0;
+    for (uint32_t i = 0; i < r->n_vocab; i++) {
+        uint32_t v = (uint32_t)q[2 * i] | (uint32_t)q[2 * i + 1] << 8;
+        if (v > best) { best = v; imax = (int32_t)i; }
+    }
+    const uint32_t qt = (uint32_t)q[2 * target] | (uint32_t)q[2 * target + 1] << 8;
+    put_f32(dst, scale);
+    put_f32(dst + 4, min_lp);
+    put_f32(dst + 8, scale * (float)qt + min_lp);
+    put_u32(dst + 12, (uint32_t)imax);
+    memcpy(dst + NB_LPF_REC_HDR, q, 2 * (size_t)r->n_vocab);
+}
+
 nb_status nb_lpf_open(const char *path, nb_lpf_header *h, int32_t **tokens, nb_lpf_reader **out, nb_ctx *ctx) {
     *out = NULL;
     *tokens = NULL;
@@ -332,10 +496,18 @@ nb_status nb_lpf_open(const char *path, nb_lpf_header *h, int32_t **tokens, nb_l
     r->fp = fopen(path, "rb");
     if (!r->fp) { st = nb_err_errno(ctx, errno, "%s: open", path); goto fail; }
     unsigned char hdr[NB_LPF_HEADER_SIZE];
-    size_t got = fread(hdr, 1, sizeof hdr, r->fp);
+    size_t got = fread(hdr, 1, 8, r->fp);
+    if (got == 8 && memcmp(hdr, NB_LPF_LLAMACPP_MAGIC, 8) == 0) {
+        NB_CHECK_GOTO(st, open_llamacpp(r, h, tokens, ctx), fail);
+        *out = r;
+        return NB_OK;
+    }
     if (got < 8 || memcmp(hdr, NB_LPF_MAGIC, 8) != 0)
         NB_FAIL_GOTO(st, fail, ctx, NB_ERR_FORMAT,
-                     "%s: not a nibble log-prob file (write one with `nibble ppl --save-logits`)", path);
+                     "%s: neither a nibble nor a llama.cpp log-prob file (write one with `nibble ppl "
+                     "--save-logits`)",
+                     path);
+    got += fread(hdr + 8, 1, sizeof hdr - 8, r->fp);
     if (got < sizeof hdr) NB_FAIL_GOTO(st, fail, ctx, NB_ERR_FORMAT, "%s: truncated header (%zu bytes)", path, got);
     h->version = get_u32(hdr + 8);
     h->n_vocab = get_u32(hdr + 12);
@@ -411,12 +583,21 @@ nb_status nb_lpf_read(nb_lpf_reader *r, void *buf, size_t n, nb_ctx *ctx) {
         return nb_err(ctx, NB_ERR_INTERNAL, "%s: %zu records asked, %llu left", r->path, n,
                       (unsigned long long)r->recs_left);
     r->recs_left -= n;
+    if (r->fmt == NB_LPF_LLAMACPP) {
+        const size_t raw = nb_lpf_llamacpp_rec_size(r->n_vocab), rs = nb_lpf_rec_size(r->n_vocab);
+        for (size_t i = 0; i < n; i++) {
+            NB_TRY(rread(r, r->raw, raw, ctx));
+            convert_llamacpp(r, (unsigned char *)buf + i * rs);
+        }
+        return NB_OK;
+    }
     return zread(r, buf, n * nb_lpf_rec_size(r->n_vocab), ctx);
 }
 
 nb_status nb_lpf_finish(nb_lpf_reader *r, nb_ctx *ctx) {
     NB_RETURN_IF(ctx, r->recs_left, NB_ERR_INTERNAL, "%s: %llu records not read", r->path,
                  (unsigned long long)r->recs_left);
+    if (r->fmt == NB_LPF_LLAMACPP) return NB_OK; /* its size was checked exactly on opening */
     /* The last frame must be complete (its checksum verified) and nothing may follow. */
     unsigned char extra;
     ZSTD_outBuffer o = {&extra, 1, 0};
@@ -445,6 +626,8 @@ void nb_lpf_close(nb_lpf_reader *r) {
     if (r->fp) fclose(r->fp);
     ZSTD_freeDCtx(r->z);
     free(r->in);
+    free(r->raw);
+    free(r->tok);
     free(r->path);
     free(r);
 }

@@ -38,6 +38,27 @@
  * Nothing read from the file is trusted: counts are range-checked, sizes
  * overflow-checked, the stream must decompress to exactly the promised size
  * and every token id must be < n_vocab.
+ *
+ * llama.cpp's `--kl-divergence-base` file (tools/perplexity/perplexity.cpp)
+ * is read and written too (NB_LPF_LLAMACPP), so a base saved by either tool
+ * scores variants in the other. Its layout, little-endian, uncompressed:
+ *
+ *   8     magic "_logits_"
+ *   4     i32 n_ctx
+ *   4     i32 n_vocab
+ *   4     i32 n_chunk
+ *   4*T   i32 tokens[T = n_chunk*n_ctx]   the text's first T tokens (BOS not substituted)
+ *   then n_chunk*(n_ctx - 1 - n_ctx/2) records, chunk-major, each
+ *         2*(2*((n_vocab+1)/2) + 4) bytes:
+ *     f32 scale, f32 min_lp      log p[i] = min_lp + scale * q[i]
+ *     u16 q[n_vocab]             (one u16 of padding when n_vocab is odd)
+ *   where, per row of logits l: max = max l, lo = max(min l, max - 16),
+ *   lse = log sum exp(l - max), scale = (max - lo)/65535, min_lp = lo - max - lse,
+ *   q[i] = round((l[i] - lo)/scale) for l[i] > lo, else 0.
+ * It has no BOS flag, text length, vocabulary hash or exact target log-prob:
+ * read, the target's log-prob is the quantized one and the argmax the first
+ * largest q (as llama-perplexity computes them); the file's size must be
+ * exactly what its counts say.
  */
 #ifndef NB_ENGINE_LOGITS_FILE_H
 #define NB_ENGINE_LOGITS_FILE_H
@@ -57,9 +78,16 @@
 #define NB_LPF_MAX_CTX (1u << 20)
 /* Log-probs more than this far below the maximum are stored as "zero probability". */
 #define NB_LPF_RANGE 16.0f
+#define NB_LPF_LLAMACPP_MAGIC "_logits_"
+
+typedef enum nb_lpf_format {
+    NB_LPF_NIBBLE = 0, /* the NBLOGPRB layout above */
+    NB_LPF_LLAMACPP    /* llama-perplexity's _logits_ layout */
+} nb_lpf_format;
 
 typedef struct nb_lpf_header {
-    uint32_t version;
+    nb_lpf_format format; /* reading: what the file is; writing: what to write */
+    uint32_t version;     /* NB_LPF_NIBBLE only */
     uint32_t n_vocab;
     uint32_t n_ctx;
     uint32_t n_chunk;
@@ -78,8 +106,14 @@ typedef struct nb_lpf_rec {
     const uint16_t *q; /* n_vocab entries (unaligned-safe: read with memcpy if needed) */
 } nb_lpf_rec;
 
-/* Bytes of one record for a vocabulary size. */
+/* Bytes of one record for a vocabulary size (nibble's layout; the reader
+ * returns records in it whatever the file's format). */
 size_t nb_lpf_rec_size(uint32_t n_vocab);
+/* Bytes of one record of llama.cpp's layout. */
+size_t nb_lpf_llamacpp_rec_size(uint32_t n_vocab);
+/* Encode one row of logits as a llama.cpp record (nb_lpf_llamacpp_rec_size
+ * bytes, llama-perplexity's rounding). Returns -log p(tok) in double. */
+double nb_lpf_encode_llamacpp(const float *logits, int n_vocab, int tok, void *rec);
 
 /* Quantize one row of logits (n_vocab floats) into a record at `rec`
  * (nb_lpf_rec_size bytes). tok: the next token (its exact log-prob is kept).
@@ -105,7 +139,9 @@ void nb_lpf_tokens_hash(const int32_t *tokens, size_t n, unsigned char out[32]);
 typedef struct nb_lpf_writer nb_lpf_writer;
 
 /* Create PATH (atomically: PATH.partial until commit), write the header and
- * the n_chunk*n_ctx tokens. h->tokens_sha is computed here from `tokens`. */
+ * the n_chunk*n_ctx tokens. h->tokens_sha is computed here from `tokens`.
+ * h->format picks the layout; records passed to nb_lpf_write are in that
+ * layout (nb_lpf_encode or nb_lpf_encode_llamacpp). */
 nb_status nb_lpf_create(const char *path, const nb_lpf_header *h, const int32_t *tokens,
                         nb_lpf_writer **out, nb_ctx *ctx);
 /* Append n records (n * nb_lpf_rec_size bytes). */
@@ -120,13 +156,17 @@ void nb_lpf_abort(nb_lpf_writer *w);
 
 typedef struct nb_lpf_reader nb_lpf_reader;
 
-/* Open and validate the header; *tokens (malloc'd, n_chunk*n_ctx, caller
- * frees) receives the evaluated tokens, checked against the header's hash
- * and against n_vocab. */
+/* Open and validate the header (either format, told apart by the magic;
+ * h->format says which); *tokens (malloc'd, n_chunk*n_ctx, caller frees)
+ * receives the evaluated tokens, checked against the header's hash and
+ * against n_vocab. For a llama.cpp file: version 0, bos -1, bos_replaced
+ * false, n_text_tokens = n_chunk*n_ctx, vocab_sha zero (unknown); tokens_sha
+ * is computed. */
 nb_status nb_lpf_open(const char *path, nb_lpf_header *h, int32_t **tokens, nb_lpf_reader **out,
                       nb_ctx *ctx);
-/* Read the next n records into buf (n * nb_lpf_rec_size bytes). Asking for
- * more than remain, a truncated stream or a checksum mismatch fails. */
+/* Read the next n records into buf (n * nb_lpf_rec_size bytes, nibble's
+ * record layout for either file format). Asking for more than remain, a
+ * truncated stream or a checksum mismatch fails. */
 nb_status nb_lpf_read(nb_lpf_reader *r, void *buf, size_t n, nb_ctx *ctx);
 /* Fails if the stream holds anything after the last record. */
 nb_status nb_lpf_finish(nb_lpf_reader *r, nb_ctx *ctx);

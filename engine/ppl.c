@@ -240,7 +240,10 @@ static nb_status score_rows(run_state *s, const int32_t *next, int n_rows, nb_ct
     } else if (s->w) {
 #pragma omp parallel for num_threads(s->n_threads) schedule(static)
         for (int k = 0; k < n_rows; k++)
-            s->nll[k] = nb_lpf_encode(s->logits + (size_t)k * nv, nv, next[k], s->recs + (size_t)k * s->rec_size);
+            s->nll[k] = s->o->save_format == NB_LPF_LLAMACPP
+                            ? nb_lpf_encode_llamacpp(s->logits + (size_t)k * nv, nv, next[k],
+                                                     s->recs + (size_t)k * s->rec_size)
+                            : nb_lpf_encode(s->logits + (size_t)k * nv, nv, next[k], s->recs + (size_t)k * s->rec_size);
         st = nb_lpf_write(s->w, s->recs, (size_t)n_rows, ctx);
     } else {
 #pragma omp parallel for num_threads(s->n_threads) schedule(static)
@@ -297,7 +300,9 @@ static nb_status open_base(run_state *s, const int32_t *tokens, size_t n_tokens,
                      hexs(h->vocab_sha, a), hexs(o->vocab_sha, b));
     NB_RETURN_IF(ctx, o->n_ctx && (uint32_t)o->n_ctx != h->n_ctx, NB_ERR_RANGE,
                  "%s: base log-probs were computed with --ctx %u, not %d", p, h->n_ctx, o->n_ctx);
-    NB_RETURN_IF(ctx, h->bos_replaced != o->add_bos || (o->add_bos && h->bos != o->bos), NB_ERR_RANGE,
+    /* a llama.cpp file does not say; llama-perplexity uses the scoring model's BOS */
+    const bool llamacpp = h->format == NB_LPF_LLAMACPP;
+    NB_RETURN_IF(ctx, !llamacpp && (h->bos_replaced != o->add_bos || (o->add_bos && h->bos != o->bos)), NB_ERR_RANGE,
                  "%s: base run %s BOS %d, this model %s BOS %d: not the same tokenizer", p,
                  h->bos_replaced ? "adds" : "does not add", h->bos, o->add_bos ? "adds" : "does not add", o->bos);
     NB_RETURN_IF(ctx, (int64_t)h->n_ctx > s->lm->n_ctx_max, NB_ERR_RANGE,
@@ -306,7 +311,9 @@ static nb_status open_base(run_state *s, const int32_t *tokens, size_t n_tokens,
         uint64_t need = (uint64_t)h->n_chunk * h->n_ctx;
         unsigned char sha[32];
         if (n_tokens >= need) nb_lpf_tokens_hash(tokens, (size_t)need, sha);
-        NB_RETURN_IF(ctx, n_tokens != h->n_text_tokens || memcmp(sha, h->tokens_sha, 32) != 0, NB_ERR_RANGE,
+        /* a llama.cpp file holds only the evaluated tokens: they must begin this text */
+        const bool len_ok = llamacpp ? n_tokens >= need : n_tokens == h->n_text_tokens;
+        NB_RETURN_IF(ctx, !len_ok || memcmp(sha, h->tokens_sha, 32) != 0, NB_ERR_RANGE,
                      "%s: base log-probs were computed on a different text or tokenization (%llu tokens, hash "
                      "%s...; this text: %zu tokens)",
                      p, (unsigned long long)h->n_text_tokens, hexs(h->tokens_sha, a), n_tokens);
@@ -355,7 +362,9 @@ nb_status nb_ppl_run(const nb_ppl_lm *lm, const int32_t *tokens, size_t n_tokens
     s.first = s.n_ctx / 2;
     s.n_scored = s.n_ctx - 1 - s.first;
     s.n_threads = o->n_threads > 0 ? o->n_threads : nb_ctx_threads(ctx);
-    s.rec_size = nb_lpf_rec_size((uint32_t)lm->n_vocab);
+    /* records in the buffer: the saved file's layout, or nibble's (what the reader returns) */
+    s.rec_size = o->save_path && o->save_format == NB_LPF_LLAMACPP ? nb_lpf_llamacpp_rec_size((uint32_t)lm->n_vocab)
+                                                                   : nb_lpf_rec_size((uint32_t)lm->n_vocab);
 
     const size_t nb = (size_t)s.n_batch, nv = (size_t)lm->n_vocab;
     uint64_t lbytes;
@@ -377,6 +386,7 @@ nb_status nb_ppl_run(const nb_ppl_lm *lm, const int32_t *tokens, size_t n_tokens
     }
     if (o->save_path) {
         nb_lpf_header wh = {0};
+        wh.format = o->save_format;
         wh.n_vocab = (uint32_t)lm->n_vocab;
         wh.n_ctx = (uint32_t)s.n_ctx;
         wh.n_chunk = (uint32_t)n_chunk;

@@ -130,6 +130,7 @@ typedef struct nb_ppl_opts {
     int32_t bos;
     const unsigned char *vocab_sha; /* 32 bytes or NULL: stored / compared in log-prob files */
     const char *save_path;          /* write the base log-prob file here (NULL: no) */
+    nb_lpf_format save_format;      /* its layout: nibble's (0) or llama.cpp's (logits_file.h) */
     const char *kld_path;           /* compare against this base file (NULL: no) */
     void (*on_chunk)(void *user, const nb_ppl_progress *p);
     void *user;
@@ -179,6 +180,7 @@ typedef struct nb_ppl_start {
     size_t n_tokens;        /* the tokenized text, BOS included */
     int n_ctx, n_batch, n_threads;
     bool precise;
+    nb_cache_type kv_type;
 } nb_ppl_start;
 
 typedef struct nb_ppl_file_opts {
@@ -189,6 +191,7 @@ typedef struct nb_ppl_file_opts {
     nb_ppl_opts ppl;
     void (*on_start)(void *user, const nb_ppl_start *s); /* may be NULL; gets ppl.user */
     bool precise;           /* the engine's reference arithmetic (nb_engine_opts.precise) */
+    nb_cache_type kv_type;  /* the engine's KV cache type (nb_engine_opts.kv_type) */
 } nb_ppl_file_opts;
 
 /* Perplexity (and KLD / saving) of the model at model_path over the text at

@@ -63,7 +63,7 @@ nb_status nb_ppl_file(const char *model_path, const nb_ppl_file_opts *o, nb_ppl_
     if (!po.n_ctx) po.n_ctx = 512;
     const int n_threads = po.n_threads > 0 ? po.n_threads : nb_ctx_threads(ctx);
     nb_engine_opts eo = {po.n_ctx, po.n_batch > 0 && po.n_batch < po.n_ctx ? po.n_batch : po.n_ctx, n_threads,
-                         o->precise};
+                         o->precise, o->kv_type};
     nb_engine *e = NULL;
     nb_tokenizer *tok = NULL;
     char *text = NULL;
@@ -84,7 +84,7 @@ nb_status nb_ppl_file(const char *model_path, const nb_ppl_file_opts *o, nb_ppl_
     po.vocab_sha = have_vsha ? vsha : NULL;
     if (o->on_start) {
         nb_ppl_start s = {model_path, nb_engine_n_vocab(e), po.add_bos, o->text_path, text_len, n_tokens,
-                          po.n_ctx, eo.n_batch, n_threads, o->precise};
+                          po.n_ctx, eo.n_batch, n_threads, o->precise, o->kv_type};
         o->on_start(po.user, &s);
     }
     nb_ppl_lm lm = nb_ppl_lm_engine(e);

@@ -57,7 +57,7 @@ static const char *synth(const char *arch, const char *suffix) {
 }
 
 static float *eval_all(const char *path, int threads, int batch, const int *split, nb_ctx *ctx) {
-    nb_engine_opts o = {16, batch, threads, false};
+    nb_engine_opts o = {16, batch, threads, false, NB_CACHE_F32};
     nb_engine *e;
     ck_assert_msg(nb_engine_open(path, &o, &e, ctx) == NB_OK, "%s: %s", path, nb_errmsg(ctx));
     const int V = nb_engine_n_vocab(e);
@@ -194,7 +194,7 @@ START_TEST(test_hooks) {
     nbt_ctx(&ctx);
     for (size_t a = 0; a < 3; a++) {
         const bool moe = a < 2;
-        nb_engine_opts o = {16, 0, 2, false};
+        nb_engine_opts o = {16, 0, 2, false, NB_CACHE_F32};
         nb_engine *e;
         ck_assert(nb_engine_open(synth(archs[a], ".gguf"), &o, &e, &ctx) == NB_OK);
         hook_log h;
@@ -330,7 +330,7 @@ START_TEST(test_errors) {
     nb_model_close(m);
 
     /* eval arguments */
-    nb_engine_opts o = {8, 0, 1, false};
+    nb_engine_opts o = {8, 0, 1, false, NB_CACHE_F32};
     ck_assert(nb_engine_open(synth("llama", ".gguf"), &o, &e, &ctx) == NB_OK);
     ck_assert_int_eq(nb_engine_n_ctx(e), 8);
     int32_t bad = 256;
@@ -380,7 +380,7 @@ START_TEST(test_real_models) {
             printf("SKIP real model %s: not cached (scripts/fetch-models)\n", k[i].file);
             continue;
         }
-        nb_engine_opts o = {16, 0, 2, false};
+        nb_engine_opts o = {16, 0, 2, false, NB_CACHE_F32};
         nb_engine *e;
         ck_assert_msg(nb_engine_open(p, &o, &e, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
         const int V = nb_engine_n_vocab(e);

@@ -102,7 +102,7 @@ static void check_model(int which) {
     nbt_ctx(&ctx);
     ctx.n_threads = 2;
     nb_engine *e;
-    nb_engine_opts eo = {(int)f.n_ctx, (int)f.n_ctx, 2, false};
+    nb_engine_opts eo = {(int)f.n_ctx, (int)f.n_ctx, 2, false, NB_CACHE_F32};
     ck_assert_msg(nb_engine_open(g_model[which], &eo, &e, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
     ck_assert_int_eq(nb_engine_n_vocab(e), (int)f.n_vocab);
 

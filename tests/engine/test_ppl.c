@@ -575,7 +575,7 @@ START_TEST(ppl_file_is_the_manual_run) {
     snprintf(text, sizeof text, "%s/text/eval.txt", nbt_data_dir());
 
     /* by hand */
-    nb_engine_opts eo = {32, 32, 1, false};
+    nb_engine_opts eo = {32, 32, 1, false, NB_CACHE_F32};
     nb_engine *e = NULL;
     ck_assert_int_eq(nb_engine_open(model, &eo, &e, &ctx), NB_OK);
     nb_tokenizer *tok = NULL;
