@@ -7,7 +7,10 @@
  * shape, an unknown architecture, a missing key and bad eval arguments; and,
  * when the real models are cached, a plausible next token. (Agreement with
  * an independent implementation is tests/interop/test_engine_interop.py.) */
+#include "core/fp.h"
 #include "engine/engine.h"
+#include "engine/engine_impl.h"
+#include "quant/ggml_quants.h"
 #include "formats/synth.h"
 #include "testutil.h"
 
@@ -111,6 +114,132 @@ START_TEST(test_every_arch) {
     free(tok);
     free(unev);
     free(thr);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+/* ---- KV cache types ---------------------------------------------------------- */
+
+/* nb_cache_attend against an independent double-precision computation of the
+ * arithmetic each type promises (engine.h): F16 rounds q, K, V and the
+ * attention weights to F16; Q8_0 quantizes q and K, V to Q8_0 blocks. */
+START_TEST(test_cache_attend_reference) {
+    enum { HD = 64, NP = 37 };
+    uint64_t seed = 11;
+    float q[HD], k[NP][HD], v[NP][HD];
+    for (int d = 0; d < HD; d++) q[d] = nbt_rand_normal(&seed);
+    for (int p = 0; p < NP; p++)
+        for (int d = 0; d < HD; d++) {
+            k[p][d] = nbt_rand_normal(&seed) * (p == 5 ? 3.f : 1.f);
+            v[p][d] = nbt_rand_normal(&seed);
+        }
+    for (int t = NB_CACHE_F32; t <= NB_CACHE_Q8_0; t++) {
+        const size_t row = nb_cache_row_bytes((nb_cache_type)t, HD);
+        ck_assert_uint_eq(row, t == NB_CACHE_F32 ? 4 * HD : t == NB_CACHE_F16 ? 2 * HD : 2 * 34);
+        unsigned char *K = malloc(NP * row), *V = malloc(NP * row);
+        for (int p = 0; p < NP; p++) {
+            nb_cache_store((nb_cache_type)t, k[p], HD, K + p * row);
+            nb_cache_store((nb_cache_type)t, v[p], HD, V + p * row);
+        }
+        float sc[NP], tmp[NB_CACHE_TMP(HD)], out[HD];
+        const int p0 = 3, p1 = NP - 1;
+        nb_cache_attend((nb_cache_type)t, q, K, V, row, p0, p1, HD, sc, tmp, out);
+        /* reference: the values each type's arithmetic sees, in double */
+        double qr[HD], kr[NP][HD], vr[NP][HD], s[NP], mx = -INFINITY, sum = 0, o[HD] = {0};
+        nb_block_q8_0 qb[HD / 32], kb[HD / 32];
+        float deq[HD];
+        if (t == NB_CACHE_Q8_0) {
+            nb_quantize_q8_0(q, qb, 1, HD, NULL);
+            nb_dequant_q8_0(qb, deq, HD);
+        }
+        for (int d = 0; d < HD; d++)
+            qr[d] = t == NB_CACHE_F16 ? nb_f16_to_f32(nb_f32_to_f16(q[d])) : t == NB_CACHE_Q8_0 ? deq[d] : q[d];
+        for (int p = p0; p <= p1; p++) {
+            for (int pass = 0; pass < 2; pass++) {
+                const float *src = pass ? v[p] : k[p];
+                double *dst = pass ? vr[p] : kr[p];
+                if (t == NB_CACHE_Q8_0) {
+                    nb_quantize_q8_0(src, kb, 1, HD, NULL);
+                    nb_dequant_q8_0(kb, deq, HD);
+                }
+                for (int d = 0; d < HD; d++)
+                    dst[d] = t == NB_CACHE_F16 ? nb_f16_to_f32(nb_f32_to_f16(src[d])) : t == NB_CACHE_Q8_0 ? deq[d] : src[d];
+            }
+            s[p] = 0;
+            for (int d = 0; d < HD; d++) s[p] += qr[d] * kr[p][d];
+            if (s[p] > mx) mx = s[p];
+        }
+        for (int p = p0; p <= p1; p++) sum += exp(s[p] - mx);
+        for (int p = p0; p <= p1; p++) {
+            double w = exp(s[p] - mx) / sum;
+            if (t == NB_CACHE_F16) w = nb_f16_to_f32(nb_f32_to_f16((float)w));
+            for (int d = 0; d < HD; d++) o[d] += w * vr[p][d];
+        }
+        double err = 0, mag = 0, dflt = 0;
+        for (int d = 0; d < HD; d++) {
+            err = fmax(err, fabs(out[d] - o[d]));
+            mag = fmax(mag, fabs(o[d]));
+        }
+        /* how far the F32 cache's answer is from this type's: the type must matter */
+        float ref32[HD];
+        unsigned char *K32 = malloc(NP * 4 * HD), *V32 = malloc(NP * 4 * HD);
+        memcpy(K32, k, sizeof k);
+        memcpy(V32, v, sizeof v);
+        nb_cache_attend(NB_CACHE_F32, q, K32, V32, 4 * HD, p0, p1, HD, sc, tmp, ref32);
+        for (int d = 0; d < HD; d++) dflt = fmax(dflt, fabs(ref32[d] - o[d]));
+        ck_assert_msg(err <= 2e-6 * mag, "kv %s: %g from the reference (magnitude %g)",
+                      nb_cache_type_name((nb_cache_type)t), err, mag);
+        if (t != NB_CACHE_F32)
+            ck_assert_msg(dflt > 20 * err, "kv %s: indistinguishable from F32 (%g vs %g)",
+                          nb_cache_type_name((nb_cache_type)t), dflt, err);
+        free(K), free(V), free(K32), free(V32);
+    }
+}
+END_TEST
+
+/* A model with a head size of 32 under each cache type: close to the F32
+ * cache and not equal to it, the same at any thread count and batching; a
+ * head size that Q8_0 cannot block is refused by name. */
+START_TEST(test_kv_types_engine) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const char *p = nbt_path("kv32.gguf");
+    nb_synth_opts so = opts_for("gemma3");
+    so.n_head = 2;
+    so.n_head_kv = 1; /* head size 64 / 2 = 32 */
+    ck_assert_msg(nb_synth_write(&so, p, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    const size_t V = 256, N = (size_t)NTOK * V;
+    float *lg[3][2];
+    for (int t = NB_CACHE_F32; t <= NB_CACHE_Q8_0; t++)
+        for (int th = 0; th < 2; th++) {
+            nb_engine_opts o = {16, th ? 2 : 0, th ? 3 : 1, false, (nb_cache_type)t};
+            nb_engine *e;
+            ck_assert_msg(nb_engine_open(p, &o, &e, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+            lg[t][th] = malloc(N * sizeof(float));
+            ck_assert_int_eq(nb_engine_eval(e, k_toks, NTOK, 0, lg[t][th], &ctx), NB_OK);
+            nb_engine_free(e);
+        }
+    for (int t = NB_CACHE_F32; t <= NB_CACHE_Q8_0; t++) {
+        const char *n = nb_cache_type_name((nb_cache_type)t);
+        /* 3 threads in sub-batches of 2: bit-identical */
+        ck_assert_msg(memcmp(lg[t][0], lg[t][1], N * sizeof(float)) == 0, "kv %s: threads/batching change logits", n);
+        for (size_t i = 0; i < N; i++) ck_assert_msg(isfinite(lg[t][0][i]), "kv %s: logit %zu", n, i);
+        if (t == NB_CACHE_F32) continue;
+        double d = rel_diff(lg[t][0], lg[NB_CACHE_F32][0], N);
+        ck_assert_msg(d > 0 && d < (t == NB_CACHE_F16 ? 5e-3 : 5e-2), "kv %s: %g from the F32 cache", n, d);
+    }
+    for (int t = 0; t < 3; t++) free(lg[t][0]), free(lg[t][1]);
+
+    const char *p16 = synth("llama", ".gguf"); /* head size 16 */
+    nb_engine_opts o = {16, 0, 1, false, NB_CACHE_Q8_0};
+    nb_engine *e = NULL;
+    ck_assert_int_eq(nb_engine_open(p16, &o, &e, &ctx), NB_ERR_INVALID);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "multiple of 32") && strstr(nb_errmsg(&ctx), "16"), "%s", nb_errmsg(&ctx));
+    o.kv_type = (nb_cache_type)7;
+    ck_assert_int_eq(nb_engine_open(p16, &o, &e, &ctx), NB_ERR_INVALID);
+    nb_cache_type ct;
+    ck_assert(nb_cache_type_from_name("q8_0", &ct) && ct == NB_CACHE_Q8_0);
+    ck_assert(!nb_cache_type_from_name("q4_0", &ct));
     nb_ctx_free(&ctx);
 }
 END_TEST
@@ -404,6 +533,8 @@ static Suite *engine_suite(void) {
     tcase_add_loop_test(tc, test_every_arch, 0, (int)N_ARCH);
     tcase_add_test(tc, test_hf_dir_equals_gguf);
     tcase_add_test(tc, test_hooks);
+    tcase_add_test(tc, test_cache_attend_reference);
+    tcase_add_test(tc, test_kv_types_engine);
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_real_models);
     suite_add_tcase(s, tc);

@@ -704,9 +704,180 @@ START_TEST(logits_file_rejects_damage) {
     }
     nbt_write_file(bad, "not a log-prob file at all", 26);
     ck_assert_int_eq(read_all(bad, &ctx), NB_ERR_FORMAT);
-    ck_assert_msg(strstr(nb_errmsg(&ctx), "not a nibble log-prob file"), "%s", nb_errmsg(&ctx));
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "neither a nibble nor a llama.cpp log-prob file"), "%s", nb_errmsg(&ctx));
     free(c);
     free(b);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+/* ---- llama.cpp's --kl-divergence-base file --------------------------------------- */
+
+/* A base saved in llama.cpp's layout scores a variant: the statistics agree
+ * with a base in nibble's layout to the 16-bit rounding of the target's
+ * log-prob (llama.cpp's file keeps no exact copy), and a model against
+ * itself still gives KLD ~ 0. */
+START_TEST(llamacpp_base_round_trip) {
+    fake_lm a = fake(211, 0.7, 0.0), q = fake(211, 0.7, 0.4), self = a;
+    size_t n = 6 * 40;
+    int32_t *tok = random_tokens(n, a.n_vocab, 9, 1);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const char *fl = nbt_path("base.kld"), *fn = nbt_path("base.bin");
+    nb_ppl_opts o = opts(40, true, 1);
+    nb_ppl_lm la = lm_of(&a), lq = lm_of(&q), ls = lm_of(&self);
+    nb_ppl_result rl, rn, kl, kn, ks;
+    o.save_path = fl;
+    o.save_format = NB_LPF_LLAMACPP;
+    ck_assert_int_eq(nb_ppl_run(&la, tok, n, &o, &rl, &ctx), NB_OK);
+    o.save_path = fn;
+    o.save_format = NB_LPF_NIBBLE;
+    ck_assert_int_eq(nb_ppl_run(&la, tok, n, &o, &rn, &ctx), NB_OK);
+    ck_assert_msg(fabs(rl.ppl - rn.ppl) < 1e-12 * rn.ppl, "PPL %g vs %g", rl.ppl, rn.ppl);
+
+    /* the layout, read back by hand */
+    size_t len;
+    unsigned char *b = nbt_read_file(fl, &len);
+    ck_assert_ptr_nonnull(b);
+    const size_t rec = 2 * (2 * ((211 + 1) / 2) + 4), n_rec = 6 * 19;
+    ck_assert_uint_eq(len, 20 + 4 * n + n_rec * rec);
+    ck_assert(memcmp(b, "_logits_", 8) == 0);
+    int32_t hv[3];
+    memcpy(hv, b + 8, 12);
+    ck_assert_int_eq(hv[0], 40);
+    ck_assert_int_eq(hv[1], 211);
+    ck_assert_int_eq(hv[2], 6);
+    ck_assert(memcmp(b + 20, tok, 4 * n) == 0); /* the text's tokens, BOS not substituted */
+    /* record 0 predicts tok[21]: its log-prob decodes to the reference within the rounding */
+    long double lp[211];
+    ref_logprobs(&a, tok[20], 20, 1, lp);
+    float sc, mn;
+    memcpy(&sc, b + 20 + 4 * n, 4);
+    memcpy(&mn, b + 24 + 4 * n, 4);
+    uint16_t qv;
+    memcpy(&qv, b + 28 + 4 * n + 2 * (size_t)tok[21], 2);
+    ck_assert_msg(fabsl(mn + sc * qv - lp[tok[21]]) < 2e-4L, "%g vs %Lg", (double)(mn + sc * qv), lp[tok[21]]);
+    free(b);
+
+    o.save_path = NULL;
+    o.kld_path = fl;
+    ck_assert_int_eq(nb_ppl_run(&lq, tok, n, &o, &kl, &ctx), NB_OK);
+    o.kld_path = fn;
+    ck_assert_int_eq(nb_ppl_run(&lq, tok, n, &o, &kn, &ctx), NB_OK);
+    ck_assert_uint_eq(kl.kld.count, n_rec);
+    ck_assert_msg(fabs(kl.kld.kld - kn.kld.kld) < 1e-3 * kn.kld.kld && kn.kld.kld > 1e-3, "KLD %g vs %g", kl.kld.kld,
+                  kn.kld.kld);
+    /* llama.cpp's file has only the 16-bit value, floored at max - 16: a target
+     * further down reads as that floor, so PPL(base) can only come out lower
+     * (this fake model puts many targets there) */
+    ck_assert_msg(kl.kld.ppl_base <= kn.kld.ppl_base * (1 + 1e-6), "PPL(base) %g vs %g", kl.kld.ppl_base,
+                  kn.kld.ppl_base);
+    ck_assert_msg(fabs(kl.kld.same_top - kn.kld.same_top) < 0.02, "same top %g vs %g", kl.kld.same_top,
+                  kn.kld.same_top);
+    ck_assert_msg(fabs(kl.ppl - kn.ppl) < 1e-12 * kn.ppl, "PPL(Q) %g vs %g", kl.ppl, kn.ppl);
+    /* against itself */
+    o.kld_path = fl;
+    ck_assert_int_eq(nb_ppl_run(&ls, tok, n, &o, &ks, &ctx), NB_OK);
+    ck_assert_msg(fabs(ks.kld.kld) < 1e-4 && ks.kld.same_top == 1.0, "self KLD %g same top %g", ks.kld.kld,
+                  ks.kld.same_top);
+    /* KLD mode without a text takes the file's tokens */
+    nb_ppl_result_free(&ks);
+    ck_assert_int_eq(nb_ppl_run(&ls, NULL, 0, &o, &ks, &ctx), NB_OK);
+    ck_assert_uint_eq(ks.kld.count, n_rec);
+    /* a different text is refused */
+    int32_t *other = random_tokens(n, a.n_vocab, 10, 1);
+    nb_ppl_result kx;
+    ck_assert_int_eq(nb_ppl_run(&lq, other, n, &o, &kx, &ctx), NB_ERR_RANGE);
+    free(other);
+    nb_ppl_result_free(&rl);
+    nb_ppl_result_free(&rn);
+    nb_ppl_result_free(&kl);
+    nb_ppl_result_free(&kn);
+    nb_ppl_result_free(&ks);
+    nb_ctx_free(&ctx);
+    free(tok);
+}
+END_TEST
+
+/* A file built byte by byte from the layout in perplexity.cpp (not by our
+ * writer): what the reader derives from it. Vocabulary 3 (odd: one u16 of
+ * padding), n_ctx 4 -> 1 scored token per chunk (position 2 predicts 3). */
+START_TEST(llamacpp_layout_by_hand) {
+    unsigned char f[20 + 4 * 8 + 2 * 16]; /* records: 2 f32 + 4 u16 */
+    memcpy(f, "_logits_", 8);
+    put32(f + 8, 4);
+    put32(f + 12, 3);
+    put32(f + 16, 2);
+    const int32_t toks[8] = {1, 2, 0, 2, 1, 0, 1, 1};
+    for (int i = 0; i < 8; i++) put32(f + 20 + 4 * i, (uint32_t)toks[i]);
+    unsigned char *r = f + 52;
+    const float scale[2] = {0.25f / 65535.f, 0.f}, mlp[2] = {-1.5f, -1.0986123f};
+    const uint16_t q[2][4] = {{0, 65535, 20000, 0xBEEF}, {0, 0, 0, 7}}; /* last: padding */
+    for (int k = 0; k < 2; k++) {
+        memcpy(r + 16 * k, &scale[k], 4);
+        memcpy(r + 16 * k + 4, &mlp[k], 4);
+        for (int i = 0; i < 4; i++) {
+            r[16 * k + 8 + 2 * i] = (unsigned char)q[k][i];
+            r[16 * k + 9 + 2 * i] = (unsigned char)(q[k][i] >> 8);
+        }
+    }
+    const char *p = nbt_path("hand.kld");
+    nbt_write_file(p, f, sizeof f);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_lpf_header h;
+    int32_t *tok;
+    nb_lpf_reader *rd;
+    ck_assert_int_eq(nb_lpf_open(p, &h, &tok, &rd, &ctx), NB_OK);
+    ck_assert_int_eq(h.format, NB_LPF_LLAMACPP);
+    ck_assert_uint_eq(h.n_ctx, 4);
+    ck_assert_uint_eq(h.n_vocab, 3);
+    ck_assert_uint_eq(h.n_chunk, 2);
+    ck_assert_uint_eq(h.n_scored, 1);
+    ck_assert_int_eq(h.bos, -1);
+    ck_assert(memcmp(tok, toks, sizeof toks) == 0);
+    unsigned char buf[2 * (NB_LPF_REC_HDR + 6)];
+    ck_assert_int_eq(nb_lpf_read(rd, buf, 2, &ctx), NB_OK);
+    nb_lpf_rec a, b;
+    ck_assert_int_eq(nb_lpf_decode(buf, 3, &a, &ctx), NB_OK);
+    ck_assert_int_eq(nb_lpf_decode(buf + NB_LPF_REC_HDR + 6, 3, &b, &ctx), NB_OK);
+    /* chunk 0: position 2 predicts toks[3] = 2 -> q = 20000 */
+    ck_assert(a.scale == scale[0] && a.min_lp == mlp[0]);
+    ck_assert(a.lp_target == scale[0] * 20000.f + mlp[0]);
+    ck_assert_int_eq(a.argmax, 1);
+    ck_assert_uint_eq(nb_lpf_q(&a, 1), 65535);
+    /* chunk 1: toks[7] = 1, all q = 0: every entry is min_lp, the first is the argmax */
+    ck_assert(b.lp_target == mlp[1]);
+    ck_assert_int_eq(b.argmax, 0);
+    ck_assert_int_eq(nb_lpf_finish(rd, &ctx), NB_OK);
+    nb_lpf_close(rd);
+    free(tok);
+
+    /* hostile: every truncation and extension, bad counts, tokens outside the vocabulary */
+    const char *bad = nbt_path("hand_bad.kld");
+    for (size_t cut = 0; cut < sizeof f; cut++) {
+        nbt_write_file(bad, f, cut);
+        ck_assert_msg(read_all(bad, &ctx) == NB_ERR_FORMAT, "cut at %zu: %s", cut, nb_errmsg(&ctx));
+    }
+    unsigned char g[sizeof f + 2];
+    memcpy(g, f, sizeof f);
+    g[sizeof f] = g[sizeof f + 1] = 0;
+    nbt_write_file(bad, g, sizeof g);
+    ck_assert_int_eq(read_all(bad, &ctx), NB_ERR_FORMAT);
+    ck_assert_msg(strstr(nb_errmsg(&ctx), "hand_bad.kld") && strstr(nb_errmsg(&ctx), "need"), "%s",
+                  nb_errmsg(&ctx));
+    const struct { size_t off; uint32_t v; } hostile[] = {
+        {8, 0}, {8, 0x80000000u}, {8, 3}, {8, 0x7fffffffu}, {12, 0}, {12, 0xffffffffu}, {12, 1u << 30},
+        {16, 0}, {16, 0xffffffffu}, {16, 0x7fffffffu}, {20, 3}, {44, 0xffffffffu},
+    };
+    for (size_t i = 0; i < sizeof hostile / sizeof *hostile; i++) {
+        memcpy(g, f, sizeof f);
+        put32(g + hostile[i].off, hostile[i].v);
+        nbt_write_file(bad, g, sizeof f);
+        nb_status st = read_all(bad, &ctx);
+        ck_assert_msg(st == NB_ERR_FORMAT && strstr(nb_errmsg(&ctx), "hand_bad.kld"), "field at %zu = %u: %d %s",
+                      hostile[i].off, hostile[i].v, st, nb_errmsg(&ctx));
+    }
     nb_ctx_free(&ctx);
 }
 END_TEST
@@ -834,6 +1005,8 @@ int main(void) {
     tcase_add_test(tc, ppl_file_is_the_manual_run);
     tcase_add_test(tc, logits_file_rejects_damage);
     tcase_add_test(tc, record_encoding);
+    tcase_add_test(tc, llamacpp_base_round_trip);
+    tcase_add_test(tc, llamacpp_layout_by_hand);
     tcase_add_test(tc, percentiles_and_estimate);
     tcase_add_test(tc, sampler);
     suite_add_tcase(s, tc);
