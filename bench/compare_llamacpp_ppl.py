@@ -11,6 +11,11 @@ nibble runs as `nibble ppl MODEL --text FILE --ctx N --json`.
 
 Modes:
   compare (default)  print the side-by-side table (and --markdown FILE appends it)
+  grid               for each model and each --ctx-list value: llama.cpp's PPL with each
+                     KV cache type of --llama-kvs and nibble's with each argument set of
+                     --nibble-configs (';'-separated), all on the same chunks, as one table
+                     with every figure's difference from nibble --precise (the reference
+                     arithmetic) and from llama.cpp with its default F16 cache
   fixture            write the small reference fixture that the Check test
                      tests/engine/test_llamacpp.c compares nibble's engine to
                      (token ids, llama.cpp's top-k and sampled log-probs per
@@ -197,9 +202,44 @@ def cmd_fixture(a):
     return 0
 
 
+def cmd_grid(a):
+    text = open(a.text, encoding="utf-8").read()
+    configs = [c.strip() for c in a.nibble_configs.split(";") if c.strip()]
+    rows = []
+    for mid in a.models.split(","):
+        path = fetch_path(mid)
+        for n_ctx in [int(c) for c in a.ctx_list.split(",")]:
+            chunks = max(1, a.tokens // n_ctx)
+            res = {}
+            for kv in a.llama_kvs.split(","):
+                lc = LlamaCpp(path, n_ctx, a.threads, kv)
+                toks = lc.tokenize(text)
+                lp, le, nch, _ = llama_ppl(lc, toks, n_ctx, chunks)
+                del lc
+                res[f"llama.cpp kv {kv}" + (" (flash attn)" if kv not in ("f32", "f16") else "")] = (lp, le)
+            for c in configs:
+                nb = nibble_ppl(a.nibble, path, a.text, n_ctx, chunks, a.threads, c.split())
+                res[f"nibble {c}"] = (nb["ppl"], nb["ppl_err"])
+            ref = res.get("nibble --precise", (None,))[0]
+            base = res.get("llama.cpp kv f16", (None,))[0]
+            for k, (v, e) in res.items():
+                rows.append((mid, n_ctx, chunks, k, v, e, (v - ref) / ref * 100 if ref else float("nan"),
+                             (v - base) / base * 100 if base else float("nan")))
+                print(f"{mid} ctx {n_ctx} x {chunks}: {k}: {v:.4f} +/- {e:.4f}", file=sys.stderr, flush=True)
+    hdr = ("| model | ctx x chunks | engine | PPL | vs nibble --precise | vs llama.cpp (F16 KV) |\n"
+           "|---|---|---|---:|---:|---:|\n")
+    body = "".join(f"| {m} | {c} x {n} | {k} | {v:.4f} ± {e:.4f} | {dr:+.3f} % | {dl:+.3f} % |\n"
+                   for m, c, n, k, v, e, dr, dl in rows)
+    print(hdr + body)
+    if a.markdown:
+        with open(a.markdown, "a", encoding="utf-8") as f:
+            f.write(hdr + body)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", nargs="?", default="compare", choices=["compare", "fixture"])
+    ap.add_argument("mode", nargs="?", default="compare", choices=["compare", "fixture", "grid"])
     ap.add_argument("--models", default="gemma3-270m,smollm2-135m", help="fetch-models ids, comma-separated")
     ap.add_argument("--text", default=TEXT)
     ap.add_argument("--ctx", type=int, default=512)
@@ -213,7 +253,14 @@ def main():
     ap.add_argument("--out", default=os.path.join(ROOT, "tests", "data", "llamacpp"))
     ap.add_argument("--k-top", type=int, default=16)
     ap.add_argument("--k-rand", type=int, default=16)
+    ap.add_argument("--ctx-list", default="128,512,2048", help="grid: context lengths")
+    ap.add_argument("--tokens", type=int, default=2048, help="grid: chunks = max(1, TOKENS // ctx)")
+    ap.add_argument("--llama-kvs", default="f16,f32,q8_0", help="grid: llama.cpp KV cache types")
+    ap.add_argument("--nibble-configs", default="--precise;--kv-type f32;--kv-type f16;--kv-type q8_0",
+                    help="grid: ';'-separated nibble ppl argument sets")
     a = ap.parse_args()
+    if a.mode == "grid":
+        return cmd_grid(a)
     if a.mode == "fixture" and not a.chunks:
         a.chunks = 2
     return cmd_fixture(a) if a.mode == "fixture" else cmd_compare(a)

@@ -11,7 +11,10 @@
 #   - refusals with exit 2 and a one-line message: a text shorter than
 #     2 x ctx, a base file from another vocabulary / text / context, a damaged
 #     base file; usage errors exit 1;
-#   - `nibble run`: prompt echoed, greedy and seeded sampling reproducible.
+#   - `nibble run`: prompt echoed, greedy and seeded sampling reproducible;
+#   - --kv-type f16 moves PPL a little (and reproducibly), q8_0 refuses a head
+#     size of 16; a base saved in llama.cpp's layout (--logits-format llama.cpp)
+#     gives the KLD of nibble's layout; a truncated one exits 2.
 # On the real SmolLM2 (if scripts/fetch-models cached it): the same PPL at 1
 # and 2 threads.
 set -u
@@ -117,6 +120,29 @@ kp=$(kld_of) kf=$(kld_of --fast)
 python3 -c "import sys; p, f = float(sys.argv[1]), float(sys.argv[2]); assert abs(p) <= 1e-5 and f > abs(p), (p, f)" \
   "$kp" "$kf" && echo "ok: self-KLD precise $kp, fast $kf" || fail "self-KLD precise $kp / fast $kf"
 expect 1 "$nb" ppl "$tmp/tiny-q4_0.gguf" --text "$text" --precise --fast || fail "--precise --fast accepted"
+
+# KV cache types
+ppl_of() { "$nb" ppl "$tmp/tiny.gguf" --text "$text" --ctx $ctx --chunks 4 --json "$@" 2>/dev/null |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["ppl"])'; }
+p32=$(ppl_of) p16=$(ppl_of --kv-type f16) p16b=$(ppl_of --kv-type f16 --threads 3 --batch 7)
+python3 -c "import sys; a, b, c = map(float, sys.argv[1:]); assert a != b and abs(a - b) < 0.01 * a and b == c, (a, b, c)" \
+  "$p32" "$p16" "$p16b" && echo "ok: PPL with an F32 cache $p32, F16 $p16" || fail "kv f16: $p32 / $p16 / $p16b"
+expect 1 "$nb" ppl "$tmp/tiny.gguf" --text "$text" --ctx $ctx --kv-type q8_0 &&
+  { grep -q "multiple of 32" "$tmp/err" || fail "q8_0 head-size message: $(cat "$tmp/err")"; }
+expect 1 "$nb" ppl "$tmp/tiny.gguf" --text "$text" --kv-type q4_0
+
+# a base in llama.cpp's --kl-divergence-base layout scores the variant as nibble's does
+expect 0 "$nb" ppl "$tmp/tiny.gguf" --text "$text" --ctx $ctx --chunks 4 --save-logits "$tmp/base.kld" \
+  --logits-format llama.cpp || fail "llama.cpp base"
+[[ $(head -c 8 "$tmp/base.kld") == _logits_ ]] || fail "llama.cpp base: magic"
+kl_of() { "$nb" ppl "$tmp/tiny-q4_0.gguf" --text "$text" --kld "$1" --json 2>/dev/null |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["kld"]["kld_mean"])'; }
+kn=$(kl_of "$tmp/base.bin") kl=$(kl_of "$tmp/base.kld")
+python3 -c "import sys; a, b = map(float, sys.argv[1:]); assert a > 0 and abs(a - b) <= 1e-3 * a, (a, b)" "$kn" "$kl" &&
+  echo "ok: KLD against a nibble base $kn, a llama.cpp base $kl" || fail "KLD nibble base $kn vs llama.cpp base $kl"
+head -c 3000 "$tmp/base.kld" >"$tmp/trunc.kld"
+expect 2 "$nb" ppl "$tmp/tiny-q4_0.gguf" --kld "$tmp/trunc.kld" &&
+  { grep -q "trunc.kld" "$tmp/err" && [[ $(wc -l <"$tmp/err") -le 1 ]] || fail "llama.cpp truncation: $(cat "$tmp/err")"; }
 
 # ---- refusals ----------------------------------------------------------------------
 head -c 40 "$text" >"$tmp/short.txt"
