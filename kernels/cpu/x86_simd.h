@@ -325,7 +325,6 @@ INT4_FNS(int4_a128, 128, 1)
 /* ------------------------------------------------------------ K-quants */
 
 /* int16 scale vector: lanes 0..7 = a, 8..15 = b (pair sums of 16-element groups) */
-INL __m256i sc2(int a, int b) { return join(_mm_set1_epi16((short)a), _mm_set1_epi16((short)b)); }
 
 /* K-quant super-blocks, 8 at a time: BODY(wb, q, bs, &vi, &vm) leaves two
  * int32 vectors whose lane sums are the exact integers `is` and `ms` of
@@ -464,65 +463,71 @@ INL void body_q6_k(const nb_block_q6_K *wb, const int8_t *q0, const int16_t *bs,
 }
 KDOT_FN(dot_q6_k, nb_block_q6_K, body_q6_k, 0, KMIN_NONE)
 
-/* Q3_K with unsigned codes low | hbit << 2 (0..7): value = code - 4 */
-static float dot_q3_k(int64_t n, const void *vw, const void *vx) {
-    const nb_block_q3_K *w = vw;
-    const nb_xq *x = vx;
-    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
-    float acc[8] = {0};
-    for (int64_t b = 0; b < n / 256; b++) {
-        const nb_block_q3_K *wb = w + b;
-        const int16_t *bs = x->s + 16 * b;
-        int sc[16];
-        int32_t corr = 0;
-        for (int g = 0; g < 16; g++) {
-            sc[g] = nb_kern_scale_q3k(g, wb->scales);
-            corr += sc[g] * bs[g];
-        }
-        const __m256i hm = load256(wb->hmask);
-        __m256i ai = _mm256_setzero_si256();
-        for (int k = 0; k < 2; k++) {
-            const __m256i qv = load256(wb->qs + 32 * k);
-            for (int j = 0; j < 4; j++) {
-                __m256i lo = _mm256_and_si256(_mm256_srl_epi16(qv, _mm_cvtsi32_si128(2 * j)), m3);
-                __m256i hb = _mm256_and_si256(_mm256_srl_epi16(hm, _mm_cvtsi32_si128(4 * k + j)), one);
-                __m256i u = _mm256_or_si256(lo, _mm256_slli_epi16(hb, 2));
-                __m256i p = _mm256_maddubs_epi16(u, load256(x->qs + 256 * b + 128 * k + 32 * j));
-                ai = _mm256_add_epi32(ai, _mm256_madd_epi16(p, sc2(sc[8 * k + 2 * j], sc[8 * k + 2 * j + 1])));
-            }
-        }
-        const int32_t is = hsum1(ai) - 4 * corr;
-        acc[b & 7] += (h2f(wb->d) * x->d[b]) * (float)is;
-    }
-    return nb_kern_acc_sum(acc);
+/* Q3_K's 16 signed 6-bit scales (nb_kern_scale_q3k for j = 0..15) as bytes:
+ * low 4 bits from bytes 0..7 (low nibbles for j < 8, high for j >= 8), high
+ * 2 bits from bytes 8..11 (bit pair j / 4 of byte 8 + j % 4). */
+INL __m128i q3k_scales(const uint8_t *p) {
+    uint32_t u[3];
+    memcpy(u, p, 12);
+    const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    const __m128i v = _mm_setr_epi32((int)((u[0] & m4) | ((u[2] & m2) << 4)),
+                                     (int)((u[1] & m4) | (((u[2] >> 2) & m2) << 4)),
+                                     (int)(((u[0] >> 4) & m4) | (((u[2] >> 4) & m2) << 4)),
+                                     (int)(((u[1] >> 4) & m4) | (((u[2] >> 6) & m2) << 4)));
+    return _mm_sub_epi8(v, _mm_set1_epi8(32));
 }
 
-static float dot_q2_k(int64_t n, const void *vw, const void *vx) {
-    const nb_block_q2_K *w = vw;
-    const nb_xq *x = vx;
-    const __m256i m3 = _mm256_set1_epi8(3);
-    float acc[8] = {0};
-    for (int64_t b = 0; b < n / 256; b++) {
-        const nb_block_q2_K *wb = w + b;
-        const int16_t *bs = x->s + 16 * b;
-        int32_t ms = 0;
-        for (int g = 0; g < 16; g++) ms += (wb->scales[g] >> 4) * bs[g];
-        __m256i ai = _mm256_setzero_si256();
-        for (int k = 0; k < 2; k++) {
-            const __m256i qv = load256(wb->qs + 32 * k);
-            for (int j = 0; j < 4; j++) {
-                __m256i u = _mm256_and_si256(_mm256_srl_epi16(qv, _mm_cvtsi32_si128(2 * j)), m3);
-                __m256i p = _mm256_maddubs_epi16(u, load256(x->qs + 256 * b + 128 * k + 32 * j));
-                const int g = 8 * k + 2 * j;
-                ai = _mm256_add_epi32(ai, _mm256_madd_epi16(p, sc2(wb->scales[g] & 15, wb->scales[g + 1] & 15)));
-            }
-        }
-        const int32_t is = hsum1(ai);
-        const float dx = x->d[b];
-        acc[b & 7] += (h2f(wb->d) * dx) * (float)is - (h2f(wb->dmin) * dx) * (float)ms;
+/* Q3_K with unsigned codes low | hbit << 2 (0..7): is = sum sc*(code.q) - 4 * sum sc*bsum */
+INL void body_q3_k(const nb_block_q3_K *wb, const int8_t *q0, const int16_t *bs, __m256i *vi, __m256i *vm) {
+    const __m256i m3 = _mm256_set1_epi8(3), b2 = _mm256_set1_epi8(4);
+    const __m128i sc8 = q3k_scales(wb->scales);
+    const __m256i corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), load256(bs));
+    const __m256i hm = load256(wb->hmask);
+    __m256i ai = _mm256_setzero_si256();
+    for (int k = 0; k < 2; k++) {
+        const int8_t *q = q0 + 128 * k;
+        const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(k ? _mm_srli_si128(sc8, 8) : sc8));
+        const __m256i qv = load256(wb->qs + 32 * k);
+        /* hmask bit 4k + j moved to bit 2 */
+        const __m256i h = k ? _mm256_srli_epi16(hm, 4) : hm;
+        __m256i u0 = _mm256_or_si256(_mm256_and_si256(qv, m3), _mm256_and_si256(_mm256_slli_epi16(h, 2), b2));
+        __m256i u1 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qv, 2), m3),
+                                     _mm256_and_si256(_mm256_slli_epi16(h, 1), b2));
+        __m256i u2 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qv, 4), m3), _mm256_and_si256(h, b2));
+        __m256i u3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qv, 6), m3),
+                                     _mm256_and_si256(_mm256_srli_epi16(h, 1), b2));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(u0, load256(q)), pair16(s16, 0)));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(u1, load256(q + 32)), pair16(s16, 1)));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(u2, load256(q + 64)), pair16(s16, 2)));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(u3, load256(q + 96)), pair16(s16, 3)));
     }
-    return nb_kern_acc_sum(acc);
+    *vi = _mm256_sub_epi32(ai, _mm256_slli_epi32(corr, 2));
+    *vm = _mm256_setzero_si256();
 }
+KDOT_FN(dot_q3_k, nb_block_q3_K, body_q3_k, 0, KMIN_NONE)
+
+/* Q2_K: codes 0..3, scale byte g = low nibble scale | high nibble min:
+ * is = sum sc*(code.q), ms = sum min*bsum */
+INL void body_q2_k(const nb_block_q2_K *wb, const int8_t *q0, const int16_t *bs, __m256i *vi, __m256i *vm) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m128i sb = load128(wb->scales), m4 = _mm_set1_epi8(15);
+    const __m128i sc8 = _mm_and_si128(sb, m4);
+    *vm = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sb, 4), m4)), load256(bs));
+    __m256i ai = _mm256_setzero_si256();
+    for (int k = 0; k < 2; k++) {
+        const int8_t *q = q0 + 128 * k;
+        const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(k ? _mm_srli_si128(sc8, 8) : sc8));
+        const __m256i qv = load256(wb->qs + 32 * k);
+        __m256i u0 = _mm256_and_si256(qv, m3), u1 = _mm256_and_si256(_mm256_srli_epi16(qv, 2), m3);
+        __m256i u2 = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m3), u3 = _mm256_and_si256(_mm256_srli_epi16(qv, 6), m3);
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(u0, load256(q)), pair16(s16, 0)));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(u1, load256(q + 32)), pair16(s16, 1)));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(u2, load256(q + 64)), pair16(s16, 2)));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(u3, load256(q + 96)), pair16(s16, 3)));
+    }
+    *vi = ai;
+}
+KDOT_FN(dot_q2_k, nb_block_q2_K, body_q2_k, 1, KMIN_DMIN)
 
 static float dot_iq4_xs(int64_t n, const void *vw, const void *vx) {
     const nb_block_iq4_xs *w = vw;

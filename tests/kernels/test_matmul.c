@@ -154,6 +154,34 @@ static float *tricky_x(size_t n, uint64_t seed) {
     return x;
 }
 
+/* Every integer kernel of table kt gives generic's bits for rows of n_in
+ * (quantized and random-byte weights, tricky activations). */
+static void isa_same_bits(const nb_kernels *g, const nb_kernels *kt, const char *isa, int64_t n_in, nb_ctx *ctx) {
+    for (size_t i = 0; i < N_TYPES; i++) {
+        const nb_type t = TYPES[i].t;
+        float *xs = tricky_x((size_t)N_TOK * n_in, 17);
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 1 && is_float_type(t)) break;
+            void *w = pass == 0 ? weights(t, N_OUT, n_in, 3 + i) : random_bytes(t, N_OUT, n_in, 7 + i);
+            float ya[N_TOK * N_OUT], yb[N_TOK * N_OUT];
+            ck_assert_int_eq(nb_matmul_with(g, t, w, N_OUT, n_in, xs, N_TOK, ya, 1, ctx), NB_OK);
+            ck_assert_int_eq(nb_matmul_with(kt, t, w, N_OUT, n_in, xs, N_TOK, yb, 1, ctx), NB_OK);
+            if (is_float_type(t)) {
+                double e = rel_rms(yb, ya, (size_t)N_TOK * N_OUT);
+                ck_assert_msg(e <= 1e-6, "%s %s vs generic: rel rms %g", isa, nb_type_name(t), e);
+            } else {
+                size_t at = 0;
+                ck_assert_msg(same_bits(ya, yb, (size_t)N_TOK * N_OUT, &at),
+                              "%s %s (%s weights) differs from generic at %zu: %.9g vs %.9g", isa,
+                              nb_type_name(t), pass ? "random-byte" : "quantized", at, (double)ya[at],
+                              (double)yb[at]);
+            }
+            free(w);
+        }
+        free(xs);
+    }
+}
+
 START_TEST(isas_agree) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
@@ -184,29 +212,9 @@ START_TEST(isas_agree) {
         ck_assert_mem_eq(sa, sb, sizeof sa);
         free(x);
 
-        for (size_t i = 0; i < N_TYPES; i++) {
-            const nb_type t = TYPES[i].t;
-            float *xs = tricky_x((size_t)N_TOK * N_IN, 17);
-            for (int pass = 0; pass < 2; pass++) {
-                if (pass == 1 && is_float_type(t)) break;
-                void *w = pass == 0 ? weights(t, N_OUT, N_IN, 3 + i) : random_bytes(t, N_OUT, N_IN, 7 + i);
-                float ya[N_TOK * N_OUT], yb[N_TOK * N_OUT];
-                ck_assert_int_eq(nb_matmul_with(g, t, w, N_OUT, N_IN, xs, N_TOK, ya, 1, &ctx), NB_OK);
-                ck_assert_int_eq(nb_matmul_with(kt, t, w, N_OUT, N_IN, xs, N_TOK, yb, 1, &ctx), NB_OK);
-                if (is_float_type(t)) {
-                    double e = rel_rms(yb, ya, (size_t)N_TOK * N_OUT);
-                    ck_assert_msg(e <= 1e-6, "%s %s vs generic: rel rms %g", isas[k], nb_type_name(t), e);
-                } else {
-                    size_t at = 0;
-                    ck_assert_msg(same_bits(ya, yb, (size_t)N_TOK * N_OUT, &at),
-                                  "%s %s (%s weights) differs from generic at %zu: %.9g vs %.9g", isas[k],
-                                  nb_type_name(t), pass ? "random-byte" : "quantized", at, (double)ya[at],
-                                  (double)yb[at]);
-                }
-                free(w);
-            }
-            free(xs);
-        }
+        isa_same_bits(g, kt, isas[k], N_IN, &ctx);
+        /* 11 super-blocks: the SIMD K-quant kernels' 8-at-a-time path and their tail */
+        isa_same_bits(g, kt, isas[k], 11 * 256, &ctx);
     }
     if (!compared) printf("isas_agree: only the generic kernels run on this CPU/build\n");
     nb_ctx_free(&ctx);
