@@ -529,26 +529,21 @@ INL void body_q2_k(const nb_block_q2_K *wb, const int8_t *q0, const int16_t *bs,
 }
 KDOT_FN(dot_q2_k, nb_block_q2_K, body_q2_k, 1, KMIN_DMIN)
 
-static float dot_iq4_xs(int64_t n, const void *vw, const void *vx) {
-    const nb_block_iq4_xs *w = vw;
-    const nb_xq *x = vx;
+/* IQ4_XS: 8 sub-blocks of 32 with 6-bit scales ls - 32, codes through the IQ4_NL table */
+INL void body_iq4_xs(const nb_block_iq4_xs *wb, const int8_t *q, const int16_t *bs, __m256i *vi, __m256i *vm) {
+    (void)bs;
     const __m256i tab = table16(nb_kvalues_iq4nl);
-    float acc[8] = {0};
-    for (int64_t b = 0; b < n / 256; b++) {
-        const nb_block_iq4_xs *wb = w + b;
-        __m256i ai = _mm256_setzero_si256();
-        for (int ib = 0; ib < 8; ib++) {
-            const int ls = ((wb->scales_l[ib / 2] >> 4 * (ib % 2)) & 15) | (((wb->scales_h >> 2 * ib) & 3) << 4);
-            __m256i v = _mm256_shuffle_epi8(tab, nib32(wb->qs + 16 * ib));
-            __m256i xq = load256(x->qs + 256 * b + 32 * ib);
-            __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(xq, v));
-            ai = _mm256_add_epi32(ai, _mm256_madd_epi16(p, _mm256_set1_epi16((short)(ls - 32))));
-        }
-        const int32_t is = hsum1(ai);
-        acc[b & 7] += (h2f(wb->d) * x->d[b]) * (float)is;
+    __m256i ai = _mm256_setzero_si256();
+    for (int ib = 0; ib < 8; ib++) {
+        const int ls = ((wb->scales_l[ib / 2] >> 4 * (ib % 2)) & 15) | (((wb->scales_h >> 2 * ib) & 3) << 4);
+        __m256i v = _mm256_shuffle_epi8(tab, nib32(wb->qs + 16 * ib));
+        __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(load256(q + 32 * ib), v));
+        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(p, _mm256_set1_epi16((short)(ls - 32))));
     }
-    return nb_kern_acc_sum(acc);
+    *vi = ai;
+    *vm = _mm256_setzero_si256();
 }
+KDOT_FN(dot_iq4_xs, nb_block_iq4_xs, body_iq4_xs, 0, KMIN_NONE)
 
 static void x86_fill(nb_kernels *k) {
     k->quant_q32 = quant_q32;
