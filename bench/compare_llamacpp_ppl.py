@@ -96,7 +96,7 @@ class LlamaCpp:
             toks[0] = self.bos
         self.llm.reset()
         self.llm.eval(toks)
-        return np.array(self.llm.scores[: len(toks)], dtype=np.float32)
+        return np.asarray(self.llm.scores[: len(toks)], dtype=np.float32)  # a view: use before the next eval
 
 
 def llama_ppl(lc, tokens, n_ctx, n_chunks):
@@ -110,8 +110,12 @@ def llama_ppl(lc, tokens, n_ctx, n_chunks):
     t0 = time.time()
     for c in range(n_chunk):
         chunk = tokens[c * n_ctx:(c + 1) * n_ctx]
-        lp = log_softmax(lc.chunk_logits(chunk)[first:n_ctx - 1])
-        v = -lp[np.arange(lp.shape[0]), np.array(chunk[first + 1:n_ctx])]
+        logits = lc.chunk_logits(chunk)
+        # row slices: a float64 log-softmax of 1000 x 262144 logits at once would need several GB
+        v = np.concatenate([-log_softmax(logits[r:min(r + 64, n_ctx - 1)])[
+            np.arange(min(64, n_ctx - 1 - r)), np.array(chunk[r + 1:min(r + 65, n_ctx)])]
+            for r in range(first, n_ctx - 1, 64)])
+        del logits
         nll += v.sum()
         nll2 += (v * v).sum()
         count += v.shape[0]
