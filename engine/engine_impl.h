@@ -154,14 +154,14 @@ nb_status nb_eng_bind_mat(nb_engine *e, const char *name, int64_t n_in, int64_t 
 void nb_eng_rmsnorm(float *out, const float *x, const float *w, int64_t rows, int n, float eps, int n_threads);
 /* kv_cache.c: the cache's element types (the arithmetic of each: engine.h). */
 size_t nb_cache_row_bytes(nb_cache_type t, int hd); /* bytes of hd values; hd % 32 == 0 for Q8_0 */
-#define NB_CACHE_TMP(hd) (3 * (size_t)(hd))     /* scratch floats per thread for the calls below */
+#define NB_CACHE_TMP(hd) (3 * (size_t)(hd)) /* scratch floats per thread for the calls below */
 /* Store hd values into one cache row. */
 void nb_cache_store(nb_cache_type t, const float *src, int hd, void *dst);
 /* Attention of one query row q (hd values, already scaled) over cache rows
  * p0..p1 of K and V (kv_row bytes apart): out = softmax(q.K) V. sc: p1 + 1
  * floats of scratch, tmp: NB_CACHE_TMP(hd) floats. */
 void nb_cache_attend(nb_cache_type t, const float *q, const unsigned char *K, const unsigned char *V, size_t kv_row,
-                  int p0, int p1, int hd, float *sc, float *tmp, float *out);
+                     int p0, int p1, int hd, float *sc, float *tmp, float *out);
 
 /* forward_moe.c: MoE FFN of layer L on xb (n x E) into out (n x E). */
 nb_status nb_engine_moe(nb_engine *e, int L, const float *xb, int n, float *out, nb_ctx *ctx);

@@ -142,8 +142,8 @@ static void attention(nb_engine *e, int L, int n, int pos) {
                 if (swa && self + half < p1) p1 = self + half;
             }
             nb_cache_attend(e->kv_type, e->q + ((int64_t)t * H + h) * hd, kc + (size_t)kvh * head_bytes,
-                         vc + (size_t)kvh * head_bytes, e->kv_row, p0, p1, hd, sc, tmp,
-                         e->att + ((int64_t)t * H + h) * hd);
+                            vc + (size_t)kvh * head_bytes, e->kv_row, p0, p1, hd, sc, tmp,
+                            e->att + ((int64_t)t * H + h) * hd);
         }
     }
 }

@@ -76,7 +76,7 @@ static float dot_q8_0(const nb_block_q8_0 *a, const nb_block_q8_0 *b, int nb) {
 }
 
 void nb_cache_attend(nb_cache_type t, const float *q, const unsigned char *K, const unsigned char *V, size_t kv_row,
-                  int p0, int p1, int hd, float *sc, float *tmp, float *out) {
+                     int p0, int p1, int hd, float *sc, float *tmp, float *out) {
     float *qr = tmp, *row = tmp + hd, *row2 = tmp + 2 * (size_t)hd;
     nb_block_q8_0 *qb = (nb_block_q8_0 *)row2; /* hd/32 blocks fit in hd floats */
     if (t == NB_CACHE_F16)
