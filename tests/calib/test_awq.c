@@ -142,7 +142,7 @@ static nb_gptq_model_opts awq_opts(void) {
 
 static float *logits_of(const char *path, int n_tok, nb_ctx *ctx) {
     nb_engine *e = NULL;
-    nb_engine_opts eo = {n_tok, n_tok, 1, true};
+    nb_engine_opts eo = {n_tok, n_tok, 1, true, NB_CACHE_F32};
     ck_assert_msg(nb_engine_open(path, &eo, &e, ctx) == NB_OK, "%s", nb_errmsg(ctx));
     int32_t tok[32];
     for (int i = 0; i < n_tok; i++) tok[i] = (int32_t)((i * 37 + 5) % 500);
