@@ -142,6 +142,70 @@ nb_status nb_peft_config_parse(const char *json, size_t len, const char *what, n
 
 /* ---- PEFT's get_pattern_key ------------------------------------------------------------------------ */
 
+#define MAX_REGEX_NODES 20000 /* PEFT keys are module names; real ones cost a few hundred */
+
+/* An upper bound on the size of the syntax tree glibc's regcomp builds for
+ * the ERE `re`, which copies a repeated atom per repetition ("x+" = "xx*",
+ * "x{3}" = "xxx"): stacked or nested repetitions multiply ("I+++++..." grows
+ * as 2^k). Refusing keys above a bound keeps a hostile adapter_config.json
+ * from making regcomp allocate gigabytes. Back-references (exponential to
+ * match) count as over the bound. */
+static bool regex_too_costly(const char *re) {
+    enum { DEPTH = 64 };
+    double total[DEPTH] = {0}, atom = 0; /* size of each open group; the last atom's */
+    int d = 0;
+    for (size_t i = 0; re[i]; i++) {
+        char ch = re[i];
+        if (ch == '\\') {
+            if (re[i + 1] >= '1' && re[i + 1] <= '9') return true;
+            if (re[i + 1]) i++;
+            atom = 1;
+        } else if (ch == '[') { /* bracket expression: one atom; ']' first is literal, [:class:] inside */
+            size_t j = i + 1;
+            if (re[j] == '^') j++;
+            if (re[j] == ']') j++;
+            while (re[j] && re[j] != ']') {
+                if (re[j] == '[' && (re[j + 1] == ':' || re[j + 1] == '.' || re[j + 1] == '=')) {
+                    const char *end = strchr(re + j + 2, re[j + 1]);
+                    if (!end || end[1] != ']') return true;
+                    j = (size_t)(end - re) + 2;
+                } else {
+                    j++;
+                }
+            }
+            if (!re[j]) return true;
+            i = j;
+            atom = 1;
+        } else if (ch == '(') {
+            if (++d >= DEPTH) return true;
+            total[d] = 0;
+            continue;
+        } else if (ch == ')') {
+            if (d == 0) return true;
+            atom = total[d--] + 1;
+        } else if (ch == '*' || ch == '?' || ch == '+' || ch == '{') {
+            double f = 1;
+            if (ch == '+') f = 2;
+            if (ch == '{') { /* {n}, {n,}, {n,m}: at most max(n, m) + 1 copies */
+                char *end;
+                unsigned long a = strtoul(re + i + 1, &end, 10), b = a;
+                if (*end == ',') b = end[1] == '}' ? a : strtoul(end + 1, &end, 10);
+                if (*end == '}') i = (size_t)(end - re);
+                f = (double)(a > b ? a : b) + 1;
+            }
+            total[d] += atom * (f - 1) + 1;
+            atom *= f;
+            if (total[d] > MAX_REGEX_NODES) return true;
+            continue;
+        } else {
+            atom = 1;
+        }
+        total[d] += atom;
+        if (total[d] > MAX_REGEX_NODES) return true;
+    }
+    return false;
+}
+
 bool nb_peft_pattern_match(const char *key, const char *module, bool *ok) {
     *ok = false;
     if (!key) return false;
@@ -176,6 +240,10 @@ bool nb_peft_pattern_match(const char *key, const char *module, bool *ok) {
         }
     }
     memcpy(re + o, ")$", 3);
+    if (regex_too_costly(re)) {
+        free(re);
+        return false;
+    }
     regex_t rx;
     int rc = regcomp(&rx, re, REG_EXTENDED | REG_NOSUB);
     free(re);

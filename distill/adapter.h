@@ -82,7 +82,10 @@ void nb_peft_config_free(nb_peft_config *c);
 /* PEFT's get_pattern_key test: does pattern `key` match module name `module`
  * (Python `re.match(r"(.*\.)?(KEY)$", module)`)? The key is a regular
  * expression; Python's \d \w \s (and upper-case forms) are translated, the
- * rest is POSIX ERE. *ok is set false when the key does not compile. */
+ * rest is POSIX ERE. *ok is set false when the key does not compile, and
+ * for keys whose compiled form would be huge (repetitions that multiply, as
+ * in "x++++..." or "(x{99}){99}") or that use back-references: regcomp's
+ * memory must stay small whatever adapter_config.json says. */
 bool nb_peft_pattern_match(const char *key, const char *module, bool *ok);
 
 /* One low-rank update. Shapes in torch order: A [rank, in], B [out, rank];
