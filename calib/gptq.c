@@ -116,13 +116,13 @@ static bool run_tile(const shared *S, int64_t r0, int64_t nr) {
     const nb_type_traits *tr = S->tr;
     const int64_t C = S->n_cols, B = tr->block_size, L = tr->grid_levels, sub = tr->grid_sub, nsub_row = C / sub;
     const int64_t bs = S->bs;
-    double *Wt = malloc((size_t)(nr * C) * sizeof(double));
-    double *W1 = malloc((size_t)(nr * bs) * sizeof(double));
-    double *Er = malloc((size_t)(nr * bs) * sizeof(double));
-    float *grid = malloc((size_t)(nr * nsub_row * L) * sizeof(float));
-    float *fb = malloc((size_t)C * sizeof(float));
-    float *vals = malloc((size_t)B * sizeof(float));
-    uint8_t *tmp = malloc(tr->type_size);
+    double *Wt = nb_malloc(NULL, (size_t)(nr * C) * sizeof(double), "gptq");
+    double *W1 = nb_malloc(NULL, (size_t)(nr * bs) * sizeof(double), "gptq");
+    double *Er = nb_malloc(NULL, (size_t)(nr * bs) * sizeof(double), "gptq");
+    float *grid = nb_malloc(NULL, (size_t)(nr * nsub_row * L) * sizeof(float), "gptq");
+    float *fb = nb_malloc(NULL, (size_t)C * sizeof(float), "gptq");
+    float *vals = nb_malloc(NULL, (size_t)B * sizeof(float), "gptq");
+    uint8_t *tmp = nb_malloc(NULL, tr->type_size, "gptq");
     bool ok = Wt && W1 && Er && grid && fb && vals && tmp;
     if (!ok) goto out;
     for (int64_t r = 0; r < nr; r++) {

@@ -358,7 +358,7 @@ static bool quad_err(const float *x, const float *y, int64_t n_rows, int64_t n, 
 static nb_status add_stat(nb_gptq_model_result *r, const nb_gptq_tensor_stat *st, nb_ctx *ctx) {
     if ((r->n_stats & (r->n_stats + 1)) == 0 || !r->stats) {
         size_t cap = r->n_stats ? 2 * (r->n_stats + 1) : 16;
-        nb_gptq_tensor_stat *p = realloc(r->stats, cap * sizeof *p);
+        nb_gptq_tensor_stat *p = nb_realloc(NULL, r->stats, cap * sizeof *p, "gptq_model");
         if (!p) return nb_err(ctx, NB_ERR_NOMEM, "gptq: out of memory for statistics");
         r->stats = p;
     }

@@ -4,6 +4,7 @@
 #include "core/afile.h"
 #include "core/checked.h"
 #include "core/file.h"
+#include "core/str.h"
 
 #include <errno.h>
 #include <math.h>
@@ -29,6 +30,7 @@ void nb_imatrix_free(nb_imatrix *im) {
     if (!im) return;
     for (size_t i = 0; i < im->n; i++) entry_free(&im->e[i]);
     free(im->e);
+    free(im->idx);
     for (size_t i = 0; i < im->n_datasets; i++) free(im->datasets[i]);
     free(im->datasets);
     for (size_t i = 0; i < im->n_extra; i++) {
@@ -41,9 +43,36 @@ void nb_imatrix_free(nb_imatrix *im) {
 }
 
 const nb_imatrix_entry *nb_imatrix_find(const nb_imatrix *im, const char *name) {
+    if (im->idx_cap) {
+        size_t m = im->idx_cap - 1;
+        for (size_t h = nb_str_hash(name) & m; im->idx[h]; h = (h + 1) & m)
+            if (!strcmp(im->e[im->idx[h] - 1].name, name)) return &im->e[im->idx[h] - 1];
+        return NULL;
+    }
     for (size_t i = 0; i < im->n; i++)
         if (!strcmp(im->e[i].name, name)) return &im->e[i];
     return NULL;
+}
+
+static void idx_put(nb_imatrix *im, size_t i) {
+    size_t m = im->idx_cap - 1, h = nb_str_hash(im->e[i].name) & m;
+    while (im->idx[h]) h = (h + 1) & m;
+    im->idx[h] = i + 1;
+}
+
+/* Index the entry just appended, growing the table. Plain calloc: when it
+ * fails the index is dropped and lookups scan (slower, still correct). */
+static void idx_add(nb_imatrix *im) {
+    if (im->idx_cap && 2 * im->n <= im->idx_cap) {
+        idx_put(im, im->n - 1);
+        return;
+    }
+    size_t cap = im->idx_cap ? im->idx_cap * 2 : 128;
+    while (cap < 2 * im->n) cap *= 2;
+    free(im->idx);
+    im->idx = calloc(cap, sizeof *im->idx);
+    im->idx_cap = im->idx ? cap : 0;
+    for (size_t i = 0; im->idx && i < im->n; i++) idx_put(im, i);
 }
 
 /* Append an entry with arrays for n_in x n_mat values and n_counts counts. */
@@ -56,7 +85,7 @@ static nb_status entry_new(nb_imatrix *im, const char *name, int64_t n_in, int64
                       (long long)n_mat);
     if (im->n == im->cap) {
         size_t cap = im->cap ? im->cap * 2 : 64;
-        nb_imatrix_entry *e = realloc(im->e, cap * sizeof *e);
+        nb_imatrix_entry *e = nb_realloc(NULL, im->e, cap * sizeof *e, "imatrix");
         if (!e) return nb_err(ctx, NB_ERR_NOMEM, "imatrix: out of memory");
         im->e = e;
         im->cap = cap;
@@ -75,6 +104,7 @@ static nb_status entry_new(nb_imatrix *im, const char *name, int64_t n_in, int64
     e->n_mat = n_mat;
     e->n_counts = n_counts;
     im->n++;
+    idx_add(im);
     *out = e;
     return NB_OK;
 }
@@ -121,7 +151,7 @@ nb_status nb_imatrix_add(nb_imatrix *im, const char *name, int64_t expert, int64
 }
 
 nb_status nb_imatrix_add_dataset(nb_imatrix *im, const char *dataset, nb_ctx *ctx) {
-    char **d = realloc(im->datasets, (im->n_datasets + 1) * sizeof *d);
+    char **d = nb_realloc(NULL, im->datasets, (im->n_datasets + 1) * sizeof *d, "imatrix");
     if (!d) return nb_err(ctx, NB_ERR_NOMEM, "imatrix: out of memory");
     im->datasets = d;
     d[im->n_datasets] = nb_strdup(ctx, dataset);
@@ -140,7 +170,7 @@ nb_status nb_imatrix_set_extra(nb_imatrix *im, const char *name, int64_t ne0, in
     memcpy(copy, data, (size_t)n * sizeof(float));
     nb_imatrix_extra *x = (nb_imatrix_extra *)nb_imatrix_get_extra(im, name);
     if (!x) {
-        nb_imatrix_extra *a = realloc(im->extra, (im->n_extra + 1) * sizeof *a);
+        nb_imatrix_extra *a = nb_realloc(NULL, im->extra, (im->n_extra + 1) * sizeof *a, "imatrix");
         if (!a) { free(copy); return nb_err(ctx, NB_ERR_NOMEM, "imatrix: out of memory"); }
         im->extra = a;
         x = &a[im->n_extra];
@@ -321,10 +351,27 @@ static nb_status read_doubles(nb_model *m, size_t i, uint64_t n, double **out, n
     return NB_OK;
 }
 
+static int cmp_tensor_ptr(const void *a, const void *b) {
+    return strcmp((*(const nb_tensor *const *)a)->name, (*(const nb_tensor *const *)b)->name);
+}
+
+/* Tensor `name` in by[0..n) (sorted by name), or NULL: nb_model_find scans, and
+ * two lookups per entry would make a file of many entries quadratic. */
+static const nb_tensor *find_sorted(const nb_tensor *const *by, size_t n, const char *name) {
+    nb_tensor key = {.name = (char *)name};
+    const nb_tensor *kp = &key;
+    const nb_tensor *const *hit = bsearch(&kp, by, n, sizeof *by, cmp_tensor_ptr);
+    return hit ? *hit : NULL;
+}
+
 static nb_status read_gguf(const char *path, nb_imatrix *im, nb_ctx *ctx) {
     nb_model *m = NULL;
     NB_TRY(nb_model_open(path, &m, ctx));
     nb_status st = NB_OK;
+    const nb_tensor **by = nb_malloc(ctx, (m->n_tensors ? m->n_tensors : 1) * sizeof *by, "imatrix tensors");
+    if (!by) { nb_model_close(m); return NB_ERR_NOMEM; }
+    for (size_t i = 0; i < m->n_tensors; i++) by[i] = &m->tensors[i];
+    qsort(by, m->n_tensors, sizeof *by, cmp_tensor_ptr);
     char base[NB_MAX_NAME + 1], other[NB_MAX_NAME + 16];
     const char *gt = nb_kv_get_str(&m->kv, "general.type");
     if (gt && strcmp(gt, "imatrix"))
@@ -345,9 +392,9 @@ static nb_status read_gguf(const char *path, nb_imatrix *im, nb_ctx *ctx) {
         const nb_tensor *t = &m->tensors[i];
         if (!strip_suffix(t->name, ".in_sum2", base, sizeof base)) continue;
         snprintf(other, sizeof other, "%s.counts", base);
-        const nb_tensor *c = nb_model_find(m, other);
+        const nb_tensor *c = find_sorted(by, m->n_tensors, other);
         snprintf(other, sizeof other, "%s.in_sum", base);
-        const nb_tensor *s1 = nb_model_find(m, other);
+        const nb_tensor *s1 = find_sorted(by, m->n_tensors, other);
         if (!c) NB_FAIL_GOTO(st, out, ctx, NB_ERR_FORMAT, "%s: tensor '%s' has no '%s.counts'", path, t->name, base);
         if (t->type != NB_TYPE_F32 || c->type != NB_TYPE_F32 || (s1 && s1->type != NB_TYPE_F32))
             NB_FAIL_GOTO(st, out, ctx, NB_ERR_FORMAT, "%s: imatrix tensors of '%s' must be F32", path, base);
@@ -401,6 +448,7 @@ static nb_status read_gguf(const char *path, nb_imatrix *im, nb_ctx *ctx) {
     }
     if (im->n == 0) st = nb_err(ctx, NB_ERR_FORMAT, "%s: no imatrix entries ('*.in_sum2' tensors)", path);
 out:
+    free(by);
     nb_model_close(m);
     return st;
 }
@@ -619,7 +667,7 @@ const float *nb_imatrix_importance_fn(void *user, const char *name, int64_t slic
     if (!u || !u->im || ne0 <= 0) return NULL;
     if (!nb_imatrix_find(u->im, name)) return NULL;
     if ((size_t)ne0 > u->cap) {
-        float *b = realloc(u->buf, (size_t)ne0 * sizeof(float));
+        float *b = nb_realloc(NULL, u->buf, (size_t)ne0 * sizeof(float), "imatrix");
         if (!b) { u->failed = true; return NULL; }
         u->buf = b;
         u->cap = (size_t)ne0;

@@ -73,6 +73,10 @@ typedef struct nb_imatrix_extra {
 typedef struct nb_imatrix {
     size_t n, cap;
     nb_imatrix_entry *e; /* in insertion order; written sorted by name */
+    size_t *idx;         /* hash index of e by name: slot = entry index + 1, 0 empty; idx_cap a
+                          * power of two >= 2 n, or 0 (then lookups scan): files with a million
+                          * entries read in linear time */
+    size_t idx_cap;
     size_t n_datasets;
     char **datasets;
     uint32_t chunk_count, chunk_size;

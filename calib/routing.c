@@ -54,9 +54,9 @@ void nb_routing_on_route(nb_routing *r, int layer, const int32_t *experts, const
     nb_routing_layer *l = &r->layers[layer];
     if ((r->err = layer_alloc(l, n_expert, ctx)) != NB_OK) return;
     size_t n = (size_t)n_tok * (size_t)n_used;
-    int32_t *s = realloc(l->sel, (n ? n : 1) * sizeof *s);
+    int32_t *s = nb_realloc(NULL, l->sel, (n ? n : 1) * sizeof *s, "routing");
     if (s) l->sel = s;
-    float *w = realloc(l->selw, (n ? n : 1) * sizeof *w);
+    float *w = nb_realloc(NULL, l->selw, (n ? n : 1) * sizeof *w, "routing");
     if (w) l->selw = w;
     if (!s || !w) { r->err = nb_err(ctx, NB_ERR_NOMEM, "routing: out of memory"); return; }
     memcpy(l->sel, experts, n * sizeof *s);
@@ -109,7 +109,7 @@ void nb_routing_on_matmul(nb_routing *r, const char *name, int expert, const flo
     }
     size_t need = (size_t)(n_tok * n_out);
     if (need > r->ybuf_cap) {
-        float *b = realloc(r->ybuf, need * sizeof *b);
+        float *b = nb_realloc(NULL, r->ybuf, need * sizeof *b, "routing");
         if (!b) { r->err = nb_err(ctx, NB_ERR_NOMEM, "routing: out of memory"); return; }
         r->ybuf = b;
         r->ybuf_cap = need;

@@ -135,6 +135,12 @@ void *nb_calloc(nb_ctx *ctx, size_t count, size_t size, const char *what) {
     return p;
 }
 
+void *nb_realloc(nb_ctx *ctx, void *p, size_t n, const char *what) {
+    void *q = nb_fault_alloc() ? NULL : realloc(p, n ? n : 1);
+    if (!q) nb_err(ctx, NB_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
+    return q;
+}
+
 char *nb_strdup(nb_ctx *ctx, const char *s) { return nb_strndup(ctx, s, strlen(s)); }
 
 char *nb_strndup(nb_ctx *ctx, const char *s, size_t n) {

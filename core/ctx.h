@@ -115,6 +115,9 @@ void *nb_malloc(nb_ctx *ctx, size_t n, const char *what);
 void *nb_calloc(nb_ctx *ctx, size_t count, size_t size, const char *what);
 char *nb_strdup(nb_ctx *ctx, const char *s);
 char *nb_strndup(nb_ctx *ctx, const char *s, size_t n);
+/* realloc through the same fault hook: on failure *p's block is left as it was
+ * (still owned by the caller). nb_realloc(…, 0) keeps a valid pointer. */
+void *nb_realloc(nb_ctx *ctx, void *p, size_t n, const char *what);
 
 /* Wall-clock seconds (monotonic). */
 double nb_now(void);

@@ -43,7 +43,7 @@ nb_status nb_read_file(const char *path, size_t limit, char **buf, size_t *n, nb
             }
             if (len >= limit) { st = too_large(path, limit, ctx); break; }
             ungetc(c, f);
-            char *nb = cap <= SIZE_MAX / 2 ? realloc(b, cap * 2) : NULL;
+            char *nb = cap <= SIZE_MAX / 2 ? nb_realloc(NULL, b, cap * 2, "file") : NULL;
             if (!nb) { st = nb_err(ctx, NB_ERR_NOMEM, "%s: out of memory", path); break; }
             b = nb;
             cap *= 2;

@@ -111,3 +111,9 @@ done:
     dst[k] = 0;
     return dst;
 }
+
+size_t nb_str_hash(const char *s) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) h = (h ^ *p) * 0x100000001b3ull;
+    return (size_t)(h ^ (h >> 29));
+}

@@ -18,6 +18,8 @@ bool nb_str_ends_with(const char *s, const char *suffix);
 bool nb_str_ends_with_ci(const char *s, const char *suffix);
 /* True when s starts with prefix (byte-exact). */
 bool nb_str_starts_with(const char *s, const char *prefix);
+/* A hash of a NUL-terminated string (FNV-1a, folded) for hash tables of names. */
+size_t nb_str_hash(const char *s);
 
 /* "dir/name", with no doubled '/' when dir already ends in one ("" + name: name). malloc'd. */
 char *nb_path_join(nb_ctx *ctx, const char *dir, const char *name);

@@ -213,7 +213,7 @@ bool nb_peft_pattern_match(const char *key, const char *module, bool *ok) {
     if (n > 4096) return false;
     /* worst case: every 2-byte escape becomes "[^[:space:]]" (12 bytes) */
     size_t cap = n * 6 + 32;
-    char *re = malloc(cap);
+    char *re = nb_malloc(NULL, cap, "adapter");
     if (!re) return false;
     size_t o = 0;
     o += (size_t)snprintf(re, cap, "^(.*\\.)?(");
@@ -332,7 +332,7 @@ static nb_status check_finite(nb_adapter *a, long idx, nb_ctx *ctx) {
 }
 
 static nb_status add_module(nb_adapter *a, const nb_lora_module *m, nb_ctx *ctx) {
-    nb_lora_module *nm = realloc(a->modules, (a->n_modules + 1) * sizeof *nm);
+    nb_lora_module *nm = nb_realloc(NULL, a->modules, (a->n_modules + 1) * sizeof *nm, "adapter");
     if (!nm) return nb_err(ctx, NB_ERR_NOMEM, "out of memory");
     a->modules = nm;
     a->modules[a->n_modules++] = *m;
@@ -340,7 +340,7 @@ static nb_status add_module(nb_adapter *a, const nb_lora_module *m, nb_ctx *ctx)
 }
 
 static nb_status add_replace(nb_adapter *a, const char *name, long idx, nb_ctx *ctx) {
-    nb_lora_replace *nr = realloc(a->replace, (a->n_replace + 1) * sizeof *nr);
+    nb_lora_replace *nr = nb_realloc(NULL, a->replace, (a->n_replace + 1) * sizeof *nr, "adapter");
     if (!nr) return nb_err(ctx, NB_ERR_NOMEM, "out of memory");
     a->replace = nr;
     char *n = nb_strdup(ctx, name);

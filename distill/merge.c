@@ -47,7 +47,7 @@ nb_status nb_lora_merge_rows(float *W, const int64_t *row_of, int64_t out, int64
     bool nomem = false;
 #pragma omp parallel num_threads(nt)
     {
-        double *acc = malloc((size_t)in * sizeof(double));
+        double *acc = nb_malloc(NULL, (size_t)in * sizeof(double), "merge");
         if (!acc) {
 #pragma omp atomic write
             nomem = true;
@@ -142,7 +142,7 @@ static int op_cmp(const void *x, const void *y) {
 static nb_status push_op(plan *p, const op *x, nb_ctx *ctx) {
     if (p->n_ops == p->cap_ops) {
         size_t cap = p->cap_ops ? p->cap_ops * 2 : 64;
-        op *n = realloc(p->ops, cap * sizeof *n);
+        op *n = nb_realloc(NULL, p->ops, cap * sizeof *n, "merge");
         if (!n) return nb_err(ctx, NB_ERR_NOMEM, "out of memory for the merge plan");
         p->ops = n;
         p->cap_ops = cap;
@@ -416,7 +416,7 @@ static const int64_t *row_map(work *w, nb_xform xf, int64_t rows, uint32_t nh, n
 
 static nb_status add_entry(nb_merge_result *r, const plan *p, const op *x, nb_merge_kind kind, int64_t expert,
                            double bsq, double dsq, nb_ctx *ctx) {
-    nb_merge_entry *ne = realloc(r->entries, (r->n_entries + 1) * sizeof *ne);
+    nb_merge_entry *ne = nb_realloc(NULL, r->entries, (r->n_entries + 1) * sizeof *ne, "merge");
     if (!ne) return nb_err(ctx, NB_ERR_NOMEM, "out of memory for the merge report");
     r->entries = ne;
     nb_merge_entry *e = &r->entries[r->n_entries];

@@ -21,7 +21,7 @@
 static void *own(nb_engine *e, size_t n, nb_ctx *ctx, const char *what) {
     if (e->n_owned == e->cap_owned) {
         size_t cap = e->cap_owned ? e->cap_owned * 2 : 64;
-        void **v = realloc(e->owned, cap * sizeof *v);
+        void **v = nb_realloc(NULL, e->owned, cap * sizeof *v, "engine");
         if (!v) {
             nb_err(ctx, NB_ERR_NOMEM, "engine: out of memory (%s)", what);
             return NULL;

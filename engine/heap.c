@@ -24,7 +24,7 @@ nb_status nb_heap_push(nb_heap *h, const void *e, nb_ctx *ctx) {
     if (h->n == h->cap) {
         size_t nc = h->cap ? h->cap * 2 : 64;
         if (nc > SIZE_MAX / h->esz - 1) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: merge queue too long");
-        unsigned char *na = realloc(h->a, (nc + 1) * h->esz);
+        unsigned char *na = nb_realloc(NULL, h->a, (nc + 1) * h->esz, "heap");
         if (!na) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: out of memory (merge queue)");
         h->a = na;
         h->cap = nc;

@@ -551,7 +551,7 @@ nb_status nb_lpf_open(const char *path, nb_lpf_header *h, int32_t **tokens, nb_l
      * within the bound above still costs no more memory than its data. */
     for (uint64_t have = 0; have < n_tok;) {
         uint64_t take = n_tok - have < (1u << 20) ? n_tok - have : (1u << 20);
-        int32_t *t2 = realloc(tok, (size_t)(have + take) * sizeof *tok);
+        int32_t *t2 = nb_realloc(NULL, tok, (size_t)(have + take) * sizeof *tok, "logits_file");
         if (!t2) NB_FAIL_GOTO(st, fail, ctx, NB_ERR_NOMEM, "%s: out of memory for %llu tokens", path,
                               (unsigned long long)n_tok);
         tok = t2;

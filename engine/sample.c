@@ -57,10 +57,10 @@ int32_t nb_sample(nb_sampler *s, const float *logits, int n_vocab) {
     }
     int k = s->top_k > 0 && s->top_k < n_vocab ? s->top_k : n_vocab;
     if (k > s->cap) {
-        int32_t *ni = realloc(s->idx, (size_t)k * sizeof *ni);
+        int32_t *ni = nb_realloc(NULL, s->idx, (size_t)k * sizeof *ni, "sample");
         if (!ni) return -1;
         s->idx = ni;
-        float *nv = realloc(s->val, (size_t)k * sizeof *nv);
+        float *nv = nb_realloc(NULL, s->val, (size_t)k * sizeof *nv, "sample");
         if (!nv) return -1;
         s->val = nv;
         s->cap = k;

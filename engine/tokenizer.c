@@ -71,8 +71,8 @@ static nb_status hidx_init(nb_hidx *h, size_t n_entries, const char *what, nb_ct
         if (cap > SIZE_MAX / 8) return nb_err(ctx, NB_ERR_RANGE, "tokenizer: %s: too many entries", what);
         cap *= 2;
     }
-    h->hash = calloc(cap, sizeof *h->hash);
-    h->slot = calloc(cap, sizeof *h->slot);
+    h->hash = nb_calloc(NULL, cap, sizeof *h->hash, "tokenizer");
+    h->slot = nb_calloc(NULL, cap, sizeof *h->slot, "tokenizer");
     if (!h->hash || !h->slot) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: %s: out of memory (%zu slots)", what, cap);
     h->mask = cap - 1;
     return NB_OK;
@@ -162,7 +162,7 @@ nb_status nb_idvec_push(nb_idvec *iv, int32_t id, nb_ctx *ctx) {
     if (iv->n == iv->cap) {
         size_t nc = iv->cap ? iv->cap * 2 : 256;
         if (nc > SIZE_MAX / sizeof(int32_t)) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: too many tokens");
-        int32_t *nv = realloc(iv->v, nc * sizeof *nv);
+        int32_t *nv = nb_realloc(NULL, iv->v, nc * sizeof *nv, "tokenizer");
         if (!nv) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: out of memory (%zu tokens)", nc);
         iv->v = nv;
         iv->cap = nc;
@@ -270,11 +270,11 @@ static nb_status load_tokens(nb_tokenizer *t, const nb_kvset *kv, nb_ctx *ctx) {
                      "tokenizer.ggml.tokens: token %llu: text too long", (unsigned long long)i);
         total += (size_t)l + 1;
     }
-    t->text = malloc(total);
-    t->off = malloc(n * sizeof *t->off);
-    t->len = malloc(n * sizeof *t->len);
-    t->score = malloc(n * sizeof *t->score);
-    t->attr = malloc(n);
+    t->text = nb_malloc(NULL, total, "tokenizer");
+    t->off = nb_malloc(NULL, n * sizeof *t->off, "tokenizer");
+    t->len = nb_malloc(NULL, n * sizeof *t->len, "tokenizer");
+    t->score = nb_malloc(NULL, n * sizeof *t->score, "tokenizer");
+    t->attr = nb_malloc(NULL, n, "tokenizer");
     if (!t->text || !t->off || !t->len || !t->score || !t->attr)
         return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: out of memory for %llu tokens", (unsigned long long)n);
     size_t pos = 0;
@@ -328,10 +328,10 @@ static nb_status load_merges(nb_tokenizer *t, const nb_kvset *kv, nb_ctx *ctx) {
                      "tokenizer.ggml.merges: merge %llu too long", (unsigned long long)i);
         total += (size_t)strs[i].len;
     }
-    t->mtext = malloc(total ? total : 1);
-    t->moff = malloc((n ? n : 1) * sizeof *t->moff);
-    t->mlen = malloc((n ? n : 1) * sizeof *t->mlen);
-    t->msplit = malloc((n ? n : 1) * sizeof *t->msplit);
+    t->mtext = nb_malloc(NULL, total ? total : 1, "tokenizer");
+    t->moff = nb_malloc(NULL, (n ? n : 1) * sizeof *t->moff, "tokenizer");
+    t->mlen = nb_malloc(NULL, (n ? n : 1) * sizeof *t->mlen, "tokenizer");
+    t->msplit = nb_malloc(NULL, (n ? n : 1) * sizeof *t->msplit, "tokenizer");
     if (!t->mtext || !t->moff || !t->mlen || !t->msplit)
         return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: out of memory for %llu merges", (unsigned long long)n);
     NB_TRY(hidx_init(&t->merges, (size_t)n, "tokenizer.ggml.merges", ctx));
@@ -390,10 +390,10 @@ static nb_status build_specials(nb_tokenizer *t, nb_ctx *ctx) {
             ns++;
             bytes += t->len[i];
         }
-    t->special = malloc((ns ? ns : 1) * sizeof *t->special);
-    t->node_prio = malloc((bytes + 1) * sizeof *t->node_prio);
-    t->trie_key = malloc((bytes ? bytes : 1) * sizeof *t->trie_key);
-    t->trie_child = malloc((bytes ? bytes : 1) * sizeof *t->trie_child);
+    t->special = nb_malloc(NULL, (ns ? ns : 1) * sizeof *t->special, "tokenizer");
+    t->node_prio = nb_malloc(NULL, (bytes + 1) * sizeof *t->node_prio, "tokenizer");
+    t->trie_key = nb_malloc(NULL, (bytes ? bytes : 1) * sizeof *t->trie_key, "tokenizer");
+    t->trie_child = nb_malloc(NULL, (bytes ? bytes : 1) * sizeof *t->trie_child, "tokenizer");
     if (!t->special || !t->node_prio || !t->trie_key || !t->trie_child)
         return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: out of memory for %zu special tokens", ns);
     for (int32_t i = 0; i < t->n_vocab; i++)
@@ -514,7 +514,7 @@ static nb_status create(nb_tokenizer *t, const nb_kvset *kv, nb_ctx *ctx) {
 
 nb_status nb_tokenizer_create(const nb_kvset *kv, nb_tokenizer **out, nb_ctx *ctx) {
     *out = NULL;
-    nb_tokenizer *t = calloc(1, sizeof *t);
+    nb_tokenizer *t = nb_calloc(NULL, 1, sizeof *t, "tokenizer");
     if (!t) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: out of memory");
     nb_status st = create(t, kv, ctx);
     if (st != NB_OK) {
@@ -578,7 +578,7 @@ static nb_status frag_push(fragvec *f, frag x, nb_ctx *ctx) {
     if (f->n == f->cap) {
         size_t nc = f->cap ? f->cap * 2 : 16;
         if (nc > SIZE_MAX / sizeof(frag)) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: too many fragments");
-        frag *nv = realloc(f->v, nc * sizeof *nv);
+        frag *nv = nb_realloc(NULL, f->v, nc * sizeof *nv, "tokenizer");
         if (!nv) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: out of memory (%zu fragments)", nc);
         f->v = nv;
         f->cap = nc;
@@ -601,7 +601,7 @@ static nb_status partition(const nb_tokenizer *t, const char *s, size_t n, bool 
     if (n == 0) return NB_OK;
     NB_TRY(frag_push(out, (frag){0, n, -1}, ctx));
     if (t->n_special == 0) return NB_OK;
-    uint8_t *occurs = calloc(t->n_special, 1);
+    uint8_t *occurs = nb_calloc(NULL, t->n_special, 1, "tokenizer");
     if (!occurs) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: out of memory");
     size_t n_occ = 0;
     for (size_t i = 0; i < n; i++) {
@@ -677,7 +677,7 @@ nb_status nb_tokenize(const nb_tokenizer *t, const char *text, size_t n, bool pa
         free(out.v);
         return st;
     }
-    if (!out.v) out.v = malloc(sizeof(int32_t)); /* a valid pointer even for no tokens */
+    if (!out.v) out.v = nb_malloc(NULL, sizeof(int32_t), "tokenizer"); /* a valid pointer even for no tokens */
     if (!out.v) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: out of memory");
     *ids = out.v;
     *n_ids = out.n;

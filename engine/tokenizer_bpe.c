@@ -36,7 +36,7 @@ static nb_status sz_push(szvec *a, size_t x, nb_ctx *ctx) {
     if (a->n == a->cap) {
         size_t nc = a->cap ? a->cap * 2 : 64;
         if (nc > SIZE_MAX / sizeof(size_t)) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: piece list too long");
-        size_t *nv = realloc(a->v, nc * sizeof(size_t));
+        size_t *nv = nb_realloc(NULL, a->v, nc * sizeof(size_t), "tokenizer_bpe");
         if (!nv) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: out of memory (%zu pieces)", nc);
         a->v = nv;
         a->cap = nc;
@@ -267,8 +267,8 @@ static nb_status run_pass(pass ps, const uint32_t *cp, const uint8_t *cl, const 
 static nb_status decode_all(const char *s, size_t n, uint32_t **cps, uint8_t **cls, size_t *ncp, nb_ctx *ctx) {
     *cps = NULL;
     *cls = NULL;
-    uint32_t *cp = malloc((n ? n : 1) * sizeof *cp);
-    uint8_t *cl = malloc(n ? n : 1);
+    uint32_t *cp = nb_malloc(NULL, (n ? n : 1) * sizeof *cp, "tokenizer_bpe");
+    uint8_t *cl = nb_malloc(NULL, n ? n : 1, "tokenizer_bpe");
     if (!cp || !cl) {
         free(cp);
         free(cl);
@@ -381,7 +381,7 @@ static nb_status grow(void **p, size_t *cap, size_t need, size_t elem, nb_ctx *c
         if (nc > SIZE_MAX / 2 / elem) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: word too long");
         nc *= 2;
     }
-    void *np = realloc(*p, nc * elem);
+    void *np = nb_realloc(NULL, *p, nc * elem, "tokenizer_bpe");
     if (!np) return nb_err(ctx, NB_ERR_NOMEM, "tokenizer: out of memory (%zu bytes)", nc * elem);
     *p = np;
     *cap = nc;

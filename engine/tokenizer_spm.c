@@ -72,8 +72,8 @@ nb_status nb_spm_encode(const nb_tokenizer *t, const char *s, size_t n, bool pre
     spm_work wk = {0};
     nb_heap_init(&wk.h, sizeof(spm_bigram), sb_before_v);
     nb_status st = NB_OK;
-    wk.txt = malloc(tn);
-    wk.s = malloc(tn * sizeof *wk.s);
+    wk.txt = nb_malloc(NULL, tn, "tokenizer_spm");
+    wk.s = nb_malloc(NULL, tn * sizeof *wk.s, "tokenizer_spm");
     if (!wk.txt || !wk.s) {
         st = nb_err(ctx, NB_ERR_NOMEM, "tokenizer: out of memory for a %zu-byte fragment", n);
         goto done;

@@ -623,7 +623,7 @@ static nb_status tl_add(tl_builder *b, bool f32, bool norm, uint32_t n_dims, int
                         int64_t ne2, const char *fmt, int layer) {
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 64;
-        nb_arch_tensor *v = realloc(b->v, cap * sizeof *v);
+        nb_arch_tensor *v = nb_realloc(NULL, b->v, cap * sizeof *v, "arch");
         if (!v) return nb_err(b->ctx, NB_ERR_NOMEM, "tensor list: out of memory");
         b->v = v;
         b->cap = cap;

@@ -295,7 +295,7 @@ static nb_status grow(rd *r, void **p, size_t *cap, size_t need, size_t elsz) {
     if (need <= *cap) return NB_OK;
     size_t nc = *cap ? *cap : 16;
     while (nc < need) nc *= 2; /* need <= file size / 13: no overflow */
-    void *q = realloc(*p, nc * elsz);
+    void *q = nb_realloc(NULL, *p, nc * elsz, "gguf");
     if (!q) return nb_err(r->ctx, NB_ERR_NOMEM, "%s: out of memory (%zu entries)", r->name, nc);
     memset((char *)q + *cap * elsz, 0, (nc - *cap) * elsz);
     *p = q;
@@ -807,7 +807,7 @@ static nb_status gs_add_tensor(nb_sink *s, const char *name, nb_type type, uint3
         return nb_err(ctx, NB_ERR_RANGE, "%s: tensor '%s': byte size overflows", path, name);
     if (g->n == g->cap) {
         size_t cap = g->cap ? g->cap * 2 : 64;
-        wtensor *t = realloc(g->t, cap * sizeof *t);
+        wtensor *t = nb_realloc(NULL, g->t, cap * sizeof *t, "gguf");
         if (!t) return nb_err(ctx, NB_ERR_NOMEM, "%s: out of memory for tensor list", path);
         g->t = t;
         g->cap = cap;

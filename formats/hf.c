@@ -486,10 +486,10 @@ static nb_status add_tensor(hf_build *b, const char *name, hf_tensor **h_out, nb
     nb_model *m = b->m;
     if (m->n_tensors == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 64;
-        nb_tensor *t = realloc(m->tensors, cap * sizeof *t);
+        nb_tensor *t = nb_realloc(NULL, m->tensors, cap * sizeof *t, "hf");
         if (!t) return nb_err(b->ctx, NB_ERR_NOMEM, "%s: out of memory", m->path);
         m->tensors = t;
-        hf_tensor *h = realloc(b->im->ht, cap * sizeof *h);
+        hf_tensor *h = nb_realloc(NULL, b->im->ht, cap * sizeof *h, "hf");
         if (!h) return nb_err(b->ctx, NB_ERR_NOMEM, "%s: out of memory", m->path);
         b->im->ht = h;
         b->cap = cap;
@@ -547,7 +547,7 @@ static nb_status build_tensors(hf_build *b, const nb_hf_config *cfg, const char 
             for (size_t k = 0; k < b->n_groups; k++)
                 if (strcmp(b->groups[k].name, nm.gguf) == 0) { g = &b->groups[k]; break; }
             if (!g) {
-                expert_group *ng = realloc(b->groups, (b->n_groups + 1) * sizeof *ng);
+                expert_group *ng = nb_realloc(NULL, b->groups, (b->n_groups + 1) * sizeof *ng, "hf");
                 if (!ng) return nb_err(ctx, NB_ERR_NOMEM, "%s: out of memory", stpath);
                 b->groups = ng;
                 g = &ng[b->n_groups];

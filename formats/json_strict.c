@@ -164,7 +164,7 @@ static nb_status scan_number(st_scan *s) {
     }
     if (s->n_nums == s->cap_nums) {
         size_t cap = s->cap_nums ? s->cap_nums * 2 : 64;
-        uint64_t *p = realloc(s->nums, cap * sizeof *p);
+        uint64_t *p = nb_realloc(NULL, s->nums, cap * sizeof *p, "json_strict");
         if (!p) return nb_err(s->ctx, NB_ERR_NOMEM, "%s: %s: out of memory", s->file, s->what);
         s->nums = p;
         s->cap_nums = cap;
@@ -263,7 +263,7 @@ size_t nb_json_last_wins(cJSON *root) {
     size_t removed = 0, k = 0;
     for (cJSON *c = root->child; c; c = c->next) removed += nb_json_last_wins(c), k++;
     if (!cJSON_IsObject(root) || k < 2) return removed;
-    member_ref *r = malloc(k * sizeof *r);
+    member_ref *r = nb_malloc(NULL, k * sizeof *r, "json_strict");
     if (!r) return removed; /* out of memory: left as it is (first wins) */
     size_t i = 0;
     for (cJSON *c = root->child; c; c = c->next, i++) r[i] = (member_ref){c, i};
@@ -281,7 +281,7 @@ size_t nb_json_last_wins(cJSON *root) {
 static char *utf8_fixed(const char *s) {
     size_t n = strlen(s), bad;
     if (nb_utf8_valid((const unsigned char *)s, n, &bad)) return NULL;
-    char *o = malloc(4 * n + 1);
+    char *o = nb_malloc(NULL, 4 * n + 1, "json_strict");
     if (!o) return NULL;
     size_t k = 0, i = 0;
     for (;;) {

@@ -99,14 +99,8 @@ nb_status nb_kv_value_copy(nb_kv_value *dst, const nb_kv_value *src, nb_ctx *ctx
     return NB_OK;
 }
 
-static size_t key_hash(const char *k) { /* FNV-1a */
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (const unsigned char *p = (const unsigned char *)k; *p; p++) h = (h ^ *p) * 0x100000001b3ull;
-    return (size_t)(h ^ (h >> 29));
-}
-
 static void idx_put(nb_kvset *s, size_t i) {
-    size_t m = s->idx_cap - 1, h = key_hash(s->items[i].key) & m;
+    size_t m = s->idx_cap - 1, h = nb_str_hash(s->items[i].key) & m;
     while (s->idx[h]) h = (h + 1) & m;
     s->idx[h] = i + 1;
 }
@@ -118,7 +112,7 @@ static bool idx_update(nb_kvset *s) {
     if (2 * s->n > s->idx_cap) {
         size_t cap = s->idx_cap ? s->idx_cap : 64;
         while (cap < 2 * s->n) cap *= 2;
-        size_t *t = calloc(cap, sizeof *t);
+        size_t *t = calloc(cap, sizeof *t); /* not nb_calloc: a failure is tolerated, so no fault point */
         if (!t) return false;
         free(s->idx);
         s->idx = t;
@@ -138,7 +132,7 @@ static void idx_drop(nb_kvset *s) {
 long nb_kv_find(const nb_kvset *s, const char *key) {
     if (s->n_indexed) {
         size_t m = s->idx_cap - 1;
-        for (size_t h = key_hash(key) & m; s->idx[h]; h = (h + 1) & m)
+        for (size_t h = nb_str_hash(key) & m; s->idx[h]; h = (h + 1) & m)
             if (strcmp(s->items[s->idx[h] - 1].key, key) == 0) return (long)(s->idx[h] - 1);
     }
     for (size_t i = s->n_indexed; i < s->n; i++)
@@ -172,7 +166,7 @@ nb_status nb_kv_set_take(nb_kvset *s, const char *key, nb_kv_value *v, nb_ctx *c
     }
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 16;
-        nb_kv *items = realloc(s->items, cap * sizeof *items);
+        nb_kv *items = nb_realloc(NULL, s->items, cap * sizeof *items, "kv");
         if (!items) return nb_err(ctx, NB_ERR_NOMEM, "out of memory growing metadata");
         s->items = items;
         s->cap = cap;

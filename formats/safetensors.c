@@ -678,7 +678,7 @@ static nb_status open_index(const char *path, nb_model **out, nb_ctx *ctx) {
         if (m->n_tensors + h.n_tensors > cap) {
             size_t nc = cap ? cap * 2 : 64;
             while (nc < m->n_tensors + h.n_tensors) nc *= 2;
-            nb_tensor *nt = realloc(m->tensors, nc * sizeof *nt);
+            nb_tensor *nt = nb_realloc(NULL, m->tensors, nc * sizeof *nt, "safetensors");
             if (!nt) {
                 nb_st_header_free(&h);
                 st = nb_err(ctx, NB_ERR_NOMEM, "%s: out of memory", path);

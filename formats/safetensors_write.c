@@ -54,7 +54,7 @@ static void buf_put(st_buf *b, const void *s, size_t n) {
             if (cap > SIZE_MAX / 2) { b->oom = true; return; }
             cap *= 2;
         }
-        char *p = realloc(b->p, cap);
+        char *p = nb_realloc(NULL, b->p, cap, "safetensors_write");
         if (!p) { b->oom = true; return; }
         b->p = p;
         b->cap = cap;
@@ -176,7 +176,7 @@ static nb_status sink_add(nb_sink *s, const char *name, nb_type type, uint32_t n
         return nb_err(ctx, NB_ERR_RANGE, "%s: tensor '%s': byte size overflows", w->path, name);
     if (w->n == w->cap) {
         size_t cap = w->cap ? w->cap * 2 : 64;
-        st_entry *p = realloc(w->e, cap * sizeof *p);
+        st_entry *p = nb_realloc(NULL, w->e, cap * sizeof *p, "safetensors_write");
         if (!p) return nb_err(ctx, NB_ERR_NOMEM, "%s: out of memory", w->path);
         w->e = p;
         w->cap = cap;

@@ -57,7 +57,7 @@ static nb_status add_job(nb_batch_result *r, size_t *cap, const char *source, co
                          const char *error, nb_ctx *ctx) {
     if (r->n_jobs == *cap) {
         size_t nc = *cap ? *cap * 2 : 16;
-        nb_batch_job *nj = realloc(r->job, nc * sizeof *nj);
+        nb_batch_job *nj = nb_realloc(NULL, r->job, nc * sizeof *nj, "batch");
         if (!nj) return nb_err(ctx, NB_ERR_NOMEM, "out of memory");
         r->job = nj;
         *cap = nc;

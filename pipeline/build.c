@@ -538,7 +538,7 @@ static nb_status publish(const char *from, const char *to, nb_ctx *ctx) {
     if (!in) return nb_err_errno(ctx, errno, "%s", from);
     nb_afile f;
     nb_status st = nb_afile_open(&f, to, false, ctx);
-    buf = st == NB_OK ? malloc(1u << 20) : NULL;
+    buf = st == NB_OK ? nb_malloc(NULL, 1u << 20, "build") : NULL;
     if (st == NB_OK && !buf) st = nb_err(ctx, NB_ERR_NOMEM, "out of memory");
     size_t got;
     while (st == NB_OK && (got = fread(buf, 1, 1u << 20, in)) > 0) st = nb_afile_write(&f, buf, got, ctx);

@@ -64,7 +64,7 @@ nb_status nb_recipe_subst(const char *in, const char *what, const nb_recipe_var 
         }
         if (len + n + 1 > cap) {
             cap = (len + n + 1) * 2;
-            char *nb = realloc(buf, cap);
+            char *nb = nb_realloc(NULL, buf, cap, "recipe");
             if (!nb) { free(buf); return nb_err(ctx, NB_ERR_NOMEM, "out of memory"); }
             buf = nb;
         }

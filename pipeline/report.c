@@ -28,7 +28,7 @@ static void sb_add(sbuf *s, const char *fmt, ...) {
         if (k < 0) { s->oom = true; return; }
         if (s->p && s->n + (size_t)k < s->cap) { s->n += (size_t)k; return; }
         size_t cap = (s->cap + (size_t)k + 1) * 2;
-        char *np = realloc(s->p, cap);
+        char *np = nb_realloc(NULL, s->p, cap, "report");
         if (!np) { s->oom = true; return; }
         s->p = np;
         s->cap = cap;

@@ -424,7 +424,7 @@ static const char *group_of(const char *name, char *buf, size_t n) {
 
 void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const nb_budget *b) {
     fprintf(f, "%-28s %7s  %-30s %6s %14s %12s\n", "tensor group", "tensors", "types", "bpw", "bytes", "pred. loss");
-    bool *done = calloc(p->n_tensors ? p->n_tensors : 1, sizeof *done);
+    bool *done = nb_calloc(NULL, p->n_tensors ? p->n_tensors : 1, sizeof *done, "budget");
     if (!done) return;
     uint64_t o_n = 0, o_bytes = 0, o_el = 0;
     for (size_t i = 0; i < p->n_tensors; i++) {

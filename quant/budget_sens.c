@@ -88,8 +88,8 @@ static double cand_err(const sample *s, nb_type ty, uint64_t row_bytes, double *
     const nb_type_traits *tr = nb_type_get(ty);
     int64_t kmax = 0;
     for (int64_t sl = 0; sl < s->n_slices; sl++) kmax = s->k[sl] > kmax ? s->k[sl] : kmax;
-    unsigned char *q = malloc((size_t)(row_bytes * (uint64_t)kmax));
-    float *y = malloc((size_t)kmax * (size_t)s->ne0 * sizeof *y);
+    unsigned char *q = nb_malloc(NULL, (size_t)(row_bytes * (uint64_t)kmax), "budget_sens");
+    float *y = nb_malloc(NULL, (size_t)kmax * (size_t)s->ne0 * sizeof *y, "budget_sens");
     double err = 0;
     if (!q || !y) {
         *oom = true;

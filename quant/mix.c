@@ -176,7 +176,7 @@ nb_status nb_rules_add(nb_rules *r, const char *spec, nb_ctx *ctx) {
             return st;
         }
     }
-    nb_rule *items = realloc(r->items, (r->n + 1) * sizeof *items);
+    nb_rule *items = nb_realloc(NULL, r->items, (r->n + 1) * sizeof *items, "mix");
     if (!items) {
         if (nr.is_regex) regfree(&nr.re);
         free(nr.pattern); free(nr.text);
@@ -535,7 +535,7 @@ nb_status nb_mix_plan(const nb_mix_info *mix, const nb_mix_hparams *hp, const nb
         if (!strcmp(tensors[k].name, "output.weight")) ps.tied = false;
     }
     /* llama.cpp visits tensors ordered by (layer, name); its counters follow that order */
-    order_item *ord = n ? malloc(n * sizeof *ord) : NULL;
+    order_item *ord = n ? nb_malloc(NULL, n * sizeof *ord, "mix") : NULL;
     if (n && !ord) return nb_err(ctx, NB_ERR_NOMEM, "out of memory planning %zu tensors", n);
     for (size_t k = 0; k < n; k++) ord[k] = (order_item){name_layer(tensors[k].name), tensors[k].name, k};
     if (n) qsort(ord, n, sizeof *ord, order_cmp);

@@ -64,7 +64,7 @@ typedef struct bufs {
 
 static void *grow(void **p, size_t *cap, size_t need, nb_ctx *ctx) {
     if (need <= *cap) return *p;
-    void *n = realloc(*p, need ? need : 1);
+    void *n = nb_realloc(NULL, *p, need ? need : 1, "quantize");
     if (!n) { nb_err(ctx, NB_ERR_NOMEM, "out of memory (%zu bytes of quantization buffers)", need); return NULL; }
     *p = n;
     *cap = need;

@@ -188,13 +188,32 @@ fi
 # N-th write/fsync/rename, for N = 1, 2, ... until the command succeeds. Every failing run must
 # exit 3 and leave no output, temporary or lock (and, under ASan, no leak: LeakSanitizer's
 # exit code would differ); the run that succeeds must give the same bytes as a run without faults.
-fault_loop() { # fault_loop VAR OUT CMD... (CMD writes OUT)
+# N steps by 1 up to 100, then by N/16 (a deterministic sample that keeps CI quick: a few hundred
+# runs instead of thousands); NB_FAULT_FULL=1 tries every N.
+fault_next() { # fault_next I: the N after I
+  if [ -z "${NB_FAULT_FULL:-}" ] && [ "$1" -ge 100 ]; then echo $(($1 + $1 / 16)); else echo $(($1 + 1)); fi
+}
+fault_total() { # fault_total VAR: operations of VAR's kind counted by the last NIBBLE_FAULT_REPORT run
+  awk -v k="$([ "$1" = NIBBLE_FAULT_IO ] && echo io || echo alloc)" '{ for (j = 1; j < NF; j++) if ($j == k) print $(j + 1) }' \
+    "$tmp/fault-report" 2>/dev/null | tail -1
+}
+fault_ended() { # fault_ended VAR WHAT I TOTAL RUNS: the first success must come after the last operation
+  if [ -n "$4" ] && [ "$3" -le "$4" ]; then
+    echo "FAIL: $1=$3 $2: succeeded although the run makes $4 such operations (a failure was swallowed)"; fail=1
+  else
+    echo "ok: $1: $2 failed cleanly at each of $(($5 - 1)) of its $4 points tried, then succeeded"
+  fi
+}
+fault_loop() { # [OUT_OPT=--save-logits] fault_loop VAR OUT CMD... (CMD writes OUT, given as OUT_OPT OUT; default -o)
   local var=$1 out=$2; shift 2
-  local ref="${out%/*}/ref-${out##*/}" what="$2 $3"
-  "$@" -q -o "$ref" 2>"$tmp/err" || { echo "FAIL: fault loop reference: $*"; sed 's/^/  | /' "$tmp/err" | head -3; fail=1; return; }
-  local i rc
-  for ((i = 1; i < 5000; i++)); do
-    env "$var=$i" "$@" -q -o "$out" >/dev/null 2>"$tmp/err"; rc=$?
+  local ref="${out%/*}/ref-${out##*/}" what="$2 $3" oopt=${OUT_OPT:--o}
+  rm -f "$tmp/fault-report"
+  NIBBLE_FAULT_REPORT="$tmp/fault-report" "$@" -q "$oopt" "$ref" >/dev/null 2>"$tmp/err" ||
+    { echo "FAIL: fault loop reference: $*"; sed 's/^/  | /' "$tmp/err" | head -3; fail=1; return; }
+  local i rc runs=0 total
+  total=$(fault_total "$var")
+  for ((i = 1; i < 100000; i = $(fault_next $i))); do
+    env "$var=$i" "$@" -q "$oopt" "$out" >/dev/null 2>"$tmp/err"; rc=$?; runs=$((runs + 1))
     [ -e "$out" ] && [ "$rc" != 0 ] && { echo "FAIL: $var=$i $what: exit $rc but the output exists"; fail=1; }
     left_behind "$out" && { echo "FAIL: $var=$i $what: temporary or lock left"; fail=1; rm -f "$out".partial.* "$out.lock"; }
     if [ "$rc" = 0 ]; then break; fi
@@ -202,18 +221,53 @@ fault_loop() { # fault_loop VAR OUT CMD... (CMD writes OUT)
   done
   if [ "$i" = 1 ]; then echo "SKIP: $var: fault hooks not in this build"; return; fi
   cmp -s "$out" "$ref" || { echo "FAIL: $var $what: output after the loop differs"; fail=1; }
-  echo "ok: $var: $what failed cleanly at each of $((i - 1)) points, then succeeded"
+  fault_ended "$var" "$what" "$i" "$total" "$runs"
   rm -f "$out" "$ref"
+}
+# `nibble build` writes a directory: finished stages stay (that is how a rerun resumes), so each
+# run starts from an empty one; a failing run must exit 3 and leave no temporary or lock in it.
+fault_loop_build() { # fault_loop_build VAR RECIPE SOURCE
+  local var=$1 recipe=$2 src=$3 out="$tmp/fb" ref="$tmp/fb-ref" i rc runs=0
+  local args=(build "$recipe" --source "$src" --var "CALIB=$calib" -q)
+  rm -rf "$ref" "$tmp/fault-report"
+  NIBBLE_FAULT_REPORT="$tmp/fault-report" "$nb" "${args[@]}" -o "$ref" >/dev/null 2>"$tmp/err" ||
+    { echo "FAIL: build reference"; fail=1; return; }
+  local total
+  total=$(fault_total "$var")
+  for ((i = 1; i < 100000; i = $(fault_next $i))); do
+    rm -rf "$out"
+    env "$var=$i" "$nb" "${args[@]}" -o "$out" >/dev/null 2>"$tmp/err"; rc=$?; runs=$((runs + 1))
+    if [ -d "$out" ] && [ -n "$(find "$out" -name '*.partial*' -o -name '*.lock')" ]; then
+      echo "FAIL: $var=$i build: temporary or lock left:"; find "$out" -name '*.partial*' -o -name '*.lock' | sed 's/^/  | /'
+      fail=1
+    fi
+    if [ "$rc" = 0 ]; then break; fi
+    [ "$rc" = 3 ] || { echo "FAIL: $var=$i build: exit $rc, expected 3"; sed 's/^/  | /' "$tmp/err" | head -3; fail=1; return; }
+  done
+  if [ "$i" = 1 ]; then echo "SKIP: $var: fault hooks not in this build"; return; fi
+  cmp -s "$out/tiny.gguf" "$ref/tiny.gguf" || { echo "FAIL: $var build: model after the loop differs"; fail=1; }
+  check "$var: verify the bundle" 0 "$nb" verify "$out/tiny.tar.zst"
+  fault_ended "$var" build "$i" "$total" "$runs"
+  rm -rf "$out" "$ref"
 }
 check "synth moe" 0 "$nb" synth --arch mixtral --layers 1 --dim 32 --ff 32 --heads 4 --kv-heads 2 --experts 4 \
   --experts-used 2 --vocab 300 --dtype f32 --seed 3 -q -o "$tmp/moe.gguf"
 check "calibrate moe" 0 "$nb" calibrate "$tmp/moe.gguf" --calib "$calib" --ctx 32 --calib-tokens 64 -q -o "$tmp/moe.stats.gguf"
+check "synth small" 0 "$nb" synth --arch llama --layers 1 --dim 32 --ff 64 --heads 4 --kv-heads 2 --vocab 300 --dtype f32 \
+  --seed 4 -q -o "$tmp/s32.gguf"
+printf '%s\n' '{"nibble_recipe": 1, "name": "tiny", "source": "${SOURCE}",' \
+  ' "calibration": {"text": "${CALIB}", "ctx": 16, "tokens": 32}, "method": "imatrix",' \
+  ' "target": {"mix": "q4_0"}, "outputs": {"bundle": true}}' > "$tmp/tiny.json"
 for var in NIBBLE_FAULT_ALLOC NIBBLE_FAULT_IO; do
   fault_loop $var "$tmp/fl.gguf" "$nb" prune "$tmp/moe.gguf" --stats "$tmp/moe.stats.gguf" --keep 3
   fault_loop $var "$tmp/fl.gguf" "$nb" convert "$tmp/b16.gguf" --type f16
   fault_loop $var "$tmp/fl.safetensors" "$nb" convert "$tmp/b16.gguf"
   fault_loop $var "$tmp/fl.gguf" "$nb" quantize "$tmp/b16.gguf" --type q4_k_m
   fault_loop $var "$tmp/fl.gguf" "$nb" merge "$tmp/b16.gguf" --adapter "$NB_TEST_DATA/peft/llama_lora.gguf" --type f16
+  fault_loop $var "$tmp/fl.gguf" "$nb" calibrate "$tmp/s32.gguf" --calib "$calib" --ctx 16 --calib-tokens 32
+  OUT_OPT=--save-logits fault_loop $var "$tmp/fl.bin" "$nb" ppl "$tmp/s32.gguf" --text "$NB_TEST_DATA/text/eval.txt" \
+    --ctx 16 --chunks 2
+  fault_loop_build $var "$tmp/tiny.json" "$tmp/s32.gguf"
 done
 
 echo "done"
