@@ -9,8 +9,11 @@
 #           RTN_TYPE (default q4_k_m) by rounding to nearest, quantize IMX_TYPE (default
 #           q4_k_m) with an importance matrix
 #           (a synthetic legacy .dat covering every weight matrix), merge a synthetic
-#           PEFT LoRA (rank 16 on q_proj and v_proj of every layer) into BF16 GGUF
-#   moe     synth a mixtral of SIZE (F32) and prune it to half its experts (routing
+#           PEFT LoRA (rank 16 on q_proj and v_proj of every layer), written as MERGE_TYPE
+#           (default bf16; q4_0 or q8_0 keep the output small when disk is short)
+#   merge   only the merge of the dense step (on BENCH_DIR/dense.gguf when it is there)
+#   moe     synth a mixtral of MOE_SIZE (default SIZE; F32, 8 experts) and prune it to
+#           PRUNE_KEEP experts (default 4; 2 writes a quarter of the experts) (routing
 #           statistics from a small mixtral with the same layers and experts)
 #   gptq    GPTQ (Q4_K_M, 7B-shaped layers: dim 4096, ff 11008, 32 heads, F16) on a model
 #           of GPTQ_LAYERS layers (default 4), calibrated on tests/data/text/calib.txt
@@ -33,6 +36,9 @@ gptq_layers=${GPTQ_LAYERS:-4}
 gptq_tokens=${GPTQ_TOKENS:-1024}
 rtn_type=${RTN_TYPE:-q4_k_m}
 imx_type=${IMX_TYPE:-q4_k_m}
+merge_type=${MERGE_TYPE:-bf16}
+moe_size=${MOE_SIZE:-$size}
+keep=${PRUNE_KEEP:-4}
 threads=${THREADS:-$(nproc)}
 py=${PYTHON:-$("$root/scripts/pyenv" 2>/dev/null || command -v python3)}
 steps=${*:-dense moe gptq}
@@ -68,6 +74,32 @@ row ""
 row "| command | input bytes | output bytes | s | input GB/s | peak RSS MiB | written GB | load avg before → after |"
 row "|---|---:|---:|---:|---:|---:|---:|---|"
 
+merge_step() { # merge_step SRC: a synthetic PEFT LoRA merged into SRC (tensors.json written)
+  local src=$1
+  "$nb" inspect "$src" --json > "$dir/tensors.json"
+  "$py" - "$dir/tensors.json" "$dir/adapter" <<'EOF'
+import json, os, sys
+import numpy as np
+from safetensors.numpy import save_file
+ts = {t["name"]: t for t in json.load(open(sys.argv[1]))["tensors"]}
+os.makedirs(sys.argv[2], exist_ok=True)
+rng = np.random.default_rng(0); r = 16; d = {}
+for name, t in ts.items():
+    if not name.startswith("blk.") or not name.endswith((".attn_q.weight", ".attn_v.weight")): continue
+    layer = name.split(".")[1]; mod = "q_proj" if "attn_q" in name else "v_proj"
+    n_in, n_out = t["ne"]
+    p = "base_model.model.model.layers.%s.self_attn.%s" % (layer, mod)
+    d[p + ".lora_A.weight"] = (rng.standard_normal((r, n_in)) * 0.01).astype(np.float32)
+    d[p + ".lora_B.weight"] = (rng.standard_normal((n_out, r)) * 0.01).astype(np.float32)
+save_file(d, os.path.join(sys.argv[2], "adapter_model.safetensors"))
+json.dump({"peft_type": "LORA", "r": r, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"]},
+          open(os.path.join(sys.argv[2], "adapter_config.json"), "w"))
+EOF
+  measure "merge LoRA r16 (q,v) → $merge_type gguf" "$src" "$dir/out.gguf" "$nb" merge "$src" --adapter "$dir/adapter" \
+    --type "$merge_type" -q -t "$threads" -o "$dir/out.gguf"
+  rm -rf "$dir/out.gguf" "$dir/adapter"
+}
+
 for step in $steps; do
   case $step in
   dense)
@@ -99,38 +131,19 @@ EOF
     measure "quantize $imx_type --imatrix" "$src" "$dir/out.gguf" "$nb" quantize "$src" --type "$imx_type" --imatrix \
       "$dir/imatrix.dat" -q -t "$threads" -o "$dir/out.gguf"
     rm -f "$dir/out.gguf"
-    "$py" - "$dir/tensors.json" "$dir/adapter" <<'EOF'
-import json, os, sys
-import numpy as np
-from safetensors.numpy import save_file
-ts = {t["name"]: t for t in json.load(open(sys.argv[1]))["tensors"]}
-os.makedirs(sys.argv[2], exist_ok=True)
-rng = np.random.default_rng(0); r = 16; d = {}
-for name, t in ts.items():
-    if not name.startswith("blk.") or not name.endswith((".attn_q.weight", ".attn_v.weight")): continue
-    layer = name.split(".")[1]; mod = "q_proj" if "attn_q" in name else "v_proj"
-    n_in, n_out = t["ne"]
-    p = "base_model.model.model.layers.%s.self_attn.%s" % (layer, mod)
-    d[p + ".lora_A.weight"] = (rng.standard_normal((r, n_in)) * 0.01).astype(np.float32)
-    d[p + ".lora_B.weight"] = (rng.standard_normal((n_out, r)) * 0.01).astype(np.float32)
-save_file(d, os.path.join(sys.argv[2], "adapter_model.safetensors"))
-json.dump({"peft_type": "LORA", "r": r, "lora_alpha": 32, "target_modules": ["q_proj", "v_proj"]},
-          open(os.path.join(sys.argv[2], "adapter_config.json"), "w"))
-EOF
-    measure "merge LoRA r16 (q,v) → bf16 gguf" "$src" "$dir/out.gguf" "$nb" merge "$src" --adapter "$dir/adapter" \
-      --type bf16 -q -t "$threads" -o "$dir/out.gguf"
-    rm -rf "$dir/out.gguf" "$dir/adapter" "$dir/imatrix.dat" "$src"
+    merge_step "$src"
+    rm -rf "$dir/imatrix.dat" "$src"
     ;;
   moe)
     src="$dir/moe.gguf"
-    measure "synth mixtral $size f32 (8 experts)" /dev/null "$src" "$nb" synth --arch mixtral --size "$size" --experts 8 \
+    measure "synth mixtral $moe_size f32 (8 experts)" /dev/null "$src" "$nb" synth --arch mixtral --size "$moe_size" --experts 8 \
       --experts-used 2 --dtype f32 --seed 2 -q -t "$threads" -o "$src"
     layers=$("$nb" inspect "$src" --json | "$py" -c 'import json, sys; m = json.load(sys.stdin)["metadata"]; print([v for k, v in m.items() if k.endswith(".block_count")][0])')
     "$nb" synth --arch mixtral --layers "$layers" --dim 64 --ff 64 --heads 4 --kv-heads 2 --experts 8 --experts-used 2 \
       --vocab 300 --dtype f32 -q -o "$dir/moe-small.gguf"
     "$nb" calibrate "$dir/moe-small.gguf" --calib "$root/tests/data/text/calib.txt" --ctx 64 --calib-tokens 512 -q \
       -o "$dir/moe.stats.gguf"
-    measure "prune mixtral 8 → 4 experts" "$src" "$dir/out.gguf" "$nb" prune "$src" --stats "$dir/moe.stats.gguf" --keep 4 \
+    measure "prune mixtral 8 → $keep experts" "$src" "$dir/out.gguf" "$nb" prune "$src" --stats "$dir/moe.stats.gguf" --keep "$keep" \
       -q -t "$threads" -o "$dir/out.gguf"
     rm -f "$dir/out.gguf" "$src" "$dir/moe-small.gguf" "$dir/moe.stats.gguf"
     ;;
@@ -143,6 +156,13 @@ EOF
       -q -t "$threads" -o "$dir/out.gguf"
     rm -f "$dir/out.gguf" "$src"
     ;;
-  *) echo "bigger_than_ram: unknown step '$step' (dense, moe, gptq)" >&2; exit 1 ;;
+  merge) # the merge alone, on the dense source of an earlier (interrupted) dense step
+    src="$dir/dense.gguf"
+    [ -s "$src" ] || measure "synth llama $size f32" /dev/null "$src" "$nb" synth --arch llama --size "$size" --dtype f32 \
+      --seed 1 -q -t "$threads" -o "$src"
+    merge_step "$src"
+    rm -f "$src"
+    ;;
+  *) echo "bigger_than_ram: unknown step '$step' (dense, merge, moe, gptq)" >&2; exit 1 ;;
   esac
 done

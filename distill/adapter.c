@@ -142,14 +142,16 @@ nb_status nb_peft_config_parse(const char *json, size_t len, const char *what, n
 
 /* ---- PEFT's get_pattern_key ------------------------------------------------------------------------ */
 
-#define MAX_REGEX_NODES 20000 /* PEFT keys are module names; real ones cost a few hundred */
+#define MAX_REGEX_NODES 4000 /* PEFT keys are module names; real ones cost a few hundred */
 
 /* An upper bound on the size of the syntax tree glibc's regcomp builds for
  * the ERE `re`, which copies a repeated atom per repetition ("x+" = "xx*",
  * "x{3}" = "xxx"): stacked or nested repetitions multiply ("I+++++..." grows
  * as 2^k). Refusing keys above a bound keeps a hostile adapter_config.json
  * from making regcomp allocate gigabytes. Back-references (exponential to
- * match) count as over the bound. */
+ * match) and a repetition applied to a repetition ("x+*", "x{2}+": Python's
+ * "multiple repeat" error; regcomp's closure computation on them is
+ * superlinear) count as over the bound; a lazy '?' after one is allowed. */
 static bool regex_too_costly(const char *re) {
     enum { DEPTH = 64 };
     double total[DEPTH] = {0}, atom = 0; /* size of each open group; the last atom's */
@@ -184,6 +186,7 @@ static bool regex_too_costly(const char *re) {
             if (d == 0) return true;
             atom = total[d--] + 1;
         } else if (ch == '*' || ch == '?' || ch == '+' || ch == '{') {
+            if (i > 0 && ch != '?' && strchr("*+?}", re[i - 1]) && !(i > 1 && re[i - 2] == '\\')) return true;
             double f = 1;
             if (ch == '+') f = 2;
             if (ch == '{') { /* {n}, {n,}, {n,m}: at most max(n, m) + 1 copies */

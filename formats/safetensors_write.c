@@ -282,7 +282,7 @@ static nb_status sink_begin(nb_sink *s, nb_ctx *ctx) {
         off += e->nbytes;
     }
     buf_put(&b, "}", 1);
-    while (b.n % 8) buf_put(&b, " ", 1); /* data starts 8-aligned */
+    while (!b.oom && b.n % 8) buf_put(&b, " ", 1); /* data starts 8-aligned (out of memory: nothing grows) */
     if (st == NB_OK && b.oom) st = nb_err(ctx, NB_ERR_NOMEM, "%s: out of memory for the header", w->path);
     if (st == NB_OK && b.n > NB_ST_MAX_HEADER)
         st = nb_err(ctx, NB_ERR_RANGE, "%s: header would be %zu bytes (readers accept at most %u)",

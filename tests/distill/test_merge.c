@@ -150,7 +150,8 @@ START_TEST(pattern_keys) {
     ck_assert(!ok);
     /* keys regcomp would expand to gigabytes, and back-references: refused (found by fuzz_peft) */
     static const char *const costly[] = {"I++++++++++++++++++++++++++++++++q_proj", "((q{99}){99}){99}_proj",
-                                         "(q|k)+++++++++++++++++++++++++_proj", "(\\w)\\1_proj"};
+                                         "(q|k)+++++++++++++++++++++++++_proj", "(\\w)\\1_proj",
+                                         "\xff++*++++++++++++l_proj", "q+*_proj", "q{2}{3}_proj"};
     for (size_t i = 0; i < sizeof costly / sizeof *costly; i++) {
         ok = true;
         ck_assert_msg(!nb_peft_pattern_match(costly[i], "x.q_proj", &ok), "%s", costly[i]);
@@ -158,6 +159,7 @@ START_TEST(pattern_keys) {
     }
     ck_assert(nb_peft_pattern_match("[[:alpha:]]{1,8}_proj", "x.q_proj", &ok) && ok);
     ck_assert(nb_peft_pattern_match("[]a-z]+_pro(j)?", "x.q_proj", &ok) && ok);
+    ck_assert(nb_peft_pattern_match("q_pr.*?j", "x.q_proj", &ok) && ok); /* lazy: allowed */
 }
 END_TEST
 
