@@ -6,8 +6,8 @@
 #
 #   NB_BIN=build/rel/nibble BENCH_DIR=/tmp/nbjobs JOBS=20 J=2 THREADS=2 RUNS=3 bench/batch_jobs.sh
 #
-# Each job is a `nibble build` of a recipe (imatrix from 512 calibration tokens, then
-# Q4_K_M) on its own synthetic llama (2 layers, dim 256, ff 512; seeds 1..N). Runs
+# Each job is a `nibble build` of a recipe (imatrix from TOKENS calibration tokens, default
+# 512, then Q4_K_M) on its own synthetic llama (2 layers, dim DIM (256), ff 2 DIM; seeds 1..N). Runs
 # alternate (--jobs 1, --jobs J, ...) so that a change in the machine's load hits both;
 # one Markdown row per run (wall seconds, sum and longest of the per-job seconds from the
 # state file, the ideal, wall / ideal, load average before and after).
@@ -20,17 +20,19 @@ n=${JOBS:-20}
 j=${J:-2}
 threads=${THREADS:-$(nproc)}
 runs=${RUNS:-3}
+dim=${DIM:-256}
+tokens=${TOKENS:-512}
 mkdir -p "$dir/models"
 cd "$dir"
 for ((i = 1; i <= n; i++)); do
-  [ -s "models/m$i.gguf" ] || "$nb" synth --arch llama --layers 2 --dim 256 --ff 512 --heads 4 --kv-heads 2 --vocab 300 \
+  [ -s "models/m$i.gguf" ] || "$nb" synth --arch llama --layers 2 --dim "$dim" --ff $((2 * dim)) --heads 4 --kv-heads 2 --vocab 300 \
     --seed "$i" -q -o "models/m$i.gguf"
 done
-printf '{"nibble_recipe": 1, "name": "q", "source": "${SOURCE}",\n "calibration": {"text": "%s", "ctx": 64, "tokens": 512},\n "method": "imatrix", "target": {"mix": "q4_k_m"}}\n' \
-  "$root/tests/data/text/calib.txt" > recipe.json
+printf '{"nibble_recipe": 1, "name": "q", "source": "${SOURCE}",\n "calibration": {"text": "%s", "ctx": 64, "tokens": %d},\n "method": "imatrix", "target": {"mix": "q4_k_m"}}\n' \
+  "$root/tests/data/text/calib.txt" "$tokens" > recipe.json
 printf '{"nibble_batch": 1, "out": "out", "jobs": [{"sources": ["models/*.gguf"], "recipes": ["recipe.json"]}]}\n' > jobs.json
 
-echo "$(date -u +%FT%TZ) commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo ?), $(nproc) cores, $n jobs, --threads $threads"
+echo "$(date -u +%FT%TZ) commit $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo ?), $(nproc) cores, $n jobs (dim $dim, $tokens tokens), --threads $threads"
 echo
 echo "| run | --jobs | wall s | sum of job s | longest job s | ideal s | wall / ideal | load avg before → after |"
 echo "|---|---:|---:|---:|---:|---:|---:|---|"
