@@ -28,15 +28,6 @@ void nb_rmtree(const char *path) {
     if (path) nftw(path, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static char *cat2(const char *a, const char *b, nb_ctx *ctx) {
-    size_t na = strlen(a), nb = strlen(b);
-    char *s = nb_malloc(ctx, na + nb + 1, "path");
-    if (!s) return NULL;
-    memcpy(s, a, na);
-    memcpy(s + na, b, nb + 1);
-    return s;
-}
-
 static void fsync_path(const char *p) {
     int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd >= 0) { fsync(fd); close(fd); }
@@ -75,8 +66,8 @@ nb_status nb_adir_open(nb_adir *d, const char *path, nb_ctx *ctx) {
                           path);
     }
     d->path = nb_strdup(ctx, path);
-    d->lock_path = cat2(path, ".lock", ctx);
-    d->tmp_path = cat2(path, ".partial.XXXXXX", ctx);
+    d->lock_path = nb_str_concat(ctx, path, ".lock");
+    d->tmp_path = nb_str_concat(ctx, path, ".partial.XXXXXX");
     if (!d->path || !d->lock_path || !d->tmp_path) NB_FAIL_GOTO(st, fail, ctx, NB_ERR_NOMEM, "out of memory");
     int fd = open(d->lock_path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (fd < 0) {

@@ -23,15 +23,6 @@
 #define TMP_SUFFIX ".partial."
 #define TMP_RANDOM 6
 
-static char *cat2(const char *a, const char *b, nb_ctx *ctx) {
-    size_t na = strlen(a), nb = strlen(b);
-    char *s = nb_malloc(ctx, na + nb + 1, "path");
-    if (!s) return NULL;
-    memcpy(s, a, na);
-    memcpy(s + na, b, nb + 1);
-    return s;
-}
-
 /* Step 1 of core/afile.h: hold "PATH.lock". The lock file may be unlinked by
  * the writer that held it before we got the flock: then we locked a dead inode
  * and try again with the file now at that name. */
@@ -134,8 +125,8 @@ nb_status nb_afile_open(nb_afile *f, const char *path, bool hash, nb_ctx *ctx) {
     memset(f, 0, sizeof *f);
     f->fd = f->lock_fd = f->cleanup_slot = -1;
     f->path = nb_strdup(ctx, path);
-    f->lock_path = cat2(path, ".lock", ctx);
-    f->tmp_path = cat2(path, TMP_SUFFIX "XXXXXX", ctx);
+    f->lock_path = nb_str_concat(ctx, path, ".lock");
+    f->tmp_path = nb_str_concat(ctx, path, TMP_SUFFIX "XXXXXX");
     f->buf = nb_malloc(ctx, AFILE_BUF, "write buffer");
     if (!f->path || !f->lock_path || !f->tmp_path || !f->buf) {
         nb_afile_abort(f);

@@ -20,6 +20,15 @@ bool nb_str_ends_with_ci(const char *s, const char *suffix) {
 
 bool nb_str_starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
 
+char *nb_str_concat(nb_ctx *ctx, const char *a, const char *b) {
+    size_t na = strlen(a), nb = strlen(b);
+    char *s = nb_malloc(ctx, na + nb + 1, "path");
+    if (!s) return NULL;
+    memcpy(s, a, na);
+    memcpy(s + na, b, nb + 1);
+    return s;
+}
+
 char *nb_path_join(nb_ctx *ctx, const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
     char *p = nb_malloc(ctx, n, "path");

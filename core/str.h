@@ -21,6 +21,9 @@ bool nb_str_starts_with(const char *s, const char *prefix);
 /* A hash of a NUL-terminated string (FNV-1a, folded) for hash tables of names. */
 size_t nb_str_hash(const char *s);
 
+/* a followed by b ("x.gguf" + ".lock"), malloc'd; NULL (message in ctx) when out of memory. */
+char *nb_str_concat(nb_ctx *ctx, const char *a, const char *b);
+
 /* "dir/name", with no doubled '/' when dir already ends in one ("" + name: name). malloc'd. */
 char *nb_path_join(nb_ctx *ctx, const char *dir, const char *name);
 /* `name` in the directory of `path` ("a/b/x.json" + "y" -> "a/b/y"; a path

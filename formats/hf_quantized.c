@@ -32,6 +32,7 @@
 #include "core/str.h"
 #include "formats/convert.h"
 #include "formats/json_strict.h"
+#include "quant/hf_pack.h"
 #include "quant/int4.h"
 #include "quant/nf4.h"
 
@@ -299,17 +300,6 @@ static nb_status need(const nb_model *st, size_t i, const char *prefix, size_t p
 
 static uint64_t ceil_div(uint64_t a, uint64_t b) { return a / b + (a % b != 0); }
 
-/* Element k of a dense little-endian bit stream of b-bit codes, read from
- * 32-bit words w[0], w[stride], w[2*stride], ... */
-static uint32_t dense_get(const int32_t *w, size_t stride, uint64_t k, uint32_t b) {
-    uint64_t bit = k * b;
-    uint64_t wi = bit / 32;
-    uint32_t sh = (uint32_t)(bit % 32);
-    uint64_t v = (uint32_t)w[wi * stride] >> sh;
-    if (sh + b > 32) v |= (uint64_t)(uint32_t)w[(wi + 1) * stride] << (32 - sh);
-    return (uint32_t)(v & ((1u << b) - 1));
-}
-
 /* ---- the wrapper model --------------------------------------------------------------------- */
 
 static void q_close(nb_model *m) {
@@ -322,11 +312,9 @@ static void q_close(nb_model *m) {
     nb_model_free_common(m);
 }
 
-/* Zero point of output n, group g of a GPTQ tensor (v1: stored + 1). */
-static int gptq_zero(const q_tensor *q, const int32_t *qz, uint64_t g, uint64_t n) {
-    uint64_t words = ceil_div(q->n_out * q->bits, 32);
-    int z = (int)dense_get(qz + g * words, 1, n, q->bits);
-    return q->v1 ? z + 1 : z;
+static nb_gptq_layout gptq_layout(const q_tensor *q) {
+    return (nb_gptq_layout){.bits = q->bits, .n_out = q->n_out, .k_in = q->k_in,
+                            .n_groups = ceil_div(q->k_in, q->group), .group = q->group, .v1 = q->v1};
 }
 
 static float scale_at(nb_type t, const void *p, uint64_t i) {
@@ -356,17 +344,7 @@ static nb_status read_bnb4(nb_model *m, const nb_tensor *t, const q_tensor *q, q
     }
     memcpy(s.code, nb_nf4_code, sizeof s.code);
     if (q->fp4) {
-        /* bitsandbytes' FP4 values (functional.get_4bit_type("fp4"); code 8 is +0 there, -0 in
-         * the CUDA kernel's dDequantizeFP4Tree: the same number), high nibble first as for NF4 */
-        static const float fp4[16] = {0.0f,  0.0052083334885537624f,  0.6666666865348816f,  1.0f,
-                                      0.3333333432674408f,  0.5f,  0.1666666716337204f,  0.25f,
-                                      0.0f,  -0.0052083334885537624f, -0.6666666865348816f, -1.0f,
-                                      -0.3333333432674408f, -0.5f, -0.1666666716337204f, -0.25f};
-        float *y = dst;
-        for (uint64_t k = 0; k < s.n; k++) {
-            uint8_t byte = s.packed[k / 2];
-            y[k] = fp4[k % 2 ? byte & 15 : byte >> 4] * nb_nf4_state_absmax(&s, k / s.blocksize);
-        }
+        nb_bnb_fp4_dequantize(&s, dst);
         return NB_OK;
     }
     if (t->type == NB_TYPE_F32) return nb_nf4_dequantize_tensor(&s, dst, ctx);
@@ -380,43 +358,24 @@ static nb_status read_bnb4(nb_model *m, const nb_tensor *t, const q_tensor *q, q
     return NB_OK;
 }
 
+/* GPTQ / AWQ: blocks of nibble's INT4 when the grid fits (quant/int4.h), else
+ * floats (quant/hf_pack.h); both exact. */
 static nb_status read_gptq_awq(nb_model *m, const nb_tensor *t, const q_tensor *q, q_bytes *b, void *dst,
                                nb_ctx *ctx) {
-    const int32_t *qw = b[0].p, *qz = b[1 + A_ZEROS].p, *gi = b[1 + A_GIDX].p;
-    const uint16_t *sc = b[1 + A_SCALES].p;
-    uint64_t N = q->n_out, K = q->k_in, ng = ceil_div(K, q->group);
-    if (t->type != NB_TYPE_F32) {
-        nb_status st;
-        if (q->kind == Q_GPTQ) {
-            nb_gptq_tensors g = {(int32_t *)qw, (int32_t *)qz, (uint16_t *)sc, (int32_t *)gi};
-            st = nb_gptq_to_int4(t->type, &g, N, K, q->v1, dst, ctx);
-        } else {
-            nb_awq_tensors a = {(int32_t *)qw, (int32_t *)qz, (uint16_t *)sc};
-            st = nb_awq_to_int4(t->type, &a, N, K, dst, ctx);
-        }
-        return st == NB_OK ? NB_OK : nb_err_prefix(ctx, "%s: tensor '%s'", m->path, t->name);
-    }
-    float *w = dst;
-    static const int awq_pos[8] = {0, 4, 1, 5, 2, 6, 3, 7}; /* bits slot of output 8c + j */
-    for (uint64_t k = 0; k < K; k++) {
-        uint64_t g = gi ? (uint64_t)(uint32_t)gi[k] : k / q->group;
-        NB_RETURN_IF(ctx, g >= ng, NB_ERR_FORMAT, "%s: tensor '%s': g_idx[%llu] = %lld is not a group (%llu groups)",
-                     m->path, t->name, (unsigned long long)k,
-                     (long long)(gi ? gi[k] : 0), (unsigned long long)ng);
-        for (uint64_t n = 0; n < N; n++) {
-            int code, z;
-            if (q->kind == Q_GPTQ) {
-                code = (int)dense_get(qw + n, N, k, q->bits);
-                z = gptq_zero(q, qz, g, n);
-            } else {
-                int slot = awq_pos[n % 8];
-                code = (int)(((uint32_t)qw[k * (N / 8) + n / 8] >> (4 * slot)) & 15);
-                z = (int)(((uint32_t)qz[g * (N / 8) + n / 8] >> (4 * slot)) & 15);
-            }
-            w[n * K + k] = nb_f16_to_f32(sc[g * N + n]) * (float)(code - z);
-        }
-    }
-    return NB_OK;
+    nb_gptq_tensors g = {(int32_t *)b[0].p, (int32_t *)b[1 + A_ZEROS].p, (uint16_t *)b[1 + A_SCALES].p,
+                         (int32_t *)b[1 + A_GIDX].p};
+    nb_awq_tensors a = {g.qweight, g.qzeros, g.scales};
+    nb_gptq_layout l = gptq_layout(q);
+    bool f32 = t->type == NB_TYPE_F32;
+    nb_status st;
+    if (q->kind == Q_GPTQ)
+        st = f32 ? nb_gptq_unpack_f32(&l, &g, dst, t->name, ctx)
+                 : nb_gptq_to_int4(t->type, &g, q->n_out, q->k_in, q->v1, dst, ctx);
+    else
+        st = f32 ? nb_awq_unpack_f32(&a, q->n_out, q->k_in, (uint32_t)q->group, dst, t->name, ctx)
+                 : nb_awq_to_int4(t->type, &a, q->n_out, q->k_in, dst, ctx);
+    if (st == NB_OK) return NB_OK;
+    return f32 ? nb_err_prefix(ctx, "%s", m->path) : nb_err_prefix(ctx, "%s: tensor '%s'", m->path, t->name);
 }
 
 static nb_status read_ct(nb_model *m, const nb_tensor *t, const q_tensor *q, q_bytes *b, void *dst, nb_ctx *ctx) {
@@ -440,7 +399,7 @@ static nb_status read_ct(nb_model *m, const nb_tensor *t, const q_tensor *q, q_b
                 memcpy(o, &d, 2);
                 uint8_t *qs = o + (asym ? 4 : 2);
                 if (asym) { /* a symmetric tensor made asymmetric by unify_types: zero 8 */
-                    o[2] = zp ? (uint8_t)dense_get(zp + g, ng, n, q->bits) : (uint8_t)mid;
+                    o[2] = zp ? (uint8_t)nb_pack_bits_get(zp + g, ng, n, q->bits) : (uint8_t)mid;
                     o[3] = 0;
                 }
                 const uint8_t *src = (const uint8_t *)(qw + n * wpr) + g * group / 2;
@@ -455,8 +414,8 @@ static nb_status read_ct(nb_model *m, const nb_tensor *t, const q_tensor *q, q_b
             NB_RETURN_IF(ctx, g >= ng, NB_ERR_FORMAT,
                          "%s: tensor '%s': weight_g_idx[%llu] = %lld is not a group (%llu groups)", m->path, t->name,
                          (unsigned long long)k, (long long)(gi ? gi[k] : 0), (unsigned long long)ng);
-            int code = (int)dense_get(qw + n * wpr, 1, k, q->bits);
-            int z = zp ? (int)dense_get(zp + g, ng, n, q->bits) : mid;
+            int code = (int)nb_pack_bits_get(qw + n * wpr, 1, k, q->bits);
+            int z = zp ? (int)nb_pack_bits_get(zp + g, ng, n, q->bits) : mid;
             w[n * K + k] = scale_at(stype, sc, n * ng + g) * (float)(code - z);
         }
     return NB_OK;
@@ -513,8 +472,10 @@ static void consume(q_build *b, size_t i) {
     if (i != SIZE_MAX) b->consumed[i] = true;
 }
 
-/* Read the small JSON quant_state tensor of a bnb 4-bit weight. */
-static nb_status bnb4_state(q_build *b, size_t si, const char *anchor, q_tensor *q, char *qtype, size_t qtlen) {
+/* Read the small JSON quant_state tensor of a bnb 4-bit weight (quant/hf_pack.h
+ * parses it) and hold it to what the importer reads: a 2-D weight, nested
+ * blocks of 256. */
+static nb_status bnb4_state(q_build *b, size_t si, q_tensor *q, char *qtype, size_t qtlen) {
     nb_ctx *ctx = b->ctx;
     const nb_tensor *t = &b->st->tensors[si];
     NB_RETURN_IF(ctx, t->type != NB_TYPE_U8 || t->nbytes > (1u << 16), NB_ERR_FORMAT,
@@ -522,43 +483,21 @@ static nb_status bnb4_state(q_build *b, size_t si, const char *anchor, q_tensor 
     const void *p;
     void *owned;
     NB_TRY(nb_model_tensor_bytes(b->st, si, &p, &owned, ctx));
-    cJSON *j = cJSON_ParseWithLength(p, (size_t)t->nbytes);
+    nb_bnb_quant_state qs;
+    nb_status st = nb_bnb_quant_state_parse(p, (size_t)t->nbytes, t->name, &qs, ctx);
     free(owned);
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
-        return nb_err(ctx, NB_ERR_FORMAT, "%s: tensor '%s' is not a JSON object", b->st->path, t->name);
-    }
-    nb_status st = NB_OK;
-    const char *qt = cfg_string(j, "quant_type");
-    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(j, "shape");
-    int64_t bs = 0, nbs = 0;
-    snprintf(qtype, qtlen, "%s", qt ? qt : "");
-    if (cfg_int(j, "blocksize", NULL, 0, &bs, t->name, ctx) != NB_OK ||
-        cfg_int(j, "nested_blocksize", NULL, 256, &nbs, t->name, ctx) != NB_OK)
-        st = nb_err(ctx, NB_ERR_FORMAT, "%s: tensor '%s': blocksize / nested_blocksize must be integers",
-                    b->st->path, t->name);
-    else if (!cJSON_IsArray(shape) || cJSON_GetArraySize(shape) != 2 ||
-             !cJSON_IsNumber(cJSON_GetArrayItem(shape, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(shape, 1)) ||
-             cJSON_GetArrayItem(shape, 0)->valuedouble < 1 || cJSON_GetArrayItem(shape, 1)->valuedouble < 1 ||
-             cJSON_GetArrayItem(shape, 0)->valuedouble > 1e12 || cJSON_GetArrayItem(shape, 1)->valuedouble > 1e12)
-        st = nb_err(ctx, NB_ERR_FORMAT, "%s: tensor '%s': 'shape' must be [out_features, in_features]",
-                    b->st->path, t->name);
-    else if (bs < 32 || bs > 4096 || (bs & (bs - 1)) != 0)
-        st = nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: tensor '%s': blocksize %lld is not a power of two in [32, 4096]",
-                    b->st->path, t->name, (long long)bs);
-    else if (nbs != NB_NF4_DQ_NESTED)
-        st = nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: tensor '%s': nested_blocksize %lld (bitsandbytes writes 256)",
-                    b->st->path, t->name, (long long)nbs);
-    if (st == NB_OK) {
-        q->n_out = (uint64_t)cJSON_GetArrayItem(shape, 0)->valuedouble;
-        q->k_in = (uint64_t)cJSON_GetArrayItem(shape, 1)->valuedouble;
-        q->group = (uint64_t)bs;
-        const cJSON *off = cJSON_GetObjectItemCaseSensitive(j, "nested_offset");
-        q->offset = cJSON_IsNumber(off) ? (float)off->valuedouble : 0.0f;
-    }
-    (void)anchor;
-    cJSON_Delete(j);
-    return st;
+    if (st != NB_OK) return nb_err_prefix(ctx, "%s", b->st->path);
+    NB_RETURN_IF(ctx, qs.n_dims != 2 || qs.shape[0] > (int64_t)1e12 || qs.shape[1] > (int64_t)1e12, NB_ERR_FORMAT,
+                 "%s: tensor '%s': 'shape' must be [out_features, in_features]", b->st->path, t->name);
+    NB_RETURN_IF(ctx, qs.nested && qs.nested_blocksize != NB_NF4_DQ_NESTED, NB_ERR_UNSUPPORTED,
+                 "%s: tensor '%s': nested_blocksize %u (bitsandbytes writes 256)", b->st->path, t->name,
+                 qs.nested_blocksize);
+    snprintf(qtype, qtlen, "%s", qs.quant_type);
+    q->n_out = (uint64_t)qs.shape[0];
+    q->k_in = (uint64_t)qs.shape[1];
+    q->group = qs.blocksize;
+    q->offset = (float)qs.nested_offset;
+    return NB_OK;
 }
 
 static nb_status add_bnb4(q_build *b, size_t i, size_t plen, q_tensor *q, nb_tensor *out) {
@@ -571,7 +510,7 @@ static nb_status add_bnb4(q_build *b, size_t i, size_t plen, q_tensor *q, nb_ten
     if (qs == SIZE_MAX) qs = index_find(&b->ix, name, nl, ".quant_state.bitsandbytes__fp4");
     NB_TRY(need(st, qs, name, nl, ".quant_state.bitsandbytes__nf4", name, ctx));
     char qtype[16];
-    NB_TRY(bnb4_state(b, qs, name, q, qtype, sizeof qtype));
+    NB_TRY(bnb4_state(b, qs, q, qtype, sizeof qtype));
     NB_RETURN_IF(ctx, strcmp(qtype, "nf4") != 0 && strcmp(qtype, "fp4") != 0, NB_ERR_UNSUPPORTED,
                  "%s: tensor '%s': quant_type '%s' is not supported (nf4, fp4)", st->path, name, qtype);
     q->fp4 = qtype[0] == 'f';
@@ -659,7 +598,8 @@ static nb_status int4_fit(q_build *b, const q_tensor *q, nb_type *out) {
         for (uint64_t n = 0; fits && n < q->n_out; n++) {
             int zz;
             if (q->kind == Q_GPTQ) {
-                zz = gptq_zero(q, z.p, gg, n);
+                nb_gptq_layout l = gptq_layout(q);
+                zz = nb_gptq_zero(&l, z.p, gg, n);
             } else {
                 zz = (int)(((uint32_t)((const int32_t *)z.p)[gg * (q->n_out / 8) + n / 8] >> (4 * (n % 8))) & 15);
             }

@@ -199,12 +199,39 @@ nb_status nb_bnb_nf4_state_load(const nb_bnb_quant_state *qs, const nb_bnb_nf4_t
     return NB_OK;
 }
 
+const float nb_bnb_fp4_code[16] = {0.0f,  0.0052083334885537624f,  0.6666666865348816f,  1.0f,
+                                    0.3333333432674408f,  0.5f,  0.1666666716337204f,  0.25f,
+                                    0.0f,  -0.0052083334885537624f, -0.6666666865348816f, -1.0f,
+                                    -0.3333333432674408f, -0.5f, -0.1666666716337204f, -0.25f};
+
+void nb_bnb_fp4_dequantize(const nb_nf4_state *s, float *dst) {
+    for (uint64_t k = 0; k < s->n; k++) {
+        uint8_t byte = s->packed[k / 2];
+        dst[k] = nb_bnb_fp4_code[k % 2 ? byte & 15 : byte >> 4] * nb_nf4_state_absmax(s, k / s->blocksize);
+    }
+}
+
 /* ---- GPTQ ----------------------------------------------------------------------------------- */
 
+uint32_t nb_pack_bits_get(const int32_t *w, size_t stride, uint64_t k, uint32_t bits) {
+    uint64_t bit = k * bits;
+    uint64_t wi = bit / 32;
+    uint32_t sh = (uint32_t)(bit % 32);
+    uint64_t v = (uint32_t)w[wi * stride] >> sh;
+    if (sh + bits > 32) v |= (uint64_t)(uint32_t)w[(wi + 1) * stride] << (32 - sh);
+    return (uint32_t)(v & ((1u << bits) - 1));
+}
+
+int nb_gptq_zero(const nb_gptq_layout *l, const int32_t *qzeros, uint64_t g, uint64_t n) {
+    uint64_t words = (l->n_out * l->bits + 31) / 32;
+    int z = (int)nb_pack_bits_get(qzeros + g * words, 1, n, l->bits);
+    return l->v1 ? z + 1 : z;
+}
+
 nb_status nb_gptq_check(const nb_gptq_layout *l, const int32_t *g_idx, const char *what, nb_ctx *ctx) {
-    NB_RETURN_IF(ctx, l->bits != 2 && l->bits != 4 && l->bits != 8, NB_ERR_UNSUPPORTED,
-                 "%s: GPTQ with %u bits is not supported (2, 4 or 8)", what, l->bits);
-    uint32_t per = 32 / l->bits;
+    NB_RETURN_IF(ctx, l->bits != 2 && l->bits != 3 && l->bits != 4 && l->bits != 8, NB_ERR_UNSUPPORTED,
+                 "%s: GPTQ with %u bits is not supported (2, 3, 4 or 8)", what, l->bits);
+    uint32_t per = l->bits == 3 ? 32 : 32 / l->bits; /* codes that fill whole words */
     NB_RETURN_IF(ctx, l->k_in == 0 || l->k_in % per, NB_ERR_FORMAT,
                  "%s: in_features %llu is not a multiple of %u (%u-bit GPTQ words)", what,
                  (unsigned long long)l->k_in, per, l->bits);
@@ -213,6 +240,9 @@ nb_status nb_gptq_check(const nb_gptq_layout *l, const int32_t *g_idx, const cha
                  (unsigned long long)l->n_out, per, l->bits);
     NB_RETURN_IF(ctx, l->n_groups == 0 || l->n_groups > l->k_in, NB_ERR_FORMAT, "%s: %llu groups for %llu inputs",
                  what, (unsigned long long)l->n_groups, (unsigned long long)l->k_in);
+    NB_RETURN_IF(ctx, l->group && (l->k_in + l->group - 1) / l->group != l->n_groups, NB_ERR_FORMAT,
+                 "%s: %llu groups of %llu for %llu inputs", what, (unsigned long long)l->n_groups,
+                 (unsigned long long)l->group, (unsigned long long)l->k_in);
     if (g_idx)
         for (uint64_t k = 0; k < l->k_in; k++)
             NB_RETURN_IF(ctx, g_idx[k] < 0 || (uint64_t)g_idx[k] >= l->n_groups, NB_ERR_FORMAT,
@@ -226,16 +256,12 @@ nb_status nb_gptq_unpack_f32(const nb_gptq_layout *l, const nb_gptq_tensors *src
     NB_RETURN_IF(ctx, !src || !src->qweight || !src->qzeros || !src->scales || !dst, NB_ERR_INVALID,
                  "%s: gptq unpack: NULL buffer", what);
     NB_TRY(nb_gptq_check(l, src->g_idx, what, ctx));
-    const uint32_t bits = l->bits, per = 32 / bits, mask = (1u << bits) - 1;
-    const uint64_t N = l->n_out, K = l->k_in, zw = N / per;
+    const uint64_t N = l->n_out, K = l->k_in;
     for (uint64_t k = 0; k < K; k++) {
-        uint64_t g = src->g_idx ? (uint64_t)src->g_idx[k] : k * l->n_groups / K;
-        const int32_t *qw = src->qweight + (k / per) * N;
-        uint32_t sh = (uint32_t)(k % per) * bits;
+        uint64_t g = src->g_idx ? (uint64_t)src->g_idx[k] : l->group ? k / l->group : k * l->n_groups / K;
         for (uint64_t n = 0; n < N; n++) {
-            int q = (int)(((uint32_t)qw[n] >> sh) & mask);
-            int z = (int)(((uint32_t)src->qzeros[g * zw + n / per] >> ((n % per) * bits)) & mask) + (l->v1 ? 1 : 0);
-            dst[n * K + k] = nb_f16_to_f32(src->scales[g * N + n]) * (float)(q - z);
+            int q = (int)nb_pack_bits_get(src->qweight + n, N, k, l->bits);
+            dst[n * K + k] = nb_f16_to_f32(src->scales[g * N + n]) * (float)(q - nb_gptq_zero(l, src->qzeros, g, n));
         }
     }
     return NB_OK;

@@ -21,9 +21,13 @@
  * The blocks are bnb's flat blocks (quant/nf4.h nb_nf4_state holds exactly
  * these arrays).
  *
- * GPTQ (AutoGPTQ / transformers / vLLM, checkpoint_format "gptq" = v1):
- *   W.qweight  I32 [K*bits/32, N]  input k's code in word k/(32/bits), bits (k % (32/bits))*bits
- *   W.qzeros   I32 [n_groups, N*bits/32]  output n's zero in word n/(32/bits); v1 stores zero - 1
+ * GPTQ (AutoGPTQ / transformers / vLLM, checkpoint_format "gptq" = v1, "gptq_v2" = v2):
+ *   W.qweight  I32 [K*bits/32, N]  for output n, input k's code at bit k*bits of the
+ *                                  little-endian concatenation of column n's words
+ *                                  (word k/(32/bits), bits (k % (32/bits))*bits when bits
+ *                                  divides 32; 3-bit codes straddle words)
+ *   W.qzeros   I32 [n_groups, N*bits/32]  output n's zero packed the same way along N;
+ *                                  v1 stores zero - 1, v2 the zero
  *   W.scales   F16 [n_groups, N]
  *   W.g_idx    I32 [K]            group of input k (k / G without act-order; any
  *                                 permutation-derived map with desc_act)
@@ -107,23 +111,42 @@ typedef struct nb_bnb_nf4_tensors {
 nb_status nb_bnb_nf4_state_load(const nb_bnb_quant_state *qs, const nb_bnb_nf4_tensors *t, const char *what,
                                 nb_nf4_state *out, nb_ctx *ctx);
 
+/* bitsandbytes' FP4 code values (functional.get_4bit_type("fp4"); code 8 is
+ * +0 there, -0 in the CUDA kernel's dDequantizeFP4Tree: the same number). */
+extern const float nb_bnb_fp4_code[16];
+
+/* Dequantize a bnb FP4 weight held in s (s->code unused: FP4's values are
+ * nb_bnb_fp4_code) to n floats, as bitsandbytes does: code * absmax of the
+ * element's block, high nibble first as for NF4. */
+void nb_bnb_fp4_dequantize(const nb_nf4_state *s, float *dst);
+
 /* ---- GPTQ ----------------------------------------------------------------------------- */
 
 /* Everything a GPTQ tensor set needs besides its arrays. */
 typedef struct nb_gptq_layout {
-    uint32_t bits;   /* 2, 4 or 8 (3 packs across words: NB_ERR_UNSUPPORTED) */
+    uint32_t bits;   /* 2, 3, 4 or 8 */
     uint64_t n_out;  /* N */
     uint64_t k_in;   /* K */
-    uint64_t n_groups; /* rows of qzeros / scales (K / G, or 1 for group_size -1) */
+    uint64_t n_groups; /* rows of qzeros / scales (ceil(K / G), or 1 for group_size -1) */
+    uint64_t group;  /* G: without g_idx input k is in group k / G; 0: k * n_groups / K */
     bool v1;         /* checkpoint_format "gptq": qzeros hold zero - 1 */
 } nb_gptq_layout;
 
-/* Check a GPTQ layout (bits, K and N multiples of 32/bits, n_groups >= 1)
- * and, when g_idx is given, that every entry is in [0, n_groups). `what`
- * names the layer. NB_ERR_UNSUPPORTED for bits, NB_ERR_FORMAT otherwise. */
+/* Check a GPTQ layout (bits; K and N whole words: multiples of 32/bits, of
+ * 32 for 3 bits; n_groups >= 1) and, when g_idx is given, that every entry
+ * is in [0, n_groups). `what` names the layer. NB_ERR_UNSUPPORTED for bits,
+ * NB_ERR_FORMAT otherwise. */
 nb_status nb_gptq_check(const nb_gptq_layout *l, const int32_t *g_idx, const char *what, nb_ctx *ctx);
 
-/* Dequantize GPTQ tensors (src->g_idx may be NULL: k * n_groups / K) to
+/* Code k of a dense little-endian stream of `bits`-bit codes (1..8) held in
+ * the 32-bit words w[0], w[stride], w[2 * stride], ... (GPTQ qweight columns
+ * and qzeros rows, compressed-tensors weight_packed rows and zero points). */
+uint32_t nb_pack_bits_get(const int32_t *w, size_t stride, uint64_t k, uint32_t bits);
+
+/* Zero point of output n in group g of a GPTQ qzeros tensor (v1: stored + 1). */
+int nb_gptq_zero(const nb_gptq_layout *l, const int32_t *qzeros, uint64_t g, uint64_t n);
+
+/* Dequantize GPTQ tensors (src->g_idx may be NULL: see l->group) to
  * dst[N][K] floats (nibble's row order: row n = output n). Checks as
  * nb_gptq_check. The value of each element is exact (see above). */
 nb_status nb_gptq_unpack_f32(const nb_gptq_layout *l, const nb_gptq_tensors *src, float *dst, const char *what,

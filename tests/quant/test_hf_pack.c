@@ -225,9 +225,13 @@ START_TEST(gptq_bits) {
                 ck_assert_float_eq(out[n * K + k], nb_f16_to_f32(sc[n]) * (float)(code[n][k] - z));
             }
     }
+    nb_gptq_layout l5 = {.bits = 5, .n_out = 32, .k_in = 32, .n_groups = 1};
+    ck_assert_int_eq(nb_gptq_check(&l5, NULL, "model.layers.0.mlp.up_proj", &ctx), NB_ERR_UNSUPPORTED);
+    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "model.layers.0.mlp.up_proj: GPTQ with 5 bits"));
     nb_gptq_layout l3 = {.bits = 3, .n_out = 32, .k_in = 32, .n_groups = 1};
-    ck_assert_int_eq(nb_gptq_check(&l3, NULL, "model.layers.0.mlp.up_proj", &ctx), NB_ERR_UNSUPPORTED);
-    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "model.layers.0.mlp.up_proj: GPTQ with 3 bits"));
+    ck_assert_int_eq(nb_gptq_check(&l3, NULL, "x", &ctx), NB_OK); /* 32 codes in 3 words */
+    l3.k_in = 48;
+    ck_assert_int_eq(nb_gptq_check(&l3, NULL, "x", &ctx), NB_ERR_FORMAT);
     nb_gptq_layout lk = {.bits = 4, .n_out = 16, .k_in = 12, .n_groups = 1};
     ck_assert_int_eq(nb_gptq_check(&lk, NULL, "x", &ctx), NB_ERR_FORMAT);
     nb_ctx_free(&ctx);
