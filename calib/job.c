@@ -96,9 +96,10 @@ static const float *filtered_importance(void *user, const char *name, int64_t sl
 }
 
 /* Step 1: the plan (made, or read and resolved). */
-static nb_status job_plan(const nb_quant_job *j, nb_quant_method m, nb_plan *p, nb_ctx *ctx) {
+static nb_status job_plan(const nb_quant_job *j, nb_quant_method m, nb_plan *p, nb_format *fmt, nb_ctx *ctx) {
     nb_model *mdl = NULL;
     NB_TRY(nb_model_open(j->src, &mdl, ctx));
+    *fmt = mdl->format;
     nb_status st;
     if (j->plan_path) {
         st = nb_plan_load(j->plan_path, p, ctx);
@@ -313,6 +314,7 @@ nb_status nb_quantize_job(const nb_quant_job *j, nb_quant_job_result *r, nb_ctx 
     d.imu = (nb_imatrix_importance){.im = &d.im};
     nb_quant_opts qo = {.report = j->report, .chunk_elems = j->chunk_elems};
     nb_status st = NB_OK;
+    nb_format fmt = NB_FMT_UNKNOWN; /* the source's, known when the plan is made from a mix or file */
     if (budget) {
         st = job_importance(j, m, &d, &qo, r, ctx);
         double t0 = nb_now();
@@ -320,15 +322,20 @@ nb_status nb_quantize_job(const nb_quant_job *j, nb_quant_job_result *r, nb_ctx 
         if (st == NB_OK) st = job_plan_budget(j, &d, &qo, r, ctx);
         if (st == NB_OK) nb_event_stage(ctx, "end", "plan", 0, 0, NULL, nb_now() - t0);
     } else {
-        st = job_plan(j, m, &r->plan, ctx);
+        st = job_plan(j, m, &r->plan, &fmt, ctx);
     }
     size_t nrq = r->plan.n_requantized;
-    if (st == NB_OK && nrq && j->dst && !j->allow_requantize)
+    bool import = j->requantize_imports && fmt != NB_FMT_UNKNOWN && fmt != NB_FMT_GGUF;
+    if (st == NB_OK && nrq && j->dst && !j->allow_requantize && !import)
         st = nb_err(ctx, NB_ERR_INVALID,
                     "%s: %zu tensor%s already quantized: requantizing adds a second rounding error to the first; "
-                    "quantize from the F16/BF16/F32 original, or pass --allow-requantize to do it anyway", j->src, nrq,
-                    nrq == 1 ? " is" : "s are");
-    if (st == NB_OK && nrq)
+                    "quantize from the F16/BF16/F32 original, or pass %s to do it anyway", j->src, nrq,
+                    nrq == 1 ? " is" : "s are",
+                    j->requantize_imports ? "`nibble quantize --allow-requantize`" : "--allow-requantize");
+    if (st == NB_OK && nrq && import && !j->allow_requantize)
+        NB_WARN(ctx, "%s: %zu tensor%s of a quantized checkpoint, rounded once already: rounding again to the new "
+                "type%s", j->src, nrq, nrq == 1 ? "" : "s", nrq == 1 ? "" : "s");
+    else if (st == NB_OK && nrq)
         NB_WARN(ctx, "%s: %zu tensor%s already quantized: dequantizing and requantizing (errors add up; "
                 "quantize from the F16/BF16/F32 original when you have it)", j->src, nrq, nrq == 1 ? " is" : "s are");
     char *tmp = NULL;

@@ -30,8 +30,8 @@
  *
  * Requantization (a source tensor already in a block-quantized type, planned
  * to another type) compounds two roundings; it is refused with NB_ERR_INVALID
- * unless job->allow_requantize (llama-quantize --allow-requantize). A dry run
- * only warns.
+ * unless job->allow_requantize (llama-quantize --allow-requantize), or
+ * job->requantize_imports and the source is not a GGUF. A dry run only warns.
  *
  * Methods:
  *   rtn      round to nearest; takes neither an imatrix nor calibration text
@@ -86,6 +86,9 @@ typedef struct nb_quant_job {
     nb_gptq_opts gptq;         /* damp, block, act_order, static_groups */
     bool gptq_opts_set;        /* any of gptq's fields given (an error for other methods) */
     bool allow_requantize;     /* without it, a plan that requantizes an already-quantized tensor is refused */
+    bool requantize_imports;   /* allow it too when the source is a quantized Hugging Face checkpoint (a directory
+                                  or safetensors, not a GGUF: quantizing it is what was asked), with a one-line
+                                  note instead of the warning; `nibble convert --type MIX` sets it */
     bool all_experts;          /* calibration from calib_path: every MoE expert sees every token (statistics
                                   and Hessians only; calib/calibrate.h) */
     const char *const *include_weights; /* llama-quantize --include-weights: use importance data only for */

@@ -372,6 +372,23 @@ bad("gptq_4bit_sym_g32", lambda q: q.update(group_size=128), ["model.safetensors
 bad("awq_gemm_g64", lambda q: q.update(version="gemv_fast"), ["config.json", "version"])
 bad("bnb_nf4_dq", lambda q: q.update(quant_method="quanto"), ["config.json", "quant_method 'quanto'"])
 
+
+# convert DIR --type MIX (llama.cpp #11024: GPTQ -> q4_k_m in one step) is the quantize job with
+# requantization allowed: the same bytes as quantize --allow-requantize, and a one-line note saying so.
+for fixture in ("gptq_4bit_sym_g32", "awq_gemm_g64"):
+    x, y = os.path.join(TMP, "cv_x.gguf"), os.path.join(TMP, "cv_y.gguf")
+    p = run("convert", os.path.join(HFQ, fixture), "-o", x, "--type", "q4_k_m")
+    q = run("quantize", os.path.join(HFQ, fixture), "-o", y, "--type", "q4_k_m", "--allow-requantize")
+    check(p.returncode == 0 and q.returncode == 0, f"convert/quantize {fixture} q4_k_m: exit {p.returncode} / "
+          f"{q.returncode} ({p.stderr.strip()[-300:]} {q.stderr.strip()[-300:]})")
+    check(p.returncode == 0 and q.returncode == 0 and open(x, "rb").read() == open(y, "rb").read(),
+          f"convert {fixture} --type q4_k_m differs from quantize --allow-requantize")
+    notes = [ln for ln in p.stderr.splitlines() if "rounded once already" in ln]
+    check(len(notes) == 1, f"convert {fixture} --type q4_k_m: {len(notes)} requantize notes, want 1")
+    for f in (x, y):
+        if os.path.exists(f):
+            os.remove(f)
+
 shutil.rmtree(TMP, ignore_errors=True)
 if FAILS:
     print(f"{len(FAILS)} of {N_CHECKS} checks failed")
