@@ -31,16 +31,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static char g_dir[256], g_out[300];
 
-static void cleanup(void) {
+/* Remove the tokenizer files an input or an export may leave in dir. */
+static void clear_dir(const char *dir) {
     static const char *const files[] = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
                                         "special_tokens_map.json"};
     char p[400];
     for (int k = 0; k < 4; k++) {
-        snprintf(p, sizeof p, "%s/%s", g_dir, files[k]);
-        unlink(p);
-        snprintf(p, sizeof p, "%s/%s", g_out, files[k]);
+        snprintf(p, sizeof p, "%s/%s", dir, files[k]);
         unlink(p);
     }
+}
+
+static void cleanup(void) {
+    clear_dir(g_dir);
+    clear_dir(g_out);
     rmdir(g_out);
     rmdir(g_dir);
 }
@@ -141,6 +145,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
         const nb_kv_value *tok = nb_kv_get(&kv, "tokenizer.ggml.tokens");
         if (!tok) abort();
+        clear_dir(g_out); /* the previous input's export (say a tokenizer.model) must not be read back */
         if (nb_hf_tokenizer_write(&kv, g_out, &ctx) == NB_OK) {
             nb_kvset back;
             nb_kvset_init(&back);
