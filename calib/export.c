@@ -2,11 +2,98 @@
 #include "calib/export.h"
 
 #include "core/adir.h"
+#include "formats/arch.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 static const char *mix_name(const nb_quant_job *j) { return j->plan.mix ? j->plan.mix->name : "(plan)"; }
+
+/* bnb-nf4 with a calibrated method (imatrix, gptq, awq, ...): the job runs
+ * into a staging GGUF and its NF4 blocks are repacked as they are. Without
+ * one, bitsandbytes' own quantizer runs on the source (any shape). */
+static bool bnb_calibrated(const nb_quant_job *j) {
+    return (j->method != NB_METHOD_AUTO && j->method != NB_METHOD_RTN) || j->imatrix_path || j->calib_path;
+}
+
+/* The decoder Linears of a planned job (dense and stacked experts). */
+static bool is_export_linear(const nb_plan_tensor *t) {
+    return (nb_hf_is_linear(t->name) && t->n_dims == 2) || (nb_arch_is_expert_stack(t->name) && t->n_dims == 3);
+}
+
+/* Plan the job (cheap, no quantization) and check that every decoder Linear
+ * comes out in a type the layout holds exactly: `want` for bnb-nf4, one INT4
+ * type with sizes multiple of 8 for GPTQ/AWQ. */
+static nb_status check_linears(const nb_quant_job *job, nb_hf_quant fmt, nb_type want, nb_ctx *ctx) {
+    nb_quant_job dry = *job;
+    dry.dst = NULL;
+    nb_quant_job_result pr = {0};
+    nb_status st = nb_quantize_job(&dry, &pr, ctx);
+    const char *f = nb_hf_quant_name(fmt);
+    for (size_t i = 0; st == NB_OK && i < pr.plan.n_tensors; i++) {
+        const nb_plan_tensor *t = &pr.plan.tensors[i];
+        if (!is_export_linear(t)) continue;
+        long long N = (long long)t->ne[1], K = (long long)t->ne[0];
+        if (fmt == NB_HF_BNB_NF4) {
+            if (t->type == want) continue;
+            if (want == NB_TYPE_NF4_DQ)
+                st = nb_err(ctx, NB_ERR_UNSUPPORTED,
+                            "%s: tensor '%s' (%lld x %lld) would be %s: a calibrated --format bnb-nf4 with double "
+                            "quantization is exact only for rows that are multiples of 16384 (one bitsandbytes "
+                            "nested block; otherwise the job's scales would be 8-bit quantized after its codes were "
+                            "chosen): use --type nf4 (fp32 absmax: exact for rows that are multiples of 64) or --method rtn",
+                            job->src, t->name, N, K, nb_type_name(t->type));
+            else
+                st = nb_err(ctx, NB_ERR_UNSUPPORTED,
+                            "%s: tensor '%s' (%lld x %lld) would be %s: a calibrated --format bnb-nf4 needs every "
+                            "linear weight in nf4 (rows a multiple of 64; --method rtn quantizes any shape with "
+                            "bitsandbytes' flat blocks)", job->src, t->name, N, K, nb_type_name(t->type));
+            continue;
+        }
+        const nb_type_traits *tr = nb_type_get(t->type);
+        if (!tr || !tr->group)
+            st = nb_err(ctx, NB_ERR_UNSUPPORTED,
+                        "%s: tensor '%s' (%lld x %lld) would be %s: --format %s needs every linear weight in "
+                        "one INT4 type (a row length the group does not divide falls back; try --group 32)",
+                        job->src, t->name, N, K, nb_type_name(t->type), f);
+        else if (want != NB_TYPE_COUNT && t->type != want)
+            st = nb_err(ctx, NB_ERR_UNSUPPORTED,
+                        "%s: tensor '%s' would be %s but others are %s: --format %s holds one group size and "
+                        "symmetry (drop the --rule that changes it)",
+                        job->src, t->name, nb_type_name(t->type), nb_type_name(want), f);
+        else if (K % 8 || N % 8)
+            st = nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: tensor '%s' is %lld x %lld: --format %s packs 8 values per "
+                        "int32 and needs both multiples of 8", job->src, t->name, N, K, f);
+        want = tr && tr->group ? t->type : want;
+    }
+    nb_quant_job_result_free(&pr);
+    return st;
+}
+
+/* Run the job into DST.stage.partial.XXXXXX/stage.gguf, write DST from it, remove the stage. */
+static nb_status run_staged(const nb_quant_job *job, const nb_hf_write_opts *ho, nb_quant_job_result *r,
+                            nb_hf_write_result *hr, nb_ctx *ctx) {
+    size_t n = strlen(job->dst);
+    char *stage_name = nb_malloc(ctx, n + sizeof ".stage", "path");
+    if (!stage_name) return NB_ERR_NOMEM;
+    memcpy(stage_name, job->dst, n);
+    memcpy(stage_name + n, ".stage", sizeof ".stage");
+    nb_adir stage;
+    nb_status st = nb_adir_open(&stage, stage_name, ctx);
+    free(stage_name);
+    if (st != NB_OK) return st;
+    char *gguf = nb_adir_file(&stage, "stage.gguf", ctx);
+    if (!gguf) st = NB_ERR_NOMEM;
+    if (st == NB_OK) {
+        nb_quant_job j2 = *job;
+        j2.dst = gguf;
+        st = nb_quantize_job(&j2, r, ctx);
+    }
+    if (st == NB_OK) st = nb_hf_write_path(gguf, job->dst, ho, hr, ctx);
+    free(gguf);
+    nb_adir_abort(&stage);
+    return st;
+}
 
 nb_status nb_quant_export_check(const nb_quant_job *j, nb_hf_quant fmt, nb_ctx *ctx) {
     const char *f = nb_hf_quant_name(fmt);
@@ -22,12 +109,7 @@ nb_status nb_quant_export_check(const nb_quant_job *j, nb_hf_quant fmt, nb_ctx *
                      NB_ERR_INVALID,
                      "quantize: --format bnb-nf4 quantizes every decoder Linear as bitsandbytes does: drop --plan, "
                      "--rule, --pure and the budget options");
-        NB_RETURN_IF(ctx, (j->method != NB_METHOD_AUTO && j->method != NB_METHOD_RTN) || j->imatrix_path ||
-                              j->calib_path,
-                     NB_ERR_INVALID,
-                     "quantize: --format bnb-nf4 stores what bitsandbytes' own quantizer produces (absmax "
-                     "scales): only --method rtn; for calibrated 4-bit use --type int4-g128 --format gptq");
-        return NB_OK;
+        return bnb_calibrated(j) ? nb_quant_job_check(j, ctx) : NB_OK;
     }
     if (j->plan.mix) {
         const nb_type_traits *tr = nb_type_get(base);
@@ -46,65 +128,23 @@ nb_status nb_quantize_export(const nb_quant_job *job, nb_hf_quant fmt, nb_quant_
     NB_RETURN_IF(ctx, !job->dst, NB_ERR_INVALID, "quantize: --format %s needs -o DIR", nb_hf_quant_name(fmt));
     nb_hf_write_opts ho = {.quant = fmt};
     if (fmt == NB_HF_BNB_NF4) {
-        r->method = NB_METHOD_RTN;
-        ho.bnb_no_double_quant = job->plan.mix->base == NB_TYPE_NF4;
-        return nb_hf_write_path(job->src, job->dst, &ho, hr, ctx);
+        nb_type base = job->plan.mix->base;
+        ho.bnb_no_double_quant = base == NB_TYPE_NF4;
+        if (!bnb_calibrated(job)) {
+            r->method = NB_METHOD_RTN;
+            return nb_hf_write_path(job->src, job->dst, &ho, hr, ctx);
+        }
+        NB_TRY(check_linears(job, fmt, base, ctx));
+        return run_staged(job, &ho, r, hr, ctx);
     }
     NB_RETURN_IF(ctx, job->budget.kind != NB_BUDGET_NONE, NB_ERR_INVALID,
                  "quantize: a size budget mixes types; --format %s needs every linear weight in one INT4 type",
                  nb_hf_quant_name(fmt));
-    /* the plan first (cheap): every decoder Linear must come out in one INT4 type that packs */
-    nb_quant_job dry = *job;
-    dry.dst = NULL;
-    nb_quant_job_result pr = {0};
-    nb_status st = nb_quantize_job(&dry, &pr, ctx);
-    nb_type want = NB_TYPE_COUNT;
-    for (size_t i = 0; st == NB_OK && i < pr.plan.n_tensors; i++) {
-        const nb_plan_tensor *t = &pr.plan.tensors[i];
-        if (!nb_hf_is_linear(t->name) || t->n_dims != 2) continue;
-        const nb_type_traits *tr = nb_type_get(t->type);
-        if (!tr || !tr->group)
-            st = nb_err(ctx, NB_ERR_UNSUPPORTED,
-                        "%s: tensor '%s' (%lld x %lld) would be %s: --format %s needs every linear weight in "
-                        "one INT4 type (a row length the group does not divide falls back; try --group 32)",
-                        job->src, t->name, (long long)t->ne[1], (long long)t->ne[0], nb_type_name(t->type),
-                        nb_hf_quant_name(fmt));
-        else if (want != NB_TYPE_COUNT && t->type != want)
-            st = nb_err(ctx, NB_ERR_UNSUPPORTED,
-                        "%s: tensor '%s' would be %s but others are %s: --format %s holds one group size and "
-                        "symmetry (drop the --rule that changes it)",
-                        job->src, t->name, nb_type_name(t->type), nb_type_name(want), nb_hf_quant_name(fmt));
-        else if (t->ne[0] % 8 || t->ne[1] % 8)
-            st = nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: tensor '%s' is %lld x %lld: --format %s packs 8 values per "
-                        "int32 and needs both multiples of 8", job->src, t->name, (long long)t->ne[1],
-                        (long long)t->ne[0], nb_hf_quant_name(fmt));
-        want = tr && tr->group ? t->type : want;
-    }
-    nb_quant_job_result_free(&pr);
-    if (st != NB_OK) return st;
+    NB_TRY(check_linears(job, fmt, NB_TYPE_COUNT, ctx));
     ho.dtype = NB_TYPE_F16; /* GPTQ / AWQ kernels compute in fp16 */
     ho.dtype_set = true;
     ho.gptq_desc_act = job->gptq.act_order;
     ho.gptq_static_groups = job->gptq.static_groups;
     ho.gptq_damp = job->gptq.damp;
-    size_t n = strlen(job->dst);
-    char *stage_name = nb_malloc(ctx, n + sizeof ".stage", "path");
-    if (!stage_name) return NB_ERR_NOMEM;
-    memcpy(stage_name, job->dst, n);
-    memcpy(stage_name + n, ".stage", sizeof ".stage");
-    nb_adir stage;
-    st = nb_adir_open(&stage, stage_name, ctx);
-    free(stage_name);
-    if (st != NB_OK) return st;
-    char *gguf = nb_adir_file(&stage, "stage.gguf", ctx);
-    if (!gguf) st = NB_ERR_NOMEM;
-    if (st == NB_OK) {
-        nb_quant_job j2 = *job;
-        j2.dst = gguf;
-        st = nb_quantize_job(&j2, r, ctx);
-    }
-    if (st == NB_OK) st = nb_hf_write_path(gguf, job->dst, &ho, hr, ctx);
-    free(gguf);
-    nb_adir_abort(&stage);
-    return st;
+    return run_staged(job, &ho, r, hr, ctx);
 }

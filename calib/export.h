@@ -2,10 +2,15 @@
  * quantization job whose output is a Hugging Face directory that transformers,
  * vLLM and the GPTQ/AWQ kernels load (formats/hf_write.h gives the layouts).
  *
- *   bnb-nf4  what bitsandbytes itself produces (its own flat NF4 quantizer,
- *            bit-exact): the mix must be nf4 (fp32 absmax) or nf4-dq (double
- *            quantization); method rtn; no plan file, rules or budget (the
- *            layout quantizes every decoder Linear and nothing else).
+ *   bnb-nf4  the mix must be nf4 (fp32 absmax) or nf4-dq (double
+ *            quantization); no plan file, rules or budget (the layout
+ *            quantizes every decoder Linear and nothing else). With --method
+ *            rtn: what bitsandbytes itself produces (its own flat NF4
+ *            quantizer, bit-exact, any shape). With a calibrated method
+ *            (imatrix, gptq, awq, awq-gptq): the job runs into a staging GGUF
+ *            and its NF4 blocks are repacked unchanged; every Linear must come
+ *            out as the mix's type (rows of 64k for nf4, 16384k for nf4-dq),
+ *            else NB_ERR_UNSUPPORTED naming the tensor.
  *   gptq     the job runs as for GGUF (any method: rtn, imatrix, gptq; rules;
  *   awq      plan files) into a staging GGUF, then every decoder Linear, which
  *            must be one group-wise INT4 type, is packed losslessly. With

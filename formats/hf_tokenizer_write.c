@@ -318,6 +318,275 @@ static nb_status render_tokenizer_json(const gguf_tok *g, char **out, nb_ctx *ct
     return NB_OK;
 }
 
+/* ---- SentencePiece vocabularies as a tokenizer.json BPE --------------------------------------
+ *
+ * The form transformers' LlamaConverter (legacy) and GemmaConverter build:
+ * a BPE over the U+2581 pieces with byte fallback and fuse_unk, the merges
+ * derived from the scores, CONTROL / UNKNOWN / USER_DEFINED tokens as added
+ * tokens. Chosen to give the ids nibble's engine (llama.cpp's SPM tokenizer)
+ * gives:
+ *   - merges: every split of a mergeable token (NORMAL, CONTROL, UNKNOWN,
+ *     UNUSED except placeholders) into two mergeable tokens, ordered by the
+ *     token's score (highest first), then its id, then the split point. The
+ *     engine merges the adjacent pair whose result scores highest; a BPE that
+ *     merges the lowest rank first then takes the same merges (ties between
+ *     different tokens of one score are broken by position there, by id
+ *     here: the one case where they can part).
+ *   - USER_DEFINED tokens are added tokens with the GGUF text (spaces as
+ *     spaces), matched in the raw text before normalization, as the engine
+ *     matches them; they are never merge parts or results.
+ *   - llama: normalizer Prepend("▁") (when add_space_prefix) + Replace(" ",
+ *     "▁"), no pre-tokenizer: the prefix goes before every text piece between
+ *     added tokens, as the engine adds it after each special token (the
+ *     converter's legacy form; Metaspace would skip it before a leading space).
+ *     gemma*: the GemmaConverter's Replace(" ", "▁") normalizer and
+ *     Split(" ", merged_with_previous) pre-tokenizer (Gemma has no prefix).
+ *   - decoder: Replace("▁", " "), ByteFallback, Fuse (+ Strip(" ", 1, 0) with
+ *     a prefix). */
+
+/* text -> id over the GGUF tokens (open addressing, slot = id + 1; first id wins) */
+typedef struct tok_index {
+    uint32_t *slot;
+    size_t mask;
+    const nb_str *tokens;
+} tok_index;
+
+static uint64_t fnv(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h ^ (h >> 31);
+}
+
+static int64_t index_find(const tok_index *x, const char *s, size_t n) {
+    for (size_t i = (size_t)fnv(s, n) & x->mask; x->slot[i]; i = (i + 1) & x->mask) {
+        const nb_str *t = &x->tokens[x->slot[i] - 1];
+        if (t->len == n && memcmp(t->ptr, s, n) == 0) return (int64_t)x->slot[i] - 1;
+    }
+    return -1;
+}
+
+/* Tokens that take part in merging (as parts and as results). */
+static bool mergeable(const gguf_tok *g, uint64_t i) {
+    int32_t t = type_of(g, i);
+    return (t == NB_TT_NORMAL || t == NB_TT_CONTROL || t == NB_TT_UNKNOWN || t == NB_TT_UNUSED) &&
+           !is_placeholder(g, i);
+}
+
+static nb_status index_build(tok_index *x, const gguf_tok *g, nb_ctx *ctx) {
+    size_t cap = 16;
+    while (cap < (size_t)g->n * 2) cap *= 2;
+    x->mask = cap - 1;
+    x->tokens = g->tokens;
+    x->slot = nb_calloc(ctx, cap, sizeof *x->slot, "token index");
+    if (!x->slot) return NB_ERR_NOMEM;
+    for (uint64_t id = 0; id < g->n; id++) {
+        if (!mergeable(g, id)) continue;
+        const nb_str *t = &g->tokens[id];
+        size_t i = (size_t)fnv(t->ptr, t->len) & x->mask;
+        while (x->slot[i] && !(x->tokens[x->slot[i] - 1].len == t->len &&
+                               memcmp(x->tokens[x->slot[i] - 1].ptr, t->ptr, t->len) == 0))
+            i = (i + 1) & x->mask;
+        if (!x->slot[i]) x->slot[i] = (uint32_t)id + 1;
+    }
+    return NB_OK;
+}
+
+typedef struct spm_merge {
+    float score;
+    uint32_t id;   /* the token the merge makes */
+    uint32_t left; /* byte length of the left part */
+} spm_merge;
+
+static int merge_cmp(const void *pa, const void *pb) {
+    const spm_merge *a = pa, *b = pb;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1;
+    if (a->id != b->id) return a->id < b->id ? -1 : 1;
+    return (a->left > b->left) - (a->left < b->left);
+}
+
+/* The merges of an SPM vocabulary, in rank order (malloc'd). */
+static nb_status spm_merges(const gguf_tok *g, spm_merge **out, size_t *n_out, nb_ctx *ctx) {
+    *out = NULL;
+    *n_out = 0;
+    tok_index x;
+    NB_TRY(index_build(&x, g, ctx));
+    spm_merge *m = NULL;
+    size_t n = 0, cap = 0;
+    nb_status st = NB_OK;
+    for (uint64_t id = 0; id < g->n && st == NB_OK; id++) {
+        if (!mergeable(g, id) || index_find(&x, g->tokens[id].ptr, g->tokens[id].len) != (int64_t)id) continue;
+        const char *s = g->tokens[id].ptr;
+        size_t len = g->tokens[id].len;
+        for (size_t k = 1; k < len; k++) {
+            if (((unsigned char)s[k] & 0xC0) == 0x80) continue; /* inside a code point */
+            if (index_find(&x, s, k) < 0 || index_find(&x, s + k, len - k) < 0) continue;
+            if (n == cap) {
+                size_t nc = cap ? 2 * cap : 1024;
+                spm_merge *nm = realloc(m, nc * sizeof *nm);
+                if (!nm) {
+                    st = nb_err(ctx, NB_ERR_NOMEM, "tokenizer.json: out of memory for the merges");
+                    break;
+                }
+                m = nm;
+                cap = nc;
+            }
+            m[n++] = (spm_merge){g->scores ? g->scores[id] : 0.0f, (uint32_t)id, (uint32_t)k};
+        }
+    }
+    free(x.slot);
+    if (st != NB_OK) {
+        free(m);
+        return st;
+    }
+    if (n) qsort(m, n, sizeof *m, merge_cmp);
+    *out = m;
+    *n_out = n;
+    return NB_OK;
+}
+
+static cJSON *replace_step(const char *from, const char *to) {
+    cJSON *o = cJSON_CreateObject(), *p = o ? cJSON_AddObjectToObject(o, "pattern") : NULL;
+    if (!p || !cJSON_AddStringToObject(o, "type", "Replace") || !cJSON_AddStringToObject(p, "String", from) ||
+        !cJSON_AddStringToObject(o, "content", to)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+static cJSON *typed(const char *type) {
+    cJSON *o = cJSON_CreateObject();
+    if (o && !cJSON_AddStringToObject(o, "type", type)) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* {"type": "Sequence", key: [items...]}; the items are taken (also on failure). */
+static cJSON *sequence(const char *key, cJSON **items, size_t n) {
+    cJSON *o = typed("Sequence"), *arr = o ? cJSON_AddArrayToObject(o, key) : NULL;
+    bool ok = arr != NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (ok && items[i]) cJSON_AddItemToArray(arr, items[i]);
+        else cJSON_Delete(items[i]), ok = false;
+    }
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+#define SPM_SPACE "\xe2\x96\x81"
+
+static nb_status render_spm_json(const gguf_tok *g, char **out, nb_ctx *ctx) {
+    *out = NULL;
+    bool gemma = g->arch && strncmp(g->arch, "gemma", 5) == 0;
+    bool prefix = !gemma && g->add_space_prefix != 0;
+    spm_merge *mg = NULL;
+    size_t n_mg = 0;
+    NB_TRY(spm_merges(g, &mg, &n_mg, ctx));
+    bool bytes = false;
+    for (uint64_t i = 0; i < g->n; i++) bytes = bytes || type_of(g, i) == NB_TT_BYTE;
+    cJSON *root = cJSON_CreateObject(), *added = cJSON_CreateArray(), *model = cJSON_CreateObject(),
+          *vocab = cJSON_CreateObject(), *merges = cJSON_CreateArray();
+    bool ok = root && added && model && vocab && merges;
+    for (uint64_t i = 0; ok && i < g->n; i++) {
+        int32_t t = type_of(g, i);
+        if (is_placeholder(g, i)) continue;
+        if (t == NB_TT_CONTROL || t == NB_TT_USER_DEFINED || t == NB_TT_UNKNOWN) {
+            cJSON *a = added_token(g->tokens[i].ptr, i, t != NB_TT_USER_DEFINED, true);
+            ok = a != NULL;
+            if (ok) cJSON_AddItemToArray(added, a);
+        }
+        if (ok && !cJSON_GetObjectItemCaseSensitive(vocab, g->tokens[i].ptr))
+            ok = cJSON_AddNumberToObject(vocab, g->tokens[i].ptr, (double)i) != NULL;
+    }
+    for (size_t i = 0; ok && i < n_mg; i++) {
+        const nb_str *t = &g->tokens[mg[i].id];
+        char *l = nb_strndup(ctx, t->ptr, mg[i].left);
+        cJSON *pair = cJSON_CreateArray(), *a = l ? cJSON_CreateString(l) : NULL,
+              *b = cJSON_CreateString(t->ptr + mg[i].left);
+        free(l);
+        ok = pair && a && b;
+        if (ok) {
+            cJSON_AddItemToArray(pair, a);
+            cJSON_AddItemToArray(pair, b);
+            cJSON_AddItemToArray(merges, pair);
+        } else {
+            cJSON_Delete(pair);
+            cJSON_Delete(a);
+            cJSON_Delete(b);
+        }
+    }
+    free(mg);
+    ok = ok && cJSON_AddStringToObject(root, "version", "1.0") && cJSON_AddNullToObject(root, "truncation") &&
+         cJSON_AddNullToObject(root, "padding");
+    if (ok) cJSON_AddItemToObject(root, "added_tokens", added), added = NULL;
+    cJSON *norm = NULL, *pre = NULL, *post = NULL, *dec = NULL;
+    if (ok) {
+        if (gemma || !prefix) {
+            norm = replace_step(" ", SPM_SPACE);
+        } else {
+            cJSON *steps[2] = {typed("Prepend"), replace_step(" ", SPM_SPACE)};
+            if (steps[0] && !cJSON_AddStringToObject(steps[0], "prepend", SPM_SPACE)) cJSON_Delete(steps[0]), steps[0] = NULL;
+            norm = sequence("normalizers", steps, 2);
+        }
+        if (gemma) {
+            pre = typed("Split");
+            cJSON *p = pre ? cJSON_AddObjectToObject(pre, "pattern") : NULL;
+            if (!p || !cJSON_AddStringToObject(p, "String", " ") ||
+                !cJSON_AddStringToObject(pre, "behavior", "MergedWithPrevious") ||
+                !cJSON_AddBoolToObject(pre, "invert", false))
+                cJSON_Delete(pre), pre = NULL;
+        }
+        post = post_processor(g);
+        cJSON *d[4] = {replace_step(SPM_SPACE, " "), typed("ByteFallback"), typed("Fuse"), NULL};
+        if (prefix) {
+            d[3] = typed("Strip");
+            if (d[3] && (!cJSON_AddStringToObject(d[3], "content", " ") || !cJSON_AddNumberToObject(d[3], "start", 1) ||
+                         !cJSON_AddNumberToObject(d[3], "stop", 0)))
+                cJSON_Delete(d[3]), d[3] = NULL;
+        }
+        dec = sequence("decoders", d, prefix ? 4 : 3);
+        ok = norm && (pre || !gemma) && post && dec;
+    }
+    if (ok) {
+        cJSON_AddItemToObject(root, "normalizer", norm);
+        if (pre) cJSON_AddItemToObject(root, "pre_tokenizer", pre);
+        else cJSON_AddNullToObject(root, "pre_tokenizer");
+        cJSON_AddItemToObject(root, "post_processor", post);
+        cJSON_AddItemToObject(root, "decoder", dec);
+        norm = pre = post = dec = NULL;
+    }
+    const char *unk = g->id[2] >= 0 ? g->tokens[g->id[2]].ptr : NULL;
+    ok = ok && cJSON_AddStringToObject(model, "type", "BPE") && cJSON_AddNullToObject(model, "dropout") &&
+         (unk ? cJSON_AddStringToObject(model, "unk_token", unk) != NULL
+              : cJSON_AddNullToObject(model, "unk_token") != NULL) &&
+         cJSON_AddNullToObject(model, "continuing_subword_prefix") &&
+         cJSON_AddNullToObject(model, "end_of_word_suffix") && cJSON_AddBoolToObject(model, "fuse_unk", true) &&
+         cJSON_AddBoolToObject(model, "byte_fallback", bytes) && cJSON_AddBoolToObject(model, "ignore_merges", false);
+    if (ok) {
+        cJSON_AddItemToObject(model, "vocab", vocab);
+        cJSON_AddItemToObject(model, "merges", merges);
+        cJSON_AddItemToObject(root, "model", model);
+        vocab = merges = model = NULL;
+    }
+    cJSON_Delete(norm);
+    cJSON_Delete(pre);
+    cJSON_Delete(post);
+    cJSON_Delete(dec);
+    cJSON_Delete(added);
+    cJSON_Delete(vocab);
+    cJSON_Delete(merges);
+    cJSON_Delete(model);
+    *out = ok ? nb_json_print(root, false) : NULL;
+    cJSON_Delete(root);
+    NB_RETURN_IF(ctx, !*out, NB_ERR_NOMEM, "tokenizer.json: out of memory");
+    return NB_OK;
+}
+
 /* tokenizer_config.json (and, with `map`, special_tokens_map.json). */
 static char *render_config(const gguf_tok *g, bool map, bool spm, nb_ctx *ctx) {
     cJSON *root = cJSON_CreateObject();
@@ -352,11 +621,13 @@ static char *render_config(const gguf_tok *g, bool map, bool spm, nb_ctx *ctx) {
     }
     if (!map) {
         if (ok && g->chat_template) ok = cJSON_AddStringToObject(root, "chat_template", g->chat_template) != NULL;
-        const char *cls = !spm ? "PreTrainedTokenizerFast"
-                          : (g->arch && !strncmp(g->arch, "gemma", 5)) ? "GemmaTokenizer" : "LlamaTokenizer";
-        ok = ok && cJSON_AddStringToObject(root, "tokenizer_class", cls);
+        /* tokenizer.json as written: transformers 5's LlamaTokenizer / GemmaTokenizer
+         * would replace its normalizer with a Metaspace that skips the
+         * prefix before a leading space (the engine and SentencePiece add it) */
+        ok = ok && cJSON_AddStringToObject(root, "tokenizer_class", "PreTrainedTokenizerFast");
         if (ok && !spm && g->pre) ok = cJSON_AddStringToObject(root, "gguf_pre_tokenizer", g->pre) != NULL;
-        if (ok && spm) ok = cJSON_AddBoolToObject(root, "legacy", false) != NULL;
+        /* the tokenizer.json normalizer is the converter's legacy form (prefix after special tokens) */
+        if (ok && spm) ok = cJSON_AddBoolToObject(root, "legacy", true) != NULL;
     }
     char *text = ok ? nb_json_print(root, true) : NULL;
     cJSON_Delete(root);
@@ -421,25 +692,30 @@ nb_status nb_hf_tokenizer_write(const nb_kvset *kv, const char *dir, nb_ctx *ctx
     nb_status st = NB_OK;
     if (spm) {
         NB_CHECK_GOTO(st, render_spm(&g, &model, &model_n, ctx), done);
-        names[0] = "tokenizer.model";
+        NB_CHECK_GOTO(st, render_spm_json(&g, &tok_json, ctx), done);
+        names[3] = "tokenizer.model";
     } else {
         NB_CHECK_GOTO(st, render_tokenizer_json(&g, &tok_json, ctx), done);
-        names[0] = "tokenizer.json";
     }
+    names[0] = "tokenizer.json";
     cfg = render_config(&g, false, spm, ctx);
     map = render_config(&g, true, spm, ctx);
     if (!cfg || !map) NB_FAIL_GOTO(st, done, ctx, NB_ERR_NOMEM, "%s: out of memory", dir);
-    for (int k = 0; k < 3; k++) {
+    for (int k = 0; k < 4; k++) {
+        if (!names[k]) continue;
         paths[k] = nb_path_join(ctx, dir, names[k]);
         if (!paths[k]) NB_FAIL_GOTO(st, done, ctx, NB_ERR_NOMEM, "out of memory");
     }
-    NB_CHECK_GOTO(st, spm ? write_bytes(paths[0], model, model_n, ctx) : nb_afile_write_text(paths[0], tok_json, ctx),
-                  done);
+    NB_CHECK_GOTO(st, nb_afile_write_text(paths[0], tok_json, ctx), done);
     written = 1;
     NB_CHECK_GOTO(st, nb_afile_write_text(paths[1], cfg, ctx), done);
     written = 2;
     NB_CHECK_GOTO(st, nb_afile_write_text(paths[2], map, ctx), done);
     written = 3;
+    if (spm) {
+        NB_CHECK_GOTO(st, write_bytes(paths[3], model, model_n, ctx), done);
+        written = 4;
+    }
 done:
     if (st != NB_OK)
         for (int k = 0; k < written; k++) unlink(paths[k]);

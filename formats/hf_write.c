@@ -13,6 +13,8 @@
 #include "quant/hf_pack.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,7 +51,8 @@ const char *nb_hf_quant_name(nb_hf_quant q) {
 
 bool nb_hf_is_linear(const char *g) {
     static const char *const k[] = {"attn_q.weight",  "attn_k.weight", "attn_v.weight", "attn_output.weight",
-                                    "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+                                    "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight", "ffn_gate_shexp.weight",
+                                    "ffn_up_shexp.weight", "ffn_down_shexp.weight"};
     if (!nb_str_starts_with(g, "blk.")) return false;
     const char *p = g + 4;
     if (*p < '0' || *p > '9') return false;
@@ -99,6 +102,8 @@ typedef struct writer {
     nb_nf4_state nf4;     /* bnb */
     nb_gptq_tensors gq;   /* gptq */
     nb_awq_tensors aw;    /* awq */
+    char **skip;          /* quantized layouts: module suffixes left unquantized ("mlp.gate") */
+    size_t n_skip;
     uint32_t q_group;     /* gptq/awq: the group of the linears' INT4 type */
     bool q_asym;
     nb_type q_type;
@@ -175,13 +180,18 @@ static nb_status read_slice_f32(writer *w, size_t i, int expert, nb_xform xf, fl
     return NB_OK;
 }
 
-/* The packed INT4 rows of source tensor i in HF row order. */
-static nb_status read_int4_rows(writer *w, size_t i, nb_xform xf, void **out, nb_ctx *ctx) {
+/* The packed rows (INT4 / NF4 blocks) of source tensor i, or of slice
+ * `expert` of a stacked tensor, in HF row order. */
+static nb_status read_block_rows(writer *w, size_t i, int expert, nb_xform xf, void **out, nb_ctx *ctx) {
     const nb_tensor *t = &w->m->tensors[i];
-    void *b = nb_malloc(ctx, (size_t)t->nbytes, "int4 tensor");
+    void *b = nb_malloc(ctx, (size_t)t->nbytes, "quantized tensor");
     if (!b) return NB_ERR_NOMEM;
     nb_status st = nb_model_read_tensor(w->m, i, b, ctx);
     nb_model_release_tensor(w->m, i);
+    if (st == NB_OK && expert > 0) {
+        uint64_t slice = t->nbytes / (uint64_t)t->ne[2];
+        memmove(b, (unsigned char *)b + (uint64_t)expert * slice, (size_t)slice);
+    }
     if (st == NB_OK && (xf == NB_XF_PERMUTE_Q || xf == NB_XF_PERMUTE_K)) {
         void *y = nb_malloc(ctx, (size_t)t->nbytes, "permuted tensor");
         if (!y) st = NB_ERR_NOMEM;
@@ -199,6 +209,13 @@ static nb_status read_int4_rows(writer *w, size_t i, nb_xform xf, void **out, nb
 }
 
 static bool is_bnb(ekind k) { return k >= E_BNB_W && k <= E_BNB_STATE; }
+
+/* A source tensor already in the NF4 flavour of the export (nf4 for fp32
+ * absmax, nf4_dq for double quantization) is repacked, not requantized: a
+ * calibrated job's scales and codes reach the checkpoint unchanged. */
+static bool bnb_keeps_blocks(const writer *w, const nb_tensor *t) {
+    return w->o->bnb_no_double_quant ? t->type == NB_TYPE_NF4 : t->type == NB_TYPE_NF4_DQ;
+}
 static bool is_gptq(ekind k) { return k >= E_GPTQ_QW && k <= E_GPTQ_GIDX; }
 
 static nb_status produce(writer *w, const entry *e, nb_ctx *ctx) {
@@ -209,14 +226,22 @@ static nb_status produce(writer *w, const entry *e, nb_ctx *ctx) {
     if (e->kind == E_PLAIN) {
         NB_TRY(read_slice_f32(w, e->src, e->expert, e->xf, &w->f32, ctx));
     } else if (is_bnb(e->kind)) {
-        float *x = NULL;
-        NB_TRY(read_slice_f32(w, e->src, -1, e->xf, &x, ctx));
-        st = nb_nf4_quantize_tensor(x, nb_tensor_nelements(t), NB_NF4_BLOCK, !w->o->bnb_no_double_quant, &w->nf4, ctx);
-        free(x);
+        uint64_t n = e->expert >= 0 ? slice_elems(t) : nb_tensor_nelements(t);
+        if (bnb_keeps_blocks(w, t)) {
+            void *b = NULL;
+            NB_TRY(read_block_rows(w, e->src, e->expert, e->xf, &b, ctx));
+            st = nb_bnb_nf4_state_from_blocks(t->type, b, n, &w->nf4, t->name, ctx);
+            free(b);
+        } else {
+            float *x = NULL;
+            NB_TRY(read_slice_f32(w, e->src, e->expert, e->xf, &x, ctx));
+            st = nb_nf4_quantize_tensor(x, n, NB_NF4_BLOCK, !w->o->bnb_no_double_quant, &w->nf4, ctx);
+            free(x);
+        }
         if (st != NB_OK) return nb_err_prefix(ctx, "%s: tensor '%s'", w->m->path, t->name);
     } else {
         void *b = NULL;
-        NB_TRY(read_int4_rows(w, e->src, e->xf, &b, ctx));
+        NB_TRY(read_block_rows(w, e->src, e->expert, e->xf, &b, ctx));
         uint64_t K = (uint64_t)t->ne[0], N = (uint64_t)t->ne[1], G = w->q_group;
         if (is_gptq(e->kind)) {
             nb_gptq_sizes s = nb_gptq_sizes_of(N, K, (uint32_t)G);
@@ -283,13 +308,13 @@ static const char *torch_dtype(nb_type t) {
 
 /* ---- planning --------------------------------------------------------------------------- */
 
-static nb_status plan_bnb(writer *w, size_t i, const char *hf, nb_xform xf, nb_ctx *ctx) {
+static nb_status plan_bnb(writer *w, size_t i, int expert, const char *hf, nb_xform xf, nb_ctx *ctx) {
     const nb_tensor *t = &w->m->tensors[i];
     const nb_type_traits *tr = nb_type_get(t->type);
     NB_RETURN_IF(ctx, !tr || !tr->to_f32, NB_ERR_UNSUPPORTED, "%s: tensor '%s': type %s cannot be read as numbers",
                  w->m->path, t->name, nb_type_name(t->type));
     /* the quant_state JSON's length depends on the double-quant offset: quantize once now */
-    entry probe = {.kind = E_BNB_W, .src = i, .expert = -1, .xf = xf};
+    entry probe = {.kind = E_BNB_W, .src = i, .expert = expert, .xf = xf};
     NB_TRY(produce(w, &probe, ctx));
     uint64_t n = w->nf4.n;
     int64_t shape[2] = {t->ne[1], t->ne[0]};
@@ -297,28 +322,28 @@ static nb_status plan_bnb(writer *w, size_t i, const char *hf, nb_xform xf, nb_c
     NB_RETURN_IF(ctx, !js, NB_ERR_NOMEM, "out of memory");
     char nm[NB_MAX_NAME + 64];
     int64_t ne[2] = {1, (int64_t)((n + 1) / 2)};
-    nb_status st = add_entry(w, hf, E_BNB_W, i, -1, xf, NB_TYPE_U8, 2, ne, ctx);
+    nb_status st = add_entry(w, hf, E_BNB_W, i, expert, xf, NB_TYPE_U8, 2, ne, ctx);
     int64_t nb1[1] = {(int64_t)w->nf4.n_blocks};
     snprintf(nm, sizeof nm, "%s" NB_BNB_SUFFIX_ABSMAX, hf);
     if (st == NB_OK)
-        st = add_entry(w, nm, E_BNB_ABSMAX, i, -1, xf, w->nf4.double_quant ? NB_TYPE_U8 : NB_TYPE_F32, 1, nb1, ctx);
+        st = add_entry(w, nm, E_BNB_ABSMAX, i, expert, xf, w->nf4.double_quant ? NB_TYPE_U8 : NB_TYPE_F32, 1, nb1, ctx);
     int64_t n16[1] = {16}, n256[1] = {256}, nn[1] = {(int64_t)w->nf4.n_nested}, nj[1] = {(int64_t)strlen(js)};
     snprintf(nm, sizeof nm, "%s" NB_BNB_SUFFIX_QUANT_MAP, hf);
-    if (st == NB_OK) st = add_entry(w, nm, E_BNB_QMAP, i, -1, xf, NB_TYPE_F32, 1, n16, ctx);
+    if (st == NB_OK) st = add_entry(w, nm, E_BNB_QMAP, i, expert, xf, NB_TYPE_F32, 1, n16, ctx);
     if (st == NB_OK && w->nf4.double_quant) {
         snprintf(nm, sizeof nm, "%s" NB_BNB_SUFFIX_NESTED_ABSMAX, hf);
-        st = add_entry(w, nm, E_BNB_NABSMAX, i, -1, xf, NB_TYPE_F32, 1, nn, ctx);
+        st = add_entry(w, nm, E_BNB_NABSMAX, i, expert, xf, NB_TYPE_F32, 1, nn, ctx);
         snprintf(nm, sizeof nm, "%s" NB_BNB_SUFFIX_NESTED_QUANT_MAP, hf);
-        if (st == NB_OK) st = add_entry(w, nm, E_BNB_NQMAP, i, -1, xf, NB_TYPE_F32, 1, n256, ctx);
+        if (st == NB_OK) st = add_entry(w, nm, E_BNB_NQMAP, i, expert, xf, NB_TYPE_F32, 1, n256, ctx);
     }
     snprintf(nm, sizeof nm, "%s" NB_BNB_SUFFIX_QUANT_STATE, hf);
-    if (st == NB_OK) st = add_entry(w, nm, E_BNB_STATE, i, -1, xf, NB_TYPE_U8, 1, nj, ctx);
+    if (st == NB_OK) st = add_entry(w, nm, E_BNB_STATE, i, expert, xf, NB_TYPE_U8, 1, nj, ctx);
     if (st == NB_OK) w->e[w->n - 1].state = js;
     else free(js);
     return st;
 }
 
-static nb_status plan_int4(writer *w, size_t i, const char *hf, nb_xform xf, nb_ctx *ctx) {
+static nb_status plan_int4(writer *w, size_t i, int expert, const char *hf, nb_xform xf, nb_ctx *ctx) {
     const nb_tensor *t = &w->m->tensors[i];
     const char *fmt = nb_hf_quant_name(w->o->quant);
     uint32_t g = 0;
@@ -349,7 +374,7 @@ static nb_status plan_int4(writer *w, size_t i, const char *hf, nb_xform xf, nb_
     do {                                                                                                       \
         int64_t ne_[2] = {(d0), (d1)};                                                                         \
         snprintf(nm, sizeof nm, "%s%s", base, suffix);                                                         \
-        if (st == NB_OK) st = add_entry(w, nm, kind, i, -1, xf, type, nd, ne_, ctx);                           \
+        if (st == NB_OK) st = add_entry(w, nm, kind, i, expert, xf, type, nd, ne_, ctx);                       \
     } while (0)
     if (w->o->quant == NB_HF_GPTQ) {
         ADD(".qweight", E_GPTQ_QW, NB_TYPE_I32, N, K / 8, 2);
@@ -365,6 +390,40 @@ static nb_status plan_int4(writer *w, size_t i, const char *hf, nb_xform xf, nb_
     return st;
 }
 
+/* A Linear inside the decoder blocks that a quantized layout keeps in float
+ * (the MoE router "mlp.gate", a shared-expert gate, shared experts): its
+ * module name without "model.layers.N." goes to modules_to_not_convert, or
+ * transformers would make it a quantized Linear and find no packed weight. */
+static nb_status skip_module(writer *w, const char *hf, nb_ctx *ctx) {
+    const char *p = strstr(hf, "layers.");
+    if (!p) return NB_OK;
+    p += 7;
+    while (*p >= '0' && *p <= '9') p++;
+    if (*p++ != '.') return NB_OK;
+    size_t n = strlen(p);
+    if (n > 7 && strcmp(p + n - 7, ".weight") == 0) n -= 7;
+    else return NB_OK;
+    for (size_t k = 0; k < w->n_skip; k++)
+        if (strlen(w->skip[k]) == n && !strncmp(w->skip[k], p, n)) return NB_OK;
+    char **ns = realloc(w->skip, (w->n_skip + 1) * sizeof *ns);
+    if (!ns) return nb_err(ctx, NB_ERR_NOMEM, "out of memory");
+    w->skip = ns;
+    w->skip[w->n_skip] = nb_strndup(ctx, p, n);
+    if (!w->skip[w->n_skip]) return NB_ERR_NOMEM;
+    w->n_skip++;
+    return NB_OK;
+}
+
+/* modules_to_not_convert: "lm_head" (untied) and the skipped block modules; NULL when empty. */
+static cJSON *not_convert_list(const writer *w) {
+    bool head = !w->hp.tie_embeddings;
+    if (!head && !w->n_skip) return NULL;
+    cJSON *a = cJSON_CreateArray();
+    if (a && head) cJSON_AddItemToArray(a, cJSON_CreateString("lm_head"));
+    for (size_t k = 0; a && k < w->n_skip; k++) cJSON_AddItemToArray(a, cJSON_CreateString(w->skip[k]));
+    return a;
+}
+
 static nb_status plan_tensor(writer *w, size_t i, nb_ctx *ctx) {
     nb_model *m = w->m;
     const nb_tensor *t = &m->tensors[i];
@@ -374,25 +433,28 @@ static nb_status plan_tensor(writer *w, size_t i, nb_ctx *ctx) {
     if (nb_hf_is_unmapped(m, i))
         return add_entry(w, t->name, E_PLAIN, i, -1, NB_XF_NONE, w->dtype, t->n_dims, t->ne, ctx);
     if (nb_arch_is_expert_stack(t->name)) {
-        NB_RETURN_IF(ctx, w->o->quant != NB_HF_PLAIN, NB_ERR_UNSUPPORTED,
-                     "%s: tensor '%s': %s export of mixture-of-experts models is not supported", m->path, t->name,
-                     nb_hf_quant_name(w->o->quant));
+        /* one tensor per expert, each expert's Linear quantized on its own as
+         * the MoE checkpoints of bitsandbytes / GPTQ / AWQ hold them */
         for (int64_t e = 0; e < t->ne[2]; e++) {
             NB_RETURN_IF(ctx, !nb_arch_map_gguf(w->a, t->name, (int)e, hf, sizeof hf, &xf), NB_ERR_UNSUPPORTED,
                          "%s: tensor '%s' has no Hugging Face name for %s", m->path, t->name, w->a->name);
-            NB_TRY(add_entry(w, hf, E_PLAIN, i, (int)e, xf, w->dtype, 2, t->ne, ctx));
+            if (w->o->quant == NB_HF_BNB_NF4) NB_TRY(plan_bnb(w, i, (int)e, hf, xf, ctx));
+            else if (w->o->quant != NB_HF_PLAIN) NB_TRY(plan_int4(w, i, (int)e, hf, xf, ctx));
+            else NB_TRY(add_entry(w, hf, E_PLAIN, i, (int)e, xf, w->dtype, 2, t->ne, ctx));
         }
         return NB_OK;
     }
     NB_RETURN_IF(ctx, !nb_arch_map_gguf(w->a, t->name, -1, hf, sizeof hf, &xf), NB_ERR_UNSUPPORTED,
                  "%s: tensor '%s' has no Hugging Face name for %s", m->path, t->name, w->a->name);
     if (w->o->quant != NB_HF_PLAIN && nb_hf_is_linear(t->name) && t->n_dims == 2) {
-        if (w->o->quant == NB_HF_BNB_NF4) return plan_bnb(w, i, hf, xf, ctx);
-        return plan_int4(w, i, hf, xf, ctx);
+        if (w->o->quant == NB_HF_BNB_NF4) return plan_bnb(w, i, -1, hf, xf, ctx);
+        return plan_int4(w, i, -1, hf, xf, ctx);
     }
     const nb_type_traits *tr = nb_type_get(t->type);
     NB_RETURN_IF(ctx, !tr || !tr->to_f32, NB_ERR_UNSUPPORTED, "%s: tensor '%s': type %s cannot be converted",
                  m->path, t->name, nb_type_name(t->type));
+    /* routers and the shared-expert gate: Linears in transformers that stay in float */
+    if (w->o->quant != NB_HF_PLAIN && strstr(t->name, ".ffn_gate_inp")) NB_TRY(skip_module(w, hf, ctx));
     return add_entry(w, hf, E_PLAIN, i, -1, xf, w->dtype, t->n_dims, t->ne, ctx);
 }
 
@@ -419,7 +481,10 @@ static cJSON *quant_config(const writer *w) {
         cJSON_AddBoolToObject(q, "bnb_4bit_use_double_quant", !o->bnb_no_double_quant);
         cJSON_AddBoolToObject(q, "llm_int8_enable_fp32_cpu_offload", false);
         cJSON_AddBoolToObject(q, "llm_int8_has_fp16_weight", false);
-        cJSON_AddNullToObject(q, "llm_int8_skip_modules");
+        /* transformers quantizes every Linear not listed here (a list replaces its lm_head default) */
+        cJSON *skip = w->n_skip ? not_convert_list(w) : NULL;
+        if (skip) cJSON_AddItemToObject(q, "llm_int8_skip_modules", skip);
+        else cJSON_AddNullToObject(q, "llm_int8_skip_modules");
         cJSON_AddRawToObject(q, "llm_int8_threshold", "6.0"); /* a float in Python: BitsAndBytesConfig checks */
         cJSON_AddBoolToObject(q, "load_in_4bit", true);
         cJSON_AddBoolToObject(q, "load_in_8bit", false);
@@ -434,12 +499,16 @@ static cJSON *quant_config(const writer *w) {
         cJSON_AddBoolToObject(q, "true_sequential", true);
         cJSON_AddStringToObject(q, "checkpoint_format", "gptq");
         cJSON_AddStringToObject(q, "quant_method", "gptq");
+        cJSON *skip = w->n_skip ? not_convert_list(w) : NULL;
+        if (skip) cJSON_AddItemToObject(q, "modules_to_not_convert", skip);
     } else {
         cJSON_AddNumberToObject(q, "bits", 4);
         cJSON_AddNumberToObject(q, "group_size", w->q_group);
         cJSON_AddBoolToObject(q, "zero_point", true);
         cJSON_AddStringToObject(q, "version", "gemm");
         cJSON_AddStringToObject(q, "quant_method", "awq");
+        cJSON *skip = w->n_skip ? not_convert_list(w) : NULL;
+        if (skip) cJSON_AddItemToObject(q, "modules_to_not_convert", skip);
     }
     return q;
 }
@@ -619,6 +688,105 @@ done:
     return st;
 }
 
+/* ---- llama3 rope scaling from rope_freqs.weight --------------------------------------------------- */
+
+/* True when the llama3 parameters in hp reproduce the n rope_freqs values v
+ * (nb_arch_llama3_rope_factors, as the import computes them) to within float
+ * rounding (2 ulp). */
+static bool llama3_reproduces(const nb_hparams *hp, const float *v, size_t n, float *tmp, nb_ctx *ctx) {
+    bool ok = hp->rope_high_freq > hp->rope_low_freq && hp->rope_low_freq > 0 && hp->rope_orig_ctx > 0 &&
+              nb_arch_llama3_rope_factors(hp, tmp, n, ctx) == NB_OK;
+    for (size_t i = 0; ok && i < n; i++) ok = fabsf(tmp[i] - v[i]) <= 2.0f * FLT_EPSILON * fabsf(v[i]);
+    return ok;
+}
+
+/* Solve the llama3 parameters (factor, low_freq_factor, high_freq_factor,
+ * original_max_position_embeddings) from the per-frequency divisors v[i]
+ * that llama.cpp stores: 1 where the wavelength 2*pi*base^(2i/hd) is below
+ * C/hi, `factor` above C/lo, and 1/((1-s)/factor + s) with
+ * s = (C/wl - lo)/(hi - lo) between. In the smooth part s is linear in 1/wl
+ * (slope C/(hi-lo), intercept -lo/(hi-lo)), fitted by least squares; the
+ * values only fix C/lo and C/hi, so C comes from the GGUF key
+ * rope.scaling.original_context_length when present, else lo = 1 (every
+ * published Llama 3 config). Tidy roundings are tried before the raw
+ * solution, the defaults (1, 4, 8192) when fewer than two values are in the
+ * smooth part; a candidate counts only if it reproduces every value. */
+static bool llama3_from_freqs(nb_hparams *hp, const float *v, size_t n, uint32_t ctx_key, double factor_key,
+                              nb_ctx *ctx) {
+    if (n < 1 || nb_hparams_head_dim(hp) != 2 * n) return false;
+    float *tmp = malloc(n * sizeof *tmp);
+    if (!tmp) return false;
+    nb_hparams t = *hp;
+    t.rope_scaling = NB_ROPE_SCALING_LLAMA3;
+    double f = factor_key > 1 ? factor_key : v[n - 1];
+    const double base = hp->rope_theta != 0 ? hp->rope_theta : 10000.0;
+    double sx = 0, sy = 0, sxx = 0, sxy = 0;
+    int m = 0;
+    for (size_t i = 0; i < n && f > 1; i++) {
+        if (!(v[i] > 1.0f + 4 * FLT_EPSILON && v[i] < (float)f * (1.0f - 4 * FLT_EPSILON))) continue;
+        double wl = 2.0 * M_PI * pow(base, (double)(2 * i) / (double)(2 * n));
+        double x = 1.0 / wl, y = (1.0 / v[i] - 1.0 / f) / (1.0 - 1.0 / f);
+        sx += x, sy += y, sxx += x * x, sxy += x * y, m++;
+    }
+    double cand[3][3]; /* {C, lo, hi} */
+    int nc = 0;
+    if (m >= 2 && sxx * m - sx * sx > 0) {
+        double A = (m * sxy - sx * sy) / (m * sxx - sx * sx), B = (sy - A * sx) / m;
+        double C, lo, hi;
+        if (ctx_key) C = ctx_key, lo = -B * C / A, hi = lo + C / A;
+        else lo = 1.0, hi = 1.0 - 1.0 / B, C = -A / B;
+        if (A > 0 && B < 0 && C >= 1 && C < 1e9) {
+            double Cr = floor(C + 0.5);
+            cand[nc][0] = Cr, cand[nc][1] = floor(lo * 1e4 + 0.5) / 1e4, cand[nc][2] = floor(hi * 1e4 + 0.5) / 1e4, nc++;
+            cand[nc][0] = Cr, cand[nc][1] = lo * Cr / C, cand[nc][2] = hi * Cr / C, nc++;
+        }
+    }
+    cand[nc][0] = ctx_key ? ctx_key : 8192, cand[nc][1] = 1.0, cand[nc][2] = 4.0, nc++;
+    bool found = false;
+    for (int k = 0; k < nc && !found && f > 1; k++) {
+        t.rope_factor = f;
+        t.rope_orig_ctx = (uint32_t)cand[k][0];
+        t.rope_low_freq = cand[k][1];
+        t.rope_high_freq = cand[k][2];
+        found = llama3_reproduces(&t, v, n, tmp, ctx);
+    }
+    free(tmp);
+    if (found) *hp = t;
+    return found;
+}
+
+/* The model's rope_freqs.weight as llama3 rope scaling in hp, when it is one. */
+static nb_status recover_rope_scaling(writer *w, nb_ctx *ctx) {
+    nb_model *m = w->m;
+    const nb_tensor *t = nb_model_find(m, "rope_freqs.weight");
+    if (!t || w->hp.rope_scaling != NB_ROPE_SCALING_NONE) return NB_OK;
+    uint64_t n = nb_tensor_nelements(t);
+    float *v = n && n <= (1u << 20) ? nb_malloc(ctx, (size_t)n * sizeof *v, "rope_freqs") : NULL;
+    if (n && n <= (1u << 20) && !v) return NB_ERR_NOMEM;
+    nb_status st = v ? nb_model_read_f32(m, (size_t)(t - m->tensors), v, ctx) : NB_OK;
+    if (st != NB_OK) {
+        free(v);
+        return st;
+    }
+    const char *g = w->a->gguf_arch;
+    char key[160];
+    uint64_t octx = 0;
+    double fkey = 0;
+    snprintf(key, sizeof key, "%s.rope.scaling.original_context_length", g);
+    if (!nb_kv_get_u64(&m->kv, key, &octx) || octx > UINT32_MAX) octx = 0;
+    snprintf(key, sizeof key, "%s.rope.scaling.factor", g);
+    if (!nb_kv_get_f64(&m->kv, key, &fkey)) fkey = 0;
+    if (v && llama3_from_freqs(&w->hp, v, (size_t)n, (uint32_t)octx, fkey, ctx))
+        NB_INFO(ctx, "%s: rope_freqs.weight is llama3 rope scaling (factor %g, low_freq_factor %g, high_freq_factor "
+                "%g, original_max_position_embeddings %u): written to config.json", m->path, w->hp.rope_factor,
+                w->hp.rope_low_freq, w->hp.rope_high_freq, w->hp.rope_orig_ctx);
+    else
+        NB_WARN(ctx, "%s: rope_freqs.weight is not llama3 rope scaling that config.json can express (no "
+                "parameters reproduce its values); it is dropped", m->path);
+    free(v);
+    return NB_OK;
+}
+
 /* ---- the writer ---------------------------------------------------------------------------------- */
 
 static nb_type pick_dtype(const nb_model *m) {
@@ -646,16 +814,11 @@ nb_status nb_hf_write(nb_model *m, const char *dir, const nb_hf_write_opts *o, n
     if (!w.a)
         return nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: architecture '%s' has no Hugging Face layout here (supported: %s)",
                       m->path, gname ? gname : "(none)", nb_arch_supported_list());
-    if (o->quant != NB_HF_PLAIN && (w.a->flags & NB_ARCH_F_MOE))
-        return nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: %s export of mixture-of-experts models (%s) is not supported",
-                      m->path, nb_hf_quant_name(o->quant), w.a->name);
     NB_TRY(nb_arch_hparams_from_kv(w.a, &m->kv, &w.hp, ctx));
     w.hp.tie_embeddings = nb_model_find(m, "output.weight") == NULL;
     const nb_tensor *emb = nb_model_find(m, "token_embd.weight");
     if (!w.hp.n_vocab && emb) w.hp.n_vocab = (uint32_t)emb->ne[1];
-    if (nb_model_find(m, "rope_freqs.weight") && w.hp.rope_scaling == NB_ROPE_SCALING_NONE)
-        NB_WARN(ctx, "%s: rope_freqs.weight (llama3 rope scaling factors) has no config.json form here and is dropped",
-                m->path);
+    NB_TRY(recover_rope_scaling(&w, ctx));
     w.dtype = o->dtype_set ? o->dtype : pick_dtype(m);
     NB_RETURN_IF(ctx, w.dtype != NB_TYPE_F32 && w.dtype != NB_TYPE_F16 && w.dtype != NB_TYPE_BF16, NB_ERR_INVALID,
                  "hf write: dtype must be f32, f16 or bf16 (got %s)", nb_type_name(w.dtype));
@@ -713,6 +876,8 @@ done:
         free(w.e[i].state);
     }
     free(w.e);
+    for (size_t k = 0; k < w.n_skip; k++) free(w.skip[k]);
+    free(w.skip);
     r->seconds = nb_now() - t0;
     return st;
 }

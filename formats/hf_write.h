@@ -91,7 +91,12 @@ nb_status nb_hf_write_path(const char *src, const char *dir, const nb_hf_write_o
                            nb_ctx *ctx);
 
 /* Decoder-block Linear weights (blk.N.attn_{q,k,v,output}.weight,
- * blk.N.ffn_{gate,up,down}.weight): the tensors quantized exports pack. */
+ * blk.N.ffn_{gate,up,down}.weight, the shared experts'
+ * blk.N.ffn_{gate,up,down}_shexp.weight): the tensors quantized exports pack.
+ * Stacked experts (blk.N.ffn_*_exps.weight) are packed too, one Linear per
+ * expert; routers (ffn_gate_inp*) stay in float and are listed in
+ * quantization_config's modules_to_not_convert (llm_int8_skip_modules for
+ * bitsandbytes, with lm_head). */
 bool nb_hf_is_linear(const char *gguf_name);
 
 #endif

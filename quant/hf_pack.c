@@ -301,3 +301,56 @@ nb_status nb_awq_unpack_f32(const nb_awq_tensors *src, uint64_t n_out, uint64_t 
     }
     return NB_OK;
 }
+
+/* ---- nibble NF4 blocks -> bitsandbytes state ---------------------------------------------- */
+
+nb_status nb_bnb_nf4_state_from_blocks(nb_type type, const void *blocks, uint64_t n, nb_nf4_state *out,
+                                       const char *what, nb_ctx *ctx) {
+    memset(out, 0, sizeof *out);
+    bool dq = type == NB_TYPE_NF4_DQ;
+    uint64_t per = dq ? NB_NF4_DQ_SUPER : NB_NF4_BLOCK;
+    NB_RETURN_IF(ctx, (type != NB_TYPE_NF4 && !dq) || n == 0 || n % per, NB_ERR_INVALID,
+                 "%s: %s with %llu elements is not whole NF4 blocks", what, nb_type_name(type), (unsigned long long)n);
+    nb_nf4_state s = {0};
+    s.n = n;
+    s.blocksize = NB_NF4_BLOCK;
+    s.double_quant = dq;
+    s.n_blocks = n / NB_NF4_BLOCK;
+    memcpy(s.code, nb_nf4_code, sizeof s.code);
+    s.packed = nb_malloc(ctx, (size_t)(n / 2), "bnb packed weight");
+    if (!s.packed) return NB_ERR_NOMEM;
+    if (!dq) {
+        const nb_block_nf4 *b = blocks;
+        s.absmax = nb_malloc(ctx, (size_t)s.n_blocks * sizeof(float), "bnb absmax");
+        if (!s.absmax) { nb_nf4_state_free(&s); return NB_ERR_NOMEM; }
+        for (uint64_t k = 0; k < s.n_blocks; k++) {
+            s.absmax[k] = b[k].d;
+            memcpy(s.packed + k * (NB_NF4_BLOCK / 2), b[k].qs, NB_NF4_BLOCK / 2);
+        }
+        *out = s;
+        return NB_OK;
+    }
+    const nb_block_nf4_dq *b = blocks;
+    uint64_t ns = n / NB_NF4_DQ_SUPER;
+    s.nested_blocksize = NB_NF4_DQ_NESTED;
+    s.n_nested = ns;
+    s.offset = b[0].offset;
+    nb_dynamic_map_signed(s.nested_code);
+    s.qabsmax = nb_malloc(ctx, (size_t)s.n_blocks, "bnb absmax");
+    s.absmax2 = nb_malloc(ctx, (size_t)ns * sizeof(float), "bnb nested absmax");
+    if (!s.qabsmax || !s.absmax2) { nb_nf4_state_free(&s); return NB_ERR_NOMEM; }
+    for (uint64_t k = 0; k < ns; k++) {
+        if (memcmp(&b[k].offset, &s.offset, sizeof s.offset) != 0) {
+            nb_nf4_state_free(&s);
+            return nb_err(ctx, NB_ERR_UNSUPPORTED,
+                          "%s: double-quantized NF4 super-blocks 0 and %llu have different absmax offsets (%g, %g): "
+                          "bitsandbytes holds one offset per tensor (quantize the tensor in one call)",
+                          what, (unsigned long long)k, (double)s.offset, (double)b[k].offset);
+        }
+        s.absmax2[k] = b[k].absmax2;
+        memcpy(s.qabsmax + k * NB_NF4_DQ_NESTED, b[k].qabsmax, NB_NF4_DQ_NESTED);
+        memcpy(s.packed + k * (NB_NF4_DQ_SUPER / 2), b[k].qs, NB_NF4_DQ_SUPER / 2);
+    }
+    *out = s;
+    return NB_OK;
+}

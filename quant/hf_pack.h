@@ -120,6 +120,15 @@ extern const float nb_bnb_fp4_code[16];
  * element's block, high nibble first as for NF4. */
 void nb_bnb_fp4_dequantize(const nb_nf4_state *s, float *dst);
 
+/* The bnb state (blocksize 64; nested 256 for NB_TYPE_NF4_DQ) holding exactly
+ * n elements stored as nibble NF4 (type NB_TYPE_NF4) or NF4_DQ blocks, back to
+ * back in row-major order: lossless, the state dequantizes to the blocks'
+ * values bit for bit. n must be whole blocks (64 / 16384: NB_ERR_INVALID);
+ * NF4_DQ super-blocks must share one offset, as bnb's one per tensor
+ * (NB_ERR_UNSUPPORTED naming `what`). *out owns new arrays. */
+nb_status nb_bnb_nf4_state_from_blocks(nb_type type, const void *blocks, uint64_t n, nb_nf4_state *out,
+                                       const char *what, nb_ctx *ctx);
+
 /* ---- GPTQ ----------------------------------------------------------------------------- */
 
 /* Everything a GPTQ tensor set needs besides its arrays. */

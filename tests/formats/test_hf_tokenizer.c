@@ -24,6 +24,7 @@
 #include "formats/hf_tokenizer_impl.h"
 #include "formats/readers.h"
 #include "formats/model.h"
+#include "core/sha256.h"
 #include "testutil.h"
 
 #include <check.h>
@@ -709,6 +710,112 @@ START_TEST(test_hf_ids_fixture) {
 }
 END_TEST
 
+/* SentencePiece vocabularies exported as tokenizer.json: the file is the one
+ * HF tokenizers was run on (sha256 recorded in the fixture, made by
+ * tests/data/tokenizer/make_spm_export_ids.py with the oracle venv), and
+ * nibble's tokenizer gives the ids HF tokenizers gave on it. */
+START_TEST(test_spm_json_fixture) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/tokenizer/hf/spm_export_ids.json", nbt_data_dir());
+    size_t n;
+    char *buf = (char *)nbt_read_file(p, &n);
+    ck_assert_msg(buf != NULL, "missing fixture %s", p);
+    cJSON *root = cJSON_ParseWithLength(buf, n);
+    free(buf);
+    ck_assert(root != NULL);
+    snprintf(p, sizeof p, "%s/tokenizer/hf/hf_ids.json", nbt_data_dir());
+    buf = (char *)nbt_read_file(p, &n);
+    ck_assert_msg(buf != NULL, "missing fixture %s", p);
+    cJSON *texts_root = cJSON_ParseWithLength(buf, n);
+    free(buf);
+    ck_assert(texts_root != NULL);
+    const cJSON *texts = NULL, *tk;
+    cJSON_ArrayForEach(tk, cJSON_GetObjectItem(texts_root, "tokenizers"))
+        if (!strcmp(cJSON_GetObjectItem(tk, "dir")->valuestring, "embeddinggemma-300m"))
+            texts = cJSON_GetObjectItem(tk, "cases");
+    ck_assert(texts != NULL);
+    const char *keep = getenv("NB_HF_TOK_KEEP");
+    const cJSON *ex;
+    cJSON_ArrayForEach(ex, cJSON_GetObjectItem(root, "exports")) {
+        const char *name = cJSON_GetObjectItem(ex, "name")->valuestring;
+        snprintf(p, sizeof p, "%s/%s", nbt_data_dir(), cJSON_GetObjectItem(ex, "model")->valuestring);
+        nb_model *m;
+        ck_assert_msg(nb_gguf_open(p, &m, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+        nb_kvset kv;
+        nb_kvset_init(&kv);
+        ck_assert_int_eq(nb_kvset_copy(&kv, &m->kv, &ctx), NB_OK);
+        nb_model_close(m);
+        const cJSON *set;
+        cJSON_ArrayForEach(set, cJSON_GetObjectItem(ex, "set"))
+            ck_assert_int_eq(nb_kv_set_bool(&kv, set->string, cJSON_IsTrue(set), &ctx), NB_OK);
+        char dir[600];
+        snprintf(dir, sizeof dir, "spm_%s", name);
+        const char *d = mkdir_t(dir);
+        ck_assert_msg(nb_hf_tokenizer_write(&kv, d, &ctx) == NB_OK, "%s: %s", name, nb_errmsg(&ctx));
+        if (keep && *keep) {
+            char kd[4096];
+            snprintf(kd, sizeof kd, "%s/spm_%s", keep, name);
+            mkdir(kd, 0755);
+            ck_assert_msg(nb_hf_tokenizer_write(&kv, kd, &ctx) == NB_OK, "%s: %s", kd, nb_errmsg(&ctx));
+        }
+        if (getenv("NB_HF_TOK_RECORD")) { /* make_spm_export_ids.py is recording: exports only */
+            nb_kvset_free(&kv);
+            continue;
+        }
+        snprintf(p, sizeof p, "%s/tokenizer.json", d);
+        unsigned char *tj = nbt_read_file(p, &n);
+        ck_assert(tj != NULL);
+        unsigned char dg[32];
+        char hex[65];
+        nb_sha256 sh;
+        nb_sha256_init(&sh);
+        nb_sha256_update(&sh, tj, n);
+        nb_sha256_final(&sh, dg);
+        nb_sha256_hex(dg, hex);
+        free(tj);
+        ck_assert_msg(!strcmp(hex, cJSON_GetObjectItem(ex, "tokenizer_json_sha256")->valuestring),
+                      "%s: tokenizer.json is not the file HF tokenizers was run on (sha256 %s): rerun "
+                      "tests/data/tokenizer/make_spm_export_ids.py with the oracle venv", name, hex);
+        nb_tokenizer *t;
+        ck_assert_msg(nb_tokenizer_create(&kv, &t, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+        int checked = 0;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItem(ex, "cases")) {
+            int idx = cJSON_GetArrayItem(c, 0)->valueint;
+            const cJSON *want = cJSON_GetArrayItem(c, 1);
+            const char *text = cJSON_GetObjectItem(cJSON_GetArrayItem(texts, idx), "text")->valuestring;
+            int32_t *ids;
+            size_t nid;
+            ck_assert_int_eq(nb_tokenize(t, text, strlen(text), true, &ids, &nid, &ctx), NB_OK);
+            bool same = (size_t)cJSON_GetArraySize(want) == nid;
+            for (size_t i = 0; same && i < nid; i++) same = cJSON_GetArrayItem(want, (int)i)->valueint == ids[i];
+            ck_assert_msg(same, "%s: ids differ from HF tokenizers on its tokenizer.json for %.60s (%zu vs %d ids)",
+                          name, text, nid, cJSON_GetArraySize(want));
+            free(ids);
+            checked++;
+        }
+        ck_assert_int_gt(checked, 20);
+        printf("%s: tokenizer.json as recorded; %d texts give HF tokenizers' ids\n", name, checked);
+        nb_tokenizer_free(t);
+        nb_kvset_free(&kv);
+    }
+    /* the real Gemma 3 vocabulary, for the oracle (HF tokenizers on it against hf_ids.json) */
+    nb_model *g = keep && *keep ? open_gguf("gemma-3-270m-Q4_K_M.gguf", &ctx) : NULL;
+    if (g) {
+        char kd[4096];
+        snprintf(kd, sizeof kd, "%s/spm_gemma3", keep);
+        mkdir(kd, 0755);
+        ck_assert_msg(nb_hf_tokenizer_write(&g->kv, kd, &ctx) == NB_OK, "%s: %s", kd, nb_errmsg(&ctx));
+        nb_model_close(g);
+    }
+    cJSON_Delete(texts_root);
+    cJSON_Delete(root);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("hf_tokenizer");
     TCase *tc = tcase_create("core");
@@ -724,5 +831,9 @@ int main(void) {
     tcase_add_test(tc, test_real_smollm2);
     tcase_add_test(tc, test_hf_ids_fixture);
     suite_add_tcase(s, tc);
+    TCase *tj = tcase_create("spm_json"); /* its own case: make_spm_export_ids.py runs it alone */
+    tcase_set_timeout(tj, 600);
+    tcase_add_test(tj, test_spm_json_fixture);
+    suite_add_tcase(s, tj);
     return nbt_run_suite(s);
 }

@@ -11,6 +11,7 @@
 
 #include "core/adir.h"
 #include "core/str.h"
+#include "formats/convert.h"
 #include "formats/synth.h"
 #include "testutil.h"
 
@@ -45,11 +46,12 @@ static void same_values(const char *a_path, const char *b_path, nb_ctx *ctx) {
     nb_model *a = NULL, *b = NULL;
     ck_assert_int_eq(nb_model_open(a_path, &a, ctx), NB_OK);
     ck_assert_msg(nb_model_open(b_path, &b, ctx) == NB_OK, "%s", nb_errmsg(ctx));
-    size_t skipped = nb_model_find(a, "rope_freqs.weight") != NULL;
-    ck_assert_uint_eq(a->n_tensors, b->n_tensors + skipped);
+    /* rope_freqs.weight comes back only when config.json could carry it (llama3 rope scaling) */
+    bool dropped = nb_model_find(a, "rope_freqs.weight") && !nb_model_find(b, "rope_freqs.weight");
+    ck_assert_uint_eq(a->n_tensors, b->n_tensors + dropped);
     for (size_t i = 0; i < a->n_tensors; i++) {
         const nb_tensor *ta = &a->tensors[i];
-        if (strcmp(ta->name, "rope_freqs.weight") == 0) continue;
+        if (dropped && strcmp(ta->name, "rope_freqs.weight") == 0) continue;
         const nb_tensor *tb = nb_model_find(b, ta->name);
         ck_assert_msg(tb != NULL, "%s missing in %s", ta->name, b_path);
         uint64_t n = nb_tensor_nelements(ta);
@@ -177,11 +179,21 @@ START_TEST(refusals) {
     ck_assert_int_eq(nb_hf_write_path(nbt_path("r.gguf"), nbt_path("r_gptq"), &o, &r, &ctx), NB_ERR_UNSUPPORTED);
     ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "tensor 'blk.0.attn_q.weight' is f16"));
     ck_assert(!nbt_file_exists(nbt_path("r_gptq")) && !leftovers(nbt_path("r_gptq")));
-    /* MoE quantized exports */
+    /* MoE: one bnb state per expert Linear; the router stays float and is listed for transformers */
     synth("mixtral", NB_TYPE_F16, nbt_path("m.gguf"), &ctx);
     o.quant = NB_HF_BNB_NF4;
-    ck_assert_int_eq(nb_hf_write_path(nbt_path("m.gguf"), nbt_path("m_bnb"), &o, &r, &ctx), NB_ERR_UNSUPPORTED);
-    ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "mixture-of-experts"));
+    ck_assert_msg(nb_hf_write_path(nbt_path("m.gguf"), nbt_path("m_bnb"), &o, &r, &ctx) == NB_OK, "%s",
+                  nb_errmsg(&ctx));
+    nb_model *mm;
+    ck_assert_int_eq(nb_model_open(nbt_path("m_bnb/model.safetensors"), &mm, &ctx), NB_OK);
+    ck_assert_ptr_nonnull(nb_model_find(mm, "model.layers.1.block_sparse_moe.experts.3.w2.weight.quant_state.bitsandbytes__nf4"));
+    const nb_tensor *router = nb_model_find(mm, "model.layers.0.block_sparse_moe.gate.weight");
+    ck_assert(router && router->type == NB_TYPE_F16);
+    nb_model_close(mm);
+    size_t cn;
+    char *cfg = (char *)nbt_read_file(nbt_path("m_bnb/config.json"), &cn);
+    ck_assert_ptr_nonnull(strstr(cfg, "\"block_sparse_moe.gate\""));
+    free(cfg);
     /* a bare safetensors file has no architecture */
     o.quant = NB_HF_PLAIN;
     nb_hf_write_opts so = {.single_file = nbt_path("bare.safetensors")};
@@ -204,7 +216,10 @@ START_TEST(linear_names) {
     ck_assert(!nb_hf_is_linear("blk.0.attn_norm.weight"));
     ck_assert(!nb_hf_is_linear("blk.0.attn_q.bias"));
     ck_assert(!nb_hf_is_linear("blk..attn_q.weight"));
-    ck_assert(!nb_hf_is_linear("blk.0.ffn_down_exps.weight"));
+    ck_assert(!nb_hf_is_linear("blk.0.ffn_down_exps.weight")); /* stacked: one Linear per expert */
+    ck_assert(nb_hf_is_linear("blk.0.ffn_up_shexp.weight"));
+    ck_assert(!nb_hf_is_linear("blk.0.ffn_gate_inp.weight"));
+    ck_assert(!nb_hf_is_linear("blk.0.ffn_gate_inp_shexp.weight"));
     ck_assert(!nb_hf_is_linear("output.weight"));
     ck_assert(!nb_hf_is_linear("token_embd.weight"));
     nb_hf_quant q;
@@ -261,6 +276,140 @@ START_TEST(adir) {
 }
 END_TEST
 
+/* config.json's rope_scaling of dir (NULL: none), parsed; free with cJSON_Delete. */
+static cJSON *rope_scaling_of(const char *dir, cJSON **root) {
+    char p[1024];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    size_t n;
+    char *b = (char *)nbt_read_file(p, &n);
+    ck_assert_ptr_nonnull(b);
+    *root = cJSON_ParseWithLength(b, n);
+    free(b);
+    ck_assert_ptr_nonnull(*root);
+    return cJSON_GetObjectItem(*root, "rope_scaling");
+}
+
+static double num(const cJSON *o, const char *k) {
+    const cJSON *x = cJSON_GetObjectItem(o, k);
+    ck_assert_msg(cJSON_IsNumber(x), "rope_scaling.%s missing", k);
+    return x->valuedouble;
+}
+
+/* HF (llama3 rope_scaling) -> GGUF (only rope_freqs.weight carries it) -> HF:
+ * the parameters come back from the tensor's values. */
+START_TEST(llama3_rope_round_trip) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_synth_opts o;
+    nb_synth_opts_init(&o);
+    o.arch = "llama";
+    o.n_layer = 1, o.n_embd = 128, o.n_ff = 64, o.n_head = 1, o.n_head_kv = 1, o.n_vocab = 64; /* head dim 128 */
+    o.dtype = NB_TYPE_F32;
+    o.seed = 5;
+    ck_assert_msg(nb_synth_write(&o, nbt_path("r3.gguf"), &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    /* {factor, low, high, original ctx, rope_theta}: Llama 3.1, 3.2, and one with low_freq_factor 2 */
+    static const double cases[][5] = {{8, 1, 4, 8192, 500000}, {32, 1, 4, 8192, 500000}, {4, 2, 6, 4096, 10000}};
+    nb_hf_write_opts wo = {0};
+    nb_hf_write_result wr;
+    ck_assert_int_eq(nb_hf_write_path(nbt_path("r3.gguf"), nbt_path("r3_hf"), &wo, &wr, &ctx), NB_OK);
+    for (int k = 0; k < 3; k++) {
+        const double *c = cases[k];
+        char d0[64], g[64], d1[64];
+        snprintf(d0, sizeof d0, "r3_src%d", k);
+        snprintf(g, sizeof g, "r3_%d.gguf", k);
+        snprintf(d1, sizeof d1, "r3_back%d", k);
+        /* the HF source: r3_hf with rope_scaling in config.json */
+        mkdir(nbt_path(d0), 0755);
+        cJSON *root;
+        ck_assert_ptr_null(rope_scaling_of(nbt_path("r3_hf"), &root));
+        cJSON *rs = cJSON_AddObjectToObject(root, "rope_scaling");
+        cJSON_AddStringToObject(rs, "rope_type", "llama3");
+        cJSON_AddNumberToObject(rs, "factor", c[0]);
+        cJSON_AddNumberToObject(rs, "low_freq_factor", c[1]);
+        cJSON_AddNumberToObject(rs, "high_freq_factor", c[2]);
+        cJSON_AddNumberToObject(rs, "original_max_position_embeddings", c[3]);
+        cJSON_DeleteItemFromObject(root, "rope_theta");
+        cJSON_AddNumberToObject(root, "rope_theta", c[4]);
+        char *txt = cJSON_Print(root);
+        cJSON_Delete(root);
+        char p[1024], q[1024];
+        snprintf(p, sizeof p, "%s/config.json", nbt_path(d0));
+        nbt_write_file(p, txt, strlen(txt));
+        free(txt);
+        size_t n;
+        snprintf(q, sizeof q, "%s/model.safetensors", nbt_path("r3_hf"));
+        unsigned char *w = nbt_read_file(q, &n);
+        snprintf(p, sizeof p, "%s/model.safetensors", nbt_path(d0));
+        nbt_write_file(p, w, n);
+        free(w);
+        nb_convert_opts co = {0};
+        nb_convert_result cr;
+        ck_assert_msg(nb_convert(nbt_path(d0), nbt_path(g), &co, &cr, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+        nb_model *m;
+        ck_assert_int_eq(nb_model_open(nbt_path(g), &m, &ctx), NB_OK);
+        ck_assert_msg(nb_model_find(m, "rope_freqs.weight") != NULL, "the GGUF carries rope_freqs.weight");
+        nb_model_close(m);
+        ck_assert_msg(nb_hf_write_path(nbt_path(g), nbt_path(d1), &wo, &wr, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+        rs = rope_scaling_of(nbt_path(d1), &root);
+        ck_assert_msg(rs != NULL, "case %d: rope_scaling lost", k);
+        ck_assert_str_eq(cJSON_GetObjectItem(rs, "rope_type")->valuestring, "llama3");
+        ck_assert_double_eq(num(rs, "factor"), c[0]);
+        if (c[1] == 1) { /* the values fix C/lo and C/hi only: lo = 1 is assumed */
+            ck_assert_double_eq(num(rs, "low_freq_factor"), c[1]);
+            ck_assert_double_eq(num(rs, "high_freq_factor"), c[2]);
+            ck_assert_double_eq(num(rs, "original_max_position_embeddings"), c[3]);
+        } else {
+            double C = num(rs, "original_max_position_embeddings");
+            ck_assert_double_eq_tol(C / num(rs, "low_freq_factor"), c[3] / c[1], 1e-6 * c[3]);
+            ck_assert_double_eq_tol(C / num(rs, "high_freq_factor"), c[3] / c[2], 1e-6 * c[3]);
+        }
+        cJSON_Delete(root);
+        same_values(nbt_path(g), nbt_path(d1), &ctx);
+        /* and back to GGUF: the same rope_freqs values */
+        char g2[64];
+        snprintf(g2, sizeof g2, "r3_%d_again.gguf", k);
+        ck_assert_msg(nb_convert(nbt_path(d1), nbt_path(g2), &co, &cr, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+        nb_model *a, *b;
+        ck_assert_int_eq(nb_model_open(nbt_path(g), &a, &ctx), NB_OK);
+        ck_assert_int_eq(nb_model_open(nbt_path(g2), &b, &ctx), NB_OK);
+        float fa[64], fb[64];
+        const nb_tensor *ta = nb_model_find(a, "rope_freqs.weight"), *tb = nb_model_find(b, "rope_freqs.weight");
+        ck_assert(ta && tb && ta->ne[0] == 64 && tb->ne[0] == 64);
+        ck_assert_int_eq(nb_model_read_f32(a, (size_t)(ta - a->tensors), fa, &ctx), NB_OK);
+        ck_assert_int_eq(nb_model_read_f32(b, (size_t)(tb - b->tensors), fb, &ctx), NB_OK);
+        ck_assert_msg(memcmp(fa, fb, sizeof fa) == 0, "case %d: rope_freqs differ after GGUF -> HF -> GGUF", k);
+        nb_model_close(a);
+        nb_model_close(b);
+    }
+    /* one value moved by 0.1%: no llama3 parameters give it; dropped with the warning, no rope_scaling */
+    nb_model *m;
+    ck_assert_int_eq(nb_model_open(nbt_path("r3_0.gguf"), &m, &ctx), NB_OK);
+    nb_sink *sk;
+    ck_assert_int_eq(nb_sink_create(nbt_path("r3_bad.gguf"), NB_FMT_GGUF, &sk, &ctx), NB_OK);
+    ck_assert_int_eq(nb_kvset_copy(&sk->kv, &m->kv, &ctx), NB_OK);
+    for (size_t i = 0; i < m->n_tensors; i++)
+        ck_assert_int_eq(nb_sink_add_tensor(sk, m->tensors[i].name, m->tensors[i].type, m->tensors[i].n_dims,
+                                            m->tensors[i].ne, &ctx), NB_OK);
+    ck_assert_int_eq(nb_sink_begin(sk, &ctx), NB_OK);
+    for (size_t j = 0; j < m->n_tensors; j++) {
+        size_t i = nb_sink_data_order(sk, j);
+        void *b = malloc(m->tensors[i].nbytes);
+        ck_assert_int_eq(nb_model_read_tensor(m, i, b, &ctx), NB_OK);
+        if (!strcmp(m->tensors[i].name, "rope_freqs.weight")) ((float *)b)[40] *= 1.001f;
+        ck_assert_int_eq(nb_sink_write(sk, b, m->tensors[i].nbytes, &ctx), NB_OK);
+        free(b);
+    }
+    ck_assert_int_eq(nb_sink_commit(sk, &ctx), NB_OK);
+    nb_sink_free(sk);
+    nb_model_close(m);
+    ck_assert_int_eq(nb_hf_write_path(nbt_path("r3_bad.gguf"), nbt_path("r3_bad_hf"), &wo, &wr, &ctx), NB_OK);
+    cJSON *root;
+    ck_assert_ptr_null(rope_scaling_of(nbt_path("r3_bad_hf"), &root));
+    cJSON_Delete(root);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("formats/hf_write");
     TCase *tc = tcase_create("hf_write");
@@ -271,6 +420,7 @@ int main(void) {
     tcase_add_test(tc, refusals);
     tcase_add_test(tc, linear_names);
     tcase_add_test(tc, adir);
+    tcase_add_test(tc, llama3_rope_round_trip);
     suite_add_tcase(s, tc);
     return nbt_run_suite(s);
 }

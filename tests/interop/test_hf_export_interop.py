@@ -13,6 +13,13 @@
    transformations, and the round trip HF dir -> GGUF giving the source
    tensors bit for bit; sharding with --max-shard-size (index total_size and
    weight_map, shards within the limit) reads back the same.
+3b. Mixture of experts (a synthetic qwen2moe): GPTQ, AWQ and bnb-nf4 exports
+   hold one packed Linear per expert (and the shared expert), unpacked with
+   the same numpy code (bitsandbytes' dequantize_4bit formula for NF4) equal
+   to nibble's dequantization of the same mix; the router and shared-expert
+   gate stay in float and are listed in modules_to_not_convert /
+   llm_int8_skip_modules; a calibrated (--method gptq) nf4 export equals the
+   calibrated NF4 GGUF exactly; RTN nf4-dq stays within NF4's error.
 3. GPTQ and AWQ (no CPU loader here: auto-gptq / gptqmodel / autoawq are not
    installed): the packed tensors are dequantized with numpy following those
    libraries' own unpacking (AutoGPTQ's shifts and zeros + 1, AutoAWQ's
@@ -287,13 +294,99 @@ def test_int4():
         no_leftovers(d, label)
 
 
+# ---- 3b. mixture of experts and calibrated NF4 --------------------------------------------------
+
+def bnb_dequant(t, name):
+    """bitsandbytes' dequantize_4bit (NF4, blocksize 64, optional nested absmax), numpy, fp32."""
+    st = json.loads(arr(t[name + ".quant_state.bitsandbytes__nf4"]).tobytes())
+    shape = st["shape"]
+    n = int(np.prod(shape))
+    packed = arr(t[name]).reshape(-1)
+    codes = np.empty(2 * packed.size, np.uint8)
+    codes[0::2], codes[1::2] = packed >> 4, packed & 15
+    absmax = arr(t[name + ".absmax"])
+    if "nested_offset" in st:
+        nested = arr(t[name + ".nested_absmax"])
+        nmap = arr(t[name + ".nested_quant_map"])
+        blk = np.arange(absmax.size) // st["nested_blocksize"]
+        absmax = (nmap[absmax] * nested[blk]).astype(np.float32) + np.float32(st["nested_offset"])
+    code = arr(t[name + ".quant_map"])
+    vals = code[codes[:n]] * np.repeat(absmax.astype(np.float32), st["blocksize"])[:n]
+    return vals.astype(np.float32).reshape(shape)
+
+
+def test_moe():
+    g = os.path.join(TMP, "moe.gguf")
+    run("synth", "--arch", "qwen2moe", "--layers", 1, "--dim", 128, "--ff", 128, "--heads", 4, "--kv-heads", 2,
+        "--experts", 4, "--experts-used", 2, "--vocab", 512, "--dtype", "f16", "--seed", 11, "-o", g, "--quiet")
+    calib = os.path.join(DATA, "text", "calib.txt")
+    gq = ["--method", "gptq", "--calib", calib, "--ctx", 32, "--calib-tokens", 256]
+    experts = [f"model.layers.0.mlp.experts.{e}.{p}_proj" for e in range(4) for p in ("gate", "up", "down")]
+    shared = [f"model.layers.0.mlp.shared_expert.{p}_proj" for p in ("gate", "up", "down")]
+    attn = [f"model.layers.0.self_attn.{p}_proj" for p in ("q", "k", "v", "o")]
+    skip = ["lm_head", "mlp.gate", "mlp.shared_expert_gate"]
+    cases = [("int4-g32", "gptq", []), ("int4-asym-g64", "awq", []), ("int4-asym-g32", "gptq", gq),
+             ("nf4", "bnb-nf4", []), ("nf4", "bnb-nf4", gq)]
+    for mix, fmt, extra in cases:
+        label = f"moe {mix} {fmt} {' '.join(map(str, extra[:2]))}"
+        d = os.path.join(TMP, f"moe_{mix}_{fmt}_{len(extra)}")
+        ref = d + ".gguf"
+        run("quantize", g, "--type", mix, "--format", fmt, "-o", d, "--quiet", *extra)
+        run("quantize", g, "--type", mix, "-o", ref, "--quiet", *extra)
+        deq = d + "_deq"
+        run("convert", ref, "-o", deq, "--format", "hf", "--type", "f32", "--quiet")
+        want = {k: arr(v) for k, v in read_dir(deq).items()}
+        got = read_dir(d)
+        n_same = 0
+        for base in experts + shared + attn:
+            if fmt == "bnb-nf4":
+                W = bnb_dequant(got, base + ".weight")
+            else:
+                p = {leaf: arr(got[f"{base}.{leaf}"]) for leaf in ("qweight", "qzeros", "scales", "g_idx")
+                     if f"{base}.{leaf}" in got}
+                W = gptq_dequant(p) if fmt == "gptq" else awq_dequant(p, int(mix.rsplit("g", 1)[1]))
+            w = want[base + ".weight"]
+            same = W.shape == w.shape and np.array_equal(W.astype(np.float32), w)
+            check(same, f"{label}: {base}: unpacked values differ from nibble's dequantization")
+            n_same += same
+        for k in ("model.layers.0.mlp.gate.weight", "model.layers.0.mlp.shared_expert_gate.weight"):
+            # the float dtype of the export (f16 for GPTQ/AWQ) rounds the f32 router once
+            check(k in got and got[k][0] in ("F16", "BF16", "F32") and
+                  np.allclose(arr(got[k]).astype(np.float32), want[k], rtol=1e-2, atol=1e-6),
+                  f"{label}: router {k} not kept in float")
+        qc = json.load(open(os.path.join(d, "config.json")))["quantization_config"]
+        key = "llm_int8_skip_modules" if fmt == "bnb-nf4" else "modules_to_not_convert"
+        check(sorted(qc.get(key) or []) == sorted(skip), f"{label}: {key} {qc.get(key)}")
+        no_leftovers(d, label)
+        print(f"{label}: {n_same} Linears ({len(experts)} expert, {len(shared)} shared, {len(attn)} attention) "
+              f"unpack to nibble's values exactly")
+    # double quantization: RTN (bitsandbytes' flat blocks) holds any shape, close to the source
+    d = os.path.join(TMP, "moe_nf4dq")
+    run("quantize", g, "--type", "nf4-dq", "--format", "bnb-nf4", "-o", d, "--quiet")
+    got = read_dir(d)
+    run("convert", g, "-o", d + "_f32", "--format", "hf", "--type", "f32", "--quiet")
+    src = {k: arr(v) for k, v in read_dir(d + "_f32").items()}
+    worst = 0.0
+    for base in experts + shared:
+        W, x = bnb_dequant(got, base + ".weight"), src[base + ".weight"]
+        check(got[base + ".weight.absmax"][0] == "U8", f"moe nf4-dq: {base}: absmax not 8-bit")
+        blocks = np.abs(x.reshape(-1, 64)).max(axis=1, keepdims=True)
+        err = (np.abs(W.reshape(-1, 64) - x.reshape(-1, 64)) / blocks).max()
+        worst = max(worst, err)
+    # half the widest NF4 gap (0.304 / 2), plus the 8-bit absmax's error
+    check(worst < 0.17, f"moe nf4-dq: dequantized experts off by {worst} of the block absmax")
+    print(f"moe nf4-dq: {len(experts) + len(shared)} expert Linears within {worst:.3f} of their block absmax")
+
+
 # ---- 4. bad requests -----------------------------------------------------------------------
 
 def test_bad():
     g = os.path.join(TMP, "q.gguf")
     cases = [(["quantize", g, "--type", "q4_k_m", "--format", "bnb-nf4"], "nf4"),
              (["quantize", g, "--type", "nf4", "--format", "gptq"], "int4"),
-             (["quantize", g, "--type", "nf4-dq", "--format", "bnb-nf4", "--rule", "output.weight=q8_0"], "--rule")]
+             (["quantize", g, "--type", "nf4-dq", "--format", "bnb-nf4", "--rule", "output.weight=q8_0"], "--rule"),
+             (["quantize", g, "--type", "nf4-dq", "--format", "bnb-nf4", "--method", "gptq", "--calib",
+               os.path.join(DATA, "text", "calib.txt"), "--ctx", 32], "16384")]
     stories = os.path.join(DATA, "models", "stories260K.gguf")
     if os.path.exists(stories):  # ffn_down rows of 172: no int4 group packs them
         cases.append((["quantize", stories, "--type", "int4-g32", "--format", "gptq"], "ffn_"))
@@ -336,6 +429,8 @@ def fault_loop(var, out, args, limit=3000):
             return
     if i == 1:
         print(f"SKIP: {var}: fault hooks not in this build")
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(ref, ignore_errors=True)
         return
     check(tree_bytes(out) == tree_bytes(ref), f"{var} {args[0]}: output after the loop differs")
     print(f"ok: {var}: {' '.join(map(str, args[:1] + args[2:]))} failed cleanly at each of {i - 1} points")
@@ -360,6 +455,7 @@ def main():
         test_bnb()
         test_plain()
         test_int4()
+        test_moe()
         test_bad()
         test_faults()
     finally:
