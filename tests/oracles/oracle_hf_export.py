@@ -14,6 +14,10 @@ the largest |logit| of the sequence, float32 everywhere):
   bnb-nf4 (double quant) exact: identical logits to the model bitsandbytes
                             quantizes itself from the same weights (identical bytes)
                             and bnb's dequantize_4bit of our tensors equals its own
+  bnb-nf4 MoE         bitsandbytes' CPU dequantize_4bit of every expert Linear: equal to
+                            nibble's NF4 after --method gptq (rounded to the state's dtype);
+                            nf4-dq RTN: the packed codes equal bnb's own quantization of each
+                            expert, the 8-bit absmax codes on >= 98%, the offsets within an ulp
   gptq / awq          not run: no CPU loader here (transformers needs gptqmodel /
                             autoawq, not installed); tests/interop/test_hf_export_interop.py
                             checks the packing against those libraries' unpacking in numpy.
@@ -176,11 +180,67 @@ def test_bnb():
     check(n == 14, f"bnb-nf4 (double quant): dequantize_4bit equal to bitsandbytes' own on {n} of 14 weights")
 
 
+def bnb_states(d):
+    """{Linear weight name: bitsandbytes' dequantize_4bit (CPU) of the export's packed state}"""
+    t = load_file(os.path.join(d, "model.safetensors"))
+    out = {}
+    for k in t:
+        if not k.endswith(".quant_state.bitsandbytes__nf4"):
+            continue
+        w = k[: -len(".quant_state.bitsandbytes__nf4")]
+        sd = {s[len(w) + 1:]: v for s, v in t.items() if s.startswith(w + ".")}
+        qs = bnbf.QuantState.from_dict(sd, device=torch.device("cpu"))
+        out[w] = (t[w], qs, bnbf.dequantize_4bit(t[w], qs))
+    return out
+
+
+def test_bnb_moe():
+    """MoE exports (one bnb state per expert Linear) through bitsandbytes' own CPU dequantize_4bit."""
+    g = os.path.join(TMP, "moe.gguf")
+    run("synth", "--arch", "qwen2moe", "--layers", 1, "--dim", 128, "--ff", 128, "--heads", 4, "--kv-heads", 2,
+        "--experts", 4, "--experts-used", 2, "--vocab", 512, "--dtype", "f32", "--seed", 11, "-o", g, "--quiet")
+    src_dir = os.path.join(TMP, "moe_f32")
+    run("convert", g, "-o", src_dir, "--format", "hf", "--type", "f32", "--quiet")
+    src = load_file(os.path.join(src_dir, "model.safetensors"))
+    calib = os.path.join(HERE, "..", "data", "text", "calib.txt")
+    # calibrated nf4 (--method gptq): bnb's dequantization equals nibble's of the GGUF the job writes
+    d, ref = os.path.join(TMP, "moe_nf4_gptq"), os.path.join(TMP, "moe_nf4_gptq.gguf")
+    gq = ["--method", "gptq", "--calib", calib, "--ctx", 32, "--calib-tokens", 256]
+    run("quantize", g, "--type", "nf4", "--format", "bnb-nf4", "-o", d, "--quiet", *gq)
+    run("quantize", g, "--type", "nf4", "-o", ref, "--quiet", *gq)
+    run("convert", ref, "-o", ref + "_deq", "--format", "hf", "--type", "f32", "--quiet")
+    want = load_file(os.path.join(ref + "_deq", "model.safetensors"))
+    got = bnb_states(d)
+    # dequantize_4bit returns the state's dtype: nibble's fp32 values rounded once to it
+    same = sum(torch.equal(v[2], want[k].to(v[2].dtype)) for k, v in got.items())
+    check(len(got) == 19 and same == 19,
+          f"bnb-nf4 MoE, --method gptq: dequantize_4bit equals nibble's NF4 on {same} of {len(got)} Linears (19)")
+    # nf4-dq RTN: as bitsandbytes quantizes each expert itself
+    d = os.path.join(TMP, "moe_nf4dq")
+    run("quantize", g, "--type", "nf4-dq", "--format", "bnb-nf4", "-o", d, "--quiet")
+    got = bnb_states(d)
+    n_codes = n_same = n_abs = n_abs_same = n_off = 0
+    for k, (packed, qs, _) in got.items():
+        q, st = bnbf.quantize_4bit(src[k], blocksize=64, compress_statistics=True, quant_type="nf4")
+        n_codes += packed.numel()
+        n_same += int((packed.reshape(-1) == q.reshape(-1)).sum())
+        n_abs += qs.absmax.numel()
+        n_abs_same += int((qs.absmax == st.absmax).sum())
+        n_off += abs(float(qs.offset) - float(st.offset)) <= 2.4e-7 * abs(float(st.offset))
+    # bitsandbytes' CPU backend codes the nested absmax through a lookup table and takes torch's
+    # mean for the offset: a neighbouring code now and then, an ulp (docs/formats.md)
+    check(len(got) == 19 and n_same == n_codes and n_abs_same >= 0.98 * n_abs and n_off == len(got),
+          f"bnb-nf4 MoE, nf4-dq: packed codes equal bitsandbytes' own quantization of each Linear on "
+          f"{n_same} of {n_codes} bytes, 8-bit absmax on {n_abs_same} of {n_abs}, offsets within an ulp on "
+          f"{n_off} of {len(got)}")
+
+
 def main():
     try:
         test_hf_dirs()
         test_merge_dir()
         test_bnb()
+        test_bnb_moe()
         print("gptq / awq: no CPU loader in this venv (transformers needs gptqmodel / autoawq); "
               "checked in tests/interop/test_hf_export_interop.py")
     finally:

@@ -238,6 +238,59 @@ START_TEST(gptq_bits) {
 }
 END_TEST
 
+/* nibble NF4 / NF4_DQ blocks -> bnb state: bnb's dequantization gives the blocks' values bit for bit,
+ * also for importance-chosen scales (not the block maximum); super-blocks with different offsets refused. */
+START_TEST(nf4_blocks_to_state) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const int64_t rows = 2;
+    const int64_t k_nf4 = 128, k_dq = NB_NF4_DQ_SUPER;
+    float *x = malloc((size_t)(rows * k_dq) * sizeof *x), *imp = malloc((size_t)k_dq * sizeof *imp);
+    float *want = malloc((size_t)(rows * k_dq) * sizeof *want), *got = malloc((size_t)(rows * k_dq) * sizeof *got);
+    uint32_t r = 7;
+    for (int64_t i = 0; i < rows * k_dq; i++) {
+        r = r * 1664525u + 1013904223u;
+        x[i] = ((float)(r >> 8) / 16777216.0f - 0.5f) * (i % 97 == 0 ? 8.0f : 1.0f);
+    }
+    for (int64_t i = 0; i < k_dq; i++) imp[i] = 1.0f + (float)(i % 13);
+    struct { nb_type t; int64_t k; size_t bytes; } cases[] = {
+        {NB_TYPE_NF4, k_nf4, sizeof(nb_block_nf4) * (size_t)(rows * k_nf4 / NB_NF4_BLOCK)},
+        {NB_TYPE_NF4_DQ, k_dq, sizeof(nb_block_nf4_dq) * (size_t)rows}};
+    for (int c = 0; c < 2; c++) {
+        void *blocks = malloc(cases[c].bytes);
+        if (cases[c].t == NB_TYPE_NF4) nb_quantize_nf4(x, blocks, rows, cases[c].k, imp);
+        else nb_quantize_nf4_dq(x, blocks, rows, cases[c].k, imp);
+        uint64_t n = (uint64_t)(rows * cases[c].k);
+        nb_type_get(cases[c].t)->to_f32(blocks, want, (int64_t)n);
+        nb_nf4_state s;
+        ck_assert_msg(nb_bnb_nf4_state_from_blocks(cases[c].t, blocks, n, &s, "w", &ctx) == NB_OK, "%s",
+                      nb_errmsg(&ctx));
+        ck_assert(s.double_quant == (cases[c].t == NB_TYPE_NF4_DQ) && s.blocksize == 64);
+        ck_assert_int_eq(nb_nf4_dequantize_tensor(&s, got, &ctx), NB_OK);
+        ck_assert_msg(memcmp(want, got, (size_t)n * sizeof *got) == 0, "%s: values differ", nb_type_name(cases[c].t));
+        if (cases[c].t == NB_TYPE_NF4) {
+            bool below_max = false; /* the importance search moved some scale off the block maximum */
+            for (uint64_t b = 0; b < s.n_blocks; b++) {
+                float m = 0;
+                for (int j = 0; j < 64; j++) m = fmaxf(m, fabsf(x[b * 64 + (uint64_t)j]));
+                below_max = below_max || s.absmax[b] != m;
+            }
+            ck_assert(below_max);
+        } else {
+            ((nb_block_nf4_dq *)blocks)[1].offset += 1e-3f;
+            nb_nf4_state bad;
+            ck_assert_int_eq(nb_bnb_nf4_state_from_blocks(cases[c].t, blocks, n, &bad, "w", &ctx), NB_ERR_UNSUPPORTED);
+            ck_assert_ptr_nonnull(strstr(nb_errmsg(&ctx), "offset"));
+            ck_assert_int_eq(nb_bnb_nf4_state_from_blocks(cases[c].t, blocks, n - 64, &bad, "w", &ctx), NB_ERR_INVALID);
+        }
+        nb_nf4_state_free(&s);
+        free(blocks);
+    }
+    free(x), free(imp), free(want), free(got);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("quant/hf_pack");
     TCase *tc = tcase_create("hf_pack");
@@ -246,6 +299,7 @@ int main(void) {
     tcase_add_test(tc, bnb_state_load);
     tcase_add_test(tc, int4_unpack);
     tcase_add_test(tc, gptq_bits);
+    tcase_add_test(tc, nf4_blocks_to_state);
     suite_add_tcase(s, tc);
     return nbt_run_suite(s);
 }
