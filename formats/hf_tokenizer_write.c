@@ -4,7 +4,8 @@
  * "gpt2" vocabularies become a byte-level BPE tokenizer.json (the
  * pre-tokenizer of the tokenizer.ggml.pre family, merges as "a b" strings,
  * CONTROL / USER_DEFINED tokens as added tokens). "llama" (SentencePiece)
- * vocabularies become tokenizer.model, which keeps the scores; tokens the
+ * vocabularies become tokenizer.model, which keeps the scores, and a BPE
+ * tokenizer.json with merges derived from the scores (below); tokens the
  * import typed through added_tokens_decoder (score -1000, CONTROL or
  * USER_DEFINED) are listed there again so the import gives them back. In
  * both cases "[PAD<id>]" placeholders (UNUSED) are left out: the import
@@ -255,12 +256,75 @@ static cJSON *post_processor(const gguf_tok *g) {
     return o;
 }
 
+/* text -> id over the GGUF tokens (open addressing, slot = id + 1; first id wins) */
+typedef struct tok_index {
+    uint32_t *slot;
+    size_t mask;
+    const nb_str *tokens;
+} tok_index;
+
+#define FNV_START 1469598103934665603ull
+#define FNV_STEP(h, c) (((h) ^ (unsigned char)(c)) * 1099511628211ull)
+static uint64_t fnv_mix(uint64_t h) { return h ^ (h >> 31); }
+
+static uint64_t fnv(const char *s, size_t n) {
+    uint64_t h = FNV_START;
+    for (size_t i = 0; i < n; i++) h = FNV_STEP(h, s[i]);
+    return fnv_mix(h);
+}
+
+/* id of text s[0..n) (hash: fnv(s, n)), -1 when absent */
+static int64_t index_find_h(const tok_index *x, const char *s, size_t n, uint64_t hash) {
+    for (size_t i = (size_t)hash & x->mask; x->slot[i]; i = (i + 1) & x->mask) {
+        const nb_str *t = &x->tokens[x->slot[i] - 1];
+        if (t->len == n && memcmp(t->ptr, s, n) == 0) return (int64_t)x->slot[i] - 1;
+    }
+    return -1;
+}
+
+static int64_t index_find(const tok_index *x, const char *s, size_t n) { return index_find_h(x, s, n, fnv(s, n)); }
+
+/* Tokens longer than this (bytes) get no merges: SentencePiece pieces are 16
+ * characters by default, and a hostile vocabulary must not cost len^2. */
+#define SPM_MERGE_MAX_LEN 512
+
+/* Tokens that take part in merging (as parts and as results). */
+static bool mergeable(const gguf_tok *g, uint64_t i) {
+    int32_t t = type_of(g, i);
+    return (t == NB_TT_NORMAL || t == NB_TT_CONTROL || t == NB_TT_UNKNOWN || t == NB_TT_UNUSED) &&
+           !is_placeholder(g, i);
+}
+
+static bool any_token(const gguf_tok *g, uint64_t i) { return !is_placeholder(g, i); }
+
+/* Index the tokens `keep` accepts. */
+static nb_status index_build(tok_index *x, const gguf_tok *g, bool (*keep)(const gguf_tok *, uint64_t), nb_ctx *ctx) {
+    size_t cap = 16;
+    while (cap < (size_t)g->n * 2) cap *= 2;
+    x->mask = cap - 1;
+    x->tokens = g->tokens;
+    x->slot = nb_calloc(ctx, cap, sizeof *x->slot, "token index");
+    if (!x->slot) return NB_ERR_NOMEM;
+    for (uint64_t id = 0; id < g->n; id++) {
+        if (!keep(g, id)) continue;
+        const nb_str *t = &g->tokens[id];
+        size_t i = (size_t)fnv(t->ptr, t->len) & x->mask;
+        while (x->slot[i] && !(x->tokens[x->slot[i] - 1].len == t->len &&
+                               memcmp(x->tokens[x->slot[i] - 1].ptr, t->ptr, t->len) == 0))
+            i = (i + 1) & x->mask;
+        if (!x->slot[i]) x->slot[i] = (uint32_t)id + 1;
+    }
+    return NB_OK;
+}
+
 static nb_status render_tokenizer_json(const gguf_tok *g, char **out, nb_ctx *ctx) {
     *out = NULL;
     nb_hf_pre_family fam = nb_hf_pre_family_of(g->pre ? g->pre : "gpt-2");
     NB_RETURN_IF(ctx, fam == NB_HF_PRE_UNKNOWN, NB_ERR_UNSUPPORTED,
                  "tokenizer.ggml.pre '%.40s' has no tokenizer.json pre-tokenizer here (gpt-2, starcoder/smollm, "
                  "llama-bpe, qwen2 families)", g->pre);
+    tok_index x;
+    NB_TRY(index_build(&x, g, any_token, ctx));
     cJSON *root = cJSON_CreateObject(), *added = cJSON_CreateArray(), *model = cJSON_CreateObject(),
           *vocab = cJSON_CreateObject(), *merges = cJSON_CreateArray();
     bool ok = root && added && model && vocab && merges;
@@ -273,9 +337,10 @@ static nb_status render_tokenizer_json(const gguf_tok *g, char **out, nb_ctx *ct
             if (ok) cJSON_AddItemToArray(added, a);
         }
         /* a repeated text cannot be a second key of model.vocab: the first id keeps it */
-        if (ok && !cJSON_GetObjectItemCaseSensitive(vocab, g->tokens[i].ptr))
+        if (ok && index_find(&x, g->tokens[i].ptr, g->tokens[i].len) == (int64_t)i)
             ok = cJSON_AddNumberToObject(vocab, g->tokens[i].ptr, (double)i) != NULL;
     }
+    free(x.slot);
     for (uint64_t i = 0; ok && i < g->n_merges; i++) {
         cJSON *s = cJSON_CreateString(g->merges[i].ptr);
         ok = s != NULL;
@@ -326,7 +391,8 @@ static nb_status render_tokenizer_json(const gguf_tok *g, char **out, nb_ctx *ct
  * tokens. Chosen to give the ids nibble's engine (llama.cpp's SPM tokenizer)
  * gives:
  *   - merges: every split of a mergeable token (NORMAL, CONTROL, UNKNOWN,
- *     UNUSED except placeholders) into two mergeable tokens, ordered by the
+ *     UNUSED except placeholders; at most SPM_MERGE_MAX_LEN bytes) into two
+ *     mergeable tokens, ordered by the
  *     token's score (highest first), then its id, then the split point. The
  *     engine merges the adjacent pair whose result scores highest; a BPE that
  *     merges the lowest rank first then takes the same merges (ties between
@@ -343,53 +409,6 @@ static nb_status render_tokenizer_json(const gguf_tok *g, char **out, nb_ctx *ct
  *     Split(" ", merged_with_previous) pre-tokenizer (Gemma has no prefix).
  *   - decoder: Replace("▁", " "), ByteFallback, Fuse (+ Strip(" ", 1, 0) with
  *     a prefix). */
-
-/* text -> id over the GGUF tokens (open addressing, slot = id + 1; first id wins) */
-typedef struct tok_index {
-    uint32_t *slot;
-    size_t mask;
-    const nb_str *tokens;
-} tok_index;
-
-static uint64_t fnv(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h ^ (h >> 31);
-}
-
-static int64_t index_find(const tok_index *x, const char *s, size_t n) {
-    for (size_t i = (size_t)fnv(s, n) & x->mask; x->slot[i]; i = (i + 1) & x->mask) {
-        const nb_str *t = &x->tokens[x->slot[i] - 1];
-        if (t->len == n && memcmp(t->ptr, s, n) == 0) return (int64_t)x->slot[i] - 1;
-    }
-    return -1;
-}
-
-/* Tokens that take part in merging (as parts and as results). */
-static bool mergeable(const gguf_tok *g, uint64_t i) {
-    int32_t t = type_of(g, i);
-    return (t == NB_TT_NORMAL || t == NB_TT_CONTROL || t == NB_TT_UNKNOWN || t == NB_TT_UNUSED) &&
-           !is_placeholder(g, i);
-}
-
-static nb_status index_build(tok_index *x, const gguf_tok *g, nb_ctx *ctx) {
-    size_t cap = 16;
-    while (cap < (size_t)g->n * 2) cap *= 2;
-    x->mask = cap - 1;
-    x->tokens = g->tokens;
-    x->slot = nb_calloc(ctx, cap, sizeof *x->slot, "token index");
-    if (!x->slot) return NB_ERR_NOMEM;
-    for (uint64_t id = 0; id < g->n; id++) {
-        if (!mergeable(g, id)) continue;
-        const nb_str *t = &g->tokens[id];
-        size_t i = (size_t)fnv(t->ptr, t->len) & x->mask;
-        while (x->slot[i] && !(x->tokens[x->slot[i] - 1].len == t->len &&
-                               memcmp(x->tokens[x->slot[i] - 1].ptr, t->ptr, t->len) == 0))
-            i = (i + 1) & x->mask;
-        if (!x->slot[i]) x->slot[i] = (uint32_t)id + 1;
-    }
-    return NB_OK;
-}
 
 typedef struct spm_merge {
     float score;
@@ -409,7 +428,7 @@ static nb_status spm_merges(const gguf_tok *g, spm_merge **out, size_t *n_out, n
     *out = NULL;
     *n_out = 0;
     tok_index x;
-    NB_TRY(index_build(&x, g, ctx));
+    NB_TRY(index_build(&x, g, mergeable, ctx));
     spm_merge *m = NULL;
     size_t n = 0, cap = 0;
     nb_status st = NB_OK;
@@ -417,9 +436,12 @@ static nb_status spm_merges(const gguf_tok *g, spm_merge **out, size_t *n_out, n
         if (!mergeable(g, id) || index_find(&x, g->tokens[id].ptr, g->tokens[id].len) != (int64_t)id) continue;
         const char *s = g->tokens[id].ptr;
         size_t len = g->tokens[id].len;
+        if (len > SPM_MERGE_MAX_LEN) continue;
+        uint64_t h = FNV_START; /* of the prefix s[0..k) */
         for (size_t k = 1; k < len; k++) {
+            h = FNV_STEP(h, s[k - 1]);
             if (((unsigned char)s[k] & 0xC0) == 0x80) continue; /* inside a code point */
-            if (index_find(&x, s, k) < 0 || index_find(&x, s + k, len - k) < 0) continue;
+            if (index_find_h(&x, s, k, fnv_mix(h)) < 0 || index_find(&x, s + k, len - k) < 0) continue;
             if (n == cap) {
                 size_t nc = cap ? 2 * cap : 1024;
                 spm_merge *nm = realloc(m, nc * sizeof *nm);
@@ -487,6 +509,12 @@ static nb_status render_spm_json(const gguf_tok *g, char **out, nb_ctx *ctx) {
     spm_merge *mg = NULL;
     size_t n_mg = 0;
     NB_TRY(spm_merges(g, &mg, &n_mg, ctx));
+    tok_index x;
+    nb_status ist = index_build(&x, g, any_token, ctx);
+    if (ist != NB_OK) {
+        free(mg);
+        return ist;
+    }
     bool bytes = false;
     for (uint64_t i = 0; i < g->n; i++) bytes = bytes || type_of(g, i) == NB_TT_BYTE;
     cJSON *root = cJSON_CreateObject(), *added = cJSON_CreateArray(), *model = cJSON_CreateObject(),
@@ -500,9 +528,10 @@ static nb_status render_spm_json(const gguf_tok *g, char **out, nb_ctx *ctx) {
             ok = a != NULL;
             if (ok) cJSON_AddItemToArray(added, a);
         }
-        if (ok && !cJSON_GetObjectItemCaseSensitive(vocab, g->tokens[i].ptr))
+        if (ok && index_find(&x, g->tokens[i].ptr, g->tokens[i].len) == (int64_t)i)
             ok = cJSON_AddNumberToObject(vocab, g->tokens[i].ptr, (double)i) != NULL;
     }
+    free(x.slot);
     for (size_t i = 0; ok && i < n_mg; i++) {
         const nb_str *t = &g->tokens[mg[i].id];
         char *l = nb_strndup(ctx, t->ptr, mg[i].left);
