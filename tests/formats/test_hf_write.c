@@ -5,7 +5,11 @@
  * experts stacked again) into the source's values, one file or sharded with
  * an index; a single-file output carries HF names; bad requests (no known
  * architecture, a K-quant linear to GPTQ) fail naming the problem and leave
- * nothing; atomic directories lock, refuse non-empty targets and clean up.
+ * nothing; atomic directories lock, refuse non-empty targets and clean up;
+ * MoE models export to bnb-nf4 per expert with the router left in float;
+ * llama3 rope_scaling survives HF -> GGUF (rope_freqs.weight only) -> HF -> GGUF,
+ * also through the GGUF key rope.scaling.original_context_length, and values no
+ * llama3 parameters give are dropped.
  */
 #include "formats/hf_write.h"
 
@@ -295,6 +299,32 @@ static double num(const cJSON *o, const char *k) {
     return x->valuedouble;
 }
 
+/* Copy GGUF src to dst, with u32 metadata key = value (key may be NULL) and,
+ * when bump >= 0, rope_freqs.weight[bump] scaled by 1.001. */
+static void copy_gguf(const char *src, const char *dst, const char *key, uint32_t value, int bump, nb_ctx *ctx) {
+    nb_model *m;
+    ck_assert_int_eq(nb_model_open(src, &m, ctx), NB_OK);
+    nb_sink *sk;
+    ck_assert_int_eq(nb_sink_create(dst, NB_FMT_GGUF, &sk, ctx), NB_OK);
+    ck_assert_int_eq(nb_kvset_copy(&sk->kv, &m->kv, ctx), NB_OK);
+    if (key) ck_assert_int_eq(nb_kv_set_u32(&sk->kv, key, value, ctx), NB_OK);
+    for (size_t i = 0; i < m->n_tensors; i++)
+        ck_assert_int_eq(nb_sink_add_tensor(sk, m->tensors[i].name, m->tensors[i].type, m->tensors[i].n_dims,
+                                            m->tensors[i].ne, ctx), NB_OK);
+    ck_assert_int_eq(nb_sink_begin(sk, ctx), NB_OK);
+    for (size_t j = 0; j < m->n_tensors; j++) {
+        size_t i = nb_sink_data_order(sk, j);
+        void *b = malloc(m->tensors[i].nbytes);
+        ck_assert_int_eq(nb_model_read_tensor(m, i, b, ctx), NB_OK);
+        if (bump >= 0 && !strcmp(m->tensors[i].name, "rope_freqs.weight")) ((float *)b)[bump] *= 1.001f;
+        ck_assert_int_eq(nb_sink_write(sk, b, m->tensors[i].nbytes, ctx), NB_OK);
+        free(b);
+    }
+    ck_assert_int_eq(nb_sink_commit(sk, ctx), NB_OK);
+    nb_sink_free(sk);
+    nb_model_close(m);
+}
+
 /* HF (llama3 rope_scaling) -> GGUF (only rope_freqs.weight carries it) -> HF:
  * the parameters come back from the tensor's values. */
 START_TEST(llama3_rope_round_trip) {
@@ -382,29 +412,21 @@ START_TEST(llama3_rope_round_trip) {
         nb_model_close(b);
     }
     /* one value moved by 0.1%: no llama3 parameters give it; dropped with the warning, no rope_scaling */
-    nb_model *m;
-    ck_assert_int_eq(nb_model_open(nbt_path("r3_0.gguf"), &m, &ctx), NB_OK);
-    nb_sink *sk;
-    ck_assert_int_eq(nb_sink_create(nbt_path("r3_bad.gguf"), NB_FMT_GGUF, &sk, &ctx), NB_OK);
-    ck_assert_int_eq(nb_kvset_copy(&sk->kv, &m->kv, &ctx), NB_OK);
-    for (size_t i = 0; i < m->n_tensors; i++)
-        ck_assert_int_eq(nb_sink_add_tensor(sk, m->tensors[i].name, m->tensors[i].type, m->tensors[i].n_dims,
-                                            m->tensors[i].ne, &ctx), NB_OK);
-    ck_assert_int_eq(nb_sink_begin(sk, &ctx), NB_OK);
-    for (size_t j = 0; j < m->n_tensors; j++) {
-        size_t i = nb_sink_data_order(sk, j);
-        void *b = malloc(m->tensors[i].nbytes);
-        ck_assert_int_eq(nb_model_read_tensor(m, i, b, &ctx), NB_OK);
-        if (!strcmp(m->tensors[i].name, "rope_freqs.weight")) ((float *)b)[40] *= 1.001f;
-        ck_assert_int_eq(nb_sink_write(sk, b, m->tensors[i].nbytes, &ctx), NB_OK);
-        free(b);
-    }
-    ck_assert_int_eq(nb_sink_commit(sk, &ctx), NB_OK);
-    nb_sink_free(sk);
-    nb_model_close(m);
+    copy_gguf(nbt_path("r3_0.gguf"), nbt_path("r3_bad.gguf"), NULL, 0, 40, &ctx);
     ck_assert_int_eq(nb_hf_write_path(nbt_path("r3_bad.gguf"), nbt_path("r3_bad_hf"), &wo, &wr, &ctx), NB_OK);
     cJSON *root;
     ck_assert_ptr_null(rope_scaling_of(nbt_path("r3_bad_hf"), &root));
+    cJSON_Delete(root);
+    /* with the GGUF key rope.scaling.original_context_length, low_freq_factor 2 comes back as such */
+    copy_gguf(nbt_path("r3_2.gguf"), nbt_path("r3_key.gguf"), "llama.rope.scaling.original_context_length", 4096, -1,
+              &ctx);
+    ck_assert_int_eq(nb_hf_write_path(nbt_path("r3_key.gguf"), nbt_path("r3_key_hf"), &wo, &wr, &ctx), NB_OK);
+    cJSON *rs = rope_scaling_of(nbt_path("r3_key_hf"), &root);
+    ck_assert_ptr_nonnull(rs);
+    ck_assert_double_eq(num(rs, "factor"), 4);
+    ck_assert_double_eq(num(rs, "low_freq_factor"), 2);
+    ck_assert_double_eq(num(rs, "high_freq_factor"), 6);
+    ck_assert_double_eq(num(rs, "original_max_position_embeddings"), 4096);
     cJSON_Delete(root);
     nb_ctx_free(&ctx);
 }
