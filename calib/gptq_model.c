@@ -409,7 +409,8 @@ static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t
                              m->path, t->name, (unsigned long long)((uint64_t)s * slice_el + k),
                              (unsigned long long)((uint64_t)s * (uint64_t)n_out + k / (size_t)n_in),
                              (unsigned long long)(k % (size_t)n_in), isnan(f[k]) ? "NaN" : "infinite");
-        const float *imp = w->qo->importance ? w->qo->importance(w->qo->importance_user, t->name, s, n_in) : NULL;
+        const float *imp = w->qo->importance && pl->method != NB_PLAN_METHOD_RTN
+                               ? w->qo->importance(w->qo->importance_user, t->name, s, n_in) : NULL;
         if (imp) memcpy(impb, imp, (size_t)n_in * sizeof(float)); /* the callback's buffer is reused */
         const float *cs = w->col_s && n_mat == 1 ? w->col_s[i] : NULL, *rs = w->row_s && n_mat == 1 ? w->row_s[i] : NULL;
         if (cs) { /* AWQ: W diag(s); the measured importance is that of the inputs x / s */
@@ -673,6 +674,8 @@ static bool gptq_target(const worker *w, size_t i) {
     const nb_tensor *t = &w->src->tensors[i];
     const nb_type_traits *tt = nb_type_get(w->plan[i].type);
     bool ok = w->go->no_gptq ? tt && tt->quantize && tt->to_float : nb_gptq_supported(w->plan[i].type);
+    /* a plan with methods per tensor (the planner's mixed methods): only its gptq tensors */
+    ok = ok && (w->plan[i].method == NB_PLAN_METHOD_JOB || w->plan[i].method == NB_PLAN_METHOD_GPTQ);
     return converted(w, i) && ok && t->n_dims >= 2 && t->ne[1] > 1 && !strstr(t->name, "ffn_gate_inp");
 }
 
@@ -743,10 +746,12 @@ static nb_status run_layer(worker *w, int L, bool truncate, const char *count_ke
     for (size_t i = 0; i < src->n_tensors && st == NB_OK; i++) {
         if (block_of(src->tensors[i].name) != L || !converted(w, i)) continue;
         bool g = gptq_target(w, i);
-        if (!g) {
+        nb_plan_method pm = w->plan[i].method;
+        if (!g && (pm == NB_PLAN_METHOD_RTN || pm == NB_PLAN_METHOD_IMATRIX))
+            NB_INFO(ctx, "tensor '%s': the plan says %s", src->tensors[i].name, nb_plan_method_name(pm));
+        else if (!g)
             NB_INFO(ctx, "tensor '%s': GPTQ does not support %s: rounded to nearest", src->tensors[i].name,
                     nb_type_name(w->plan[i].type));
-        }
         st = quantize_tensor(w, i, &c, g ? c.first[k] : 0, g, ctx);
         if (g) k++;
     }

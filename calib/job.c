@@ -20,12 +20,13 @@ const char *nb_quant_method_name(nb_quant_method m) {
     case NB_METHOD_GPTQ: return "gptq";
     case NB_METHOD_AWQ: return "awq";
     case NB_METHOD_AWQ_GPTQ: return "awq+gptq";
+    case NB_METHOD_MIXED: return "mixed";
     }
     return "?";
 }
 
 bool nb_quant_method_from_name(const char *name, nb_quant_method *out) {
-    for (int m = NB_METHOD_RTN; m <= NB_METHOD_AWQ_GPTQ; m++) {
+    for (int m = NB_METHOD_RTN; m <= NB_METHOD_MIXED; m++) {
         if (!strcmp(name, nb_quant_method_name((nb_quant_method)m))) {
             *out = (nb_quant_method)m;
             return true;
@@ -35,7 +36,7 @@ bool nb_quant_method_from_name(const char *name, nb_quant_method *out) {
 }
 
 bool nb_quant_method_sequential(nb_quant_method m) {
-    return m == NB_METHOD_GPTQ || m == NB_METHOD_AWQ || m == NB_METHOD_AWQ_GPTQ;
+    return m == NB_METHOD_GPTQ || m == NB_METHOD_AWQ || m == NB_METHOD_AWQ_GPTQ || m == NB_METHOD_MIXED;
 }
 
 static nb_quant_method resolved(const nb_quant_job *j) {
@@ -64,7 +65,12 @@ nb_status nb_quant_job_check(const nb_quant_job *j, nb_ctx *ctx) {
     else if (m == NB_METHOD_IMATRIX && !j->imatrix_path && !j->calib_path)
         bad = "--method imatrix needs --imatrix STATS or --calib FILE";
     else if (nb_quant_method_sequential(m) && !j->calib_path)
-        bad = "--method gptq, awq and awq+gptq need --calib FILE";
+        bad = "--method gptq, awq, awq+gptq and mixed need --calib FILE";
+    else if (m == NB_METHOD_MIXED && j->budget.kind == NB_BUDGET_NONE && !j->plan_path)
+        bad = "--method mixed chooses a method per tensor inside a size budget (--target-size, --target-bpw, "
+              "--budget) or applies a plan's (--plan FILE)";
+    else if (m != NB_METHOD_MIXED && (j->budget.method_seconds > 0 || j->budget.method_lambda > 0))
+        bad = "--method-time-budget and --method-lambda need --method mixed";
     else if (j->all_experts && !j->calib_path)
         bad = "--all-experts changes how statistics are collected from --calib FILE: give one";
     else if (m != NB_METHOD_GPTQ && m != NB_METHOD_AWQ_GPTQ && j->gptq_opts_set)
@@ -106,7 +112,7 @@ static nb_status job_plan(const nb_quant_job *j, nb_quant_method m, nb_plan *p, 
         if (st == NB_OK) st = nb_plan_resolve(p, mdl, ctx);
     } else {
         nb_plan_opts po = j->plan;
-        po.has_importance = j->imatrix_path || m == NB_METHOD_IMATRIX;
+        po.has_importance = j->imatrix_path || m == NB_METHOD_IMATRIX || m == NB_METHOD_MIXED;
         st = nb_plan_make(mdl, &po, p, ctx);
     }
     nb_model_close(mdl);
@@ -143,7 +149,7 @@ static nb_status job_importance(const nb_quant_job *j, nb_quant_method m, job_da
         if (st == NB_OK && j->budget.kind != NB_BUDGET_NONE) st = nb_routing_from_imatrix(&d->im, &d->rt, ctx);
         qo->importance = filtered_importance;
         qo->importance_user = &d->nf;
-    } else if (m == NB_METHOD_IMATRIX) {
+    } else if (m == NB_METHOD_IMATRIX || m == NB_METHOD_MIXED) {
         nb_calib_opts co = {.calib_path = j->calib_path, .corpus = j->corpus, .all_experts = j->all_experts};
         nb_routing rt;
         st = nb_calibrate(j->src, &co, &d->im, &rt, &r->calib, ctx);
@@ -287,6 +293,16 @@ static nb_status job_plan_budget(const nb_quant_job *j, job_data *d, const nb_qu
         st = nb_group_calibrate(j->src, mdl, &sens, &go, &cq, &r->group_cal, ctx);
     }
     nb_budget b = j->budget;
+    b.methods = j->method == NB_METHOD_MIXED;
+    if (st == NB_OK && b.methods) {
+        nb_method_opts mo = {.calib_path = j->calib_path, .corpus = j->corpus, .all_experts = j->all_experts,
+                             .sample_rows = j->method_rows};
+        st = nb_method_measure(mdl, &sens, &mo, &r->methods, ctx);
+        if (st == NB_OK)
+            NB_INFO(ctx, "methods: GPTQ's error ratio measured on block %d (%zu tensor groups, %llu tokens) in %.1f s",
+                    r->methods.layer, r->methods.n_groups, (unsigned long long)r->methods.n_tokens,
+                    r->methods.seconds);
+    }
     ranker rk = {.rt = &d->rt, .crit = NB_PRUNE_REAP};
     if (b.allow_prune) {
         if (b.prune_criterion && !nb_prune_criterion_from_name(b.prune_criterion, &rk.crit) && st == NB_OK)
@@ -365,11 +381,17 @@ nb_status nb_quantize_job(const nb_quant_job *j, nb_quant_job_result *r, nb_ctx 
             qo.importance = pruned_importance;
             qo.importance_user = &pi;
         }
-        /* step 3: the write */
-        if (st == NB_OK && nb_quant_method_sequential(m)) {
+        /* step 3: the write (mixed: the GPTQ driver only when a tensor takes GPTQ) */
+        bool any_gptq = false;
+        for (size_t i = 0; i < r->plan.n_tensors; i++) any_gptq |= r->plan.tensors[i].method == NB_PLAN_METHOD_GPTQ;
+        if (m == NB_METHOD_MIXED)
+            for (size_t i = 0; i < r->plan.n_tensors; i++) /* a plan file's tensors without a method: imatrix */
+                if (r->plan.tensors[i].method == NB_PLAN_METHOD_JOB) r->plan.tensors[i].method = NB_PLAN_METHOD_IMATRIX;
+        if (st == NB_OK && nb_quant_method_sequential(m) && (m != NB_METHOD_MIXED || any_gptq)) {
             nb_gptq_model_opts go = {.calib_path = j->calib_path, .corpus = j->corpus, .gptq = j->gptq,
                                      .compare_rtn = j->report, .all_experts = j->all_experts,
-                                     .awq = m != NB_METHOD_GPTQ, .no_gptq = m == NB_METHOD_AWQ};
+                                     .awq = m == NB_METHOD_AWQ || m == NB_METHOD_AWQ_GPTQ,
+                                     .no_gptq = m == NB_METHOD_AWQ};
             st = nb_gptq_quantize_model(src, j->dst, &r->plan, &qo, &go, &r->gptq, ctx);
             r->quant = r->gptq.quant;
             memset(&r->gptq.quant, 0, sizeof r->gptq.quant);

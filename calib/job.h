@@ -42,12 +42,20 @@
  *            norm / linear, then the types' rounding with importance;
  *            needs calib_path (same driver as gptq)
  *   awq+gptq AWQ scales, then GPTQ on the scaled weights
+ *   mixed    with a budget: the planner chooses GPTQ or imatrix rounding per
+ *            tensor (quant/budget.h "Mixed methods"; the ratios and work from
+ *            calib/budget_method.h); needs calib_path (the imatrix is
+ *            collected from it unless imatrix_path is given). With plan_path:
+ *            the plan's per-tensor methods (tensors without one: imatrix).
+ *            The write is the GPTQ driver when any tensor says gptq (it skips
+ *            the others), else importance-weighted rounding.
  * NB_METHOD_AUTO picks imatrix when imatrix_path is set, else rtn.
  */
 #ifndef NB_CALIB_JOB_H
 #define NB_CALIB_JOB_H
 
 #include "calib/budget_calib.h"
+#include "calib/budget_method.h"
 #include "calib/calibrate.h"
 #include "calib/corpus.h"
 #include "calib/gptq.h"
@@ -65,13 +73,15 @@ typedef enum nb_quant_method {
     NB_METHOD_IMATRIX,
     NB_METHOD_GPTQ,
     NB_METHOD_AWQ,      /* AWQ scales, then the types' rounding (importance as gptq's scale search) */
-    NB_METHOD_AWQ_GPTQ  /* AWQ scales, then GPTQ */
+    NB_METHOD_AWQ_GPTQ, /* AWQ scales, then GPTQ */
+    NB_METHOD_MIXED     /* GPTQ or imatrix rounding per tensor, as the planner chose */
 } nb_quant_method;
 
 const char *nb_quant_method_name(nb_quant_method m);
-/* "rtn", "imatrix", "gptq", "awq", "awq+gptq"; false for anything else. */
+/* "rtn", "imatrix", "gptq", "awq", "awq+gptq", "mixed"; false for anything else. */
 bool nb_quant_method_from_name(const char *name, nb_quant_method *out);
-/* gptq, awq, awq+gptq: the block-by-block driver (calib/gptq_model.h) with calibration text. */
+/* gptq, awq, awq+gptq, mixed: the block-by-block driver (calib/gptq_model.h) with calibration text
+ * (mixed: when the plan has a gptq tensor). */
 bool nb_quant_method_sequential(nb_quant_method m);
 
 typedef struct nb_quant_job {
@@ -103,6 +113,7 @@ typedef struct nb_quant_job {
     const char *measure_state; /* budget: resumable measurement journal (quant/budget.h; NULL: none) */
     nb_group_cal_opts group_cal; /* budget: text_path set: calibrated predictions (calib/budget_calib.h; work_prefix
                                     NULL: a temporary name in $TMPDIR or /tmp) */
+    uint32_t method_rows;      /* mixed: rows per weight in GPTQ's error ratio (0: 64) */
     bool verify_plan;          /* budget, after the write: the planner's error over every row of the chosen
                                   types (nb_sens_measure_plan) into result->measured_err */
 } nb_quant_job;
@@ -118,6 +129,7 @@ typedef struct nb_quant_job_result {
     double seconds_measure;    /* with a budget: the sensitivity measurement */
     double *measured_err;      /* verify_plan: [plan.n_tensors] (NAN where the planner chose nothing) */
     nb_group_cal group_cal;    /* calibrated predictions: the factor of every tensor group */
+    nb_method_info methods;    /* mixed with a budget: the ratio measurement */
 } nb_quant_job_result;
 
 /* Check the job's options against each other without touching any file:

@@ -53,6 +53,9 @@ int nb_cmd_plan(int argc, char **argv) {
     nb_cli_budget bo = {0};
     const char *out_path = NULL;
     bool json = false;
+    int method = 0;
+    double method_seconds = 0, method_lambda = 0;
+    static const nb_opt_choice methods[] = {{"imatrix", 0}, {"mixed", 1}, {NULL, 0}};
     const nb_opt opts[] = {
         NB_CLI_BUDGET_ROWS(bo, "ctx"),
         {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &out_path, .meta = "PLAN.json",
@@ -66,12 +69,22 @@ int nb_cmd_plan(int argc, char **argv) {
         {.name = "calib", .type = NB_OPT_STR, .dest = &job.calib_path, .meta = "TEXT",
          .help = "collect the importance matrix from this calibration text first"},
         NB_CLI_CORPUS_ROWS(job.corpus, "calib-ctx"),
+        {.name = "method", .type = NB_OPT_CHOICE, .dest = &method, .choices = methods, .meta = "M",
+         .help = "mixed: choose GPTQ or imatrix rounding per tensor as well (needs --calib;\n"
+                 "docs/planner.md \"Methods per tensor\"); imatrix: types only (default)"},
+        {.name = "method-time-budget", .type = NB_OPT_DOUBLE, .dest = &method_seconds, .meta = "SECONDS", .lo = 0,
+         .hi = 1e9, .flags = NB_OPT_LO_OPEN,
+         .help = "mixed: at most this many predicted seconds of GPTQ work beyond rounding"},
+        {.name = "method-lambda", .type = NB_OPT_DOUBLE, .dest = &method_lambda, .meta = "X", .lo = 0, .hi = 1e300,
+         .help = "mixed: GPTQ where its saved predicted loss exceeds X per extra predicted\n"
+                 "second (default 0: wherever it is predicted to help)"},
     };
     const nb_cmd_spec spec = {
         .name = "plan",
         .usage = "MODEL (--target-size SIZE | --target-bpw X | --budget SIZE --ctx N [--kv-type T]\n"
                  "[--overhead SIZE]) [--runtime llama.cpp|nibble] [--imatrix STATS | --calib TEXT]\n"
-                 "[--sample-rows N] [-o PLAN.json] [--json]",
+                 "[--sample-rows N] [--method mixed --calib TEXT [--method-time-budget S | --method-lambda X]]\n"
+                 "[-o PLAN.json] [--json]",
         .about = "Choose a type for every tensor so the model fits a size: the file (--target-size), bits per\n"
                  "weight (--target-bpw) or the runtime's memory at a context (--budget: weights + KV cache +\n"
                  "compute + overhead), spending bits where the measured error (importance-weighted, on\n"
@@ -94,14 +107,31 @@ int nb_cmd_plan(int argc, char **argv) {
         rc = nb_opts_usage_error(&spec, &args, "give --target-size SIZE, --target-bpw X or --budget SIZE --ctx N");
         goto done;
     }
-    if (job.imatrix_path && job.calib_path) {
-        rc = nb_opts_usage_error(&spec, &args, "give --imatrix STATS or --calib TEXT, not both");
+    if (job.imatrix_path && job.calib_path && method != 1) {
+        rc = nb_opts_usage_error(&spec, &args, "give --imatrix STATS or --calib TEXT, not both (both: --method mixed)");
         goto done;
     }
     if (json) nb_cli_json_events(&ctx);
     job.src = args.pos[0];
     job.sample_rows = bo.sample_rows;
     job.method = job.calib_path ? NB_METHOD_IMATRIX : NB_METHOD_AUTO;
+    if (method == 1) {
+        if (!job.calib_path) {
+            rc = nb_opts_usage_error(&spec, &args, "--method mixed measures GPTQ on --calib TEXT: give one");
+            goto done;
+        }
+        job.method = NB_METHOD_MIXED;
+    }
+    if ((method_seconds > 0 || method_lambda > 0) && job.method != NB_METHOD_MIXED) {
+        rc = nb_opts_usage_error(&spec, &args, "--method-time-budget and --method-lambda need --method mixed");
+        goto done;
+    }
+    if (method_seconds > 0 && method_lambda > 0) {
+        rc = nb_opts_usage_error(&spec, &args, "give --method-time-budget or --method-lambda, not both");
+        goto done;
+    }
+    job.budget.method_seconds = method_seconds;
+    job.budget.method_lambda = method_lambda;
     nb_status st = nb_quantize_job(&job, &res, &ctx);
     if (st != NB_OK) { rc = nb_cli_fail("plan", &ctx, st); goto done; }
     if (out_path) {

@@ -156,7 +156,8 @@ static nb_status set_mix(const nb_opt *o, const char *arg, nb_ctx *ctx) {
 
 static nb_status set_method(const nb_opt *o, const char *arg, nb_ctx *ctx) {
     if (!nb_quant_method_from_name(arg, o->dest))
-        return nb_err(ctx, NB_ERR_INVALID, "--method must be rtn, imatrix, gptq, awq or awq+gptq (got '%s')", arg);
+        return nb_err(ctx, NB_ERR_INVALID, "--method must be rtn, imatrix, gptq, awq, awq+gptq or mixed (got '%s')",
+                      arg);
     return NB_OK;
 }
 
@@ -206,6 +207,7 @@ int nb_cmd_quantize(int argc, char **argv) {
     const char *report_file = NULL;
     bool json = false, dry_run = false, report = false, act_order = false, static_groups = false;
     bool damp_set = false, block_set = false;
+    double method_seconds = 0, method_lambda = 0;
     nb_quant_job job = {0};
     nb_quant_job_result res = {0};
     strs include = {0}, exclude = {0};
@@ -280,7 +282,15 @@ int nb_cmd_quantize(int argc, char **argv) {
                  "tokens are rounded to nearest, with a message; awq: activation-aware\n"
                  "scales per block searched on --calib FILE, folded into the preceding\n"
                  "norm or linear (same file format), then weighted rounding; awq+gptq:\n"
-                 "AWQ scales, then GPTQ"},
+                 "AWQ scales, then GPTQ; mixed (with a size budget, or --plan with methods):\n"
+                 "GPTQ or imatrix rounding per tensor, where GPTQ saves the most predicted\n"
+                 "loss per predicted second (docs/planner.md \"Methods per tensor\")"},
+        {.name = "method-time-budget", .type = NB_OPT_DOUBLE, .dest = &method_seconds, .meta = "SECONDS", .lo = 0,
+         .hi = 1e9, .flags = NB_OPT_LO_OPEN,
+         .help = "mixed: at most this many predicted seconds of GPTQ work beyond rounding"},
+        {.name = "method-lambda", .type = NB_OPT_DOUBLE, .dest = &method_lambda, .meta = "X", .lo = 0, .hi = 1e300,
+         .help = "mixed: GPTQ where its saved predicted loss exceeds X per extra predicted\n"
+                 "second (default 0: wherever it is predicted to help)"},
         {.name = "calib", .type = NB_OPT_STR, .dest = &job.calib_path, .meta = "FILE",
          .help = "calibration text or token ids (imatrix without --imatrix, gptq)"},
         NB_CLI_CORPUS_ROWS(job.corpus, "ctx"),
@@ -303,7 +313,7 @@ int nb_cmd_quantize(int argc, char **argv) {
                  "--budget SIZE --budget-ctx N [--kv-type T] [--overhead SIZE]) [--runtime R] [--sample-rows N]\n"
                  "[--allow-prune [--prune-criterion reap|freq]] [--rule PATTERN=TYPE]...\n"
                  "[--pure] [--no-fallback] [--allow-requantize] [--dry-run] [--report[=FILE.json]] [--json]\n"
-                 "[--imatrix STATS] [--method rtn|imatrix|gptq|awq|awq+gptq] [--calib FILE] [--calib-tokens N]\n"
+                 "[--imatrix STATS] [--method rtn|imatrix|gptq|awq|awq+gptq|mixed] [--calib FILE] [--calib-tokens N]\n"
                  "[--ctx N] [--seed S] [--all-experts] [--damp X] [--block N] [--act-order] [--static-groups]\n"
                  "[--group G] [--threads N] [--quiet]",
         .about = "Quantize a model to GGUF, one tensor at a time (memory stays bounded by a few tensors).\n"
@@ -330,6 +340,8 @@ int nb_cmd_quantize(int argc, char **argv) {
     job.group_cal = (nb_group_cal_opts){.text_path = bo.cal_text, .n_ctx = bo.cal_ctx, .n_chunks = bo.cal_chunks};
     rc = nb_cli_budget_finish(&spec, &args, &bo, "budget-ctx", &job.budget);
     if (rc != NB_OPTS_RUN) goto done;
+    job.budget.method_seconds = method_seconds;
+    job.budget.method_lambda = method_lambda;
     job.sample_rows = bo.sample_rows;
     rc = NB_EXIT_USAGE;
     if (!job.plan.mix && !job.plan_path && job.budget.kind == NB_BUDGET_NONE) {
@@ -428,7 +440,7 @@ int nb_cmd_quantize(int argc, char **argv) {
                     res.budget.n_expert, res.plan.prune.criterion);
         if (m_gptq) {
             const nb_gptq_model_result *g = &res.gptq;
-            if (res.method != NB_METHOD_GPTQ)
+            if (res.method == NB_METHOD_AWQ || res.method == NB_METHOD_AWQ_GPTQ)
                 fprintf(human, "awq: %zu groups searched, %zu scaled (the rest kept scale 1)\n", g->n_awq_groups,
                         g->n_awq_scaled);
             fprintf(human, "%s: %zu weights (expert slices counted singly) by %s, %zu rounded to nearest, "

@@ -321,6 +321,74 @@ static nb_status pruned_plan(alloc *a, uint32_t keep, const nb_budget *b, nb_pla
     return st;
 }
 
+/* Mixed methods: GPTQ for the tensors where it saves the most predicted
+ * loss per marginal predicted second (see the header), the others imatrix
+ * rounding. O(n²) in the candidates: a few hundred tensors per model. */
+typedef struct gain {
+    size_t t;
+    double saved, extra; /* predicted loss saved; the tensor's own extra seconds */
+    int block;           /* its block's passes (-1: none) */
+    double pass;
+    bool done;
+} gain;
+
+static nb_status choose_methods(const nb_sens *s, const nb_budget *b, nb_plan *p, nb_budget_result *r, nb_ctx *ctx) {
+    size_t nt = p->n_tensors ? p->n_tensors : 1;
+    gain *g = nb_calloc(ctx, nt, sizeof *g, "planner methods");
+    bool *open = nb_calloc(ctx, nt, sizeof *open, "planner methods"); /* blocks whose passes are paid */
+    bool *seen = nb_calloc(ctx, nt, sizeof *seen, "planner methods");
+    if (!g || !open || !seen) { free(g); free(open); free(seen); return NB_ERR_NOMEM; }
+    size_t n = 0;
+    r->methods = true;
+    r->pred_loss_round = r->pred_loss;
+    for (size_t i = 0; i < p->n_tensors; i++) {
+        const nb_sens_tensor *e = &s->tensors[i];
+        nb_plan_tensor *pt = &p->tensors[i];
+        if (!e->planned || pt->why != NB_PLAN_BUDGET) continue;
+        pt->method = NB_PLAN_METHOD_IMATRIX;
+        r->sec_methods += e->sec_round;
+        r->sec_all_round += e->sec_round;
+        double ratio = 0;
+        for (size_t k = 0; k < e->n_cands; k++)
+            if (e->cands[k].type == pt->type) ratio = e->gptq_ratio[k];
+        double saved = pt->pred_err * (1.0 - ratio), extra = e->sec_gptq - e->sec_round;
+        bool blk = e->gptq_block >= 0 && (size_t)e->gptq_block < nt;
+        if (!(ratio > 0) || pt->type == pt->src_type || !(saved > 0) || !(extra + (blk ? e->sec_pass : 0) > 0)) continue;
+        g[n++] = (gain){i, saved, extra > 0 ? extra : 0, blk ? e->gptq_block : -1, blk ? e->sec_pass : 0, false};
+        r->sec_all_gptq += g[n - 1].extra;
+        if (blk && !seen[e->gptq_block]) { seen[e->gptq_block] = true; r->sec_all_gptq += e->sec_pass; }
+    }
+    double spent = 0;
+    for (;;) {
+        size_t best = n;
+        double bs = 0, bc = 1;
+        for (size_t k = 0; k < n; k++) {
+            if (g[k].done) continue;
+            double c = g[k].extra + (g[k].block >= 0 && !open[g[k].block] ? g[k].pass : 0);
+            if (b->method_seconds > 0 && spent + c > b->method_seconds) continue;
+            if (b->method_seconds <= 0 && !(g[k].saved > b->method_lambda * c)) continue;
+            /* saved / c descending without dividing (c > 0); ties: the first tensor */
+            if (best == n || g[k].saved * bc > bs * c) { best = k; bs = g[k].saved; bc = c; }
+        }
+        if (best == n) break;
+        gain *x = &g[best];
+        x->done = true;
+        spent += bc;
+        if (x->block >= 0) open[x->block] = true;
+        nb_plan_tensor *pt = &p->tensors[x->t];
+        pt->method = NB_PLAN_METHOD_GPTQ;
+        pt->pred_err -= x->saved;
+        r->pred_loss -= x->saved;
+        r->n_gptq++;
+    }
+    r->sec_all_gptq += r->sec_all_round;
+    r->sec_methods += spent;
+    free(g);
+    free(open);
+    free(seen);
+    return NB_OK;
+}
+
 nb_status nb_budget_plan(const nb_model *m, const nb_sens *s, const nb_budget *b, nb_plan *p, nb_budget_result *r,
                          nb_ctx *ctx) {
     memset(r, 0, sizeof *r);
@@ -397,6 +465,7 @@ nb_status nb_budget_plan(const nb_model *m, const nb_sens *s, const nb_budget *b
             r->pred_loss += a.drop_loss;
         }
         st = nb_plan_retotal(p, ctx);
+        if (st == NB_OK && b->methods) st = choose_methods(s, b, p, r, ctx);
     }
     if (st == NB_OK) {
         r->tensor_bytes = p->bytes_out;
@@ -423,7 +492,8 @@ static const char *group_of(const char *name, char *buf, size_t n) {
 }
 
 void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const nb_budget *b) {
-    fprintf(f, "%-28s %7s  %-30s %6s %14s %12s\n", "tensor group", "tensors", "types", "bpw", "bytes", "pred. loss");
+    fprintf(f, "%-28s %7s  %-30s %6s %14s %12s%s\n", "tensor group", "tensors", "types", "bpw", "bytes", "pred. loss",
+            r->methods ? "  methods" : "");
     bool *done = nb_calloc(NULL, p->n_tensors ? p->n_tensors : 1, sizeof *done, "budget");
     if (!done) return;
     uint64_t o_n = 0, o_bytes = 0, o_el = 0;
@@ -440,6 +510,7 @@ void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const
         size_t cnt[NB_TYPE_COUNT] = {0};
         uint64_t nt = 0, bytes = 0, el = 0;
         double loss = 0;
+        size_t n_method[NB_PLAN_METHOD_GPTQ + 1] = {0};
         for (size_t k = i; k < p->n_tensors; k++) {
             const nb_plan_tensor *t = &p->tensors[k];
             if (done[k] || t->why != NB_PLAN_BUDGET || strcmp(group_of(t->name, g2, sizeof g2), gi)) continue;
@@ -449,6 +520,7 @@ void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const
             bytes += t->bytes_out;
             el += t->n_elements;
             loss += isfinite(t->pred_err) ? t->pred_err : 0;
+            n_method[t->method]++;
         }
         char types[31] = "";
         size_t o = 0;
@@ -457,8 +529,13 @@ void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const
             int w = snprintf(types + o, sizeof types - o, o ? " %s:%zu" : "%s:%zu", nb_type_name((nb_type)ty), cnt[ty]);
             o += w > 0 ? (size_t)w : 0;
         }
-        fprintf(f, "%-28s %7llu  %-30s %6.2f %14llu %12.4g\n", gi, (unsigned long long)nt, types,
-                el ? (double)bytes * 8.0 / (double)el : 0, (unsigned long long)bytes, loss);
+        char meth[64] = "";
+        for (int k = NB_PLAN_METHOD_RTN, w = 0; r->methods && k <= NB_PLAN_METHOD_GPTQ; k++)
+            if (n_method[k] && w >= 0 && (size_t)w < sizeof meth)
+                w += snprintf(meth + w, sizeof meth - (size_t)w, "  %s:%zu", nb_plan_method_name((nb_plan_method)k),
+                              n_method[k]);
+        fprintf(f, "%-28s %7llu  %-30s %6.2f %14llu %12.4g%s\n", gi, (unsigned long long)nt, types,
+                el ? (double)bytes * 8.0 / (double)el : 0, (unsigned long long)bytes, loss, meth);
     }
     if (o_n)
         fprintf(f, "%-28s %7llu  %-30s %6.2f %14llu %12s\n", "(kept: norms, biases, ...)", (unsigned long long)o_n,
@@ -490,6 +567,10 @@ void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const
         fprintf(f, "pruned      %u of %u experts kept per layer (%s; predicted loss of the dropped experts %.6g)\n",
                 r->keep, r->n_expert, p->prune.criterion, r->drop_loss);
     fprintf(f, "predicted loss %.6g (importance-weighted squared error, summed over tensors)\n", r->pred_loss);
+    if (r->methods)
+        fprintf(f, "methods     GPTQ on %zu of %zu tensors: predicted loss %.6g (%.6g with imatrix rounding alone), "
+                "predicted work %.1f s (rounding alone %.1f s, GPTQ wherever it helps %.1f s)\n", r->n_gptq,
+                r->n_planned, r->pred_loss, r->pred_loss_round, r->sec_methods, r->sec_all_round, r->sec_all_gptq);
 }
 
 char *nb_budget_result_json(const nb_budget_result *r, const nb_budget *b) {
@@ -519,6 +600,13 @@ char *nb_budget_result_json(const nb_budget_result *r, const nb_budget *b) {
         cJSON_AddNumberToObject(j, "drop_loss", r->drop_loss);
     }
     cJSON_AddNumberToObject(j, "n_planned", (double)r->n_planned);
+    if (r->methods) {
+        cJSON_AddNumberToObject(j, "n_gptq", (double)r->n_gptq);
+        cJSON_AddNumberToObject(j, "pred_loss_round", r->pred_loss_round);
+        cJSON_AddNumberToObject(j, "pred_seconds", r->sec_methods);
+        cJSON_AddNumberToObject(j, "pred_seconds_round", r->sec_all_round);
+        cJSON_AddNumberToObject(j, "pred_seconds_all_gptq", r->sec_all_gptq);
+    }
     char *s = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     return s;

@@ -60,6 +60,25 @@
  * sends its tokens elsewhere). The K with the least predicted loss wins (ties:
  * the larger K). The plan then carries the keep-N decision (quant/plan.h
  * nb_plan_prune) and the pruned model's tensors.
+ *
+ * Mixed methods (nb_budget.methods; docs/planner.md "Methods per tensor").
+ * After the types are chosen (under imatrix rounding's errors, as above),
+ * each planned tensor gets a method: GPTQ or importance-weighted rounding.
+ * Its GPTQ error is predicted as err × gptq_ratio (the ratio of GPTQ's to
+ * rounding's layer-output error for that tensor group and type, measured on
+ * sampled rows of one block with that block's Hessians: calib/budget_method.h),
+ * its work as sec_gptq - sec_round predicted seconds, plus sec_pass for its
+ * block's sequential passes when no other tensor of that block took GPTQ yet
+ * (the driver skips the passes of a block without GPTQ tensors). Greedily,
+ * the tensor whose saved loss err (1 - ratio) per marginal second is largest
+ * takes GPTQ next (ties: tensor order): with method_seconds > 0 while it
+ * still fits in that many predicted seconds (one that does not is passed
+ * over), else while its saving exceeds method_lambda × its marginal seconds
+ * (lambda 0: every tensor GPTQ is predicted to help).
+ * The plan's tensors then carry their method (NB_PLAN_METHOD_GPTQ or
+ * NB_PLAN_METHOD_IMATRIX) and pred_err the chosen method's prediction; the
+ * bytes are those of the types alone, so a mixed plan and the imatrix plan of
+ * the same budget are the same size.
  */
 #ifndef NB_QUANT_BUDGET_H
 #define NB_QUANT_BUDGET_H
@@ -109,6 +128,13 @@ typedef struct nb_sens_tensor {
     nb_sens_cand cands[NB_SENS_MAX_CANDS];
     double *slice_err;  /* expert: [n_cands x n_slices] err of candidate k on slice s (Σ_s = cands[k].err) */
     double *slice_drop; /* expert: [n_slices] err of dropping the slice (routing-weighted Σ imp x²) */
+    /* mixed methods (filled by calib/budget_method.h; not journaled): GPTQ's error as a fraction of
+       importance-weighted rounding's, per frontier candidate (0: not measured, or GPTQ cannot do the
+       type), and each method's predicted seconds for this tensor */
+    double gptq_ratio[NB_SENS_MAX_CANDS];
+    double sec_round, sec_gptq; /* the tensor's own work (GPTQ: without the block's passes) */
+    int gptq_block;             /* the block whose sequential passes GPTQ on it needs (-1: none) */
+    double sec_pass;            /* those passes' seconds, paid once per block with a GPTQ tensor */
 } nb_sens_tensor;
 
 typedef struct nb_sens {
@@ -169,6 +195,9 @@ typedef struct nb_budget {
     nb_expert_rank_fn rank;    /* required with allow_prune */
     void *rank_user;
     const char *prune_criterion; /* recorded in the plan ("reap" when NULL) */
+    bool methods;                /* choose GPTQ or imatrix rounding per tensor (mixed methods, see above) */
+    double method_seconds;       /* > 0: at most this many predicted seconds of GPTQ work beyond rounding */
+    double method_lambda;        /* method_seconds 0: GPTQ where saved loss > lambda x extra seconds */
 } nb_budget;
 
 typedef struct nb_budget_result {
@@ -184,6 +213,12 @@ typedef struct nb_budget_result {
     double drop_loss;        /* pruned: Σ drop loss of the dropped experts */
     uint32_t keep, n_expert; /* pruned: experts kept per layer of n_expert (keep 0: not pruned) */
     size_t n_planned;
+    bool methods;            /* mixed methods chosen */
+    size_t n_gptq;           /* tensors given GPTQ */
+    double sec_methods;      /* predicted seconds of the chosen methods (rounding + GPTQ) */
+    double sec_all_gptq;     /* ... had every tensor GPTQ could help taken it */
+    double sec_all_round;    /* ... had every tensor been rounded */
+    double pred_loss_round;  /* pred_loss with every tensor rounded (the imatrix plan's) */
 } nb_budget_result;
 
 /* Make the plan for budget b from measured s (m is the model s was measured

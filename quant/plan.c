@@ -279,6 +279,7 @@ char *nb_plan_to_json(const nb_plan *p) {
         cJSON_AddNumberToObject(e, "bytes_out", (double)t->bytes_out);
         if (isfinite(t->pred_err)) cJSON_AddNumberToObject(e, "pred_err", t->pred_err);
         else cJSON_AddNullToObject(e, "pred_err");
+        if (t->method != NB_PLAN_METHOD_JOB) cJSON_AddStringToObject(e, "method", nb_plan_method_name(t->method));
         cJSON_AddItemToArray(ts, e);
     }
     char *s = cJSON_PrintUnformatted(j);
@@ -332,7 +333,7 @@ static const char *const k_src[] = {"path", "size", "tensors_sha256", NULL};
 static const char *const k_prune[] = {"keep", "n_expert", "criterion", "tensors_sha256", "layers", NULL};
 static const char *const k_prune_layer[] = {"layer", "kept", NULL};
 static const char *const k_tensor[] = {"name", "shape", "src_type", "type", "why", "bytes_in", "bytes_out",
-                                       "pred_err", NULL};
+                                       "pred_err", "method", NULL};
 
 /* The "prune" object (see plan.h): kept experts ascending, distinct, < n_expert. */
 static nb_status parse_prune(const cJSON *o, const char *what, nb_plan_prune *pr, nb_ctx *ctx) {
@@ -434,6 +435,9 @@ static nb_status parse_tensor(const cJSON *e, size_t i, const char *what, nb_pla
                      "%s: plan: tensor '%s': bad \"pred_err\"", what, nm);
         t->pred_err = v->valuedouble;
     }
+    if ((v = cJSON_GetObjectItemCaseSensitive(e, "method")))
+        NB_RETURN_IF(ctx, !cJSON_IsString(v) || !nb_plan_method_from_name(v->valuestring, &t->method), NB_ERR_FORMAT,
+                     "%s: plan: tensor '%s': unknown \"method\" (rtn, imatrix or gptq)", what, nm);
     uint64_t u;
     if ((v = cJSON_GetObjectItemCaseSensitive(e, "bytes_in")))
         NB_RETURN_IF(ctx, !json_u64(v, &u), NB_ERR_FORMAT, "%s: plan: tensor '%s': bad \"bytes_in\"", what, nm);
@@ -539,15 +543,38 @@ nb_status nb_plan_retotal(nb_plan *p, nb_ctx *ctx) {
 
 /* ---- table --------------------------------------------------------------------------------------------- */
 
+const char *nb_plan_method_name(nb_plan_method m) {
+    switch (m) {
+    case NB_PLAN_METHOD_JOB: return "job";
+    case NB_PLAN_METHOD_RTN: return "rtn";
+    case NB_PLAN_METHOD_IMATRIX: return "imatrix";
+    case NB_PLAN_METHOD_GPTQ: return "gptq";
+    }
+    return "?";
+}
+
+bool nb_plan_method_from_name(const char *name, nb_plan_method *out) {
+    for (int m = NB_PLAN_METHOD_JOB; m <= NB_PLAN_METHOD_GPTQ; m++)
+        if (!strcmp(name, nb_plan_method_name((nb_plan_method)m))) {
+            *out = (nb_plan_method)m;
+            return true;
+        }
+    return false;
+}
+
 void nb_plan_print(FILE *f, const nb_plan *p) {
-    fprintf(f, "%-40s %-22s %-8s    %-8s %-8s %10s\n", "tensor", "shape", "source", "type", "why", "bytes");
+    bool methods = false; /* a method column only for plans that choose methods */
+    for (size_t i = 0; i < p->n_tensors; i++) methods |= p->tensors[i].method != NB_PLAN_METHOD_JOB;
+    fprintf(f, "%-40s %-22s %-8s    %-8s %-8s %10s%s\n", "tensor", "shape", "source", "type", "why", "bytes",
+            methods ? "  method" : "");
     for (size_t i = 0; i < p->n_tensors; i++) {
         const nb_plan_tensor *t = &p->tensors[i];
         char shape[64];
         int o = snprintf(shape, sizeof shape, "%lld", (long long)t->ne[0]);
         for (uint32_t d = 1; d < t->n_dims && d < NB_MAX_DIMS && o > 0 && (size_t)o < sizeof shape; d++)
             o += snprintf(shape + o, sizeof shape - (size_t)o, "x%lld", (long long)t->ne[d]);
-        fprintf(f, "%-40s %-22s %-8s -> %-8s %-8s %10llu\n", t->name, shape, nb_type_name(t->src_type),
-                nb_type_name(t->type), nb_plan_why_name(t->why), (unsigned long long)t->bytes_out);
+        fprintf(f, "%-40s %-22s %-8s -> %-8s %-8s %10llu%s%s\n", t->name, shape, nb_type_name(t->src_type),
+                nb_type_name(t->type), nb_plan_why_name(t->why), (unsigned long long)t->bytes_out,
+                methods ? "  " : "", !methods ? "" : t->method == NB_PLAN_METHOD_JOB ? "-" : nb_plan_method_name(t->method));
     }
 }

@@ -28,7 +28,9 @@
  *               "layers": [{"layer": L,           shapes of the pruned model, which the plan binds
  *                           "kept": [e, ...]}]},  to; `nibble prune --plan` makes that model
  *     "tensors": [ {"name", "shape": [ne0, ...], "src_type", "type", "why",
- *                   "bytes_in", "bytes_out", "pred_err"}, ... ] }
+ *                   "bytes_in", "bytes_out", "pred_err",
+ *                   "method": "gptq"}, ... ] }        optional: the method chosen for this tensor
+ *                                                     ("rtn", "imatrix", "gptq"; absent: the job's)
  * Reading: "nibble_plan", "source" and "tensors" with each tensor's "name" and
  * "type" are required; "shape"/"src_type"/"bytes_*" are checked against the
  * model when present (a hand edit only needs to change "type"); "why" is kept
@@ -50,6 +52,22 @@
 
 #define NB_PLAN_VERSION 1
 
+/* How a tensor is to be quantized when the plan says (the size-budget
+ * planner's mixed methods, quant/budget.h); NB_PLAN_METHOD_JOB: whatever the
+ * job's --method is (every plan made from a mix). Append-only: the names are
+ * the plan file's "method" values. */
+typedef enum nb_plan_method {
+    NB_PLAN_METHOD_JOB = 0, /* not recorded */
+    NB_PLAN_METHOD_RTN,     /* "rtn": round to nearest, no importance */
+    NB_PLAN_METHOD_IMATRIX, /* "imatrix": importance-weighted rounding */
+    NB_PLAN_METHOD_GPTQ     /* "gptq": sequential GPTQ (calib/gptq_model.h) */
+} nb_plan_method;
+
+/* "job", "rtn", "imatrix", "gptq". */
+const char *nb_plan_method_name(nb_plan_method m);
+/* Inverse of nb_plan_method_name ("job" included); false for anything else. */
+bool nb_plan_method_from_name(const char *name, nb_plan_method *out);
+
 typedef struct nb_plan_tensor {
     const char *name;      /* in the plan's name storage */
     nb_type src_type;      /* the source's type */
@@ -63,6 +81,7 @@ typedef struct nb_plan_tensor {
     uint64_t bytes_in;     /* source bytes */
     uint64_t bytes_out;    /* exact output bytes (the type table's row bytes x rows) */
     double pred_err;       /* predicted error of this choice; NAN: not measured (the planner fills it) */
+    nb_plan_method method; /* NB_PLAN_METHOD_JOB unless the planner chose one (mixed methods) */
 } nb_plan_tensor;
 
 /* Totals per output type. */

@@ -1,0 +1,262 @@
+/* calib/budget_method.c — GPTQ's error ratio and each method's predicted work
+ * for the planner's mixed methods (see calib/budget_method.h). */
+#include "calib/budget_method.h"
+
+#include "calib/gptq.h"
+#include "core/progress.h"
+#include "engine/engine.h"
+#include "engine/tokenizer.h"
+#include "formats/arch.h"
+#include "formats/convert.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The block of "blk.N....", or -1. */
+static long block_of(const char *name) {
+    long b = -1;
+    return sscanf(name, "blk.%ld.", &b) == 1 ? b : -1;
+}
+
+/* The group of a tensor: its name without "blk.N.". */
+static const char *group_of(const char *name) {
+    if (strncmp(name, "blk.", 4)) return name;
+    const char *d = strchr(name + 4, '.');
+    return d ? d + 1 : name;
+}
+
+/* A weight the sequential driver may run GPTQ on (calib/gptq_model.c's targets). */
+static bool gptq_able(const nb_model *m, const nb_sens *s, size_t i) {
+    const nb_tensor *t = &m->tensors[i];
+    return s->tensors[i].planned && block_of(t->name) >= 0 && t->n_dims >= 2 && t->ne[1] > 1 &&
+           !strstr(t->name, "ffn_gate_inp");
+}
+
+typedef struct collector {
+    const nb_model *m;
+    const nb_sens *s;
+    long layer;
+    nb_hessian *h;  /* [n_tensors]: allocated for the measured block's weights */
+    nb_ctx *ctx;
+    nb_status err;
+} collector;
+
+static void on_matmul(void *user, const char *name, int expert, const float *x, int64_t n_tok, int64_t n_in) {
+    collector *c = user;
+    (void)expert; /* experts pooled */
+    if (c->err != NB_OK || n_tok <= 0 || block_of(name) != c->layer) return;
+    for (size_t i = 0; i < c->m->n_tensors; i++) {
+        if (strcmp(c->m->tensors[i].name, name) || !gptq_able(c->m, c->s, i)) continue;
+        if (c->h[i].n != n_in) {
+            c->err = nb_err(c->ctx, NB_ERR_INTERNAL, "methods: tensor '%s': unexpected input width %lld", name,
+                            (long long)n_in);
+            return;
+        }
+        c->err = nb_hessian_add(&c->h[i], x, n_tok, name, c->ctx);
+        return;
+    }
+}
+
+/* Σ_rows d H dᵀ with d = x - y (n_rows x n). */
+static double quad(const float *x, const float *y, int64_t n_rows, int64_t n, const double *H) {
+    double tot = 0;
+    double *d = malloc((size_t)n * sizeof *d);
+    if (!d) return NAN;
+    for (int64_t r = 0; r < n_rows; r++) {
+        for (int64_t j = 0; j < n; j++) d[j] = (double)x[r * n + j] - (double)y[r * n + j];
+        for (int64_t a = 0; a < n; a++) {
+            double acc = 0;
+            for (int64_t b = 0; b < n; b++) acc += H[a * n + b] * d[b];
+            tot += d[a] * acc;
+        }
+    }
+    free(d);
+    return tot;
+}
+
+/* GPTQ / rounding error ratio of every frontier type of tensor i on sampled
+ * rows, under its finished Hessian H (see the header). */
+static nb_status measure_ratios(nb_model *m, const nb_sens_tensor *e, size_t i, const double *H, uint32_t want,
+                                double *ratio, nb_ctx *ctx) {
+    const nb_tensor *t = &m->tensors[i];
+    int64_t n = t->ne[0], rows = (int64_t)(nb_tensor_nelements(t) / (uint64_t)n);
+    int64_t k = (int64_t)want < rows ? (int64_t)want : rows;
+    float *all = nb_malloc(ctx, (size_t)nb_tensor_nelements(t) * sizeof(float), t->name);
+    float *w = nb_malloc(ctx, (size_t)(k * n) * sizeof(float), t->name);
+    float *y = nb_malloc(ctx, (size_t)(k * n) * sizeof(float), t->name);
+    float *imp = nb_malloc(ctx, (size_t)n * sizeof(float), t->name);
+    unsigned char *q = NULL;
+    nb_gptq_factor f;
+    memset(&f, 0, sizeof f);
+    nb_status st = all && w && y && imp ? NB_OK : NB_ERR_NOMEM;
+    if (st == NB_OK) st = nb_model_read_f32(m, i, all, ctx);
+    nb_gptq_opts go = {.imp = imp};
+    if (st == NB_OK) {
+        for (int64_t r = 0; r < k; r++) { /* evenly spaced rows over every expert */
+            int64_t row = (int64_t)(((double)r + 0.5) * (double)rows / (double)k);
+            memcpy(w + r * n, all + row * n, (size_t)n * sizeof(float));
+        }
+        double mean = 0;
+        for (int64_t j = 0; j < n; j++) mean += H[j * n + j] / 2;
+        mean /= (double)n;
+        for (int64_t j = 0; j < n; j++) { /* Σx²/n, floored as the GPTQ driver floors it */
+            double v = H[j * n + j] / 2;
+            imp[j] = (float)(v > mean * 1e-6 ? v : mean * 1e-6 + 1e-30);
+        }
+        st = nb_gptq_factor_make(H, n, &go, &f, t->name, ctx);
+    }
+    free(all);
+    for (size_t c = 0; c < e->n_cands && st == NB_OK; c++) {
+        nb_type ty = e->cands[c].type;
+        const nb_type_traits *tr = nb_type_get(ty);
+        uint64_t rb = 0;
+        ratio[c] = 0;
+        if (ty == t->type || !nb_gptq_supported(ty) || !tr || !tr->quantize || !tr->to_float ||
+            nb_type_row_bytes(ty, (uint64_t)n, &rb, NULL, t->name) != NB_OK)
+            continue;
+        free(q);
+        q = nb_malloc(ctx, (size_t)(rb * (uint64_t)k), t->name);
+        if (!q) { st = NB_ERR_NOMEM; break; }
+        tr->quantize(w, q, k, n, imp);
+        tr->to_float(q, y, k * n);
+        double er = quad(w, y, k, n, H);
+        nb_gptq_result gr;
+        char label[NB_MAX_NAME + 32];
+        snprintf(label, sizeof label, "%s (%s, sampled rows)", t->name, nb_type_name(ty));
+        st = nb_gptq_quantize_factored(ty, w, k, n, &f, &go, q, y, &gr, label, ctx);
+        if (st != NB_OK) break;
+        double eg = quad(w, y, k, n, H);
+        if (!isfinite(er) || !isfinite(eg)) { st = nb_err(ctx, NB_ERR_NOMEM, "out of memory measuring '%s'", t->name); break; }
+        ratio[c] = er > 0 ? eg / er : 0;
+    }
+    free(q);
+    free(w);
+    free(y);
+    free(imp);
+    nb_gptq_factor_free(&f);
+    return st;
+}
+
+/* expert_used_count (1 when absent) and block_count of m. */
+static void counts(const nb_model *m, uint64_t *n_used, uint64_t *n_layer) {
+    *n_used = 1;
+    *n_layer = 0;
+    const char *arch = nb_kv_get_str(&m->kv, "general.architecture");
+    if (!arch) return;
+    char key[160];
+    uint64_t v;
+    snprintf(key, sizeof key, "%s.expert_used_count", arch);
+    if (nb_kv_get_u64(&m->kv, key, &v) && v > 0 && v < 65536) *n_used = v;
+    snprintf(key, sizeof key, "%s.block_count", arch);
+    if (nb_kv_get_u64(&m->kv, key, &v) && v < 65536) *n_layer = v;
+}
+
+/* Predicted seconds of both methods for every planned tensor (see the header). */
+static void work(const nb_model *m, nb_sens *s, uint64_t T, uint64_t n_used, uint64_t n_layer, bool all_experts) {
+    double *params = calloc(n_layer + 1, sizeof *params); /* per block, then cumulative */
+    for (size_t i = 0; params && i < m->n_tensors; i++) {
+        long b = block_of(m->tensors[i].name);
+        if (b >= 0 && (uint64_t)b < n_layer) params[b] += (double)nb_tensor_nelements(&m->tensors[i]);
+    }
+    for (uint64_t b = 1; params && b < n_layer; b++) params[b] += params[b - 1];
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        nb_sens_tensor *e = &s->tensors[i];
+        if (!e->planned) continue;
+        const nb_tensor *t = &m->tensors[i];
+        double n_el = (double)nb_tensor_nelements(t), n_in = (double)t->ne[0];
+        double E = t->n_dims >= 3 ? (double)t->ne[2] : 1, n_out = t->n_dims >= 2 ? (double)t->ne[1] : 1;
+        e->sec_round = n_el * NB_METHOD_ROUND_SECONDS;
+        e->sec_gptq = e->sec_round;
+        e->gptq_block = -1;
+        e->sec_pass = 0;
+        long b = block_of(t->name);
+        if (!gptq_able(m, s, i) || !params || b < 0 || (uint64_t)b >= n_layer) continue;
+        double t_in = (double)T * (E > 1 ? (all_experts ? E : (double)n_used) : 1);
+        double flops = 2 * t_in * n_in * n_in + E * n_in * n_in * n_in / 3 + 2 * E * n_out * n_in * n_in;
+        e->sec_gptq = e->sec_round + flops / NB_METHOD_GPTQ_FLOPS;
+        e->gptq_block = (int)b;
+        e->sec_pass = 2 * (double)T * params[b] / NB_METHOD_FWD_FLOPS;
+    }
+    free(params);
+}
+
+nb_status nb_method_measure(nb_model *m, nb_sens *s, const nb_method_opts *o, nb_method_info *info, nb_ctx *ctx) {
+    memset(info, 0, sizeof *info);
+    double t0 = nb_now();
+    NB_RETURN_IF(ctx, !o->calib_path, NB_ERR_INVALID, "methods: no calibration text");
+    NB_RETURN_IF(ctx, s->n_tensors != m->n_tensors, NB_ERR_INVALID, "methods: measured another model");
+    uint64_t n_used, n_layer;
+    counts(m, &n_used, &n_layer);
+    NB_RETURN_IF(ctx, n_layer == 0, NB_ERR_UNSUPPORTED, "%s: no block count: mixed methods need a model the engine runs",
+                 m->path);
+    collector c = {.m = m, .s = s, .layer = (long)(n_layer / 2), .ctx = ctx, .err = NB_OK};
+    info->layer = (int)c.layer;
+    nb_tokenizer *tok = NULL;
+    nb_corpus corpus = {0};
+    nb_engine *e = NULL;
+    double *ratio = NULL;
+    c.h = nb_calloc(ctx, m->n_tensors ? m->n_tensors : 1, sizeof *c.h, "Hessians");
+    nb_status st = c.h ? NB_OK : NB_ERR_NOMEM;
+    for (size_t i = 0; i < m->n_tensors && st == NB_OK; i++)
+        if (block_of(m->tensors[i].name) == c.layer && gptq_able(m, s, i))
+            st = nb_hessian_init(&c.h[i], m->tensors[i].ne[0], ctx);
+    if (st == NB_OK) st = nb_tokenizer_create(&m->kv, &tok, ctx);
+    nb_corpus_opts co = o->corpus;
+    if (co.n_ctx <= 0) co.n_ctx = 512;
+    const nb_tensor *te = nb_model_find(m, "token_embd.weight");
+    int n_vocab = te && te->n_dims >= 2 && te->ne[1] < INT32_MAX ? (int)te->ne[1] : 0;
+    if (st == NB_OK) st = nb_corpus_load(o->calib_path, tok, n_vocab, &co, &corpus, ctx);
+    nb_engine_opts eo = {.n_ctx = co.n_ctx, .n_batch = co.n_ctx};
+    if (st == NB_OK) st = nb_engine_open_model(m, &eo, &e, ctx);
+    if (st == NB_OK) {
+        nb_engine_set_all_experts(e, o->all_experts);
+        nb_engine_hooks h = {on_matmul, NULL, &c};
+        nb_engine_set_hooks(e, &h);
+        nb_progress prog;
+        nb_progress_begin(&prog, ctx, "methods", corpus.n_chunks);
+        for (size_t k = 0; k < corpus.n_chunks && st == NB_OK; k++) {
+            nb_engine_reset(e);
+            st = nb_engine_eval(e, corpus.tokens + k * (size_t)corpus.n_ctx, corpus.n_ctx, 0, NULL, ctx);
+            if (st == NB_OK) st = c.err;
+            nb_progress_add(&prog, 1, NULL);
+        }
+        nb_progress_end(&prog);
+    }
+    nb_engine_free(e);
+    info->n_tokens = (uint64_t)corpus.n_chunks * (uint64_t)corpus.n_ctx;
+    /* the measured block's ratios, then every tensor of the same group */
+    ratio = nb_calloc(ctx, (m->n_tensors ? m->n_tensors : 1) * NB_SENS_MAX_CANDS, sizeof *ratio, "ratios");
+    if (st == NB_OK && !ratio) st = NB_ERR_NOMEM;
+    uint32_t want = o->sample_rows ? o->sample_rows : 64;
+    for (size_t i = 0; i < m->n_tensors && st == NB_OK; i++) {
+        if (!c.h[i].xtx || c.h[i].n_tok == 0) continue;
+        nb_hessian_finish(&c.h[i], c.h[i].xtx);
+        st = measure_ratios(m, &s->tensors[i], i, c.h[i].xtx, want, ratio + i * NB_SENS_MAX_CANDS, ctx);
+        info->n_groups++;
+        nb_model_release_tensor(m, i);
+    }
+    for (size_t i = 0; i < m->n_tensors && st == NB_OK; i++) {
+        nb_sens_tensor *ei = &s->tensors[i];
+        for (size_t k = 0; k < NB_SENS_MAX_CANDS; k++) ei->gptq_ratio[k] = 0;
+        if (!gptq_able(m, s, i)) continue;
+        for (size_t j = 0; j < m->n_tensors; j++) {
+            if (!c.h[j].xtx || c.h[j].n_tok == 0 || strcmp(group_of(m->tensors[i].name), group_of(m->tensors[j].name)))
+                continue;
+            const nb_sens_tensor *ej = &s->tensors[j];
+            for (size_t a = 0; a < ei->n_cands; a++)
+                for (size_t b = 0; b < ej->n_cands; b++)
+                    if (ei->cands[a].type == ej->cands[b].type) ei->gptq_ratio[a] = ratio[j * NB_SENS_MAX_CANDS + b];
+            break;
+        }
+    }
+    if (st == NB_OK) work(m, s, info->n_tokens, n_used, n_layer, o->all_experts);
+    for (size_t i = 0; c.h && i < m->n_tensors; i++) nb_hessian_free(&c.h[i]);
+    free(c.h);
+    free(ratio);
+    nb_corpus_free(&corpus);
+    nb_tokenizer_free(tok);
+    info->seconds = nb_now() - t0;
+    return st;
+}
