@@ -209,14 +209,15 @@ nb_status nb_method_measure(nb_model *m, nb_sens *s, const nb_method_opts *o, nb
     int n_vocab = te && te->n_dims >= 2 && te->ne[1] < INT32_MAX ? (int)te->ne[1] : 0;
     if (st == NB_OK) st = nb_corpus_load(o->calib_path, tok, n_vocab, &co, &corpus, ctx);
     nb_engine_opts eo = {.n_ctx = co.n_ctx, .n_batch = co.n_ctx};
+    size_t n_chunks = corpus.n_chunks / 4 > 2 ? corpus.n_chunks / 4 : corpus.n_chunks < 2 ? corpus.n_chunks : 2;
     if (st == NB_OK) st = nb_engine_open_model(m, &eo, &e, ctx);
     if (st == NB_OK) {
         nb_engine_set_all_experts(e, o->all_experts);
         nb_engine_hooks h = {on_matmul, NULL, &c};
         nb_engine_set_hooks(e, &h);
         nb_progress prog;
-        nb_progress_begin(&prog, ctx, "methods", corpus.n_chunks);
-        for (size_t k = 0; k < corpus.n_chunks && st == NB_OK; k++) {
+        nb_progress_begin(&prog, ctx, "methods", n_chunks);
+        for (size_t k = 0; k < n_chunks && st == NB_OK; k++) {
             nb_engine_reset(e);
             st = nb_engine_eval(e, corpus.tokens + k * (size_t)corpus.n_ctx, corpus.n_ctx, 0, NULL, ctx);
             if (st == NB_OK) st = c.err;
@@ -225,7 +226,7 @@ nb_status nb_method_measure(nb_model *m, nb_sens *s, const nb_method_opts *o, nb
         nb_progress_end(&prog);
     }
     nb_engine_free(e);
-    info->n_tokens = (uint64_t)corpus.n_chunks * (uint64_t)corpus.n_ctx;
+    info->n_tokens = (uint64_t)n_chunks * (uint64_t)corpus.n_ctx;
     /* the measured block's ratios, then every tensor of the same group */
     ratio = nb_calloc(ctx, (m->n_tensors ? m->n_tensors : 1) * NB_SENS_MAX_CANDS, sizeof *ratio, "ratios");
     if (st == NB_OK && !ratio) st = NB_ERR_NOMEM;
@@ -251,7 +252,7 @@ nb_status nb_method_measure(nb_model *m, nb_sens *s, const nb_method_opts *o, nb
             break;
         }
     }
-    if (st == NB_OK) work(m, s, info->n_tokens, n_used, n_layer, o->all_experts);
+    if (st == NB_OK) work(m, s, (uint64_t)corpus.n_chunks * (uint64_t)corpus.n_ctx, n_used, n_layer, o->all_experts);
     for (size_t i = 0; c.h && i < m->n_tensors; i++) nb_hessian_free(&c.h[i]);
     free(c.h);
     free(ratio);

@@ -3,8 +3,9 @@
  * per tensor group and candidate type, GPTQ's error as a fraction of
  * importance-weighted rounding's, and per tensor each method's predicted work.
  *
- * Error ratio. One pass of the engine over the calibration text through the
- * source model accumulates, for every planned weight of ONE block (the middle
+ * Error ratio. One pass of the engine over a quarter of the calibration
+ * chunks (at least 2; the first ones of the seeded sample) through the source
+ * model accumulates, for every planned weight of ONE block (the middle
  * one, n_layer / 2), the Hessian of its inputs H = 2 XᵀX / n (calib/gptq.h;
  * an expert stack's experts pooled: every routed token of every expert).
  * Then, on a deterministic sample of that weight's rows (sample_rows, evenly
@@ -46,8 +47,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define NB_METHOD_GPTQ_FLOPS 1.0e9     /* GPTQ's double arithmetic, flop/s */
-#define NB_METHOD_FWD_FLOPS 0.6e9      /* the engine's forward pass (weight flops only), flop/s */
+/* Rates from CPU seconds on one thread of the development machine (bench/RESULTS.md "Methods per tensor"):
+ * stories260K's 15 block passes of 4096 tokens (6.0 GFlop of weight matmuls) took 0.75 s. */
+#define NB_METHOD_GPTQ_FLOPS 4.0e9     /* GPTQ's double arithmetic (BLAS), flop/s */
+#define NB_METHOD_FWD_FLOPS 8.0e9      /* the engine's forward pass, weight flops only, flop/s */
 #define NB_METHOD_ROUND_SECONDS 2.0e-8 /* importance-weighted rounding, s per weight */
 
 typedef struct nb_method_opts {
@@ -60,7 +63,7 @@ typedef struct nb_method_opts {
 typedef struct nb_method_info {
     int layer;               /* the block measured */
     size_t n_groups;         /* tensor groups with a ratio */
-    uint64_t n_tokens;       /* calibration tokens per pass (T) */
+    uint64_t n_tokens;       /* tokens of the measurement pass (the work model uses the whole text's) */
     double seconds;          /* the measurement's wall time */
 } nb_method_info;
 

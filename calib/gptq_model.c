@@ -412,7 +412,9 @@ static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t
         const float *imp = w->qo->importance && pl->method != NB_PLAN_METHOD_RTN
                                ? w->qo->importance(w->qo->importance_user, t->name, s, n_in) : NULL;
         if (imp) memcpy(impb, imp, (size_t)n_in * sizeof(float)); /* the callback's buffer is reused */
-        const float *cs = w->col_s && n_mat == 1 ? w->col_s[i] : NULL, *rs = w->row_s && n_mat == 1 ? w->row_s[i] : NULL;
+        /* AWQ scales: one vector per tensor, or per expert slice of a stack (slice s at s * n) */
+        const float *cs = w->col_s && w->col_s[i] ? w->col_s[i] + (n_mat > 1 ? s * n_in : 0) : NULL;
+        const float *rs = w->row_s && w->row_s[i] ? w->row_s[i] + (n_mat > 1 ? s * n_out : 0) : NULL;
         if (cs) { /* AWQ: W diag(s); the measured importance is that of the inputs x / s */
             for (int64_t r = 0; r < n_out; r++)
                 for (int64_t j = 0; j < n_in; j++) f[r * n_in + j] *= cs[j];
@@ -517,6 +519,7 @@ static const awq_group k_awq_groups[] = {
     {"attn_norm", true, {"attn_q", "attn_k", "attn_v"}, 3, NULL},
     {"ffn_norm", true, {"ffn_gate", "ffn_up"}, 2, "ffn_gate_inp"},
     {"ffn_up", false, {"ffn_down"}, 1, NULL},
+    {"ffn_up_shexp", false, {"ffn_down_shexp"}, 1, NULL}, /* a MoE's shared expert */
     {"attn_v", false, {"attn_output"}, 1, NULL},
 };
 
@@ -625,10 +628,75 @@ out:
     return st;
 }
 
+/* The accumulators of stacked target tensor i (its first expert's), or NULL. */
+static hacc *stack_accs(collector *c, size_t i) {
+    for (size_t k = 0; k < c->n_targets; k++)
+        if (c->a[c->first[k]].tidx == i && c->a[c->first[k]].expert == 0) return &c->a[c->first[k]];
+    return NULL;
+}
+
+/* MoE experts: per expert e, scales between its up and down projections
+ * (down's input is act(gate x) ⊙ (up x), linear in up's rows): searched on
+ * expert e's own Hessian of down's input (only the tokens routed to it),
+ * folded by dividing up's rows of slice e by s and multiplying down's columns
+ * of slice e by s. Experts without tokens keep scale 1. The norm before
+ * gate/up is not scaled (it also feeds the router). */
+static nb_status awq_experts(worker *w, collector *c, int L, nb_ctx *ctx) {
+    nb_model *m = w->src;
+    long ui = tensor_index(m, L, "ffn_up_exps", "weight"), di = tensor_index(m, L, "ffn_down_exps", "weight");
+    if (ui < 0 || di < 0 || tensor_index(m, L, "ffn_up_exps", "bias") >= 0) return NB_OK;
+    const nb_tensor *ut = &m->tensors[ui], *dt = &m->tensors[di];
+    if (ut->n_dims != 3 || dt->n_dims != 3 || dt->ne[0] != ut->ne[1] || dt->ne[2] != ut->ne[2]) return NB_OK;
+    hacc *da = stack_accs(c, (size_t)di);
+    if (!da || !stack_accs(c, (size_t)ui)) return NB_OK; /* both quantized here (up scaled on the way) */
+    const int64_t n = dt->ne[0], n_out = dt->ne[1], n_exp = dt->ne[2];
+    float *wd = nb_malloc(ctx, (size_t)(n * n_out * n_exp) * sizeof(float), dt->name);
+    float *cs = nb_malloc(ctx, (size_t)(n * n_exp) * sizeof(float), "AWQ scales");
+    float *imp = nb_malloc(ctx, (size_t)n * sizeof(float), "AWQ importance");
+    double *mu = nb_malloc(ctx, (size_t)n * sizeof(double), "AWQ statistics");
+    nb_status st = wd && cs && imp && mu ? NB_OK : NB_ERR_NOMEM;
+    if (st == NB_OK) st = nb_model_read_f32(m, (size_t)di, wd, ctx);
+    size_t scaled = 0;
+    for (int64_t e = 0; e < n_exp && st == NB_OK; e++) {
+        float *sc = cs + e * n;
+        for (int64_t j = 0; j < n; j++) sc[j] = 1;
+        hacc *a = &da[e];
+        if (!a->decided || a->alias >= 0 || a->h.n_tok == 0 || !a->abs_sum) continue;
+        for (int64_t j = 0; j < n; j++) mu[j] = a->abs_sum[j] / (double)a->h.n_tok;
+        const float *mi = w->qo->importance ? w->qo->importance(w->qo->importance_user, dt->name, e, n) : NULL;
+        if (mi) memcpy(imp, mi, (size_t)n * sizeof(float));
+        else diag_importance(a->h.xtx, n, imp);
+        char label[NB_MAX_NAME + 64];
+        snprintf(label, sizeof label, "blk.%d ffn_up_exps -> ffn_down_exps[expert %lld]", L, (long long)e);
+        nb_awq_linear lin = {wd + e * n * n_out, n_out, w->plan[di].type};
+        nb_awq_result ar = {.alpha = w->go->awq_alpha};
+        if (w->go->awq_alpha > 0) nb_awq_scales(mu, n, w->go->awq_alpha, sc);
+        else st = nb_awq_search(a->h.xtx, mu, n, &lin, 1, imp, NULL, sc, &ar, label, ctx);
+        if (st != NB_OK) break;
+        w->r->n_awq_groups++;
+        w->r->awq_expert_err += ar.err;
+        w->r->awq_expert_err_plain += ar.err_plain;
+        if (ar.alpha == 0) continue;
+        w->r->n_awq_scaled++;
+        scaled++;
+        for (int64_t i = 0; i < n; i++) /* expert e's inputs are now x / s: H -> S⁻¹ H S⁻¹ */
+            for (int64_t j = 0; j < n; j++) a->h.xtx[i * n + j] /= (double)sc[i] * (double)sc[j];
+    }
+    if (st == NB_OK && scaled) {
+        NB_INFO(ctx, "awq: blk.%d: %zu of %lld experts scaled between up and down", L, scaled, (long long)n_exp);
+        w->col_s[di] = cs; /* down's columns x s, up's rows / s, per slice */
+        w->row_s[ui] = copy_scales(cs, n * n_exp);
+        cs = NULL;
+        if (!w->row_s[ui]) st = NB_ERR_NOMEM;
+    }
+    free(wd); free(cs); free(imp); free(mu);
+    return st;
+}
+
 static nb_status awq_block(worker *w, collector *c, int L, nb_ctx *ctx) {
     for (size_t g = 0; g < sizeof k_awq_groups / sizeof k_awq_groups[0]; g++)
         NB_TRY(awq_group_run(w, c, L, &k_awq_groups[g], ctx));
-    return NB_OK;
+    return awq_experts(w, c, L, ctx);
 }
 
 static nb_status factor_all(collector *c, const nb_gptq_opts *o, bool factor, bool keep_h, nb_ctx *ctx) {

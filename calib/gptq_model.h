@@ -115,6 +115,8 @@ typedef struct nb_gptq_model_result {
     size_t n_rtn;             /* block weights rounded plainly (unsupported type, no data) */
     size_t n_awq_groups;      /* AWQ groups searched */
     size_t n_awq_scaled;      /* ... of which scaled (alpha > 0 won) */
+    double awq_expert_err;    /* MoE: Σ over the experts' up -> down groups of the searched output error */
+    double awq_expert_err_plain; /* ... and of plain rounding (alpha 0) on the same rows */
     int64_t n_zero_experts;   /* expert slices without a calibration token (rounded plainly) */
     double seconds_calib;     /* forward passes + Hessian accumulation */
     double seconds_gptq;
