@@ -35,7 +35,7 @@ row() { # label, output file, command
   local wall cpu
   wall=$(awk '{print $1}' "$work/time.txt"); cpu=$(awk '{print $2+$3}' "$work/time.txt")
   "$nb" ppl "$2" --kld "$base" --text "$eval_" --ctx "$ctx" --chunks "$chunks" --threads "$thr" --json 2>/dev/null |
-    python3 -c "import json,sys,os; j=json.load(sys.stdin)['kld']; print('| %s | %d | %.5f | %.5f | %.1f | %.1f |' % ('$1', os.path.getsize('$2'), j['kld_mean'], j['kld_err'], $wall, $cpu))"
+    python3 -c "import json,sys,os; j=json.load(sys.stdin)['kld']; print('| %s | %d | %.4g | %.2g | %.1f | %.1f |' % ('$1', os.path.getsize('$2'), j['kld_mean'], j['kld_err'], $wall, $cpu))"
 }
 q=(--threads "$thr" -q)
 echo "| method | bytes | mean KLD | ± | wall s | CPU s |"

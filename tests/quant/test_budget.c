@@ -10,7 +10,17 @@
  * smallest file and a context beyond the model's are NB_ERR_RANGE with the
  * figure in the message (a MoE's names the expert count that would fit);
  * expert slice weights scale the measured error; the job refuses a budget
- * combined with --type. */
+ * combined with --type.
+ * Mixed methods: GPTQ's measured error ratios are finite and positive for the
+ * block weights (0 outside the blocks), identical at 1 and 2 threads; the
+ * choice keeps the types (same bytes as the plan without methods), lowers the
+ * predicted loss, spends no more predicted seconds than the time budget, and
+ * a larger time budget never predicts a larger loss; the plan JSON keeps each
+ * tensor's method and refuses an unknown one; the job's write runs GPTQ only
+ * on the tensors marked gptq: every tensor marked imatrix has the same bytes
+ * as in the imatrix job's file of the same budget, and with no GPTQ tensor
+ * the two files are identical; --method mixed without a budget or plan, and
+ * a time budget without --method mixed, are refused. */
 #include "calib/job.h"
 #include "formats/model.h"
 #include "formats/synth.h"
@@ -397,6 +407,175 @@ START_TEST(job_budget_checks) {
 }
 END_TEST
 
+static nb_quant_job mixed_job(const char *src, const char *dst, nb_quant_method m, uint64_t bytes) {
+    static char calib[1024];
+    snprintf(calib, sizeof calib, "%s/text/calib.txt", nbt_data_dir());
+    nb_quant_job j = {.src = src, .dst = dst, .method = m, .calib_path = calib,
+                      .budget = {.kind = NB_BUDGET_FILE, .bytes = bytes}};
+    j.corpus.n_ctx = 32;
+    j.corpus.max_tokens = 512;
+    j.corpus.seed = 3;
+    return j;
+}
+
+/* Measure s's methods on the dense fixture at `threads`. */
+static void measure_methods(fx *f, int threads) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    ctx.n_threads = threads;
+    ctx.log_level = NB_LOG_WARN;
+    nb_quant_job j = mixed_job(f->src, NULL, NB_METHOD_MIXED, 0);
+    nb_method_opts mo = {.calib_path = j.calib_path, .corpus = j.corpus};
+    nb_method_info info;
+    ck_assert_msg(nb_method_measure(f->m, &f->s, &mo, &info, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_int_eq(info.layer, 1); /* the middle of 2 blocks */
+    ck_assert_uint_eq(info.n_groups, 7);  /* q k v o gate up down */
+    nb_ctx_free(&ctx);
+}
+
+START_TEST(mixed_methods_plan) {
+    fx f, f2;
+    fx_open(&f, "dense.gguf", "llama", 256, 512, 1);
+    fx_open(&f2, "dense.gguf", "llama", 256, 512, 2);
+    measure_methods(&f, 1);
+    measure_methods(&f2, 2);
+    size_t n_ratio = 0;
+    for (size_t i = 0; i < f.s.n_tensors; i++) {
+        const nb_sens_tensor *e = &f.s.tensors[i], *e2 = &f2.s.tensors[i];
+        if (!e->planned) continue;
+        bool blk = !strncmp(f.m->tensors[i].name, "blk.", 4);
+        for (size_t k = 0; k < e->n_cands; k++) {
+            ck_assert(e->gptq_ratio[k] == e2->gptq_ratio[k]); /* any thread count */
+            ck_assert(e->gptq_ratio[k] >= 0 && e->gptq_ratio[k] < 10);
+            if (!blk) ck_assert(e->gptq_ratio[k] == 0);
+            n_ratio += e->gptq_ratio[k] > 0;
+        }
+        if (blk) ck_assert(e->sec_gptq > e->sec_round && e->sec_pass > 0 && e->gptq_block >= 0);
+        else ck_assert_int_eq(e->gptq_block, -1);
+    }
+    ck_assert_uint_gt(n_ratio, 14 * 3);
+    uint64_t lo, hi;
+    extremes(&f.s, f.m, &lo, &hi);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_budget b = {.kind = NB_BUDGET_FILE, .bytes = lo + (hi - lo) / 4};
+    nb_plan p0, p;
+    nb_budget_result r0, r;
+    ck_assert_int_eq(nb_budget_plan(f.m, &f.s, &b, &p0, &r0, &ctx), NB_OK);
+    b.methods = true; /* lambda 0: wherever GPTQ is predicted to help */
+    ck_assert_int_eq(nb_budget_plan(f.m, &f.s, &b, &p, &r, &ctx), NB_OK);
+    ck_assert_uint_eq(r.file_bytes, r0.file_bytes);
+    for (size_t i = 0; i < p.n_tensors; i++) {
+        ck_assert_int_eq(p.tensors[i].type, p0.tensors[i].type);
+        if (p0.tensors[i].why == NB_PLAN_BUDGET)
+            ck_assert(p.tensors[i].method == NB_PLAN_METHOD_GPTQ || p.tensors[i].method == NB_PLAN_METHOD_IMATRIX);
+    }
+    ck_assert_uint_gt(r.n_gptq, 0);
+    ck_assert(r.pred_loss < r0.pred_loss && r.pred_loss_round == r0.pred_loss);
+    ck_assert(r.sec_methods <= r.sec_all_gptq && r.sec_all_round < r.sec_all_gptq);
+    /* the plan JSON keeps the methods; an unknown one is refused */
+    char *js = nb_plan_to_json(&p);
+    nb_plan q;
+    ck_assert_msg(nb_plan_from_json(js, "t", &q, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    for (size_t i = 0; i < p.n_tensors; i++) ck_assert_int_eq(q.tensors[i].method, p.tensors[i].method);
+    nb_plan_free(&q);
+    char *bad = strstr(js, "\"method\":\"gptq\"");
+    ck_assert_ptr_nonnull(bad);
+    memcpy(bad + 10, "gpt5", 4);
+    ck_assert_int_eq(nb_plan_from_json(js, "t", &q, &ctx), NB_ERR_FORMAT);
+    ck_assert(strstr(nb_errmsg(&ctx), "method") != NULL);
+    nb_plan_free(&q);
+    free(js);
+    nb_plan_free(&p);
+    /* time budgets: never over, and more time never predicts more loss */
+    double prev = INFINITY;
+    for (int k = 1; k <= 6; k++) {
+        b.method_seconds = r.sec_all_gptq * k / 6.0;
+        ck_assert_int_eq(nb_budget_plan(f.m, &f.s, &b, &p, &r, &ctx), NB_OK);
+        ck_assert(r.sec_methods - r.sec_all_round <= b.method_seconds * (1 + 1e-12));
+        ck_assert_msg(r.pred_loss <= prev, "time %g: loss %g > %g", b.method_seconds, r.pred_loss, prev);
+        prev = r.pred_loss;
+        nb_plan_free(&p);
+    }
+    b.method_seconds = 1e-12; /* nothing fits */
+    ck_assert_int_eq(nb_budget_plan(f.m, &f.s, &b, &p, &r, &ctx), NB_OK);
+    ck_assert_uint_eq(r.n_gptq, 0);
+    ck_assert(r.pred_loss == r0.pred_loss);
+    nb_plan_free(&p);
+    nb_plan_free(&p0);
+    nb_ctx_free(&ctx);
+    fx_close(&f);
+    fx_close(&f2);
+}
+END_TEST
+
+START_TEST(mixed_methods_job) {
+    fx f;
+    fx_open(&f, "dense.gguf", "llama", 256, 512, 1);
+    uint64_t lo, hi;
+    extremes(&f.s, f.m, &lo, &hi);
+    fx_close(&f);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    ctx.log_level = NB_LOG_WARN;
+    uint64_t bytes = lo + (hi - lo) / 4;
+    const char *src = synth("dense.gguf", "llama", 256, 512);
+    const char *fi = nbt_path("mixed_imatrix.gguf"), *fm = nbt_path("mixed_mixed.gguf"),
+               *fn = nbt_path("mixed_none.gguf");
+    nb_quant_job ji = mixed_job(src, fi, NB_METHOD_IMATRIX, bytes);
+    nb_quant_job_result ri, rm, rn;
+    ck_assert_msg(nb_quantize_job(&ji, &ri, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    nb_quant_job jm = mixed_job(src, fm, NB_METHOD_MIXED, bytes);
+    ck_assert_msg(nb_quantize_job(&jm, &rm, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_uint_gt(rm.budget.n_gptq, 0);
+    ck_assert_uint_lt(rm.budget.n_gptq, rm.budget.n_planned);
+    ck_assert_uint_eq(rm.gptq.n_gptq, rm.budget.n_gptq); /* the driver ran GPTQ on exactly those */
+    jm.dst = fn;
+    jm.budget.method_lambda = 1e300; /* no tensor is worth it */
+    ck_assert_msg(nb_quantize_job(&jm, &rn, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_uint_eq(rn.budget.n_gptq, 0);
+    size_t na, nb2;
+    unsigned char *a = nbt_read_file(fi, &na), *c = nbt_read_file(fn, &nb2);
+    ck_assert_uint_eq(na, nb2);
+    ck_assert_mem_eq(a, c, na); /* no GPTQ tensor: the imatrix job's file */
+    free(a);
+    free(c);
+    nb_model *mi = NULL, *mm = NULL;
+    ck_assert_int_eq(nb_model_open(fi, &mi, &ctx), NB_OK);
+    ck_assert_int_eq(nb_model_open(fm, &mm, &ctx), NB_OK);
+    ck_assert_uint_eq(mi->file_bytes, mm->file_bytes);
+    size_t n_same = 0, n_diff = 0;
+    for (size_t i = 0; i < rm.plan.n_tensors; i++) {
+        const nb_plan_tensor *pt = &rm.plan.tensors[i];
+        if (pt->why != NB_PLAN_BUDGET || pt->type == pt->src_type) continue;
+        const nb_tensor *x = nb_model_find(mi, pt->name), *y = nb_model_find(mm, pt->name);
+        ck_assert(x && y && x->nbytes == y->nbytes);
+        bool same = !memcmp(x->data, y->data, (size_t)x->nbytes);
+        if (pt->method == NB_PLAN_METHOD_IMATRIX) ck_assert_msg(same, "%s: imatrix tensor differs", pt->name);
+        n_same += same;
+        n_diff += !same;
+    }
+    ck_assert_uint_eq(n_diff, rm.budget.n_gptq); /* every GPTQ tensor changed */
+    ck_assert_uint_gt(n_same, 0);
+    nb_model_close(mi);
+    nb_model_close(mm);
+    nb_quant_job_result_free(&ri);
+    nb_quant_job_result_free(&rm);
+    nb_quant_job_result_free(&rn);
+    /* option checks */
+    nb_quant_job jb = mixed_job(src, fm, NB_METHOD_MIXED, 0);
+    jb.budget.kind = NB_BUDGET_NONE;
+    jb.plan.mix = nb_mix_find("q4_0");
+    ck_assert_int_eq(nb_quant_job_check(&jb, &ctx), NB_ERR_INVALID);
+    ck_assert(strstr(nb_errmsg(&ctx), "--method mixed") != NULL);
+    jb = mixed_job(src, fm, NB_METHOD_IMATRIX, bytes);
+    jb.budget.method_seconds = 5;
+    ck_assert_int_eq(nb_quant_job_check(&jb, &ctx), NB_ERR_INVALID);
+    ck_assert(strstr(nb_errmsg(&ctx), "--method-time-budget") != NULL);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("budget");
     TCase *tc = tcase_create("budget");
@@ -409,6 +588,8 @@ int main(void) {
     tcase_add_test(tc, memory_budget_and_moe_message);
     tcase_add_test(tc, expert_weights_scale_errors);
     tcase_add_test(tc, job_budget_checks);
+    tcase_add_test(tc, mixed_methods_plan);
+    tcase_add_test(tc, mixed_methods_job);
     suite_add_tcase(s, tc);
     return nbt_run_suite(s);
 }
