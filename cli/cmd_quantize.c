@@ -446,7 +446,8 @@ int nb_cmd_quantize(int argc, char **argv) {
             fprintf(human, "%s: %zu weights (expert slices counted singly) by %s, %zu rounded to nearest, "
                     "%lld experts without calibration tokens; %zu chunks x %llu tokens; calibration passes %.1f s, "
                     "GPTQ %.1f s\n", method, g->n_gptq,
-                    res.method == NB_METHOD_AWQ ? "AWQ + weighted rounding" : method, g->n_rtn,
+                    res.method == NB_METHOD_AWQ ? "AWQ + weighted rounding"
+                    : res.method == NB_METHOD_MIXED ? "gptq (the plan's choice)" : method, g->n_rtn,
                     (long long)g->n_zero_experts, g->n_chunks,
                     (unsigned long long)(g->n_chunks ? g->n_tokens / g->n_chunks : 0), g->seconds_calib,
                     g->seconds_gptq);

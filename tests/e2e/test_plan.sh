@@ -3,7 +3,9 @@
 # to end: the plan applied by quantize --plan gives a file of exactly the
 # predicted size, within the budget; plan-and-apply in one go writes the same
 # bytes; smaller budgets never give larger files; the same plan at 1 and 2
-# threads; --calib and --imatrix weighting; bad input (a budget below the
+# threads; --calib and --imatrix weighting; --method mixed (the table's
+# methods column, the plan's per-tensor methods, applied by quantize --plan);
+# bad input (a budget below the
 # smallest file, --ctx beyond the model's context, an imatrix lacking
 # tensors, a plan for another model, usage errors) exits non-zero with one
 # line and writes nothing. Needs NB_BIN (set by ctest).
@@ -86,6 +88,29 @@ types() { grep -oE '"name":"[^"]*","shape":\[[0-9,]*\],"src_type":"[^"]*","type"
   { echo "FAIL: --calib and --imatrix of the same text plan differently"; fail=1; }
 check "quantize --imatrix --target-size" 0 "$nb" quantize "$src" --imatrix "$tmp/im.gguf" --target-size "$target" -o "$tmp/imq.gguf" -q
 [ "$(stat -c %s "$tmp/imq.gguf")" -le "$target" ] || { echo "FAIL: imatrix plan over target"; fail=1; }
+
+# methods mixed per tensor: the table says which, the plan records it, quantize --plan applies it
+mixed=(plan "$src" --imatrix "$tmp/im.gguf" --calib "$calib" --calib-ctx 32 --calib-tokens 256 --target-bpw 4.5 --method mixed)
+check "plan --method mixed --json" 0 "$nb" "${mixed[@]}" --json
+half=$(awk -v a="$(num pred_seconds_all_gptq "$tmp/out")" -v r="$(num pred_seconds_round "$tmp/out")" \
+  'BEGIN { printf "%.9f", (a - r) / 2 }')
+check "plan --method mixed" 0 "$nb" "${mixed[@]}" --method-time-budget "$half" -o "$tmp/pm.json"
+has "methods" "$tmp/out"; has "gptq:" "$tmp/out"; has "imatrix:" "$tmp/out"
+grep -q '"method":"gptq"' "$tmp/pm.json" && grep -q '"method":"imatrix"' "$tmp/pm.json" ||
+  { echo "FAIL: the mixed plan does not record both methods"; fail=1; }
+[ "$(types "$tmp/pm.json")" = "$(types "$tmp/pi.json")" ] ||
+  { echo "FAIL: --method mixed changed the types"; fail=1; }
+check "quantize --plan mixed" 0 "$nb" quantize "$src" --plan "$tmp/pm.json" --imatrix "$tmp/im.gguf" --method mixed \
+  --calib "$calib" --ctx 32 --calib-tokens 256 -o "$tmp/pm.gguf"
+has "by gptq" "$tmp/out"
+check "--method mixed without --calib" 1 "$nb" plan "$src" --target-bpw 4.5 --method mixed -o "$tmp/x.json"
+one_line; has "--calib" "$tmp/err"
+check "--method-time-budget without mixed" 1 "$nb" plan "$src" --target-bpw 4.5 --method-time-budget 3 -o "$tmp/x.json"
+one_line
+check "quantize --method mixed without a budget" 1 "$nb" quantize "$src" --type q4_0 --method mixed \
+  --calib "$calib" -o "$tmp/x.gguf"
+one_line; has "size budget" "$tmp/err"
+[ -e "$tmp/x.json" ] && { echo "FAIL: refused plan wrote a file"; fail=1; }
 
 # bad input: one line, non-zero, nothing written
 check "budget below the smallest file" 2 "$nb" plan "$src" --target-size 100K -o "$tmp/x.json"
