@@ -4,14 +4,14 @@
 # for TARGET (importance from the same imatrix) written three ways:
 #   imatrix   every tensor by importance-weighted rounding (plan + quantize)
 #   all-gptq  the same types, every tensor GPTQ can do by GPTQ (plan + quantize --plan --method gptq)
-#   mixed     quantize TARGET --method mixed --method-time-budget S (plan, ratio measurement, GPTQ
-#             on the tensors the plan chose, rounding for the others)
+#   mixed     quantize TARGET --method mixed --method-time-budget S for each S of SECONDS_BUDGET
+#             (plan, ratio measurement, GPTQ on the tensors the plan chose, rounding for the others)
 # Mean KLD (± its standard error) against the source's own log-probs on
 # tests/data/text/eval.txt, file bytes, wall and CPU seconds of the whole
 # command(s), one markdown row each. The imatrix is collected once beforehand
 # and given to every row (not timed). Not a test: nothing is asserted.
 # usage: bench/methods_mixed.sh  (env: NB_BIN, SRC (default tests/data/models/stories260K.gguf),
-#        WORK, TARGET="--target-bpw 7.3", SECONDS_BUDGET=3, CTX=256, CHUNKS=16, CALIB_TOKENS=4096,
+#        WORK, TARGET="--target-bpw 7.3", SECONDS_BUDGET="0.25 0.4" (predicted seconds), CTX=256, CHUNKS=16, CALIB_TOKENS=4096,
 #        THREADS=1, EVAL_TEXT)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,7 +19,7 @@ nb=${NB_BIN:-$root/build/rel/nibble}
 src=${SRC:-$root/tests/data/models/stories260K.gguf}
 work=${WORK:-$root/build/methods_mixed}
 target=${TARGET:---target-bpw 7.3}
-budget=${SECONDS_BUDGET:-3}
+budget=${SECONDS_BUDGET:-0.25 0.4}
 ctx=${CTX:-256}; chunks=${CHUNKS:-16}; ctok=${CALIB_TOKENS:-4096}; thr=${THREADS:-1}
 calib="$root/tests/data/text/calib.txt"; eval_=${EVAL_TEXT:-$root/tests/data/text/eval.txt}
 mkdir -p "$work"
@@ -45,6 +45,8 @@ row imatrix "$work/imatrix.q.gguf" \
 row all-gptq "$work/allgptq.q.gguf" \
   "'$nb' plan '$src' ${tgt[*]} --imatrix '$im' -o '$work/plan.json' ${q[*]} && \
    '$nb' quantize '$src' -o '$work/allgptq.q.gguf' --plan '$work/plan.json' --imatrix '$im' --method gptq ${cal[*]} ${q[*]}"
-row "mixed (${budget} s)" "$work/mixed.q.gguf" \
-  "'$nb' quantize '$src' -o '$work/mixed.q.gguf' ${tgt[*]} --imatrix '$im' --method mixed --method-time-budget $budget ${cal[*]} ${q[*]}"
+for b in $budget; do
+  row "mixed ($b s)" "$work/mixed.q.gguf" \
+    "'$nb' quantize '$src' -o '$work/mixed.q.gguf' ${tgt[*]} --imatrix '$im' --method mixed --method-time-budget $b ${cal[*]} ${q[*]}"
+done
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

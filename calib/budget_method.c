@@ -139,20 +139,6 @@ static nb_status measure_ratios(nb_model *m, const nb_sens_tensor *e, size_t i, 
     return st;
 }
 
-/* expert_used_count (1 when absent) and block_count of m. */
-static void counts(const nb_model *m, uint64_t *n_used, uint64_t *n_layer) {
-    *n_used = 1;
-    *n_layer = 0;
-    const char *arch = nb_kv_get_str(&m->kv, "general.architecture");
-    if (!arch) return;
-    char key[160];
-    uint64_t v;
-    snprintf(key, sizeof key, "%s.expert_used_count", arch);
-    if (nb_kv_get_u64(&m->kv, key, &v) && v > 0 && v < 65536) *n_used = v;
-    snprintf(key, sizeof key, "%s.block_count", arch);
-    if (nb_kv_get_u64(&m->kv, key, &v) && v < 65536) *n_layer = v;
-}
-
 /* Predicted seconds of both methods for every planned tensor (see the header). */
 static void work(const nb_model *m, nb_sens *s, uint64_t T, uint64_t n_used, uint64_t n_layer, bool all_experts) {
     double *params = calloc(n_layer + 1, sizeof *params); /* per block, then cumulative */
@@ -187,10 +173,13 @@ nb_status nb_method_measure(nb_model *m, nb_sens *s, const nb_method_opts *o, nb
     double t0 = nb_now();
     NB_RETURN_IF(ctx, !o->calib_path, NB_ERR_INVALID, "methods: no calibration text");
     NB_RETURN_IF(ctx, s->n_tensors != m->n_tensors, NB_ERR_INVALID, "methods: measured another model");
-    uint64_t n_used, n_layer;
-    counts(m, &n_used, &n_layer);
-    NB_RETURN_IF(ctx, n_layer == 0, NB_ERR_UNSUPPORTED, "%s: no block count: mixed methods need a model the engine runs",
-                 m->path);
+    uint64_t n_used = s->n_expert_used ? s->n_expert_used : 1, n_layer = 0;
+    for (size_t i = 0; i < m->n_tensors; i++) { /* blocks: 1 + the largest blk.N */
+        long b = block_of(m->tensors[i].name);
+        if (b >= 0 && (uint64_t)b + 1 > n_layer) n_layer = (uint64_t)b + 1;
+    }
+    NB_RETURN_IF(ctx, n_layer == 0 || n_layer > 65536, NB_ERR_UNSUPPORTED,
+                 "%s: no blocks: mixed methods need a model the engine runs", m->path);
     collector c = {.m = m, .s = s, .layer = (long)(n_layer / 2), .ctx = ctx, .err = NB_OK};
     info->layer = (int)c.layer;
     nb_tokenizer *tok = NULL;

@@ -161,42 +161,40 @@ static float *logits_of(const char *path, int n_tok, nb_ctx *ctx) {
     return lg;
 }
 
-START_TEST(folding_keeps_the_float_model) {
-    nb_ctx ctx;
-    nbt_ctx(&ctx);
-    ctx.log_level = NB_LOG_WARN;
-    const char *src = synth_llama(&ctx);
-    const char *out = nbt_path("awq_f16.gguf"), *plain = nbt_path("awq_f16_plain.gguf");
+/* src through the AWQ driver with alpha 0.5 and F16 targets (out) and plainly to F16 (plain): the
+ * tensors `changed` differ between the two, `same` do not, and the logits stay within F16 tolerance of
+ * the F32 source's. *scaled: groups scaled. */
+static void check_folding(const char *src, const char *out, const char *plain, const char *const *changed,
+                          size_t n_changed, const char *const *same, size_t n_same, size_t *scaled, nb_ctx *ctx) {
     nb_plan pl;
-    ck_assert_int_eq(nbt_plan(src, nb_mix_find("f16"), &pl, &ctx), NB_OK);
+    ck_assert_int_eq(nbt_plan(src, nb_mix_find("f16"), &pl, ctx), NB_OK);
     nb_quant_opts qo = {0};
     nb_gptq_model_opts go = awq_opts();
     go.awq_alpha = 0.5;
     nb_gptq_model_result r;
-    ck_assert_msg(nb_gptq_quantize_model(src, out, &pl, &qo, &go, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
-    ck_assert_uint_eq(r.n_awq_groups, 2 * 4); /* per block: norm -> qkv, norm -> gate/up, up -> down, v -> o */
-    ck_assert_uint_eq(r.n_awq_scaled, 2 * 4);
+    ck_assert_msg(nb_gptq_quantize_model(src, out, &pl, &qo, &go, &r, ctx) == NB_OK, "%s", nb_errmsg(ctx));
+    printf("awq folding %s: %zu groups, %zu scaled\n", src, r.n_awq_groups, r.n_awq_scaled);
+    ck_assert_uint_eq(r.n_awq_scaled, r.n_awq_groups); /* a given alpha scales every group searched */
+    *scaled = r.n_awq_scaled;
     nb_gptq_model_result_free(&r);
     nb_quant_result qr;
-    ck_assert_int_eq(nb_quantize_model(src, plain, &pl, &qo, &qr, &ctx), NB_OK);
+    ck_assert_int_eq(nb_quantize_model(src, plain, &pl, &qo, &qr, ctx), NB_OK);
     nb_quant_result_free(&qr);
-    /* the norms and weights did change */
     nb_model *ma = NULL, *mb = NULL;
-    ck_assert_int_eq(nb_model_open(out, &ma, &ctx), NB_OK);
-    ck_assert_int_eq(nb_model_open(plain, &mb, &ctx), NB_OK);
-    static const char *changed[] = {"blk.0.attn_norm.weight", "blk.1.ffn_norm.weight", "blk.0.attn_q.weight",
-                                    "blk.1.ffn_up.weight", "blk.1.ffn_down.weight", "blk.0.attn_v.weight",
-                                    "blk.0.attn_output.weight"};
-    for (size_t k = 0; k < sizeof changed / sizeof changed[0]; k++) {
-        const nb_tensor *a = nb_model_find(ma, changed[k]), *b = nb_model_find(mb, changed[k]);
-        ck_assert_msg(a && b && a->type == b->type && a->nbytes == b->nbytes, "%s", changed[k]);
-        ck_assert_msg(memcmp(a->data, b->data, (size_t)a->nbytes) != 0, "%s unchanged", changed[k]);
+    ck_assert_int_eq(nb_model_open(out, &ma, ctx), NB_OK);
+    ck_assert_int_eq(nb_model_open(plain, &mb, ctx), NB_OK);
+    for (size_t k = 0; k < n_changed + n_same; k++) {
+        const char *nm = k < n_changed ? changed[k] : same[k - n_changed];
+        const nb_tensor *a = nb_model_find(ma, nm), *b = nb_model_find(mb, nm);
+        ck_assert_msg(a && b && a->type == b->type && a->nbytes == b->nbytes, "%s", nm);
+        bool differ = memcmp(a->data, b->data, (size_t)a->nbytes) != 0;
+        ck_assert_msg(differ == (k < n_changed), "%s %s", nm, differ ? "changed" : "unchanged");
     }
     nb_model_close(ma);
     nb_model_close(mb);
     /* ... and the function did not: logits within F16 tolerance of the F32 source's */
     const int nt = 24;
-    float *l0 = logits_of(src, nt, &ctx), *la = logits_of(out, nt, &ctx), *lb = logits_of(plain, nt, &ctx);
+    float *l0 = logits_of(src, nt, ctx), *la = logits_of(out, nt, ctx), *lb = logits_of(plain, nt, ctx);
     double da = 0, db = 0, scale = 0;
     for (int64_t k = 0; k < (int64_t)nt * 512; k++) {
         da = fmax(da, fabs((double)la[k] - l0[k]));
@@ -208,6 +206,19 @@ START_TEST(folding_keeps_the_float_model) {
     ck_assert_msg(da <= 4 * db + 1e-4 * scale, "AWQ-folded model differs: %g vs plain F16's %g", da, db);
     free(l0); free(la); free(lb);
     nb_plan_free(&pl);
+}
+
+START_TEST(folding_keeps_the_float_model) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    ctx.log_level = NB_LOG_WARN;
+    static const char *const changed[] = {"blk.0.attn_norm.weight", "blk.1.ffn_norm.weight", "blk.0.attn_q.weight",
+                                          "blk.1.ffn_up.weight", "blk.1.ffn_down.weight", "blk.0.attn_v.weight",
+                                          "blk.0.attn_output.weight"};
+    size_t scaled;
+    check_folding(synth_llama(&ctx), nbt_path("awq_f16.gguf"), nbt_path("awq_f16_plain.gguf"), changed,
+                  sizeof changed / sizeof *changed, NULL, 0, &scaled, &ctx);
+    ck_assert_uint_eq(scaled, 2 * 4); /* per block: norm -> qkv, norm -> gate/up, up -> down, v -> o */
     nb_ctx_free(&ctx);
 }
 END_TEST
@@ -275,55 +286,17 @@ START_TEST(moe_folding_keeps_the_float_model) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
     ctx.log_level = NB_LOG_WARN;
-    const char *src = synth_moe(&ctx);
-    const char *out = nbt_path("awq_moe_f16.gguf"), *plain = nbt_path("awq_moe_f16_plain.gguf");
-    nb_plan pl;
-    ck_assert_int_eq(nbt_plan(src, nb_mix_find("f16"), &pl, &ctx), NB_OK);
-    nb_quant_opts qo = {0};
-    nb_gptq_model_opts go = awq_opts();
-    go.awq_alpha = 0.5;
-    nb_gptq_model_result r;
-    ck_assert_msg(nb_gptq_quantize_model(src, out, &pl, &qo, &go, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
-    /* per block: norm -> qkv, v -> o (the norm before the experts also feeds the router: not scaled), and one
-       group per expert that received tokens */
-    printf("awq moe folding: %zu groups, %zu scaled\n", r.n_awq_groups, r.n_awq_scaled);
-    ck_assert_uint_gt(r.n_awq_scaled, 2 * 2);
-    ck_assert_uint_le(r.n_awq_scaled, 2 * (2 + 4));
-    nb_gptq_model_result_free(&r);
-    nb_quant_result qr;
-    ck_assert_int_eq(nb_quantize_model(src, plain, &pl, &qo, &qr, &ctx), NB_OK);
-    nb_quant_result_free(&qr);
-    nb_model *ma = NULL, *mb = NULL;
-    ck_assert_int_eq(nb_model_open(out, &ma, &ctx), NB_OK);
-    ck_assert_int_eq(nb_model_open(plain, &mb, &ctx), NB_OK);
-    static const char *changed[] = {"blk.0.ffn_up_exps.weight", "blk.0.ffn_down_exps.weight",
-                                    "blk.1.ffn_up_exps.weight", "blk.1.ffn_down_exps.weight"};
-    for (size_t k = 0; k < sizeof changed / sizeof changed[0]; k++) {
-        const nb_tensor *a = nb_model_find(ma, changed[k]), *b = nb_model_find(mb, changed[k]);
-        ck_assert_msg(a && b && a->type == b->type && a->nbytes == b->nbytes, "%s", changed[k]);
-        ck_assert_msg(memcmp(a->data, b->data, (size_t)a->nbytes) != 0, "%s unchanged", changed[k]);
-    }
-    /* the gate and the norm before the experts are not scaled */
-    static const char *same[] = {"blk.0.ffn_gate_exps.weight", "blk.0.ffn_norm.weight", "blk.0.ffn_gate_inp.weight"};
-    for (size_t k = 0; k < sizeof same / sizeof same[0]; k++) {
-        const nb_tensor *a = nb_model_find(ma, same[k]), *b = nb_model_find(mb, same[k]);
-        ck_assert_msg(a && b && a->nbytes == b->nbytes && !memcmp(a->data, b->data, (size_t)a->nbytes), "%s", same[k]);
-    }
-    nb_model_close(ma);
-    nb_model_close(mb);
-    const int nt = 24;
-    float *l0 = logits_of(src, nt, &ctx), *la = logits_of(out, nt, &ctx), *lb = logits_of(plain, nt, &ctx);
-    double da = 0, db = 0, scale = 0;
-    for (int64_t k = 0; k < (int64_t)nt * 512; k++) {
-        da = fmax(da, fabs((double)la[k] - l0[k]));
-        db = fmax(db, fabs((double)lb[k] - l0[k]));
-        scale = fmax(scale, fabs((double)l0[k]));
-    }
-    printf("awq moe folding: max |logit - F32 logit| AWQ-scaled F16 %.3g, plain F16 %.3g (max |logit| %.3g)\n", da,
-           db, scale);
-    ck_assert_msg(da <= 4 * db + 1e-4 * scale, "AWQ-folded MoE differs: %g vs plain F16's %g", da, db);
-    free(l0); free(la); free(lb);
-    nb_plan_free(&pl);
+    static const char *const changed[] = {"blk.0.ffn_up_exps.weight", "blk.0.ffn_down_exps.weight",
+                                          "blk.1.ffn_up_exps.weight", "blk.1.ffn_down_exps.weight"};
+    /* the gate and the norm before the experts (it also feeds the router) are not scaled */
+    static const char *const same[] = {"blk.0.ffn_gate_exps.weight", "blk.0.ffn_norm.weight",
+                                       "blk.0.ffn_gate_inp.weight"};
+    size_t scaled;
+    check_folding(synth_moe(&ctx), nbt_path("awq_moe_f16.gguf"), nbt_path("awq_moe_f16_plain.gguf"), changed,
+                  sizeof changed / sizeof *changed, same, sizeof same / sizeof *same, &scaled, &ctx);
+    /* per block: norm -> qkv, v -> o, and one group per expert that received tokens */
+    ck_assert_uint_gt(scaled, 2 * 2);
+    ck_assert_uint_le(scaled, 2 * (2 + 4));
     nb_ctx_free(&ctx);
 }
 END_TEST
