@@ -83,21 +83,29 @@ static nb_status measure_ratios(nb_model *m, const nb_sens_tensor *e, size_t i, 
     const nb_tensor *t = &m->tensors[i];
     int64_t n = t->ne[0], rows = (int64_t)(nb_tensor_nelements(t) / (uint64_t)n);
     int64_t k = (int64_t)want < rows ? (int64_t)want : rows;
-    float *all = nb_malloc(ctx, (size_t)nb_tensor_nelements(t) * sizeof(float), t->name);
     float *w = nb_malloc(ctx, (size_t)(k * n) * sizeof(float), t->name);
     float *y = nb_malloc(ctx, (size_t)(k * n) * sizeof(float), t->name);
     float *imp = nb_malloc(ctx, (size_t)n * sizeof(float), t->name);
     unsigned char *q = NULL;
     nb_gptq_factor f;
     memset(&f, 0, sizeof f);
-    nb_status st = all && w && y && imp ? NB_OK : NB_ERR_NOMEM;
-    if (st == NB_OK) st = nb_model_read_f32(m, i, all, ctx);
+    nb_status st = w && y && imp ? NB_OK : NB_ERR_NOMEM;
+    const nb_type_traits *src_tr = nb_type_get(t->type);
+    if (st == NB_OK && (!src_tr || !src_tr->to_f32))
+        st = nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: tensor '%s': cannot read type %s", m->path, t->name,
+                    nb_type_name(t->type));
+    uint64_t in_rb = 0;
+    const void *data = NULL;
+    void *owned = NULL;
+    if (st == NB_OK) st = nb_type_row_bytes(t->type, (uint64_t)n, &in_rb, ctx, t->name);
+    if (st == NB_OK) st = nb_model_tensor_bytes(m, i, &data, &owned, ctx);
     nb_gptq_opts go = {.imp = imp};
     if (st == NB_OK) {
-        for (int64_t r = 0; r < k; r++) { /* evenly spaced rows over every expert */
+        for (int64_t r = 0; r < k; r++) { /* evenly spaced rows over every expert: only those are converted */
             int64_t row = (int64_t)(((double)r + 0.5) * (double)rows / (double)k);
-            memcpy(w + r * n, all + row * n, (size_t)n * sizeof(float));
+            src_tr->to_f32((const unsigned char *)data + (uint64_t)row * in_rb, w + r * n, n);
         }
+        free(owned);
         double mean = 0;
         for (int64_t j = 0; j < n; j++) mean += H[j * n + j] / 2;
         mean /= (double)n;
@@ -107,7 +115,6 @@ static nb_status measure_ratios(nb_model *m, const nb_sens_tensor *e, size_t i, 
         }
         st = nb_gptq_factor_make(H, n, &go, &f, t->name, ctx);
     }
-    free(all);
     for (size_t c = 0; c < e->n_cands && st == NB_OK; c++) {
         nb_type ty = e->cands[c].type;
         const nb_type_traits *tr = nb_type_get(ty);
