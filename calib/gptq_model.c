@@ -197,6 +197,7 @@ typedef struct hacc {
     int64_t last_ntok;
     uint64_t last_call; /* collector call number of the last input (in chunk last_chunk) */
     uint64_t last_chunk;
+    bool skip;         /* an expert the plan leaves to rounding (gptq_experts): no Hessian */
     /* after the passes (factor_all), for own Hessians with tokens: */
     bool factored;
     nb_gptq_factor f;  /* shared by every weight reading these inputs */
@@ -245,6 +246,7 @@ static void on_matmul(void *user, const char *name, int expert, const float *x, 
         return;
     }
     hacc *a = &c->a[ai];
+    if (a->skip) return;
     uint64_t hsh = hash_rows(x, n_tok * n_in);
     uint64_t id = ++c->call;
     if (!a->decided) {
@@ -428,6 +430,11 @@ static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t
         const hacc *a = gptq ? &c->a[first + (size_t)s] : NULL;
         const hacc *ha = a && a->alias >= 0 ? &c->a[a->alias] : a;
         uint64_t n_tok = ha && ha->decided && ha->factored ? ha->h.n_tok : 0;
+        if (gptq && n_mat > 1 && a->skip) { /* the plan rounds this expert */
+            w->r->n_rtn++;
+            rtn_rows(type, f, dst, n_out, n_in, out_rb, imp ? impb : NULL, nt);
+            continue;
+        }
         if (!gptq || n_tok == 0) {
             if (gptq && n_mat > 1)
                 NB_WARN(ctx, "tensor '%s': expert %lld received no calibration token: rounded to nearest (no GPTQ)",
@@ -779,6 +786,7 @@ static nb_status run_layer(worker *w, int L, bool truncate, const char *count_ke
                 a->expert = t->n_dims >= 3 ? (int)x : -1;
                 a->n_in = t->ne[0];
                 a->alias = -1;
+                a->skip = t->n_dims >= 3 && !nb_plan_slice_gptq(&w->plan[i], (uint32_t)x);
             }
         }
         double t0 = nb_now();

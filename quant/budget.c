@@ -321,20 +321,22 @@ static nb_status pruned_plan(alloc *a, uint32_t keep, const nb_budget *b, nb_pla
     return st;
 }
 
-/* Mixed methods: GPTQ for the tensors where it saves the most predicted
- * loss per marginal predicted second (see the header), the others imatrix
- * rounding. O(n²) in the candidates: a few hundred tensors per model. */
+/* Mixed methods: GPTQ for the tensors (expert stacks: the experts) where it
+ * saves the most predicted loss per marginal predicted second (see the
+ * header), the others imatrix rounding. O(n²) in the candidates. */
 typedef struct gain {
     size_t t;
-    double saved, extra; /* predicted loss saved; the tensor's own extra seconds */
+    int64_t slice;       /* expert of a stack (-1: the whole tensor) */
+    double saved, extra; /* predicted loss saved; its own extra seconds */
     int block;           /* its block's passes (-1: none) */
     double pass;
-    bool done;
+    bool done, taken;
 } gain;
 
 static nb_status choose_methods(const nb_sens *s, const nb_budget *b, nb_plan *p, nb_budget_result *r, nb_ctx *ctx) {
-    size_t nt = p->n_tensors ? p->n_tensors : 1;
-    gain *g = nb_calloc(ctx, nt, sizeof *g, "planner methods");
+    size_t nt = p->n_tensors ? p->n_tensors : 1, cap = 0;
+    for (size_t i = 0; i < p->n_tensors; i++) cap += s->tensors[i].n_slices > 1 ? s->tensors[i].n_slices : 1;
+    gain *g = nb_calloc(ctx, cap ? cap : 1, sizeof *g, "planner methods");
     bool *open = nb_calloc(ctx, nt, sizeof *open, "planner methods"); /* blocks whose passes are paid */
     bool *seen = nb_calloc(ctx, nt, sizeof *seen, "planner methods");
     if (!g || !open || !seen) { free(g); free(open); free(seen); return NB_ERR_NOMEM; }
@@ -349,13 +351,25 @@ static nb_status choose_methods(const nb_sens *s, const nb_budget *b, nb_plan *p
         r->sec_methods += e->sec_round;
         r->sec_all_round += e->sec_round;
         double ratio = 0;
+        size_t f = 0;
         for (size_t k = 0; k < e->n_cands; k++)
-            if (e->cands[k].type == pt->type) ratio = e->gptq_ratio[k];
+            if (e->cands[k].type == pt->type) { ratio = e->gptq_ratio[k]; f = k; }
         double saved = pt->pred_err * (1.0 - ratio), extra = e->sec_gptq - e->sec_round;
         bool blk = e->gptq_block >= 0 && (size_t)e->gptq_block < nt;
         if (!(ratio > 0) || pt->type == pt->src_type || !(saved > 0) || !(extra + (blk ? e->sec_pass : 0) > 0)) continue;
-        g[n++] = (gain){i, saved, extra > 0 ? extra : 0, blk ? e->gptq_block : -1, blk ? e->sec_pass : 0, false};
-        r->sec_all_gptq += g[n - 1].extra;
+        gain x = {i, -1, saved, extra > 0 ? extra : 0, blk ? e->gptq_block : -1, blk ? e->sec_pass : 0, false, false};
+        if (e->n_slices > 1 && e->slice_err && !p->prune.keep) { /* per expert: its routing-weighted error */
+            for (uint32_t sl = 0; sl < e->n_slices; sl++) {
+                g[n] = x;
+                g[n].slice = sl;
+                g[n].saved = e->slice_err[f * e->n_slices + sl] * (1.0 - ratio);
+                g[n].extra = x.extra / e->n_slices;
+                if (g[n].saved > 0) n++;
+            }
+        } else {
+            g[n++] = x;
+        }
+        r->sec_all_gptq += x.extra;
         if (blk && !seen[e->gptq_block]) { seen[e->gptq_block] = true; r->sec_all_gptq += e->sec_pass; }
     }
     double spent = 0;
@@ -367,26 +381,39 @@ static nb_status choose_methods(const nb_sens *s, const nb_budget *b, nb_plan *p
             double c = g[k].extra + (g[k].block >= 0 && !open[g[k].block] ? g[k].pass : 0);
             if (b->method_seconds > 0 && spent + c > b->method_seconds) continue;
             if (b->method_seconds <= 0 && !(g[k].saved > b->method_lambda * c)) continue;
-            /* saved / c descending without dividing (c > 0); ties: the first tensor */
+            /* saved / c descending without dividing (c > 0); ties: the first candidate */
             if (best == n || g[k].saved * bc > bs * c) { best = k; bs = g[k].saved; bc = c; }
         }
         if (best == n) break;
         gain *x = &g[best];
-        x->done = true;
+        x->done = x->taken = true;
         spent += bc;
         if (x->block >= 0) open[x->block] = true;
         nb_plan_tensor *pt = &p->tensors[x->t];
+        if (pt->method != NB_PLAN_METHOD_GPTQ) r->n_gptq++;
         pt->method = NB_PLAN_METHOD_GPTQ;
         pt->pred_err -= x->saved;
         r->pred_loss -= x->saved;
-        r->n_gptq++;
+    }
+    /* stacks with only some experts by GPTQ: their list */
+    nb_status st = NB_OK;
+    for (size_t k = 0; k < n && st == NB_OK; k++) {
+        nb_plan_tensor *pt = &p->tensors[g[k].t];
+        if (g[k].slice < 0 || (k && g[k - 1].t == g[k].t) || pt->method != NB_PLAN_METHOD_GPTQ) continue; /* once */
+        uint32_t ns = s->tensors[g[k].t].n_slices, cnt = 0;
+        for (size_t q = k; q < n && g[q].t == g[k].t; q++) cnt += g[q].taken;
+        if (cnt == ns) continue;
+        pt->gptq_experts = nb_calloc(ctx, cnt, sizeof *pt->gptq_experts, "planner methods");
+        if (!pt->gptq_experts) { st = NB_ERR_NOMEM; break; }
+        for (size_t q = k; q < n && g[q].t == g[k].t; q++)
+            if (g[q].taken) pt->gptq_experts[pt->n_gptq_experts++] = (uint32_t)g[q].slice;
     }
     r->sec_all_gptq += r->sec_all_round;
     r->sec_methods += spent;
     free(g);
     free(open);
     free(seen);
-    return NB_OK;
+    return st;
 }
 
 nb_status nb_budget_plan(const nb_model *m, const nb_sens *s, const nb_budget *b, nb_plan *p, nb_budget_result *r,

@@ -11,6 +11,7 @@
 
 void nb_plan_free(nb_plan *p) {
     if (!p) return;
+    for (size_t i = 0; p->tensors && i < p->n_tensors; i++) free(p->tensors[i].gptq_experts);
     free(p->tensors);
     free(p->types);
     free(p->names);
@@ -203,6 +204,10 @@ nb_status nb_plan_bind(const nb_plan *p, const nb_model *m, nb_ctx *ctx) {
         NB_RETURN_IF(ctx, !to || (to->block_size && t->ne[0] % to->block_size), NB_ERR_INVALID,
                      "%s: plan: tensor '%s': row length %lld is not a multiple of %s's block of %u", m->path, t->name,
                      (long long)t->ne[0], nb_type_name(pt->type), to ? to->block_size : 0);
+        NB_RETURN_IF(ctx, pt->n_gptq_experts && (t->n_dims < 3 || pt->gptq_experts[pt->n_gptq_experts - 1] >=
+                                                                       (uint64_t)t->ne[2]),
+                     NB_ERR_INVALID, "%s: plan: tensor '%s': \"gptq_experts\" names an expert it does not have",
+                     m->path, t->name);
     }
     unsigned char fp[32];
     nb_plan_fingerprint(m, fp);
@@ -280,6 +285,11 @@ char *nb_plan_to_json(const nb_plan *p) {
         if (isfinite(t->pred_err)) cJSON_AddNumberToObject(e, "pred_err", t->pred_err);
         else cJSON_AddNullToObject(e, "pred_err");
         if (t->method != NB_PLAN_METHOD_JOB) cJSON_AddStringToObject(e, "method", nb_plan_method_name(t->method));
+        if (t->n_gptq_experts) {
+            cJSON *ge = cJSON_AddArrayToObject(e, "gptq_experts");
+            for (uint32_t k = 0; ge && k < t->n_gptq_experts; k++)
+                cJSON_AddItemToArray(ge, cJSON_CreateNumber((double)t->gptq_experts[k]));
+        }
         cJSON_AddItemToArray(ts, e);
     }
     char *s = cJSON_PrintUnformatted(j);
@@ -333,7 +343,7 @@ static const char *const k_src[] = {"path", "size", "tensors_sha256", NULL};
 static const char *const k_prune[] = {"keep", "n_expert", "criterion", "tensors_sha256", "layers", NULL};
 static const char *const k_prune_layer[] = {"layer", "kept", NULL};
 static const char *const k_tensor[] = {"name", "shape", "src_type", "type", "why", "bytes_in", "bytes_out",
-                                       "pred_err", "method", NULL};
+                                       "pred_err", "method", "gptq_experts", NULL};
 
 /* The "prune" object (see plan.h): kept experts ascending, distinct, < n_expert. */
 static nb_status parse_prune(const cJSON *o, const char *what, nb_plan_prune *pr, nb_ctx *ctx) {
@@ -438,6 +448,22 @@ static nb_status parse_tensor(const cJSON *e, size_t i, const char *what, nb_pla
     if ((v = cJSON_GetObjectItemCaseSensitive(e, "method")))
         NB_RETURN_IF(ctx, !cJSON_IsString(v) || !nb_plan_method_from_name(v->valuestring, &t->method), NB_ERR_FORMAT,
                      "%s: plan: tensor '%s': unknown \"method\" (rtn, imatrix or gptq)", what, nm);
+    if ((v = cJSON_GetObjectItemCaseSensitive(e, "gptq_experts"))) {
+        int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
+        NB_RETURN_IF(ctx, n < 1 || n > 65536 || t->method != NB_PLAN_METHOD_GPTQ, NB_ERR_FORMAT,
+                     "%s: plan: tensor '%s': \"gptq_experts\" must be a non-empty list with \"method\": \"gptq\"",
+                     what, nm);
+        t->gptq_experts = nb_calloc(ctx, (size_t)n, sizeof *t->gptq_experts, "plan");
+        if (!t->gptq_experts) return NB_ERR_NOMEM;
+        t->n_gptq_experts = (uint32_t)n;
+        uint32_t k = 0;
+        for (const cJSON *x = v->child; x; x = x->next, k++) {
+            uint64_t u;
+            NB_RETURN_IF(ctx, !json_u64(x, &u) || u >= 65536 || (k && u <= t->gptq_experts[k - 1]), NB_ERR_FORMAT,
+                         "%s: plan: tensor '%s': \"gptq_experts\" must be ascending expert numbers", what, nm);
+            t->gptq_experts[k] = (uint32_t)u;
+        }
+    }
     uint64_t u;
     if ((v = cJSON_GetObjectItemCaseSensitive(e, "bytes_in")))
         NB_RETURN_IF(ctx, !json_u64(v, &u), NB_ERR_FORMAT, "%s: plan: tensor '%s': bad \"bytes_in\"", what, nm);
@@ -495,6 +521,7 @@ nb_status nb_plan_from_json(const char *text, const char *what, nb_plan *p, nb_c
     if (!p->tensors || !p->names) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "out of memory");
     char *np = p->names;
     size_t i = 0;
+    p->n_tensors = n; /* a failure part-way frees what the tensors parsed so far own */
     for (const cJSON *e = ts->child; e && st == NB_OK; e = e->next, i++) st = parse_tensor(e, i, what, &p->tensors[i], &np, ctx);
     p->n_tensors = i;
 out:
@@ -542,6 +569,14 @@ nb_status nb_plan_retotal(nb_plan *p, nb_ctx *ctx) {
 }
 
 /* ---- table --------------------------------------------------------------------------------------------- */
+
+bool nb_plan_slice_gptq(const nb_plan_tensor *t, uint32_t slice) {
+    if (t->method != NB_PLAN_METHOD_JOB && t->method != NB_PLAN_METHOD_GPTQ) return false;
+    if (!t->n_gptq_experts) return true;
+    for (uint32_t k = 0; k < t->n_gptq_experts; k++)
+        if (t->gptq_experts[k] == slice) return true;
+    return false;
+}
 
 const char *nb_plan_method_name(nb_plan_method m) {
     switch (m) {

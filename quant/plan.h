@@ -29,8 +29,10 @@
  *                           "kept": [e, ...]}]},  to; `nibble prune --plan` makes that model
  *     "tensors": [ {"name", "shape": [ne0, ...], "src_type", "type", "why",
  *                   "bytes_in", "bytes_out", "pred_err",
- *                   "method": "gptq"}, ... ] }        optional: the method chosen for this tensor
+ *                   "method": "gptq",                 optional: the method chosen for this tensor
  *                                                     ("rtn", "imatrix", "gptq"; absent: the job's)
+ *                   "gptq_experts": [e, ...]}, ... ] } optional with "gptq" on an expert stack: only
+ *                                                     these experts by GPTQ (ascending, < ne[2])
  * Reading: "nibble_plan", "source" and "tensors" with each tensor's "name" and
  * "type" are required; "shape"/"src_type"/"bytes_*" are checked against the
  * model when present (a hand edit only needs to change "type"); "why" is kept
@@ -82,7 +84,14 @@ typedef struct nb_plan_tensor {
     uint64_t bytes_out;    /* exact output bytes (the type table's row bytes x rows) */
     double pred_err;       /* predicted error of this choice; NAN: not measured (the planner fills it) */
     nb_plan_method method; /* NB_PLAN_METHOD_JOB unless the planner chose one (mixed methods) */
+    uint32_t *gptq_experts; /* method GPTQ on an expert stack: the experts GPTQ quantizes, ascending
+                               (owned by the plan; NULL: every expert); the others are rounded */
+    uint32_t n_gptq_experts;
 } nb_plan_tensor;
+
+/* Does the plan quantize expert `slice` of tensor t with GPTQ (method GPTQ or
+ * the job's, and the slice in gptq_experts when there is a list)? */
+bool nb_plan_slice_gptq(const nb_plan_tensor *t, uint32_t slice);
 
 /* Totals per output type. */
 typedef struct nb_plan_type_stat {

@@ -20,7 +20,11 @@
  * on the tensors marked gptq: every tensor marked imatrix has the same bytes
  * as in the imatrix job's file of the same budget, and with no GPTQ tensor
  * the two files are identical; --method mixed without a budget or plan, and
- * a time budget without --method mixed, are refused. */
+ * a time budget without --method mixed, are refused. Per expert: with the
+ * routing weights skewed and room for only part of a stack's GPTQ work, the
+ * plan lists the most routed experts (`gptq_experts`, kept through JSON), and
+ * the GPTQ driver rounds the others exactly as plain rounding does. */
+#include "calib/gptq_model.h"
 #include "calib/job.h"
 #include "formats/model.h"
 #include "formats/synth.h"
@@ -576,6 +580,101 @@ START_TEST(mixed_methods_job) {
 }
 END_TEST
 
+static double skewed(void *user, const char *name, int64_t slice) {
+    (void)user;
+    (void)name;
+    return slice == 0 ? 0.7 : slice == 1 ? 0.2 : 0.05; /* 4 experts, 2 used: Σ = 1 ... 2 */
+}
+
+START_TEST(mixed_methods_per_expert) {
+    const char *src = synth("moe.gguf", "mixtral", 256, 256);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    ctx.log_level = NB_LOG_WARN;
+    nb_model *m = NULL;
+    ck_assert(nb_model_open(src, &m, &ctx) == NB_OK);
+    nb_sens s;
+    nb_sens_opts so = {.runtime = NB_RUNTIME_LLAMACPP, .slice_weight = skewed};
+    ck_assert(nb_sens_measure(m, &so, &s, &ctx) == NB_OK);
+    /* a work model by hand: GPTQ halves every error at 1 s per tensor, no passes */
+    for (size_t i = 0; i < s.n_tensors; i++) {
+        nb_sens_tensor *e = &s.tensors[i];
+        for (size_t k = 0; k < e->n_cands; k++) e->gptq_ratio[k] = 0.5;
+        e->sec_round = 0;
+        e->sec_gptq = 1;
+        e->gptq_block = -1;
+        e->sec_pass = 0;
+    }
+    nb_budget b = {.kind = NB_BUDGET_BPW, .bpw = 5, .methods = true, .method_seconds = 0.5};
+    nb_plan p;
+    nb_budget_result r;
+    ck_assert_msg(nb_budget_plan(m, &s, &b, &p, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    /* half a second: two of the four experts of some stacks (each 0.25 s), the most routed ones */
+    size_t n_listed = 0;
+    for (size_t i = 0; i < p.n_tensors; i++) {
+        const nb_plan_tensor *t = &p.tensors[i];
+        if (!t->n_gptq_experts) continue;
+        ck_assert(s.tensors[i].expert && t->method == NB_PLAN_METHOD_GPTQ);
+        ck_assert(nb_plan_slice_gptq(t, 0));  /* routed 70 % of the time */
+        ck_assert(!nb_plan_slice_gptq(t, 3)); /* 5 % */
+        n_listed++;
+    }
+    ck_assert_uint_gt(n_listed, 0);
+    ck_assert(r.sec_methods <= 0.5 + 1e-12);
+    char *js = nb_plan_to_json(&p);
+    nb_plan q;
+    ck_assert_msg(nb_plan_from_json(js, "t", &q, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    for (size_t i = 0; i < p.n_tensors; i++) {
+        ck_assert_uint_eq(q.tensors[i].n_gptq_experts, p.tensors[i].n_gptq_experts);
+        for (uint32_t k = 0; k < p.tensors[i].n_gptq_experts; k++)
+            ck_assert_uint_eq(q.tensors[i].gptq_experts[k], p.tensors[i].gptq_experts[k]);
+    }
+    free(js);
+    /* the driver: listed experts by GPTQ, the others exactly as plain rounding (no importance either way) */
+    ck_assert_int_eq(nb_plan_resolve(&q, m, &ctx), NB_OK);
+    static char calib[1024];
+    snprintf(calib, sizeof calib, "%s/text/calib.txt", nbt_data_dir());
+    nb_gptq_model_opts go = {.calib_path = calib};
+    go.corpus.n_ctx = 32;
+    go.corpus.max_tokens = 512;
+    go.corpus.seed = 3;
+    go.all_experts = true; /* every expert has a Hessian: a skipped one is the plan's doing */
+    nb_quant_opts qo = {0};
+    nb_gptq_model_result gr;
+    const char *fg = nbt_path("per_expert_gptq.gguf"), *fr = nbt_path("per_expert_rtn.gguf");
+    ck_assert_msg(nb_gptq_quantize_model(src, fg, &q, &qo, &go, &gr, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    nb_gptq_model_result_free(&gr);
+    nb_quant_result qr;
+    ck_assert_int_eq(nb_quantize_model(src, fr, &q, &qo, &qr, &ctx), NB_OK);
+    nb_quant_result_free(&qr);
+    nb_model *mg = NULL, *mr = NULL;
+    ck_assert_int_eq(nb_model_open(fg, &mg, &ctx), NB_OK);
+    ck_assert_int_eq(nb_model_open(fr, &mr, &ctx), NB_OK);
+    size_t n_same = 0, n_diff = 0;
+    for (size_t i = 0; i < q.n_tensors; i++) {
+        const nb_plan_tensor *t = &q.tensors[i];
+        if (!t->n_gptq_experts) continue;
+        const nb_tensor *x = nb_model_find(mg, t->name), *y = nb_model_find(mr, t->name);
+        uint64_t slice = x->nbytes / (uint64_t)t->ne[2];
+        for (uint32_t e = 0; e < (uint32_t)t->ne[2]; e++) {
+            bool same = !memcmp((const char *)x->data + e * slice, (const char *)y->data + e * slice, slice);
+            ck_assert_msg(same != nb_plan_slice_gptq(t, e), "%s expert %u: %s", t->name, e, same ? "same" : "differs");
+            n_same += same;
+            n_diff += !same;
+        }
+    }
+    ck_assert_uint_gt(n_same, 0);
+    ck_assert_uint_gt(n_diff, 0);
+    nb_model_close(mg);
+    nb_model_close(mr);
+    nb_plan_free(&q);
+    nb_plan_free(&p);
+    nb_sens_free(&s);
+    nb_model_close(m);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("budget");
     TCase *tc = tcase_create("budget");
@@ -590,6 +689,7 @@ int main(void) {
     tcase_add_test(tc, job_budget_checks);
     tcase_add_test(tc, mixed_methods_plan);
     tcase_add_test(tc, mixed_methods_job);
+    tcase_add_test(tc, mixed_methods_per_expert);
     suite_add_tcase(s, tc);
     return nbt_run_suite(s);
 }
