@@ -21,6 +21,9 @@
  *      (q/k/v, gate/up) share one Hessian (detected by a content hash of every
  *      call's input, verified on every call);
  *   3. each block-L weight whose planned type GPTQ supports (nb_gptq_supported)
+ *      and whose plan method is gptq or the job's (a plan with methods per
+ *      tensor: only those; of an expert stack with a gptq_experts list, only
+ *      the listed experts get a Hessian and GPTQ, the others are rounded)
  *      is quantized with nb_gptq_quantize on its own Hessian; the importance
  *      for the types' scale search is the imatrix's (qo->importance) when it
  *      has an entry, else H's diagonal (Σx²/n of the same activations). Other

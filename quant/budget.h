@@ -74,7 +74,10 @@
  * takes GPTQ next (ties: tensor order): with method_seconds > 0 while it
  * still fits in that many predicted seconds (one that does not is passed
  * over), else while its saving exceeds method_lambda × its marginal seconds
- * (lambda 0: every tensor GPTQ is predicted to help).
+ * (lambda 0: every tensor GPTQ is predicted to help). An expert stack (not
+ * pruned) is chosen per expert: expert s saves slice_err[s] (1 - ratio) for
+ * (sec_gptq - sec_round) / n_slices, and a stack with only some experts by
+ * GPTQ lists them in the plan (nb_plan_tensor.gptq_experts).
  * The plan's tensors then carry their method (NB_PLAN_METHOD_GPTQ or
  * NB_PLAN_METHOD_IMATRIX) and pred_err the chosen method's prediction; the
  * bytes are those of the types alone, so a mixed plan and the imatrix plan of

@@ -608,8 +608,12 @@ void nb_plan_print(FILE *f, const nb_plan *p) {
         int o = snprintf(shape, sizeof shape, "%lld", (long long)t->ne[0]);
         for (uint32_t d = 1; d < t->n_dims && d < NB_MAX_DIMS && o > 0 && (size_t)o < sizeof shape; d++)
             o += snprintf(shape + o, sizeof shape - (size_t)o, "x%lld", (long long)t->ne[d]);
-        fprintf(f, "%-40s %-22s %-8s -> %-8s %-8s %10llu%s%s\n", t->name, shape, nb_type_name(t->src_type),
-                nb_type_name(t->type), nb_plan_why_name(t->why), (unsigned long long)t->bytes_out,
-                methods ? "  " : "", !methods ? "" : t->method == NB_PLAN_METHOD_JOB ? "-" : nb_plan_method_name(t->method));
+        char meth[48] = "";
+        if (methods && t->n_gptq_experts) /* some experts of a stack: gptq[k/n] */
+            snprintf(meth, sizeof meth, "  gptq[%u/%lld]", t->n_gptq_experts, (long long)t->ne[2]);
+        else if (methods)
+            snprintf(meth, sizeof meth, "  %s", t->method == NB_PLAN_METHOD_JOB ? "-" : nb_plan_method_name(t->method));
+        fprintf(f, "%-40s %-22s %-8s -> %-8s %-8s %10llu%s\n", t->name, shape, nb_type_name(t->src_type),
+                nb_type_name(t->type), nb_plan_why_name(t->why), (unsigned long long)t->bytes_out, meth);
     }
 }
