@@ -72,12 +72,7 @@ int nb_cmd_plan(int argc, char **argv) {
         {.name = "method", .type = NB_OPT_CHOICE, .dest = &method, .choices = methods, .meta = "M",
          .help = "mixed: choose GPTQ or imatrix rounding per tensor as well (needs --calib;\n"
                  "docs/planner.md \"Methods per tensor\"); imatrix: types only (default)"},
-        {.name = "method-time-budget", .type = NB_OPT_DOUBLE, .dest = &method_seconds, .meta = "SECONDS", .lo = 0,
-         .hi = 1e9, .flags = NB_OPT_LO_OPEN,
-         .help = "mixed: at most this many predicted seconds of GPTQ work beyond rounding"},
-        {.name = "method-lambda", .type = NB_OPT_DOUBLE, .dest = &method_lambda, .meta = "X", .lo = 0, .hi = 1e300,
-         .help = "mixed: GPTQ where its saved predicted loss exceeds X per extra predicted\n"
-                 "second (default 0: wherever it is predicted to help)"},
+        NB_CLI_METHOD_MIX_ROWS(method_seconds, method_lambda),
     };
     const nb_cmd_spec spec = {
         .name = "plan",

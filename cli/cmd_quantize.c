@@ -285,12 +285,7 @@ int nb_cmd_quantize(int argc, char **argv) {
                  "AWQ scales, then GPTQ; mixed (with a size budget, or --plan with methods):\n"
                  "GPTQ or imatrix rounding per tensor, where GPTQ saves the most predicted\n"
                  "loss per predicted second (docs/planner.md \"Methods per tensor\")"},
-        {.name = "method-time-budget", .type = NB_OPT_DOUBLE, .dest = &method_seconds, .meta = "SECONDS", .lo = 0,
-         .hi = 1e9, .flags = NB_OPT_LO_OPEN,
-         .help = "mixed: at most this many predicted seconds of GPTQ work beyond rounding"},
-        {.name = "method-lambda", .type = NB_OPT_DOUBLE, .dest = &method_lambda, .meta = "X", .lo = 0, .hi = 1e300,
-         .help = "mixed: GPTQ where its saved predicted loss exceeds X per extra predicted\n"
-                 "second (default 0: wherever it is predicted to help)"},
+        NB_CLI_METHOD_MIX_ROWS(method_seconds, method_lambda),
         {.name = "calib", .type = NB_OPT_STR, .dest = &job.calib_path, .meta = "FILE",
          .help = "calibration text or token ids (imatrix without --imatrix, gptq)"},
         NB_CLI_CORPUS_ROWS(job.corpus, "ctx"),
