@@ -59,9 +59,12 @@ int main(int argc, char **argv) {
             return 1;
         }
         double w2 = now(CLOCK_MONOTONIC), c2 = now(CLOCK_PROCESS_CPUTIME_ID);
+        uint64_t hash = 1469598103934665603ull; /* FNV-1a of the packed output: same bits or not */
+        for (uint64_t k = 0; k < rb * (uint64_t)rows; k++) hash = (hash ^ ((const uint8_t *)dst)[k]) * 1099511628211ull;
         printf("gptq_layer %lld x %lld %s tokens %lld threads %d: hessian wall %.2f s cpu %.2f s; "
-               "gptq wall %.2f s cpu %.2f s; loss %.6g\n", (long long)rows, (long long)cols, nb_type_name(type),
-               (long long)ntok, threads, w1 - w0, c1 - c0, w2 - w1, c2 - c1, res.loss);
+               "gptq wall %.2f s cpu %.2f s; loss %.6g; output %016llx\n", (long long)rows, (long long)cols,
+               nb_type_name(type), (long long)ntok, threads, w1 - w0, c1 - c0, w2 - w1, c2 - c1, res.loss,
+               (unsigned long long)hash);
     }
     free(x); free(w); free(H); free(dst);
     nb_ctx_free(&ctx);

@@ -73,24 +73,31 @@ nb_status nb_hessian_add(nb_hessian *h, const float *x, int64_t n_tok, const cha
 void nb_hessian_finish(const nb_hessian *h, double *out) {
     const int64_t n = h->n;
     double s = h->n_tok ? 2.0 / (double)h->n_tok : 0.0;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = i; j < n; j++) {
-            double v = h->xtx[i * n + j] * s;
-            out[i * n + j] = v;
-            out[j * n + i] = v;
+    enum { T = 64 }; /* square tiles: the mirrored writes stay in cache */
+    for (int64_t i0 = 0; i0 < n; i0 += T)
+        for (int64_t j0 = i0; j0 < n; j0 += T) {
+            const int64_t i1 = i0 + T < n ? i0 + T : n, j1 = j0 + T < n ? j0 + T : n;
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t j = j0 > i ? j0 : i; j < j1; j++) {
+                    double v = h->xtx[i * n + j] * s;
+                    out[i * n + j] = v;
+                    out[j * n + i] = v;
+                }
         }
 }
 
 /* ---- the algorithm ------------------------------------------------------------------------------------ */
 
 /* Grid of block `bi` of a packed row: levels values per sub-block, read by
- * setting all codes to each level and dequantizing a copy. */
+ * setting the first code of each sub-block to each level and dequantizing a
+ * copy. A value depends only on its own code and the block's scales (every
+ * type with a set_code), so the other codes need not be set. */
 static void block_grid(const nb_type_traits *tr, const uint8_t *blk, int64_t bi, uint8_t *tmp, float *vals,
                        float *grid) {
     const int B = (int)tr->block_size, sub = (int)tr->grid_sub, L = (int)tr->grid_levels, nsub = B / sub;
     memcpy(tmp, blk, tr->type_size);
     for (int lv = 0; lv < L; lv++) {
-        for (int p = 0; p < B; p++) tr->set_code(tmp, p, lv);
+        for (int s = 0; s < nsub; s++) tr->set_code(tmp, s * sub, lv);
         tr->to_float(tmp, vals, B);
         for (int s = 0; s < nsub; s++) grid[((int64_t)bi * nsub + s) * L + lv] = vals[s * sub];
     }
@@ -111,20 +118,46 @@ typedef struct shared {
     double *row_loss;
 } shared;
 
-/* GPTQ on rows [r0, r0 + nr). Returns false on allocation failure. */
-static bool run_tile(const shared *S, int64_t r0, int64_t nr) {
+/* y[0..n) -= e * x[0..n): the in-batch update, element by element (no
+ * reassociation: the bits match the plain loop). restrict lets the compiler
+ * keep the pointers in registers and use packed arithmetic. */
+static inline void sub_scaled(double *restrict y, const double *restrict x, double e, int64_t n) {
+    for (int64_t j = 0; j < n; j++) y[j] -= e * x[j];
+}
+
+/* One thread's work buffers, sized for a full tile and reused by every tile
+ * the thread runs (fresh buffers per tile cost page faults, not arithmetic). */
+typedef struct tile_work {
+    double *Wt, *W1, *Er; /* TILE_ROWS x n_cols, TILE_ROWS x bs, TILE_ROWS x bs */
+    float *grid, *fb, *vals;
+    uint8_t *tmp;
+} tile_work;
+
+static void tile_work_free(tile_work *tw) {
+    free(tw->Wt); free(tw->W1); free(tw->Er); free(tw->grid); free(tw->fb); free(tw->vals); free(tw->tmp);
+}
+
+static bool tile_work_alloc(const shared *S, tile_work *tw) {
+    const nb_type_traits *tr = S->tr;
+    const size_t C = (size_t)S->n_cols, R = TILE_ROWS, bs = (size_t)S->bs;
+    tw->Wt = nb_malloc(NULL, R * C * sizeof(double), "gptq");
+    tw->W1 = nb_malloc(NULL, R * bs * sizeof(double), "gptq");
+    tw->Er = nb_malloc(NULL, R * bs * sizeof(double), "gptq");
+    tw->grid = nb_malloc(NULL, R * (C / tr->grid_sub) * tr->grid_levels * sizeof(float), "gptq");
+    tw->fb = nb_malloc(NULL, C * sizeof(float), "gptq");
+    tw->vals = nb_malloc(NULL, tr->block_size * sizeof(float), "gptq");
+    tw->tmp = nb_malloc(NULL, tr->type_size, "gptq");
+    return tw->Wt && tw->W1 && tw->Er && tw->grid && tw->fb && tw->vals && tw->tmp;
+}
+
+/* GPTQ on rows [r0, r0 + nr), nr <= TILE_ROWS, in tw's buffers. */
+static void run_tile(const shared *S, int64_t r0, int64_t nr, const tile_work *tw) {
     const nb_type_traits *tr = S->tr;
     const int64_t C = S->n_cols, B = tr->block_size, L = tr->grid_levels, sub = tr->grid_sub, nsub_row = C / sub;
     const int64_t bs = S->bs;
-    double *Wt = nb_malloc(NULL, (size_t)(nr * C) * sizeof(double), "gptq");
-    double *W1 = nb_malloc(NULL, (size_t)(nr * bs) * sizeof(double), "gptq");
-    double *Er = nb_malloc(NULL, (size_t)(nr * bs) * sizeof(double), "gptq");
-    float *grid = nb_malloc(NULL, (size_t)(nr * nsub_row * L) * sizeof(float), "gptq");
-    float *fb = nb_malloc(NULL, (size_t)C * sizeof(float), "gptq");
-    float *vals = nb_malloc(NULL, (size_t)B * sizeof(float), "gptq");
-    uint8_t *tmp = nb_malloc(NULL, tr->type_size, "gptq");
-    bool ok = Wt && W1 && Er && grid && fb && vals && tmp;
-    if (!ok) goto out;
+    double *Wt = tw->Wt, *W1 = tw->W1, *Er = tw->Er;
+    float *grid = tw->grid, *fb = tw->fb, *vals = tw->vals;
+    uint8_t *tmp = tw->tmp;
     for (int64_t r = 0; r < nr; r++) {
         const float *wr = S->w + (r0 + r) * C;
         for (int64_t i = 0; i < C; i++) {
@@ -175,7 +208,7 @@ static bool run_tile(const shared *S, int64_t r0, int64_t nr) {
                 S->row_loss[r0 + r] += (wv - q) * (wv - q) / (d * d);
                 const double e = (wv - q) / d;
                 Er[r * bs + i] = e;
-                for (int64_t j = i; j < cnt; j++) w1[j] -= e * Urow[i1 + j];
+                sub_scaled(w1 + i, Urow + i1 + i, e, cnt - i);
             }
         }
         /* lazy update of the columns after the batch: Wt[:, i2:] -= Er · U[i1:i2, i2:] */
@@ -183,9 +216,6 @@ static bool run_tile(const shared *S, int64_t r0, int64_t nr) {
             cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)(C - i2), (int)cnt, -1.0, Er,
                         (int)bs, S->U + i1 * C + i2, (int)C, 1.0, Wt + i2, (int)C);
     }
-out:
-    free(Wt); free(W1); free(Er); free(grid); free(fb); free(vals); free(tmp);
-    return ok;
 }
 
 typedef struct diag_idx { double d; int64_t i; } diag_idx;
@@ -302,10 +332,16 @@ nb_status nb_gptq_quantize_factored(nb_type type, const float *w, int64_t n_rows
     const int64_t ntiles = (n_rows + TILE_ROWS - 1) / TILE_ROWS;
     int nt = nb_ctx_threads(ctx);
     int fail = 0;
-#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) reduction(|| : fail)
-    for (int64_t t = 0; t < ntiles; t++) {
-        int64_t r0 = t * TILE_ROWS, nr = n_rows - r0 < TILE_ROWS ? n_rows - r0 : TILE_ROWS;
-        if (!run_tile(&S, r0, nr)) fail = 1;
+#pragma omp parallel num_threads(nt) reduction(|| : fail)
+    {
+        tile_work tw;
+        if (!tile_work_alloc(&S, &tw)) fail = 1;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t t = 0; t < ntiles; t++) {
+            int64_t r0 = t * TILE_ROWS, nr = n_rows - r0 < TILE_ROWS ? n_rows - r0 : TILE_ROWS;
+            if (!fail) run_tile(&S, r0, nr, &tw);
+        }
+        tile_work_free(&tw);
     }
     nb_status st = NB_OK;
     if (fail) st = nb_err(ctx, NB_ERR_NOMEM, "tensor '%s': out of memory for GPTQ work buffers", name);
