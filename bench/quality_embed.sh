@@ -19,7 +19,10 @@
 # the markdown table is printed from it at the end. Not a test: nothing asserted.
 #
 # usage: bench/quality_embed.sh [ROW...]   ROW = scheme:method, e.g. q4_k_m:gptq,
-#          llama:q4_k_m, llama:iq4_xs (default: every row, llama.cpp's first)
+#          llama:q4_k_m, llama:iq4_xs (default: every row, llama.cpp's first);
+#          scheme@T=TYPE adds --rule 'blk.*.T.weight=TYPE' (iq4_xs@ffn_down=q5_0:gptq).
+#          NF4 and INT4 keep token_embd in Q6_K (--rule) as the GGUF mixes do: their
+#          own mixes leave it F16, which would double the file
 #   env: NB_BIN (build/rel/nibble), LLAMA_BIN (directory with llama-imatrix and
 #        llama-quantize; without it the llama.cpp rows are skipped), WORK
 #        (build/quality-embed), THREADS (2), CTX (256), CALIB_BYTES (10700)
@@ -74,7 +77,8 @@ PY
 }
 
 one() { # one ROW
-  local row=$1 sc=${1%%:*} me=${1#*:} out args=()
+  local row=$1 sc=${1%%:*} me=${1#*:} out args=() rule=
+  if [[ $sc == *@* ]]; then rule=${sc#*@}; sc=${sc%%@*}; fi
   grep -q "^$row	" $tsv && return 0
   out=${row/:/.}.gguf
   local load; load=$(cut -d' ' -f1 /proc/loadavg)
@@ -84,6 +88,8 @@ one() { # one ROW
       "${me^^}" "$thr" > "$row.log" 2>&1
   else
     args=(--type "$sc" -t "$thr" --quiet)
+    [[ -n $rule ]] && args+=(--rule "blk.*.${rule%%=*}.weight=${rule#*=}")
+    [[ $sc == nf4* || $sc == int4* ]] && args+=(--rule "token_embd.weight=q6_K")
     case $me in
       rtn) ;;
       imatrix) args+=(--imatrix nb-imatrix.gguf) ;;

@@ -125,10 +125,11 @@ static inline void sub_scaled(double *restrict y, const double *restrict x, doub
     for (int64_t j = 0; j < n; j++) y[j] -= e * x[j];
 }
 
-/* One thread's work buffers, sized for a full tile and reused by every tile
- * the thread runs (fresh buffers per tile cost page faults, not arithmetic). */
+/* One thread's work buffers, sized for a full tile (or the whole tensor when
+ * it is smaller) and reused by every tile the thread runs: fresh buffers per
+ * tile cost page faults, not arithmetic. */
 typedef struct tile_work {
-    double *Wt, *W1, *Er; /* TILE_ROWS x n_cols, TILE_ROWS x bs, TILE_ROWS x bs */
+    double *Wt, *W1, *Er; /* rows x n_cols, rows x bs, rows x bs (rows = min(TILE_ROWS, n_rows)) */
     float *grid, *fb, *vals;
     uint8_t *tmp;
 } tile_work;
@@ -139,7 +140,8 @@ static void tile_work_free(tile_work *tw) {
 
 static bool tile_work_alloc(const shared *S, tile_work *tw) {
     const nb_type_traits *tr = S->tr;
-    const size_t C = (size_t)S->n_cols, R = TILE_ROWS, bs = (size_t)S->bs;
+    const size_t C = (size_t)S->n_cols, R = (size_t)(S->n_rows < TILE_ROWS ? S->n_rows : TILE_ROWS),
+                 bs = (size_t)S->bs;
     tw->Wt = nb_malloc(NULL, R * C * sizeof(double), "gptq");
     tw->W1 = nb_malloc(NULL, R * bs * sizeof(double), "gptq");
     tw->Er = nb_malloc(NULL, R * bs * sizeof(double), "gptq");
@@ -331,6 +333,7 @@ nb_status nb_gptq_quantize_factored(nb_type type, const float *w, int64_t n_rows
                 o->static_groups || o->act_order, bs, (uint8_t *)dst, deq, row_loss};
     const int64_t ntiles = (n_rows + TILE_ROWS - 1) / TILE_ROWS;
     int nt = nb_ctx_threads(ctx);
+    if (nt > ntiles) nt = (int)ntiles; /* no buffers for threads without a tile */
     int fail = 0;
 #pragma omp parallel num_threads(nt) reduction(|| : fail)
     {
