@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""bench/embed_ref.py llama|torch MODEL TEXT OUT.emb [IDS.txt] — reference
+"""bench/embed_ref.py llama|llama-embedding|torch MODEL TEXT OUT.emb [IDS.txt] — reference
 sentence embeddings in nibble's .emb layout (docs/formats.md), one text per
 non-empty line of TEXT, the header's text hash = SHA-256 of TEXT's bytes so
 `nibble embed ... --compare OUT.emb` accepts it.
@@ -7,6 +7,9 @@ non-empty line of TEXT, the header's text hash = SHA-256 of TEXT's bytes so
   llama: llama.cpp through llama-cpp-python on a GGUF (Llama(embedding=True,
          pooling mean), one text per call, normalised as llama-embedding's
          --embd-normalize 2); IDS.txt receives the token ids it used.
+  llama-embedding: llama.cpp's own llama-embedding binary (found in the
+         directory $LLAMA_BIN) on a GGUF: every line of TEXT a prompt,
+         --pooling mean --embd-normalize 2, read back as a JSON array.
   torch: transformers' Gemma3TextModel on the HF directory, then
          sentence-transformers' modules by hand: mean pooling over the
          attention mask, 2_Dense, 3_Dense (no bias, identity), L2 norm (F32).
@@ -50,6 +53,19 @@ def llama(model, texts, ids_path):
     return rows
 
 
+def llama_embedding(model, text_path, n):
+    import json
+    import subprocess
+    exe = os.path.join(os.environ["LLAMA_BIN"], "llama-embedding")
+    p = subprocess.run([exe, "-m", model, "-f", text_path, "--pooling", "mean", "--embd-normalize", "2",
+                        "--embd-output-format", "array", "-c", "2048", "-b", "2048", "-ub", "2048", "-t", "2"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=True)
+    rows = json.loads(p.stdout[p.stdout.index("["):])
+    if len(rows) != n:
+        sys.exit("llama-embedding gave %d embeddings for %d texts" % (len(rows), n))
+    return rows
+
+
 def torch_ref(model, texts):
     import torch
     from safetensors.torch import load_file
@@ -76,8 +92,12 @@ def main():
     kind, model, text_path, out = sys.argv[1:5]
     text = open(text_path, "rb").read()
     texts = lines(text)
-    rows = llama(model, texts, sys.argv[5] if len(sys.argv) > 5 else None) if kind == "llama" \
-        else torch_ref(model, texts)
+    if kind == "llama":
+        rows = llama(model, texts, sys.argv[5] if len(sys.argv) > 5 else None)
+    elif kind == "llama-embedding":
+        rows = llama_embedding(model, text_path, len(texts))
+    else:
+        rows = torch_ref(model, texts)
     write_emb(out, text, rows)
 
 

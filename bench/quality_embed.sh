@@ -102,7 +102,7 @@ one() { # one ROW
     python3 -c 'import json,sys; c=json.load(sys.stdin); print("%.4e\t%.4e\t%d\t%d" % (c["cos_dist_mean"], c["cos_dist_max"], c["same_nn"], c["queries"]))')
   local tm; tm=$(awk '/^TIME/ {printf "%s\t%.0f", $2, $3 / 1024}' "$row.time")
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$row" "$(stat -c %s "$out")" "$(bpw_blk "$out")" "$c" "$tm" "$load" >> $tsv
-  rm -f "$out"
+  [[ $sc == llama ]] || rm -f "$out" # llama.cpp's files are kept for llama-embedding
 }
 
 rows=("$@")
