@@ -126,7 +126,10 @@ static void attention(nb_engine *e, int L, int n, int pos) {
     const bool swa = e->layers[L].swa;
     const unsigned char *kc = e->k_cache[L], *vc = e->v_cache[L];
     const size_t head_bytes = (size_t)e->n_ctx * e->kv_row;
-#pragma omp parallel num_threads(e->n_threads)
+    /* about the multiply-adds of q.K and att.V: one token early in its
+     * context stays on one thread */
+    const int64_t work = (int64_t)n * H * (pos + n) * hd;
+#pragma omp parallel num_threads(e->n_threads) if (work >= PAR_MIN)
     {
         const int th = omp_get_thread_num();
         float *sc = e->scores + (int64_t)th * e->n_ctx, *tmp = e->kv_tmp + (size_t)th * NB_CACHE_TMP(hd);

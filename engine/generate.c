@@ -3,6 +3,7 @@
 
 #include "engine/ppl.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,5 +49,59 @@ nb_status nb_generate(nb_engine *e, const nb_tokenizer *t, const char *prompt, n
 done:
     free(ids);
     free(logits);
+    return st;
+}
+
+/* mean and sample standard deviation of n rates */
+static void mean_sd(const double *v, int n, double *mean, double *sd) {
+    double m = 0, q = 0;
+    for (int i = 0; i < n; i++) m += v[i];
+    m /= n;
+    for (int i = 0; i < n; i++) q += (v[i] - m) * (v[i] - m);
+    *mean = m;
+    *sd = n > 1 ? sqrt(q / (n - 1)) : 0;
+}
+
+nb_status nb_bench(nb_engine *e, const nb_bench_opts *o, nb_bench_result *r, nb_ctx *ctx) {
+    memset(r, 0, sizeof *r);
+    const int nv = nb_engine_n_vocab(e), n_ctx = nb_engine_n_ctx(e);
+    const int reps = o->reps < 1 ? 1 : o->reps;
+    NB_RETURN_IF(ctx, o->n_prompt < 0 || o->n_gen < 0 || o->n_prompt > n_ctx || o->n_gen > n_ctx, NB_ERR_RANGE,
+                 "bench: %d prompt / %d generated tokens do not fit a context of %d", o->n_prompt, o->n_gen, n_ctx);
+    const int n_tok = o->n_prompt > o->n_gen ? o->n_prompt : o->n_gen;
+    int32_t *ids = nb_malloc(ctx, (size_t)(n_tok > 0 ? n_tok : 1) * sizeof *ids, "bench tokens");
+    float *logits = nb_malloc(ctx, (size_t)nv * sizeof *logits, "logits");
+    double *ts = nb_malloc(ctx, (size_t)reps * sizeof *ts, "bench times");
+    nb_status st = NB_OK;
+    if (!ids || !logits || !ts) { st = NB_ERR_NOMEM; goto done; }
+    uint64_t x = 0x9E3779B97F4A7C15ull; /* xorshift64: the same ids every run */
+    for (int i = 0; i < n_tok; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        ids[i] = (int32_t)(x % (uint64_t)nv);
+    }
+    if (o->bos >= 0 && n_tok > 0) ids[0] = o->bos;
+    if (o->n_prompt > 0) {
+        for (int rep = -1; rep < reps; rep++) { /* rep -1: warm-up */
+            nb_engine_reset(e);
+            const double t0 = nb_now();
+            if (o->n_prompt > 1) NB_CHECK_GOTO(st, nb_engine_eval(e, ids, o->n_prompt - 1, 0, NULL, ctx), done);
+            NB_CHECK_GOTO(st, nb_engine_eval(e, ids + o->n_prompt - 1, 1, o->n_prompt - 1, logits, ctx), done);
+            if (rep >= 0) ts[rep] = o->n_prompt / (nb_now() - t0);
+        }
+        mean_sd(ts, reps, &r->pp_tps, &r->pp_sd);
+    }
+    if (o->n_gen > 0) {
+        for (int rep = -1; rep < reps; rep++) {
+            nb_engine_reset(e);
+            const double t0 = nb_now();
+            for (int i = 0; i < o->n_gen; i++) NB_CHECK_GOTO(st, nb_engine_eval(e, ids + i, 1, i, logits, ctx), done);
+            if (rep >= 0) ts[rep] = o->n_gen / (nb_now() - t0);
+        }
+        mean_sd(ts, reps, &r->tg_tps, &r->tg_sd);
+    }
+done:
+    free(ids);
+    free(logits);
+    free(ts);
     return st;
 }

@@ -54,4 +54,24 @@ typedef struct nb_gen_stats {
 nb_status nb_generate(nb_engine *e, const nb_tokenizer *t, const char *prompt, nb_sampler *s,
                       const nb_gen_opts *o, nb_gen_stats *stats, nb_ctx *ctx);
 
+/* Throughput as llama.cpp's llama-bench measures it (its pp and tg tests):
+ *   pp: n_prompt tokens (BOS first when bos >= 0, then fixed pseudo-random
+ *       ids) from an empty cache in batches of the engine's n_batch, the
+ *       logits of the last token only (evaluated as n_prompt - 1 tokens
+ *       without logits, then the last one);
+ *   tg: n_gen single-token steps from an empty cache (BOS, then pseudo-random
+ *       ids), each with its logits;
+ * one untimed warm-up of each, then `reps` timed repetitions; tokens/s is the
+ * mean over the repetitions of n / seconds, sd their sample standard
+ * deviation (llama-bench's avg_ts and stddev_ts). The context must hold
+ * max(n_prompt, n_gen) tokens; n_prompt or n_gen 0 skips that test. */
+typedef struct nb_bench_opts {
+    int n_prompt, n_gen, reps;
+    int32_t bos; /* -1: none */
+} nb_bench_opts;
+typedef struct nb_bench_result {
+    double pp_tps, pp_sd, tg_tps, tg_sd; /* tokens per second (0 for a skipped test) */
+} nb_bench_result;
+nb_status nb_bench(nb_engine *e, const nb_bench_opts *o, nb_bench_result *r, nb_ctx *ctx);
+
 #endif

@@ -24,6 +24,21 @@ static float dot_f32(const float *a, const float *b, int64_t n) {
     return r;
 }
 
+/* Multiply-adds one thread should have before a second one is woken: a
+ * parallel region costs a few microseconds on an idle machine and far more on
+ * a loaded one (a worker that spins or sleeps while the other core is busy), so
+ * small products (one token through a 640-wide layer) run on fewer threads.
+ * The thread count never changes a result (each output is one dot call). */
+#define MIN_MACS_PER_THREAD ((int64_t)1 << 19)
+
+static int threads_for(int n_threads, int64_t n_out, int64_t n_in, int64_t n_tok) {
+    int nt = n_threads < 1 ? 1 : n_threads;
+    const double macs = (double)n_out * (double)n_in * (double)n_tok;
+    const double cap = macs / (double)MIN_MACS_PER_THREAD;
+    if (cap < (double)nt) nt = cap < 1 ? 1 : (int)cap;
+    return nt;
+}
+
 nb_status nb_get_row(nb_type wtype, const void *w, int64_t n_in, int64_t r, float *dst, nb_ctx *ctx) {
     const nb_type_traits *tr = nb_type_get(wtype);
     if (!tr || !tr->to_float)
@@ -41,7 +56,7 @@ nb_status nb_matmul_ref(nb_type wtype, const void *w, int64_t n_out, int64_t n_i
         return nb_err(ctx, NB_ERR_UNSUPPORTED, "matmul: no kernel for weight type %s", nb_type_name(wtype));
     uint64_t rb;
     NB_TRY(nb_type_row_bytes(wtype, (uint64_t)n_in, &rb, ctx, "matmul weight row"));
-    int nt = n_threads < 1 ? 1 : n_threads;
+    int nt = threads_for(n_threads, n_out, n_in, n_tok);
     int failed = 0;
 #pragma omp parallel num_threads(nt)
     {
@@ -151,6 +166,7 @@ const char *nb_kernels_active(void) { return nb_kernels_best()->isa; }
 
 /* ------------------------------------------------------------ the driver */
 
+
 /* Work items are tiles of rows x tokens: the tile's weight rows (at most
  * TILE_BYTES, >= 1 row) stay in L1 while TOK_TILE tokens pass over them, and
  * the tokens' activations stay in L2. Each output element is still computed
@@ -183,7 +199,7 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
         memset(y, 0, (size_t)n_out * (size_t)n_tok * sizeof(float));
         return NB_OK;
     }
-    const int nt = n_threads < 1 ? 1 : n_threads;
+    const int nt = threads_for(n_threads, n_out, n_in, n_tok);
     const unsigned char *wb = w;
 
     /* quantized activations: per token n_in codes, then scales, then sums */
