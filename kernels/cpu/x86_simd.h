@@ -33,6 +33,9 @@
 /* u8 x s8, 32 lanes -> 8 int32 sums of 4 products each (maddubs + madd, or
  * one VNNI dpbusd: the same exact integers) */
 INL __m256i mul_us(__m256i u, __m256i s) { return NB_X86_MUL_US(u, s); }
+/* acc + pairwise int16 products summed to int32 (madd + add, or one VNNI
+ * vpdpwssd: the same exact integers; no overflow for the K-quants' ranges) */
+INL __m256i madd_acc(__m256i acc, __m256i a, __m256i b) { return NB_X86_MADD_ACC(acc, a, b); }
 /* s8 x s8 via |a| * sign(b, a) */
 INL __m256i mul_ss(__m256i a, __m256i b) { return mul_us(_mm256_abs_epi8(a), _mm256_sign_epi8(b, a)); }
 
@@ -370,6 +373,69 @@ INT4_FNS(int4_a128, 128, 1)
 #define KMIN_DMIN(w, b) h2f((w)[b].dmin)
 #define KMIN_NONE(w, b) 0.f
 
+/* The same computation for 1..4 tokens with the weights prepared once per
+ * super-block: PREP(wb, &p) unpacks a super-block into a PT, MUL(&p, q, bs,
+ * &vi, &vm) is BODY's integer part for one token. Per token the float steps
+ * are KDOT_FN's, so every result is the 1-token result bit for bit. */
+#define KDOT4_FN(name, T, PT, PREP, MUL, HAS_MIN, KMIN)                                                     \
+    INL void name##_core(int64_t n, const void *vw, const nb_xq *const *xs, const int NT, float *out) {    \
+        const T *w = vw;                                                                               \
+        const int64_t nb = n / 256;                                                                    \
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
+        int64_t b = 0;                                                                                 \
+        for (; b + 8 <= nb; b += 8) {                                                                  \
+            __m256i vi[4][8], vm[4][8];                                                                \
+            _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {                                      \
+                PT p;                                                                                  \
+                PREP(w + b + k, &p);                                                                   \
+                _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++)                                   \
+                    MUL(&p, xs[t]->qs + 256 * (b + k), xs[t]->s + 16 * (b + k), &vi[t][k], &vm[t][k]); \
+            }                                                                                          \
+            const __m256 dw = _mm256_setr_ps(h2f(w[b].d), h2f(w[b + 1].d), h2f(w[b + 2].d), h2f(w[b + 3].d), \
+                                             h2f(w[b + 4].d), h2f(w[b + 5].d), h2f(w[b + 6].d),        \
+                                             h2f(w[b + 7].d));                                         \
+            const __m256 dm = HAS_MIN ? _mm256_setr_ps(KMIN(w, b), KMIN(w, b + 1), KMIN(w, b + 2), KMIN(w, b + 3), \
+                                                       KMIN(w, b + 4), KMIN(w, b + 5), KMIN(w, b + 6),  \
+                                                       KMIN(w, b + 7))                                 \
+                                      : _mm256_setzero_ps();                                           \
+            _Pragma("GCC unroll 4") for (int t = 0; t < NT; t++) {                                     \
+                const __m256 dx = _mm256_loadu_ps(xs[t]->d + b);                                       \
+                __m256i is = hsum8x8(vi[t][0], vi[t][1], vi[t][2], vi[t][3], vi[t][4], vi[t][5], vi[t][6], vi[t][7]); \
+                __m256 tt = _mm256_mul_ps(_mm256_mul_ps(dw, dx), _mm256_cvtepi32_ps(is));              \
+                if (HAS_MIN) {                                                                         \
+                    __m256i ms = hsum8x8(vm[t][0], vm[t][1], vm[t][2], vm[t][3], vm[t][4], vm[t][5], vm[t][6], vm[t][7]); \
+                    tt = _mm256_sub_ps(tt, _mm256_mul_ps(_mm256_mul_ps(dm, dx), _mm256_cvtepi32_ps(ms))); \
+                }                                                                                      \
+                acc[t] = _mm256_add_ps(acc[t], tt);                                                    \
+            }                                                                                          \
+        }                                                                                              \
+        for (int t = 0; t < NT; t++) {                                                                 \
+            const nb_xq *x = xs[t];                                                                    \
+            float a[8];                                                                                \
+            _mm256_storeu_ps(a, acc[t]);                                                               \
+            for (int64_t bb = b; bb < nb; bb++) {                                                      \
+                PT p;                                                                                  \
+                __m256i vi, vm;                                                                        \
+                PREP(w + bb, &p);                                                                      \
+                MUL(&p, x->qs + 256 * bb, x->s + 16 * bb, &vi, &vm);                                   \
+                const float dx = x->d[bb];                                                             \
+                float tt = (h2f(w[bb].d) * dx) * (float)hsum1(vi);                                     \
+                if (HAS_MIN) tt = tt - (KMIN(w, bb) * dx) * (float)hsum1(vm);                          \
+                a[bb & 7] += tt;                                                                       \
+            }                                                                                          \
+            out[t] = nb_kern_acc_sum(a);                                                               \
+        }                                                                                              \
+    }                                                                                                  \
+    static float name(int64_t n, const void *w, const void *vx) {                                      \
+        const nb_xq *x = vx;                                                                           \
+        float o;                                                                                       \
+        name##_core(n, w, &x, 1, &o);                                                                  \
+        return o;                                                                                      \
+    }                                                                                                  \
+    static void name##_x4(int64_t n, const void *w, const void *const *vx, float *out) {               \
+        name##_core(n, w, (const nb_xq *const *)vx, 4, out);                                           \
+    }
+
 /* Q4_K/Q5_K scales: bytes 0..7 = 6-bit scales, 8..15 = 6-bit mins (the
  * packing of nb_kern_scale_min_k4 undone four at a time). */
 INL __m128i k4_scales(const uint8_t *p) {
@@ -388,22 +454,36 @@ INL __m256i k4_mins(__m128i sm, const int16_t *bs) {
     return _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, dup)), load256(bs));
 }
 
-INL void body_q4_k(const nb_block_q4_K *wb, const int8_t *q, const int16_t *bs, __m256i *vi, __m256i *vm) {
+/* Q4_K unpacked: nibbles of sub-blocks 2j (lo) and 2j+1 (hi), each sub-block's
+ * scale broadcast as int16, and the mins paired with the 16-element bsums */
+typedef struct q4k_prep {
+    __m256i lo[4], hi[4], sc[8], mins;
+} q4k_prep;
+INL void prep_q4_k(const nb_block_q4_K *wb, q4k_prep *p) {
     const __m256i m4 = _mm256_set1_epi8(15);
     const __m128i sm = k4_scales(wb->scales);
     const __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-    *vm = k4_mins(sm, bs);
-    __m256i ai = _mm256_setzero_si256();
+    const __m128i dup = _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15);
+    p->mins = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, dup));
     for (int j = 0; j < 4; j++) {
         const __m256i qb = load256(wb->qs + 32 * j);
-        __m256i plo = _mm256_maddubs_epi16(_mm256_and_si256(qb, m4), load256(q + 64 * j));
-        __m256i phi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), load256(q + 64 * j + 32));
-        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(plo, _mm256_shuffle_epi8(sc16, lane16(2 * j))));
-        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(phi, _mm256_shuffle_epi8(sc16, lane16(2 * j + 1))));
+        p->lo[j] = _mm256_and_si256(qb, m4);
+        p->hi[j] = _mm256_and_si256(_mm256_srli_epi16(qb, 4), m4);
+        p->sc[2 * j] = _mm256_shuffle_epi8(sc16, lane16(2 * j));
+        p->sc[2 * j + 1] = _mm256_shuffle_epi8(sc16, lane16(2 * j + 1));
+    }
+}
+/* vm lane sum = sum_j m_j * (bs[2j] + bs[2j+1]) */
+INL void mul_q4_k(const q4k_prep *p, const int8_t *q, const int16_t *bs, __m256i *vi, __m256i *vm) {
+    __m256i ai = _mm256_setzero_si256();
+    for (int j = 0; j < 4; j++) {
+        ai = madd_acc(ai, _mm256_maddubs_epi16(p->lo[j], load256(q + 64 * j)), p->sc[2 * j]);
+        ai = madd_acc(ai, _mm256_maddubs_epi16(p->hi[j], load256(q + 64 * j + 32)), p->sc[2 * j + 1]);
     }
     *vi = ai;
+    *vm = _mm256_madd_epi16(p->mins, load256(bs));
 }
-KDOT_FN(dot_q4_k, nb_block_q4_K, body_q4_k, 1, KMIN_DMIN)
+KDOT4_FN(dot_q4_k, nb_block_q4_K, q4k_prep, prep_q4_k, mul_q4_k, 1, KMIN_DMIN)
 
 INL void body_q5_k(const nb_block_q5_K *wb, const int8_t *q, const int16_t *bs, __m256i *vi, __m256i *vm) {
     const __m256i m4 = _mm256_set1_epi8(15), b4 = _mm256_set1_epi8(0x10);
@@ -508,26 +588,30 @@ KDOT_FN(dot_q3_k, nb_block_q3_K, body_q3_k, 0, KMIN_NONE)
 
 /* Q2_K: codes 0..3, scale byte g = low nibble scale | high nibble min:
  * is = sum sc*(code.q), ms = sum min*bsum */
-INL void body_q2_k(const nb_block_q2_K *wb, const int8_t *q0, const int16_t *bs, __m256i *vi, __m256i *vm) {
+typedef struct q2k_prep {
+    __m256i u[8], sc[8], mins;
+} q2k_prep;
+INL void prep_q2_k(const nb_block_q2_K *wb, q2k_prep *p) {
     const __m256i m3 = _mm256_set1_epi8(3);
     const __m128i sb = load128(wb->scales), m4 = _mm_set1_epi8(15);
     const __m128i sc8 = _mm_and_si128(sb, m4);
-    *vm = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sb, 4), m4)), load256(bs));
-    __m256i ai = _mm256_setzero_si256();
+    p->mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sb, 4), m4));
     for (int k = 0; k < 2; k++) {
-        const int8_t *q = q0 + 128 * k;
         const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(k ? _mm_srli_si128(sc8, 8) : sc8));
         const __m256i qv = load256(wb->qs + 32 * k);
-        __m256i u0 = _mm256_and_si256(qv, m3), u1 = _mm256_and_si256(_mm256_srli_epi16(qv, 2), m3);
-        __m256i u2 = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m3), u3 = _mm256_and_si256(_mm256_srli_epi16(qv, 6), m3);
-        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(u0, load256(q)), pair16(s16, 0)));
-        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(u1, load256(q + 32)), pair16(s16, 1)));
-        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(u2, load256(q + 64)), pair16(s16, 2)));
-        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(u3, load256(q + 96)), pair16(s16, 3)));
+        for (int i = 0; i < 4; i++) {
+            p->u[4 * k + i] = _mm256_and_si256(i ? _mm256_srli_epi16(qv, 2 * i) : qv, m3);
+            p->sc[4 * k + i] = pair16(s16, i);
+        }
     }
-    *vi = ai;
 }
-KDOT_FN(dot_q2_k, nb_block_q2_K, body_q2_k, 1, KMIN_DMIN)
+INL void mul_q2_k(const q2k_prep *p, const int8_t *q, const int16_t *bs, __m256i *vi, __m256i *vm) {
+    __m256i ai = _mm256_setzero_si256();
+    for (int i = 0; i < 8; i++) ai = madd_acc(ai, _mm256_maddubs_epi16(p->u[i], load256(q + 32 * i)), p->sc[i]);
+    *vi = ai;
+    *vm = _mm256_madd_epi16(p->mins, load256(bs));
+}
+KDOT4_FN(dot_q2_k, nb_block_q2_K, q2k_prep, prep_q2_k, mul_q2_k, 1, KMIN_DMIN)
 
 /* IQ4_XS: 8 sub-blocks of 32 with 6-bit scales ls - 32, codes through the IQ4_NL table */
 INL void body_iq4_xs(const nb_block_iq4_xs *wb, const int8_t *q, const int16_t *bs, __m256i *vi, __m256i *vm) {
@@ -578,8 +662,10 @@ static void x86_fill(nb_kernels *k) {
     k->dot[NB_TYPE_INT4_ASYM_G128] = dot_int4_a128;
     k->dot4[NB_TYPE_INT4_ASYM_G128] = dot_int4_a128_x4;
     k->dot[NB_TYPE_Q2_K] = dot_q2_k;
+    k->dot4[NB_TYPE_Q2_K] = dot_q2_k_x4;
     k->dot[NB_TYPE_Q3_K] = dot_q3_k;
     k->dot[NB_TYPE_Q4_K] = dot_q4_k;
+    k->dot4[NB_TYPE_Q4_K] = dot_q4_k_x4;
     k->dot[NB_TYPE_Q5_K] = dot_q5_k;
     k->dot[NB_TYPE_Q6_K] = dot_q6_k;
     k->dot[NB_TYPE_IQ4_XS] = dot_iq4_xs;
