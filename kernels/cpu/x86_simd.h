@@ -185,6 +185,18 @@ static float dot_bf16(int64_t n, const void *w, const void *x) { return dot_floa
  * code * d + m). name##_core computes NT (1..4) tokens against one weight row,
  * preparing each weight chunk once; per token it is exactly the 1-token
  * computation, so batching never changes a result. */
+/* The table entries over name##_core: 1 token (dot) and 4 tokens (dot4). */
+#define CORE_ENTRIES(name)                                                                             \
+    static float name(int64_t n, const void *w, const void *vx) {                                      \
+        const nb_xq *x = vx;                                                                           \
+        float o;                                                                                       \
+        name##_core(n, w, &x, 1, &o);                                                                  \
+        return o;                                                                                      \
+    }                                                                                                  \
+    static void name##_x4(int64_t n, const void *w, const void *const *vx, float *out) {               \
+        name##_core(n, w, (const nb_xq *const *)vx, 4, out);                                           \
+    }
+
 #define DOT32_FN(name, WV, SG, SCALE, HAS_MIN, MIN)                                                       \
     INL void name##_core(int64_t n, const void *w, const nb_xq *const *xs, const int NT, float *out) {   \
         const int64_t nc = n / 32;                                                                     \
@@ -235,15 +247,7 @@ static float dot_bf16(int64_t n, const void *w, const void *x) { return dot_floa
             out[t] = nb_kern_acc_sum(a);                                                               \
         }                                                                                              \
     }                                                                                                  \
-    static float name(int64_t n, const void *w, const void *vx) {                                      \
-        const nb_xq *x = vx;                                                                           \
-        float o;                                                                                       \
-        name##_core(n, w, &x, 1, &o);                                                                  \
-        return o;                                                                                      \
-    }                                                                                                  \
-    static void name##_x4(int64_t n, const void *w, const void *const *vx, float *out) {               \
-        name##_core(n, w, (const nb_xq *const *)vx, 4, out);                                           \
-    }
+    CORE_ENTRIES(name)
 
 #define NO_MIN(w, c) 0.f
 
@@ -426,15 +430,7 @@ INT4_FNS(int4_a128, 128, 1)
             out[t] = nb_kern_acc_sum(a);                                                               \
         }                                                                                              \
     }                                                                                                  \
-    static float name(int64_t n, const void *w, const void *vx) {                                      \
-        const nb_xq *x = vx;                                                                           \
-        float o;                                                                                       \
-        name##_core(n, w, &x, 1, &o);                                                                  \
-        return o;                                                                                      \
-    }                                                                                                  \
-    static void name##_x4(int64_t n, const void *w, const void *const *vx, float *out) {               \
-        name##_core(n, w, (const nb_xq *const *)vx, 4, out);                                           \
-    }
+    CORE_ENTRIES(name)
 
 /* Q4_K/Q5_K scales: bytes 0..7 = 6-bit scales, 8..15 = 6-bit mins (the
  * packing of nb_kern_scale_min_k4 undone four at a time). */
