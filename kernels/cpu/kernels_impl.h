@@ -67,6 +67,12 @@ typedef float (*nb_vdot_fn)(int64_t n, const void *w, const void *x);
  * out[t] = dot(n, w, x[t]) exactly, bit for bit. */
 typedef void (*nb_vdot4_fn)(int64_t n, const void *w, const void *const *x, float *out);
 
+/* Float weights (F32/F16/BF16): nr rows (row r at w + r * rb) times nt
+ * tokens (token t at x + t * ldx): y[t * ldy + r] = dot(row r, token t),
+ * each output bit for bit what the 1 x 1 call (and `dot`) gives. */
+typedef void (*nb_ftile_fn)(int64_t n, const void *w, uint64_t rb, int64_t nr, const float *x, int64_t ldx,
+                            int64_t nt, float *y, int64_t ldy);
+
 /* Quantize one activation row of n floats (n a multiple of 32 / 256). */
 typedef void (*nb_actq_fn)(const float *x, int64_t n, int8_t *qs, float *d, int16_t *s);
 
@@ -74,6 +80,7 @@ typedef struct nb_kernels {
     const char *isa;                /* "generic", "avx2", "avx512", "neon" */
     nb_vdot_fn dot[NB_TYPE_COUNT];  /* NULL: no kernel (nb_matmul uses the reference path) */
     nb_vdot4_fn dot4[NB_TYPE_COUNT]; /* optional 4-token versions (NULL: dot is used) */
+    nb_ftile_fn ftile[NB_TYPE_COUNT]; /* optional row x token tiles of the float types (NULL: dot) */
     nb_act_fmt act[NB_TYPE_COUNT];  /* activation format each weight type pairs with (ggml's
                                      * vec_dot_type); ISA-independent, set by the generic filler */
     nb_actq_fn quant_q32;

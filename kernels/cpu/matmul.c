@@ -172,6 +172,8 @@ const char *nb_kernels_active(void) { return nb_kernels_best()->isa; }
  * the tokens' activations stay in L2. Each output element is still computed
  * by one dot call, so the tiling never changes a result. */
 enum { TILE_BYTES = 32 * 1024, MAX_ROW_TILE = 64, TOK_TILE = 64 };
+/* float weights: rows per work item at least (the tile kernels take 4 rows at a time) */
+enum { FTILE_ROWS = 4 };
 
 /* Token t's quantized row inside the activation buffer (layout above). */
 static nb_xq act_row(const unsigned char *xbuf, int64_t t, uint64_t tok_bytes, int64_t n_in, int64_t n_d) {
@@ -191,6 +193,7 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
     const nb_act_fmt fmt = k && wtype >= 0 && wtype < NB_TYPE_COUNT ? k->act[wtype] : NB_ACT_NONE;
     const nb_vdot_fn dot = (k && fmt != NB_ACT_NONE) ? k->dot[wtype] : NULL;
     const nb_vdot4_fn dot4 = dot ? k->dot4[wtype] : NULL;
+    const nb_ftile_fn ftile = dot && fmt == NB_ACT_F32 ? k->ftile[wtype] : NULL;
     if (!dot) return nb_matmul_ref(wtype, w, n_out, n_in, x, n_tok, y, n_threads, ctx);
     uint64_t rb;
     NB_TRY(nb_type_row_bytes(wtype, (uint64_t)n_in, &rb, ctx, "matmul weight row"));
@@ -219,6 +222,7 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
     const nb_actq_fn quant = fmt == NB_ACT_Q256 ? k->quant_q256 : k->quant_q32;
     int64_t row_tile = (int64_t)(TILE_BYTES / rb);
     row_tile = row_tile < 1 ? 1 : row_tile > MAX_ROW_TILE ? MAX_ROW_TILE : row_tile;
+    if (ftile && row_tile < FTILE_ROWS) row_tile = n_out < FTILE_ROWS ? n_out : FTILE_ROWS;
     const int64_t n_rt = (n_out + row_tile - 1) / row_tile, n_tt = (n_tok + TOK_TILE - 1) / TOK_TILE;
     const int64_t n_items = n_rt * n_tt;
 
@@ -239,6 +243,11 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
         for (int64_t item = 0; item < n_items; item++) {
             const int64_t r0 = (item / n_tt) * row_tile, r1 = r0 + row_tile < n_out ? r0 + row_tile : n_out;
             const int64_t t0 = (item % n_tt) * TOK_TILE, t1 = t0 + TOK_TILE < n_tok ? t0 + TOK_TILE : n_tok;
+            if (ftile) {
+                ftile(n_in, wb + (uint64_t)r0 * rb, rb, r1 - r0, x + t0 * n_in, n_in, t1 - t0, y + t0 * n_out + r0,
+                      n_out);
+                continue;
+            }
             int64_t t = t0;
             if (dot4 && xbuf)
                 for (; t + 4 <= t1; t += 4) {

@@ -5,8 +5,8 @@
  * (matmul.c checks at start-up). The kernel bodies are in x86_simd.h; this
  * copy multiplies int8 with VNNI's vpdpbusd (one instruction instead of
  * maddubs + madd, same exact int32 sums), so it agrees bit for bit with the
- * AVX2 and generic kernels. 256-bit vectors keep the canonical 8-lane float
- * order (and avoid the frequency drop of 512-bit code on older cores).
+ * AVX2 and generic kernels. The integer kernels keep 256-bit vectors (the
+ * canonical 8-lane float order); the float-weight tiles use 512-bit ones.
  */
 #include "kernels/cpu/kernels_impl.h"
 
@@ -19,6 +19,7 @@
 #pragma GCC target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")
 #endif
 
+#define NB_X86_ZMM 1 /* float tiles on 512-bit vectors */
 #define NB_X86_MUL_US(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (u), (s))
 #define NB_X86_MADD_ACC(acc, a, b) _mm256_dpwssd_epi32((acc), (a), (b))
 #include "kernels/cpu/x86_simd.h"

@@ -159,23 +159,125 @@ INL float load_w1(const void *w, int64_t i, int kind) {
     return v.f;
 }
 
-INL float dot_float(int64_t n, const void *w, const float *x, int kind) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    int64_t i = 0;
-    for (; i + 32 <= n; i += 32) {
-        a0 = _mm256_fmadd_ps(load_w(w, i, kind), _mm256_loadu_ps(x + i), a0);
-        a1 = _mm256_fmadd_ps(load_w(w, i + 8, kind), _mm256_loadu_ps(x + i + 8), a1);
-        a2 = _mm256_fmadd_ps(load_w(w, i + 16, kind), _mm256_loadu_ps(x + i + 16), a2);
-        a3 = _mm256_fmadd_ps(load_w(w, i + 24, kind), _mm256_loadu_ps(x + i + 24), a3);
-    }
-    for (; i + 8 <= n; i += 8) a0 = _mm256_fmadd_ps(load_w(w, i, kind), _mm256_loadu_ps(x + i), a0);
-    float s = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    for (; i < n; i++) s += load_w1(w, i, kind) * x[i];
-    return s;
+/* Float weights in register tiles: up to 4 rows x FT_TMAX tokens at once,
+ * each output one vector accumulator of VF_N lanes (element i in lane
+ * i % VF_N, one FMA per step in increasing i), then vf_hsum, then the tail
+ * elements one fmaf each. Every output is computed by that same sequence
+ * whatever the tile's shape, so a token gives the same bits alone or in a
+ * batch (per ISA: the AVX-512 table uses 16 lanes, AVX2 8). */
+#ifdef NB_X86_ZMM
+typedef __m512 vf;
+#define VF_N 16
+#define FT_TMAX 4
+INL vf vf_zero(void) { return _mm512_setzero_ps(); }
+INL vf vf_loadx(const float *p) { return _mm512_loadu_ps(p); }
+INL vf vf_loadw(const void *w, int64_t i, int kind) {
+    if (kind == 0) return _mm512_loadu_ps((const float *)w + i);
+    const __m256i h = load256((const uint16_t *)w + i);
+    if (kind == 1) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
-static float dot_f32(int64_t n, const void *w, const void *x) { return dot_float(n, w, x, 0); }
-static float dot_f16(int64_t n, const void *w, const void *x) { return dot_float(n, w, x, 1); }
-static float dot_bf16(int64_t n, const void *w, const void *x) { return dot_float(n, w, x, 2); }
+INL vf vf_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+INL float vf_hsum(vf v) {
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    return hsum_ps(_mm256_add_ps(_mm512_castps512_ps256(v), hi));
+}
+#else
+typedef __m256 vf;
+#define VF_N 8
+#define FT_TMAX 2 /* 16 registers: 8 accumulators + 4 weight + 2 token vectors */
+INL vf vf_zero(void) { return _mm256_setzero_ps(); }
+INL vf vf_loadx(const float *p) { return _mm256_loadu_ps(p); }
+INL vf vf_loadw(const void *w, int64_t i, int kind) { return load_w(w, i, kind); }
+INL vf vf_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+INL float vf_hsum(vf v) { return hsum_ps(v); }
+#endif
+
+/* bytes ahead of each weight row to prefetch when one token streams it */
+#define FT_PREFETCH 2048
+INL void ftile_rt(int64_t n, const void *w, uint64_t rb, const float *x, int64_t ldx, float *y, int64_t ldy,
+                  int kind, const int R, const int T) {
+    vf acc[4][FT_TMAX];
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) acc[r][t] = vf_zero();
+    int64_t i = 0;
+    for (; i + VF_N <= n; i += VF_N) {
+        vf wv[4], xv[FT_TMAX];
+        if (T == 1) /* one token streams the weights from memory: ask for them early */
+            for (int r = 0; r < R; r++)
+                _mm_prefetch((const char *)w + (uint64_t)r * rb + (uint64_t)i * (kind ? 2 : 4) + FT_PREFETCH,
+                             _MM_HINT_T0);
+        for (int r = 0; r < R; r++) wv[r] = vf_loadw((const unsigned char *)w + (uint64_t)r * rb, i, kind);
+        for (int t = 0; t < T; t++) xv[t] = vf_loadx(x + t * ldx + i);
+        for (int r = 0; r < R; r++)
+            for (int t = 0; t < T; t++) acc[r][t] = vf_fma(wv[r], xv[t], acc[r][t]);
+    }
+    for (int r = 0; r < R; r++)
+        for (int t = 0; t < T; t++) {
+            const void *wr = (const unsigned char *)w + (uint64_t)r * rb;
+            float s = vf_hsum(acc[r][t]);
+            for (int64_t j = i; j < n; j++) s = __builtin_fmaf(load_w1(wr, j, kind), x[t * ldx + j], s);
+            y[t * ldy + r] = s;
+        }
+}
+
+#define FT_CASE(R, T)                                                                                  \
+    case (R) * 8 + (T):                                                                                \
+        ftile_rt(n, wr, rb, xt, ldx, yt, ldy, kind, R, T);                                             \
+        break;
+#if FT_TMAX == 4
+#define FT_CASES(R) FT_CASE(R, 1) FT_CASE(R, 2) FT_CASE(R, 3) FT_CASE(R, 4)
+#else
+#define FT_CASES(R) FT_CASE(R, 1) FT_CASE(R, 2)
+#endif
+
+INL void ftile(int64_t n, const void *w, uint64_t rb, int64_t nr, const float *x, int64_t ldx, int64_t nt, float *y,
+               int64_t ldy, int kind) {
+    for (int64_t r = 0; r < nr; r += 4) {
+        const int R = nr - r >= 4 ? 4 : (int)(nr - r);
+        const void *wr = (const unsigned char *)w + (uint64_t)r * rb;
+        for (int64_t t = 0; t < nt; t += FT_TMAX) {
+            const int T = nt - t >= FT_TMAX ? FT_TMAX : (int)(nt - t);
+            const float *xt = x + t * ldx;
+            float *yt = y + t * ldy + r;
+            switch (R * 8 + T) {
+                FT_CASES(1)
+                FT_CASES(2)
+                FT_CASES(3)
+                FT_CASES(4)
+            default: break;
+            }
+        }
+    }
+}
+static void ftile_f32(int64_t n, const void *w, uint64_t rb, int64_t nr, const float *x, int64_t ldx, int64_t nt,
+                      float *y, int64_t ldy) {
+    ftile(n, w, rb, nr, x, ldx, nt, y, ldy, 0);
+}
+static void ftile_f16(int64_t n, const void *w, uint64_t rb, int64_t nr, const float *x, int64_t ldx, int64_t nt,
+                      float *y, int64_t ldy) {
+    ftile(n, w, rb, nr, x, ldx, nt, y, ldy, 1);
+}
+static void ftile_bf16(int64_t n, const void *w, uint64_t rb, int64_t nr, const float *x, int64_t ldx, int64_t nt,
+                       float *y, int64_t ldy) {
+    ftile(n, w, rb, nr, x, ldx, nt, y, ldy, 2);
+}
+/* the 1 x 1 tile */
+static float dot_f32(int64_t n, const void *w, const void *x) {
+    float y;
+    ftile_rt(n, w, 0, x, 0, &y, 0, 0, 1, 1);
+    return y;
+}
+static float dot_f16(int64_t n, const void *w, const void *x) {
+    float y;
+    ftile_rt(n, w, 0, x, 0, &y, 0, 1, 1, 1);
+    return y;
+}
+static float dot_bf16(int64_t n, const void *w, const void *x) {
+    float y;
+    ftile_rt(n, w, 0, x, 0, &y, 0, 2, 1, 1);
+    return y;
+}
 
 /* ------------------------------------------------------------ 32-element chunks */
 
@@ -631,6 +733,9 @@ static void x86_fill(nb_kernels *k) {
     k->dot[NB_TYPE_F32] = dot_f32;
     k->dot[NB_TYPE_F16] = dot_f16;
     k->dot[NB_TYPE_BF16] = dot_bf16;
+    k->ftile[NB_TYPE_F32] = ftile_f32;
+    k->ftile[NB_TYPE_F16] = ftile_f16;
+    k->ftile[NB_TYPE_BF16] = ftile_bf16;
     k->dot[NB_TYPE_Q4_0] = dot_q4_0;
     k->dot4[NB_TYPE_Q4_0] = dot_q4_0_x4;
     k->dot[NB_TYPE_Q4_1] = dot_q4_1;
