@@ -179,6 +179,12 @@ if expect 0 "$nb" run "$tmp/tiny.gguf" -p "And" -n 16 --temp 1.2 --top-k 20 --se
 fi
 expect 1 "$nb" run "$tmp/tiny.gguf"
 expect 1 "$nb" run "$tmp/tiny.gguf" -p x --temp -1
+# --bench: llama-bench's pp/tg tests, one JSON line with positive rates
+if expect 0 "$nb" run "$tmp/tiny.gguf" --bench -P 24 -n 8 --reps 2 --threads 2; then
+  python3 -c 'import json,sys; r=json.loads(open(sys.argv[1]).readline()); assert r["n_prompt"]==24 and r["n_gen"]==8 and r["reps"]==2 and r["pp_tps"]>0 and r["tg_tps"]>0, r' "$tmp/out" ||
+    fail "run --bench: unexpected output $(cat "$tmp/out")"
+fi
+expect 2 "$nb" run "$tmp/tiny.gguf" --bench -P 100000 --ctx 64
 
 # ---- real model: same PPL at 1 and 2 threads ------------------------------------
 if real=$("$root/scripts/fetch-models" --path smollm2-135m 2>/dev/null); then
