@@ -615,31 +615,35 @@ INL __m256i pair16(__m256i s16, int p) {
     return _mm256_shuffle_epi8(s16, m);
 }
 
-/* Q6_K with unsigned codes 0..63: is = sum sc*(code.q) - 32 * sum sc*bsum */
-INL void body_q6_k(const nb_block_q6_K *wb, const int8_t *q0, const int16_t *bs, __m256i *vi, __m256i *vm) {
+/* Q6_K with unsigned codes 0..63: is = sum sc*(code.q) - 32 * sum sc*bsum;
+ * unpacked: the 8 code vectors of 32, their scale pairs, the 16 scales as int16 */
+typedef struct q6k_prep {
+    __m256i u[8], sc[8], sc16;
+} q6k_prep;
+INL void prep_q6_k(const nb_block_q6_K *wb, q6k_prep *p) {
     const __m256i m4 = _mm256_set1_epi8(15), m30 = _mm256_set1_epi8(0x30);
     const __m128i sc8 = load128(wb->scales);
-    const __m256i corr = _mm256_madd_epi16(_mm256_cvtepi8_epi16(sc8), load256(bs));
-    __m256i ai = _mm256_setzero_si256();
+    p->sc16 = _mm256_cvtepi8_epi16(sc8);
     for (int k = 0; k < 2; k++) {
         const uint8_t *ql = wb->ql + 64 * k;
-        const int8_t *q = q0 + 128 * k;
         const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(k ? _mm_srli_si128(sc8, 8) : sc8));
         const __m256i l0 = load256(ql), l1 = load256(ql + 32), h = load256(wb->qh + 32 * k);
-        __m256i q1 = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
-        __m256i q2 = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
-        __m256i q3 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
-        __m256i q4 = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
-                                     _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
-        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q1, load256(q)), pair16(s16, 0)));
-        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q2, load256(q + 32)), pair16(s16, 1)));
-        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q3, load256(q + 64)), pair16(s16, 2)));
-        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(_mm256_maddubs_epi16(q4, load256(q + 96)), pair16(s16, 3)));
+        p->u[4 * k] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m30));
+        p->u[4 * k + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m30));
+        p->u[4 * k + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m30));
+        p->u[4 * k + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                          _mm256_and_si256(_mm256_srli_epi16(h, 2), m30));
+        for (int i = 0; i < 4; i++) p->sc[4 * k + i] = pair16(s16, i);
     }
+}
+INL void mul_q6_k(const q6k_prep *p, const int8_t *q, const int16_t *bs, __m256i *vi, __m256i *vm) {
+    __m256i ai = _mm256_setzero_si256();
+    for (int i = 0; i < 8; i++) ai = madd_acc(ai, _mm256_maddubs_epi16(p->u[i], load256(q + 32 * i)), p->sc[i]);
+    const __m256i corr = _mm256_madd_epi16(p->sc16, load256(bs));
     *vi = _mm256_sub_epi32(ai, _mm256_slli_epi32(corr, 5));
     *vm = _mm256_setzero_si256();
 }
-KDOT_FN(dot_q6_k, nb_block_q6_K, body_q6_k, 0, KMIN_NONE)
+KDOT4_FN(dot_q6_k, nb_block_q6_K, q6k_prep, prep_q6_k, mul_q6_k, 0, KMIN_NONE)
 
 /* Q3_K's 16 signed 6-bit scales (nb_kern_scale_q3k for j = 0..15) as bytes:
  * low 4 bits from bytes 0..7 (low nibbles for j < 8, high for j >= 8), high
@@ -769,6 +773,7 @@ static void x86_fill(nb_kernels *k) {
     k->dot4[NB_TYPE_Q4_K] = dot_q4_k_x4;
     k->dot[NB_TYPE_Q5_K] = dot_q5_k;
     k->dot[NB_TYPE_Q6_K] = dot_q6_k;
+    k->dot4[NB_TYPE_Q6_K] = dot_q6_k_x4;
     k->dot[NB_TYPE_IQ4_XS] = dot_iq4_xs;
 }
 
