@@ -19,7 +19,6 @@
 #include "engine/engine_impl.h"
 
 #include "core/fp.h"
-#include "kernels/cpu/matmul.h"
 #include "quant/ggml_quants.h"
 
 #include <math.h>
@@ -54,6 +53,17 @@ void nb_cache_store(nb_cache_type t, const float *src, int hd, void *dst) {
     }
 }
 
+/* 8 partial sums in a fixed order (as the engine's other float dots). */
+static float dot8(const float *a, const float *b, int n) {
+    float s[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) s[j] += a[i + j] * b[i + j];
+    float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
 /* ggml's vec_dot_q8_0_q8_0: per block the exact integer dot times d_a * d_b. */
 static float dot_q8_0(const nb_block_q8_0 *a, const nb_block_q8_0 *b, int nb) {
     float s = 0.f;
@@ -74,16 +84,15 @@ void nb_cache_attend(nb_cache_type t, const float *q, const unsigned char *K, co
     else if (t == NB_CACHE_Q8_0)
         nb_quantize_q8_0(q, qb, 1, hd, NULL);
     float mx = -INFINITY;
-    /* q.k by the matmul kernels' float dot (F16 rows converted in registers) */
-    const nb_float_dot_fn kdot = nb_float_dot(t == NB_CACHE_F16 ? NB_TYPE_F16 : NB_TYPE_F32);
     for (int p = p0; p <= p1; p++) {
         const unsigned char *k = K + (size_t)p * kv_row;
         if (t == NB_CACHE_F16) {
-            sc[p] = kdot(hd, k, qr);
+            nb_f16_to_f32_n((const uint16_t *)k, row, (size_t)hd);
+            sc[p] = dot8(qr, row, hd);
         } else if (t == NB_CACHE_Q8_0) {
             sc[p] = dot_q8_0(qb, (const nb_block_q8_0 *)k, hd / NB_QK8_0);
         } else {
-            sc[p] = kdot(hd, k, q);
+            sc[p] = dot8(q, (const float *)k, hd);
         }
         if (sc[p] > mx) mx = sc[p];
     }

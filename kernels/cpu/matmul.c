@@ -164,12 +164,6 @@ size_t nb_kernels_compiled(const char **names, size_t cap) {
 
 const char *nb_kernels_active(void) { return nb_kernels_best()->isa; }
 
-nb_float_dot_fn nb_float_dot(nb_type wtype) {
-    const nb_kernels *k = nb_kernels_best();
-    if (wtype < 0 || wtype >= NB_TYPE_COUNT || k->act[wtype] != NB_ACT_F32) return NULL;
-    return k->dot[wtype];
-}
-
 /* ------------------------------------------------------------ the driver */
 
 

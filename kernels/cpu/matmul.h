@@ -47,14 +47,6 @@ nb_status nb_matmul_ref(nb_type wtype, const void *w, int64_t n_out, int64_t n_i
  * embedding lookups (token_embd in any type). */
 nb_status nb_get_row(nb_type wtype, const void *w, int64_t n_in, int64_t r, float *dst, nb_ctx *ctx);
 
-/* The dot product of one float-type row (F32, F16 or BF16: n elements at w)
- * with n F32 values, by the kernel nb_matmul uses on this CPU (the same bits
- * as its output for that row and token): for attention over a cache of
- * those types. NULL for any other type. The function lives as long as the
- * process. */
-typedef float (*nb_float_dot_fn)(int64_t n, const void *w, const void *x);
-nb_float_dot_fn nb_float_dot(nb_type wtype);
-
 /* The CPU kernel ISAs this build compiled in, best last ("generic", "avx2",
  * "avx512", "neon"): up to cap static names into names; returns how many there
  * are (which may exceed cap). For `nibble --version`. */
