@@ -295,8 +295,8 @@ nb_status nb_imatrix_write_gguf(const nb_imatrix *im, const char *path, nb_ctx *
     }
     NB_CHECK_GOTO(st, nb_sink_begin(sink, ctx), out);
     /* the data order is declaration order for GGUF; follow whatever the sink says */
-    size_t n_t = 0;
-    for (size_t i = 0; i < im->n; i++) n_t += s[i]->sum ? 3 : 2;
+    size_t n_t = 0, i = 0, base = 0; /* entry i's tensors start at index base */
+    for (size_t j = 0; j < im->n; j++) n_t += s[j]->sum ? 3 : 2;
     for (size_t k = 0; k < n_t + im->n_extra; k++) {
         size_t idx = nb_sink_data_order(sink, k);
         if (idx >= n_t) {
@@ -304,7 +304,9 @@ nb_status nb_imatrix_write_gguf(const nb_imatrix *im, const char *path, nb_ctx *
             NB_CHECK_GOTO(st, nb_sink_write(sink, x->data, (uint64_t)(x->ne[0] * x->ne[1]) * sizeof(float), ctx), out);
             continue;
         }
-        size_t i = 0, base = 0;
+        /* walk on from the previous tensor's entry: linear in declaration order
+         * (the GGUF sink's), a restart only for a sink that goes backwards */
+        if (idx < base) i = base = 0;
         while (base + (s[i]->sum ? 3u : 2u) <= idx) base += s[i++]->sum ? 3u : 2u;
         const nb_imatrix_entry *e = s[i];
         uint64_t nv = (uint64_t)(e->n_in * e->n_mat);

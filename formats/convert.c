@@ -21,8 +21,27 @@ void nb_release_mapped(const void *p, uint64_t n) {
     madvise((void *)a, e - a, MADV_DONTNEED);
 }
 
+/* A fault on a file mapping maps more than the page it needs: the fault-around
+ * window and, with large page-cache folios (ext4 on recent kernels), up to a
+ * whole folio (2 MiB on x86-64) -- bytes of neighbouring tensors. Released with
+ * the tensor alone, those stayed resident until their own tensor's turn, so a
+ * stream in another order than the file's (safetensors output sorted by name,
+ * prune) grew with the tensor count (about 0.4 MiB per tensor). Releasing NEAR
+ * bytes either side as well, inside the model's one mapping, keeps it flat; a
+ * neighbour still to come is read again from the page cache. */
+#define RELEASE_NEAR ((uint64_t)4 << 20)
+
 void nb_model_release_tensor(nb_model *m, size_t i) {
-    nb_release_mapped(m->tensors[i].data, m->tensors[i].nbytes);
+    const nb_tensor *t = &m->tensors[i];
+    const unsigned char *base = m->map, *p = t->data;
+    if (!base || !p || p < base || (uint64_t)(p - base) + t->nbytes > m->map_len) {
+        nb_release_mapped(p, t->nbytes);
+        return;
+    }
+    uint64_t lo = (uint64_t)(p - base), hi = lo + t->nbytes;
+    lo = lo > RELEASE_NEAR ? lo - RELEASE_NEAR : 0;
+    hi = m->map_len - hi > RELEASE_NEAR ? hi + RELEASE_NEAR : m->map_len;
+    nb_release_mapped(base + lo, hi - lo);
 }
 
 nb_status nb_copy_tensor(nb_model *m, size_t i, nb_type out, nb_sink *sink, nb_ctx *ctx) {

@@ -46,7 +46,8 @@ nb_status nb_copy_tensor(nb_model *m, size_t i, nb_type out, nb_sink *sink, nb_c
  * Advisory; p may be NULL. */
 void nb_release_mapped(const void *p, uint64_t n);
 
-/* Drop the resident pages of tensor i's mapping (keeps RSS flat while streaming). */
+/* Drop the resident pages of tensor i, and those near it in the model's one
+ * mapping (nb_model.map): keeps RSS flat while streaming in any order. */
 void nb_model_release_tensor(nb_model *m, size_t i);
 
 #endif

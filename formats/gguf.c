@@ -362,6 +362,14 @@ static nb_status parse_kv(rd *r, nb_model *m, uint64_t n_kv, uint32_t *alignment
             NB_FAIL_GOTO(st, out, r->ctx, NB_ERR_FORMAT,
                          "%s: offset %" PRIu64 ": %s: %" PRIu64 " is not a non-zero power of two",
                          r->name, align_at, r->where, v->v.u);
+        /* Larger than the file: no data can lie at an aligned offset inside it, and
+         * a writer copying the file would pad its header up to the alignment (a
+         * 60-byte file claiming 2^31 became a 2 GiB output): work and output must
+         * stay bounded by the input's size. */
+        if (v->v.u > r->size)
+            NB_FAIL_GOTO(st, out, r->ctx, NB_ERR_FORMAT,
+                         "%s: offset %" PRIu64 ": %s: %" PRIu64 " is larger than the file (%" PRIu64 " bytes)",
+                         r->name, align_at, r->where, v->v.u, r->size);
         *alignment = (uint32_t)v->v.u;
     }
 out:
@@ -521,6 +529,7 @@ nb_status nb_gguf_open_memory(const void *data, size_t size, const char *name, n
         nb_model_close(m);
         return st;
     }
+    nb_model_index(m);
     *out = m;
     return NB_OK;
 }
@@ -570,6 +579,8 @@ nb_status nb_gguf_open(const char *path, nb_model **out, nb_ctx *ctx) {
     }
     g->map = map;
     g->map_len = len;
+    m->map = map;
+    m->map_len = len;
     g->map_slot =
         nb_cleanup_add_map(map, len, m->path, (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
     m->impl = g;

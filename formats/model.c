@@ -23,11 +23,8 @@ const char *nb_format_name(nb_format f) {
     }
 }
 
-nb_status nb_model_open(const char *path, nb_model **out, nb_ctx *ctx) {
-    *out = NULL;
-    struct stat st;
-    if (stat(path, &st) != 0) return nb_err_errno(ctx, errno, "%s", path);
-    if (S_ISDIR(st.st_mode)) return nb_hf_open(path, out, ctx);
+static nb_status open_by_kind(const char *path, const struct stat *st, nb_model **out, nb_ctx *ctx) {
+    if (S_ISDIR(st->st_mode)) return nb_hf_open(path, out, ctx);
     if (nb_str_ends_with_ci(path, ".json")) return nb_safetensors_open(path, out, ctx);
     /* Probe by content: GGUF starts with its magic; anything else is tried as safetensors. */
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -39,6 +36,15 @@ nb_status nb_model_open(const char *path, nb_model **out, nb_ctx *ctx) {
     if (nb_str_ends_with_ci(path, ".gguf"))
         return nb_err(ctx, NB_ERR_FORMAT, "%s: not a GGUF file (bad magic)", path);
     return nb_safetensors_open(path, out, ctx);
+}
+
+nb_status nb_model_open(const char *path, nb_model **out, nb_ctx *ctx) {
+    *out = NULL;
+    struct stat st;
+    if (stat(path, &st) != 0) return nb_err_errno(ctx, errno, "%s", path);
+    nb_status s = open_by_kind(path, &st, out, ctx);
+    if (s == NB_OK) nb_model_index(*out);
+    return s;
 }
 
 void nb_model_close(nb_model *m) {
@@ -61,6 +67,7 @@ void nb_model_free_common(nb_model *m) {
     if (!m) return;
     for (size_t i = 0; i < m->n_tensors; i++) free(m->tensors[i].name);
     free(m->tensors);
+    free(m->index);
     nb_kvset_free(&m->kv);
     free(m->path);
     free(m);
@@ -107,7 +114,40 @@ uint64_t nb_tensor_nelements(const nb_tensor *t) {
     return n;
 }
 
+/* Open addressing over tensor indexes (slot = index + 1, 0 empty), valid for
+ * the array `base` of `n` tensors it was built from. */
+struct nb_tensor_index {
+    const nb_tensor *base;
+    size_t n, mask;
+    size_t slot[];
+};
+
+void nb_model_index(nb_model *m) {
+    free(m->index);
+    m->index = NULL;
+    if (m->n_tensors < 8) return; /* a scan is as quick */
+    size_t cap = 16;
+    while (cap < 2 * m->n_tensors) cap *= 2;
+    struct nb_tensor_index *x = calloc(1, sizeof *x + cap * sizeof x->slot[0]);
+    if (!x) return; /* tolerated: lookups scan */
+    x->base = m->tensors;
+    x->n = m->n_tensors;
+    x->mask = cap - 1;
+    for (size_t i = 0; i < m->n_tensors; i++) {
+        size_t h = nb_str_hash(m->tensors[i].name) & x->mask;
+        while (x->slot[h]) h = (h + 1) & x->mask;
+        x->slot[h] = i + 1; /* in order: the first of equal names is probed first */
+    }
+    m->index = x;
+}
+
 const nb_tensor *nb_model_find(const nb_model *m, const char *name) {
+    const struct nb_tensor_index *x = m->index;
+    if (x && x->base == m->tensors && x->n == m->n_tensors) {
+        for (size_t h = nb_str_hash(name) & x->mask; x->slot[h]; h = (h + 1) & x->mask)
+            if (strcmp(m->tensors[x->slot[h] - 1].name, name) == 0) return &m->tensors[x->slot[h] - 1];
+        return NULL;
+    }
     for (size_t i = 0; i < m->n_tensors; i++)
         if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
     return NULL;

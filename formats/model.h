@@ -68,6 +68,12 @@ struct nb_model {
     uint64_t file_bytes;   /* total size of the files backing the model */
     const nb_model_ops *ops;
     void *impl;            /* format's state */
+    struct nb_tensor_index *index; /* names -> tensors (formats/model.c; NULL: none) */
+    /* The one read-only file mapping that holds every mapped tensor, or NULL
+     * (several files, or none): nb_model_release_tensor releases pages near a
+     * tensor too when they lie inside it (formats/convert.h). Owned by impl. */
+    const void *map;
+    size_t map_len;
 };
 
 /* Probe the path (directory, .safetensors, .gguf, index.json; by content, not
@@ -86,8 +92,16 @@ nb_status nb_model_read_tensor(nb_model *m, size_t i, void *dst, nb_ctx *ctx);
 nb_status nb_model_tensor_bytes(nb_model *m, size_t i, const void **data, void **owned, nb_ctx *ctx);
 /* Read tensor i converted to F32 (dst holds nelements floats); needs the type's to_float. */
 nb_status nb_model_read_f32(nb_model *m, size_t i, float *dst, nb_ctx *ctx);
-/* Tensor by name or NULL. */
+/* Tensor by name or NULL (the first of that name). Hashed once nb_model_index
+ * has run (nb_model_open and the GGUF reader do, so callers that look up
+ * every tensor stay linear); a scan otherwise, and whenever the tensor array
+ * changed since (a struct copy with its own array, appended tensors). */
 const nb_tensor *nb_model_find(const nb_model *m, const char *name);
+/* Index the tensor names for nb_model_find. Call when the tensor list is
+ * complete; a later change makes lookups scan again until the next call.
+ * Failing to allocate is not an error (lookups scan): it uses plain malloc,
+ * outside the fault hook (core/fault.h). */
+void nb_model_index(nb_model *m);
 /* Element count of a tensor. */
 uint64_t nb_tensor_nelements(const nb_tensor *t);
 /* Shared helper for the per-format constructors: allocate an empty model. */

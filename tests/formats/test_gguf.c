@@ -766,6 +766,20 @@ START_TEST(test_kv_rules) {
     kv_start(&b, "general.alignment", NB_KV_U32);
     bb_u32(&b, 96);
     expect_fail(&b, NB_ERR_FORMAT, "power of two");
+    /* an alignment larger than the file: fuzz_gguf's slow input, a 53-byte header
+     * claiming 2^30 that every copy padded to 1 GiB (the output must stay bounded
+     * by the input) */
+    for (uint32_t a = 1u << 30; a >= 64; a >>= 12) {
+        kv_start(&b, "general.alignment", NB_KV_U32);
+        bb_u32(&b, a);
+        expect_fail(&b, NB_ERR_FORMAT, "is larger than the file (53 bytes)");
+    }
+    /* ... while one the file can hold is fine, even with nothing aligned to it */
+    kv_start(&b, "general.alignment", NB_KV_U32);
+    bb_u32(&b, 32);
+    ck_assert_msg(parse_mem(b.p, b.n, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    free(b.p);
+    memset(&b, 0, sizeof b);
     nb_ctx_free(&ctx);
 }
 END_TEST
@@ -963,6 +977,51 @@ END_TEST
 /* A mapped input truncated underneath (core/cleanup.h nb_map_check): reading
  * a tensor past the new end fails with an I/O error naming the file instead
  * of faulting; a file replaced by rename is no concern (the mapping keeps it). */
+/* nb_model_find through the name index the readers build: every one of 500
+ * tensors (names that share long prefixes, as blk.N.* do) is found at its own
+ * slot, absent names are not, and a struct copy with another tensor array (as
+ * quant/budget.c makes) or a list changed after indexing still finds by scan. */
+START_TEST(test_find_indexed) {
+    enum { N = 500 };
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const char *p = nbt_path("many.gguf");
+    nb_sink *s = NULL;
+    ck_assert_int_eq(nb_gguf_sink_create(p, &s, &ctx), NB_OK);
+    char name[64];
+    int64_t ne[1] = {4};
+    for (int i = 0; i < N; i++) {
+        snprintf(name, sizeof name, "blk.%d.attn_%s.weight", i / 5, (const char *[]){"q", "k", "v", "o", "norm"}[i % 5]);
+        ck_assert_int_eq(nb_sink_add_tensor(s, name, NB_TYPE_F32, 1, ne, &ctx), NB_OK);
+    }
+    ck_assert_int_eq(nb_sink_begin(s, &ctx), NB_OK);
+    float zero[4] = {0};
+    for (int i = 0; i < N; i++) ck_assert_int_eq(nb_sink_write(s, zero, sizeof zero, &ctx), NB_OK);
+    ck_assert_int_eq(nb_sink_commit(s, &ctx), NB_OK);
+    nb_sink_free(s);
+    nb_model *m = NULL;
+    ck_assert_int_eq(nb_model_open(p, &m, &ctx), NB_OK);
+    ck_assert_ptr_nonnull(m->index);
+    for (size_t i = 0; i < m->n_tensors; i++) ck_assert_ptr_eq(nb_model_find(m, m->tensors[i].name), &m->tensors[i]);
+    ck_assert_ptr_null(nb_model_find(m, "blk.100.attn_q.weight"));
+    ck_assert_ptr_null(nb_model_find(m, "blk.0.attn_q.weigh"));
+    ck_assert_ptr_null(nb_model_find(m, ""));
+    nb_model copy = *m;
+    copy.tensors = malloc(N * sizeof *copy.tensors);
+    ck_assert_ptr_nonnull(copy.tensors);
+    memcpy(copy.tensors, m->tensors, N * sizeof *copy.tensors);
+    ck_assert_ptr_eq(nb_model_find(&copy, "blk.42.attn_v.weight"), &copy.tensors[212]);
+    copy.n_tensors = 100; /* fewer tensors than indexed: no stale hit past the end */
+    ck_assert_ptr_null(nb_model_find(&copy, "blk.42.attn_v.weight"));
+    free(copy.tensors);
+    m->n_tensors--; /* a list changed since indexing is scanned: the last tensor is out of it */
+    ck_assert_ptr_null(nb_model_find(m, m->tensors[N - 1].name));
+    m->n_tensors++;
+    nb_model_close(m);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 START_TEST(test_truncated_underneath) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
@@ -1007,6 +1066,7 @@ static Suite *gguf_suite(void) {
     tcase_add_test(tc, test_writer_bad_alignment);
     tcase_add_test(tc, test_failed_writes_leave_no_file);
     tcase_add_test(tc, test_truncated_underneath);
+    tcase_add_test(tc, test_find_indexed);
     tcase_add_test(tc, test_crafted_valid_and_v2);
     tcase_add_test(tc, test_truncation_every_prefix);
     tcase_add_test(tc, test_header_rules);
