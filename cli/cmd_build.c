@@ -9,6 +9,7 @@
 #include "pipeline/bundle.h"
 
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,10 +23,10 @@ typedef struct vars {
 /* A value naming an existing file or directory, made absolute: values given on
  * the command line are relative to the current directory, while paths written
  * in the recipe are relative to the recipe (pipeline/recipe.h). Other values
- * are kept as they are. The result is malloc'd. */
-static char *abs_if_exists(const char *v) {
-    char *r = realpath(v, NULL);
-    return r ? r : strdup(v);
+ * are kept as they are. The result is malloc'd (NULL: out of memory). */
+static char *abs_if_exists(const char *v, nb_ctx *ctx) {
+    char buf[PATH_MAX];
+    return nb_strdup(ctx, realpath(v, buf) ? buf : v);
 }
 
 static nb_status add_var(const nb_opt *o, const char *arg, nb_ctx *ctx) {
@@ -34,9 +35,13 @@ static nb_status add_var(const nb_opt *o, const char *arg, nb_ctx *ctx) {
     if (!eq || eq == arg) return nb_err(ctx, NB_ERR_INVALID, "--var needs NAME=VALUE (got '%s')", arg);
     if (vs->n == MAX_VARS) return nb_err(ctx, NB_ERR_INVALID, "--var: at most %d variables", MAX_VARS);
     /* the name is the argv text before '=': keep it in place by borrowing a copy */
-    char *name = strndup(arg, (size_t)(eq - arg));
-    if (!name) return nb_err(ctx, NB_ERR_NOMEM, "out of memory");
-    vs->v[vs->n++] = (nb_recipe_var){name, abs_if_exists(eq + 1)};
+    char *name = nb_strndup(ctx, arg, (size_t)(eq - arg));
+    char *value = name ? abs_if_exists(eq + 1, ctx) : NULL;
+    if (!value) {
+        free(name);
+        return NB_ERR_NOMEM;
+    }
+    vs->v[vs->n++] = (nb_recipe_var){name, value};
     return NB_OK;
 }
 
@@ -91,7 +96,11 @@ int nb_cmd_build(int argc, char **argv) {
     if (rc != NB_OPTS_RUN) goto done;
     FILE *info = json ? stderr : stdout;
     if (json) nb_cli_json_events(&ctx);
-    char *src_abs = source ? abs_if_exists(source) : NULL;
+    char *src_abs = source ? abs_if_exists(source, &ctx) : NULL;
+    if (source && !src_abs) {
+        rc = nb_cli_fail("build", &ctx, NB_ERR_NOMEM);
+        goto done;
+    }
     nb_build_opts bo = {.recipe_path = args.pos[0], .vars = vs.v, .n_vars = vs.n, .source = src_abs, .out_dir = out,
                         .work_dir = work,
                         .force = force, .commit = NB_BUILD_COMMIT, .on_event = ctx.quiet ? NULL : on_event,

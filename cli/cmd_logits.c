@@ -9,27 +9,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool parse_ids(const char *s, int32_t **ids, int *n) {
+/* 0: parsed, 1: not a list of ids, -1: out of memory. */
+static int parse_ids(const char *s, int32_t **ids, int *n) {
     size_t cap = 16, k = 0;
-    int32_t *v = malloc(cap * sizeof *v);
-    if (!v) return false;
+    int32_t *v = nb_malloc_raw(cap * sizeof *v);
+    if (!v) return -1;
     const char *p = s;
     while (*p) {
         char *end;
         long x = strtol(p, &end, 10);
-        if (end == p || x < 0 || x > INT32_MAX || (*end && *end != ',')) { free(v); return false; }
+        if (end == p || x < 0 || x > INT32_MAX || (*end && *end != ',')) { free(v); return 1; }
         if (k == cap) {
-            int32_t *w = realloc(v, (cap *= 2) * sizeof *v);
-            if (!w) { free(v); return false; }
+            int32_t *w = nb_realloc(NULL, v, (cap *= 2) * sizeof *v, "token ids");
+            if (!w) { free(v); return -1; }
             v = w;
         }
         v[k++] = (int32_t)x;
         p = *end ? end + 1 : end;
     }
-    if (k == 0 || k > (1u << 22)) { free(v); return false; }
+    if (k == 0 || k > (1u << 22)) { free(v); return 1; }
     *ids = v;
     *n = (int)k;
-    return true;
+    return 0;
 }
 
 /* The --tokens list (malloc'd; a repeated --tokens replaces it). */
@@ -42,7 +43,9 @@ static nb_status set_tokens(const nb_opt *opt, const char *arg, nb_ctx *ctx) {
     id_list *l = opt->dest;
     free(l->ids);
     l->ids = NULL;
-    if (!parse_ids(arg, &l->ids, &l->n))
+    int r = parse_ids(arg, &l->ids, &l->n);
+    if (r < 0) return nb_err(ctx, NB_ERR_NOMEM, "--tokens: out of memory");
+    if (r > 0)
         return nb_err(ctx, NB_ERR_INVALID, "--tokens needs comma-separated non-negative ids");
     return NB_OK;
 }

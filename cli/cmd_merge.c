@@ -23,12 +23,12 @@ static bool parse_adapter(const char *arg, char **path, double *w) {
         errno = 0;
         double v = strtod(c + 1, &end);
         if (!*end && !errno && isfinite(v)) {
-            *path = strndup(arg, (size_t)(c - arg));
+            *path = nb_strndup(NULL, arg, (size_t)(c - arg)); /* fault-injectable: core/fault.h */
             *w = v;
             return *path != NULL;
         }
     }
-    *path = strdup(arg);
+    *path = nb_strdup(NULL, arg);
     return *path != NULL;
 }
 

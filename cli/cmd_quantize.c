@@ -192,8 +192,8 @@ typedef struct strs {
 
 static nb_status add_str(const nb_opt *o, const char *arg, nb_ctx *ctx) {
     strs *l = o->dest;
-    const char **nv = realloc(l->v, (l->n + 1) * sizeof *nv);
-    if (!nv) return nb_err(ctx, NB_ERR_NOMEM, "out of memory");
+    const char **nv = nb_realloc(ctx, l->v, (l->n + 1) * sizeof *nv, "option list");
+    if (!nv) return NB_ERR_NOMEM;
     nv[l->n++] = arg;
     l->v = nv;
     return NB_OK;

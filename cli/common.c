@@ -13,6 +13,9 @@
 #include <string.h>
 
 int nb_cli_exit_code(nb_status st) {
+    /* After a failed allocation, a "bad input" verdict may be its consequence
+     * (cJSON_Parse returns NULL for both): the run failed for lack of memory. */
+    if (st != NB_OK && nb_alloc_failed()) return NB_EXIT_IO;
     switch (st) {
     case NB_OK: return NB_EXIT_OK;
     case NB_ERR_INVALID: return NB_EXIT_USAGE;
@@ -23,7 +26,9 @@ int nb_cli_exit_code(nb_status st) {
 
 int nb_cli_fail(const char *cmd, nb_ctx *ctx, nb_status st) {
     const char *m = nb_errmsg(ctx);
-    fprintf(stderr, "nibble %s: %s\n", cmd, m && *m ? m : nb_status_name(st));
+    bool oom = nb_alloc_failed() && st != NB_ERR_NOMEM;
+    fprintf(stderr, "nibble %s: %s%s%s\n", cmd, oom ? "out of memory (then: " : "", m && *m ? m : nb_status_name(st),
+            oom ? ")" : "");
     if (ctx->event_fn) {
         /* --json: the failure as the last event, so a reader of the lines sees why they stop */
         cJSON *j = cJSON_CreateObject();

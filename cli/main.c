@@ -1,6 +1,7 @@
 /* cli/main.c — `nibble` entry point: dispatches to cli/cmd_*.c. */
 #include "cli/cli.h"
 #include "core/cleanup.h"
+#include "formats/json_strict.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -70,7 +71,17 @@ static int run(int argc, char **argv) {
     return NB_EXIT_USAGE;
 }
 
+/* A command that reported a usage or input error after an allocation failed
+ * (a library returning NULL for both, as cJSON_Parse does) failed for lack of
+ * memory: exit 3, as nb_cli_exit_code says for the commands that ask it. */
+static int after_alloc_failure(int rc) {
+    if ((rc != NB_EXIT_USAGE && rc != NB_EXIT_INPUT) || !nb_alloc_failed()) return rc;
+    fprintf(stderr, "nibble: out of memory (an allocation failed before the error above)\n");
+    return NB_EXIT_IO;
+}
+
 int main(int argc, char **argv) {
     nb_cleanup_install_signals("nibble");
-    return close_stdout(run(argc, argv));
+    nb_json_use_hooked_allocator(); /* before any JSON: cJSON's hooks are process-wide */
+    return close_stdout(after_alloc_failure(run(argc, argv)));
 }

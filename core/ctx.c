@@ -5,6 +5,7 @@
 #include "core/str.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,20 +124,45 @@ void nb_log(nb_ctx *ctx, nb_log_level level, const char *fmt, ...) {
     else fprintf(stderr, "nibble: %s: %s\n", tags[level], line);
 }
 
+/* Set once any allocation through the hooks below came back NULL (injected or
+ * real): the run's later errors may be consequences (core/fault.h). */
+static _Atomic bool g_alloc_failed;
+
+bool nb_alloc_failed(void) { return atomic_load(&g_alloc_failed); }
+
+static void *noted(void *p) {
+    if (!p) atomic_store(&g_alloc_failed, true);
+    return p;
+}
+
+void *nb_malloc_raw(size_t n) { return noted(nb_fault_alloc() ? NULL : malloc(n ? n : 1)); }
+void *nb_calloc_raw(size_t count, size_t size) {
+    return noted(nb_fault_alloc() ? NULL : calloc(count ? count : 1, size ? size : 1));
+}
+void nb_free_raw(void *p) { free(p); }
+void *nb_alloc_opaque(void *opaque, size_t n) {
+    (void)opaque;
+    return nb_malloc_raw(n);
+}
+void nb_free_opaque(void *opaque, void *p) {
+    (void)opaque;
+    free(p);
+}
+
 void *nb_malloc(nb_ctx *ctx, size_t n, const char *what) {
-    void *p = nb_fault_alloc() ? NULL : malloc(n ? n : 1);
+    void *p = nb_malloc_raw(n);
     if (!p) nb_err(ctx, NB_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
     return p;
 }
 
 void *nb_calloc(nb_ctx *ctx, size_t count, size_t size, const char *what) {
-    void *p = nb_fault_alloc() ? NULL : calloc(count ? count : 1, size ? size : 1);
+    void *p = nb_calloc_raw(count, size);
     if (!p) nb_err(ctx, NB_ERR_NOMEM, "out of memory allocating %zu x %zu bytes for %s", count, size, what);
     return p;
 }
 
 void *nb_realloc(nb_ctx *ctx, void *p, size_t n, const char *what) {
-    void *q = nb_fault_alloc() ? NULL : realloc(p, n ? n : 1);
+    void *q = noted(nb_fault_alloc() ? NULL : realloc(p, n ? n : 1));
     if (!q) nb_err(ctx, NB_ERR_NOMEM, "out of memory allocating %zu bytes for %s", n, what);
     return q;
 }

@@ -115,6 +115,21 @@ void *nb_malloc(nb_ctx *ctx, size_t n, const char *what);
 void *nb_calloc(nb_ctx *ctx, size_t count, size_t size, const char *what);
 char *nb_strdup(nb_ctx *ctx, const char *s);
 char *nb_strndup(nb_ctx *ctx, const char *s, size_t n);
+/* The same hooked allocation without a context, for libraries that take an
+ * allocator (cJSON_InitHooks, ZSTD_customMem): fault-injectable like nb_malloc,
+ * released with free() (nb_free_raw is free for hook tables). */
+void *nb_malloc_raw(size_t n);
+void *nb_calloc_raw(size_t count, size_t size);
+void nb_free_raw(void *p);
+/* The same with an unused opaque pointer first (ZSTD_customMem's shape). */
+void *nb_alloc_opaque(void *opaque, size_t n);
+void nb_free_opaque(void *opaque, void *p);
+/* True once any hooked allocation of this process failed (injected or real).
+ * A library that reports an allocation failure as something else (cJSON_Parse
+ * returns NULL for "out of memory" and for "bad JSON" alike) leaves this set,
+ * so the CLI can report the run as out of memory (exit 3), as SQLite's sticky
+ * mallocFailed turns any later error into SQLITE_NOMEM. */
+bool nb_alloc_failed(void);
 /* realloc through the same fault hook: on failure *p's block is left as it was
  * (still owned by the caller). nb_realloc(…, 0) keeps a valid pointer. */
 void *nb_realloc(nb_ctx *ctx, void *p, size_t n, const char *what);

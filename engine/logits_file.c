@@ -12,7 +12,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#define ZSTD_STATIC_LINKING_ONLY /* ZSTD_customMem: zstd's allocations go through the fault hook */
 #include <zstd.h>
+
+static const ZSTD_customMem k_zstd_mem = {nb_alloc_opaque, nb_free_opaque, NULL};
 
 /* ---- little-endian helpers ----------------------------------------------------- */
 
@@ -275,7 +278,7 @@ nb_status nb_lpf_create(const char *path, const nb_lpf_header *h0, const int32_t
     w->rec_size = nb_lpf_rec_size(h.n_vocab);
     w->out_cap = ZSTD_CStreamOutSize();
     w->out = nb_malloc(ctx, w->out_cap, "zstd output buffer");
-    w->z = ZSTD_createCCtx();
+    w->z = ZSTD_createCCtx_advanced(k_zstd_mem);
     if (!w->out) { st = NB_ERR_NOMEM; goto fail; }
     if (!w->z) NB_FAIL_GOTO(st, fail, ctx, NB_ERR_NOMEM, "%s: cannot create a zstd context", path);
     /* Level 1 keeps compression far below the forward pass in cost; most of a
@@ -541,7 +544,7 @@ nb_status nb_lpf_open(const char *path, nb_lpf_header *h, int32_t **tokens, nb_l
     r->recs_left = n_rec;
     r->in_cap = ZSTD_DStreamInSize();
     r->in = nb_malloc(ctx, r->in_cap, "zstd input buffer");
-    r->z = ZSTD_createDCtx();
+    r->z = ZSTD_createDCtx_advanced(k_zstd_mem);
     if (!r->in) { st = NB_ERR_NOMEM; goto fail; }
     if (!r->z) NB_FAIL_GOTO(st, fail, ctx, NB_ERR_NOMEM, "%s: cannot create a zstd context", path);
     /* A hostile frame cannot make zstd allocate a huge window. */

@@ -4,6 +4,7 @@
 #include "core/checked.h"
 
 #include <cjson/cJSON.h>
+#include <pthread.h>
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -321,4 +322,14 @@ char *nb_json_print(cJSON *root, bool pretty) {
     if (!root) return NULL;
     sanitize(root->child);
     return pretty ? cJSON_Print(root) : cJSON_PrintUnformatted(root);
+}
+
+static void install_json_hooks(void) {
+    cJSON_Hooks h = {.malloc_fn = nb_malloc_raw, .free_fn = nb_free_raw};
+    cJSON_InitHooks(&h);
+}
+
+void nb_json_use_hooked_allocator(void) {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, install_json_hooks);
 }

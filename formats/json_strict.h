@@ -64,4 +64,12 @@ size_t nb_json_last_wins(struct cJSON *root);
  * (the text form of core/str.h), so the output parses and says what was there. */
 char *nb_json_print(struct cJSON *root, bool pretty);
 
+/* Route cJSON's allocations through core/ctx.h's hooked allocator
+ * (nb_malloc_raw: the fault hook of core/fault.h, and nb_alloc_failed() set on
+ * failure). cJSON_InitHooks is process-wide, so this is done once, by the
+ * program before any JSON is parsed (cli/main.c, tests that inject faults);
+ * repeated calls do nothing. Memory cJSON returns (cJSON_Print) is still
+ * released with free(). */
+void nb_json_use_hooked_allocator(void);
+
 #endif

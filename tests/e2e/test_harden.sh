@@ -205,21 +205,27 @@ fault_ended() { # fault_ended VAR WHAT I TOTAL RUNS: the first success must come
   fi
 }
 fault_loop() { # [OUT_OPT=--save-logits] fault_loop VAR OUT CMD... (CMD writes OUT, given as OUT_OPT OUT; default -o)
+  # OUT "-": CMD writes nothing but stdout (ppl --kld), which the successful run must print as the reference did
   local var=$1 out=$2; shift 2
-  local ref="${out%/*}/ref-${out##*/}" what="$2 $3" oopt=${OUT_OPT:--o}
+  local ref="${out%/*}/ref-${out##*/}" what="$2 $3" oopt=(${OUT_OPT:--o})
+  if [ "$out" = - ]; then oopt=(); ref="$tmp/ref.txt"; fi
   rm -f "$tmp/fault-report"
-  NIBBLE_FAULT_REPORT="$tmp/fault-report" "$@" -q "$oopt" "$ref" >/dev/null 2>"$tmp/err" ||
+  NIBBLE_FAULT_REPORT="$tmp/fault-report" "$@" -q "${oopt[@]}" ${oopt[@]:+"$ref"} >"$tmp/stdout" 2>"$tmp/err" ||
     { echo "FAIL: fault loop reference: $*"; sed 's/^/  | /' "$tmp/err" | head -3; fail=1; return; }
+  [ "$out" = - ] && mv "$tmp/stdout" "$ref"
   local i rc runs=0 total
   total=$(fault_total "$var")
   for ((i = 1; i < 100000; i = $(fault_next $i))); do
-    env "$var=$i" "$@" -q "$oopt" "$out" >/dev/null 2>"$tmp/err"; rc=$?; runs=$((runs + 1))
-    [ -e "$out" ] && [ "$rc" != 0 ] && { echo "FAIL: $var=$i $what: exit $rc but the output exists"; fail=1; }
-    left_behind "$out" && { echo "FAIL: $var=$i $what: temporary or lock left"; fail=1; rm -f "$out".partial.* "$out.lock"; }
+    env "$var=$i" "$@" -q "${oopt[@]}" ${oopt[@]:+"$out"} >"$tmp/stdout" 2>"$tmp/err"; rc=$?; runs=$((runs + 1))
+    if [ "$out" != - ]; then
+      [ -e "$out" ] && [ "$rc" != 0 ] && { echo "FAIL: $var=$i $what: exit $rc but the output exists"; fail=1; }
+      left_behind "$out" && { echo "FAIL: $var=$i $what: temporary or lock left"; fail=1; rm -f "$out".partial.* "$out.lock"; }
+    fi
     if [ "$rc" = 0 ]; then break; fi
     [ "$rc" = 3 ] || { echo "FAIL: $var=$i $*: exit $rc, expected 3"; sed 's/^/  | /' "$tmp/err" | head -3; fail=1; return; }
   done
   if [ "$i" = 1 ]; then echo "SKIP: $var: fault hooks not in this build"; return; fi
+  [ "$out" = - ] && out="$tmp/stdout"
   cmp -s "$out" "$ref" || { echo "FAIL: $var $what: output after the loop differs"; fail=1; }
   fault_ended "$var" "$what" "$i" "$total" "$runs"
   rm -f "$out" "$ref"
@@ -255,6 +261,10 @@ check "synth moe" 0 "$nb" synth --arch mixtral --layers 1 --dim 32 --ff 32 --hea
 check "calibrate moe" 0 "$nb" calibrate "$tmp/moe.gguf" --calib "$calib" --ctx 32 --calib-tokens 64 -q -o "$tmp/moe.stats.gguf"
 check "synth small" 0 "$nb" synth --arch llama --layers 1 --dim 32 --ff 64 --heads 4 --kv-heads 2 --vocab 300 --dtype f32 \
   --seed 4 -q -o "$tmp/s32.gguf"
+check "synth small hf" 0 "$nb" synth --arch llama --layers 1 --dim 32 --ff 64 --heads 4 --kv-heads 2 --vocab 300 \
+  --dtype f32 --seed 4 -q -o "$tmp/s32hf/"
+check "save logits" 0 "$nb" ppl "$tmp/s32.gguf" --text "$NB_TEST_DATA/text/eval.txt" --ctx 16 --chunks 2 -q \
+  --save-logits "$tmp/s32.logits"
 printf '%s\n' '{"nibble_recipe": 1, "name": "tiny", "source": "${SOURCE}",' \
   ' "calibration": {"text": "${CALIB}", "ctx": 16, "tokens": 32}, "method": "imatrix",' \
   ' "target": {"mix": "q4_0"}, "outputs": {"bundle": true}}' > "$tmp/tiny.json"
@@ -268,7 +278,11 @@ for var in NIBBLE_FAULT_ALLOC NIBBLE_FAULT_IO; do
   OUT_OPT=--save-logits fault_loop $var "$tmp/fl.bin" "$nb" ppl "$tmp/s32.gguf" --text "$NB_TEST_DATA/text/eval.txt" \
     --ctx 16 --chunks 2
   fault_loop_build $var "$tmp/tiny.json" "$tmp/s32.gguf"
+  # cJSON (config.json, the safetensors header, adapter_config.json) and zstd under the hook too
+  fault_loop $var "$tmp/fl.gguf" "$nb" convert "$tmp/s32hf"
+  fault_loop $var "$tmp/fl.gguf" "$nb" merge "$tmp/b16.gguf" --adapter "$NB_TEST_DATA/peft/peft_dora_rs" --type f16
 done
+fault_loop NIBBLE_FAULT_ALLOC - "$nb" ppl "$tmp/s32.gguf" --kld "$tmp/s32.logits" --ctx 16 --chunks 2
 
 echo "done"
 exit $fail
