@@ -7,6 +7,7 @@
  * small files written by `nibble embed -o` on a synthetic encoder.
  */
 #include "engine/embed.h"
+#include "fuzz_tmp.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -18,12 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[64];
-    const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(path, sizeof path, "%s/fuzz_emb_%d.emb", dir, (int)getpid());
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    if (size) fwrite(data, 1, size, f);
-    fclose(f);
+    if (!nb_fuzz_write_input(path, sizeof path, "emb.emb", data, size)) return 0;
     nb_ctx ctx;
     nb_ctx_init(&ctx);
     ctx.log_level = NB_LOG_ERROR;

@@ -9,6 +9,7 @@
  */
 #include "formats/gguf.h"
 #include "formats/readers.h"
+#include "fuzz_tmp.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -20,9 +21,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void rewrite(nb_model *m, nb_ctx *ctx) {
     char path[64];
-    /* tmpfs when available: the sink fsyncs on commit */
-    const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(path, sizeof path, "%s/fuzz_gguf_%d.gguf", dir, (int)getpid());
+    nb_fuzz_tmp_path(path, sizeof path, "gguf.gguf");
     nb_sink *s = NULL;
     if (nb_gguf_sink_create(path, &s, ctx) != NB_OK) return;
     int ok = nb_kvset_copy(&s->kv, &m->kv, ctx) == NB_OK;

@@ -13,6 +13,7 @@
  */
 #include "calib/imatrix.h"
 #include "formats/synth.h"
+#include "fuzz_tmp.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -42,10 +43,9 @@ static void cleanup(void) {
  * --ff 32 --heads 4 --kv-heads 2 --experts 4 --experts-used 2 --vocab 64
  * --no-vocab` (tensor shapes are what the imatrix is checked against). */
 static int setup(void) {
-    const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(g_model, sizeof g_model, "%s/fuzz_imatrix_%d_model.gguf", dir, (int)getpid());
-    snprintf(g_in, sizeof g_in, "%s/fuzz_imatrix_%d_in", dir, (int)getpid());
-    snprintf(g_out, sizeof g_out, "%s/fuzz_imatrix_%d_out", dir, (int)getpid());
+    nb_fuzz_tmp_path(g_model, sizeof g_model, "imatrix_model.gguf");
+    nb_fuzz_tmp_path(g_in, sizeof g_in, "imatrix_in");
+    nb_fuzz_tmp_path(g_out, sizeof g_out, "imatrix_out");
     nb_ctx ctx;
     quiet_ctx(&ctx);
     nb_synth_opts o;

@@ -8,6 +8,7 @@
  * files written by `nibble ppl --save-logits` on synthetic models.
  */
 #include "engine/logits_file.h"
+#include "fuzz_tmp.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -18,12 +19,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     char path[64];
-    const char *dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    snprintf(path, sizeof path, "%s/fuzz_logits_%d.bin", dir, (int)getpid());
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    if (size) fwrite(data, 1, size, f);
-    fclose(f);
+    if (!nb_fuzz_write_input(path, sizeof path, "logits.bin", data, size)) return 0;
     nb_ctx ctx;
     nb_ctx_init(&ctx);
     ctx.n_threads = 1;

@@ -14,6 +14,7 @@
  * distill/adapter.c).
  */
 #include "distill/adapter.h"
+#include "fuzz_tmp.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -97,7 +98,7 @@ static void cleanup(void) {
 }
 
 static int setup(void) {
-    const char *base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    const char *base = nb_fuzz_tmp_dir();
     char p[160];
     for (int d = 0; d < 2; d++) {
         snprintf(g_dir[d], sizeof g_dir[d], "%s/fuzz_peft_%d_%d", base, (int)getpid(), d);
