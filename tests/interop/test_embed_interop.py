@@ -29,30 +29,14 @@ except Exception as e:  # pragma: no cover - environment dependent
     sys.exit(77)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 import numpy_forward  # noqa: E402
 
-NB = os.environ.get("NB_BIN")
-if not NB or not os.path.exists(NB):
-    print("SKIP: NB_BIN not set")
-    sys.exit(77)
+NB = harness.nb_bin()
+run = harness.run
 
 TOL = 1e-4
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
-
-
-def run(*args):
-    r = subprocess.run([NB, *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        print("command failed:", args, r.stdout, r.stderr)
-        sys.exit(1)
-    return r
+check = harness.Checks()
 
 
 def read_emb(path):
@@ -119,7 +103,6 @@ with tempfile.TemporaryDirectory() as tmp:
     run("embed", hf, "--text", short, "--ids", "-o", b, "--quiet")
     check(open(a, "rb").read() == open(b, "rb").read(), "GGUF and HF directory embed differently")
 
-if failures:
-    print(f"{failures} failure(s)")
+if check.summary():
     sys.exit(1)
 print("OK")

@@ -27,30 +27,14 @@ except Exception as e:  # pragma: no cover - environment dependent
     sys.exit(77)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 import numpy_forward  # noqa: E402
 
-NB = os.environ.get("NB_BIN")
-if not NB or not os.path.exists(NB):
-    print("SKIP: NB_BIN not set")
-    sys.exit(77)
+NB = harness.nb_bin()
+run = harness.run
 
 TOL = 1e-4
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
-
-
-def run(*args):
-    r = subprocess.run([NB, *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        print("command failed:", args, r.stdout, r.stderr)
-        sys.exit(1)
-    return r
+check = harness.Checks()
 
 
 def patch_u32(path, key, value):
@@ -179,7 +163,6 @@ with tempfile.TemporaryDirectory() as tmp:
     copy_with(base, l3, {}, [("rope_freqs.weight", llama3_factors(16, 10000.0, 8.0, 1.0, 4.0, 64))])
     compare("llama+llama3", l3, toks, tmp, hf_rope=hf, variant="no_scaling")
 
-if failures:
-    print(f"{failures} failure(s)")
+if check.summary():
     sys.exit(1)
 print("OK")

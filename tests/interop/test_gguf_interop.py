@@ -38,29 +38,20 @@ try:
 except ImportError as e:  # pragma: no cover
     skip(f"{e} (pip install gguf numpy)")
 
-NB = os.environ.get("NB_BIN", "")
-if not NB or not os.access(NB, os.X_OK):
-    skip("NB_BIN does not name the nibble CLI")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+NB = harness.nb_bin()
 for sub in ("convert", "inspect"):
     r = subprocess.run([NB, sub, "--help"], capture_output=True, text=True)
     if r.returncode != 0 or "usage" not in (r.stdout + r.stderr).lower():
         skip(f"`nibble {sub}` is not available yet")
 
-failures = []
-passes = 0
-
-
-def check(cond, what):
-    global passes
-    if cond:
-        passes += 1
-    else:
-        failures.append(what)
-        print("FAIL", what)
+check = harness.Checks()
 
 
 def run(*args):
-    return subprocess.run([NB, *args], capture_output=True, text=True)
+    return harness.run(*args, ok=False)
 
 
 def inspect_json(path):
@@ -334,8 +325,8 @@ def main():
         test_roundtrip(tmp)
         test_nibble_written(tmp)
         test_type_table(tmp)
-    print(f"{passes} checks passed, {len(failures)} failed")
-    return 1 if failures else 0
+    print(f"{check.n - len(check.failures)} checks passed, {len(check.failures)} failed")
+    return 1 if check.failures else 0
 
 
 if __name__ == "__main__":

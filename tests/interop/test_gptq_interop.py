@@ -20,8 +20,11 @@ import subprocess
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.environ.get("NB_TEST_DATA", os.path.join(HERE, "..", "data"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+HERE = harness.HERE
+DATA = harness.DATA
 sys.path.insert(0, os.path.join(DATA, "gptq"))
 
 try:
@@ -34,13 +37,7 @@ except ImportError as e:
 import gptq_oracle as O  # noqa: E402
 import make_golden as G  # noqa: E402
 
-failures = []
-
-
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print("FAIL:", msg)
+check = harness.Checks()
 
 
 def parse(blob):
@@ -125,7 +122,6 @@ if __name__ == "__main__":
     test_goldens_match_oracle()
     test_oracle_properties()
     test_c_on_fresh_cases()
-    if failures:
-        print(f"{len(failures)} failure(s)")
+    if check.summary():
         sys.exit(1)
     print("OK")

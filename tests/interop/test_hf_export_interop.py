@@ -50,31 +50,15 @@ except Exception as e:  # pragma: no cover
     print(f"SKIP: needs numpy and gguf ({e})")
     sys.exit(77)
 
-NB = os.environ.get("NB_BIN")
-if not NB or not os.path.exists(NB):
-    print("SKIP: NB_BIN not set")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.path.join(HERE, "..", "data")
+NB = harness.nb_bin()
+run = harness.run
+DATA = harness.DATA
 FIX = os.path.join(DATA, "hf_export")
 TMP = tempfile.mkdtemp(prefix="nb_hf_export_")
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
-
-
-def run(*args, ok=True):
-    r = subprocess.run([NB, *map(str, args)], capture_output=True, text=True)
-    if ok and r.returncode != 0:
-        print("command failed:", args, r.stdout, r.stderr)
-        sys.exit(1)
-    return r
+check = harness.Checks()
 
 
 DT = {"F32": np.float32, "F16": np.float16, "I32": np.int32, "U8": np.uint8, "BF16": np.uint16, "I64": np.int64}
@@ -460,8 +444,7 @@ def main():
         test_faults()
     finally:
         shutil.rmtree(TMP, ignore_errors=True)
-    if failures:
-        print(f"{failures} failure(s)")
+    if check.summary():
         sys.exit(1)
     print("ok")
 

@@ -38,27 +38,18 @@ except ImportError as e:
     print(f"SKIP: {e}")
     sys.exit(77)
 
-NB = os.environ.get("NB_BIN")
-DATA = os.environ.get("NB_TEST_DATA", os.path.join(os.path.dirname(__file__), "..", "data"))
-if not NB or not os.path.exists(NB):
-    print("SKIP: NB_BIN not set")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+NB = harness.nb_bin()
+DATA = harness.DATA
 HFQ = os.path.join(DATA, "hfq")
 TMP = tempfile.mkdtemp(prefix="nb_hfq_")
-FAILS = []
-N_CHECKS = 0
-
-
-def check(cond, msg):
-    global N_CHECKS
-    N_CHECKS += 1
-    if not cond:
-        FAILS.append(msg)
-        print("FAIL:", msg)
+check = harness.Checks()
 
 
 def run(*args):
-    return subprocess.run([NB, *map(str, args)], capture_output=True, text=True)
+    return harness.run(*args, ok=False)
 
 
 NF4 = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
@@ -390,7 +381,6 @@ for fixture in ("gptq_4bit_sym_g32", "awq_gemm_g64"):
             os.remove(f)
 
 shutil.rmtree(TMP, ignore_errors=True)
-if FAILS:
-    print(f"{len(FAILS)} of {N_CHECKS} checks failed")
+if check.summary():
     sys.exit(1)
-print(f"ok: {N_CHECKS} checks on {len(expected)} quantized checkpoints")
+print(f"ok: {check.n} checks on {len(expected)} quantized checkpoints")

@@ -26,19 +26,13 @@ except Exception as e:  # pragma: no cover - environment dependent
     print(f"SKIP: needs numpy, safetensors and gguf ({e})")
     sys.exit(77)
 
-NB = os.environ.get("NB_BIN")
-if not NB or not os.path.exists(NB):
-    print("SKIP: NB_BIN not set")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
-failures = 0
+NB = harness.nb_bin()
+run = harness.run
 
-
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
+check = harness.Checks()
 
 
 def permute(w, n_head, n_head_kv):
@@ -47,14 +41,6 @@ def permute(w, n_head, n_head_kv):
         n_head = n_head_kv
     return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
             .swapaxes(1, 2).reshape(w.shape))
-
-
-def run(*args):
-    r = subprocess.run([NB, *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        print("command failed:", args, r.stdout, r.stderr)
-        sys.exit(1)
-    return r
 
 
 def gguf_tensors(path):
@@ -271,8 +257,7 @@ def main():
             rd, got = gguf_tensors(g)
             compare(got, expected_gguf(hf, cfg_s, arch), f"synth {arch}")
             check(field(rd, "tokenizer.ggml.model") == "llama", f"{arch}: vocab")
-    if failures:
-        print(f"{failures} check(s) failed")
+    if check.summary():
         sys.exit(1)
     print("ok")
 

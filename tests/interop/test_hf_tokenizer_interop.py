@@ -35,20 +35,13 @@ except Exception as e:  # pragma: no cover - environment dependent
     print(f"SKIP: needs numpy, safetensors and gguf ({e})")
     sys.exit(77)
 
-NB = os.environ.get("NB_BIN")
-if not NB or not os.path.exists(NB):
-    print("SKIP: NB_BIN not set")
-    sys.exit(77)
-DATA = os.environ.get("NB_TEST_DATA", os.path.join(os.path.dirname(__file__), "..", "data"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
-failures = 0
+NB = harness.nb_bin()
+DATA = harness.DATA
 
-
-def check(cond, what):
-    global failures
-    if not cond:
-        failures += 1
-        print("FAIL:", what)
+check = harness.Checks()
 
 
 def write_llama_dir(d, vocab):
@@ -272,8 +265,7 @@ def main():
         bpe_case(tmp)
         spm_case(tmp)
         oracle_case(tmp)
-    if failures:
-        print(f"{failures} failure(s)")
+    if check.summary():
         return 1
     print("ok")
     return 0

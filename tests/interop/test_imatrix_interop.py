@@ -28,25 +28,14 @@ except ImportError as e:
     print(f"SKIP: {e}")
     sys.exit(77)
 
-NB = os.environ.get("NB_BIN")
-DATA = os.environ.get("NB_TEST_DATA", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data"))
-if not NB or not os.access(NB, os.X_OK):
-    print("SKIP: NB_BIN not set")
-    sys.exit(77)
-failures = []
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
 
-
-def fail(msg):
-    failures.append(msg)
-    print("FAIL:", msg)
-
-
-def nb(*args, ok=True):
-    r = subprocess.run([NB, *args], capture_output=True, text=True)
-    if ok and r.returncode != 0:
-        print(r.stderr)
-        sys.exit(f"nibble {' '.join(args)} failed ({r.returncode})")
-    return r
+NB = harness.nb_bin()
+DATA = harness.DATA
+check = harness.Checks()
+fail = check.fail
+nb = harness.run
 
 
 def load_libggml():
@@ -231,8 +220,7 @@ def main():
         rr = nb("quantize", moe, "-o", os.path.join(tmp, "x.gguf"), "--type", "q4_0", "--imatrix", bad, ok=False)
         if rr.returncode != 2 or "blk.9.attn_q.weight" not in rr.stderr:
             fail(f"foreign imatrix: exit {rr.returncode}: {rr.stderr.strip()}")
-    if failures:
-        print(f"{len(failures)} failure(s)")
+    if check.summary():
         sys.exit(1)
     print("OK")
 

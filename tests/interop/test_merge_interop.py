@@ -36,32 +36,17 @@ except ImportError as e:
     print(f"SKIP: {e}")
     sys.exit(77)
 
-NB = os.environ.get("NB_BIN")
-DATA = os.environ.get("NB_TEST_DATA", os.path.join(os.path.dirname(__file__), "..", "data"))
-if not NB or not os.path.exists(NB):
-    print("SKIP: NB_BIN not set")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+NB = harness.nb_bin()
+DATA = harness.DATA
 sys.path.insert(0, os.path.join(DATA, "nf4"))
 import nf4_oracle  # noqa: E402
 
 TMP = tempfile.mkdtemp(prefix="nb_merge_")
-FAILS = []
-N_CHECKS = 0
-
-
-def run(*args, ok=True):
-    p = subprocess.run([NB, *map(str, args)], capture_output=True, text=True)
-    if ok and p.returncode != 0:
-        raise SystemExit(f"FAIL: nibble {' '.join(map(str, args))}: rc {p.returncode}\n{p.stderr}")
-    return p
-
-
-def check(cond, msg):
-    global N_CHECKS
-    N_CHECKS += 1
-    if not cond:
-        FAILS.append(msg)
-        print("FAIL:", msg)
+run = harness.run
+check = harness.Checks()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,5 +629,5 @@ def errors(llama_hf, llama_gguf, q8, plain):
 
 if __name__ == "__main__":
     main()
-    print(f"{N_CHECKS} checks, {len(FAILS)} failed")
-    sys.exit(1 if FAILS else 0)
+    print(f"{check.n} checks, {len(check.failures)} failed")
+    sys.exit(check.summary())

@@ -19,8 +19,11 @@ bitsandbytes when that is importable.
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-DATA = os.environ.get("NB_TEST_DATA", os.path.join(HERE, "..", "data"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+HERE = harness.HERE
+DATA = harness.DATA
 sys.path.insert(0, os.path.join(DATA, "nf4"))
 
 try:
@@ -32,13 +35,7 @@ except ImportError:
 import make_golden as G  # noqa: E402
 import nf4_oracle as O  # noqa: E402
 
-failures = []
-
-
-def check(cond, msg):
-    if not cond:
-        failures.append(msg)
-        print("FAIL:", msg)
+check = harness.Checks()
 
 
 def test_goldens_match_oracle():
@@ -148,7 +145,6 @@ if __name__ == "__main__":
     test_goldens_match_oracle()
     test_oracle_facts()
     test_real_bitsandbytes()
-    if failures:
-        print(f"{len(failures)} check(s) failed")
+    if check.summary():
         sys.exit(1)
     print("nf4 interop: all checks passed")

@@ -21,21 +21,13 @@ except ImportError as e:
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peft_compare  # noqa: E402
 
-NB = os.environ.get("NB_BIN")
-DATA = os.environ.get("NB_TEST_DATA", os.path.join(os.path.dirname(__file__), "..", "data"))
-if not NB or not os.path.exists(NB):
-    print("SKIP: NB_BIN not set")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+NB = harness.nb_bin()
+DATA = harness.DATA
 D = os.path.join(DATA, "peft", "hf_oracle")
-FAILS = []
-N = [0]
-
-
-def check(cond, msg):
-    N[0] += 1
-    if not cond:
-        FAILS.append(msg)
-        print("FAIL:", msg)
+check = harness.Checks()
 
 
 base_dir = os.path.join(D, "base")
@@ -49,7 +41,6 @@ with tempfile.TemporaryDirectory(prefix="nb_peftfx_") as tmp:
         worst = peft_compare.merge_and_compare(NB, base_dir, os.path.join(D, v), base, merged,
                                                os.path.join(tmp, v + ".gguf"), check, v)
         print(f"{v}: {len(merged)} merged tensors, worst relative difference {worst}")
-if FAILS:
-    print(f"{len(FAILS)} of {N[0]} checks failed")
+if check.summary():
     sys.exit(1)
-print(f"ok: {N[0]} checks on {len(variants)} PEFT-made adapters")
+print(f"ok: {check.n} checks on {len(variants)} PEFT-made adapters")

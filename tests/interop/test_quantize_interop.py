@@ -25,10 +25,9 @@ import subprocess
 import sys
 import tempfile
 
-
-def skip(msg):
-    print(f"SKIP: {msg}")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import skip  # noqa: E402
 
 
 try:
@@ -38,16 +37,9 @@ try:
 except ImportError as e:  # pragma: no cover
     skip(f"{e} (pip install gguf numpy)")
 
-NB = os.environ.get("NB_BIN")
-if not NB or not os.access(NB, os.X_OK):
-    skip("NB_BIN not set")
-
-FAILS = []
-
-
-def fail(msg):
-    print("FAIL:", msg)
-    FAILS.append(msg)
+NB = harness.nb_bin()
+check = harness.Checks()
+fail = check.fail
 
 
 def nb(*args):
@@ -192,8 +184,7 @@ def main():
                     fail(f"{mix}: {name} ({q.tensor_type.name}): gguf-py dequantizes differently (first at {bad})")
             print(f"{mix}: {len(qt)} tensors, types as llama.cpp's rules; {n_bytes} byte-compared with gguf.quants, "
                   f"{n_ggml} with ggml_quantize_chunk, {n_deq} dequantizations compared")
-    if FAILS:
-        print(f"{len(FAILS)} failures")
+    if check.summary():
         return 1
     print("all passed")
     return 0

@@ -26,22 +26,16 @@ except ImportError as e:  # pragma: no cover - environment dependent
     print(f"SKIP: numpy/safetensors not importable ({e})")
     sys.exit(77)
 
-NB_BIN = os.environ.get("NB_BIN", "")
-if not NB_BIN or not os.access(NB_BIN, os.X_OK):
-    print(f"SKIP: NB_BIN not set or not executable ({NB_BIN!r})")
-    sys.exit(77)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+NB_BIN = harness.nb_bin()
 probe = subprocess.run([NB_BIN, "convert", "--help"], capture_output=True, text=True)
 if probe.returncode != 0 or "convert" not in probe.stdout + probe.stderr:
     print("SKIP: this nibble has no `convert` command yet")
     sys.exit(77)
 
-failures = []
-
-
-def check(cond, what):
-    if not cond:
-        failures.append(what)
-        print("FAIL:", what)
+check = harness.Checks()
 
 
 def convert(src, dst, *extra):
@@ -180,7 +174,7 @@ for cut in (1, 4, len(data) - 8 - header(a)[0] + 3):
     check(not os.path.exists(out) and not glob.glob(out + ".partial*"), f"truncated by {cut}: output left behind")
     check("trunc" in r.stderr, f"truncated by {cut}: error does not name the file: {r.stderr.strip()}")
 
-if failures:
-    print(f"{len(failures)} failure(s); files kept in {tmp}")
+if check.summary():
+    print(f"files kept in {tmp}")
     sys.exit(1)
 print(f"OK: {len(cases)} round trips byte-identical, f16 cast, sharded merge, truncation refused")
