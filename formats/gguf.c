@@ -364,7 +364,7 @@ static nb_status parse_kv(rd *r, nb_model *m, uint64_t n_kv, uint32_t *alignment
                          r->name, align_at, r->where, v->v.u);
         /* Larger than the file: no data can lie at an aligned offset inside it, and
          * a writer copying the file would pad its header up to the alignment (a
-         * 60-byte file claiming 2^31 became a 2 GiB output): work and output must
+         * 57-byte file claiming 2^30 made a 1 GiB output): work and output must
          * stay bounded by the input's size. */
         if (v->v.u > r->size)
             NB_FAIL_GOTO(st, out, r->ctx, NB_ERR_FORMAT,

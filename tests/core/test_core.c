@@ -4,9 +4,11 @@
 #include "core/sha256.h"
 #include "core/str.h"
 #include "core/types.h"
+#include "formats/json_strict.h"
 #include "testutil.h"
 
 #include <check.h>
+#include <cjson/cJSON.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,6 +258,30 @@ START_TEST(afile_write_failure_removes_partial) {
 }
 END_TEST
 
+/* cJSON allocates through the fault hook once nb_json_use_hooked_allocator has
+ * run: its first allocation failing fails the parse and leaves nb_alloc_failed
+ * set (what the CLI turns into "out of memory", exit 3); the next parse works.
+ * Needs a process of its own (Check's fork mode): the hook counts per process. */
+START_TEST(json_allocations_hooked) {
+#ifdef NB_FAULT_INJECTION
+    const char *fork_mode = getenv("CK_FORK");
+    if (fork_mode && !strcmp(fork_mode, "no")) return;
+    setenv("NIBBLE_FAULT_ALLOC", "1", 1);
+    nb_json_use_hooked_allocator();
+    nb_json_use_hooked_allocator(); /* once is enough; again is harmless */
+    ck_assert(!nb_alloc_failed());
+    ck_assert_ptr_null(cJSON_Parse("{\"a\": [1, 2, 3]}"));
+    ck_assert(nb_alloc_failed());
+    cJSON *j = cJSON_Parse("{\"a\": [1, 2, 3]}");
+    ck_assert_ptr_nonnull(j);
+    char *txt = cJSON_PrintUnformatted(j); /* released with free(), as callers do */
+    ck_assert_str_eq(txt, "{\"a\":[1,2,3]}");
+    free(txt);
+    cJSON_Delete(j);
+#endif
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("core");
     TCase *tc = tcase_create("core");
@@ -266,6 +292,7 @@ int main(void) {
     tcase_add_test(tc, sha256_vectors);
     tcase_add_test(tc, afile_commit_and_abort);
     tcase_add_test(tc, afile_write_failure_removes_partial);
+    tcase_add_test(tc, json_allocations_hooked);
     suite_add_tcase(s, tc);
     return nbt_run_suite(s);
 }
