@@ -113,6 +113,11 @@ char *nb_adir_file(const nb_adir *d, const char *name, nb_ctx *ctx) { return nb_
 
 nb_status nb_adir_commit(nb_adir *d, nb_ctx *ctx) {
     NB_RETURN_IF(ctx, !d->tmp_path, NB_ERR_INVALID, "adir: commit without a temporary directory");
+    if (nb_alloc_failed()) { /* as nb_afile_commit: nothing from a run that lost an allocation */
+        nb_status st = nb_err(ctx, NB_ERR_NOMEM, "%s: not written: out of memory earlier in this run", d->path);
+        nb_adir_abort(d);
+        return st;
+    }
     fsync_path(d->tmp_path);
     struct stat sb;
     if (lstat(d->path, &sb) == 0 && S_ISDIR(sb.st_mode) && dir_is_empty(d->path)) rmdir(d->path);

@@ -229,7 +229,11 @@ static void fsync_dir(const char *path) {
 
 nb_status nb_afile_commit(nb_afile *f, unsigned char *sha_out, nb_ctx *ctx) {
     if (f->fd < 0) return nb_err(ctx, NB_ERR_INTERNAL, "commit of a closed file");
-    nb_status st = flush_buf(f, ctx);
+    /* A library that met a failed allocation may have dropped data silently (a
+     * cJSON node that was never added): publish nothing from such a run. */
+    nb_status st = nb_alloc_failed() ? nb_err(ctx, NB_ERR_NOMEM, "%s: not written: out of memory earlier in this run",
+                                              f->path)
+                                     : flush_buf(f, ctx);
     if (st == NB_OK && (nb_fault_io() ? (errno = EIO, -1) : fsync(f->fd)) != 0)
         st = nb_err_errno(ctx, errno, "%s: fsync", f->path);
     if (st == NB_OK) {

@@ -13,7 +13,9 @@
  *     through, and two writers never share a temporary.
  *  4. nb_afile_commit flushes, fsyncs, checks that the temporary is still
  *     the file it created (same inode), renames it to PATH and fsyncs the
- *     directory.
+ *     directory. It refuses (NB_ERR_NOMEM) once any hooked allocation of the
+ *     process failed (nb_alloc_failed, core/ctx.h): a library may have
+ *     dropped data on that failure without saying so. nb_adir_commit too.
  * nb_afile_abort (or a failed write/commit) removes the partial file, so a
  * crash or a full disk never leaves a file that looks finished; the partial
  * and lock are registered with core/cleanup.h so that a handled signal removes

@@ -534,8 +534,10 @@ static nb_status write_configs(writer *w, const nb_adir *d, uint64_t *bytes, nb_
     }
     if (w->o->quant != NB_HF_PLAIN) {
         cJSON *q = quant_config(w);
-        if (!q) NB_FAIL_GOTO(st, done, ctx, NB_ERR_NOMEM, "out of memory for config.json");
-        cJSON_AddItemToObject(c, "quantization_config", q);
+        if (!q || !cJSON_AddItemToObject(c, "quantization_config", q)) {
+            cJSON_Delete(q); /* not attached when the key's copy failed */
+            NB_FAIL_GOTO(st, done, ctx, NB_ERR_NOMEM, "out of memory for config.json");
+        }
     }
     const struct { const char *name; cJSON *j; } files[] = {{"config.json", c}, {"generation_config.json", g}};
     for (size_t k = 0; k < 2 && st == NB_OK; k++) {

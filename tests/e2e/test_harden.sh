@@ -93,7 +93,8 @@ truncate -s 4096 "$tmp/shrink.gguf"
 wait "$pid"; rc=$?
 if [ "$rc" = 0 ]; then echo "SKIP: truncation: quantize finished first"; else
   [ "$rc" = 3 ] && echo "ok: truncated input -> exit 3" || { echo "FAIL: truncated input: exit $rc, expected 3"; fail=1; }
-  has "shrink.gguf: input file changed while being read" "$tmp/err"
+  # a cut during a tensor's read is the SIGBUS message, one between tensors the size check's
+  has 'shrink.gguf: input file \(changed\|shrank to [0-9]* bytes\) while being read' "$tmp/err"
   left_behind "$tmp/shrunk.gguf" && { echo "FAIL: partial left after SIGBUS"; fail=1; }
 fi
 
