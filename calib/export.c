@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *mix_name(const nb_quant_job *j) { return j->plan.mix ? j->plan.mix->name : "(plan)"; }
+static const char *mix_name(const nb_quant_job *j) {
+    return j->plan.mix ? j->plan.mix->name : j->budget.kind != NB_BUDGET_NONE ? "a planned mix (size budget)" : "(plan)";
+}
 
 /* bnb-nf4 with a calibrated method (imatrix, gptq, awq, ...): the job runs
  * into a staging GGUF and its NF4 blocks are repacked as they are. Without
@@ -21,17 +23,14 @@ static bool is_export_linear(const nb_plan_tensor *t) {
     return (nb_hf_is_linear(t->name) && t->n_dims == 2) || (nb_arch_is_expert_stack(t->name) && t->n_dims == 3);
 }
 
-/* Plan the job (cheap, no quantization) and check that every decoder Linear
- * comes out in a type the layout holds exactly: `want` for bnb-nf4, one INT4
- * type with sizes multiple of 8 for GPTQ/AWQ. */
-static nb_status check_linears(const nb_quant_job *job, nb_hf_quant fmt, nb_type want, nb_ctx *ctx) {
-    nb_quant_job dry = *job;
-    dry.dst = NULL;
-    nb_quant_job_result pr = {0};
-    nb_status st = nb_quantize_job(&dry, &pr, ctx);
+nb_status nb_quant_export_check_plan(const nb_quant_job *job, const nb_plan *plan, nb_hf_quant fmt, nb_ctx *ctx) {
+    if (fmt == NB_HF_PLAIN || (fmt == NB_HF_BNB_NF4 && !bnb_calibrated(job))) return NB_OK;
+    /* bnb-nf4: the mix's NF4 type exactly; GPTQ/AWQ: one INT4 type with sizes multiple of 8 */
+    nb_type want = fmt == NB_HF_BNB_NF4 && job->plan.mix ? job->plan.mix->base : NB_TYPE_COUNT;
     const char *f = nb_hf_quant_name(fmt);
-    for (size_t i = 0; st == NB_OK && i < pr.plan.n_tensors; i++) {
-        const nb_plan_tensor *t = &pr.plan.tensors[i];
+    nb_status st = NB_OK;
+    for (size_t i = 0; st == NB_OK && i < plan->n_tensors; i++) {
+        const nb_plan_tensor *t = &plan->tensors[i];
         if (!is_export_linear(t)) continue;
         long long N = (long long)t->ne[1], K = (long long)t->ne[0];
         if (fmt == NB_HF_BNB_NF4) {
@@ -66,13 +65,42 @@ static nb_status check_linears(const nb_quant_job *job, nb_hf_quant fmt, nb_type
                         "int32 and needs both multiples of 8", job->src, t->name, N, K, f);
         want = tr && tr->group ? t->type : want;
     }
+    return st;
+}
+
+/* Plan the job (cheap, no quantization) and check its plan for the layout. */
+static nb_status check_linears(const nb_quant_job *job, nb_hf_quant fmt, nb_ctx *ctx) {
+    nb_quant_job dry = *job;
+    dry.dst = NULL;
+    nb_quant_job_result pr = {0};
+    nb_status st = nb_quantize_job(&dry, &pr, ctx);
+    if (st == NB_OK) st = nb_quant_export_check_plan(job, &pr.plan, fmt, ctx);
     nb_quant_job_result_free(&pr);
     return st;
 }
 
+nb_status nb_quant_export_gguf(const nb_quant_job *job, nb_hf_quant fmt, const char *gguf, const char *dst,
+                               nb_hf_write_result *hr, nb_ctx *ctx) {
+    memset(hr, 0, sizeof *hr);
+    nb_hf_write_opts ho = {.quant = fmt};
+    if (fmt == NB_HF_BNB_NF4) {
+        NB_RETURN_IF(ctx, !job->plan.mix, NB_ERR_INVALID, "quantize: --format bnb-nf4 needs --type nf4 or nf4-dq");
+        ho.bnb_no_double_quant = job->plan.mix->base == NB_TYPE_NF4;
+        if (!bnb_calibrated(job)) return nb_hf_write_path(job->src, dst, &ho, hr, ctx); /* bitsandbytes' quantizer */
+    } else if (fmt != NB_HF_PLAIN) {
+        ho.dtype = NB_TYPE_F16; /* GPTQ / AWQ kernels compute in fp16 */
+        ho.dtype_set = true;
+        ho.gptq_desc_act = job->gptq.act_order;
+        ho.gptq_static_groups = job->gptq.static_groups;
+        ho.gptq_damp = job->gptq.damp;
+    }
+    NB_RETURN_IF(ctx, !gguf, NB_ERR_INVALID, "export %s: no GGUF to write from", nb_hf_quant_name(fmt));
+    return nb_hf_write_path(gguf, dst, &ho, hr, ctx);
+}
+
 /* Run the job into DST.stage.partial.XXXXXX/stage.gguf, write DST from it, remove the stage. */
-static nb_status run_staged(const nb_quant_job *job, const nb_hf_write_opts *ho, nb_quant_job_result *r,
-                            nb_hf_write_result *hr, nb_ctx *ctx) {
+static nb_status run_staged(const nb_quant_job *job, nb_hf_quant fmt, nb_quant_job_result *r, nb_hf_write_result *hr,
+                            nb_ctx *ctx) {
     size_t n = strlen(job->dst);
     char *stage_name = nb_malloc(ctx, n + sizeof ".stage", "path");
     if (!stage_name) return NB_ERR_NOMEM;
@@ -89,7 +117,7 @@ static nb_status run_staged(const nb_quant_job *job, const nb_hf_write_opts *ho,
         j2.dst = gguf;
         st = nb_quantize_job(&j2, r, ctx);
     }
-    if (st == NB_OK) st = nb_hf_write_path(gguf, job->dst, ho, hr, ctx);
+    if (st == NB_OK) st = nb_quant_export_gguf(job, fmt, gguf, job->dst, hr, ctx);
     free(gguf);
     nb_adir_abort(&stage);
     return st;
@@ -111,6 +139,8 @@ nb_status nb_quant_export_check(const nb_quant_job *j, nb_hf_quant fmt, nb_ctx *
                      "--rule, --pure and the budget options");
         return bnb_calibrated(j) ? nb_quant_job_check(j, ctx) : NB_OK;
     }
+    NB_RETURN_IF(ctx, j->budget.kind != NB_BUDGET_NONE, NB_ERR_INVALID,
+                 "quantize: a size budget mixes types; --format %s needs every linear weight in one INT4 type", f);
     if (j->plan.mix) {
         const nb_type_traits *tr = nb_type_get(base);
         NB_RETURN_IF(ctx, !tr || !tr->group, NB_ERR_INVALID,
@@ -126,25 +156,10 @@ nb_status nb_quantize_export(const nb_quant_job *job, nb_hf_quant fmt, nb_quant_
     memset(hr, 0, sizeof *hr);
     NB_TRY(nb_quant_export_check(job, fmt, ctx));
     NB_RETURN_IF(ctx, !job->dst, NB_ERR_INVALID, "quantize: --format %s needs -o DIR", nb_hf_quant_name(fmt));
-    nb_hf_write_opts ho = {.quant = fmt};
-    if (fmt == NB_HF_BNB_NF4) {
-        nb_type base = job->plan.mix->base;
-        ho.bnb_no_double_quant = base == NB_TYPE_NF4;
-        if (!bnb_calibrated(job)) {
-            r->method = NB_METHOD_RTN;
-            return nb_hf_write_path(job->src, job->dst, &ho, hr, ctx);
-        }
-        NB_TRY(check_linears(job, fmt, base, ctx));
-        return run_staged(job, &ho, r, hr, ctx);
+    if (fmt == NB_HF_BNB_NF4 && !bnb_calibrated(job)) {
+        r->method = NB_METHOD_RTN;
+        return nb_quant_export_gguf(job, fmt, NULL, job->dst, hr, ctx);
     }
-    NB_RETURN_IF(ctx, job->budget.kind != NB_BUDGET_NONE, NB_ERR_INVALID,
-                 "quantize: a size budget mixes types; --format %s needs every linear weight in one INT4 type",
-                 nb_hf_quant_name(fmt));
-    NB_TRY(check_linears(job, fmt, NB_TYPE_COUNT, ctx));
-    ho.dtype = NB_TYPE_F16; /* GPTQ / AWQ kernels compute in fp16 */
-    ho.dtype_set = true;
-    ho.gptq_desc_act = job->gptq.act_order;
-    ho.gptq_static_groups = job->gptq.static_groups;
-    ho.gptq_damp = job->gptq.damp;
-    return run_staged(job, &ho, r, hr, ctx);
+    NB_TRY(check_linears(job, fmt, ctx));
+    return run_staged(job, fmt, r, hr, ctx);
 }

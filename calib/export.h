@@ -28,6 +28,22 @@
  * cannot honour -> NB_ERR_INVALID with one line saying what to use. */
 nb_status nb_quant_export_check(const nb_quant_job *job, nb_hf_quant fmt, nb_ctx *ctx);
 
+/* The plan of `job` against layout `fmt`, tensor by tensor: every decoder
+ * Linear in one packable INT4 type (gptq / awq) or in the mix's NF4 type
+ * (calibrated bnb-nf4); nothing to check for hf or bnb-nf4 by rtn.
+ * NB_ERR_UNSUPPORTED naming job->src and the first tensor that would not fit. */
+nb_status nb_quant_export_check_plan(const nb_quant_job *job, const nb_plan *plan, nb_hf_quant fmt, nb_ctx *ctx);
+
+/* Write `dst` in layout `fmt` from `gguf`, the GGUF this job wrote (checked
+ * with the two calls above): gptq / awq pack its INT4 weights losslessly,
+ * calibrated bnb-nf4 repacks its NF4 blocks, hf writes its weights dequantized
+ * in the source's float type; bnb-nf4 by rtn ignores it and quantizes job->src
+ * with bitsandbytes' quantizer (gguf may then be NULL).
+ * What nb_quantize_export does after its staging job; `nibble build` calls it
+ * on the quantize stage's GGUF, so an HF output holds the validated weights. */
+nb_status nb_quant_export_gguf(const nb_quant_job *job, nb_hf_quant fmt, const char *gguf, const char *dst,
+                               nb_hf_write_result *hr, nb_ctx *ctx);
+
 /* Run the job and write job->dst as a directory in layout `fmt`. r is
  * filled as nb_quantize_job fills it (for bnb-nf4 only the method and the
  * plan stay empty); hr receives the directory's figures. Free r with

@@ -120,8 +120,11 @@ int nb_cmd_build(int argc, char **argv) {
     } else if (!ctx.quiet) {
         char b1[32], hex[65];
         for (int k = 0; k < 32; k++) snprintf(hex + 2 * k, 3, "%02x", r.model_sha256[k]);
-        printf("%s: %s, %.3f bpw, sha256 %s\n", r.model_path, nb_fmt_bytes((double)r.model_bytes, b1, sizeof b1),
-               r.bpw, hex);
+        printf("%s: %s, %.3f bpw, sha256 %s\n", r.model_path ? r.model_path : "(the GGUF is not an output)",
+               nb_fmt_bytes((double)r.model_bytes, b1, sizeof b1), r.bpw, hex);
+        for (size_t i = 0; i < r.n_outputs; i++)
+            printf("%s/: %s, %zu files, %s\n", r.outputs[i].dir, r.outputs[i].format, r.outputs[i].n_files,
+                   nb_fmt_bytes((double)r.outputs[i].bytes, b1, sizeof b1));
         if (r.validated)
             printf("validation: PPL %.4f (reference %.4f, %+.3f%%), mean KLD %.6f +/- %.6f, same top token %.2f%%\n",
                    r.ppl, r.ppl_ref, r.ppl_ref > 0 ? 100.0 * (r.ppl / r.ppl_ref - 1) : 0, r.kld, r.kld_err,

@@ -179,10 +179,18 @@ static void print_manifest(const char *man, bool json) {
         const cJSON *g = cJSON_GetObjectItemCaseSensitive(met, "gate_passed");
         printf("%s\n", cJSON_IsBool(g) ? (cJSON_IsTrue(g) ? ", gate passed" : ", gate FAILED") : "");
     }
+    const cJSON *oa = cJSON_GetObjectItemCaseSensitive(j, "outputs");
+    for (const cJSON *o = cJSON_IsArray(oa) ? oa->child : NULL; o; o = o->next) { /* HF directories */
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(o, "dir"), *f = cJSON_GetObjectItemCaseSensitive(o, "format"),
+                    *n = cJSON_GetObjectItemCaseSensitive(o, "files"), *z = cJSON_GetObjectItemCaseSensitive(o, "bytes");
+        printf("output      %-40s %14.0f  %s, %.0f files\n", cJSON_IsString(d) ? d->valuestring : "?",
+               cJSON_IsNumber(z) ? z->valuedouble : 0, cJSON_IsString(f) ? f->valuestring : "?",
+               cJSON_IsNumber(n) ? n->valuedouble : 0);
+    }
     for (const cJSON *f = cJSON_IsArray(fa) ? fa->child : NULL; f; f = f->next) {
         const cJSON *n = cJSON_GetObjectItemCaseSensitive(f, "name"), *z = cJSON_GetObjectItemCaseSensitive(f, "size"),
                     *h = cJSON_GetObjectItemCaseSensitive(f, "sha256");
-        printf("file        %-32s %14.0f  sha256 %s\n", cJSON_IsString(n) ? n->valuestring : "?",
+        printf("file        %-40s %14.0f  sha256 %s\n", cJSON_IsString(n) ? n->valuestring : "?",
                cJSON_IsNumber(z) ? z->valuedouble : 0, cJSON_IsString(h) ? h->valuestring : "?");
     }
     cJSON_Delete(j);

@@ -129,6 +129,34 @@ void nb_ppl_estimate(double sum_nll, double sum_nll2, size_t count, double *ppl,
     *err = v > 0 && count > 1 ? sqrt(v / (double)(count - 1)) * *ppl : 0.0;
 }
 
+double nb_kld_hist_edge(int e) {
+    return pow(10.0, NB_KLD_HIST_LO + (double)e / NB_KLD_HIST_PER_DECADE);
+}
+
+int nb_kld_hist_bin(double kld) {
+    if (!(kld >= nb_kld_hist_edge(0))) return isnan(kld) ? NB_KLD_HIST_BINS - 1 : 0;
+    const int top = NB_KLD_HIST_BINS - 2; /* the overflow bin's lower edge is edge(top) */
+    if (kld >= nb_kld_hist_edge(top)) return NB_KLD_HIST_BINS - 1;
+    /* the logarithm's guess, then the edges decide (log10 may round across an edge) */
+    int e = (int)floor((log10(kld) - NB_KLD_HIST_LO) * NB_KLD_HIST_PER_DECADE);
+    e = e < 0 ? 0 : e >= top ? top - 1 : e;
+    while (e > 0 && kld < nb_kld_hist_edge(e)) e--;
+    while (e + 1 < top && kld >= nb_kld_hist_edge(e + 1)) e++;
+    return e + 1;
+}
+
+char *nb_kld_hist_json(const uint64_t hist[NB_KLD_HIST_BINS]) {
+    size_t cap = 96 + 24 * (size_t)NB_KLD_HIST_BINS, o = 0;
+    char *p = malloc(cap);
+    if (!p) return NULL;
+    o += (size_t)snprintf(p, cap, "{\"lo_log10\":%d,\"hi_log10\":%d,\"per_decade\":%d,\"counts\":[", NB_KLD_HIST_LO,
+                          NB_KLD_HIST_HI, NB_KLD_HIST_PER_DECADE);
+    for (int i = 0; i < NB_KLD_HIST_BINS; i++)
+        o += (size_t)snprintf(p + o, cap - o, "%s%llu", i ? "," : "", (unsigned long long)hist[i]);
+    snprintf(p + o, cap - o, "]}");
+    return p;
+}
+
 nb_status nb_kld_stats_compute(const nb_kld_acc *a, nb_kld_stats *s, nb_ctx *ctx) {
     memset(s, 0, sizeof *s);
     size_t n = a->count;
@@ -168,6 +196,7 @@ nb_status nb_kld_stats_compute(const nb_kld_acc *a, nb_kld_stats *s, nb_ctx *ctx
     memcpy(v, a->kld_vals, n * sizeof *v);
     qsort(v, n, sizeof *v, cmp_double);
     for (int i = 0; i < NB_KLD_NPCT; i++) s->kld_pct[i] = nb_percentile(v, n, nb_kld_pct_at[i]);
+    for (size_t i = 0; i < n; i++) s->kld_hist[nb_kld_hist_bin(a->kld_vals[i])]++;
     memcpy(v, a->dp_vals, n * sizeof *v);
     qsort(v, n, sizeof *v, cmp_double);
     for (int i = 0; i < NB_DP_NPCT; i++) s->dp_pct[i] = nb_percentile(v, n, nb_dp_pct_at[i]);
@@ -506,6 +535,10 @@ char *nb_ppl_result_json(const nb_ppl_result *r) {
             cJSON_AddNumberToObject(j, "kld_mean", k->kld);
             cJSON_AddNumberToObject(j, "kld_err", k->kld_err);
             add_pct(j, "kld_percentiles", k->kld_pct, nb_kld_pct_at, NB_KLD_NPCT, 1.0);
+            char *hj = nb_kld_hist_json(k->kld_hist);
+            cJSON *h = hj ? cJSON_Parse(hj) : NULL;
+            free(hj);
+            if (h) cJSON_AddItemToObject(j, "kld_histogram", h);
             cJSON_AddNumberToObject(j, "dp_mean_pct", 100.0 * k->dp);
             cJSON_AddNumberToObject(j, "dp_err_pct", 100.0 * k->dp_err);
             cJSON_AddNumberToObject(j, "dp_rms_pct", 100.0 * k->dp_rms);

@@ -79,6 +79,26 @@ double nb_percentile(const double *sorted, size_t n, double fraction);
 extern const double nb_kld_pct_at[NB_KLD_NPCT]; /* the fractions (median: 0.5) */
 extern const double nb_dp_pct_at[NB_DP_NPCT];
 
+/* The per-token KLD histogram: fixed log-spaced bins, NB_KLD_HIST_PER_DECADE
+ * per decade from 10^NB_KLD_HIST_LO to 10^NB_KLD_HIST_HI, with an underflow
+ * bin first (KLD < 10^LO, zero and the tiny negatives rounding leaves
+ * included) and an overflow bin last (>= 10^HI; NaN too). Bin i (1 ..
+ * NB_KLD_HIST_BINS - 2) holds [nb_kld_hist_edge(i - 1), nb_kld_hist_edge(i)).
+ * Counts are integers, so the histogram is the same at any thread count and
+ * in any order of the tokens. */
+#define NB_KLD_HIST_LO (-6)
+#define NB_KLD_HIST_HI 2
+#define NB_KLD_HIST_PER_DECADE 5
+#define NB_KLD_HIST_BINS ((NB_KLD_HIST_HI - NB_KLD_HIST_LO) * NB_KLD_HIST_PER_DECADE + 2)
+/* Lower edge of log bin e (0 .. NB_KLD_HIST_BINS - 2): 10^(LO + e / PER_DECADE). */
+double nb_kld_hist_edge(int e);
+/* The bin of one KLD value (0 .. NB_KLD_HIST_BINS - 1). */
+int nb_kld_hist_bin(double kld);
+/* The histogram as JSON, what `nibble ppl --json` and build manifests hold:
+ * {"lo_log10": LO, "hi_log10": HI, "per_decade": P, "counts": [underflow, ..., overflow]}.
+ * malloc'd; NULL when memory runs out. */
+char *nb_kld_hist_json(const uint64_t hist[NB_KLD_HIST_BINS]);
+
 typedef struct nb_kld_stats {
     size_t count;
     double ppl_q, ppl_q_err;         /* exp(mean nll) of this model */
@@ -89,6 +109,7 @@ typedef struct nb_kld_stats {
     double ppl_diff, ppl_diff_err;
     double kld, kld_err;             /* mean KLD */
     double kld_pct[NB_KLD_NPCT];
+    uint64_t kld_hist[NB_KLD_HIST_BINS]; /* tokens per bin (nb_kld_hist_bin) */
     double dp, dp_err;               /* mean Δp (fraction, not %) */
     double dp_rms, dp_rms_err;
     double dp_pct[NB_DP_NPCT];

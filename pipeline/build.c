@@ -3,8 +3,10 @@
 
 #include "calib/calibrate.h"
 #include "calib/imatrix.h"
+#include "calib/export.h"
 #include "calib/job.h"
 #include "calib/routing.h"
+#include "core/adir.h"
 #include "core/afile.h"
 #include "core/file.h"
 #include "core/progress.h"
@@ -17,6 +19,7 @@
 #include "pipeline/bundle.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <ftw.h>
 #include <limits.h>
@@ -302,8 +305,197 @@ static nb_status quantize_figures(builder *b, const stage *s, char **plan_json) 
     return *plan_json ? NB_OK : nb_err(b->ctx, NB_ERR_FORMAT, "%s: no plan (rerun with --force)", s->done);
 }
 
+/* The quantize job a recipe describes, from `src` to `dst` (rules are filled into *rules, which the
+ * caller frees with nb_rules_free also on failure): what the quantize stage runs and what the HF
+ * outputs are checked and written against (calib/export.h). */
+static nb_status recipe_job(const nb_recipe *rc, const char *src, const char *dst, const char *imatrix,
+                            nb_rules *rules, nb_quant_job *j, nb_ctx *ctx) {
+    nb_rules_init(rules);
+    *j = (nb_quant_job){.src = src, .dst = dst, .plan_path = rc->target_plan, .imatrix_path = imatrix,
+                        .allow_requantize = rc->allow_requantize};
+    for (size_t i = 0; i < rc->n_rules; i++) NB_TRY(nb_rules_add(rules, rc->rules[i], ctx));
+    j->plan.mix = rc->target_mix ? nb_mix_find(rc->target_mix) : NULL;
+    j->plan.rules = rules;
+    NB_RETURN_IF(ctx, rc->target_mix && !j->plan.mix, NB_ERR_FORMAT, "%s: target.mix: unknown mix '%s'", rc->path,
+                 rc->target_mix);
+    if (rc->method) nb_quant_method_from_name(rc->method, &j->method);
+    if (rc->target == NB_TARGET_SIZE || rc->target == NB_TARGET_BPW || rc->target == NB_TARGET_BUDGET) {
+        j->budget.kind = rc->target == NB_TARGET_SIZE ? NB_BUDGET_FILE : rc->target == NB_TARGET_BPW ? NB_BUDGET_BPW
+                                                                                                     : NB_BUDGET_MEMORY;
+        j->budget.bytes = rc->target_bytes;
+        j->budget.bpw = rc->target_bpw;
+        j->budget.mem.n_ctx = (uint32_t)rc->target_ctx;
+        j->budget.mem.kv_type = NB_TYPE_F16;
+        if (rc->target_kv_type) nb_type_from_name(rc->target_kv_type, &j->budget.mem.kv_type);
+        if (rc->target_runtime) nb_runtime_from_name(rc->target_runtime, &j->budget.mem.runtime);
+        j->budget.mem.overhead = rc->target_overhead == UINT64_MAX ? NB_MEM_DEFAULT_OVERHEAD : rc->target_overhead;
+        j->budget.allow_prune = rc->prune_auto;
+        j->budget.prune_criterion = rc->prune_criterion ? rc->prune_criterion : "reap";
+    }
+    if (nb_quant_method_sequential(j->method)) {
+        j->calib_path = rc->calib_text;
+        j->corpus.n_ctx = rc->calib_ctx;
+        j->corpus.max_tokens = rc->calib_tokens;
+        j->corpus.seed = rc->calib_seed;
+    }
+    return NB_OK;
+}
+
+/* ---- Hugging Face outputs ------------------------------------------------------------------------------- */
+
+static const char *export_stage_name(nb_hf_quant q) {
+    static const char *const n[] = {"export-hf", "export-bnb-nf4", "export-gptq", "export-awq"};
+    return (unsigned)q < sizeof n / sizeof *n ? n[q] : "export";
+}
+
+/* Before any stage runs: every HF output the recipe asks for must hold what the quantize job makes
+ * (calib/export.h), else the recipe is refused naming outputs.formats[i]. gptq / awq also plan the job
+ * (cheap: no weights are quantized) to find a tensor that would fall back to a type they cannot pack. */
+static nb_status check_outputs(const nb_recipe *rc, nb_ctx *ctx) {
+    for (size_t i = 0; i < rc->n_outputs; i++) {
+        nb_hf_quant q = rc->outputs[i].format;
+        if (q == NB_HF_PLAIN) continue; /* any variant dequantizes */
+        bool imx = rc->method && !strcmp(rc->method, "imatrix");
+        nb_rules rules;
+        nb_quant_job j;
+        /* the importance matrix does not exist yet: a name stands for it (nothing is read) */
+        nb_status st = recipe_job(rc, rc->source, "out.gguf", imx ? "imatrix.gguf" : NULL, &rules, &j, ctx);
+        if (st == NB_OK) st = nb_quant_export_check(&j, q, ctx);
+        if (st == NB_OK) {
+            nb_quant_job dry = j; /* the plan of the mix, rules or plan file */
+            dry.dst = NULL;
+            dry.imatrix_path = dry.calib_path = NULL;
+            dry.method = NB_METHOD_RTN;
+            dry.allow_requantize = true;
+            nb_quant_job_result pr;
+            memset(&pr, 0, sizeof pr);
+            /* the plan's warnings (fallback types) are the quantize stage's to print, once */
+            nb_log_level lv = ctx->log_level;
+            bool quiet = ctx->quiet;
+            ctx->log_level = NB_LOG_ERROR;
+            ctx->quiet = true;
+            st = nb_quantize_job(&dry, &pr, ctx);
+            ctx->log_level = lv;
+            ctx->quiet = quiet;
+            if (st == NB_OK) st = nb_quant_export_check_plan(&j, &pr.plan, q, ctx);
+            nb_quant_job_result_free(&pr);
+        }
+        nb_rules_free(&rules);
+        if (st != NB_OK) { /* a combination the layout cannot hold is a recipe error (exit 2), I/O stays I/O */
+            nb_err_prefix(ctx, "%s: outputs.formats[%zu]: %s cannot hold this recipe's variant", rc->path,
+                          rc->outputs[i].index, nb_hf_quant_name(q));
+            return st == NB_ERR_INVALID || st == NB_ERR_UNSUPPORTED ? NB_ERR_FORMAT : st;
+        }
+    }
+    return NB_OK;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* The regular files of a directory, sorted (malloc'd names in *names). Anything else is an error. */
+static nb_status list_dir(const char *dir, char ***names, size_t *n, nb_ctx *ctx) {
+    *names = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d) return nb_err_errno(ctx, errno, "%s", dir);
+    nb_status st = NB_OK;
+    size_t cap = 0;
+    struct dirent *e;
+    while (st == NB_OK && (e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        char *fp = nb_path_join(ctx, dir, e->d_name);
+        struct stat sb;
+        if (!fp) { st = NB_ERR_NOMEM; break; }
+        if (lstat(fp, &sb) != 0) st = nb_err_errno(ctx, errno, "%s", fp);
+        else if (!S_ISREG(sb.st_mode)) st = nb_err(ctx, NB_ERR_FORMAT, "%s: not a regular file", fp);
+        free(fp);
+        if (st != NB_OK) break;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **g = realloc(*names, cap * sizeof *g);
+            if (!g) { st = nb_err(ctx, NB_ERR_NOMEM, "out of memory"); break; }
+            *names = g;
+        }
+        if (!((*names)[*n] = nb_strdup(ctx, e->d_name))) { st = NB_ERR_NOMEM; break; }
+        (*n)++;
+    }
+    closedir(d);
+    if (st == NB_OK) qsort(*names, *n, sizeof **names, cmp_str);
+    return st;
+}
+
+static void free_names(char **names, size_t n) {
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+static nb_status publish(const char *from, const char *to, nb_ctx *ctx);
+
+/* One HF output: its stage writes the directory from the quantize stage's GGUF (the validated weights;
+ * bnb-nf4: from the stage's source, as bitsandbytes quantizes), keyed by the quantize stage's key and the
+ * format; then OUT/<name>/ gets hard links to its files (copies where linking fails). */
+static nb_status do_export(builder *b, size_t i, const char *src, const char *model, const char *imatrix,
+                           const key *kq) {
+    const nb_recipe *rc = &b->r->recipe;
+    const nb_recipe_output *ro = &rc->outputs[i];
+    nb_build_output *bo = &b->r->outputs[b->r->n_outputs++];
+    bo->format = nb_hf_quant_name(ro->format);
+    const char *name = export_stage_name(ro->format);
+    key k;
+    key_start(&k, name, kq);
+    key_str(&k, "format", bo->format);
+    char detail[160];
+    snprintf(detail, sizeof detail, "%s directory %s/", bo->format, ro->name);
+    stage s;
+    NB_TRY(stage_begin(b, name, detail, &k, &s));
+    char *dir = in_dir(b, &s, "out");
+    if (!dir) return NB_ERR_NOMEM;
+    nb_status st = NB_OK;
+    if (!s.finished) {
+        nb_rules rules;
+        nb_quant_job j;
+        nb_hf_write_result hr;
+        st = recipe_job(rc, src, model, imatrix, &rules, &j, b->ctx);
+        if (st == NB_OK) st = nb_quant_export_gguf(&j, ro->format, model, dir, &hr, b->ctx);
+        nb_rules_free(&rules);
+        char js[160];
+        snprintf(js, sizeof js, "{\"format\":\"%s\",\"tensors\":%zu,\"shards\":%zu,\"bytes\":%llu}", bo->format,
+                 hr.n_tensors, hr.n_shards, (unsigned long long)hr.bytes_out);
+        if (st == NB_OK) st = stage_end(b, name, &s, js);
+    }
+    /* publish: a fresh OUT/<name>/ (the previous build's is replaced) */
+    char **names = NULL;
+    size_t n = 0;
+    bo->dir = nb_path_join(b->ctx, b->r->out_dir, ro->name);
+    if (st == NB_OK && !bo->dir) st = NB_ERR_NOMEM;
+    if (st == NB_OK) st = list_dir(dir, &names, &n, b->ctx);
+    nb_adir ad = {.lock_fd = -1};
+    bool opened = false;
+    if (st == NB_OK) {
+        nb_rmtree(bo->dir);
+        st = nb_adir_open(&ad, bo->dir, b->ctx);
+        opened = st == NB_OK;
+    }
+    for (size_t f = 0; st == NB_OK && f < n; f++) {
+        char *from = nb_path_join(b->ctx, dir, names[f]), *to = nb_adir_file(&ad, names[f], b->ctx);
+        st = from && to ? publish(from, to, b->ctx) : NB_ERR_NOMEM;
+        free(from);
+        free(to);
+    }
+    if (st == NB_OK) st = nb_adir_commit(&ad, b->ctx);
+    if (opened) nb_adir_abort(&ad);
+    if (st == NB_OK) {
+        bo->names = names;
+        bo->n_files = n;
+    } else {
+        free_names(names, n);
+    }
+    free(dir);
+    return st;
+}
+
 static nb_status do_quantize(builder *b, const char *src, const char *imatrix, char **out, char **plan_json,
-                             const key *kin) {
+                             const key *kin, key *kout) {
     const nb_recipe *rc = &b->r->recipe;
     key k;
     key_start(&k, "quantize", kin);
@@ -343,46 +535,20 @@ static nb_status do_quantize(builder *b, const char *src, const char *imatrix, c
                  nb_fmt_bytes((double)rc->target_bytes, b1, sizeof b1), rc->target == NB_TARGET_BUDGET ? " with its KV cache" : "",
                  rc->method ? rc->method : "rtn");
     if (rc->prune_auto) snprintf(detail + strlen(detail), sizeof detail - strlen(detail), ", experts pruned as needed");
+    *kout = k; /* the HF outputs' stages chain to it */
     stage s;
     NB_TRY(stage_begin(b, "quantize", detail, &k, &s));
     *out = in_dir(b, &s, "model.gguf");
     if (!*out) return NB_ERR_NOMEM;
     if (s.finished) return quantize_figures(b, &s, plan_json);
     nb_rules rules;
-    nb_rules_init(&rules);
-    nb_status st = NB_OK;
-    for (size_t i = 0; i < rc->n_rules && st == NB_OK; i++) st = nb_rules_add(&rules, rc->rules[i], b->ctx);
-    nb_quant_job j = {.src = src, .dst = *out, .plan_path = rc->target_plan, .imatrix_path = imatrix,
-                      .allow_requantize = rc->allow_requantize};
-    j.plan.mix = rc->target_mix ? nb_mix_find(rc->target_mix) : NULL;
-    j.plan.rules = &rules;
-    if (st == NB_OK && rc->target_mix && !j.plan.mix)
-        st = nb_err(b->ctx, NB_ERR_FORMAT, "%s: target.mix: unknown mix '%s'", rc->path, rc->target_mix);
-    if (rc->method) nb_quant_method_from_name(rc->method, &j.method);
-    if (rc->target == NB_TARGET_SIZE || rc->target == NB_TARGET_BPW || rc->target == NB_TARGET_BUDGET) {
-        j.budget.kind = rc->target == NB_TARGET_SIZE ? NB_BUDGET_FILE : rc->target == NB_TARGET_BPW ? NB_BUDGET_BPW
-                                                                                                     : NB_BUDGET_MEMORY;
-        j.budget.bytes = rc->target_bytes;
-        j.budget.bpw = rc->target_bpw;
-        j.budget.mem.n_ctx = (uint32_t)rc->target_ctx;
-        j.budget.mem.kv_type = NB_TYPE_F16;
-        if (rc->target_kv_type) nb_type_from_name(rc->target_kv_type, &j.budget.mem.kv_type);
-        if (rc->target_runtime) nb_runtime_from_name(rc->target_runtime, &j.budget.mem.runtime);
-        j.budget.mem.overhead = rc->target_overhead == UINT64_MAX ? NB_MEM_DEFAULT_OVERHEAD : rc->target_overhead;
-        j.budget.allow_prune = rc->prune_auto;
-        j.budget.prune_criterion = rc->prune_criterion ? rc->prune_criterion : "reap";
-    }
+    nb_quant_job j;
+    nb_status st = recipe_job(rc, src, *out, imatrix, &rules, &j, b->ctx);
     char *tmp = rc->prune_auto ? in_dir(b, &s, "pruned.tmp") : NULL;
     if (rc->prune_auto && !tmp) st = NB_ERR_NOMEM;
     j.prune_tmp = tmp;
     j.measure_state = mstate;
     j.verify_plan = j.budget.kind != NB_BUDGET_NONE;
-    if (nb_quant_method_sequential(j.method)) {
-        j.calib_path = rc->calib_text;
-        j.corpus.n_ctx = rc->calib_ctx;
-        j.corpus.max_tokens = rc->calib_tokens;
-        j.corpus.seed = rc->calib_seed;
-    }
     nb_quant_job_result jr;
     memset(&jr, 0, sizeof jr);
     if (st == NB_OK) st = nb_quantize_job(&j, &jr, b->ctx);
@@ -480,14 +646,17 @@ static nb_status do_validate(builder *b, const char *model, const char *ref_logi
         memset(&pr, 0, sizeof pr);
         nb_status st = nb_ppl_file(model, &fo, &pr, b->ctx);
         if (st != NB_OK) { nb_ppl_result_free(&pr); return st; }
-        char js[1536];
+        char js[4096]; /* 17 numbers and NB_KLD_HIST_BINS counts */
         int o = snprintf(js, sizeof js, "{\"ppl\":%.17g,\"ppl_err\":%.17g,\"kld\":%.17g,\"kld_err\":%.17g,"
                          "\"same_top\":%.17g,\"same_top_err\":%.17g,\"kld_pct\":[", pr.ppl, pr.ppl_err, pr.kld.kld,
                          pr.kld.kld_err, pr.kld.same_top, pr.kld.same_top_err);
         for (int q = 0; q < NB_KLD_NPCT; q++)
             o += snprintf(js + o, sizeof js - (size_t)o, "%s%.17g", q ? "," : "", pr.kld.kld_pct[q]);
-        snprintf(js + o, sizeof js - (size_t)o, "]}");
+        char *hj = nb_kld_hist_json(pr.kld.kld_hist);
         nb_ppl_result_free(&pr);
+        if (!hj) return nb_err(b->ctx, NB_ERR_NOMEM, "out of memory");
+        snprintf(js + o, sizeof js - (size_t)o, "],\"kld_histogram\":%s}", hj);
+        free(hj);
         NB_TRY(stage_end(b, "validate", &s, js));
     }
     cJSON *j = NULL;
@@ -503,6 +672,13 @@ static nb_status do_validate(builder *b, const char *model, const char *ref_logi
         int q = 0;
         for (const cJSON *v = pc->child; v; v = v->next) r->kld_pct[q++] = cJSON_IsNumber(v) ? v->valuedouble : 0;
         r->has_kld_pct = true;
+    }
+    const cJSON *hc = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(j, "kld_histogram"), "counts");
+    if (cJSON_IsArray(hc) && cJSON_GetArraySize(hc) == NB_KLD_HIST_BINS) {
+        int q = 0;
+        for (const cJSON *v = hc->child; v; v = v->next)
+            r->kld_hist[q++] = cJSON_IsNumber(v) && v->valuedouble >= 0 ? (uint64_t)v->valuedouble : 0;
+        r->has_kld_hist = true;
     }
     cJSON_Delete(j);
     r->validated = true;
@@ -572,6 +748,15 @@ static char *manifest_json(const nb_build_result *r, const nb_build_opts *o, con
         cJSON_AddItemToObject(j, "timings", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(rj, "stages"), true));
         cJSON_Delete(rj);
     }
+    cJSON *oa = r->n_outputs ? cJSON_AddArrayToObject(j, "outputs") : NULL;
+    for (size_t i = 0; oa && i < r->n_outputs; i++) { /* each HF directory; its files are in "files" as DIR/FILE */
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "format", r->outputs[i].format);
+        cJSON_AddStringToObject(e, "dir", r->recipe.outputs[i].name);
+        cJSON_AddNumberToObject(e, "files", (double)r->outputs[i].n_files);
+        cJSON_AddNumberToObject(e, "bytes", (double)r->outputs[i].bytes);
+        cJSON_AddItemToArray(oa, e);
+    }
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
     return s;
@@ -587,6 +772,7 @@ nb_status nb_build_run(const nb_build_opts *o, nb_build_result *r, nb_ctx *ctx) 
     if (o->source) vars[nv++] = (nb_recipe_var){"SOURCE", o->source};
     NB_TRY(nb_recipe_load(o->recipe_path, vars, nv, &r->recipe, ctx));
     const nb_recipe *rc = &r->recipe;
+    NB_TRY(check_outputs(rc, ctx));
     builder b = {.o = o, .r = r, .ctx = ctx};
     char dflt[PATH_MAX];
     snprintf(dflt, sizeof dflt, "nibble-out/%s", rc->name);
@@ -598,10 +784,12 @@ nb_status nb_build_run(const nb_build_opts *o, nb_build_result *r, nb_ctx *ctx) 
     NB_TRY(mkdir_p(b.work, ctx));
     bool imx = rc->method && !strcmp(rc->method, "imatrix");
     bool prune_stage = rc->prune && !rc->prune_auto; /* auto: the quantize stage prunes as its plan says */
-    b.n_stages = (rc->n_adapters > 0) + prune_stage + imx + 1 + (rc->eval_text ? 2 : 0);
+    b.n_stages = (rc->n_adapters > 0) + prune_stage + imx + 1 + (rc->eval_text ? 2 : 0) + (int)rc->n_outputs;
 
     char *merged = NULL, *pruned = NULL, *imatrix = NULL, *model = NULL, *reflog = NULL, *plan_json = NULL;
     char *report = NULL, *man = NULL;
+    nb_bundle_file *files = NULL;
+    size_t nf = 0;
     nb_status st = NB_OK;
     key kin;
     key_init(&kin, "source");
@@ -618,7 +806,8 @@ nb_status nb_build_run(const nb_build_opts *o, nb_build_result *r, nb_ctx *ctx) 
         cur = pruned;
     }
     if (imx) NB_CHECK_GOTO(st, do_calibrate(&b, cur, &imatrix, &kin), out);
-    NB_CHECK_GOTO(st, do_quantize(&b, cur, imatrix, &model, &plan_json, &kin), out);
+    key kq;
+    NB_CHECK_GOTO(st, do_quantize(&b, cur, imatrix, &model, &plan_json, &kin, &kq), out);
     {
         unsigned char d[32];
         NB_CHECK_GOTO(st, nb_sha256_file(model, d, ctx), out);
@@ -643,12 +832,39 @@ nb_status nb_build_run(const nb_build_opts *o, nb_build_result *r, nb_ctx *ctx) 
         NB_CHECK_GOTO(st, do_validate(&b, model, reflog, mk), out);
         gate(r);
     }
+    for (size_t i = 0; i < rc->n_outputs; i++) NB_CHECK_GOTO(st, do_export(&b, i, cur, model, imatrix, &kq), out);
     /* outputs */
-    r->model_path = nb_path_join(ctx, r->out_dir, rc->out_file);
     r->report_path = nb_path_join(ctx, r->out_dir, "report.html");
     r->manifest_path = nb_path_join(ctx, r->out_dir, "manifest.json");
-    if (!r->model_path || !r->report_path || !r->manifest_path) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "out of memory");
-    NB_CHECK_GOTO(st, publish(model, r->model_path, ctx), out);
+    if (!r->report_path || !r->manifest_path) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "out of memory");
+    if (rc->gguf) {
+        r->model_path = nb_path_join(ctx, r->out_dir, rc->out_file);
+        if (!r->model_path) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "out of memory");
+        NB_CHECK_GOTO(st, publish(model, r->model_path, ctx), out);
+    }
+    /* every file the manifest lists: the model, the report, each HF directory's files as DIR/FILE */
+    nf = 1 + (rc->gguf ? 1 : 0);
+    for (size_t i = 0; i < r->n_outputs; i++) nf += r->outputs[i].n_files;
+    files = nb_calloc(ctx, nf, sizeof *files, "bundle files");
+    if (!files) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "out of memory");
+    size_t k = 0;
+    if (rc->gguf) files[k++] = (nb_bundle_file){.path = r->model_path, .name = rc->out_file};
+    files[k++] = (nb_bundle_file){.path = r->report_path, .name = "report.html"};
+    for (size_t i = 0; i < r->n_outputs; i++) {
+        nb_build_output *bo = &r->outputs[i];
+        const char *dn = rc->outputs[i].name;
+        for (size_t f = 0; f < bo->n_files; f++, k++) {
+            files[k].path = nb_path_join(ctx, bo->dir, bo->names[f]);
+            files[k].name = nb_path_join(ctx, dn, bo->names[f]);
+            if (!files[k].path || !files[k].name) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "out of memory");
+            struct stat sb;
+            if (stat(files[k].path, &sb) != 0) {
+                st = nb_err_errno(ctx, errno, "%s", files[k].path);
+                goto out;
+            }
+            bo->bytes += (uint64_t)sb.st_size;
+        }
+    }
     r->seconds = nb_now() - t0;
     report = nb_build_report_html(r, plan_json);
     if (!report) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "out of memory");
@@ -656,11 +872,9 @@ nb_status nb_build_run(const nb_build_opts *o, nb_build_result *r, nb_ctx *ctx) 
     man = manifest_json(r, o, plan_json);
     if (!man) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "out of memory");
     {
-        nb_bundle_file files[2] = {{.path = r->model_path, .name = rc->out_file},
-                                   {.path = r->report_path, .name = "report.html"}};
-        NB_CHECK_GOTO(st, nb_bundle_hash_files(files, 2, ctx), out);
+        NB_CHECK_GOTO(st, nb_bundle_hash_files(files, nf, ctx), out);
         /* the directory's manifest: the same as the bundle's */
-        char *dm = nb_bundle_manifest(man, files, 2);
+        char *dm = nb_bundle_manifest(man, files, nf);
         if (!dm) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "out of memory");
         st = nb_afile_write_text(r->manifest_path, dm, ctx);
         free(dm);
@@ -670,11 +884,17 @@ nb_status nb_build_run(const nb_build_opts *o, nb_build_result *r, nb_ctx *ctx) 
             snprintf(bn, sizeof bn, "%s/%s.tar.zst", r->out_dir, rc->name);
             r->bundle_path = nb_strdup(ctx, bn);
             if (!r->bundle_path) NB_FAIL_GOTO(st, out, ctx, NB_ERR_NOMEM, "out of memory");
-            NB_CHECK_GOTO(st, nb_bundle_write(r->bundle_path, man, files, 2, 3, ctx), out);
+            NB_CHECK_GOTO(st, nb_bundle_write(r->bundle_path, man, files, nf, 3, ctx), out);
         }
     }
     r->seconds = nb_now() - t0;
 out:
+    for (size_t i = 0; files && i < nf; i++)
+        if (files[i].path != r->model_path && files[i].path != r->report_path) {
+            free((char *)files[i].path);
+            free((char *)files[i].name);
+        }
+    free(files);
     free(merged); free(pruned); free(imatrix); free(model); free(reflog); free(plan_json); free(report); free(man);
     return st;
 }
@@ -685,6 +905,10 @@ void nb_build_result_free(nb_build_result *r) {
     free(r->budget_json);
     free(r->errors_json);
     free(r->out_dir); free(r->model_path); free(r->report_path); free(r->manifest_path); free(r->bundle_path);
+    for (size_t i = 0; i < r->n_outputs; i++) {
+        free(r->outputs[i].dir);
+        free_names(r->outputs[i].names, r->outputs[i].n_files);
+    }
     memset(r, 0, sizeof *r);
 }
 
@@ -697,6 +921,15 @@ char *nb_build_result_json(const nb_build_result *r) {
     if (r->model_path) cJSON_AddStringToObject(j, "model", r->model_path);
     if (r->report_path) cJSON_AddStringToObject(j, "report", r->report_path);
     if (r->bundle_path) cJSON_AddStringToObject(j, "bundle", r->bundle_path);
+    cJSON *oa = r->n_outputs ? cJSON_AddArrayToObject(j, "outputs") : NULL;
+    for (size_t i = 0; oa && i < r->n_outputs; i++) {
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "format", r->outputs[i].format);
+        cJSON_AddStringToObject(e, "dir", r->outputs[i].dir ? r->outputs[i].dir : "");
+        cJSON_AddNumberToObject(e, "files", (double)r->outputs[i].n_files);
+        cJSON_AddNumberToObject(e, "bytes", (double)r->outputs[i].bytes);
+        cJSON_AddItemToArray(oa, e);
+    }
     cJSON_AddNumberToObject(j, "model_bytes", (double)r->model_bytes);
     cJSON_AddNumberToObject(j, "source_tensor_bytes", (double)r->source_bytes);
     cJSON_AddNumberToObject(j, "bpw", r->bpw);
@@ -710,6 +943,12 @@ char *nb_build_result_json(const nb_build_result *r) {
         cJSON_AddNumberToObject(v, "kld", r->kld);
         cJSON_AddNumberToObject(v, "kld_err", r->kld_err);
         cJSON_AddNumberToObject(v, "same_top_pct", 100.0 * r->same_top);
+        if (r->has_kld_hist) { /* per-token KLD, log-spaced bins (engine/ppl.h) */
+            char *hj = nb_kld_hist_json(r->kld_hist);
+            cJSON *h = hj ? cJSON_Parse(hj) : NULL;
+            free(hj);
+            if (h) cJSON_AddItemToObject(v, "kld_histogram", h);
+        }
         cJSON_AddBoolToObject(v, "gate_passed", !r->gate_failed);
         if (r->gate_failed) cJSON_AddStringToObject(v, "gate", r->gate_msg);
     }

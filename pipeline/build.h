@@ -38,6 +38,7 @@
 #define NB_PIPELINE_BUILD_H
 
 #include "core/ctx.h"
+#include "engine/ppl.h"
 #include "pipeline/recipe.h"
 
 #include <stdbool.h>
@@ -73,13 +74,22 @@ typedef struct nb_build_opts {
     void *user;
 } nb_build_opts;
 
-#define NB_BUILD_MAX_STAGES 8
+#define NB_BUILD_MAX_STAGES 12 /* merge ... validate, and an export per HF layout */
 
 typedef struct nb_build_stage {
     const char *name;
     bool skipped;
     double seconds;
 } nb_build_stage;
+
+/* One Hugging Face output directory (recipe outputs.formats). */
+typedef struct nb_build_output {
+    const char *format;   /* "hf", "bnb-nf4", "gptq", "awq" */
+    char *dir;            /* OUT/<name> */
+    char **names;         /* its files, sorted */
+    size_t n_files;
+    uint64_t bytes;       /* their total size */
+} nb_build_output;
 
 typedef struct nb_build_result {
     nb_recipe recipe;
@@ -93,6 +103,10 @@ typedef struct nb_build_result {
     double same_top_err;                                  /* fraction */
     double kld_pct[11];    /* KLD percentiles in engine/ppl.h's nb_kld_pct_at order (max ... min) */
     bool has_kld_pct;
+    uint64_t kld_hist[NB_KLD_HIST_BINS]; /* tokens per KLD bin (engine/ppl.h nb_kld_hist_bin) */
+    bool has_kld_hist;
+    size_t n_outputs;
+    nb_build_output outputs[NB_RECIPE_MAX_OUTPUTS];
     char *budget_json;     /* planner targets: the totals (quant/budget.h nb_budget_result_json) */
     char *errors_json;     /* planner targets: [{"name","type","predicted","measured"}] per tensor it chose */
     bool gate_failed;

@@ -223,6 +223,21 @@ typedef struct want_file {
     bool seen;
 } want_file;
 
+/* A file's name inside a bundle: "FILE" or "DIR/FILE" (an HF output directory), each part a plain
+ * name: not empty, not "." or "..", nothing above the bundle's root. */
+static bool safe_name(const char *n) {
+    if (!n[0] || n[0] == '/' || !strcmp(n, "manifest.json")) return false;
+    for (const char *p = n; *p;) {
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (!len || (len == 1 && p[0] == '.') || (len == 2 && p[0] == '.' && p[1] == '.')) return false;
+        if (!e) break;
+        p = e + 1;
+        if (!*p) return false; /* a trailing '/' */
+    }
+    return true;
+}
+
 /* The manifest's "files", checked for shape. */
 static nb_status manifest_files(const char *path, cJSON *j, want_file **out, size_t *n, nb_ctx *ctx) {
     *out = NULL;
@@ -239,8 +254,7 @@ static nb_status manifest_files(const char *path, cJSON *j, want_file **out, siz
     for (const cJSON *e = fa->child; e; e = e->next, i++) {
         const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name"), *sz = cJSON_GetObjectItemCaseSensitive(e, "size"),
                     *sh = cJSON_GetObjectItemCaseSensitive(e, "sha256");
-        bool ok = cJSON_IsString(nm) && nm->valuestring[0] && !strchr(nm->valuestring, '/') &&
-                  strcmp(nm->valuestring, "manifest.json") && cJSON_IsNumber(sz) && sz->valuedouble >= 0 &&
+        bool ok = cJSON_IsString(nm) && safe_name(nm->valuestring) && cJSON_IsNumber(sz) && sz->valuedouble >= 0 &&
                   cJSON_IsString(sh) && strlen(sh->valuestring) == 64;
         for (int b = 0; ok && b < 32; b++) {
             unsigned x;

@@ -4,7 +4,9 @@
  * Layout (in this order, so a reader finds the manifest first):
  *   manifest.json   {"nibble_bundle": 1, ..., "files": [{"name", "size", "sha256"}, ...]}
  *                   the caller's manifest object with "files" filled in
- *   <files>         every file named by the caller, streamed from disk
+ *   <files>         every file named by the caller, streamed from disk; a name
+ *                   may hold directories ("model-gptq/config.json"), never "..",
+ *                   "." or a leading '/' 
  * The archive is written to BUNDLE.partial and renamed when complete
  * (core/afile.h); the model is never copied whole into memory or onto disk
  * again: each file is read in 1 MiB pieces into the compressor.
@@ -26,7 +28,8 @@
 
 typedef struct nb_bundle_file {
     const char *path;     /* on disk */
-    const char *name;     /* inside the bundle (a plain file name) */
+    const char *name;     /* inside the bundle: a plain file name, or DIR/FILE for a file of a
+                             directory (an HF output; tar creates DIR when it unpacks) */
     uint64_t size;        /* filled by nb_bundle_hash_files */
     unsigned char sha256[32];
 } nb_bundle_file;

@@ -19,6 +19,7 @@ void nb_recipe_free(nb_recipe *r) {
     free(r->target_runtime);
     for (size_t i = 0; i < r->n_rules; i++) free(r->rules[i]);
     free(r->eval_text); free(r->out_file);
+    for (size_t i = 0; i < r->n_outputs; i++) free(r->outputs[i].name);
     memset(r, 0, sizeof *r);
 }
 
@@ -281,24 +282,95 @@ static nb_status parse_validation(const rd *r, const cJSON *j, nb_recipe *out) {
     return get_num(r, g, "validation.gate", "min_same_top_pct", 0, 100, false, &out->min_same_top_pct, &out->gate_top);
 }
 
+/* A name inside the output directory: a plain name, no directories, not hidden. */
+static bool plain_name(const char *s) { return !strchr(s, '/') && s[0] != '.'; }
+
+/* outputs.formats: ["gguf", "gptq", {"format": "awq", "name": "DIR"}, ...]. */
+static nb_status parse_formats(const rd *r, const cJSON *o, nb_recipe *out) {
+    static const char *const kf[] = {"format", "name", NULL};
+    const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, "formats");
+    out->gguf = !f;
+    if (!f) return NB_OK;
+    if (!cJSON_IsArray(f) || !f->child) return want(r, "outputs", "formats", "a non-empty array");
+    size_t i = 0;
+    for (const cJSON *e = f->child; e; e = e->next, i++) {
+        char where[48];
+        snprintf(where, sizeof where, "outputs.formats[%zu]", i);
+        const char *fmt = cJSON_IsString(e) ? e->valuestring : NULL;
+        char *name = NULL;
+        if (cJSON_IsObject(e)) {
+            NB_TRY(keys(r, e, where, kf));
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, "format");
+            fmt = cJSON_IsString(v) ? v->valuestring : NULL;
+            if (!fmt) return want(r, where, "format", "a string");
+            NB_TRY(get_str(r, e, where, "name", false, &name));
+        } else if (!fmt) {
+            return want(r, "", where, "a format name or {\"format\", \"name\"}");
+        }
+        nb_hf_quant q = NB_HF_PLAIN;
+        bool gguf = !strcmp(fmt, "gguf");
+        if (!gguf && !nb_hf_quant_from_name(fmt, &q)) {
+            free(name);
+            return nb_err(r->ctx, NB_ERR_FORMAT, "%s: %s: unknown format '%s' (gguf, hf, bnb-nf4, gptq, awq)", r->what,
+                          where, fmt);
+        }
+        bool dup = gguf && out->gguf;
+        for (size_t k = 0; k < out->n_outputs && !gguf; k++) dup = dup || out->outputs[k].format == q;
+        if (dup) { free(name); return nb_err(r->ctx, NB_ERR_FORMAT, "%s: %s: '%s' is listed twice", r->what, where, fmt); }
+        if (name && !plain_name(name)) {
+            free(name);
+            return nb_err(r->ctx, NB_ERR_FORMAT, "%s: %s.name: a plain name, no directories", r->what, where);
+        }
+        if (gguf) { /* its name: outputs.file, or here */
+            out->gguf = true;
+            if (name && out->out_file) {
+                free(name);
+                return nb_err(r->ctx, NB_ERR_FORMAT, "%s: %s.name: the GGUF is already named by outputs.file", r->what, where);
+            }
+            if (name) out->out_file = name;
+            continue;
+        }
+        if (!name) {
+            size_t n = strlen(out->name) + strlen(fmt) + 2;
+            if (!(name = nb_malloc(r->ctx, n, "output name"))) return NB_ERR_NOMEM;
+            snprintf(name, n, "%s-%s", out->name, fmt);
+        }
+        out->outputs[out->n_outputs++] = (nb_recipe_output){q, name, i};
+    }
+    return NB_OK;
+}
+
 static nb_status parse_outputs(const rd *r, const cJSON *j, nb_recipe *out) {
-    static const char *const k[] = {"file", "bundle", NULL};
+    static const char *const k[] = {"file", "bundle", "formats", NULL};
     const cJSON *o;
     out->bundle = true;
+    out->gguf = true;
     NB_TRY(get_obj(r, j, "outputs", k, &o));
     if (o) {
         NB_TRY(get_str(r, o, "outputs", "file", false, &out->out_file));
         NB_TRY(get_bool(r, o, "outputs", "bundle", &out->bundle));
+        NB_TRY(parse_formats(r, o, out));
     }
     if (out->out_file) {
-        NB_RETURN_IF(r->ctx, strchr(out->out_file, '/') || !strcmp(out->out_file, "..") || out->out_file[0] == '.',
-                     NB_ERR_FORMAT, "%s: outputs.file: a plain file name, no directories", r->what);
-        return NB_OK;
+        NB_RETURN_IF(r->ctx, !plain_name(out->out_file), NB_ERR_FORMAT,
+                     "%s: outputs.file: a plain file name, no directories", r->what);
+    } else {
+        size_t n = strlen(out->name) + 6;
+        out->out_file = nb_malloc(r->ctx, n, "output name");
+        if (!out->out_file) return NB_ERR_NOMEM;
+        snprintf(out->out_file, n, "%s.gguf", out->name);
     }
-    size_t n = strlen(out->name) + 6;
-    out->out_file = nb_malloc(r->ctx, n, "output name");
-    if (!out->out_file) return NB_ERR_NOMEM;
-    snprintf(out->out_file, n, "%s.gguf", out->name);
+    /* every output's name distinct, and none taken by the report, manifest or bundle */
+    char bundle[300];
+    snprintf(bundle, sizeof bundle, "%s.tar.zst", out->name);
+    for (size_t i = 0; i < out->n_outputs; i++) {
+        const char *n = out->outputs[i].name;
+        bool clash = !strcmp(n, "report.html") || !strcmp(n, "manifest.json") || !strcmp(n, bundle) ||
+                     (out->gguf && !strcmp(n, out->out_file));
+        for (size_t p = 0; p < i; p++) clash = clash || !strcmp(n, out->outputs[p].name);
+        NB_RETURN_IF(r->ctx, clash, NB_ERR_FORMAT, "%s: outputs.formats: the name '%s' is used twice in the output "
+                     "directory", r->what, n);
+    }
     return NB_OK;
 }
 

@@ -27,7 +27,12 @@
  *     "validation": {"text": "...", "ctx": 512, "chunks": 0,
  *                    "gate": {"max_kld": 0.05, "max_ppl_increase_pct": 5,
  *                             "min_same_top_pct": 90}},
- *     "outputs": {"file": "${NAME}.gguf", "bundle": true} }
+ *     "outputs": {"file": "${NAME}.gguf", "bundle": true,
+ *                 "formats": ["gguf", "gptq", {"format": "awq", "name": "dir"}]} }
+ *               formats: what the variant is written as, each from the quantize stage's
+ *               plan and job (calib/export.h): "gguf" (the file above), "hf" (the
+ *               variant's weights dequantized), "bnb-nf4", "gptq", "awq" (a Hugging Face
+ *               directory named "name", default NAME-FORMAT); default ["gguf"]
  *
  * Unknown keys and wrong types are NB_ERR_FORMAT naming the key path
  * ("validation.gate.max_kld: expected a number").
@@ -36,6 +41,7 @@
 #define NB_PIPELINE_RECIPE_H
 
 #include "core/ctx.h"
+#include "formats/hf_write.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -44,11 +50,19 @@
 #define NB_RECIPE_VERSION 1
 #define NB_RECIPE_MAX_ADAPTERS 16
 #define NB_RECIPE_MAX_RULES 64
+#define NB_RECIPE_MAX_OUTPUTS 4 /* one per HF layout */
 
 typedef struct nb_recipe_adapter {
     char *path;
     double weight;
 } nb_recipe_adapter;
+
+/* One Hugging Face output directory (outputs.formats). */
+typedef struct nb_recipe_output {
+    nb_hf_quant format;
+    char *name;             /* the directory's name inside the output directory */
+    size_t index;           /* its place in outputs.formats (for messages) */
+} nb_recipe_output;
 
 typedef enum nb_recipe_target_kind {
     NB_TARGET_MIX = 0,  /* a preset mix (quant/mix.h) */
@@ -101,6 +115,9 @@ typedef struct nb_recipe {
     double max_kld, max_ppl_increase_pct, min_same_top_pct;
     /* outputs */
     char *out_file;         /* file name of the model inside the output directory */
+    bool gguf;              /* the GGUF is an output ("gguf" in outputs.formats, or no formats given) */
+    size_t n_outputs;       /* HF directories */
+    nb_recipe_output outputs[NB_RECIPE_MAX_OUTPUTS];
     bool bundle;
 } nb_recipe;
 

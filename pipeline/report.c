@@ -232,42 +232,82 @@ static void svg_metric(sbuf *s, const char *label, double v, double err, double 
 #undef SX
 }
 
-/* The per-token KLD distribution as its percentiles on a log axis: box 10-90 %, whiskers 1-99 %,
- * the median, and the 0.1 / 99.9 % and extreme values as marks. */
+/* The per-token KLD distribution: the histogram the validation counted (fixed log-spaced bins,
+ * engine/ppl.h), one bar per bin between the first and last non-empty one, the tokens below
+ * 10^NB_KLD_HIST_LO and at or above 10^NB_KLD_HIST_HI as bars of their own at the ends; the median
+ * and 99 % marked; then the percentiles as a table. */
 static void svg_kld_dist(sbuf *s, const nb_build_result *r) {
     /* nb_kld_pct_at order: max, 99.9, 99, 95, 90, median, 10, 5, 1, 0.1, min */
     static const char *const at[11] = {"max", "99.9%", "99%", "95%", "90%", "median", "10%", "5%", "1%", "0.1%", "min"};
     const double *q = r->kld_pct;
-    double lo = INFINITY, hi = 0;
-    for (int k = 0; k < 11; k++)
-        if (q[k] > 0) { lo = q[k] < lo ? q[k] : lo; hi = q[k] > hi ? q[k] : hi; }
-    if (!(hi > 0)) return;
-    if (!(lo < hi)) lo = hi / 10;
-    double l0 = floor(log10(lo)), l1 = ceil(log10(hi));
-    if (l1 <= l0) l1 = l0 + 1;
-#define LX(v) (40 + 640 * (log10((v) > 0 ? (v) : lo) - l0) / (l1 - l0))
-    sb_add(s, "<h3>KLD per token</h3>\n<p>The distribution of the per-token KL-divergence over the evaluation "
-              "tokens, as the percentiles the validation keeps (box: 10&ndash;90 %%, whiskers: 1&ndash;99 %%, "
-              "marks: 0.1 / 99.9 %% and the extremes).</p>\n"
-              "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"90\" role=\"img\">\n");
-    for (double d = l0; d <= l1; d += 1)
-        sb_add(s, "<line x1=\"%.1f\" y1=\"10\" x2=\"%.1f\" y2=\"60\" stroke=\"#eee\"/><text x=\"%.1f\" y=\"76\" "
-                  "font-size=\"10\" text-anchor=\"middle\">1e%.0f</text>\n", LX(pow(10, d)), LX(pow(10, d)), LX(pow(10, d)), d);
-    sb_add(s, "<line x1=\"%.1f\" y1=\"35\" x2=\"%.1f\" y2=\"35\" stroke=\"#333\"/>"
-              "<rect x=\"%.1f\" y=\"22\" width=\"%.1f\" height=\"26\" fill=\"#cfe0f1\" stroke=\"#4a7fb5\"/>"
-              "<line x1=\"%.1f\" y1=\"22\" x2=\"%.1f\" y2=\"48\" stroke=\"#b00\" stroke-width=\"2\"/>\n",
-           LX(q[8]), LX(q[2]), LX(q[6]), LX(q[4]) - LX(q[6]), LX(q[5]), LX(q[5]));
-    for (int k = 0; k < 11; k++) {
-        if (k == 4 || k == 5 || k == 6) continue;
-        sb_add(s, "<circle cx=\"%.1f\" cy=\"35\" r=\"%d\" fill=\"#333\"><title>%s: %.4g</title></circle>\n", LX(q[k]),
-               k == 0 || k == 10 ? 2 : 3, at[k], q[k]);
+    sb_add(s, "<h3>KLD per token</h3>\n");
+    if (r->has_kld_hist) {
+        const uint64_t *h = r->kld_hist;
+        const int nb = NB_KLD_HIST_BINS;
+        int first = -1, last = -1;
+        uint64_t peak = 0, total = 0;
+        for (int i = 0; i < nb; i++) {
+            if (!h[i]) continue;
+            if (first < 0) first = i;
+            last = i;
+            peak = h[i] > peak ? h[i] : peak;
+            total += h[i];
+        }
+        if (first >= 0) {
+            int n = last - first + 1;
+            double w = 640.0 / n;
+            sb_add(s, "<p>How the KL-divergence of the %llu evaluation tokens is spread: one bar per bin, %d bins "
+                      "per decade (log axis), height the share of tokens; red: the median, dashed: the 99th "
+                      "percentile.</p>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"190\" "
+                      "role=\"img\">\n", (unsigned long long)total, NB_KLD_HIST_PER_DECADE);
+            for (int i = first; i <= last; i++) {
+                double x = 40 + w * (i - first), bh = 140.0 * (double)h[i] / (double)peak;
+                char range[96];
+                if (i == 0) snprintf(range, sizeof range, "KLD &lt; %.3g", nb_kld_hist_edge(0));
+                else if (i == nb - 1) snprintf(range, sizeof range, "KLD &ge; %.3g", nb_kld_hist_edge(nb - 2));
+                else snprintf(range, sizeof range, "%.3g &le; KLD &lt; %.3g", nb_kld_hist_edge(i - 1), nb_kld_hist_edge(i));
+                sb_add(s, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"><title>%s: %llu "
+                          "tokens (%.2f%%)</title></rect>\n", x + 0.5, 150 - bh, w > 2 ? w - 1 : w, bh,
+                       i == 0 || i == nb - 1 ? "#999" : "#4a7fb5", range, (unsigned long long)h[i],
+                       100.0 * (double)h[i] / (double)total);
+                /* a label at each decade's first bin, and at the end bins */
+                if (i == 0) sb_add(s, "<text x=\"%.1f\" y=\"166\" font-size=\"10\" text-anchor=\"middle\">&lt;1e%d</text>\n", x + w / 2, NB_KLD_HIST_LO);
+                else if (i == nb - 1) sb_add(s, "<text x=\"%.1f\" y=\"166\" font-size=\"10\" text-anchor=\"middle\">&ge;1e%d</text>\n", x + w / 2, NB_KLD_HIST_HI);
+                else if ((i - 1) % NB_KLD_HIST_PER_DECADE == 0)
+                    sb_add(s, "<line x1=\"%.1f\" y1=\"150\" x2=\"%.1f\" y2=\"155\" stroke=\"#333\"/><text x=\"%.1f\" "
+                              "y=\"166\" font-size=\"10\" text-anchor=\"middle\">1e%d</text>\n", x, x, x,
+                           NB_KLD_HIST_LO + (i - 1) / NB_KLD_HIST_PER_DECADE);
+            }
+            sb_add(s, "<line x1=\"40\" y1=\"150\" x2=\"680\" y2=\"150\" stroke=\"#333\"/>\n"
+                      "<text x=\"360\" y=\"184\" font-size=\"11\" text-anchor=\"middle\">KLD per token</text>\n"
+                      "<text x=\"36\" y=\"14\" font-size=\"10\" text-anchor=\"end\">%.1f%%</text>\n",
+                   100.0 * (double)peak / (double)total);
+            /* the median and the 99th percentile, placed inside their bins on the log scale */
+            for (int m = 0; m < 2 && r->has_kld_pct; m++) {
+                double v = q[m ? 2 : 5];
+                int bi = nb_kld_hist_bin(v);
+                if (bi < first || bi > last) continue;
+                double frac = 0.5;
+                if (bi > 0 && bi < nb - 1) {
+                    double lo = log10(nb_kld_hist_edge(bi - 1)), hi = log10(nb_kld_hist_edge(bi));
+                    frac = (log10(v) - lo) / (hi - lo);
+                }
+                double x = 40 + w * (bi - first + frac);
+                sb_add(s, "<line x1=\"%.1f\" y1=\"6\" x2=\"%.1f\" y2=\"150\" stroke=\"#b00\" stroke-width=\"1.5\"%s>"
+                          "<title>%s: %.4g</title></line>\n", x, x, m ? " stroke-dasharray=\"4 3\"" : "",
+                       m ? "99th percentile" : "median", v);
+            }
+            sb_add(s, "</svg>\n");
+        }
+    } else if (r->has_kld_pct) {
+        sb_add(s, "<p>(no histogram in this build's validation: its percentiles only)</p>\n");
     }
-    sb_add(s, "</svg>\n<table><tr>");
+    if (!r->has_kld_pct) return;
+    sb_add(s, "<table><tr>");
     for (int k = 10; k >= 0; k--) sb_add(s, "<th>%s</th>", at[k]);
     sb_add(s, "</tr><tr>");
     for (int k = 10; k >= 0; k--) sb_add(s, "<td>%.4g</td>", q[k]);
     sb_add(s, "</tr></table>\n");
-#undef LX
 }
 
 char *nb_build_report_html(const nb_build_result *r, const char *plan_json) {
@@ -361,10 +401,26 @@ char *nb_build_report_html(const nb_build_result *r, const char *plan_json) {
         svg_metric(&s, "mean KLD", r->kld, r->kld_err, 0, true, rc->max_kld, rc->gate_kld, t[1]);
         svg_metric(&s, "same top token (%)", 100.0 * r->same_top, 100.0 * r->same_top_err, 100, true,
                    rc->min_same_top_pct, rc->gate_top, t[2]);
-        if (r->has_kld_pct) svg_kld_dist(&s, r);
+        if (r->has_kld_pct || r->has_kld_hist) svg_kld_dist(&s, r);
     } else {
         sb_add(&s, "<p>not validated (the recipe has no validation text)</p>\n");
     }
+    sb_add(&s, "<h2>Outputs</h2>\n<table><tr><th>output</th><th>format</th><th>files</th><th>size</th></tr>\n");
+    if (rc->gguf) {
+        sb_add(&s, "<tr><td>");
+        sb_text(&s, rc->out_file);
+        sb_add(&s, "</td><td>gguf</td><td>1</td><td>%s</td></tr>\n", nb_fmt_bytes((double)r->model_bytes, b1, sizeof b1));
+    }
+    for (size_t i = 0; i < r->n_outputs; i++) {
+        sb_add(&s, "<tr><td>");
+        sb_text(&s, rc->outputs[i].name);
+        sb_add(&s, "/</td><td>%s</td><td>%zu</td><td>%s</td></tr>\n", r->outputs[i].format, r->outputs[i].n_files,
+               nb_fmt_bytes((double)r->outputs[i].bytes, b1, sizeof b1));
+    }
+    sb_add(&s, "</table>\n<p>Every output holds the weights the quality figures above were measured on: the GGUF "
+               "is the quantize stage's file, and a GPTQ / AWQ directory packs its INT4 weights losslessly (an "
+               "hf directory holds them dequantized; bnb-nf4 is bitsandbytes' own quantization of the same "
+               "source). manifest.json lists every file with its size and SHA-256.</p>\n");
     sb_add(&s, "<h2>Stages</h2>\n<table><tr><th>stage</th><th>seconds</th><th></th></tr>\n");
     for (int i = 0; i < r->n_stages; i++) {
         sb_add(&s, "<tr><td>");

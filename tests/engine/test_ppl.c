@@ -945,6 +945,55 @@ START_TEST(percentiles_and_estimate) {
 }
 END_TEST
 
+/* The KLD histogram's bins: edges exact at the boundaries, the ends caught, counts whole. */
+START_TEST(kld_histogram_bins) {
+    const int top = NB_KLD_HIST_BINS - 2;
+    ck_assert_int_eq(NB_KLD_HIST_BINS, 42);
+    ck_assert(fabs(nb_kld_hist_edge(0) - 1e-6) < 1e-18 && fabs(nb_kld_hist_edge(top) - 100.0) < 1e-12);
+    ck_assert(fabs(nb_kld_hist_edge(5) - 1e-5) < 1e-17);
+    for (int e = 0; e <= top; e++) {
+        double x = nb_kld_hist_edge(e);
+        ck_assert_msg(nb_kld_hist_bin(x) == e + 1, "edge %d (%.17g) in bin %d", e, x, nb_kld_hist_bin(x));
+        ck_assert_msg(nb_kld_hist_bin(nextafter(x, 0)) == e, "below edge %d in bin %d", e, nb_kld_hist_bin(nextafter(x, 0)));
+        if (e < top) /* the middle of a bin (geometric) */
+            ck_assert_int_eq(nb_kld_hist_bin(sqrt(x * nb_kld_hist_edge(e + 1))), e + 1);
+    }
+    ck_assert_int_eq(nb_kld_hist_bin(0.0), 0);
+    ck_assert_int_eq(nb_kld_hist_bin(-1e-9), 0); /* rounding below zero */
+    ck_assert_int_eq(nb_kld_hist_bin(1e-300), 0);
+    ck_assert_int_eq(nb_kld_hist_bin(1e3), NB_KLD_HIST_BINS - 1);
+    ck_assert_int_eq(nb_kld_hist_bin(INFINITY), NB_KLD_HIST_BINS - 1);
+    ck_assert_int_eq(nb_kld_hist_bin(NAN), NB_KLD_HIST_BINS - 1);
+    /* 0.05: log10 = -1.30 -> 4.70 decades above 1e-6 -> log bin 23, [10^-1.4, 10^-1.2) */
+    ck_assert_int_eq(nb_kld_hist_bin(0.05), 24);
+    /* through the statistics: every token counted once, the same counts in any order */
+    static const double v[8] = {0.0, 2e-7, 0.05, 0.05, 0.051, 1.0, 250.0, 3e-4};
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_kld_stats s[2];
+    for (int pass = 0; pass < 2; pass++) {
+        nb_kld_acc a;
+        ck_assert_int_eq(nb_kld_acc_init(&a, 8, &ctx), NB_OK);
+        for (int i = 0; i < 8; i++) nb_kld_acc_add(&a, &(nb_kld_tok){1.0, 1.0, v[pass ? 7 - i : i], 0.0, true});
+        ck_assert_int_eq(nb_kld_stats_compute(&a, &s[pass], &ctx), NB_OK);
+        nb_kld_acc_free(&a);
+    }
+    ck_assert(memcmp(s[0].kld_hist, s[1].kld_hist, sizeof s[0].kld_hist) == 0);
+    uint64_t total = 0;
+    for (int i = 0; i < NB_KLD_HIST_BINS; i++) total += s[0].kld_hist[i];
+    ck_assert_uint_eq(total, 8);
+    ck_assert_uint_eq(s[0].kld_hist[0], 2);                   /* 0, 2e-7 */
+    ck_assert_uint_eq(s[0].kld_hist[24], 3);                  /* 0.05, 0.05, 0.051 */
+    ck_assert_uint_eq(s[0].kld_hist[1 + 5 * 6], 1);           /* 1.0: the first bin of 1e0 */
+    ck_assert_uint_eq(s[0].kld_hist[NB_KLD_HIST_BINS - 1], 1); /* 250 */
+    char *j = nb_kld_hist_json(s[0].kld_hist);
+    ck_assert_ptr_nonnull(j);
+    ck_assert_msg(strstr(j, "\"lo_log10\":-6,\"hi_log10\":2,\"per_decade\":5,\"counts\":[2,0,") == j + 1, "%s", j);
+    free(j);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 START_TEST(sampler) {
     nb_sampler s;
     nb_ctx ctx;
@@ -1008,6 +1057,7 @@ int main(void) {
     tcase_add_test(tc, llamacpp_base_round_trip);
     tcase_add_test(tc, llamacpp_layout_by_hand);
     tcase_add_test(tc, percentiles_and_estimate);
+    tcase_add_test(tc, kld_histogram_bins);
     tcase_add_test(tc, sampler);
     suite_add_tcase(s, tc);
     int rc = nbt_run_suite(s);
