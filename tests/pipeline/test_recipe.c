@@ -5,7 +5,9 @@
  * at the recipe's directory, absolute ones kept; defaults (output file name,
  * bundle on); every section's keys and types are checked with the key path in
  * the message; combinations a build cannot run (method without calibration
- * text, a gate without a validation text, two targets) are refused. */
+ * text, a gate without a validation text, two targets) are refused; outputs.formats
+ * gives the GGUF and HF directories with their default names, and refuses an unknown
+ * format, a format twice, a name that is not plain or that another output takes. */
 #include "pipeline/recipe.h"
 #include "testutil.h"
 
@@ -90,6 +92,24 @@ START_TEST(errors_name_the_key) {
          "\"method\":\"imatrix\"}", "needs target.size or target.budget"},
         {"\"target\":{\"size\":\"1M\"},\"prune\":{\"keep\":\"auto\"},\"calibration\":{\"text\":\"c\"}}",
          "needs method \"imatrix\""},
+        {"\"target\":{\"mix\":\"q8_0\"},\"outputs\":{\"formats\":[]}}", "outputs.formats: expected a non-empty array"},
+        {"\"target\":{\"mix\":\"q8_0\"},\"outputs\":{\"formats\":\"gptq\"}}", "outputs.formats: expected a non-empty array"},
+        {"\"target\":{\"mix\":\"q8_0\"},\"outputs\":{\"formats\":[\"gguf\",3]}}", "outputs.formats[1]: expected a format"},
+        {"\"target\":{\"mix\":\"q8_0\"},\"outputs\":{\"formats\":[\"safetensors\"]}}",
+         "outputs.formats[0]: unknown format 'safetensors'"},
+        {"\"target\":{\"mix\":\"q8_0\"},\"outputs\":{\"formats\":[{\"format\":\"awq\",\"dir\":\"a\"}]}}",
+         "outputs.formats[0].dir: unknown key"},
+        {"\"target\":{\"mix\":\"q8_0\"},\"outputs\":{\"formats\":[{\"name\":\"a\"}]}}", "outputs.formats[0].format: expected"},
+        {"\"target\":{\"mix\":\"q8_0\"},\"outputs\":{\"formats\":[\"gguf\",{\"format\":\"gguf\"}]}}", "'gguf' is listed twice"},
+        {"\"target\":{\"mix\":\"q8_0\"},\"outputs\":{\"formats\":[\"awq\",\"hf\",\"awq\"]}}", "formats[2]: 'awq' is listed twice"},
+        {"\"target\":{\"mix\":\"q8_0\"},\"outputs\":{\"file\":\"a.gguf\",\"formats\":[{\"format\":\"gguf\",\"name\":\"b.gguf\"}]}}",
+         "already named by outputs.file"},
+        {"\"target\":{\"mix\":\"q8_0\"},\"outputs\":{\"formats\":[{\"format\":\"hf\",\"name\":\".hidden\"}]}}",
+         "outputs.formats[0].name: a plain name"},
+        {"\"target\":{\"mix\":\"q8_0\"},\"outputs\":{\"file\":\"m\",\"formats\":[\"gguf\",{\"format\":\"hf\",\"name\":\"m\"}]}}",
+         "the name 'm' is used twice"},
+        {"\"target\":{\"mix\":\"q8_0\"},\"outputs\":{\"formats\":[{\"format\":\"hf\",\"name\":\"v.tar.zst\"}]}}",
+         "the name 'v.tar.zst' is used twice"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char text[1024];
@@ -121,6 +141,44 @@ START_TEST(prune_auto) {
 }
 END_TEST
 
+/* outputs.formats: the GGUF and HF directories, default names, the GGUF's name from an object. */
+START_TEST(outputs_formats) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const char *head = "{\"nibble_recipe\":1,\"name\":\"v\",\"source\":\"s\",\"target\":{\"mix\":\"int4-g128\"}";
+    char text[512];
+    nb_recipe r;
+    snprintf(text, sizeof text, "%s}", head); /* no outputs: the GGUF alone */
+    ck_assert_msg(nb_recipe_parse(text, "r.json", NULL, 0, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert(r.gguf && r.n_outputs == 0 && r.bundle);
+    nb_recipe_free(&r);
+    snprintf(text, sizeof text, "%s,\"outputs\":{\"formats\":[\"gguf\",\"gptq\",{\"format\":\"bnb-nf4\",\"name\":\"b\"}],"
+             "\"bundle\":false}}", head);
+    ck_assert_msg(nb_recipe_parse(text, "r.json", NULL, 0, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert(r.gguf && !r.bundle);
+    ck_assert_uint_eq(r.n_outputs, 2);
+    ck_assert_int_eq(r.outputs[0].format, NB_HF_GPTQ);
+    ck_assert_str_eq(r.outputs[0].name, "v-gptq");
+    ck_assert_uint_eq(r.outputs[0].index, 1);
+    ck_assert_int_eq(r.outputs[1].format, NB_HF_BNB_NF4);
+    ck_assert_str_eq(r.outputs[1].name, "b");
+    ck_assert_uint_eq(r.outputs[1].index, 2);
+    ck_assert_str_eq(r.out_file, "v.gguf");
+    nb_recipe_free(&r);
+    snprintf(text, sizeof text, "%s,\"outputs\":{\"formats\":[\"awq\"]}}", head); /* no GGUF among them */
+    ck_assert_msg(nb_recipe_parse(text, "r.json", NULL, 0, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert(!r.gguf && r.n_outputs == 1 && r.outputs[0].format == NB_HF_AWQ);
+    nb_recipe_free(&r);
+    snprintf(text, sizeof text, "%s,\"outputs\":{\"formats\":[\"hf\",{\"format\":\"gguf\",\"name\":\"m.gguf\"}]}}", head);
+    ck_assert_msg(nb_recipe_parse(text, "r.json", NULL, 0, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert(r.gguf && r.n_outputs == 1 && r.outputs[0].format == NB_HF_PLAIN);
+    ck_assert_str_eq(r.out_file, "m.gguf");
+    ck_assert_str_eq(r.outputs[0].name, "v-hf");
+    nb_recipe_free(&r);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 int main(void) {
     Suite *s = suite_create("recipe");
     TCase *tc = tcase_create("recipe");
@@ -128,6 +186,7 @@ int main(void) {
     tcase_add_test(tc, full_recipe);
     tcase_add_test(tc, errors_name_the_key);
     tcase_add_test(tc, prune_auto);
+    tcase_add_test(tc, outputs_formats);
     suite_add_tcase(s, tc);
     return nbt_run_suite(s);
 }
