@@ -11,7 +11,9 @@
  *                                    judged against what it should reproduce)
  *   validate   engine/ppl.h          PPL and KLD of the variant against them
  *                                    (both in the engine's precise arithmetic, so the KLD
- *                                    measures the variant, not the engine's rounding)
+ *                                    measures the variant, not the engine's rounding),
+ *                                    with the per-token KLD histogram
+ *   export-F   calib/export.h        one per Hugging Face layout in outputs.formats
  * then the quality gate, the report (report.html), and the bundle
  * (pipeline/bundle.h).
  *
@@ -31,8 +33,13 @@
  * result->gate_failed set (the CLI exits 4), outputs kept for inspection.
  *
  * Outputs in OUT/: the model (a hard link to the quantize stage's file when
- * the filesystem allows, else a copy), report.html, manifest.json and, when
- * the recipe asks, NAME.tar.zst with all three.
+ * the filesystem allows, else a copy; unless outputs.formats leaves "gguf"
+ * out), each Hugging Face directory of outputs.formats (an export stage per
+ * layout, keyed by the quantize stage's key and the format, writing through
+ * calib/export.h from the quantize stage's GGUF and job; its files linked into
+ * OUT/<name>/), report.html, manifest.json (every file, a directory's as
+ * DIR/FILE) and, when the recipe asks, NAME.tar.zst with all of them. HF
+ * outputs are checked against the recipe's job before any stage runs.
  */
 #ifndef NB_PIPELINE_BUILD_H
 #define NB_PIPELINE_BUILD_H

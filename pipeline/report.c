@@ -254,6 +254,10 @@ static void svg_kld_dist(sbuf *s, const nb_build_result *r) {
             total += h[i];
         }
         if (first >= 0) {
+            /* whole decades on the log axis, so each boundary gets its label */
+            const int P = NB_KLD_HIST_PER_DECADE;
+            if (first >= 1 && first <= nb - 2) first = 1 + P * ((first - 1) / P);
+            if (last >= 1 && last <= nb - 2) last = P * ((last - 1) / P + 1);
             int n = last - first + 1;
             double w = 640.0 / n;
             sb_add(s, "<p>How the KL-divergence of the %llu evaluation tokens is spread: one bar per bin, %d bins "
@@ -278,6 +282,9 @@ static void svg_kld_dist(sbuf *s, const nb_build_result *r) {
                               "y=\"166\" font-size=\"10\" text-anchor=\"middle\">1e%d</text>\n", x, x, x,
                            NB_KLD_HIST_LO + (i - 1) / NB_KLD_HIST_PER_DECADE);
             }
+            if (last >= 1 && last <= nb - 2) /* the right end of the last decade */
+                sb_add(s, "<line x1=\"680\" y1=\"150\" x2=\"680\" y2=\"155\" stroke=\"#333\"/><text x=\"680\" "
+                          "y=\"166\" font-size=\"10\" text-anchor=\"middle\">1e%d</text>\n", NB_KLD_HIST_LO + last / P);
             sb_add(s, "<line x1=\"40\" y1=\"150\" x2=\"680\" y2=\"150\" stroke=\"#333\"/>\n"
                       "<text x=\"360\" y=\"184\" font-size=\"11\" text-anchor=\"middle\">KLD per token</text>\n"
                       "<text x=\"36\" y=\"14\" font-size=\"10\" text-anchor=\"end\">%.1f%%</text>\n",
