@@ -146,6 +146,15 @@ check "bnb-nf4 with gptq" 2 "$nb" build "$recipe" --source "$tmp/llama.gguf" "${
   --var HF_FORMAT=bnb-nf4 -o "$tmp/x2"
 has "outputs.formats\[1\]: bnb-nf4 cannot hold" "$tmp/err"
 has "only --method rtn" "$tmp/err"
+printf '{"nibble_recipe":1,"name":"x","source":"%s","target":{"size":"900KiB"},"outputs":{"formats":["gguf","bnb-nf4"]}}' \
+  "$tmp/llama.gguf" > "$tmp/r0.json"
+check "bnb-nf4 with a planned mix" 2 "$nb" build "$tmp/r0.json" -o "$tmp/x8"
+has "outputs.formats\[1\]: bnb-nf4 cannot hold" "$tmp/err"
+has "a planned mix (size budget)" "$tmp/err"
+sed 's/"bnb-nf4"/"gptq"/' "$tmp/r0.json" > "$tmp/r0g.json"
+check "gptq with a planned mix" 2 "$nb" build "$tmp/r0g.json" -o "$tmp/x9"
+has "a size budget mixes types" "$tmp/err"
+[ ! -e "$tmp/x8" ] && [ ! -e "$tmp/x9" ] || { echo "FAIL: a refused recipe wrote its output directory"; fail=1; }
 check "synth moe" 0 "$nb" synth --arch mixtral --layers 2 --dim 256 --ff 128 --experts 4 --experts-used 2 --vocab 300 \
   --seed 4 -o "$tmp/moe.gguf"
 check "moe to gptq" 2 "$nb" build "$recipe" --source "$tmp/moe.gguf" "${vars[@]}" -o "$tmp/x3"

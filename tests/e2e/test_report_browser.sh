@@ -16,7 +16,7 @@ check "build" 0 "$nb" build "$root/recipes/dense-6gb.json" --source "$tmp/llama.
   --var "EVAL=$td/text/eval.txt" --var CALIB_CTX=64 --var CALIB_TOKENS=1024 --var EVAL_CTX=64 --var CTX=256 \
   --var OVERHEAD=0 --var BUDGET=3.5MiB -o "$tmp/b1"
 for w in "Size against the target" "KV cache" "limit" "Predicted against measured error" "measured / predicted" \
-         "standard error" "KLD per token" "quality gate: passed"; do has "$w" "$tmp/b1/report.html"; done
+         "standard error" "KLD per token" "one bar per bin" "Outputs" "quality gate: passed"; do has "$w" "$tmp/b1/report.html"; done
 hasnt '<script' "$tmp/b1/report.html"
 # a gate that fails shows the failure in the report too
 sed 's/"max_kld": 0.5/"max_kld": 0.0000001/' "$root/recipes/dense-q4km.json" > "$tmp/strict.json"
