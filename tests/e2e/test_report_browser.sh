@@ -26,7 +26,7 @@ shots=${NB_SCREENSHOT_DIR:-$tmp}
 for d in b1 b2; do
   png="$shots/report-$d.png"
   rm -f "$png"
-  timeout 120 "$chrome" --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,1500 \
+  timeout 120 "$chrome" --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1000,2800 \
     --enable-logging=stderr --v=0 --screenshot="$png" "file://$tmp/$d/report.html" >"$tmp/chrome.log" 2>&1
   rc=$?
   [ "$rc" = 0 ] || { echo "FAIL: chromium exit $rc on $d/report.html"; tail -5 "$tmp/chrome.log"; fail=1; }
