@@ -360,7 +360,11 @@ static nb_status check_outputs(const nb_recipe *rc, nb_ctx *ctx) {
         nb_quant_job j;
         /* the importance matrix does not exist yet: a name stands for it (nothing is read) */
         nb_status st = recipe_job(rc, rc->source, "out.gguf", imx ? "imatrix.gguf" : NULL, &rules, &j, ctx);
-        if (st == NB_OK) st = nb_quant_export_check(&j, q, ctx);
+        if (st != NB_OK) { /* the recipe's own error (a rule, a mix name): the quantize stage's message */
+            nb_rules_free(&rules);
+            return st;
+        }
+        st = nb_quant_export_check(&j, q, ctx);
         if (st == NB_OK) {
             nb_quant_job dry = j; /* the plan of the mix, rules or plan file */
             dry.dst = NULL;
@@ -381,11 +385,13 @@ static nb_status check_outputs(const nb_recipe *rc, nb_ctx *ctx) {
             nb_quant_job_result_free(&pr);
         }
         nb_rules_free(&rules);
-        if (st != NB_OK) { /* a combination the layout cannot hold is a recipe error (exit 2), I/O stays I/O */
+        if (st == NB_ERR_INVALID || st == NB_ERR_UNSUPPORTED) { /* a combination the layout cannot hold: a recipe
+                                                                   error (exit 2); a missing source stays itself */
             nb_err_prefix(ctx, "%s: outputs.formats[%zu]: %s cannot hold this recipe's variant", rc->path,
                           rc->outputs[i].index, nb_hf_quant_name(q));
-            return st == NB_ERR_INVALID || st == NB_ERR_UNSUPPORTED ? NB_ERR_FORMAT : st;
+            return NB_ERR_FORMAT;
         }
+        if (st != NB_OK) return st;
     }
     return NB_OK;
 }
@@ -454,7 +460,7 @@ static nb_status do_export(builder *b, size_t i, const char *src, const char *mo
     if (!s.finished) {
         nb_rules rules;
         nb_quant_job j;
-        nb_hf_write_result hr;
+        nb_hf_write_result hr = {0};
         st = recipe_job(rc, src, model, imatrix, &rules, &j, b->ctx);
         if (st == NB_OK) st = nb_quant_export_gguf(&j, ro->format, model, dir, &hr, b->ctx);
         nb_rules_free(&rules);
