@@ -82,8 +82,9 @@ int nb_cmd_build(int argc, char **argv) {
         .about = "Run a recipe (docs/recipes.md): merge adapters, prune experts, calibrate, plan and quantize,\n"
                  "validate against the source (PPL, KLD, same top token) and check the recipe's quality gate,\n"
                  "then write the model (and the Hugging Face directories of outputs.formats: hf, bnb-nf4,\n"
-                 "gptq, awq), report.html, manifest.json and a .tar.zst bundle to the output directory. Every stage's result is kept under DIR/.work, keyed by its inputs and options: a\n"
-                 "rerun (after Ctrl-C, a crash or an edit of the recipe) redoes only what changed.",
+                 "gptq, awq), report.html, manifest.json and a .tar.zst bundle to the output directory.\n"
+                 "Every stage's result is kept under DIR/.work, keyed by its inputs and options: a rerun\n"
+                 "(after Ctrl-C, a crash or an edit of the recipe) redoes only what changed.",
         NB_OPTS_TABLE(opts),
         .epilogue = "exit codes: 0 ok, 1 usage, 2 bad input (recipe, model), 3 I/O, 4 the quality gate failed\n"
                     "(the outputs are written; the report says which limit was missed and by how much)",
