@@ -426,8 +426,8 @@ char *nb_build_report_html(const nb_build_result *r, const char *plan_json) {
     }
     sb_add(&s, "</table>\n<p>Every output holds the weights the quality figures above were measured on: the GGUF "
                "is the quantize stage's file, and a GPTQ / AWQ directory packs its INT4 weights losslessly (an "
-               "hf directory holds them dequantized; bnb-nf4 is bitsandbytes' own quantization of the same "
-               "source). manifest.json lists every file with its size and SHA-256.</p>\n");
+               "hf directory holds them dequantized; bnb-nf4 repacks its NF4 blocks, or by rtn is bitsandbytes' own "
+               "quantization of the same source). manifest.json lists every file with its size and SHA-256.</p>\n");
     sb_add(&s, "<h2>Stages</h2>\n<table><tr><th>stage</th><th>seconds</th><th></th></tr>\n");
     for (int i = 0; i < r->n_stages; i++) {
         sb_add(&s, "<tr><td>");
