@@ -15,12 +15,13 @@
  * An import that succeeds must give a tokenizer the engine builds (or refuses
  * cleanly), and its export must read back with the same number of tokens.
  * Files go to a private temporary directory, removed at exit: under /dev/shm
- * where it exists (tmpfs: the export's fsyncs cost nothing there, which makes
+ * where it is writable (nb_fuzz_tmp_dir; tmpfs: the export's fsyncs cost nothing there, which makes
  * the run about ten times faster than on a disk-backed /tmp), else /tmp.
  */
 #include "engine/tokenizer.h"
 #include "formats/hf_tokenizer.h"
 #include "formats/hf_tokenizer_impl.h"
+#include "fuzz_tmp.h"
 
 #include <stdint.h>
 #include <stdio.h>
@@ -101,9 +102,7 @@ static void check_memory_codec(const uint8_t *d, size_t n, nb_ctx *ctx) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!g_dir[0]) {
-        struct stat st;
-        const char *base = stat("/dev/shm", &st) == 0 && S_ISDIR(st.st_mode) ? "/dev/shm" : "/tmp";
-        snprintf(g_dir, sizeof g_dir, "%s/nb-fuzz-hftok-XXXXXX", base);
+        snprintf(g_dir, sizeof g_dir, "%s/nb-fuzz-hftok-XXXXXX", nb_fuzz_tmp_dir());
         if (!mkdtemp(g_dir)) abort();
         snprintf(g_out, sizeof g_out, "%s/out", g_dir);
         if (mkdir(g_out, 0700) != 0) abort();
