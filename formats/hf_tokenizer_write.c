@@ -317,6 +317,30 @@ static nb_status index_build(tok_index *x, const gguf_tok *g, bool (*keep)(const
     return NB_OK;
 }
 
+/* Move *item under obj[key]: true, and *item = NULL, when obj took it; false
+ * (the caller still owns *item) when cJSON could not (out of memory). */
+static bool attach(cJSON *obj, const char *key, cJSON **item) {
+    if (!*item || !cJSON_AddItemToObject(obj, key, *item)) return false;
+    *item = NULL;
+    return true;
+}
+
+/* The end both tokenizer.json renderers share: vocab and merges into model,
+ * model into root, every piece still unattached (loose[0..n_loose), NULLs
+ * allowed) freed, and root printed into *out (the caller's to free). */
+static nb_status finish_bpe_json(cJSON *root, cJSON *model, cJSON *vocab, cJSON *merges, cJSON *const *loose,
+                                 int n_loose, bool ok, char **out, nb_ctx *ctx) {
+    ok = ok && attach(model, "vocab", &vocab) && attach(model, "merges", &merges) && attach(root, "model", &model);
+    for (int i = 0; i < n_loose; i++) cJSON_Delete(loose[i]);
+    cJSON_Delete(vocab);
+    cJSON_Delete(merges);
+    cJSON_Delete(model);
+    *out = ok ? nb_json_print(root, false) : NULL;
+    cJSON_Delete(root);
+    NB_RETURN_IF(ctx, !*out, NB_ERR_NOMEM, "tokenizer.json: out of memory");
+    return NB_OK;
+}
+
 static nb_status render_tokenizer_json(const gguf_tok *g, char **out, nb_ctx *ctx) {
     *out = NULL;
     nb_hf_pre_family fam = nb_hf_pre_family_of(g->pre ? g->pre : "gpt-2");
@@ -348,39 +372,19 @@ static nb_status render_tokenizer_json(const gguf_tok *g, char **out, nb_ctx *ct
     }
     ok = ok && cJSON_AddStringToObject(root, "version", "1.0") && cJSON_AddNullToObject(root, "truncation") &&
          cJSON_AddNullToObject(root, "padding");
-    if (ok) cJSON_AddItemToObject(root, "added_tokens", added), added = NULL;
+    ok = ok && attach(root, "added_tokens", &added);
     ok = ok && cJSON_AddNullToObject(root, "normalizer");
     cJSON *pre = ok ? pre_tokenizer(fam) : NULL, *post = ok ? post_processor(g) : NULL,
           *dec = ok ? byte_level(true, true, true) : NULL;
-    ok = ok && pre && post && dec;
-    if (ok) {
-        cJSON_AddItemToObject(root, "pre_tokenizer", pre);
-        cJSON_AddItemToObject(root, "post_processor", post);
-        cJSON_AddItemToObject(root, "decoder", dec);
-        pre = post = dec = NULL;
-    }
+    ok = ok && attach(root, "pre_tokenizer", &pre) && attach(root, "post_processor", &post) &&
+         attach(root, "decoder", &dec);
     ok = ok && cJSON_AddStringToObject(model, "type", "BPE") && cJSON_AddNullToObject(model, "dropout") &&
          cJSON_AddNullToObject(model, "unk_token") && cJSON_AddNullToObject(model, "continuing_subword_prefix") &&
          cJSON_AddNullToObject(model, "end_of_word_suffix") && cJSON_AddBoolToObject(model, "fuse_unk", false) &&
          cJSON_AddBoolToObject(model, "byte_fallback", false) &&
          cJSON_AddBoolToObject(model, "ignore_merges", fam == NB_HF_PRE_LLAMA3);
-    if (ok) {
-        cJSON_AddItemToObject(model, "vocab", vocab);
-        cJSON_AddItemToObject(model, "merges", merges);
-        cJSON_AddItemToObject(root, "model", model);
-        vocab = merges = model = NULL;
-    }
-    cJSON_Delete(pre);
-    cJSON_Delete(post);
-    cJSON_Delete(dec);
-    cJSON_Delete(added);
-    cJSON_Delete(vocab);
-    cJSON_Delete(merges);
-    cJSON_Delete(model);
-    *out = ok ? nb_json_print(root, false) : NULL;
-    cJSON_Delete(root);
-    NB_RETURN_IF(ctx, !*out, NB_ERR_NOMEM, "tokenizer.json: out of memory");
-    return NB_OK;
+    cJSON *const loose[] = {pre, post, dec, added};
+    return finish_bpe_json(root, model, vocab, merges, loose, 4, ok, out, ctx);
 }
 
 /* ---- SentencePiece vocabularies as a tokenizer.json BPE --------------------------------------
@@ -552,7 +556,7 @@ static nb_status render_spm_json(const gguf_tok *g, char **out, nb_ctx *ctx) {
     free(mg);
     ok = ok && cJSON_AddStringToObject(root, "version", "1.0") && cJSON_AddNullToObject(root, "truncation") &&
          cJSON_AddNullToObject(root, "padding");
-    if (ok) cJSON_AddItemToObject(root, "added_tokens", added), added = NULL;
+    ok = ok && attach(root, "added_tokens", &added);
     cJSON *norm = NULL, *pre = NULL, *post = NULL, *dec = NULL;
     if (ok) {
         if (gemma || !prefix) {
@@ -581,14 +585,9 @@ static nb_status render_spm_json(const gguf_tok *g, char **out, nb_ctx *ctx) {
         dec = sequence("decoders", d, prefix ? 4 : 3);
         ok = norm && (pre || !gemma) && post && dec;
     }
-    if (ok) {
-        cJSON_AddItemToObject(root, "normalizer", norm);
-        if (pre) cJSON_AddItemToObject(root, "pre_tokenizer", pre);
-        else cJSON_AddNullToObject(root, "pre_tokenizer");
-        cJSON_AddItemToObject(root, "post_processor", post);
-        cJSON_AddItemToObject(root, "decoder", dec);
-        norm = pre = post = dec = NULL;
-    }
+    ok = ok && attach(root, "normalizer", &norm) &&
+         (pre ? attach(root, "pre_tokenizer", &pre) : cJSON_AddNullToObject(root, "pre_tokenizer") != NULL) &&
+         attach(root, "post_processor", &post) && attach(root, "decoder", &dec);
     const char *unk = g->id[2] >= 0 ? g->tokens[g->id[2]].ptr : NULL;
     ok = ok && cJSON_AddStringToObject(model, "type", "BPE") && cJSON_AddNullToObject(model, "dropout") &&
          (unk ? cJSON_AddStringToObject(model, "unk_token", unk) != NULL
@@ -596,24 +595,8 @@ static nb_status render_spm_json(const gguf_tok *g, char **out, nb_ctx *ctx) {
          cJSON_AddNullToObject(model, "continuing_subword_prefix") &&
          cJSON_AddNullToObject(model, "end_of_word_suffix") && cJSON_AddBoolToObject(model, "fuse_unk", true) &&
          cJSON_AddBoolToObject(model, "byte_fallback", bytes) && cJSON_AddBoolToObject(model, "ignore_merges", false);
-    if (ok) {
-        cJSON_AddItemToObject(model, "vocab", vocab);
-        cJSON_AddItemToObject(model, "merges", merges);
-        cJSON_AddItemToObject(root, "model", model);
-        vocab = merges = model = NULL;
-    }
-    cJSON_Delete(norm);
-    cJSON_Delete(pre);
-    cJSON_Delete(post);
-    cJSON_Delete(dec);
-    cJSON_Delete(added);
-    cJSON_Delete(vocab);
-    cJSON_Delete(merges);
-    cJSON_Delete(model);
-    *out = ok ? nb_json_print(root, false) : NULL;
-    cJSON_Delete(root);
-    NB_RETURN_IF(ctx, !*out, NB_ERR_NOMEM, "tokenizer.json: out of memory");
-    return NB_OK;
+    cJSON *const loose[] = {norm, pre, post, dec, added};
+    return finish_bpe_json(root, model, vocab, merges, loose, 5, ok, out, ctx);
 }
 
 /* tokenizer_config.json (and, with `map`, special_tokens_map.json). */
@@ -637,8 +620,8 @@ static char *render_config(const gguf_tok *g, bool map, bool spm, nb_ctx *ctx) {
                 char *text = control ? NULL : spm_text(g->tokens[i].ptr, ctx);
                 cJSON *a = control || text ? added_token(control ? g->tokens[i].ptr : text, i, control, false) : NULL;
                 free(text);
-                ok = a != NULL;
-                if (ok) cJSON_AddItemToObject(dec, key, a);
+                ok = attach(dec, key, &a);
+                cJSON_Delete(a);
             }
         }
     }
