@@ -20,7 +20,8 @@
 #
 # usage: bench/quality_embed.sh [ROW...]   ROW = scheme:method, e.g. q4_k_m:gptq,
 #          llama:q4_k_m, llama:iq4_xs (default: every row, llama.cpp's first);
-#          scheme@T=TYPE adds --rule 'blk.*.T.weight=TYPE' (iq4_xs@ffn_down=q5_0:gptq).
+#          scheme@T=TYPE adds --rule 'blk.*.T.weight=TYPE' (iq4_xs@ffn_down=q5_0:gptq);
+#          sizeBYTES is the size planner's mix for a file of at most BYTES (--target-size).
 #          NF4 and INT4 keep token_embd in Q6_K (--rule) as the GGUF mixes do: their
 #          own mixes leave it F16, which would double the file
 #   env: NB_BIN (build/rel/nibble), LLAMA_BIN (directory with llama-imatrix and
@@ -64,16 +65,12 @@ fi
 tsv=quality_embed.tsv
 [[ -f $tsv ]] || printf 'row\tbytes\tbpw_blk\tmean\tworst\tsame_nn\tqueries\tseconds\trss_mb\tload\n' > $tsv
 
-bpw_blk() { # GGUF -> bits per weight of blk.* matrices
-  "$py" - "$1" <<'PY'
-import sys, gguf
-r = gguf.GGUFReader(sys.argv[1])
-b = n = 0
-for t in r.tensors:
-    if t.name.startswith("blk.") and len(t.shape) >= 2:
-        b += int(t.n_bytes); n += int(t.n_elements)
-print("%.3f" % (8.0 * b / n))
-PY
+bpw_blk() { # GGUF -> bits per weight of blk.* matrices (nibble's tensor table: it names NF4/INT4 too)
+  "$nb" inspect "$1" --json | python3 -c '
+import json, sys
+t = [x for x in json.load(sys.stdin)["tensors"] if x["name"].startswith("blk.") and len(x["shape"]) >= 2]
+n = sum(x["shape"][0] * x["shape"][1] for x in t)
+print("%.3f" % (8.0 * sum(x["bytes"] for x in t) / n))'
 }
 
 one() { # one ROW
@@ -87,7 +84,8 @@ one() { # one ROW
     /usr/bin/time -f "TIME %e %M" -o "$row.time" "$llama/llama-quantize" --imatrix ll-imatrix.gguf f32.gguf "$out" \
       "${me^^}" "$thr" > "$row.log" 2>&1
   else
-    args=(--type "$sc" -t "$thr" --quiet)
+    if [[ $sc == size* ]]; then args=(--target-size "${sc#size}" -t "$thr" --quiet) # the planner's mix
+    else args=(--type "$sc" -t "$thr" --quiet); fi
     [[ -n $rule ]] && args+=(--rule "blk.*.${rule%%=*}.weight=${rule#*=}")
     [[ $sc == nf4* || $sc == int4* ]] && args+=(--rule "token_embd.weight=q6_K")
     case $me in
