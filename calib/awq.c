@@ -4,6 +4,7 @@
 #include "calib/linalg.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,4 +119,92 @@ out:
         for (int k = 0; k < n_lin; k++) free(ws[k]);
     free(ws); free(nrs); free(buf); free(q); free(d); free(rq); free(sc); free(imps);
     return st;
+}
+
+static const nb_awq_group k_groups[] = {
+    {"attn_norm", true, {"attn_q", "attn_k", "attn_v"}, 3, 3, NULL, {NULL}, false, NB_AWQ_UNIT_ATTN},
+    {"ffn_norm", true, {"ffn_gate", "ffn_up"}, 2, 2, "ffn_gate_inp", {NULL}, false, NB_AWQ_UNIT_FFN},
+    {"ffn_norm", true, {"ffn_gate_exps", "ffn_up_exps", "ffn_gate_shexp", "ffn_up_shexp"}, 4, 2, NULL,
+     {"ffn_gate_inp", "ffn_gate_inp_shexp"}, false, NB_AWQ_UNIT_FFN},
+    {"ffn_up", false, {"ffn_down"}, 1, 1, NULL, {NULL}, false, NB_AWQ_UNIT_FFN},
+    {"ffn_up_shexp", false, {"ffn_down_shexp"}, 1, 1, NULL, {NULL}, false, NB_AWQ_UNIT_FFN},
+    {"attn_v", false, {"attn_output"}, 1, 1, NULL, {NULL}, false, NB_AWQ_UNIT_ATTN},
+    {"ffn_up_exps", false, {"ffn_down_exps"}, 1, 1, NULL, {NULL}, true, NB_AWQ_UNIT_FFN},
+};
+
+const nb_awq_group *nb_awq_groups(size_t *n) {
+    *n = sizeof k_groups / sizeof k_groups[0];
+    return k_groups;
+}
+
+static long find(const nb_model *m, int L, const char *base, const char *suffix) {
+    char nm[NB_MAX_NAME + 1];
+    snprintf(nm, sizeof nm, "blk.%d.%s.%s", L, base, suffix);
+    const nb_tensor *t = nb_model_find(m, nm);
+    return t ? (long)(t - m->tensors) : -1;
+}
+
+bool nb_awq_group_find(const nb_model *m, int L, const nb_awq_group *g, long *prev, long *lin, int *n_lin,
+                       long *routers, int *n_routers) {
+    *n_lin = *n_routers = 0;
+    long pi = find(m, L, g->prev, "weight");
+    if (pi < 0 || find(m, L, g->prev, "bias") >= 0) return false; /* a bias would need the scale too */
+    if (g->skip_if && find(m, L, g->skip_if, "weight") >= 0) return false;
+    const nb_tensor *pt = &m->tensors[pi];
+    int64_t n = 0;
+    if (g->prev_is_norm) {
+        if (pt->n_dims != 1) return false;
+        n = pt->ne[0];
+    } else {
+        if (pt->n_dims != (g->per_expert ? 3u : 2u)) return false;
+        n = pt->ne[1]; /* the producer's outputs */
+    }
+    for (int k = 0; k < g->n_lin; k++) {
+        long li = find(m, L, g->lin[k], "weight");
+        if (li < 0) {
+            if (k < g->n_need) return false;
+            continue;
+        }
+        const nb_tensor *t = &m->tensors[li];
+        bool stack = strstr(g->lin[k], "_exps") != NULL;
+        if (t->n_dims != (stack ? 3u : 2u) || t->ne[0] != n || t->ne[1] <= 1) return false;
+        if (g->per_expert && t->ne[2] != pt->ne[2]) return false;
+        lin[(*n_lin)++] = li;
+    }
+    for (int k = 0; k < NB_AWQ_MAX_ROUTERS && g->router[k]; k++) {
+        long ri = find(m, L, g->router[k], "weight");
+        if (ri < 0) {
+            if (k == 0) return false; /* the experts' router must be there */
+            continue;
+        }
+        if (m->tensors[ri].ne[0] != n || m->tensors[ri].n_dims > 2) return false;
+        routers[(*n_routers)++] = ri;
+    }
+    *prev = pi;
+    return *n_lin > 0;
+}
+
+nb_status nb_awq_sample_rows(nb_model *m, size_t i, int64_t max_rows, float **out, int64_t *nr, nb_ctx *ctx) {
+    *out = NULL;
+    *nr = 0;
+    const nb_tensor *t = &m->tensors[i];
+    const int64_t n = t->ne[0], rows = (int64_t)(nb_tensor_nelements(t) / (uint64_t)n);
+    const int64_t k = rows < max_rows ? rows : max_rows;
+    const nb_type_traits *tr = nb_type_get(t->type);
+    NB_RETURN_IF(ctx, !tr || !tr->to_f32, NB_ERR_UNSUPPORTED, "%s: tensor '%s': cannot read type %s", m->path,
+                 t->name, nb_type_name(t->type));
+    uint64_t rb = 0;
+    NB_TRY(nb_type_row_bytes(t->type, (uint64_t)n, &rb, ctx, t->name));
+    float *w = nb_malloc(ctx, (size_t)(k * n) * sizeof(float), t->name);
+    if (!w) return NB_ERR_NOMEM;
+    const void *data = NULL;
+    void *owned = NULL;
+    nb_status st = nb_model_tensor_bytes(m, i, &data, &owned, ctx);
+    if (st != NB_OK) { free(w); return st; }
+    for (int64_t r = 0; r < k; r++) /* nb_awq_search's rows: r * rows / k */
+        tr->to_f32((const unsigned char *)data + (uint64_t)(r * rows / k) * rb, w + r * n, n);
+    free(owned);
+    *out = w;
+    *nr = k;
+    return NB_OK;
 }

@@ -2,6 +2,7 @@
  * for the planner's mixed methods (see calib/budget_method.h). */
 #include "calib/budget_method.h"
 
+#include "calib/awq.h"
 #include "calib/gptq.h"
 #include "core/progress.h"
 #include "engine/engine.h"
@@ -13,6 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define AWQ_ROWS 512.0 /* the driver's rows per layer in the scale search */
+#define AWQ_GRID 20.0  /* alphas tried */
 
 /* The block of "blk.N....", or -1. */
 static long block_of(const char *name) {
@@ -39,6 +43,7 @@ typedef struct collector {
     const nb_sens *s;
     long layer;
     nb_hessian *h;  /* [n_tensors]: allocated for the measured block's weights */
+    double **abs_sum; /* [n_tensors]: Σ|x| per input column (AWQ's statistics), with h */
     nb_ctx *ctx;
     nb_status err;
 } collector;
@@ -55,6 +60,8 @@ static void on_matmul(void *user, const char *name, int expert, const float *x, 
             return;
         }
         c->err = nb_hessian_add(&c->h[i], x, n_tok, name, c->ctx);
+        for (int64_t t = 0; c->err == NB_OK && t < n_tok; t++)
+            for (int64_t j = 0; j < n_in; j++) c->abs_sum[i][j] += fabs((double)x[t * n_in + j]);
         return;
     }
 }
@@ -74,6 +81,17 @@ static double quad(const float *x, const float *y, int64_t n_rows, int64_t n, co
     }
     free(d);
     return tot;
+}
+
+/* The types' scale-search importance from H's diagonal: Σx²/n, floored as the GPTQ driver floors it. */
+static void diag_imp(const double *H, int64_t n, float *imp) {
+    double mean = 0;
+    for (int64_t j = 0; j < n; j++) mean += H[j * n + j] / 2;
+    mean /= (double)n;
+    for (int64_t j = 0; j < n; j++) {
+        double v = H[j * n + j] / 2;
+        imp[j] = (float)(v > mean * 1e-6 ? v : mean * 1e-6 + 1e-30);
+    }
 }
 
 /* GPTQ / rounding error ratio of every frontier type of tensor i on sampled
@@ -106,13 +124,7 @@ static nb_status measure_ratios(nb_model *m, const nb_sens_tensor *e, size_t i, 
             src_tr->to_f32((const unsigned char *)data + (uint64_t)row * in_rb, w + r * n, n);
         }
         free(owned);
-        double mean = 0;
-        for (int64_t j = 0; j < n; j++) mean += H[j * n + j] / 2;
-        mean /= (double)n;
-        for (int64_t j = 0; j < n; j++) { /* Σx²/n, floored as the GPTQ driver floors it */
-            double v = H[j * n + j] / 2;
-            imp[j] = (float)(v > mean * 1e-6 ? v : mean * 1e-6 + 1e-30);
-        }
+        diag_imp(H, n, imp);
         st = nb_gptq_factor_make(H, n, &go, &f, t->name, ctx);
     }
     for (size_t c = 0; c < e->n_cands && st == NB_OK; c++) {
@@ -146,6 +158,117 @@ static nb_status measure_ratios(nb_model *m, const nb_sens_tensor *e, size_t i, 
     return st;
 }
 
+/* Does AWQ group g apply to block L as the driver would run it on a plan
+ * marking the group awq: the tensors by name and shape (nb_awq_group_find),
+ * every reader and a linear producer a weight the driver quantizes. */
+static bool group_applies(const nb_model *m, const nb_sens *s, int L, const nb_awq_group *g, long *prev, long *lin,
+                          int *n_lin) {
+    long ri[NB_AWQ_MAX_ROUTERS];
+    int nr;
+    if (!nb_awq_group_find(m, L, g, prev, lin, n_lin, ri, &nr)) return false;
+    for (int k = 0; k < *n_lin; k++)
+        if (!gptq_able(m, s, (size_t)lin[k])) return false;
+    return g->prev_is_norm || gptq_able(m, s, (size_t)*prev);
+}
+
+/* AWQ / rounding error ratio of every candidate type of group g's readers in
+ * the measured block (see the header): one search per type over the sampled
+ * rows of the readers that have it, under the first reader's finished
+ * Hessian and Σ|x| (a stack's experts pooled). ratio: [n_tensors x cands]. */
+static nb_status measure_awq(nb_model *m, const nb_sens *s, const collector *c, const nb_awq_group *g, uint32_t want,
+                             double *ratio, nb_ctx *ctx) {
+    long pi, li[NB_AWQ_MAX_LIN];
+    int nl;
+    if (!group_applies(m, s, (int)c->layer, g, &pi, li, &nl)) return NB_OK;
+    const nb_hessian *h = &c->h[li[0]];
+    if (!h->xtx || h->n_tok == 0) return NB_OK;
+    const int64_t n = m->tensors[li[0]].ne[0];
+    float *w[NB_AWQ_MAX_LIN] = {NULL}, *imp = nb_malloc(ctx, (size_t)n * sizeof(float), "AWQ importance");
+    float *sc = nb_malloc(ctx, (size_t)n * sizeof(float), "AWQ scales");
+    double *mu = nb_malloc(ctx, (size_t)n * sizeof(double), "AWQ statistics");
+    int64_t rows[NB_AWQ_MAX_LIN] = {0};
+    nb_status st = imp && sc && mu ? NB_OK : NB_ERR_NOMEM;
+    if (st == NB_OK) {
+        for (int64_t j = 0; j < n; j++) mu[j] = c->abs_sum[li[0]][j] / (double)h->n_tok;
+        diag_imp(h->xtx, n, imp);
+    }
+    for (int k = 0; k < nl && st == NB_OK; k++) st = nb_awq_sample_rows(m, (size_t)li[k], want, &w[k], &rows[k], ctx);
+    nb_type seen[NB_AWQ_MAX_LIN * NB_SENS_MAX_CANDS];
+    size_t n_seen = 0;
+    for (int k = 0; k < nl && st == NB_OK; k++) {
+        const nb_sens_tensor *ek = &s->tensors[li[k]];
+        for (size_t a = 0; a < ek->n_cands && st == NB_OK; a++) {
+            nb_type ty = ek->cands[a].type;
+            size_t q = 0;
+            while (q < n_seen && seen[q] != ty) q++;
+            if (q < n_seen) continue;
+            seen[n_seen++] = ty;
+            const nb_type_traits *tr = nb_type_get(ty);
+            if (!tr || !tr->quantize || !tr->to_float || n % tr->block_size) continue;
+            nb_awq_linear lin[NB_AWQ_MAX_LIN];
+            int with[NB_AWQ_MAX_LIN], nw = 0;
+            for (int r = 0; r < nl; r++) { /* the readers with this candidate (not their source type) */
+                const nb_sens_tensor *er = &s->tensors[li[r]];
+                for (size_t b = 0; b < er->n_cands; b++)
+                    if (er->cands[b].type == ty && ty != m->tensors[li[r]].type) {
+                        lin[nw] = (nb_awq_linear){w[r], rows[r], ty};
+                        with[nw++] = (int)(r * NB_SENS_MAX_CANDS + (int)b);
+                    }
+            }
+            if (!nw) continue;
+            char label[NB_MAX_NAME + 64];
+            snprintf(label, sizeof label, "blk.%ld %s -> %s (%s, sampled rows)", c->layer, g->prev, g->lin[0],
+                     nb_type_name(ty));
+            nb_awq_opts ao = {.max_rows = want};
+            nb_awq_result ar;
+            st = nb_awq_search(h->xtx, mu, n, lin, nw, imp, &ao, sc, &ar, label, ctx);
+            double rr = ar.err_plain > 0 ? ar.err / ar.err_plain : 1;
+            for (int q2 = 0; q2 < nw && st == NB_OK; q2++) {
+                int r = with[q2] / NB_SENS_MAX_CANDS, b = with[q2] % NB_SENS_MAX_CANDS;
+                ratio[(size_t)li[r] * NB_SENS_MAX_CANDS + (size_t)b] = rr > 1e-12 ? rr : 1e-12;
+            }
+        }
+    }
+    for (int k = 0; k < NB_AWQ_MAX_LIN; k++) free(w[k]);
+    free(imp);
+    free(sc);
+    free(mu);
+    return st;
+}
+
+/* AWQ's units, and its predicted seconds per reader (see the header). */
+static void awq_units(const nb_model *m, nb_sens *s, uint64_t T, uint64_t n_used, uint64_t n_layer, bool all_experts) {
+    size_t ng;
+    const nb_awq_group *gs = nb_awq_groups(&ng);
+    for (uint64_t L = 0; L < n_layer; L++)
+        for (int u = NB_AWQ_UNIT_ATTN; u <= NB_AWQ_UNIT_FFN; u++) {
+            long mem[4 * NB_AWQ_MAX_LIN * 2];
+            size_t nm = 0, lead = SIZE_MAX;
+            for (size_t g = 0; g < ng; g++) {
+                long pi, li[NB_AWQ_MAX_LIN];
+                int nl;
+                if ((int)gs[g].unit != u || !group_applies(m, s, (int)L, &gs[g], &pi, li, &nl)) continue;
+                for (int k = 0; k <= nl; k++) {
+                    long i = k < nl ? li[k] : gs[g].prev_is_norm ? -1 : pi;
+                    if (i < 0 || nm == sizeof mem / sizeof mem[0]) continue;
+                    mem[nm++] = i;
+                    lead = (size_t)i < lead ? (size_t)i : lead;
+                    if (k == nl) continue;
+                    /* a reader: the Hessian (per weight, as GPTQ's) and the scale search on its sampled rows */
+                    const nb_tensor *t = &m->tensors[i];
+                    nb_sens_tensor *e = &s->tensors[i];
+                    double n_in = (double)t->ne[0], n_out = (double)t->ne[1];
+                    double E = t->n_dims >= 3 ? (double)t->ne[2] : 1;
+                    double t_in = (double)T * (E > 1 ? (all_experts ? E : (double)n_used) : 1);
+                    double rs = gs[g].per_expert ? E * fmin(n_out, AWQ_ROWS) : fmin(n_out * E, AWQ_ROWS);
+                    e->sec_awq = e->sec_round + 2 * t_in * n_in * n_in / NB_METHOD_GPTQ_FLOPS +
+                                 AWQ_GRID * (2 * rs * n_in * n_in / NB_METHOD_GPTQ_FLOPS + rs * n_in * NB_METHOD_ROUND_SECONDS);
+                }
+            }
+            for (size_t k = 0; k < nm; k++) s->tensors[mem[k]].awq_unit = lead + 1;
+        }
+}
+
 /* Predicted seconds of both methods for every planned tensor (see the header). */
 static void work(const nb_model *m, nb_sens *s, uint64_t T, uint64_t n_used, uint64_t n_layer, bool all_experts) {
     double *params = calloc(n_layer + 1, sizeof *params); /* per block, then cumulative */
@@ -161,7 +284,8 @@ static void work(const nb_model *m, nb_sens *s, uint64_t T, uint64_t n_used, uin
         double n_el = (double)nb_tensor_nelements(t), n_in = (double)t->ne[0];
         double E = t->n_dims >= 3 ? (double)t->ne[2] : 1, n_out = t->n_dims >= 2 ? (double)t->ne[1] : 1;
         e->sec_round = n_el * NB_METHOD_ROUND_SECONDS;
-        e->sec_gptq = e->sec_round;
+        e->sec_gptq = e->sec_awq = e->sec_round;
+        e->awq_unit = 0;
         e->gptq_block = -1;
         e->sec_pass = 0;
         long b = block_of(t->name);
@@ -192,12 +316,16 @@ nb_status nb_method_measure(nb_model *m, nb_sens *s, const nb_method_opts *o, nb
     nb_tokenizer *tok = NULL;
     nb_corpus corpus = {0};
     nb_engine *e = NULL;
-    double *ratio = NULL;
+    double *ratio = NULL, *awq = NULL;
     c.h = nb_calloc(ctx, m->n_tensors ? m->n_tensors : 1, sizeof *c.h, "Hessians");
-    nb_status st = c.h ? NB_OK : NB_ERR_NOMEM;
+    c.abs_sum = nb_calloc(ctx, m->n_tensors ? m->n_tensors : 1, sizeof *c.abs_sum, "AWQ statistics");
+    nb_status st = c.h && c.abs_sum ? NB_OK : NB_ERR_NOMEM;
     for (size_t i = 0; i < m->n_tensors && st == NB_OK; i++)
-        if (block_of(m->tensors[i].name) == c.layer && gptq_able(m, s, i))
+        if (block_of(m->tensors[i].name) == c.layer && gptq_able(m, s, i)) {
             st = nb_hessian_init(&c.h[i], m->tensors[i].ne[0], ctx);
+            c.abs_sum[i] = nb_calloc(ctx, (size_t)m->tensors[i].ne[0], sizeof(double), "AWQ statistics");
+            if (st == NB_OK && !c.abs_sum[i]) st = NB_ERR_NOMEM;
+        }
     if (st == NB_OK) st = nb_tokenizer_create(&m->kv, &tok, ctx);
     nb_corpus_opts co = o->corpus;
     if (co.n_ctx <= 0) co.n_ctx = 512;
@@ -225,18 +353,23 @@ nb_status nb_method_measure(nb_model *m, nb_sens *s, const nb_method_opts *o, nb
     info->n_tokens = (uint64_t)n_chunks * (uint64_t)corpus.n_ctx;
     /* the measured block's ratios, then every tensor of the same group */
     ratio = nb_calloc(ctx, (m->n_tensors ? m->n_tensors : 1) * NB_SENS_MAX_CANDS, sizeof *ratio, "ratios");
-    if (st == NB_OK && !ratio) st = NB_ERR_NOMEM;
+    awq = nb_calloc(ctx, (m->n_tensors ? m->n_tensors : 1) * NB_SENS_MAX_CANDS, sizeof *awq, "ratios");
+    if (st == NB_OK && (!ratio || !awq)) st = NB_ERR_NOMEM;
     uint32_t want = o->sample_rows ? o->sample_rows : 64;
     for (size_t i = 0; i < m->n_tensors && st == NB_OK; i++) {
         if (!c.h[i].xtx || c.h[i].n_tok == 0) continue;
         nb_hessian_finish(&c.h[i], c.h[i].xtx);
         st = measure_ratios(m, &s->tensors[i], i, c.h[i].xtx, want, ratio + i * NB_SENS_MAX_CANDS, ctx);
         info->n_groups++;
-        nb_model_release_tensor(m, i);
     }
+    size_t ng;
+    const nb_awq_group *gs = nb_awq_groups(&ng);
+    for (size_t g = 0; g < ng && st == NB_OK; g++) st = measure_awq(m, s, &c, &gs[g], want, awq, ctx);
+    for (size_t i = 0; i < m->n_tensors; i++)
+        if (c.h[i].xtx) nb_model_release_tensor(m, i);
     for (size_t i = 0; i < m->n_tensors && st == NB_OK; i++) {
         nb_sens_tensor *ei = &s->tensors[i];
-        for (size_t k = 0; k < NB_SENS_MAX_CANDS; k++) ei->gptq_ratio[k] = 0;
+        for (size_t k = 0; k < NB_SENS_MAX_CANDS; k++) ei->gptq_ratio[k] = ei->awq_ratio[k] = 0;
         if (!gptq_able(m, s, i)) continue;
         for (size_t j = 0; j < m->n_tensors; j++) {
             if (!c.h[j].xtx || c.h[j].n_tok == 0 || strcmp(group_of(m->tensors[i].name), group_of(m->tensors[j].name)))
@@ -244,14 +377,22 @@ nb_status nb_method_measure(nb_model *m, nb_sens *s, const nb_method_opts *o, nb
             const nb_sens_tensor *ej = &s->tensors[j];
             for (size_t a = 0; a < ei->n_cands; a++)
                 for (size_t b = 0; b < ej->n_cands; b++)
-                    if (ei->cands[a].type == ej->cands[b].type) ei->gptq_ratio[a] = ratio[j * NB_SENS_MAX_CANDS + b];
+                    if (ei->cands[a].type == ej->cands[b].type) {
+                        ei->gptq_ratio[a] = ratio[j * NB_SENS_MAX_CANDS + b];
+                        ei->awq_ratio[a] = awq[j * NB_SENS_MAX_CANDS + b];
+                    }
             break;
         }
     }
-    if (st == NB_OK) work(m, s, (uint64_t)corpus.n_chunks * (uint64_t)corpus.n_ctx, n_used, n_layer, o->all_experts);
+    uint64_t T = (uint64_t)corpus.n_chunks * (uint64_t)corpus.n_ctx;
+    if (st == NB_OK) work(m, s, T, n_used, n_layer, o->all_experts);
+    if (st == NB_OK) awq_units(m, s, T, n_used, n_layer, o->all_experts);
     for (size_t i = 0; c.h && i < m->n_tensors; i++) nb_hessian_free(&c.h[i]);
+    for (size_t i = 0; c.abs_sum && i < m->n_tensors; i++) free(c.abs_sum[i]);
     free(c.h);
+    free(c.abs_sum);
     free(ratio);
+    free(awq);
     nb_corpus_free(&corpus);
     nb_tokenizer_free(tok);
     info->seconds = nb_now() - t0;

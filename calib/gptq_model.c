@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #define SCRATCH_ALIGN 64
+#define AWQ_MAX_ROWS 512 /* rows per layer in the AWQ search (nb_awq_opts.max_rows) */
 
 /* ---- scratch file: quantized tensors of finished blocks -------------------------------------------- */
 
@@ -198,6 +199,7 @@ typedef struct hacc {
     uint64_t last_call; /* collector call number of the last input (in chunk last_chunk) */
     uint64_t last_chunk;
     bool skip;         /* an expert the plan leaves to rounding (gptq_experts): no Hessian */
+    bool gptq;         /* its weight is quantized by GPTQ (not AWQ's rounding): its Hessian is factored */
     /* after the passes (factor_all), for own Hessians with tokens: */
     bool factored;
     nb_gptq_factor f;  /* shared by every weight reading these inputs */
@@ -442,7 +444,10 @@ static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t
             else if (gptq)
                 NB_WARN(ctx, "tensor '%s': no calibration input reached it: rounded to nearest (no GPTQ)", t->name);
             if (gptq && n_mat > 1) w->r->n_zero_experts++;
-            w->r->n_rtn++;
+            if (!gptq && (pl->method == NB_PLAN_METHOD_IMATRIX || pl->method == NB_PLAN_METHOD_RTN))
+                w->r->n_plan_rounded++; /* the plan's choice, not a fallback */
+            else
+                w->r->n_rtn++;
             rtn_rows(type, f, dst, n_out, n_in, out_rb, imp ? impb : NULL, nt);
             continue;
         }
@@ -453,7 +458,8 @@ static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t
         char label[NB_MAX_NAME + 32];
         if (n_mat > 1) snprintf(label, sizeof label, "%s[expert %lld]", t->name, (long long)s);
         else snprintf(label, sizeof label, "%s", t->name);
-        if (w->go->no_gptq) { /* AWQ alone: the type's rounding with the (scaled) importance */
+        const bool awq_round = w->go->no_gptq || pl->method == NB_PLAN_METHOD_AWQ;
+        if (awq_round) { /* AWQ alone: the type's rounding with the (scaled) importance */
             memset(&gr, 0, sizeof gr);
             rtn_rows(type, f, dst, n_out, n_in, out_rb, impb, nt);
             nb_type_get(type)->to_float(dst, deq, (int64_t)slice_el);
@@ -461,7 +467,8 @@ static nb_status quantize_tensor(worker *w, size_t i, const collector *c, size_t
             NB_CHECK_GOTO(st, nb_gptq_quantize_factored(type, f, n_out, n_in, &ha->f, &go, dst, deq, &gr, label, ctx),
                           out);
         }
-        w->r->n_gptq++;
+        if (pl->method == NB_PLAN_METHOD_AWQ) w->r->n_awq_weights++;
+        else w->r->n_gptq++;
         nb_gptq_tensor_stat ts = {.expert = n_mat > 1 ? (int)s : -1, .type = type, .n_tok = n_tok,
                                   .err_gptq = -1, .err_rtn = -1, .err_w = -1, .damp_retries = gr.damp_retries,
                                   .n_dead = gr.n_dead};
@@ -512,30 +519,12 @@ static void finish_all(collector *c) {
 
 /* ---- AWQ of one block (calib/awq.h) -------------------------------------------------------------------- */
 
-/* What produces a group's input (a norm, or a linear whose rows are divided
- * by s) and the linears that read it (their columns multiplied by s). */
-typedef struct awq_group {
-    const char *prev;
-    bool prev_is_norm;
-    const char *lin[3];
-    int n_lin;
-    const char *skip_if; /* a tensor whose presence means prev has another reader (MoE router) */
-} awq_group;
-
-static const awq_group k_awq_groups[] = {
-    {"attn_norm", true, {"attn_q", "attn_k", "attn_v"}, 3, NULL},
-    {"ffn_norm", true, {"ffn_gate", "ffn_up"}, 2, "ffn_gate_inp"},
-    {"ffn_up", false, {"ffn_down"}, 1, NULL},
-    {"ffn_up_shexp", false, {"ffn_down_shexp"}, 1, NULL}, /* a MoE's shared expert */
-    {"attn_v", false, {"attn_output"}, 1, NULL},
-};
-
-static long tensor_index(const nb_model *m, int L, const char *base, const char *suffix) {
-    char nm[NB_MAX_NAME + 1];
-    snprintf(nm, sizeof nm, "blk.%d.%s.%s", L, base, suffix);
-    for (size_t i = 0; i < m->n_tensors; i++)
-        if (!strcmp(m->tensors[i].name, nm)) return (long)i;
-    return -1;
+/* May AWQ scale tensor i? A plan without methods: the job's (go->awq); a plan
+ * with methods (the planner's mixed methods): its "awq" tensors only, so a
+ * group is scaled only when every reader (and a linear producer) says awq. */
+static bool awq_on(const worker *w, size_t i) {
+    nb_plan_method pm = w->plan[i].method;
+    return w->go->awq && (pm == NB_PLAN_METHOD_JOB || pm == NB_PLAN_METHOD_AWQ);
 }
 
 /* The accumulator of 2-D target tensor i (its own Hessian's), or NULL. */
@@ -549,92 +538,6 @@ static hacc *own_acc(collector *c, size_t i) {
     return NULL;
 }
 
-static float *copy_scales(const float *s, int64_t n) {
-    float *p = malloc((size_t)n * sizeof(float));
-    if (p) memcpy(p, s, (size_t)n * sizeof(float));
-    return p;
-}
-
-/* One group: search, then record the scales (weights: applied when quantized;
- * a norm: rewritten into the scratch now) and scale the Hessian. Returns
- * NB_OK without doing anything when the group does not apply. */
-static nb_status awq_group_run(worker *w, collector *c, int L, const awq_group *g, nb_ctx *ctx) {
-    nb_model *m = w->src;
-    long li[3], pi = tensor_index(m, L, g->prev, "weight");
-    if (pi < 0 || (g->skip_if && tensor_index(m, L, g->skip_if, "weight") >= 0)) return NB_OK;
-    if (tensor_index(m, L, g->prev, "bias") >= 0) return NB_OK; /* a bias would need the scale too */
-    hacc *own = NULL;
-    int64_t n = 0;
-    for (int k = 0; k < g->n_lin; k++) {
-        li[k] = tensor_index(m, L, g->lin[k], "weight");
-        if (li[k] < 0 || m->tensors[li[k]].n_dims != 2) return NB_OK;
-        hacc *a = own_acc(c, (size_t)li[k]);
-        if (!a || (own && a != own) || !a->abs_sum) return NB_OK; /* every reader quantized here, one input */
-        own = a;
-        n = m->tensors[li[k]].ne[0];
-    }
-    const nb_tensor *pt = &m->tensors[pi];
-    if (g->prev_is_norm) {
-        const nb_type_traits *tt = nb_type_get(pt->type);
-        if (pt->n_dims != 1 || pt->ne[0] != n || w->plan[pi].type != pt->type || !tt || !tt->quantize) return NB_OK;
-    } else if (pt->n_dims != 2 || pt->ne[1] != n || !own_acc(c, (size_t)pi)) {
-        return NB_OK; /* the producer's rows must be quantized here too (scaled on the way) */
-    }
-    char label[NB_MAX_NAME + 64];
-    snprintf(label, sizeof label, "blk.%d %s -> %s%s", L, g->prev, g->lin[0], g->n_lin > 1 ? "..." : "");
-    nb_awq_linear lin[3];
-    float *wf[3] = {NULL, NULL, NULL}, *sc = NULL, *imp = NULL, *nf = NULL;
-    unsigned char *nb = NULL;
-    double *mu = NULL;
-    nb_status st = NB_OK;
-    sc = nb_malloc(ctx, (size_t)n * sizeof(float), "AWQ scales");
-    imp = nb_malloc(ctx, (size_t)n * sizeof(float), "AWQ importance");
-    mu = nb_malloc(ctx, (size_t)n * sizeof(double), "AWQ statistics");
-    if (!sc || !imp || !mu) { st = NB_ERR_NOMEM; goto out; }
-    for (int64_t j = 0; j < n; j++) mu[j] = own->abs_sum[j] / (double)own->h.n_tok;
-    const float *mi = w->qo->importance ? w->qo->importance(w->qo->importance_user, m->tensors[li[0]].name, 0, n) : NULL;
-    if (mi) memcpy(imp, mi, (size_t)n * sizeof(float));
-    else diag_importance(own->h.xtx, n, imp);
-    for (int k = 0; k < g->n_lin; k++) {
-        const nb_tensor *t = &m->tensors[li[k]];
-        wf[k] = nb_malloc(ctx, (size_t)(t->ne[0] * t->ne[1]) * sizeof(float), t->name);
-        if (!wf[k]) { st = NB_ERR_NOMEM; goto out; }
-        NB_CHECK_GOTO(st, nb_model_read_f32(m, (size_t)li[k], wf[k], ctx), out);
-        lin[k] = (nb_awq_linear){wf[k], t->ne[1], w->plan[li[k]].type};
-    }
-    nb_awq_result ar = {.alpha = w->go->awq_alpha};
-    if (w->go->awq_alpha > 0) nb_awq_scales(mu, n, w->go->awq_alpha, sc);
-    else NB_CHECK_GOTO(st, nb_awq_search(own->h.xtx, mu, n, lin, g->n_lin, imp, NULL, sc, &ar, label, ctx), out);
-    w->r->n_awq_groups++;
-    if (w->go->awq_alpha > 0) NB_INFO(ctx, "awq: %s: alpha %.2f (given)", label, ar.alpha);
-    else
-        NB_INFO(ctx, "awq: %s: alpha %.2f, output error %.4g = %.3f x plain rounding's (sampled rows)", label,
-                ar.alpha, ar.err, ar.err_plain > 0 ? ar.err / ar.err_plain : 1.0);
-    if (ar.alpha == 0) goto out;
-    w->r->n_awq_scaled++;
-    for (int k = 0; k < g->n_lin; k++)
-        if (!(w->col_s[li[k]] = copy_scales(sc, n))) { st = NB_ERR_NOMEM; goto out; }
-    if (g->prev_is_norm) { /* the norm's multiplier / s, in its own type, into the scratch */
-        const nb_type_traits *tt = nb_type_get(pt->type);
-        nf = nb_malloc(ctx, (size_t)n * sizeof(float), pt->name);
-        nb = nb_malloc(ctx, (size_t)pt->nbytes, pt->name);
-        if (!nf || !nb) { st = NB_ERR_NOMEM; goto out; }
-        NB_CHECK_GOTO(st, nb_model_read_f32(m, (size_t)pi, nf, ctx), out);
-        for (int64_t j = 0; j < n; j++) nf[j] /= sc[j];
-        tt->quantize(nf, nb, 1, n, NULL);
-        NB_CHECK_GOTO(st, scratch_put(w->s, (size_t)pi, pt->type, nb, pt->nbytes, ctx), out);
-    } else if (!(w->row_s[pi] = copy_scales(sc, n))) {
-        st = NB_ERR_NOMEM;
-        goto out;
-    }
-    for (int64_t i = 0; i < n; i++) /* the inputs are now x / s: H -> S⁻¹ H S⁻¹ */
-        for (int64_t j = 0; j < n; j++) own->h.xtx[i * n + j] /= (double)sc[i] * (double)sc[j];
-out:
-    for (int k = 0; k < 3; k++) free(wf[k]);
-    free(sc); free(imp); free(mu); free(nf); free(nb);
-    return st;
-}
-
 /* The accumulators of stacked target tensor i (its first expert's), or NULL. */
 static hacc *stack_accs(collector *c, size_t i) {
     for (size_t k = 0; k < c->n_targets; k++)
@@ -642,18 +545,179 @@ static hacc *stack_accs(collector *c, size_t i) {
     return NULL;
 }
 
+static float *copy_scales(const float *s, int64_t n, int64_t times) {
+    float *p = malloc((size_t)(n * times) * sizeof(float));
+    for (int64_t k = 0; p && k < times; k++) memcpy(p + k * n, s, (size_t)n * sizeof(float));
+    return p;
+}
+
+/* Rewrite float tensor i (a norm: its 1-D weight; a router: its rows) with
+ * column j multiplied by mul[j] (or divided, `divide`), in its own type, into
+ * the scratch. */
+static nb_status rewrite_scaled(worker *w, size_t i, const float *sc, bool divide, nb_ctx *ctx) {
+    const nb_tensor *t = &w->src->tensors[i];
+    const nb_type_traits *tt = nb_type_get(t->type);
+    const int64_t n = t->ne[0], rows = (int64_t)(nb_tensor_nelements(t) / (uint64_t)n);
+    float *f = nb_malloc(ctx, (size_t)(n * rows) * sizeof(float), t->name);
+    unsigned char *q = nb_malloc(ctx, (size_t)t->nbytes, t->name);
+    nb_status st = f && q ? nb_model_read_f32(w->src, i, f, ctx) : NB_ERR_NOMEM;
+    if (st == NB_OK) {
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < n; j++) f[r * n + j] = divide ? f[r * n + j] / sc[j] : f[r * n + j] * sc[j];
+        tt->quantize(f, q, rows, n, NULL);
+        st = scratch_put(w->s, i, t->type, q, t->nbytes, ctx);
+    }
+    free(f);
+    free(q);
+    return st;
+}
+
+/* Does tensor i stay in its (float) source type, rewritable from F32? */
+static bool float_kept(const worker *w, size_t i) {
+    const nb_tensor *t = &w->src->tensors[i];
+    const nb_type_traits *tt = nb_type_get(t->type);
+    return w->plan[i].type == t->type && tt && tt->quantize && tt->to_f32;
+}
+
+/* One group of nb_awq_groups (not the per-expert one): search, then record
+ * the scales (weights: applied when quantized; a norm or router: rewritten
+ * into the scratch now) and scale the Hessians. Readers that are expert
+ * stacks (the MoE FFN input) are searched on their experts' statistics
+ * pooled over (token, expert) pairs — every expert's Hessian and Σ|x| weighted
+ * by the tokens routed to it (all tokens with all_experts) — and take the same
+ * scales in every expert. Returns NB_OK without doing anything when the group
+ * does not apply. */
+static nb_status awq_group_run(worker *w, collector *c, int L, const nb_awq_group *g, nb_ctx *ctx) {
+    nb_model *m = w->src;
+    long pi, li[NB_AWQ_MAX_LIN], ri[NB_AWQ_MAX_ROUTERS];
+    int nl, nr;
+    if (!nb_awq_group_find(m, L, g, &pi, li, &nl, ri, &nr)) return NB_OK;
+    const int64_t n = m->tensors[li[0]].ne[0];
+    hacc *own = NULL, *stack = NULL; /* the 2-D readers' shared accumulator; the first stack's experts */
+    size_t n_h = 0;
+    for (int k = 0; k < nl; k++) {
+        const nb_tensor *t = &m->tensors[li[k]];
+        if (!awq_on(w, (size_t)li[k])) return NB_OK;
+        if (t->n_dims == 3) {
+            hacc *a0 = stack_accs(c, (size_t)li[k]);
+            if (!a0) return NB_OK; /* every reader quantized here (scaled on the way) */
+            if (!stack) stack = a0;
+            n_h += (size_t)t->ne[2];
+        } else {
+            hacc *a = own_acc(c, (size_t)li[k]);
+            if (!a || (own && a != own) || !a->abs_sum) return NB_OK; /* one input */
+            own = a;
+            n_h++;
+        }
+    }
+    if (g->prev_is_norm ? !float_kept(w, (size_t)pi) : !own_acc(c, (size_t)pi) || !awq_on(w, (size_t)pi))
+        return NB_OK; /* a norm rewritten in its type; a producer's rows quantized here (scaled on the way) */
+    for (int k = 0; k < nr; k++)
+        if (!float_kept(w, (size_t)ri[k])) return NB_OK;
+    char label[NB_MAX_NAME + 64];
+    snprintf(label, sizeof label, "blk.%d %s -> %s%s", L, g->prev, g->lin[0], nl > 1 ? "..." : "");
+    nb_awq_linear lin[NB_AWQ_MAX_LIN];
+    float *wf[NB_AWQ_MAX_LIN] = {NULL}, *sc = NULL, *imp = NULL;
+    double *mu = NULL, *hp = NULL;
+    hacc **hs = NULL;
+    nb_status st = NB_OK;
+    sc = nb_malloc(ctx, (size_t)n * sizeof(float), "AWQ scales");
+    imp = nb_malloc(ctx, (size_t)n * sizeof(float), "AWQ importance");
+    mu = nb_calloc(ctx, (size_t)n, sizeof(double), "AWQ statistics");
+    hs = nb_calloc(ctx, n_h, sizeof *hs, "AWQ statistics");
+    if (!sc || !imp || !mu || !hs) { st = NB_ERR_NOMEM; goto out; }
+    const double *H = NULL;
+    size_t nh = 0; /* distinct Hessians to rescale */
+    if (own) hs[nh++] = own;
+    for (int k = 0; k < nl; k++) {
+        const nb_tensor *t = &m->tensors[li[k]];
+        if (t->n_dims != 3) continue;
+        hacc *a0 = stack_accs(c, (size_t)li[k]);
+        for (int64_t e = 0; e < t->ne[2]; e++) {
+            hacc *a = a0[e].alias >= 0 ? &c->a[a0[e].alias] : &a0[e];
+            if (!a->decided || a->h.n_tok == 0) continue;
+            size_t q = 0;
+            while (q < nh && hs[q] != a) q++;
+            if (q == nh) hs[nh++] = a;
+        }
+    }
+    if (!stack) {
+        H = own->h.xtx;
+        for (int64_t j = 0; j < n; j++) mu[j] = own->abs_sum[j] / (double)own->h.n_tok;
+        const float *mi =
+            w->qo->importance ? w->qo->importance(w->qo->importance_user, m->tensors[li[0]].name, 0, n) : NULL;
+        if (mi) memcpy(imp, mi, (size_t)n * sizeof(float));
+        else diag_importance(H, n, imp);
+    } else {
+        hp = nb_calloc(ctx, (size_t)(n * n), sizeof(double), "AWQ statistics");
+        if (!hp) { st = NB_ERR_NOMEM; goto out; }
+        double tok = 0;
+        for (int64_t e = 0; e < m->tensors[stack->tidx].ne[2]; e++) {
+            const hacc *a = stack[e].alias >= 0 ? &c->a[stack[e].alias] : &stack[e];
+            if (!a->decided || a->h.n_tok == 0 || !a->abs_sum) continue;
+            const double ne = (double)a->h.n_tok;
+            for (int64_t k = 0; k < n * n; k++) hp[k] += ne * a->h.xtx[k];
+            for (int64_t j = 0; j < n; j++) mu[j] += a->abs_sum[j];
+            tok += ne;
+        }
+        if (!(tok > 0)) goto out; /* no expert saw a token */
+        for (int64_t k = 0; k < n * n; k++) hp[k] /= tok;
+        for (int64_t j = 0; j < n; j++) mu[j] /= tok;
+        H = hp;
+        diag_importance(H, n, imp);
+    }
+    for (int k = 0; k < nl; k++) {
+        int64_t rows = 0;
+        NB_CHECK_GOTO(st, nb_awq_sample_rows(m, (size_t)li[k], AWQ_MAX_ROWS, &wf[k], &rows, ctx), out);
+        lin[k] = (nb_awq_linear){wf[k], rows, w->plan[li[k]].type};
+    }
+    nb_awq_opts ao = {.max_rows = AWQ_MAX_ROWS};
+    nb_awq_result ar = {.alpha = w->go->awq_alpha};
+    if (w->go->awq_alpha > 0) nb_awq_scales(mu, n, w->go->awq_alpha, sc);
+    else NB_CHECK_GOTO(st, nb_awq_search(H, mu, n, lin, nl, imp, &ao, sc, &ar, label, ctx), out);
+    w->r->n_awq_groups++;
+    if (stack) {
+        w->r->awq_norm_err += ar.err;
+        w->r->awq_norm_err_plain += ar.err_plain;
+    }
+    if (w->go->awq_alpha > 0) NB_INFO(ctx, "awq: %s: alpha %.2f (given)", label, ar.alpha);
+    else
+        NB_INFO(ctx, "awq: %s: alpha %.2f, output error %.4g = %.3f x plain rounding's (sampled rows)", label,
+                ar.alpha, ar.err, ar.err_plain > 0 ? ar.err / ar.err_plain : 1.0);
+    if (ar.alpha == 0) goto out;
+    w->r->n_awq_scaled++;
+    for (int k = 0; k < nl; k++) {
+        const nb_tensor *t = &m->tensors[li[k]];
+        if (!(w->col_s[li[k]] = copy_scales(sc, n, t->n_dims == 3 ? t->ne[2] : 1))) { st = NB_ERR_NOMEM; goto out; }
+    }
+    if (g->prev_is_norm) NB_CHECK_GOTO(st, rewrite_scaled(w, (size_t)pi, sc, true, ctx), out); /* weight / s */
+    else if (!(w->row_s[pi] = copy_scales(sc, n, 1))) { st = NB_ERR_NOMEM; goto out; }
+    for (int k = 0; k < nr; k++) /* the routers read x / s now: columns x s, routing unchanged */
+        NB_CHECK_GOTO(st, rewrite_scaled(w, (size_t)ri[k], sc, false, ctx), out);
+    for (size_t q = 0; q < nh; q++) /* the inputs are now x / s: H -> S⁻¹ H S⁻¹ */
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = 0; j < n; j++) hs[q]->h.xtx[i * n + j] /= (double)sc[i] * (double)sc[j];
+out:
+    for (int k = 0; k < NB_AWQ_MAX_LIN; k++) free(wf[k]);
+    free(sc); free(imp); free(mu); free(hp); free(hs);
+    return st;
+}
+
 /* MoE experts: per expert e, scales between its up and down projections
  * (down's input is act(gate x) ⊙ (up x), linear in up's rows): searched on
  * expert e's own Hessian of down's input (only the tokens routed to it),
  * folded by dividing up's rows of slice e by s and multiplying down's columns
- * of slice e by s. Experts without tokens keep scale 1. The norm before
- * gate/up is not scaled (it also feeds the router). */
-static nb_status awq_experts(worker *w, collector *c, int L, nb_ctx *ctx) {
+ * of slice e by s. Experts without tokens keep scale 1. (The FFN input, shared
+ * by every expert's gate and up and the router, is the norm-folded group of
+ * awq_group_run.) */
+static nb_status awq_experts(worker *w, collector *c, int L, const nb_awq_group *g, nb_ctx *ctx) {
     nb_model *m = w->src;
-    long ui = tensor_index(m, L, "ffn_up_exps", "weight"), di = tensor_index(m, L, "ffn_down_exps", "weight");
-    if (ui < 0 || di < 0 || tensor_index(m, L, "ffn_up_exps", "bias") >= 0) return NB_OK;
-    const nb_tensor *ut = &m->tensors[ui], *dt = &m->tensors[di];
-    if (ut->n_dims != 3 || dt->n_dims != 3 || dt->ne[0] != ut->ne[1] || dt->ne[2] != ut->ne[2]) return NB_OK;
+    long ui, dil[NB_AWQ_MAX_LIN], rr[NB_AWQ_MAX_ROUTERS];
+    int nl, nr;
+    if (!nb_awq_group_find(m, L, g, &ui, dil, &nl, rr, &nr) || nl != 1) return NB_OK;
+    const long di = dil[0];
+    if (!awq_on(w, (size_t)ui) || !awq_on(w, (size_t)di)) return NB_OK;
+    const nb_tensor *dt = &m->tensors[di];
     hacc *da = stack_accs(c, (size_t)di);
     if (!da || !stack_accs(c, (size_t)ui)) return NB_OK; /* both quantized here (up scaled on the way) */
     const int64_t n = dt->ne[0], n_out = dt->ne[1], n_exp = dt->ne[2];
@@ -692,7 +756,7 @@ static nb_status awq_experts(worker *w, collector *c, int L, nb_ctx *ctx) {
     if (st == NB_OK && scaled) {
         NB_INFO(ctx, "awq: blk.%d: %zu of %lld experts scaled between up and down", L, scaled, (long long)n_exp);
         w->col_s[di] = cs; /* down's columns x s, up's rows / s, per slice */
-        w->row_s[ui] = copy_scales(cs, n * n_exp);
+        w->row_s[ui] = copy_scales(cs, n * n_exp, 1);
         cs = NULL;
         if (!w->row_s[ui]) st = NB_ERR_NOMEM;
     }
@@ -701,9 +765,10 @@ static nb_status awq_experts(worker *w, collector *c, int L, nb_ctx *ctx) {
 }
 
 static nb_status awq_block(worker *w, collector *c, int L, nb_ctx *ctx) {
-    for (size_t g = 0; g < sizeof k_awq_groups / sizeof k_awq_groups[0]; g++)
-        NB_TRY(awq_group_run(w, c, L, &k_awq_groups[g], ctx));
-    return awq_experts(w, c, L, ctx);
+    size_t ng;
+    const nb_awq_group *g = nb_awq_groups(&ng);
+    for (size_t k = 0; k < ng; k++) NB_TRY(g[k].per_expert ? awq_experts(w, c, L, &g[k], ctx) : awq_group_run(w, c, L, &g[k], ctx));
+    return NB_OK;
 }
 
 static nb_status factor_all(collector *c, const nb_gptq_opts *o, bool factor, bool keep_h, nb_ctx *ctx) {
@@ -728,7 +793,7 @@ static nb_status factor_all(collector *c, const nb_gptq_opts *o, bool factor, bo
         nb_status sq = a->imp_h ? NB_OK : nb_err(ctx, NB_ERR_NOMEM, "gptq: %s: out of memory", label);
         if (sq == NB_OK) {
             diag_importance(a->h.xtx, n, a->imp_h);
-            if (factor) sq = nb_gptq_factor_make(a->h.xtx, n, o, &a->f, label, ctx);
+            if (factor && a->gptq) sq = nb_gptq_factor_make(a->h.xtx, n, o, &a->f, label, ctx);
         }
         if (sq != NB_OK) {
 #pragma omp critical(nb_gptq_factor_fail)
@@ -749,8 +814,10 @@ static bool gptq_target(const worker *w, size_t i) {
     const nb_tensor *t = &w->src->tensors[i];
     const nb_type_traits *tt = nb_type_get(w->plan[i].type);
     bool ok = w->go->no_gptq ? tt && tt->quantize && tt->to_float : nb_gptq_supported(w->plan[i].type);
-    /* a plan with methods per tensor (the planner's mixed methods): only its gptq tensors */
-    ok = ok && (w->plan[i].method == NB_PLAN_METHOD_JOB || w->plan[i].method == NB_PLAN_METHOD_GPTQ);
+    /* a plan with methods per tensor (the planner's mixed methods): only its gptq and awq tensors */
+    nb_plan_method pm = w->plan[i].method;
+    if (pm == NB_PLAN_METHOD_AWQ) ok = w->go->awq && tt && tt->quantize && tt->to_float; /* AWQ, then rounding */
+    else ok = ok && (pm == NB_PLAN_METHOD_JOB || pm == NB_PLAN_METHOD_GPTQ);
     return converted(w, i) && ok && t->n_dims >= 2 && t->ne[1] > 1 && !strstr(t->name, "ffn_gate_inp");
 }
 
@@ -786,7 +853,9 @@ static nb_status run_layer(worker *w, int L, bool truncate, const char *count_ke
                 a->expert = t->n_dims >= 3 ? (int)x : -1;
                 a->n_in = t->ne[0];
                 a->alias = -1;
-                a->skip = t->n_dims >= 3 && !nb_plan_slice_gptq(&w->plan[i], (uint32_t)x);
+                a->skip = t->n_dims >= 3 && w->plan[i].method != NB_PLAN_METHOD_AWQ &&
+                          !nb_plan_slice_gptq(&w->plan[i], (uint32_t)x);
+                a->gptq = !w->go->no_gptq && w->plan[i].method != NB_PLAN_METHOD_AWQ;
             }
         }
         double t0 = nb_now();
@@ -816,6 +885,8 @@ static nb_status run_layer(worker *w, int L, bool truncate, const char *count_ke
     double t1 = nb_now();
     if (st == NB_OK && n_tg) finish_all(&c);
     if (st == NB_OK && n_tg && w->go->awq) st = awq_block(w, &c, L, ctx);
+    for (size_t k = 0; st == NB_OK && k < c.n; k++) /* a Hessian shared with a GPTQ weight is factored */
+        if (c.a[k].gptq && c.a[k].alias >= 0) c.a[c.a[k].alias].gptq = true;
     if (st == NB_OK && n_tg)
         st = factor_all(&c, &w->go->gptq, !w->go->no_gptq, w->go->compare_rtn, ctx);
     size_t k = 0;
@@ -921,7 +992,7 @@ nb_status nb_gptq_quantize_model(const char *src_path, const char *dst, const nb
             st = quantize_tensor(&w, i, NULL, 0, false, ctx);
     if (st == NB_OK) st = scratch_map(&s, ctx);
     if (st != NB_OK) goto out;
-    r->n_rtn = 0; /* token_embd is not a block weight */
+    r->n_rtn = r->n_plan_rounded = 0; /* token_embd is not a block weight */
     if (go->awq) {
         w.col_s = nb_calloc(ctx, m->n_tensors ? m->n_tensors : 1, sizeof *w.col_s, "AWQ scales");
         w.row_s = nb_calloc(ctx, m->n_tensors ? m->n_tensors : 1, sizeof *w.row_s, "AWQ scales");
@@ -939,8 +1010,9 @@ nb_status nb_gptq_quantize_model(const char *src_path, const char *dst, const nb
     free(w.col_s);
     free(w.row_s);
     if (st != NB_OK) goto out;
-    NB_INFO(ctx, "gptq: %zu weights by GPTQ, %zu rounded to nearest (%lld experts without tokens); "
-            "calibration passes %.1f s, GPTQ %.1f s", r->n_gptq, r->n_rtn, (long long)r->n_zero_experts,
+    NB_INFO(ctx, "gptq: %zu weights by GPTQ, %zu by AWQ's rounding (the plan's), %zu rounded as the plan says, "
+            "%zu rounded to nearest (%lld experts without tokens); calibration passes %.1f s, GPTQ %.1f s",
+            r->n_gptq, r->n_awq_weights, r->n_plan_rounded, r->n_rtn, (long long)r->n_zero_experts,
             r->seconds_calib, r->seconds_gptq);
     /* 4. the output, with the scratch's tensors as they are (the source stays
      * open: scratch_prequant looks names up in it) */

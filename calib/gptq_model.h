@@ -115,11 +115,17 @@ typedef struct nb_gptq_model_result {
     size_t n_chunks;
     uint64_t n_tokens;        /* per pass */
     size_t n_gptq;            /* weights (expert slices counted singly) quantized by GPTQ */
-    size_t n_rtn;             /* block weights rounded plainly (unsupported type, no data) */
+    size_t n_rtn;             /* block weights rounded plainly for want of GPTQ (unsupported type, no data) */
+    size_t n_plan_rounded;    /* block weights a plan with methods gives to imatrix (or rtn) rounding */
     size_t n_awq_groups;      /* AWQ groups searched */
     size_t n_awq_scaled;      /* ... of which scaled (alpha > 0 won) */
     double awq_expert_err;    /* MoE: Σ over the experts' up -> down groups of the searched output error */
     double awq_expert_err_plain; /* ... and of plain rounding (alpha 0) on the same rows */
+    double awq_norm_err;      /* MoE: Σ over the FFN-input groups (norm -> every expert's gate/up, shared
+                                 experts', routers) of the searched output error, on the pooled statistics */
+    double awq_norm_err_plain; /* ... and of plain rounding (alpha 0) on the same rows */
+    size_t n_awq_weights;     /* a plan with methods: weight slices of its "awq" tensors rounded after the
+                                 scaling (counted here, not in n_gptq) */
     int64_t n_zero_experts;   /* expert slices without a calibration token (rounded plainly) */
     double seconds_calib;     /* forward passes + Hessian accumulation */
     double seconds_gptq;

@@ -381,16 +381,20 @@ nb_status nb_quantize_job(const nb_quant_job *j, nb_quant_job_result *r, nb_ctx 
             qo.importance = pruned_importance;
             qo.importance_user = &pi;
         }
-        /* step 3: the write (mixed: the GPTQ driver only when a tensor takes GPTQ) */
-        bool any_gptq = false;
-        for (size_t i = 0; i < r->plan.n_tensors; i++) any_gptq |= r->plan.tensors[i].method == NB_PLAN_METHOD_GPTQ;
+        /* step 3: the write (mixed: the sequential driver only when a tensor takes GPTQ or AWQ) */
+        bool any_gptq = false, any_awq = false;
+        for (size_t i = 0; i < r->plan.n_tensors; i++) {
+            any_gptq |= r->plan.tensors[i].method == NB_PLAN_METHOD_GPTQ;
+            any_awq |= r->plan.tensors[i].method == NB_PLAN_METHOD_AWQ;
+        }
         if (m == NB_METHOD_MIXED)
             for (size_t i = 0; i < r->plan.n_tensors; i++) /* a plan file's tensors without a method: imatrix */
                 if (r->plan.tensors[i].method == NB_PLAN_METHOD_JOB) r->plan.tensors[i].method = NB_PLAN_METHOD_IMATRIX;
-        if (st == NB_OK && nb_quant_method_sequential(m) && (m != NB_METHOD_MIXED || any_gptq)) {
+        if (st == NB_OK && nb_quant_method_sequential(m) && (m != NB_METHOD_MIXED || any_gptq || any_awq)) {
             nb_gptq_model_opts go = {.calib_path = j->calib_path, .corpus = j->corpus, .gptq = j->gptq,
                                      .compare_rtn = j->report, .all_experts = j->all_experts,
-                                     .awq = m == NB_METHOD_AWQ || m == NB_METHOD_AWQ_GPTQ,
+                                     .awq = m == NB_METHOD_AWQ || m == NB_METHOD_AWQ_GPTQ ||
+                                            (m == NB_METHOD_MIXED && any_awq),
                                      .no_gptq = m == NB_METHOD_AWQ};
             st = nb_gptq_quantize_model(src, j->dst, &r->plan, &qo, &go, &r->gptq, ctx);
             r->quant = r->gptq.quant;

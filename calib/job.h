@@ -42,13 +42,16 @@
  *            norm / linear, then the types' rounding with importance;
  *            needs calib_path (same driver as gptq)
  *   awq+gptq AWQ scales, then GPTQ on the scaled weights
- *   mixed    with a budget: the planner chooses GPTQ or imatrix rounding per
- *            tensor (quant/budget.h "Mixed methods"; the ratios and work from
+ *   mixed    with a budget: the planner chooses GPTQ, AWQ (for a block's
+ *            attention or FFN as a whole) or imatrix rounding per tensor
+ *            (quant/budget.h "Mixed methods"; the ratios and work from
  *            calib/budget_method.h); needs calib_path (the imatrix is
  *            collected from it unless imatrix_path is given). With plan_path:
  *            the plan's per-tensor methods (tensors without one: imatrix).
- *            The write is the GPTQ driver when any tensor says gptq (it skips
- *            the others), else importance-weighted rounding.
+ *            The write is the sequential driver when any tensor says gptq or
+ *            awq (GPTQ on the gptq tensors, AWQ's scales and rounding on the
+ *            awq groups, plain imatrix rounding for the others), else
+ *            importance-weighted rounding.
  * NB_METHOD_AUTO picks imatrix when imatrix_path is set, else rtn.
  */
 #ifndef NB_CALIB_JOB_H
@@ -81,7 +84,7 @@ const char *nb_quant_method_name(nb_quant_method m);
 /* "rtn", "imatrix", "gptq", "awq", "awq+gptq", "mixed"; false for anything else. */
 bool nb_quant_method_from_name(const char *name, nb_quant_method *out);
 /* gptq, awq, awq+gptq, mixed: the block-by-block driver (calib/gptq_model.h) with calibration text
- * (mixed: when the plan has a gptq tensor). */
+ * (mixed: when the plan has a gptq or awq tensor). */
 bool nb_quant_method_sequential(nb_quant_method m);
 
 typedef struct nb_quant_job {

@@ -109,6 +109,8 @@ static char *with_method(const char *js, const char *method, const nb_gptq_model
         cJSON_AddNumberToObject(o, "n_tokens", (double)g->n_tokens);
         cJSON_AddNumberToObject(o, "n_gptq", (double)g->n_gptq);
         cJSON_AddNumberToObject(o, "n_rtn", (double)g->n_rtn);
+        cJSON_AddNumberToObject(o, "n_awq_weights", (double)g->n_awq_weights);
+        cJSON_AddNumberToObject(o, "n_plan_rounded", (double)g->n_plan_rounded);
         cJSON_AddNumberToObject(o, "n_zero_experts", (double)g->n_zero_experts);
         cJSON_AddNumberToObject(o, "n_awq_groups", (double)g->n_awq_groups);
         cJSON_AddNumberToObject(o, "n_awq_scaled", (double)g->n_awq_scaled);
@@ -438,6 +440,10 @@ int nb_cmd_quantize(int argc, char **argv) {
             if (res.method == NB_METHOD_AWQ || res.method == NB_METHOD_AWQ_GPTQ)
                 fprintf(human, "awq: %zu groups searched, %zu scaled (the rest kept scale 1)\n", g->n_awq_groups,
                         g->n_awq_scaled);
+            if (res.method == NB_METHOD_MIXED)
+                fprintf(human, "mixed: the plan's choice: %zu weights by gptq, %zu by awq (%zu groups scaled of %zu "
+                        "searched), %zu by imatrix rounding\n", g->n_gptq, g->n_awq_weights, g->n_awq_scaled,
+                        g->n_awq_groups, g->n_plan_rounded);
             fprintf(human, "%s: %zu weights (expert slices counted singly) by %s, %zu rounded to nearest, "
                     "%lld experts without calibration tokens; %zu chunks x %llu tokens; calibration passes %.1f s, "
                     "GPTQ %.1f s\n", method, g->n_gptq,

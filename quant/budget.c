@@ -321,11 +321,13 @@ static nb_status pruned_plan(alloc *a, uint32_t keep, const nb_budget *b, nb_pla
     return st;
 }
 
-/* Mixed methods: GPTQ for the tensors (expert stacks: the experts) where it
- * saves the most predicted loss per marginal predicted second (see the
- * header), the others imatrix rounding. O(n²) in the candidates. */
+/* Mixed methods: GPTQ for the tensors (expert stacks: the experts), or AWQ
+ * for the units (a block's attention or FFN), where it saves the most
+ * predicted loss per marginal predicted second (see the header), the others
+ * imatrix rounding. O(n²) in the candidates. */
 typedef struct gain {
-    size_t t;
+    size_t t;            /* the tensor (AWQ: its unit's first) */
+    bool awq;            /* AWQ on t's unit (else GPTQ on t) */
     int64_t slice;       /* expert of a stack (-1: the whole tensor) */
     double saved, extra; /* predicted loss saved; its own extra seconds */
     int block;           /* its block's passes (-1: none) */
@@ -333,13 +335,22 @@ typedef struct gain {
     bool done, taken;
 } gain;
 
+/* AWQ's predicted error ratio of e at type ty (1: not measured, no gain). */
+static double awq_ratio(const nb_sens_tensor *e, nb_type ty) {
+    for (size_t k = 0; k < e->n_cands; k++)
+        if (e->cands[k].type == ty && e->awq_ratio[k] > 0) return e->awq_ratio[k];
+    return 1.0;
+}
+
 static nb_status choose_methods(const nb_sens *s, const nb_budget *b, nb_plan *p, nb_budget_result *r, nb_ctx *ctx) {
     size_t nt = p->n_tensors ? p->n_tensors : 1, cap = 0;
     for (size_t i = 0; i < p->n_tensors; i++) cap += s->tensors[i].n_slices > 1 ? s->tensors[i].n_slices : 1;
+    cap += p->n_tensors; /* AWQ units */
     gain *g = nb_calloc(ctx, cap ? cap : 1, sizeof *g, "planner methods");
     bool *open = nb_calloc(ctx, nt, sizeof *open, "planner methods"); /* blocks whose passes are paid */
     bool *seen = nb_calloc(ctx, nt, sizeof *seen, "planner methods");
-    if (!g || !open || !seen) { free(g); free(open); free(seen); return NB_ERR_NOMEM; }
+    unsigned char *unit = nb_calloc(ctx, nt, 1, "planner methods"); /* per unit lead: 1 AWQ taken, 2 a GPTQ member */
+    if (!g || !open || !seen || !unit) { free(g); free(open); free(seen); free(unit); return NB_ERR_NOMEM; }
     size_t n = 0;
     r->methods = true;
     r->pred_loss_round = r->pred_loss;
@@ -357,7 +368,8 @@ static nb_status choose_methods(const nb_sens *s, const nb_budget *b, nb_plan *p
         double saved = pt->pred_err * (1.0 - ratio), extra = e->sec_gptq - e->sec_round;
         bool blk = e->gptq_block >= 0 && (size_t)e->gptq_block < nt;
         if (!(ratio > 0) || pt->type == pt->src_type || !(saved > 0) || !(extra + (blk ? e->sec_pass : 0) > 0)) continue;
-        gain x = {i, -1, saved, extra > 0 ? extra : 0, blk ? e->gptq_block : -1, blk ? e->sec_pass : 0, false, false};
+        gain x = {i, false, -1, saved, extra > 0 ? extra : 0, blk ? e->gptq_block : -1, blk ? e->sec_pass : 0, false,
+                  false};
         if (e->n_slices > 1 && e->slice_err && !p->prune.keep) { /* per expert: its routing-weighted error */
             for (uint32_t sl = 0; sl < e->n_slices; sl++) {
                 g[n] = x;
@@ -372,12 +384,33 @@ static nb_status choose_methods(const nb_sens *s, const nb_budget *b, nb_plan *p
         r->sec_all_gptq += x.extra;
         if (blk && !seen[e->gptq_block]) { seen[e->gptq_block] = true; r->sec_all_gptq += e->sec_pass; }
     }
+    /* AWQ: one option per unit whose every tensor the planner chose (and converts) */
+    for (size_t i = 0; i < p->n_tensors; i++) {
+        const nb_sens_tensor *e = &s->tensors[i];
+        if (e->awq_unit != i + 1) continue; /* not a unit's first tensor */
+        gain x = {i, true, -1, 0, 0, -1, 0, false, false};
+        bool ok = e->gptq_block >= 0 && (size_t)e->gptq_block < nt;
+        for (size_t j = i; j < p->n_tensors && ok; j++) {
+            const nb_sens_tensor *ej = &s->tensors[j];
+            const nb_plan_tensor *pj = &p->tensors[j];
+            if (ej->awq_unit != i + 1) continue;
+            ok = ej->planned && pj->why == NB_PLAN_BUDGET && pj->type != pj->src_type && ej->gptq_block == e->gptq_block;
+            x.saved += pj->pred_err * (1.0 - awq_ratio(ej, pj->type));
+            x.extra += ej->sec_awq > ej->sec_round ? ej->sec_awq - ej->sec_round : 0;
+        }
+        if (!ok || !(x.saved > 0) || !(x.extra + e->sec_pass > 0)) continue;
+        x.block = e->gptq_block;
+        x.pass = e->sec_pass;
+        g[n++] = x;
+    }
     double spent = 0;
     for (;;) {
         size_t best = n;
         double bs = 0, bc = 1;
         for (size_t k = 0; k < n; k++) {
             if (g[k].done) continue;
+            size_t u = g[k].awq ? g[k].t + 1 : s->tensors[g[k].t].awq_unit; /* GPTQ and AWQ exclude each other */
+            if (u && unit[u - 1] == (g[k].awq ? 2 : 1)) continue;
             double c = g[k].extra + (g[k].block >= 0 && !open[g[k].block] ? g[k].pass : 0);
             if (b->method_seconds > 0 && spent + c > b->method_seconds) continue;
             if (b->method_seconds <= 0 && !(g[k].saved > b->method_lambda * c)) continue;
@@ -389,7 +422,21 @@ static nb_status choose_methods(const nb_sens *s, const nb_budget *b, nb_plan *p
         x->done = x->taken = true;
         spent += bc;
         if (x->block >= 0) open[x->block] = true;
+        if (x->awq) {
+            unit[x->t] = 1;
+            for (size_t j = x->t; j < p->n_tensors; j++) {
+                if (s->tensors[j].awq_unit != x->t + 1) continue;
+                nb_plan_tensor *pj = &p->tensors[j];
+                double sv = pj->pred_err * (1.0 - awq_ratio(&s->tensors[j], pj->type));
+                pj->method = NB_PLAN_METHOD_AWQ;
+                pj->pred_err -= sv;
+                r->pred_loss -= sv;
+                r->n_awq++;
+            }
+            continue;
+        }
         nb_plan_tensor *pt = &p->tensors[x->t];
+        if (s->tensors[x->t].awq_unit) unit[s->tensors[x->t].awq_unit - 1] = 2;
         if (pt->method != NB_PLAN_METHOD_GPTQ) r->n_gptq++;
         pt->method = NB_PLAN_METHOD_GPTQ;
         pt->pred_err -= x->saved;
@@ -399,13 +446,14 @@ static nb_status choose_methods(const nb_sens *s, const nb_budget *b, nb_plan *p
     nb_status st = NB_OK;
     for (size_t k = 0; k < n && st == NB_OK; k++) {
         nb_plan_tensor *pt = &p->tensors[g[k].t];
-        if (g[k].slice < 0 || (k && g[k - 1].t == g[k].t) || pt->method != NB_PLAN_METHOD_GPTQ) continue; /* once */
+        if (g[k].awq || g[k].slice < 0 || (k && g[k - 1].t == g[k].t) || pt->method != NB_PLAN_METHOD_GPTQ)
+            continue; /* once */
         uint32_t ns = s->tensors[g[k].t].n_slices, cnt = 0;
-        for (size_t q = k; q < n && g[q].t == g[k].t; q++) cnt += g[q].taken;
+        for (size_t q = k; q < n && g[q].t == g[k].t && !g[q].awq; q++) cnt += g[q].taken;
         if (cnt == ns) continue;
         pt->gptq_experts = nb_calloc(ctx, cnt, sizeof *pt->gptq_experts, "planner methods");
         if (!pt->gptq_experts) { st = NB_ERR_NOMEM; break; }
-        for (size_t q = k; q < n && g[q].t == g[k].t; q++)
+        for (size_t q = k; q < n && g[q].t == g[k].t && !g[q].awq; q++)
             if (g[q].taken) pt->gptq_experts[pt->n_gptq_experts++] = (uint32_t)g[q].slice;
     }
     r->sec_all_gptq += r->sec_all_round;
@@ -413,6 +461,7 @@ static nb_status choose_methods(const nb_sens *s, const nb_budget *b, nb_plan *p
     free(g);
     free(open);
     free(seen);
+    free(unit);
     return st;
 }
 
@@ -537,7 +586,7 @@ void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const
         size_t cnt[NB_TYPE_COUNT] = {0};
         uint64_t nt = 0, bytes = 0, el = 0;
         double loss = 0;
-        size_t n_method[NB_PLAN_METHOD_GPTQ + 1] = {0};
+        size_t n_method[NB_PLAN_METHOD_LAST + 1] = {0};
         for (size_t k = i; k < p->n_tensors; k++) {
             const nb_plan_tensor *t = &p->tensors[k];
             if (done[k] || t->why != NB_PLAN_BUDGET || strcmp(group_of(t->name, g2, sizeof g2), gi)) continue;
@@ -557,7 +606,7 @@ void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const
             o += w > 0 ? (size_t)w : 0;
         }
         char meth[64] = "";
-        for (int k = NB_PLAN_METHOD_RTN, w = 0; r->methods && k <= NB_PLAN_METHOD_GPTQ; k++)
+        for (int k = NB_PLAN_METHOD_RTN, w = 0; r->methods && k <= NB_PLAN_METHOD_LAST; k++)
             if (n_method[k] && w >= 0 && (size_t)w < sizeof meth)
                 w += snprintf(meth + w, sizeof meth - (size_t)w, "  %s:%zu", nb_plan_method_name((nb_plan_method)k),
                               n_method[k]);
@@ -595,9 +644,9 @@ void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const
                 r->keep, r->n_expert, p->prune.criterion, r->drop_loss);
     fprintf(f, "predicted loss %.6g (importance-weighted squared error, summed over tensors)\n", r->pred_loss);
     if (r->methods)
-        fprintf(f, "methods     GPTQ on %zu of %zu tensors: predicted loss %.6g (%.6g with imatrix rounding alone), "
-                "predicted work %.1f s (rounding alone %.1f s, GPTQ wherever it helps %.1f s)\n", r->n_gptq,
-                r->n_planned, r->pred_loss, r->pred_loss_round, r->sec_methods, r->sec_all_round, r->sec_all_gptq);
+        fprintf(f, "methods     GPTQ on %zu, AWQ on %zu of %zu tensors: predicted loss %.6g (%.6g with imatrix rounding "
+                "alone), predicted work %.1f s (rounding alone %.1f s, GPTQ wherever it helps %.1f s)\n", r->n_gptq,
+                r->n_awq, r->n_planned, r->pred_loss, r->pred_loss_round, r->sec_methods, r->sec_all_round, r->sec_all_gptq);
 }
 
 char *nb_budget_result_json(const nb_budget_result *r, const nb_budget *b) {
@@ -629,6 +678,7 @@ char *nb_budget_result_json(const nb_budget_result *r, const nb_budget *b) {
     cJSON_AddNumberToObject(j, "n_planned", (double)r->n_planned);
     if (r->methods) {
         cJSON_AddNumberToObject(j, "n_gptq", (double)r->n_gptq);
+        cJSON_AddNumberToObject(j, "n_awq", (double)r->n_awq);
         cJSON_AddNumberToObject(j, "pred_loss_round", r->pred_loss_round);
         cJSON_AddNumberToObject(j, "pred_seconds", r->sec_methods);
         cJSON_AddNumberToObject(j, "pred_seconds_round", r->sec_all_round);

@@ -136,8 +136,16 @@ typedef struct nb_sens_tensor {
        type), and each method's predicted seconds for this tensor */
     double gptq_ratio[NB_SENS_MAX_CANDS];
     double sec_round, sec_gptq; /* the tensor's own work (GPTQ: without the block's passes) */
-    int gptq_block;             /* the block whose sequential passes GPTQ on it needs (-1: none) */
-    double sec_pass;            /* those passes' seconds, paid once per block with a GPTQ tensor */
+    int gptq_block;             /* the block whose sequential passes GPTQ (or AWQ) on it needs (-1: none) */
+    double sec_pass;            /* those passes' seconds, paid once per block with a GPTQ or AWQ tensor */
+    /* AWQ (calib/awq.h): its error as a fraction of importance-weighted rounding's, per frontier
+       candidate, measured on the group where the tensor reads the scaled input (0: not measured: no
+       gain predicted); its predicted seconds; 1 + the index of the first tensor of its unit (a block's
+       attention or FFN, chosen as a whole: the scales are shared by all readers of an input), 0: AWQ
+       does not apply */
+    double awq_ratio[NB_SENS_MAX_CANDS];
+    double sec_awq;
+    size_t awq_unit;
 } nb_sens_tensor;
 
 typedef struct nb_sens {
@@ -218,6 +226,7 @@ typedef struct nb_budget_result {
     size_t n_planned;
     bool methods;            /* mixed methods chosen */
     size_t n_gptq;           /* tensors given GPTQ */
+    size_t n_awq;            /* tensors given AWQ (whole units) */
     double sec_methods;      /* predicted seconds of the chosen methods (rounding + GPTQ) */
     double sec_all_gptq;     /* ... had every tensor GPTQ could help taken it */
     double sec_all_round;    /* ... had every tensor been rounded */

@@ -447,7 +447,7 @@ static nb_status parse_tensor(const cJSON *e, size_t i, const char *what, nb_pla
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(e, "method")))
         NB_RETURN_IF(ctx, !cJSON_IsString(v) || !nb_plan_method_from_name(v->valuestring, &t->method), NB_ERR_FORMAT,
-                     "%s: plan: tensor '%s': unknown \"method\" (rtn, imatrix or gptq)", what, nm);
+                     "%s: plan: tensor '%s': unknown \"method\" (rtn, imatrix, gptq or awq)", what, nm);
     if ((v = cJSON_GetObjectItemCaseSensitive(e, "gptq_experts"))) {
         int n = cJSON_IsArray(v) ? cJSON_GetArraySize(v) : -1;
         NB_RETURN_IF(ctx, n < 1 || n > 65536 || t->method != NB_PLAN_METHOD_GPTQ, NB_ERR_FORMAT,
@@ -584,12 +584,13 @@ const char *nb_plan_method_name(nb_plan_method m) {
     case NB_PLAN_METHOD_RTN: return "rtn";
     case NB_PLAN_METHOD_IMATRIX: return "imatrix";
     case NB_PLAN_METHOD_GPTQ: return "gptq";
+    case NB_PLAN_METHOD_AWQ: return "awq";
     }
     return "?";
 }
 
 bool nb_plan_method_from_name(const char *name, nb_plan_method *out) {
-    for (int m = NB_PLAN_METHOD_JOB; m <= NB_PLAN_METHOD_GPTQ; m++)
+    for (int m = NB_PLAN_METHOD_JOB; m <= NB_PLAN_METHOD_LAST; m++)
         if (!strcmp(name, nb_plan_method_name((nb_plan_method)m))) {
             *out = (nb_plan_method)m;
             return true;

@@ -62,10 +62,17 @@ typedef enum nb_plan_method {
     NB_PLAN_METHOD_JOB = 0, /* not recorded */
     NB_PLAN_METHOD_RTN,     /* "rtn": round to nearest, no importance */
     NB_PLAN_METHOD_IMATRIX, /* "imatrix": importance-weighted rounding */
-    NB_PLAN_METHOD_GPTQ     /* "gptq": sequential GPTQ (calib/gptq_model.h) */
+    NB_PLAN_METHOD_GPTQ,    /* "gptq": sequential GPTQ (calib/gptq_model.h) */
+    NB_PLAN_METHOD_AWQ      /* "awq": AWQ scales (calib/awq.h), then importance-weighted rounding; chosen
+                               for a block's attention (q, k, v, o) or FFN (gate, up, down, their expert and
+                               shared-expert stacks) as a whole, as the scales are shared by every linear
+                               reading the same input (the driver scales a group only when all its readers
+                               say awq) */
 } nb_plan_method;
 
-/* "job", "rtn", "imatrix", "gptq". */
+#define NB_PLAN_METHOD_LAST NB_PLAN_METHOD_AWQ
+
+/* "job", "rtn", "imatrix", "gptq", "awq". */
 const char *nb_plan_method_name(nb_plan_method m);
 /* Inverse of nb_plan_method_name ("job" included); false for anything else. */
 bool nb_plan_method_from_name(const char *name, nb_plan_method *out);

@@ -10,12 +10,20 @@
  *   - end to end with q4_0: awq and awq+gptq write files that load and run;
  *     1 vs 2 threads give identical bytes;
  *   - MoE experts: on a synthetic mixtral, per-expert scales between up and
- *     down fold without changing the float model (F16 targets, given alpha:
- *     the expert tensors change, the logits do not beyond F16 rounding), and
- *     with down_exps in Q4_0 the searched scales lower the experts' output
- *     error — recomputed here, per expert, from the written file's up, gate
- *     and down and the source's own inputs of block 0's experts on the
- *     calibration chunks — below the same rounding without scales. */
+ *     down and the FFN input's scales (ffn_norm -> every expert's gate and
+ *     up and the router's columns) fold without changing the float model
+ *     (F16 targets, given alpha: the expert tensors, the norm and the router
+ *     change, the logits do not beyond F16 rounding, and every test token is
+ *     routed to the same experts), and with down_exps in Q4_0 the searched
+ *     scales lower the experts' output error — recomputed here, per expert,
+ *     from the written file's up, gate and down and the source's own inputs
+ *     of block 0's experts on the calibration chunks (divided by the FFN
+ *     input's scales where the file's norm took them) — below the same
+ *     rounding without scales;
+ *   - MoE FFN input: on a mixtral whose residual stream keeps one large
+ *     channel (synth's starve_experts), with only gate_exps and up_exps in
+ *     Q4_0, the shared norm-folded scales lower the same recomputed expert
+ *     output error below unscaled rounding. */
 #include "calib/awq.h"
 #include "calib/gptq.h"
 #include "calib/gptq_model.h"
@@ -149,17 +157,38 @@ static nb_gptq_model_opts awq_opts(void) {
     return o;
 }
 
-static float *logits_of(const char *path, int n_tok, nb_ctx *ctx) {
+/* Experts chosen per token, per layer (at most 2 layers x 32 tokens x 2 used). */
+typedef struct routes {
+    int32_t sel[2][32 * 2];
+    int64_t n[2];
+} routes;
+
+static void on_route(void *user, int layer, const int32_t *experts, const float *weights, int64_t n_tok, int n_used,
+                     int n_expert) {
+    routes *r = user;
+    (void)weights;
+    (void)n_expert;
+    if (layer < 0 || layer >= 2 || n_used != 2) return;
+    for (int64_t k = 0; k < n_tok * n_used && r->n[layer] < 64; k++) r->sel[layer][r->n[layer]++] = experts[k];
+}
+
+static float *logits_of_routes(const char *path, int n_tok, routes *rt, nb_ctx *ctx) {
     nb_engine *e = NULL;
     nb_engine_opts eo = {n_tok, n_tok, 1, true, NB_CACHE_F32};
     ck_assert_msg(nb_engine_open(path, &eo, &e, ctx) == NB_OK, "%s", nb_errmsg(ctx));
     int32_t tok[32];
     for (int i = 0; i < n_tok; i++) tok[i] = (int32_t)((i * 37 + 5) % 500);
     float *lg = malloc((size_t)n_tok * (size_t)nb_engine_n_vocab(e) * sizeof(float));
+    if (rt) {
+        nb_engine_hooks hk = {NULL, on_route, rt};
+        nb_engine_set_hooks(e, &hk);
+    }
     ck_assert_int_eq(nb_engine_eval(e, tok, n_tok, 0, lg, ctx), NB_OK);
     nb_engine_free(e);
     return lg;
 }
+
+static float *logits_of(const char *path, int n_tok, nb_ctx *ctx) { return logits_of_routes(path, n_tok, NULL, ctx); }
 
 /* src through the AWQ driver with alpha 0.5 and F16 targets (out) and plainly to F16 (plain): the
  * tensors `changed` differ between the two, `same` do not, and the logits stay within F16 tolerance of
@@ -194,7 +223,17 @@ static void check_folding(const char *src, const char *out, const char *plain, c
     nb_model_close(mb);
     /* ... and the function did not: logits within F16 tolerance of the F32 source's */
     const int nt = 24;
-    float *l0 = logits_of(src, nt, ctx), *la = logits_of(out, nt, ctx), *lb = logits_of(plain, nt, ctx);
+    routes r0 = {0}, ra = {0};
+    float *l0 = logits_of_routes(src, nt, &r0, ctx), *la = logits_of_routes(out, nt, &ra, ctx),
+          *lb = logits_of(plain, nt, ctx);
+    for (int L = 0; L < 2; L++) { /* MoE: the same experts for every token (none: nothing recorded) */
+        ck_assert_int_eq(r0.n[L], ra.n[L]);
+        for (int64_t k = 0; k < r0.n[L]; k += 2) { /* the pair, in either order */
+            int32_t a0 = r0.sel[L][k], a1 = r0.sel[L][k + 1], b0 = ra.sel[L][k], b1 = ra.sel[L][k + 1];
+            ck_assert_msg((a0 == b0 && a1 == b1) || (a0 == b1 && a1 == b0), "layer %d token %lld: experts %d,%d vs %d,%d",
+                          L, (long long)k / 2, a0, a1, b0, b1);
+        }
+    }
     double da = 0, db = 0, scale = 0;
     for (int64_t k = 0; k < (int64_t)nt * 512; k++) {
         da = fmax(da, fabs((double)la[k] - l0[k]));
@@ -261,9 +300,9 @@ START_TEST(end_to_end_q4_0) {
 }
 END_TEST
 
-static const char *synth_moe(nb_ctx *ctx) {
+static const char *synth_moe_opts(nb_ctx *ctx, const char *name, uint32_t starve) {
     static char path[512];
-    snprintf(path, sizeof path, "%s", nbt_path("awq_moe.gguf"));
+    snprintf(path, sizeof path, "%s", nbt_path(name));
     if (nbt_file_exists(path)) return path;
     nb_synth_opts o;
     nb_synth_opts_init(&o);
@@ -278,25 +317,31 @@ static const char *synth_moe(nb_ctx *ctx) {
     o.n_vocab = 512;
     o.dtype = NB_TYPE_F32;
     o.seed = 11;
+    o.starve_experts = starve;
     ck_assert_msg(nb_synth_write(&o, path, ctx) == NB_OK, "%s", nb_errmsg(ctx));
     return path;
 }
+
+static const char *synth_moe(nb_ctx *ctx) { return synth_moe_opts(ctx, "awq_moe.gguf", 0); }
 
 START_TEST(moe_folding_keeps_the_float_model) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
     ctx.log_level = NB_LOG_WARN;
-    static const char *const changed[] = {"blk.0.ffn_up_exps.weight", "blk.0.ffn_down_exps.weight",
-                                          "blk.1.ffn_up_exps.weight", "blk.1.ffn_down_exps.weight"};
-    /* the gate and the norm before the experts (it also feeds the router) are not scaled */
-    static const char *const same[] = {"blk.0.ffn_gate_exps.weight", "blk.0.ffn_norm.weight",
-                                       "blk.0.ffn_gate_inp.weight"};
+    /* the FFN input's scales: the norm (weight / s), every expert's gate and up (columns x s), the router
+       (columns x s, kept F32); up -> down per expert */
+    static const char *const changed[] = {"blk.0.ffn_up_exps.weight",   "blk.0.ffn_down_exps.weight",
+                                          "blk.1.ffn_up_exps.weight",   "blk.1.ffn_down_exps.weight",
+                                          "blk.0.ffn_gate_exps.weight", "blk.1.ffn_gate_exps.weight",
+                                          "blk.0.ffn_norm.weight",      "blk.1.ffn_norm.weight",
+                                          "blk.0.ffn_gate_inp.weight",  "blk.1.ffn_gate_inp.weight"};
+    static const char *const same[] = {"token_embd.weight", "output_norm.weight"};
     size_t scaled;
     check_folding(synth_moe(&ctx), nbt_path("awq_moe_f16.gguf"), nbt_path("awq_moe_f16_plain.gguf"), changed,
                   sizeof changed / sizeof *changed, same, sizeof same / sizeof *same, &scaled, &ctx);
-    /* per block: norm -> qkv, v -> o, and one group per expert that received tokens */
-    ck_assert_uint_gt(scaled, 2 * 2);
-    ck_assert_uint_le(scaled, 2 * (2 + 4));
+    /* per block: norm -> qkv, v -> o, norm -> experts' gate/up, and one group per expert that received tokens */
+    ck_assert_uint_gt(scaled, 2 * 3);
+    ck_assert_uint_le(scaled, 2 * (3 + 4));
     nb_ctx_free(&ctx);
 }
 END_TEST
@@ -343,14 +388,22 @@ static double expert_error(const char *src, const char *path, const expert_input
         ws[k] = tensor_f32(ms, names[k], &nel);
         wq[k] = tensor_f32(mq, names[k], &nel);
     }
+    /* the file's experts read the source's input times norm_file / norm_source (1 unless the FFN input's
+       scales were folded into the norm) */
+    float *ns = tensor_f32(ms, "blk.0.ffn_norm.weight", &nel), *nq = tensor_f32(mq, "blk.0.ffn_norm.weight", &nel);
     const int64_t d = u->n_in, ff = 128;
+    ck_assert_int_eq(nel, d);
     double err = 0;
-    float *h = malloc((size_t)ff * 2 * sizeof(float));
+    float *h = malloc((size_t)ff * 2 * sizeof(float)), *xq = malloc((size_t)d * sizeof(float));
     for (int e = 0; e < 4; e++)
         for (int64_t t = 0; t < u->n[e]; t++) {
-            const float *x = u->x[e] + t * d;
             for (int v = 0; v < 2; v++) { /* v 0: source, 1: the file */
                 float **w = v ? wq : ws;
+                const float *x = u->x[e] + t * d;
+                if (v) {
+                    for (int64_t j = 0; j < d; j++) xq[j] = (float)((double)x[j] * nq[j] / ns[j]);
+                    x = xq;
+                }
                 for (int64_t r = 0; r < ff; r++) {
                     double g = 0, up = 0;
                     for (int64_t j = 0; j < d; j++) {
@@ -370,32 +423,48 @@ static double expert_error(const char *src, const char *path, const expert_input
             }
         }
     free(h);
+    free(xq);
+    free(ns);
+    free(nq);
     for (int k = 0; k < 3; k++) { free(ws[k]); free(wq[k]); }
     nb_model_close(ms);
     nb_model_close(mq);
     return err;
 }
 
-START_TEST(moe_expert_error_goes_down) {
-    nb_ctx ctx;
-    nbt_ctx(&ctx);
-    ctx.log_level = NB_LOG_WARN;
-    const char *src = synth_moe(&ctx);
+/* src through the AWQ driver and the same rounding without scales (out, plain), the plan F16 but for the
+ * expert tensors named in `q4` (Q4_0) and `keep` (their source type, F32): the experts' output errors
+ * recomputed (*ea, *ep), and the library's searched / plain errors of the per-expert (or FFN-input)
+ * groups (*lib, *lib_plain). */
+static void moe_errors(const char *src, const char *tag, const char *const *q4, int n_q4, const char *const *keep,
+                       int n_keep, bool norm_groups, double *ea, double *ep, double *lib, double *lib_plain,
+                       size_t *scaled, nb_ctx *ctx) {
+    nb_ctx *cx = ctx;
     nb_plan pl;
-    ck_assert_int_eq(nbt_plan(src, nb_mix_find("f16"), &pl, &ctx), NB_OK);
-    for (size_t i = 0; i < pl.n_tensors; i++) /* only the experts' down projections are rounded coarsely */
-        if (strstr(pl.tensors[i].name, "ffn_down_exps")) pl.tensors[i].type = pl.tensors[i].wanted = NB_TYPE_Q4_0;
-    ck_assert_int_eq(nb_plan_retotal(&pl, &ctx), NB_OK);
+    ck_assert_int_eq(nbt_plan(src, nb_mix_find("f16"), &pl, cx), NB_OK);
+    for (size_t i = 0; i < pl.n_tensors; i++) {
+        for (int k = 0; k < n_q4; k++)
+            if (strstr(pl.tensors[i].name, q4[k])) pl.tensors[i].type = pl.tensors[i].wanted = NB_TYPE_Q4_0;
+        for (int k = 0; k < n_keep; k++)
+            if (strstr(pl.tensors[i].name, keep[k])) pl.tensors[i].type = pl.tensors[i].wanted = pl.tensors[i].src_type;
+    }
+    ck_assert_int_eq(nb_plan_retotal(&pl, cx), NB_OK);
     nb_quant_opts qo = {0};
-    const char *out = nbt_path("awq_moe_q4.gguf"), *plain = nbt_path("awq_moe_q4_plain.gguf");
+    char no[64], np[64];
+    snprintf(no, sizeof no, "awq_moe_%s.gguf", tag);
+    snprintf(np, sizeof np, "awq_moe_%s_plain.gguf", tag);
+    static char out[1024], plain[1024];
+    snprintf(out, sizeof out, "%s", nbt_path(no));
+    snprintf(plain, sizeof plain, "%s", nbt_path(np));
     nb_gptq_model_opts go = awq_opts();
     nb_gptq_model_result r;
-    ck_assert_msg(nb_gptq_quantize_model(src, out, &pl, &qo, &go, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
-    double lib = r.awq_expert_err, lib_plain = r.awq_expert_err_plain;
-    size_t scaled = r.n_awq_scaled;
+    ck_assert_msg(nb_gptq_quantize_model(src, out, &pl, &qo, &go, &r, cx) == NB_OK, "%s", nb_errmsg(cx));
+    *lib = norm_groups ? r.awq_norm_err : r.awq_expert_err;
+    *lib_plain = norm_groups ? r.awq_norm_err_plain : r.awq_expert_err_plain;
+    *scaled = r.n_awq_scaled;
     nb_gptq_model_result_free(&r);
     go.awq = false; /* the same rounding (importance from the same Hessians), no scales */
-    ck_assert_msg(nb_gptq_quantize_model(src, plain, &pl, &qo, &go, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_msg(nb_gptq_quantize_model(src, plain, &pl, &qo, &go, &r, cx) == NB_OK, "%s", nb_errmsg(cx));
     ck_assert_uint_eq(r.n_awq_groups, 0);
     nb_gptq_model_result_free(&r);
     /* the source's inputs of block 0's experts on the calibration chunks the driver used (what the scales
@@ -405,31 +474,71 @@ START_TEST(moe_expert_error_goes_down) {
     nb_model *sm = NULL;
     nb_tokenizer *tok = NULL;
     nb_corpus corpus = {0};
-    ck_assert_int_eq(nb_model_open(src, &sm, &ctx), NB_OK);
-    ck_assert_int_eq(nb_tokenizer_create(&sm->kv, &tok, &ctx), NB_OK);
-    ck_assert_int_eq(nb_corpus_load(go.calib_path, tok, 512, &go.corpus, &corpus, &ctx), NB_OK);
+    ck_assert_int_eq(nb_model_open(src, &sm, cx), NB_OK);
+    ck_assert_int_eq(nb_tokenizer_create(&sm->kv, &tok, cx), NB_OK);
+    ck_assert_int_eq(nb_corpus_load(go.calib_path, tok, 512, &go.corpus, &corpus, cx), NB_OK);
     nb_engine *e = NULL;
     nb_engine_opts eo = {corpus.n_ctx, corpus.n_ctx, 1, true, NB_CACHE_F32};
-    ck_assert_int_eq(nb_engine_open_model(sm, &eo, &e, &ctx), NB_OK);
+    ck_assert_int_eq(nb_engine_open_model(sm, &eo, &e, cx), NB_OK);
     nb_engine_hooks hk = {grab_expert_inputs, NULL, &u};
     nb_engine_set_hooks(e, &hk);
     for (size_t c = 0; c < corpus.n_chunks; c++) {
         nb_engine_reset(e);
-        ck_assert_int_eq(nb_engine_eval(e, corpus.tokens + c * (size_t)corpus.n_ctx, corpus.n_ctx, 0, NULL, &ctx),
+        ck_assert_int_eq(nb_engine_eval(e, corpus.tokens + c * (size_t)corpus.n_ctx, corpus.n_ctx, 0, NULL, cx),
                          NB_OK);
     }
     nb_engine_free(e);
     nb_corpus_free(&corpus);
     nb_tokenizer_free(tok);
     nb_model_close(sm);
-    double ea = expert_error(src, out, &u, &ctx), ep = expert_error(src, plain, &u, &ctx);
+    *ea = expert_error(src, out, &u, cx);
+    *ep = expert_error(src, plain, &u, cx);
+    for (int k = 0; k < 4; k++) free(u.x[k]);
+    nb_plan_free(&pl);
+}
+
+START_TEST(moe_expert_error_goes_down) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    ctx.log_level = NB_LOG_WARN;
+    static const char *const q4[] = {"ffn_down_exps"}; /* only the experts' down projections rounded coarsely */
+    double ea, ep, lib, lib_plain;
+    size_t scaled;
+    moe_errors(synth_moe(&ctx), "q4", q4, 1, NULL, 0, false, &ea, &ep, &lib, &lib_plain, &scaled, &ctx);
     printf("awq moe: %zu groups scaled; experts' output error AWQ %.4g vs unscaled %.4g (%.3f); library's sampled "
            "rows %.4g vs %.4g\n", scaled, ea, ep, ea / ep, lib, lib_plain);
     ck_assert_uint_gt(scaled, 0);
     ck_assert_msg(lib < lib_plain, "search: %g vs %g", lib, lib_plain);
     ck_assert_msg(ea < ep, "AWQ experts' output error %g not below unscaled %g", ea, ep);
-    for (int k = 0; k < 4; k++) free(u.x[k]);
-    nb_plan_free(&pl);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+START_TEST(moe_ffn_input_outlier) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    ctx.log_level = NB_LOG_WARN;
+    /* one large residual channel (synth's starve_experts: element 0 of every embedding is 10); gate and up
+       of every expert in Q4_0, down kept in F32 (so no up -> down scales: only the shared FFN-input ones) */
+    const char *src = synth_moe_opts(&ctx, "awq_moe_outlier.gguf", 1);
+    static const char *const q4[] = {"ffn_gate_exps", "ffn_up_exps"}, *const keep[] = {"ffn_down_exps"};
+    double ea, ep, lib, lib_plain;
+    size_t scaled;
+    moe_errors(src, "gu", q4, 2, keep, 1, true, &ea, &ep, &lib, &lib_plain, &scaled, &ctx);
+    printf("awq moe FFN input: %zu groups scaled; experts' output error AWQ %.4g vs unscaled %.4g (%.3f); "
+           "library's pooled sampled rows %.4g vs %.4g\n", scaled, ea, ep, ea / ep, lib, lib_plain);
+    ck_assert_msg(lib > 0 && lib < lib_plain, "search: %g vs %g", lib, lib_plain);
+    ck_assert_msg(ea < ep, "AWQ experts' output error %g not below unscaled %g", ea, ep);
+    /* the scales went into block 0's norm, and its router kept its type */
+    nb_model *a = NULL, *b = NULL;
+    ck_assert_int_eq(nb_model_open(src, &a, &ctx), NB_OK);
+    ck_assert_int_eq(nb_model_open(nbt_path("awq_moe_gu.gguf"), &b, &ctx), NB_OK);
+    const nb_tensor *na = nb_model_find(a, "blk.0.ffn_norm.weight"), *nb = nb_model_find(b, "blk.0.ffn_norm.weight");
+    ck_assert(na && nb && memcmp(na->data, nb->data, (size_t)na->nbytes) != 0);
+    const nb_tensor *ra = nb_model_find(a, "blk.0.ffn_gate_inp.weight"), *rb = nb_model_find(b, "blk.0.ffn_gate_inp.weight");
+    ck_assert(ra && rb && ra->type == rb->type && memcmp(ra->data, rb->data, (size_t)ra->nbytes) != 0);
+    nb_model_close(a);
+    nb_model_close(b);
     nb_ctx_free(&ctx);
 }
 END_TEST
@@ -443,6 +552,7 @@ int main(void) {
     tcase_add_test(tc, end_to_end_q4_0);
     tcase_add_test(tc, moe_folding_keeps_the_float_model);
     tcase_add_test(tc, moe_expert_error_goes_down);
+    tcase_add_test(tc, moe_ffn_input_outlier);
     suite_add_tcase(s, tc);
     return nbt_run_suite(s);
 }
