@@ -73,10 +73,10 @@ extern const nb_opt_choice nb_cli_runtimes[];
 #define NB_CLI_METHOD_MIX_ROWS(seconds, lambda)                                                              \
     {.name = "method-time-budget", .type = NB_OPT_DOUBLE, .dest = &(seconds), .meta = "SECONDS", .lo = 0,      \
      .hi = 1e9, .flags = NB_OPT_LO_OPEN,                                                                     \
-     .help = "mixed: at most this many predicted seconds of GPTQ work beyond rounding"},                    \
+     .help = "mixed: at most this many predicted seconds of GPTQ and AWQ work beyond rounding"},                    \
     {.name = "method-lambda", .type = NB_OPT_DOUBLE, .dest = &(lambda), .meta = "X", .lo = 0, .hi = 1e300,    \
-     .help = "mixed: GPTQ where its saved predicted loss exceeds X per extra predicted\n"                   \
-             "second (default 0: wherever it is predicted to help)"}
+     .help = "mixed: GPTQ or AWQ where its saved predicted loss exceeds X per extra\n"                     \
+             "predicted second (default 0: wherever it is predicted to help)"}
 #define NB_CLI_BUDGET_ROWS(b, ctx_name)                                                                               \
     {.name = "target-size", .type = NB_OPT_SIZE, .dest = &(b).target_size, .given = &(b).size_set, .meta = "SIZE",           \
      .help = "plan for a file of at most SIZE (24GiB, 5.5G, 500M: the exact GGUF size)"},                  \

@@ -70,8 +70,9 @@ int nb_cmd_plan(int argc, char **argv) {
          .help = "collect the importance matrix from this calibration text first"},
         NB_CLI_CORPUS_ROWS(job.corpus, "calib-ctx"),
         {.name = "method", .type = NB_OPT_CHOICE, .dest = &method, .choices = methods, .meta = "M",
-         .help = "mixed: choose GPTQ or imatrix rounding per tensor as well (needs --calib;\n"
-                 "docs/planner.md \"Methods per tensor\"); imatrix: types only (default)"},
+         .help = "mixed: choose GPTQ, AWQ (per block attention / FFN) or imatrix rounding\n"
+                 "per tensor as well (needs --calib; docs/planner.md \"Methods per tensor\");\n"
+                 "imatrix: types only (default)"},
         NB_CLI_METHOD_MIX_ROWS(method_seconds, method_lambda),
     };
     const nb_cmd_spec spec = {

@@ -285,8 +285,9 @@ int nb_cmd_quantize(int argc, char **argv) {
                  "scales per block searched on --calib FILE, folded into the preceding\n"
                  "norm or linear (same file format), then weighted rounding; awq+gptq:\n"
                  "AWQ scales, then GPTQ; mixed (with a size budget, or --plan with methods):\n"
-                 "GPTQ or imatrix rounding per tensor, where GPTQ saves the most predicted\n"
-                 "loss per predicted second (docs/planner.md \"Methods per tensor\")"},
+                 "GPTQ, AWQ (per block attention / FFN) or imatrix rounding per tensor,\n"
+                 "where GPTQ or AWQ saves the most predicted loss per predicted second\n"
+                 "(docs/planner.md \"Methods per tensor\")"},
         NB_CLI_METHOD_MIX_ROWS(method_seconds, method_lambda),
         {.name = "calib", .type = NB_OPT_STR, .dest = &job.calib_path, .meta = "FILE",
          .help = "calibration text or token ids (imatrix without --imatrix, gptq)"},
