@@ -441,18 +441,25 @@ int nb_cmd_quantize(int argc, char **argv) {
             if (res.method == NB_METHOD_AWQ || res.method == NB_METHOD_AWQ_GPTQ)
                 fprintf(human, "awq: %zu groups searched, %zu scaled (the rest kept scale 1)\n", g->n_awq_groups,
                         g->n_awq_scaled);
-            if (res.method == NB_METHOD_MIXED)
-                fprintf(human, "mixed: the plan's choice: %zu weights by gptq, %zu by awq (%zu groups scaled of %zu "
-                        "searched), %zu by imatrix rounding\n", g->n_gptq, g->n_awq_weights, g->n_awq_scaled,
-                        g->n_awq_groups, g->n_plan_rounded);
-            fprintf(human, "%s: %zu weights (expert slices counted singly) by %s, %zu rounded to nearest, "
-                    "%lld experts without calibration tokens; %zu chunks x %llu tokens; calibration passes %.1f s, "
-                    "GPTQ %.1f s\n", method, g->n_gptq,
-                    res.method == NB_METHOD_AWQ ? "AWQ + weighted rounding"
-                    : res.method == NB_METHOD_MIXED ? "gptq (the plan's choice)" : method, g->n_rtn,
-                    (long long)g->n_zero_experts, g->n_chunks,
-                    (unsigned long long)(g->n_chunks ? g->n_tokens / g->n_chunks : 0), g->seconds_calib,
-                    g->seconds_gptq);
+            if (res.method == NB_METHOD_MIXED && !g->n_layer) {
+                fprintf(human, "mixed: the plan's choice: imatrix rounding for every tensor (no gptq or awq tensor: "
+                        "no calibration passes)\n");
+            } else if (res.method == NB_METHOD_MIXED) {
+                fprintf(human, "mixed: the plan's choice: %zu weights (expert slices counted singly) by gptq, %zu by "
+                        "awq (%zu groups scaled of %zu searched), %zu by imatrix rounding; %zu rounded to nearest, "
+                        "%lld experts without calibration tokens; %zu chunks x %llu tokens; calibration passes %.1f "
+                        "s, GPTQ %.1f s\n", g->n_gptq, g->n_awq_weights, g->n_awq_scaled, g->n_awq_groups,
+                        g->n_plan_rounded, g->n_rtn, (long long)g->n_zero_experts, g->n_chunks,
+                        (unsigned long long)(g->n_chunks ? g->n_tokens / g->n_chunks : 0), g->seconds_calib,
+                        g->seconds_gptq);
+            } else {
+                fprintf(human, "%s: %zu weights (expert slices counted singly) by %s, %zu rounded to nearest, "
+                        "%lld experts without calibration tokens; %zu chunks x %llu tokens; calibration passes %.1f "
+                        "s, GPTQ %.1f s\n", method, g->n_gptq, res.method == NB_METHOD_AWQ ? "AWQ + weighted rounding"
+                        : method, g->n_rtn, (long long)g->n_zero_experts, g->n_chunks,
+                        (unsigned long long)(g->n_chunks ? g->n_tokens / g->n_chunks : 0), g->seconds_calib,
+                        g->seconds_gptq);
+            }
         }
     }
     rc = NB_EXIT_OK;
