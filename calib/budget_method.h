@@ -22,6 +22,22 @@
  * own report (err_gptq vs err_rtn) is: it is optimistic for experts with few
  * tokens, whose per-expert Hessian the driver uses.
  *
+ * AWQ (calib/awq.h). The same pass also sums |x| per input column. For every
+ * AWQ group of the measured block (nb_awq_groups: its readers and a linear
+ * producer all planned weights) and every candidate type of its readers, the
+ * AWQ search itself (nb_awq_search, 20 alphas) runs on sample_rows rows of
+ * each reader with that candidate, under the first reader's H and mean |x|
+ * (a stack's experts pooled), with importance diag(H) / 2; awq_ratio = the
+ * error at the best alpha / the error at alpha 0 (importance-weighted
+ * rounding of the same rows), given to the same group in every block.
+ * awq_unit: 1 + the first tensor of the tensor's unit (the readers and
+ * linear producers of a block's attention groups, or of its FFN groups),
+ * which the planner gives AWQ as a whole (0: no group applies).
+ * sec_awq = round + [2·T_in·n_in² (Hessian) + 20·2·r·n_in² (the search's
+ * quadratic forms)] / NB_METHOD_GPTQ_FLOPS + 20·r·n_in·NB_METHOD_ROUND_SECONDS
+ * for a reader, r = its rows searched (≤ 512 per layer; per expert for the
+ * per-expert group); AWQ shares the block's passes (gptq_block, sec_pass).
+ *
  * Work (seconds, predicted from flop counts at fixed rates measured once on
  * the development machine: deterministic, so plans do not depend on the
  * machine's load; bench/RESULTS.md compares them with measured times). For a
@@ -67,9 +83,10 @@ typedef struct nb_method_info {
     double seconds;          /* the measurement's wall time */
 } nb_method_info;
 
-/* Fill gptq_ratio, sec_round and sec_gptq of every planned tensor of s
- * (measured on m by nb_sens_measure). Errors: the engine's (an architecture it
- * cannot run: NB_ERR_UNSUPPORTED), the corpus', GPTQ's (named tensor). */
+/* Fill gptq_ratio, awq_ratio, awq_unit, sec_round, sec_gptq, sec_awq,
+ * gptq_block and sec_pass of every planned tensor of s (measured on m by
+ * nb_sens_measure). Errors: the engine's (an architecture it cannot run:
+ * NB_ERR_UNSUPPORTED), the corpus', GPTQ's and AWQ's (named tensor). */
 nb_status nb_method_measure(nb_model *m, nb_sens *s, const nb_method_opts *o, nb_method_info *info, nb_ctx *ctx);
 
 #endif
