@@ -440,13 +440,13 @@ static nb_status alloc_state(nb_engine *e, nb_ctx *ctx) {
         if (!(e->v_cache[L] = (unsigned char *)alloc_f(e, (uint64_t)e->n_ctx, kv_floats, ctx, "KV cache")))
             return ctx ? ctx->err : NB_ERR_NOMEM;
     }
-    if (!(e->kv_tmp = alloc_f(e, (uint64_t)e->n_threads, NB_CACHE_TMP(hp->head_dim), ctx, "attention scratch")))
+    if (!(e->kv_tmp = alloc_f(e, (uint64_t)e->n_threads, NB_CACHE_TILE_TMP(hp->head_dim), ctx, "attention scratch")))
         return ctx ? ctx->err : NB_ERR_NOMEM;
     float **f[] = {&e->x, &e->xb, &e->xb2, &e->q, &e->k, &e->v, &e->att, &e->hb, &e->hb2};
     uint64_t w[] = {E, E, E, Q, KV, KV, Q, F, F};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (!(*f[i] = alloc_f(e, B, w[i], ctx, "scratch"))) return ctx ? ctx->err : NB_ERR_NOMEM;
-    if (!(e->scores = alloc_f(e, (uint64_t)e->n_threads, (uint64_t)e->n_ctx, ctx, "attention scores")))
+    if (!(e->scores = alloc_f(e, (uint64_t)e->n_threads * NB_CACHE_TILE_Q, (uint64_t)e->n_ctx, ctx, "attention scores")))
         return ctx ? ctx->err : NB_ERR_NOMEM;
     e->rope_cs = (double *)alloc_f(e, B * 2, (uint64_t)hp->n_rot * 2, ctx, "rope table"); /* doubles */
     if (!e->rope_cs) return ctx ? ctx->err : NB_ERR_NOMEM;

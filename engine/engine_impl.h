@@ -110,7 +110,7 @@ struct nb_engine {
     nb_cache_type kv_type;
     size_t kv_row;
     unsigned char **k_cache, **v_cache;
-    float *kv_tmp;   /* per thread: NB_CACHE_TMP(hd) floats of attention scratch */
+    float *kv_tmp;   /* per thread: NB_CACHE_TILE_TMP(hd) floats of attention scratch */
 
     /* scratch for one sub-batch of up to n_batch tokens */
     float *x;        /* residual stream   n_batch x E */
@@ -120,7 +120,7 @@ struct nb_engine {
     float *k, *v;    /* n_batch x KV*hd */
     float *att;      /* attention output  n_batch x H*hd */
     float *hb, *hb2; /* FFN hidden        n_batch x max(F, Fe, Fs) */
-    float *scores;   /* per thread: n_ctx attention weights */
+    float *scores;   /* per thread: NB_CACHE_TILE_Q x n_ctx attention weights */
     double *rope_cs; /* cos/sin per token: n_batch x n_rot (pairs) x 2 configs */
     /* MoE scratch */
     float *router;   /* n_batch x n_expert */
@@ -162,6 +162,18 @@ void nb_cache_store(nb_cache_type t, const float *src, int hd, void *dst);
  * floats of scratch, tmp: NB_CACHE_TMP(hd) floats. */
 void nb_cache_attend(nb_cache_type t, const float *q, const unsigned char *K, const unsigned char *V, size_t kv_row,
                      int p0, int p1, int hd, float *sc, float *tmp, float *out);
+/* The same for a tile of 1..NB_CACHE_TILE_Q query rows q[i] that share one KV
+ * head, query i over rows p0[i]..p1[i]; p0[] and p1[] must not decrease with i
+ * (consecutive tokens, the heads of one token side by side: causal, sliding
+ * and bidirectional windows all are so). Each cache row is read once per
+ * tile; out[i] gets the bits nb_cache_attend gives for q[i], p0[i], p1[i].
+ * sc: nq rows of ld_sc floats (ld_sc > p1[nq - 1]), tmp: NB_CACHE_TILE_TMP(hd)
+ * floats. */
+#define NB_CACHE_TILE_Q 16
+#define NB_CACHE_TILE_TMP(hd) (2 * (size_t)NB_CACHE_TILE_Q * (size_t)(hd))
+void nb_cache_attend_tile(nb_cache_type t, int nq, const float *const *q, const int *p0, const int *p1,
+                          const unsigned char *K, const unsigned char *V, size_t kv_row, int hd, float *sc,
+                          size_t ld_sc, float *tmp, float *const *out);
 
 /* forward_moe.c: MoE FFN of layer L on xb (n x E) into out (n x E). */
 nb_status nb_engine_moe(nb_engine *e, int L, const float *xb, int n, float *out, nb_ctx *ctx);

@@ -119,34 +119,64 @@ static void rope_apply(float *v, int n, int n_h, int hd, int n_rot, nb_rope_layo
     }
 }
 
-/* Attention of n query tokens (positions pos..pos+n-1) against the cache of layer L. */
+/* The cache rows token t of a batch at pos..pos+n-1 attends to: [*p0, *p1]. */
+static void att_span(const nb_ehparams *hp, bool swa, int n, int pos, int t, int *p0, int *p1) {
+    int b = pos + t;
+    int a = swa && b - hp->n_swa + 1 > 0 ? b - hp->n_swa + 1 : 0;
+    if (hp->bidir) { /* the whole batch, within n_swa / 2 either side on local layers */
+        const int self = b, half = hp->n_swa / 2;
+        a = swa && self - half > 0 ? self - half : 0;
+        b = pos + n - 1;
+        if (swa && self + half < b) b = self + half;
+    }
+    *p0 = a;
+    *p1 = b;
+}
+
+/* Attention of n query tokens (positions pos..pos+n-1) against the cache of
+ * layer L. Work items are tiles of up to NB_CACHE_TILE_Q queries of one KV
+ * head: its query heads (GQA) times consecutive tokens, so each cache row is
+ * read once per tile. Items are taken largest first (latest tokens: the most
+ * rows under a causal mask) and each output is computed by one thread, so
+ * results do not depend on the thread count. */
 static void attention(nb_engine *e, int L, int n, int pos) {
     const nb_ehparams *hp = &e->hp;
-    const int hd = hp->head_dim, H = hp->n_head, G = hp->n_head / hp->n_head_kv;
+    const int hd = hp->head_dim, H = hp->n_head, KVH = hp->n_head_kv, G = hp->n_head / hp->n_head_kv;
     const bool swa = e->layers[L].swa;
     const unsigned char *kc = e->k_cache[L], *vc = e->v_cache[L];
     const size_t head_bytes = (size_t)e->n_ctx * e->kv_row;
+    const int gt = G < NB_CACHE_TILE_Q ? G : NB_CACHE_TILE_Q; /* query heads per tile */
+    const int n_hc = (G + gt - 1) / gt, tt = NB_CACHE_TILE_Q / gt, n_tt = (n + tt - 1) / tt;
+    const int64_t n_items = (int64_t)n_tt * KVH * n_hc;
     /* about the multiply-adds of q.K and att.V: one token early in its
      * context stays on one thread */
     const int64_t work = (int64_t)n * H * (pos + n) * hd;
-#pragma omp parallel num_threads(e->n_threads) if (work >= PAR_MIN)
+#pragma omp parallel num_threads(e->n_threads) if (work >= PAR_MIN && n_items > 1)
     {
         const int th = omp_get_thread_num();
-        float *sc = e->scores + (int64_t)th * e->n_ctx, *tmp = e->kv_tmp + (size_t)th * NB_CACHE_TMP(hd);
-#pragma omp for schedule(static)
-        for (int64_t ht = 0; ht < (int64_t)n * H; ht++) {
-            const int t = (int)(ht / H), h = (int)(ht % H), kvh = h / G;
-            int p1 = pos + t;
-            int p0 = swa && p1 - hp->n_swa + 1 > 0 ? p1 - hp->n_swa + 1 : 0;
-            if (hp->bidir) { /* the whole batch, within n_swa / 2 either side on local layers */
-                const int self = p1, half = hp->n_swa / 2;
-                p0 = swa && self - half > 0 ? self - half : 0;
-                p1 = pos + n - 1;
-                if (swa && self + half < p1) p1 = self + half;
+        float *sc = e->scores + (size_t)th * NB_CACHE_TILE_Q * (size_t)e->n_ctx;
+        float *tmp = e->kv_tmp + (size_t)th * NB_CACHE_TILE_TMP(hd);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < n_items; it++) {
+            const int tile = n_tt - 1 - (int)(it / ((int64_t)KVH * n_hc)), rest = (int)(it % ((int64_t)KVH * n_hc));
+            const int kvh = rest / n_hc, h0 = kvh * G + (rest % n_hc) * gt;
+            const int h1 = h0 + gt < (kvh + 1) * G ? h0 + gt : (kvh + 1) * G;
+            const int t0 = tile * tt, t1 = t0 + tt < n ? t0 + tt : n;
+            const float *q[NB_CACHE_TILE_Q];
+            float *out[NB_CACHE_TILE_Q];
+            int p0[NB_CACHE_TILE_Q], p1[NB_CACHE_TILE_Q], nq = 0;
+            for (int t = t0; t < t1; t++) {
+                int a, b;
+                att_span(hp, swa, n, pos, t, &a, &b);
+                for (int h = h0; h < h1; h++, nq++) {
+                    q[nq] = e->q + ((int64_t)t * H + h) * hd;
+                    out[nq] = e->att + ((int64_t)t * H + h) * hd;
+                    p0[nq] = a;
+                    p1[nq] = b;
+                }
             }
-            nb_cache_attend(e->kv_type, e->q + ((int64_t)t * H + h) * hd, kc + (size_t)kvh * head_bytes,
-                            vc + (size_t)kvh * head_bytes, e->kv_row, p0, p1, hd, sc, tmp,
-                            e->att + ((int64_t)t * H + h) * hd);
+            nb_cache_attend_tile(e->kv_type, nq, q, p0, p1, kc + (size_t)kvh * head_bytes,
+                                 vc + (size_t)kvh * head_bytes, e->kv_row, hd, sc, (size_t)e->n_ctx, tmp, out);
         }
     }
 }

@@ -15,12 +15,19 @@
  * The softmax is the same two-pass one for every type (max, then exp and a
  * double sum); rows are summed in position order, so results do not depend
  * on threads.
+ *
+ * nb_cache_attend is the one-query path (the reference); the engine runs
+ * nb_cache_attend_tile, which gives every query the same bits while reading
+ * each cache row once per tile of queries, through the per-ISA row kernels of
+ * kernels/cpu/attn.h (same summation order as dot8 / dot_q8_0 below).
  */
 #include "engine/engine_impl.h"
 
 #include "core/fp.h"
+#include "kernels/cpu/attn.h"
 #include "quant/ggml_quants.h"
 
+#include <assert.h>
 #include <math.h>
 #include <string.h>
 
@@ -117,4 +124,71 @@ void nb_cache_attend(nb_cache_type t, const float *q, const unsigned char *K, co
         }
         for (int d = 0; d < hd; d++) out[d] += w * vr[d];
     }
+}
+
+/* The run of cache rows from *p on that the same queries [ia, ib) see (the
+ * queries that see row p are contiguous, as p0[] and p1[] grow with i): moves
+ * *pp past rows no query sees, sets the run's last row *pe; false past the
+ * tile's last row. */
+static bool next_run(int nq, const int *p0, const int *p1, int *pp, int *pe, int *ia, int *ib) {
+    int p = *pp;
+    int a = 0;
+    while (a < nq && p1[a] < p) a++;
+    if (a == nq) return false;
+    if (p < p0[a]) p = p0[a]; /* a gap between windows */
+    int b = a;
+    while (b < nq && p0[b] <= p) b++;
+    int e = p1[a]; /* query a drops out after its last row */
+    if (b < nq && p0[b] - 1 < e) e = p0[b] - 1; /* query b joins */
+    *pp = p, *ia = a, *ib = b, *pe = e;
+    return true;
+}
+
+void nb_cache_attend_tile(nb_cache_type t, int nq, const float *const *q, const int *p0, const int *p1,
+                          const unsigned char *K, const unsigned char *V, size_t kv_row, int hd, float *sc,
+                          size_t ld_sc, float *tmp, float *const *out) {
+    assert(nq >= 1 && nq <= NB_CACHE_TILE_Q);
+    const nb_type et = t == NB_CACHE_F16 ? NB_TYPE_F16 : t == NB_CACHE_Q8_0 ? NB_TYPE_Q8_0 : NB_TYPE_F32;
+    nb_attn_kernels kn;
+    const bool have = nb_attn_kernels_best(et, &kn);
+    assert(have); /* the generic table has all three */
+    (void)have;
+    /* the queries as the type's dot sees them, then the output rows */
+    float *acc = tmp + (size_t)nq * (size_t)hd;
+    const size_t ldq = t == NB_CACHE_Q8_0 ? (size_t)hd / NB_QK8_0 * sizeof(nb_block_q8_0) : (size_t)hd * sizeof(float);
+    unsigned char *qp = (unsigned char *)tmp;
+    for (int i = 0; i < nq; i++) {
+        assert(p0[i] <= p1[i] && (i == 0 || (p0[i - 1] <= p0[i] && p1[i - 1] <= p1[i])));
+        float *qi = (float *)(qp + (size_t)i * ldq);
+        if (t == NB_CACHE_F16)
+            for (int d = 0; d < hd; d++) qi[d] = nb_f16_to_f32(nb_f32_to_f16(q[i][d]));
+        else if (t == NB_CACHE_Q8_0)
+            nb_quantize_q8_0(q[i], qi, 1, hd, NULL);
+        else
+            memcpy(qi, q[i], (size_t)hd * sizeof(float));
+    }
+    /* runs of rows seen by the same queries [ia, ib) (p0 and p1 grow with i) */
+    for (int p = p0[0], pe, ia, ib; next_run(nq, p0, p1, &p, &pe, &ia, &ib); p = pe + 1)
+        kn.qk(hd, K + (size_t)p * kv_row, kv_row, pe - p + 1, qp + (size_t)ia * ldq, ldq, ib - ia,
+              sc + (size_t)ia * ld_sc + p, (int64_t)ld_sc);
+    for (int i = 0; i < nq; i++) {
+        float *s = sc + (size_t)i * ld_sc, mx = -INFINITY;
+        for (int p = p0[i]; p <= p1[i]; p++)
+            if (s[p] > mx) mx = s[p];
+        double sum = 0;
+        for (int p = p0[i]; p <= p1[i]; p++) {
+            s[p] = expf(s[p] - mx);
+            sum += s[p];
+        }
+        const float inv = (float)(1.0 / sum);
+        for (int p = p0[i]; p <= p1[i]; p++) {
+            const float w = s[p] * inv;
+            s[p] = t == NB_CACHE_F16 ? nb_f16_to_f32(nb_f32_to_f16(w)) : w;
+        }
+    }
+    memset(acc, 0, (size_t)nq * (size_t)hd * sizeof *acc);
+    for (int p = p0[0], pe, ia, ib; next_run(nq, p0, p1, &p, &pe, &ia, &ib); p = pe + 1)
+        kn.wv(hd, V + (size_t)p * kv_row, kv_row, pe - p + 1, sc + (size_t)ia * ld_sc + p, (int64_t)ld_sc, ib - ia,
+              acc + (size_t)ia * (size_t)hd, hd);
+    for (int i = 0; i < nq; i++) memcpy(out[i], acc + (size_t)i * (size_t)hd, (size_t)hd * sizeof(float));
 }

@@ -468,4 +468,5 @@ void nb_kern_fill_generic(nb_kernels *k) {
         k->dot[k_rows[i].type] = k_rows[i].dot;
         k->act[k_rows[i].type] = k_rows[i].act;
     }
+    nb_kern_fill_attn_generic(k);
 }

@@ -41,6 +41,7 @@
 
 #include "core/types.h"
 #include "core/ctx.h"
+#include "kernels/cpu/attn.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -85,6 +86,10 @@ typedef struct nb_kernels {
                                      * vec_dot_type); ISA-independent, set by the generic filler */
     nb_actq_fn quant_q32;
     nb_actq_fn quant_q256;
+    /* attention over a KV cache of element type F32, F16 or Q8_0 (attn.h;
+     * NULL for the other types) */
+    nb_attn_qk_fn att_qk[NB_TYPE_COUNT];
+    nb_attn_wv_fn att_wv[NB_TYPE_COUNT];
 } nb_kernels;
 
 /* Activation format each weight type pairs with: the generic table's act column. */
@@ -96,6 +101,8 @@ void nb_kern_fill_generic(nb_kernels *k);
 void nb_kern_fill_avx2(nb_kernels *k);   /* needs AVX2 + FMA + F16C */
 void nb_kern_fill_avx512(nb_kernels *k); /* needs AVX-512 F/BW/VL + VNNI, after avx2 */
 void nb_kern_fill_neon(nb_kernels *k);
+/* attn.c: the generic attention kernels (called by nb_kern_fill_generic) */
+void nb_kern_fill_attn_generic(nb_kernels *k);
 /* 1 when this build has that ISA's code (compiler support), 0 otherwise. */
 int nb_kern_have_avx2(void);
 int nb_kern_have_avx512(void);

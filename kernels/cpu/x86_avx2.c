@@ -18,9 +18,11 @@
 #define NB_X86_MUL_US(u, s) _mm256_madd_epi16(_mm256_maddubs_epi16((u), (s)), _mm256_set1_epi16(1))
 #define NB_X86_MADD_ACC(acc, a, b) _mm256_add_epi32((acc), _mm256_madd_epi16((a), (b)))
 #include "kernels/cpu/x86_simd.h"
+#include "kernels/cpu/x86_attn.h"
 
 void nb_kern_fill_avx2(nb_kernels *k) {
     x86_fill(k);
+    x86_attn_fill(k);
     k->isa = "avx2";
 }
 

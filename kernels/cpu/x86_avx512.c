@@ -23,9 +23,11 @@
 #define NB_X86_MUL_US(u, s) _mm256_dpbusd_epi32(_mm256_setzero_si256(), (u), (s))
 #define NB_X86_MADD_ACC(acc, a, b) _mm256_dpwssd_epi32((acc), (a), (b))
 #include "kernels/cpu/x86_simd.h"
+#include "kernels/cpu/x86_attn.h"
 
 void nb_kern_fill_avx512(nb_kernels *k) {
     x86_fill(k);
+    x86_attn_fill(k);
     k->isa = "avx512";
 }
 

@@ -197,6 +197,120 @@ START_TEST(test_cache_attend_reference) {
 }
 END_TEST
 
+/* The tiled attention the engine runs equals the one-query path bit for bit:
+ * every cache type, head sizes with and without an hd % 8 tail, tiles of 1
+ * to NB_CACHE_TILE_Q queries (GQA heads x consecutive tokens) under causal,
+ * sliding-window and bidirectional spans, starting late in the cache. */
+static void spans_for(int mode, int pos, int n, int t, int *p0, int *p1) {
+    const int w = 5, self = pos + t; /* window: 5 rows (bidir: 2 either side) */
+    int a = 0, b = self;
+    if (mode == 1 && self - w + 1 > 0) a = self - w + 1;
+    if (mode >= 2) {
+        b = pos + n - 1;
+        if (mode == 3) {
+            a = self - w / 2 > 0 ? self - w / 2 : 0;
+            if (self + w / 2 < b) b = self + w / 2;
+        }
+    }
+    *p0 = a;
+    *p1 = b;
+}
+
+START_TEST(test_cache_attend_tile) {
+    enum { NP = 61, HDMAX = 64 };
+    static const int hds[] = {64, 36};
+    uint64_t seed = 23;
+    static float k[NP][HDMAX], v[NP][HDMAX], q[NB_CACHE_TILE_Q][HDMAX];
+    for (int p = 0; p < NP; p++)
+        for (int d = 0; d < HDMAX; d++) {
+            k[p][d] = nbt_rand_normal(&seed) * (p % 7 == 3 ? 4.f : 1.f);
+            v[p][d] = nbt_rand_normal(&seed);
+        }
+    for (int i = 0; i < NB_CACHE_TILE_Q; i++)
+        for (int d = 0; d < HDMAX; d++) q[i][d] = nbt_rand_normal(&seed);
+    static const int shapes[][2] = {{1, 1}, {4, 1}, {1, 16}, {4, 4}, {3, 5}, {16, 1}, {2, 3}}; /* heads x tokens */
+    int compared = 0;
+    for (size_t hi = 0; hi < sizeof hds / sizeof *hds; hi++)
+        for (int t = NB_CACHE_F32; t <= NB_CACHE_Q8_0; t++) {
+            const int hd = hds[hi];
+            if (t == NB_CACHE_Q8_0 && hd % 32) continue;
+            const size_t row = nb_cache_row_bytes((nb_cache_type)t, hd);
+            unsigned char *K = malloc(NP * row), *V = malloc(NP * row);
+            for (int p = 0; p < NP; p++) {
+                nb_cache_store((nb_cache_type)t, k[p], hd, K + p * row);
+                nb_cache_store((nb_cache_type)t, v[p], hd, V + p * row);
+            }
+            float *sc = malloc(sizeof(float) * NB_CACHE_TILE_Q * NP), *tmp = malloc(sizeof(float) * NB_CACHE_TILE_TMP(hd));
+            float sc1[NP], tmp1[NB_CACHE_TMP(HDMAX)], ref[HDMAX], got[NB_CACHE_TILE_Q][HDMAX];
+            for (int mode = 0; mode < 4; mode++)
+                for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+                    const int G = shapes[si][0], T = shapes[si][1], n = T + 3, pos = NP - n;
+                    for (int t0 = 0; t0 + T <= n; t0 += 3) { /* a tile at the batch's start, middle, end */
+                        const float *qs[NB_CACHE_TILE_Q];
+                        float *outs[NB_CACHE_TILE_Q];
+                        int p0[NB_CACHE_TILE_Q], p1[NB_CACHE_TILE_Q], nq = 0;
+                        for (int tt = 0; tt < T; tt++)
+                            for (int g = 0; g < G; g++, nq++) {
+                                spans_for(mode, pos, n, t0 + tt, &p0[nq], &p1[nq]);
+                                qs[nq] = q[nq];
+                                outs[nq] = got[nq];
+                            }
+                        nb_cache_attend_tile((nb_cache_type)t, nq, qs, p0, p1, K, V, row, hd, sc, NP, tmp, outs);
+                        for (int i = 0; i < nq; i++) {
+                            nb_cache_attend((nb_cache_type)t, q[i], K, V, row, p0[i], p1[i], hd, sc1, tmp1, ref);
+                            ck_assert_msg(memcmp(ref, got[i], (size_t)hd * sizeof(float)) == 0,
+                                          "kv %s hd %d mask %d tile %dx%d query %d: differs from the one-query path",
+                                          nb_cache_type_name((nb_cache_type)t), hd, mode, G, T, i);
+                            compared++;
+                        }
+                    }
+                }
+            free(K), free(V), free(sc), free(tmp);
+        }
+    ck_assert_int_gt(compared, 1000);
+}
+END_TEST
+
+/* A gemma3 model with 4 query heads on one KV head and a 3-row sliding
+ * window, under each cache type: a 40-token batch at 1 and 2 threads and the
+ * same tokens one at a time give the same logits bit for bit (tiles of many
+ * tokens against tiles of one). */
+START_TEST(test_attention_tiles_engine) {
+    enum { N = 40 };
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const char *p = nbt_path("tiles.gguf");
+    nb_synth_opts so = opts_for("gemma3");
+    so.n_embd = 128;
+    so.n_head = 4;
+    so.n_head_kv = 1; /* head size 32, G = 4 */
+    so.sliding_window = 3;
+    ck_assert_msg(nb_synth_write(&so, p, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    int32_t toks[N];
+    for (int i = 0; i < N; i++) toks[i] = (int32_t)((i * 37 + 11) % 256);
+    const size_t V = 256;
+    for (int t = NB_CACHE_F32; t <= NB_CACHE_Q8_0; t++) {
+        float *lg[3];
+        for (int run = 0; run < 3; run++) {
+            nb_engine_opts o = {64, 0, run == 1 ? 2 : 1, false, (nb_cache_type)t};
+            nb_engine *e;
+            ck_assert_msg(nb_engine_open(p, &o, &e, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+            lg[run] = malloc(N * V * sizeof(float));
+            if (run < 2)
+                ck_assert_int_eq(nb_engine_eval(e, toks, N, 0, lg[run], &ctx), NB_OK);
+            else
+                for (int i = 0; i < N; i++) ck_assert_int_eq(nb_engine_eval(e, toks + i, 1, i, lg[run] + i * V, &ctx), NB_OK);
+            nb_engine_free(e);
+        }
+        const char *n = nb_cache_type_name((nb_cache_type)t);
+        ck_assert_msg(memcmp(lg[0], lg[1], N * V * sizeof(float)) == 0, "kv %s: 2 threads differ from 1", n);
+        ck_assert_msg(memcmp(lg[0], lg[2], N * V * sizeof(float)) == 0, "kv %s: token by token differs", n);
+        for (int run = 0; run < 3; run++) free(lg[run]);
+    }
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 /* A model with a head size of 32 under each cache type: close to the F32
  * cache and not equal to it, the same at any thread count and batching; a
  * head size that Q8_0 cannot block is refused by name. */
@@ -534,6 +648,8 @@ static Suite *engine_suite(void) {
     tcase_add_test(tc, test_hf_dir_equals_gguf);
     tcase_add_test(tc, test_hooks);
     tcase_add_test(tc, test_cache_attend_reference);
+    tcase_add_test(tc, test_cache_attend_tile);
+    tcase_add_test(tc, test_attention_tiles_engine);
     tcase_add_test(tc, test_kv_types_engine);
     tcase_add_test(tc, test_errors);
     tcase_add_test(tc, test_real_models);
