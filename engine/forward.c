@@ -40,6 +40,10 @@ nb_status nb_eng_matmul(nb_engine *e, const nb_wmat *w, int expert, const float 
 /* Element-wise steps below this many values run on one thread: a parallel
  * region costs more than it saves there, the more so on a loaded machine. */
 #define PAR_MIN ((int64_t)1 << 18)
+/* Attention below this many multiply-adds of q.K runs on one thread: the
+ * matmuls' threshold (kernels/cpu/matmul.c), so that a generation step keeps
+ * few parallel regions also at long contexts. */
+#define ATT_PAR_MIN ((int64_t)1 << 22)
 
 /* out[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w for `rows` rows of n (in place allowed).
  * The sum of squares is accumulated in double, as ggml does. */
@@ -148,10 +152,10 @@ static void attention(nb_engine *e, int L, int n, int pos) {
     const int gt = G < NB_CACHE_TILE_Q ? G : NB_CACHE_TILE_Q; /* query heads per tile */
     const int n_hc = (G + gt - 1) / gt, tt = NB_CACHE_TILE_Q / gt, n_tt = (n + tt - 1) / tt;
     const int64_t n_items = (int64_t)n_tt * KVH * n_hc;
-    /* about the multiply-adds of q.K and att.V: one token early in its
-     * context stays on one thread */
+    /* about the multiply-adds of q.K (as many again for att.V): a generation
+     * step stays on one thread */
     const int64_t work = (int64_t)n * H * (pos + n) * hd;
-#pragma omp parallel num_threads(e->n_threads) if (work >= PAR_MIN && n_items > 1)
+#pragma omp parallel num_threads(e->n_threads) if (work >= ATT_PAR_MIN && n_items > 1)
     {
         const int th = omp_get_thread_num();
         float *sc = e->scores + (size_t)th * NB_CACHE_TILE_Q * (size_t)e->n_ctx;

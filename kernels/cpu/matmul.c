@@ -26,10 +26,15 @@ static float dot_f32(const float *a, const float *b, int64_t n) {
 
 /* Multiply-adds one thread should have before a second one is woken: a
  * parallel region costs a few microseconds on an idle machine and far more on
- * a loaded one (a worker that spins or sleeps while the other core is busy), so
- * small products (one token through a 640-wide layer) run on fewer threads.
- * The thread count never changes a result (each output is one dot call). */
-#define MIN_MACS_PER_THREAD ((int64_t)1 << 19)
+ * a loaded one (a worker that spins or sleeps while the other core is busy:
+ * on a 2-core VM running other jobs, a 2048 x 640 Q5_0 product of one token
+ * took 0.06 ms on one thread and 60 ms on two), so small products run on fewer
+ * threads. 2^22 (about 0.1-0.2 ms of integer-kernel work) keeps a one-token
+ * step of a small model (Gemma 3 270M, SmolLM2 135M: every layer matrix below
+ * 2^22) to one parallel region, the output matrix, while every matrix of a
+ * prompt batch still splits. The thread count never changes a result (each
+ * output is one dot call). */
+#define MIN_MACS_PER_THREAD ((int64_t)1 << 22)
 
 static int threads_for(int n_threads, int64_t n_out, int64_t n_in, int64_t n_tok) {
     int nt = n_threads < 1 ? 1 : n_threads;
@@ -185,6 +190,16 @@ static nb_xq act_row(const unsigned char *xbuf, int64_t t, uint64_t tok_bytes, i
     return xq;
 }
 
+/* Quantize token t's activations into its place in xbuf. */
+static void quant_row(nb_actq_fn quant, const float *x, int64_t t, int64_t n_in, unsigned char *xbuf,
+                      uint64_t tok_bytes, int64_t n_d) {
+    unsigned char *p = xbuf + (uint64_t)t * tok_bytes;
+    int8_t *qs = (int8_t *)p;
+    float *d = (float *)(p + ((uint64_t)n_in + 3) / 4 * 4);
+    int16_t *s = (int16_t *)(d + n_d);
+    quant(x + t * n_in, n_in, qs, d, s);
+}
+
 nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int64_t n_out, int64_t n_in,
                          const float *x, int64_t n_tok, float *y, int n_threads, nb_ctx *ctx) {
     if (n_out < 0 || n_in < 0 || n_tok < 0)
@@ -226,18 +241,17 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
     const int64_t n_rt = (n_out + row_tile - 1) / row_tile, n_tt = (n_tok + TOK_TILE - 1) / TOK_TILE;
     const int64_t n_items = n_rt * n_tt;
 
+    /* fewer tokens than threads (a generation step): quantize them before the
+     * parallel region rather than behind a barrier in it (the same calls) */
+    const bool quant_first = xbuf && n_tok < nt;
+    if (quant_first)
+        for (int64_t t = 0; t < n_tok; t++) quant_row(quant, x, t, n_in, xbuf, tok_bytes, n_d);
 #pragma omp parallel num_threads(nt)
     {
-        if (xbuf) {
+        if (xbuf && !quant_first) {
             /* each token row is quantized by one thread: deterministic */
 #pragma omp for schedule(static)
-            for (int64_t t = 0; t < n_tok; t++) {
-                unsigned char *p = xbuf + (uint64_t)t * tok_bytes;
-                int8_t *qs = (int8_t *)p;
-                float *d = (float *)(p + ((uint64_t)n_in + 3) / 4 * 4);
-                int16_t *s = (int16_t *)(d + n_d);
-                quant(x + t * n_in, n_in, qs, d, s);
-            }
+            for (int64_t t = 0; t < n_tok; t++) quant_row(quant, x, t, n_in, xbuf, tok_bytes, n_d);
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t item = 0; item < n_items; item++) {

@@ -272,18 +272,20 @@ START_TEST(test_cache_attend_tile) {
 END_TEST
 
 /* A gemma3 model with 4 query heads on one KV head and a 3-row sliding
- * window, under each cache type: a 40-token batch at 1 and 2 threads and the
+ * window, under each cache type: a 160-token batch at 1 and 2 threads and the
  * same tokens one at a time give the same logits bit for bit (tiles of many
- * tokens against tiles of one). */
+ * tokens against tiles of one). 160 tokens of head size 64 are enough work
+ * (160 * 4 * 160 * 64 > 2^22 multiply-adds) for attention and the matmuls
+ * to take both threads. */
 START_TEST(test_attention_tiles_engine) {
-    enum { N = 40 };
+    enum { N = 160 };
     nb_ctx ctx;
     nbt_ctx(&ctx);
     const char *p = nbt_path("tiles.gguf");
     nb_synth_opts so = opts_for("gemma3");
-    so.n_embd = 128;
+    so.n_embd = 256;
     so.n_head = 4;
-    so.n_head_kv = 1; /* head size 32, G = 4 */
+    so.n_head_kv = 1; /* head size 64, G = 4 */
     so.sliding_window = 3;
     ck_assert_msg(nb_synth_write(&so, p, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
     int32_t toks[N];
@@ -292,7 +294,7 @@ START_TEST(test_attention_tiles_engine) {
     for (int t = NB_CACHE_F32; t <= NB_CACHE_Q8_0; t++) {
         float *lg[3];
         for (int run = 0; run < 3; run++) {
-            nb_engine_opts o = {64, 0, run == 1 ? 2 : 1, false, (nb_cache_type)t};
+            nb_engine_opts o = {N, 0, run == 1 ? 2 : 1, false, (nb_cache_type)t};
             nb_engine *e;
             ck_assert_msg(nb_engine_open(p, &o, &e, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
             lg[run] = malloc(N * V * sizeof(float));

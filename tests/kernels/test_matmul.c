@@ -222,10 +222,10 @@ START_TEST(isas_agree) {
 END_TEST
 
 /* Any thread count and any batch give the same bits. nb_matmul wakes one
- * thread per 2^19 multiply-adds, so the batch is 64 tokens (enough work for 3);
+ * thread per 2^22 multiply-adds, so the batch is 512 tokens (enough work for 3);
  * float weights also run rows whose length leaves a tail after the vectors. */
 static void threads_and_batch(nb_type t, int64_t n_in, nb_ctx *ctx) {
-    enum { NT = 64 };
+    enum { NT = 512 };
     void *w = weights(t, N_OUT, n_in, 23);
     float *x = gauss((size_t)NT * (size_t)n_in, 4, 1.f);
     float *y1 = malloc(sizeof(float) * NT * N_OUT), *yn = malloc(sizeof(float) * NT * N_OUT);
