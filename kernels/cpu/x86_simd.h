@@ -715,21 +715,32 @@ INL void mul_q2_k(const q2k_prep *p, const int8_t *q, const int16_t *bs, __m256i
 }
 KDOT4_FN(dot_q2_k, nb_block_q2_K, q2k_prep, prep_q2_k, mul_q2_k, 1, KMIN_DMIN)
 
-/* IQ4_XS: 8 sub-blocks of 32 with 6-bit scales ls - 32, codes through the IQ4_NL table */
-INL void body_iq4_xs(const nb_block_iq4_xs *wb, const int8_t *q, const int16_t *bs, __m256i *vi, __m256i *vm) {
-    (void)bs;
+/* IQ4_XS: 8 sub-blocks of 32 with 6-bit scales ls - 32, codes through the
+ * IQ4_NL table; unpacked once per super-block for 1..4 tokens: the signed
+ * code values, their magnitudes (for maddubs) and each sub-block's scale */
+typedef struct iq4xs_prep {
+    __m256i v[8], a[8], sc[8];
+} iq4xs_prep;
+INL void prep_iq4_xs(const nb_block_iq4_xs *wb, iq4xs_prep *p) {
     const __m256i tab = table16(nb_kvalues_iq4nl);
-    __m256i ai = _mm256_setzero_si256();
     for (int ib = 0; ib < 8; ib++) {
         const int ls = ((wb->scales_l[ib / 2] >> 4 * (ib % 2)) & 15) | (((wb->scales_h >> 2 * ib) & 3) << 4);
-        __m256i v = _mm256_shuffle_epi8(tab, nib32(wb->qs + 16 * ib));
-        __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(v), _mm256_sign_epi8(load256(q + 32 * ib), v));
-        ai = _mm256_add_epi32(ai, _mm256_madd_epi16(p, _mm256_set1_epi16((short)(ls - 32))));
+        p->v[ib] = _mm256_shuffle_epi8(tab, nib32(wb->qs + 16 * ib));
+        p->a[ib] = _mm256_abs_epi8(p->v[ib]);
+        p->sc[ib] = _mm256_set1_epi16((short)(ls - 32));
+    }
+}
+INL void mul_iq4_xs(const iq4xs_prep *p, const int8_t *q, const int16_t *bs, __m256i *vi, __m256i *vm) {
+    (void)bs;
+    __m256i ai = _mm256_setzero_si256();
+    for (int ib = 0; ib < 8; ib++) {
+        const __m256i pr = _mm256_maddubs_epi16(p->a[ib], _mm256_sign_epi8(load256(q + 32 * ib), p->v[ib]));
+        ai = madd_acc(ai, pr, p->sc[ib]);
     }
     *vi = ai;
     *vm = _mm256_setzero_si256();
 }
-KDOT_FN(dot_iq4_xs, nb_block_iq4_xs, body_iq4_xs, 0, KMIN_NONE)
+KDOT4_FN(dot_iq4_xs, nb_block_iq4_xs, iq4xs_prep, prep_iq4_xs, mul_iq4_xs, 0, KMIN_NONE)
 
 static void x86_fill(nb_kernels *k) {
     k->quant_q32 = quant_q32;
@@ -775,5 +786,6 @@ static void x86_fill(nb_kernels *k) {
     k->dot[NB_TYPE_Q6_K] = dot_q6_k;
     k->dot4[NB_TYPE_Q6_K] = dot_q6_k_x4;
     k->dot[NB_TYPE_IQ4_XS] = dot_iq4_xs;
+    k->dot4[NB_TYPE_IQ4_XS] = dot_iq4_xs_x4;
 }
 
