@@ -159,9 +159,9 @@ void nb_cache_attend_tile(nb_cache_type t, int nq, const float *const *q, const 
     unsigned char *qp = (unsigned char *)tmp;
     for (int i = 0; i < nq; i++) {
         assert(p0[i] <= p1[i] && (i == 0 || (p0[i - 1] <= p0[i] && p1[i - 1] <= p1[i])));
-        float *qi = (float *)(qp + (size_t)i * ldq);
+        unsigned char *qi = qp + (size_t)i * ldq; /* Q8_0: blocks of 34 bytes, 2-byte aligned */
         if (t == NB_CACHE_F16)
-            for (int d = 0; d < hd; d++) qi[d] = nb_f16_to_f32(nb_f32_to_f16(q[i][d]));
+            for (int d = 0; d < hd; d++) ((float *)qi)[d] = nb_f16_to_f32(nb_f32_to_f16(q[i][d]));
         else if (t == NB_CACHE_Q8_0)
             nb_quantize_q8_0(q[i], qi, 1, hd, NULL);
         else
