@@ -446,7 +446,8 @@ static nb_status alloc_state(nb_engine *e, nb_ctx *ctx) {
     uint64_t w[] = {E, E, E, Q, KV, KV, Q, F, F};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
         if (!(*f[i] = alloc_f(e, B, w[i], ctx, "scratch"))) return ctx ? ctx->err : NB_ERR_NOMEM;
-    if (!(e->scores = alloc_f(e, (uint64_t)e->n_threads * NB_CACHE_TILE_Q, (uint64_t)e->n_ctx, ctx, "attention scores")))
+    if (!(e->scores = alloc_f(e, (uint64_t)e->n_threads * NB_CACHE_TILE_Q, (uint64_t)e->n_ctx, ctx,
+                              "attention scores")))
         return ctx ? ctx->err : NB_ERR_NOMEM;
     e->rope_cs = (double *)alloc_f(e, B * 2, (uint64_t)hp->n_rot * 2, ctx, "rope table"); /* doubles */
     if (!e->rope_cs) return ctx ? ctx->err : NB_ERR_NOMEM;

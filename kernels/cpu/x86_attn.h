@@ -157,7 +157,8 @@ INL void att_wv_grp(bool f16, int JQ, int64_t hd, const char *v, size_t kv_row, 
         for (int j = 0; j < JQ; j++) {
             __m256 acc = _mm256_loadu_ps(out + j * ldo + d);
             for (int64_t p = 0; p < np; p++)
-                acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(w[j * ldw + p]), att_load8(v + p * kv_row, f16, d)));
+                acc = _mm256_add_ps(acc,
+                                    _mm256_mul_ps(_mm256_set1_ps(w[j * ldw + p]), att_load8(v + p * kv_row, f16, d)));
             _mm256_storeu_ps(out + j * ldo + d, acc);
         }
     for (; d < hd; d++)

@@ -240,7 +240,8 @@ START_TEST(test_cache_attend_tile) {
                 nb_cache_store((nb_cache_type)t, k[p], hd, K + p * row);
                 nb_cache_store((nb_cache_type)t, v[p], hd, V + p * row);
             }
-            float *sc = malloc(sizeof(float) * NB_CACHE_TILE_Q * NP), *tmp = malloc(sizeof(float) * NB_CACHE_TILE_TMP(hd));
+            float *sc = malloc(sizeof(float) * NB_CACHE_TILE_Q * NP);
+            float *tmp = malloc(sizeof(float) * NB_CACHE_TILE_TMP(hd));
             float sc1[NP], tmp1[NB_CACHE_TMP(HDMAX)], ref[HDMAX], got[NB_CACHE_TILE_Q][HDMAX];
             for (int mode = 0; mode < 4; mode++)
                 for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
@@ -301,7 +302,8 @@ START_TEST(test_attention_tiles_engine) {
             if (run < 2)
                 ck_assert_int_eq(nb_engine_eval(e, toks, N, 0, lg[run], &ctx), NB_OK);
             else
-                for (int i = 0; i < N; i++) ck_assert_int_eq(nb_engine_eval(e, toks + i, 1, i, lg[run] + i * V, &ctx), NB_OK);
+                for (int i = 0; i < N; i++)
+                    ck_assert_int_eq(nb_engine_eval(e, toks + i, 1, i, lg[run] + i * V, &ctx), NB_OK);
             nb_engine_free(e);
         }
         const char *n = nb_cache_type_name((nb_cache_type)t);

@@ -108,7 +108,8 @@ START_TEST(attn_kernels_agree) {
                     for (int i = 0; i < NQ * HDMAX; i++) out_g[i] = out_k[i] = (float)(i % 13) - 6.f;
                     g.wv(hd, vrows, ROWB, NPR, w, LD, nq, out_g, HDMAX);
                     kk.wv(hd, vrows, ROWB, NPR, w, LD, nq, out_k, HDMAX);
-                    ck_assert_msg(memcmp(out_g, out_k, sizeof out_g) == 0, "%s %s hd %d nq %d: w.v differs from generic",
+                    ck_assert_msg(memcmp(out_g, out_k, sizeof out_g) == 0,
+                                  "%s %s hd %d nq %d: w.v differs from generic",
                                   isas[k], nb_type_name(t), hd, nq);
                     compared++;
                 }
