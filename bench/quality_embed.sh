@@ -20,7 +20,8 @@
 #
 # usage: bench/quality_embed.sh [ROW...]   ROW = scheme:method, e.g. q4_k_m:gptq,
 #          llama:q4_k_m, llama:iq4_xs (default: every row, llama.cpp's first);
-#          scheme@T=TYPE adds --rule 'blk.*.T.weight=TYPE' (iq4_xs@ffn_down=q5_0:gptq);
+#          scheme@T=TYPE adds --rule 'blk.*.T.weight=TYPE' (iq4_xs@ffn_down=q5_0:gptq; several
+#          @T=TYPE in a row add one rule each);
 #          sizeBYTES is the size planner's mix for a file of at most BYTES (--target-size).
 #          NF4 and INT4 keep token_embd in Q6_K (--rule) as the GGUF mixes do: their
 #          own mixes leave it F16, which would double the file
@@ -75,7 +76,7 @@ print("%.3f" % (8.0 * sum(x["bytes"] for x in t) / n))'
 
 one() { # one ROW
   local row=$1 sc=${1%%:*} me=${1#*:} out args=() rule=
-  if [[ $sc == *@* ]]; then rule=${sc#*@}; sc=${sc%%@*}; fi
+  if [[ $sc == *@* ]]; then rule=${sc#*@}; sc=${sc%%@*}; fi # rule: T=TYPE[@T=TYPE...]
   grep -q "^$row	" $tsv && return 0
   out=${row/:/.}.gguf
   local load; load=$(cut -d' ' -f1 /proc/loadavg)
@@ -86,7 +87,9 @@ one() { # one ROW
   else
     if [[ $sc == size* ]]; then args=(--target-size "${sc#size}" -t "$thr" --quiet) # the planner's mix
     else args=(--type "$sc" -t "$thr" --quiet); fi
-    [[ -n $rule ]] && args+=(--rule "blk.*.${rule%%=*}.weight=${rule#*=}")
+    local r; local -a rs=()
+    [[ -n $rule ]] && IFS=@ read -ra rs <<< "$rule"
+    for r in "${rs[@]}"; do args+=(--rule "blk.*.${r%%=*}.weight=${r#*=}"); done
     [[ $sc == nf4* || $sc == int4* ]] && args+=(--rule "token_embd.weight=q6_K")
     case $me in
       rtn) ;;
