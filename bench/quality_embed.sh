@@ -22,7 +22,10 @@
 #          llama:q4_k_m, llama:iq4_xs (default: every row, llama.cpp's first);
 #          scheme@T=TYPE adds --rule 'blk.*.T.weight=TYPE' (iq4_xs@ffn_down=q5_0:gptq; several
 #          @T=TYPE in a row add one rule each);
-#          sizeBYTES is the size planner's mix for a file of at most BYTES (--target-size).
+#          sizeBYTES is the size planner's mix for a file of at most BYTES (--target-size);
+#          pinsizeBYTES the same with token_embd pinned to Q6_K (--rule, as llama.cpp's files have it),
+#          calsizeBYTES that with the planner's errors calibrated (--calibrate-kld calib.txt: each
+#          tensor group's measured cosine distance); method mixed: GPTQ/AWQ/imatrix per tensor.
 #          NF4 and INT4 keep token_embd in Q6_K (--rule) as the GGUF mixes do: their
 #          own mixes leave it F16, which would double the file
 #   env: NB_BIN (build/rel/nibble), LLAMA_BIN (directory with llama-imatrix and
@@ -86,6 +89,10 @@ one() { # one ROW
       "${me^^}" "$thr" > "$row.log" 2>&1
   else
     if [[ $sc == size* ]]; then args=(--target-size "${sc#size}" -t "$thr" --quiet) # the planner's mix
+    elif [[ $sc == pinsize* ]]; then # the planner's mix, token_embd pinned to Q6_K as in llama.cpp's files
+      args=(--target-size "${sc#pinsize}" --rule token_embd.weight=q6_K -t "$thr" --quiet)
+    elif [[ $sc == calsize* ]]; then # ... and its errors calibrated on the embeddings of calib.txt's lines
+      args=(--target-size "${sc#calsize}" --rule token_embd.weight=q6_K --calibrate-kld calib.txt -t "$thr" --quiet)
     else args=(--type "$sc" -t "$thr" --quiet); fi
     local r; local -a rs=()
     [[ -n $rule ]] && IFS=@ read -ra rs <<< "$rule"
@@ -94,6 +101,7 @@ one() { # one ROW
     case $me in
       rtn) ;;
       imatrix) args+=(--imatrix nb-imatrix.gguf) ;;
+      mixed) args+=(--method mixed --imatrix nb-imatrix.gguf --calib calib.txt --ctx "$ctx") ;;
       *) args+=(--method "$me" --calib calib.txt --ctx "$ctx") ;;
     esac
     /usr/bin/time -f "TIME %e %M" -o "$row.time" "$nb" quantize f32.gguf -o "$out" "${args[@]}" > "$row.log" 2>&1

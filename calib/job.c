@@ -49,8 +49,8 @@ nb_status nb_quant_job_check(const nb_quant_job *j, nb_ctx *ctx) {
     if (j->budget.kind != NB_BUDGET_NONE) {
         NB_RETURN_IF(ctx, j->plan.mix || j->plan_path, NB_ERR_INVALID,
                      "quantize: --target-size / --target-bpw / --budget make the plan: drop --type / --plan");
-        NB_RETURN_IF(ctx, j->plan.pure || j->plan.no_fallback || (j->plan.rules && j->plan.rules->n), NB_ERR_INVALID,
-                     "quantize: --rule, --pure and --no-fallback shape a mix's plan, not a budget's");
+        NB_RETURN_IF(ctx, j->plan.pure || j->plan.no_fallback, NB_ERR_INVALID,
+                     "quantize: --pure and --no-fallback shape a mix's plan, not a budget's");
     }
     NB_RETURN_IF(ctx, !j->plan.mix && !j->plan_path && j->budget.kind == NB_BUDGET_NONE, NB_ERR_INVALID,
                  "quantize: give a type (--type MIX) or a plan (--plan FILE)");
@@ -281,6 +281,11 @@ static nb_status job_plan_budget(const nb_quant_job *j, job_data *d, const nb_qu
     d->so = so;
     if (st == NB_OK) st = nb_sens_measure(mdl, &so, &sens, ctx);
     r->seconds_measure = sens.seconds;
+    size_t n_pinned = 0;
+    if (st == NB_OK) st = nb_sens_pin(mdl, &sens, j->plan.rules, &n_pinned, ctx);
+    if (st == NB_OK && n_pinned)
+        NB_INFO(ctx, "budget: %zu tensor%s pinned by --rule (their types fixed, the budget spent on the rest)",
+                n_pinned, n_pinned == 1 ? "" : "s");
     if (st == NB_OK && j->group_cal.text_path) {
         nb_group_cal_opts go = j->group_cal;
         char pre[128];
@@ -290,9 +295,13 @@ static nb_status job_plan_budget(const nb_quant_job *j, job_data *d, const nb_qu
             go.work_prefix = pre;
         }
         nb_quant_opts cq = *qo;
-        st = nb_group_calibrate(j->src, mdl, &sens, &go, &cq, &r->group_cal, ctx);
+        nb_budget pb = j->budget;
+        pb.pins = j->plan.rules;
+        st = nb_budget_planned_bpw(mdl, &sens, &pb, &go.ref_bpw, ctx);
+        if (st == NB_OK) st = nb_group_calibrate(j->src, mdl, &sens, &go, &cq, &r->group_cal, ctx);
     }
     nb_budget b = j->budget;
+    b.pins = j->plan.rules;
     b.methods = j->method == NB_METHOD_MIXED;
     if (st == NB_OK && b.methods) {
         nb_method_opts mo = {.calib_path = j->calib_path, .corpus = j->corpus, .all_experts = j->all_experts,

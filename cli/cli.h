@@ -37,6 +37,8 @@ int nb_cli_fail(const char *cmd, nb_ctx *ctx, nb_status st);
 /* --json of long commands (plan, quantize, build): progress events as JSON lines
  * on stdout, each before the command's result line (docs/cli.md). */
 void nb_cli_json_events(nb_ctx *ctx);
+/* --rule PAT=TYPE (and its llama-quantize spellings): o->dest is an nb_rules. */
+nb_status nb_cli_add_rule(const nb_opt *o, const char *arg, nb_ctx *ctx);
 /* Before any work: refuse an output that is one of the inputs or another
  * output (core/paths.h). Prints "nibble CMD: <message>" and returns
  * NB_EXIT_USAGE, or returns NB_OPTS_RUN to go on. NULL entries are skipped.
@@ -97,7 +99,8 @@ extern const nb_opt_choice nb_cli_runtimes[];
      .help = "rows per tensor sampled to measure errors (default 64)"},                                             \
     {.name = "calibrate-kld", .type = NB_OPT_STR, .dest = &(b).cal_text, .meta = "TEXT",                           \
      .help = "scale each tensor group's predicted errors by the engine's KLD with that group\n"                    \
-             "alone quantized on TEXT (one pass per group; docs/planner.md)"},                                      \
+             "alone quantized on TEXT (one pass per group; an encoder: the mean cosine distance\n"                  \
+             "of the embeddings of TEXT's lines; docs/planner.md)"},                                                \
     {.name = "calibrate-ctx", .type = NB_OPT_INT, .dest = &(b).cal_ctx, .meta = "N", .lo = 4, .hi = 1 << 20,         \
      .flags = NB_OPT_SUB, .help = "tokens per chunk of --calibrate-kld (default 512)"},                             \
     {.name = "calibrate-chunks", .type = NB_OPT_INT, .dest = &(b).cal_chunks, .meta = "N", .lo = 1, .hi = 1 << 30,   \

@@ -26,7 +26,10 @@ static char *plan_json(const nb_quant_job_result *r, const nb_budget *b) {
             cJSON_AddStringToObject(o, "group", e->name);
             cJSON_AddNumberToObject(o, "tensors", (double)e->n_tensors);
             cJSON_AddNumberToObject(o, "predicted", e->predicted);
-            cJSON_AddNumberToObject(o, "kld", e->kld);
+            cJSON_AddStringToObject(o, "metric", r->group_cal.metric);
+            cJSON_AddNumberToObject(o, "score", e->kld);
+            if (!strcmp(r->group_cal.metric, "kld")) cJSON_AddNumberToObject(o, "kld", e->kld);
+            cJSON_AddNumberToObject(o, "bpw", e->bpw);
             cJSON_AddNumberToObject(o, "factor", e->factor);
             cJSON_AddItemToArray(a, o);
         }
@@ -51,6 +54,8 @@ int nb_cmd_plan(int argc, char **argv) {
     nb_quant_job job = {0};
     nb_quant_job_result res = {0};
     nb_cli_budget bo = {0};
+    nb_rules rules;
+    nb_rules_init(&rules);
     const char *out_path = NULL;
     bool json = false;
     int method = 0;
@@ -58,6 +63,9 @@ int nb_cmd_plan(int argc, char **argv) {
     static const nb_opt_choice methods[] = {{"imatrix", 0}, {"mixed", 1}, {NULL, 0}};
     const nb_opt opts[] = {
         NB_CLI_BUDGET_ROWS(bo, "ctx"),
+        {.name = "rule", .type = NB_OPT_CALL, .fn = nb_cli_add_rule, .dest = &rules, .meta = "PAT=TYPE",
+         .help = "pin the tensors PAT names to TYPE (glob over the whole name or 're:REGEX', as\n"
+                 "quantize's --rule); the budget is spent on the others. Repeatable"},
         {.name = "output", .short_name = 'o', .type = NB_OPT_STR, .dest = &out_path, .meta = "PLAN.json",
          .flags = NB_OPT_OUTPUT, .help = "write the plan (what `nibble quantize --plan` applies)"},
         {.name = "json", .type = NB_OPT_FLAG, .dest = &json,
@@ -80,7 +88,7 @@ int nb_cmd_plan(int argc, char **argv) {
         .usage = "MODEL (--target-size SIZE | --target-bpw X | --budget SIZE --ctx N [--kv-type T]\n"
                  "[--overhead SIZE]) [--runtime llama.cpp|nibble] [--imatrix STATS | --calib TEXT]\n"
                  "[--sample-rows N] [--method mixed --calib TEXT [--method-time-budget S | --method-lambda X]]\n"
-                 "[-o PLAN.json] [--json]",
+                 "[--rule PAT=TYPE ...] [-o PLAN.json] [--json]",
         .about = "Choose a type for every tensor so the model fits a size: the file (--target-size), bits per\n"
                  "weight (--target-bpw) or the runtime's memory at a context (--budget: weights + KV cache +\n"
                  "compute + overhead), spending bits where the measured error (importance-weighted, on\n"
@@ -110,6 +118,7 @@ int nb_cmd_plan(int argc, char **argv) {
     if (json) nb_cli_json_events(&ctx);
     job.src = args.pos[0];
     job.sample_rows = bo.sample_rows;
+    job.plan.rules = &rules;
     job.method = job.calib_path ? NB_METHOD_IMATRIX : NB_METHOD_AUTO;
     if (method == 1) {
         if (!job.calib_path) {
@@ -139,11 +148,14 @@ int nb_cmd_plan(int argc, char **argv) {
     if (!ctx.quiet || !json) nb_budget_print(json ? stderr : stdout, &res.plan, &res.budget, &job.budget);
     if (res.group_cal.n && (!ctx.quiet || !json)) {
         FILE *f = json ? stderr : stdout;
-        fprintf(f, "\ncalibrated on %s (errors scaled to predicted KLD):\n%-28s %7s %14s %12s %12s\n",
-                job.group_cal.text_path, "tensor group", "tensors", "pred. error", "KLD alone", "factor");
+        bool kld = !strcmp(res.group_cal.metric, "kld");
+        fprintf(f, "\ncalibrated on %s (errors scaled to predicted %s):\n%-28s %7s %6s %14s %12s %12s\n",
+                job.group_cal.text_path, kld ? "KLD" : "cosine distance", "tensor group", "tensors", "bpw",
+                "pred. error", kld ? "KLD alone" : "cos. alone", "factor");
         for (size_t g = 0; g < res.group_cal.n; g++) {
             const nb_group_cal_entry *e = &res.group_cal.groups[g];
-            fprintf(f, "%-28s %7zu %14.6g %12.6g %12.6g\n", e->name, e->n_tensors, e->predicted, e->kld, e->factor);
+            fprintf(f, "%-28s %7zu %6.2f %14.6g %12.6g %12.6g\n", e->name, e->n_tensors, e->bpw, e->predicted, e->kld,
+                    e->factor);
         }
     }
     if (json) {
@@ -154,6 +166,7 @@ int nb_cmd_plan(int argc, char **argv) {
     }
     rc = NB_EXIT_OK;
 done:
+    nb_rules_free(&rules);
     nb_quant_job_result_free(&res);
     nb_ctx_free(&ctx);
     return rc;

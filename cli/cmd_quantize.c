@@ -163,8 +163,6 @@ static nb_status set_method(const nb_opt *o, const char *arg, nb_ctx *ctx) {
     return NB_OK;
 }
 
-static nb_status add_rule(const nb_opt *o, const char *arg, nb_ctx *ctx) { return nb_rules_add(o->dest, arg, ctx); }
-
 /* llama-quantize spellings that are rules here: --output-tensor-type T,
  * --token-embedding-type T, --tensor-type REGEX=T (llama.cpp searches the
  * regex anywhere in the name, as a 're:' rule does). */
@@ -230,7 +228,7 @@ int nb_cmd_quantize(int argc, char **argv) {
                  "edited (change a tensor's \"type\"); it must have been made for this\n"
                  "source (same size and tensor table; docs/quantize.md \"Plans\")"},
         NB_CLI_BUDGET_ROWS(bo, "budget-ctx"),
-        {.name = "rule", .type = NB_OPT_CALL, .fn = add_rule, .dest = &rules, .meta = "PAT=TYPE",
+        {.name = "rule", .type = NB_OPT_CALL, .fn = nb_cli_add_rule, .dest = &rules, .meta = "PAT=TYPE",
          .help = "per-tensor override; PAT is a glob over the whole name\n"
                  "('blk.*.ffn_down.weight=q6_k') or 're:REGEX' (POSIX ERE, searched\n"
                  "anywhere). Repeatable; later rules win. Only quantizable tensors."},

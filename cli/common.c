@@ -74,6 +74,8 @@ static void stdout_event(void *user, const char *json) {
     funlockfile(stdout);
 }
 
+nb_status nb_cli_add_rule(const nb_opt *o, const char *arg, nb_ctx *ctx) { return nb_rules_add(o->dest, arg, ctx); }
+
 void nb_cli_json_events(nb_ctx *ctx) {
     ctx->event_fn = stdout_event;
     ctx->event_user = NULL;

@@ -290,7 +290,7 @@ static nb_status pruned_plan(alloc *a, uint32_t keep, const nb_budget *b, nb_pla
         }
     nb_model pm = *m;
     pm.tensors = ts;
-    const nb_plan_opts po = {.mix = nb_mix_get(NB_MIX_F16), .pure = true};
+    const nb_plan_opts po = {.mix = nb_mix_get(NB_MIX_F16), .rules = b->pins, .pure = true};
     nb_status st = nb_plan_make(&pm, &po, p, ctx);
     if (st == NB_OK) {
         nb_plan_prune *pr = &p->prune;
@@ -465,6 +465,58 @@ static nb_status choose_methods(const nb_sens *s, const nb_budget *b, nb_plan *p
     return st;
 }
 
+/* What budget b holds besides the tensors: the file's header, or the KV cache, compute and overhead
+ * (mem filled) of a memory budget. */
+static nb_status budget_extra(const nb_model *m, const nb_sens *s, const nb_budget *b, nb_mem_est *mem, uint64_t *extra,
+                              nb_ctx *ctx) {
+    *extra = 0;
+    if (b->kind == NB_BUDGET_FILE) *extra = s->header_bytes;
+    if (b->kind == NB_BUDGET_MEMORY) {
+        NB_TRY(nb_mem_estimate(m, &b->mem, mem, ctx));
+        *extra = mem->kv_bytes + mem->compute_bytes + mem->overhead_bytes;
+    }
+    return NB_OK;
+}
+
+nb_status nb_budget_planned_bpw(const nb_model *m, const nb_sens *s, const nb_budget *b, double *bpw, nb_ctx *ctx) {
+    *bpw = 0;
+    NB_RETURN_IF(ctx, s->n_tensors != m->n_tensors, NB_ERR_INVALID, "budget: measured another model");
+    uint64_t extra = 0;
+    nb_mem_est mem;
+    NB_TRY(budget_extra(m, s, b, &mem, &extra, ctx));
+    nb_plan p0;
+    const nb_plan_opts po = {.mix = nb_mix_get(NB_MIX_F16), .rules = b->pins, .pure = true};
+    NB_TRY(nb_plan_make(m, &po, &p0, ctx));
+    double n_el = 0, planned_el = 0, fixed = 0;
+    for (size_t i = 0; i < s->n_tensors; i++) {
+        n_el += (double)p0.tensors[i].n_elements;
+        if (s->tensors[i].planned) planned_el += (double)p0.tensors[i].n_elements;
+        else fixed += (double)(b->kind == NB_BUDGET_BPW ? p0.tensors[i].bytes_out : pad(p0.tensors[i].bytes_out, s->alignment));
+    }
+    nb_plan_free(&p0);
+    double limit = b->kind == NB_BUDGET_BPW ? b->bpw * n_el / 8.0 : (double)b->bytes;
+    if (planned_el > 0 && limit > (double)extra + fixed) *bpw = (limit - (double)extra - fixed) * 8.0 / planned_el;
+    return NB_OK;
+}
+
+nb_status nb_sens_pin(const nb_model *m, nb_sens *s, const nb_rules *pins, size_t *n_pinned, nb_ctx *ctx) {
+    if (n_pinned) *n_pinned = 0;
+    if (!pins || !pins->n) return NB_OK;
+    NB_RETURN_IF(ctx, s->n_tensors != m->n_tensors, NB_ERR_INVALID, "budget: measured another model");
+    nb_plan p0;
+    const nb_plan_opts po = {.mix = nb_mix_get(NB_MIX_F16), .rules = pins, .pure = true};
+    NB_TRY(nb_plan_make(m, &po, &p0, ctx));
+    for (size_t i = 0; i < s->n_tensors; i++) {
+        /* a rule's type, or its fallback when the type does not fit the row */
+        bool pinned = s->tensors[i].planned && p0.tensors[i].why != NB_PLAN_BASE;
+        if (!pinned) continue;
+        s->tensors[i].planned = false;
+        if (n_pinned) (*n_pinned)++;
+    }
+    nb_plan_free(&p0);
+    return NB_OK;
+}
+
 nb_status nb_budget_plan(const nb_model *m, const nb_sens *s, const nb_budget *b, nb_plan *p, nb_budget_result *r,
                          nb_ctx *ctx) {
     memset(r, 0, sizeof *r);
@@ -475,13 +527,9 @@ nb_status nb_budget_plan(const nb_model *m, const nb_sens *s, const nb_budget *b
     NB_RETURN_IF(ctx, b->kind == NB_BUDGET_BPW && !(b->bpw > 0 && b->bpw <= 64), NB_ERR_RANGE,
                  "--target-bpw %g: give a value in (0, 64]", b->bpw);
     uint64_t extra = 0; /* what the budget holds besides the tensors */
-    if (b->kind == NB_BUDGET_FILE) extra = s->header_bytes;
-    if (b->kind == NB_BUDGET_MEMORY) {
-        NB_TRY(nb_mem_estimate(m, &b->mem, &r->mem, ctx));
-        extra = r->mem.kv_bytes + r->mem.compute_bytes + r->mem.overhead_bytes;
-    }
+    NB_TRY(budget_extra(m, s, b, &r->mem, &extra, ctx));
     nb_plan p0;
-    const nb_plan_opts po = {.mix = nb_mix_get(NB_MIX_F16), .pure = true};
+    const nb_plan_opts po = {.mix = nb_mix_get(NB_MIX_F16), .rules = b->pins, .pure = true};
     NB_TRY(nb_plan_make(m, &po, &p0, ctx));
 
     size_t n = m->n_tensors;
@@ -575,7 +623,9 @@ void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const
     uint64_t o_n = 0, o_bytes = 0, o_el = 0;
     for (size_t i = 0; i < p->n_tensors; i++) {
         if (done[i]) continue;
-        if (p->tensors[i].why != NB_PLAN_BUDGET) {
+        /* planned tensors by group; pinned ones (a --rule, or its fallback) in rows of their own */
+        bool pin = p->tensors[i].why == NB_PLAN_RULE || p->tensors[i].why == NB_PLAN_FALLBACK;
+        if (p->tensors[i].why != NB_PLAN_BUDGET && !pin) {
             o_n++;
             o_bytes += p->tensors[i].bytes_out;
             o_el += p->tensors[i].n_elements;
@@ -589,7 +639,9 @@ void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const
         size_t n_method[NB_PLAN_METHOD_LAST + 1] = {0};
         for (size_t k = i; k < p->n_tensors; k++) {
             const nb_plan_tensor *t = &p->tensors[k];
-            if (done[k] || t->why != NB_PLAN_BUDGET || strcmp(group_of(t->name, g2, sizeof g2), gi)) continue;
+            bool pk = t->why == NB_PLAN_RULE || t->why == NB_PLAN_FALLBACK;
+            if (done[k] || (t->why != NB_PLAN_BUDGET && !pk) || pk != pin || strcmp(group_of(t->name, g2, sizeof g2), gi))
+                continue;
             done[k] = true;
             cnt[t->type]++;
             nt++;
@@ -610,8 +662,14 @@ void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const
             if (n_method[k] && w >= 0 && (size_t)w < sizeof meth)
                 w += snprintf(meth + w, sizeof meth - (size_t)w, "  %s:%zu", nb_plan_method_name((nb_plan_method)k),
                               n_method[k]);
-        fprintf(f, "%-28s %7llu  %-30s %6.2f %14llu %12.4g%s\n", gi, (unsigned long long)nt, types,
-                el ? (double)bytes * 8.0 / (double)el : 0, (unsigned long long)bytes, loss, meth);
+        char lab[NB_MAX_NAME + 16];
+        snprintf(lab, sizeof lab, pin ? "%s (--rule)" : "%s", gi);
+        if (pin)
+            fprintf(f, "%-28s %7llu  %-30s %6.2f %14llu %12s\n", lab, (unsigned long long)nt, types,
+                    el ? (double)bytes * 8.0 / (double)el : 0, (unsigned long long)bytes, "pinned");
+        else
+            fprintf(f, "%-28s %7llu  %-30s %6.2f %14llu %12.4g%s\n", lab, (unsigned long long)nt, types,
+                    el ? (double)bytes * 8.0 / (double)el : 0, (unsigned long long)bytes, loss, meth);
     }
     if (o_n)
         fprintf(f, "%-28s %7llu  %-30s %6.2f %14llu %12s\n", "(kept: norms, biases, ...)", (unsigned long long)o_n,

@@ -22,7 +22,17 @@
  *    tables (token_embd) are looked up one row per token: their err is divided
  *    by the row count, unless the model has no output.weight (tied
  *    embeddings: the table is the output projection too). A candidate whose block does not divide the row length
- *    is dropped, never replaced by a fallback. Memory: one source tensor at a
+ *    is dropped, never replaced by a fallback.
+ *    Relative errors: in an architecture whose every block output is
+ *    normalised before it reaches the residual stream (NB_ARCH_F_SANDWICH:
+ *    Gemma 3 and EmbeddingGemma: q/k through their per-head norms, attn_v and
+ *    attn_output through the post-attention norm, the FFN through the post-FFN
+ *    norm; an encoder's dense_* through the final L2 normalisation) an error
+ *    costs the output in proportion to the tensor's own output, not in
+ *    absolute terms; there every blk.* and dense_* tensor's err is divided by
+ *    its energy Σ_slices w_s · (rows_s / sampled_s) · Σ Σ imp_j x_j² (the same
+ *    sample and weights), so err reads as the relative output error.
+ *    Memory: one source tensor at a
  *    time (none when the source is mapped) plus the sampled rows.
  *    Deterministic for any thread count (candidates run in parallel, each
  *    accumulates in double in a fixed order).
@@ -157,6 +167,7 @@ typedef struct nb_sens {
     uint32_t n_expert;       /* experts per MoE layer (0: dense) */
     uint32_t n_expert_used;  /* experts per token (1 for a dense model) */
     size_t n_resumed;        /* tensors read from the journal instead of measured */
+    size_t n_relative;       /* tensors whose errors are relative (see "Relative errors" above) */
     double seconds;
 } nb_sens;
 
@@ -209,6 +220,8 @@ typedef struct nb_budget {
     bool methods;                /* choose GPTQ or imatrix rounding per tensor (mixed methods, see above) */
     double method_seconds;       /* > 0: at most this many predicted seconds of GPTQ work beyond rounding */
     double method_lambda;        /* method_seconds 0: GPTQ where saved loss > lambda x extra seconds */
+    const nb_rules *pins;        /* may be NULL: tensors a rule names keep the rule's type (their bytes are
+                                    fixed; mark them !planned in the nb_sens first: nb_sens_pin) */
 } nb_budget;
 
 typedef struct nb_budget_result {
@@ -232,6 +245,19 @@ typedef struct nb_budget_result {
     double sec_all_round;    /* ... had every tensor been rounded */
     double pred_loss_round;  /* pred_loss with every tensor rounded (the imatrix plan's) */
 } nb_budget_result;
+
+/* Pinned tensors: every planned tensor of s that a rule of `pins` names
+ * (quant/mix.h rules, as `--rule PAT=TYPE` spells them) is marked not planned,
+ * so the allocation spends the budget on the others while the pinned ones keep
+ * the rule's type (pass the same rules as nb_budget.pins). *n_pinned (may be
+ * NULL) receives their count. Errors: those of nb_plan_make. */
+nb_status nb_sens_pin(const nb_model *m, nb_sens *s, const nb_rules *pins, size_t *n_pinned, nb_ctx *ctx);
+
+/* The mean bits per weight budget b leaves the planned tensors of s (what
+ * is left after the header or the memory estimate and the fixed tensors,
+ * over the planned elements, alignment padding aside); 0 when nothing is
+ * left. A calibration measures near it (calib/budget_calib.h). */
+nb_status nb_budget_planned_bpw(const nb_model *m, const nb_sens *s, const nb_budget *b, double *bpw, nb_ctx *ctx);
 
 /* Make the plan for budget b from measured s (m is the model s was measured
  * on). p is filled on success (free with nb_plan_free, also after failure).

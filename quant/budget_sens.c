@@ -194,16 +194,40 @@ static nb_status take_sample(nb_model *m, size_t i, const nb_sens_opts *o, uint3
     return st2;
 }
 
-/* Per slice: the err of a zero output, Σ imp x² over the sampled rows, scaled as cand_err. */
-static void drop_err(const sample *s, double *out) {
+/* The output energy Σ imp x² over the sampled rows, scaled as cand_err (the err of a zero output);
+ * per_slice (may be NULL): each slice's share. */
+static double energy(const sample *s, double *per_slice) {
     const float *x = s->x;
+    double all = 0;
     for (int64_t sl = 0; sl < s->n_slices; sl++) {
         const float *imp = s->has_imp[sl] ? s->imp + sl * s->ne0 : NULL;
         double e = 0;
         for (int64_t r = 0; r < s->k[sl]; r++, x += s->ne0)
             for (int64_t j = 0; j < s->ne0; j++) e += (imp ? (double)imp[j] : s->dflt) * (double)x[j] * (double)x[j];
-        out[sl] = s->scale[sl] * e;
+        if (per_slice) per_slice[sl] = s->scale[sl] * e;
+        all += s->scale[sl] * e;
     }
+    return all;
+}
+
+/* A stacked expert tensor (its slices are experts). */
+static bool expert_tensor(const nb_tensor *t) {
+    return t->n_dims >= 3 && t->ne[2] > 1 && nb_arch_is_expert_stack(t->name) && nb_arch_is_per_expert(t->name, NULL);
+}
+
+/* Whether m's block outputs are normalised before the residual (errors relative: quant/budget.h). */
+static bool relative_model(const nb_model *m) {
+    const char *g = nb_kv_get_str(&m->kv, "general.architecture");
+    const nb_arch *a = g ? nb_arch_from_gguf(g, false) : NULL;
+    return a && (a->flags & NB_ARCH_F_SANDWICH);
+}
+
+/* The divisor of tensor i's errors: its output energy over the sample when they are relative, else 1. */
+static double err_norm(const nb_model *m, size_t i, bool expert, const sample *s) {
+    const char *name = m->tensors[i].name;
+    if (expert || !relative_model(m) || (strncmp(name, "blk.", 4) && strncmp(name, "dense_", 6))) return 1.0;
+    double e = energy(s, NULL);
+    return e > 0 && isfinite(e) ? e : 1.0;
 }
 
 static nb_status measure_tensor(nb_model *m, size_t i, const nb_sens_opts *o, uint32_t n_used, nb_sens_tensor *out,
@@ -232,7 +256,7 @@ static nb_status measure_tensor(nb_model *m, size_t i, const nb_sens_opts *o, ui
         se = nb_calloc(ctx, n * (size_t)s.n_slices, sizeof *se, "per-expert errors");
         out->slice_drop = nb_calloc(ctx, (size_t)s.n_slices, sizeof *out->slice_drop, "per-expert errors");
         if (!se || !out->slice_drop) st = NB_ERR_NOMEM;
-        else drop_err(&s, out->slice_drop);
+        else energy(&s, out->slice_drop);
     }
     if (st == NB_OK) {
         int nt = nb_ctx_threads(ctx);
@@ -247,6 +271,10 @@ static nb_status measure_tensor(nb_model *m, size_t i, const nb_sens_opts *o, ui
                 oom = true;
             }
         }
+    }
+    if (st == NB_OK) {
+        double norm = err_norm(m, i, out->expert, &s);
+        for (size_t k = 0; k < n; k++) c[k].err /= norm;
     }
     sample_free(&s);
     if (st == NB_OK && oom) st = nb_err(ctx, NB_ERR_NOMEM, "out of memory measuring tensor '%s'", t->name);
@@ -306,7 +334,9 @@ nb_status nb_sens_measure_plan(nb_model *m, const nb_sens_opts *o, const nb_plan
         sample s = {0};
         st = take_sample(m, i, &all, n_used, &s, ctx);
         bool oom = false;
-        if (st == NB_OK) err[i] = cand_err(&s, pt->type, pt->bytes_out / (uint64_t)s.n_sampled, NULL, &oom);
+        if (st == NB_OK)
+            err[i] = cand_err(&s, pt->type, pt->bytes_out / (uint64_t)s.n_sampled, NULL, &oom) /
+                     err_norm(m, i, expert_tensor(&m->tensors[i]), &s);
         sample_free(&s);
         if (st == NB_OK && oom) st = nb_err(ctx, NB_ERR_NOMEM, "out of memory measuring tensor '%s'", pt->name);
         nb_progress_add(&prog, m->tensors[i].nbytes, pt->name);
@@ -324,10 +354,10 @@ static void state_key(nb_model *m, const nb_sens_opts *o, const nb_sens *s, uint
     char b[256];
     unsigned char fp[32];
     nb_plan_fingerprint(m, fp);
-    int n = snprintf(b, sizeof b, "nibble %s sens|%llu|rt %d|rows %u|dflt %a|used %u|sw %d|", NB_VERSION,
+    int n = snprintf(b, sizeof b, "nibble %s sens|%llu|rt %d|rows %u|dflt %a|used %u|sw %d|rel %d|", NB_VERSION,
                      (unsigned long long)m->file_bytes, (int)o->runtime,
                      o->sample_rows ? o->sample_rows : NB_SENS_DEFAULT_ROWS, o->default_importance, n_used,
-                     o->slice_weight != NULL);
+                     o->slice_weight != NULL, (int)relative_model(m));
     nb_sha256_update(&h, b, (size_t)n);
     nb_sha256_update(&h, fp, 32);
     for (size_t i = 0; i < m->n_tensors; i++) {
@@ -370,7 +400,12 @@ nb_status nb_sens_measure(nb_model *m, const nb_sens_opts *o, nb_sens *s, nb_ctx
         e->planned = nb_mix_tensor_quantizable(t->name, t->ne) && tr && (tr->is_float || tr->is_quantized);
         e->expert = e->planned && t->n_dims >= 3 && t->ne[2] > 1 && nb_arch_is_expert_stack(t->name) &&
                     nb_arch_is_per_expert(t->name, &e->layer);
+        if (e->planned && !e->expert && relative_model(m) && (!strncmp(t->name, "blk.", 4) || !strncmp(t->name, "dense_", 6)))
+            s->n_relative++;
     }
+    if (s->n_relative)
+        NB_INFO(ctx, "measure: %zu tensors' errors relative to their output (block outputs are normalised in this "
+                "architecture)", s->n_relative);
     /* a journal of earlier (interrupted) runs: its tensors are not measured again */
     bool *done = nb_calloc(ctx, m->n_tensors ? m->n_tensors : 1, sizeof *done, "measurement state");
     if (!done) return NB_ERR_NOMEM;

@@ -159,6 +159,34 @@ pred=$(tail -1 "$tmp/out" | grep -oE '"file_bytes":[0-9]+' | head -1 | cut -d: -
 check "apply the calibrated plan" 0 "$nb" quantize "$src" --plan "$tmp/pk.json" -o "$tmp/pk.gguf" -q
 [ "$(stat -c %s "$tmp/pk.gguf")" = "$pred" ] || { echo "FAIL: calibrated plan: predicted $pred, written $(stat -c %s "$tmp/pk.gguf")"; fail=1; }
 ls "$tmp"/nibble-cal-* 2>/dev/null | grep -q . && { echo "FAIL: calibration temporaries left behind"; fail=1; }
+# an encoder: the calibration scores each group by the mean cosine distance of the embeddings of
+# the text's lines, measured near the budget's bits per weight; --rule pins token_embd inside the budget
+enc="$tmp/enc.gguf"
+check "synth encoder" 0 "$nb" synth --arch gemma-embedding --layers 2 --dim 256 --ff 512 --heads 4 --kv-heads 1 \
+  --vocab 400 --dtype f32 --seed 2 -o "$enc" -q
+TMPDIR="$tmp" check "plan an encoder --calibrate-kld --rule" 0 "$nb" plan "$enc" --target-bpw 4.6 \
+  --rule token_embd.weight=q8_0 --calibrate-kld "$data/text/embed_sentences.txt" -o "$tmp/pe.json" --json
+has "token_embd.weight (--rule)" "$tmp/err"
+has "errors scaled to predicted cosine distance" "$tmp/err"
+python3 - "$tmp/out" "$tmp/pe.json" <<'PY' || fail=1
+import json, sys
+d = json.loads(open(sys.argv[1]).read().strip().split("\n")[-1])
+cal = d["calibration"]
+assert {c["metric"] for c in cal} == {"cos_dist"}, cal
+assert "token_embd.weight" not in {c["group"] for c in cal}, "a pinned group was calibrated"
+for c in cal:
+    assert c["predicted"] > 0 and c["score"] > 0 and c["factor"] > 0 and "kld" not in c, c
+    assert abs(c["factor"] - c["score"] / c["predicted"]) <= 1e-9 * c["factor"], c
+    assert 4.0 <= c["bpw"] <= 5.0, c  # measured near the 4.6-bpw budget, not at the cheapest type
+plan = json.load(open(sys.argv[2]))
+t = {x["name"]: x for x in plan["tensors"]}
+assert t["token_embd.weight"]["type"] == "q8_0" and t["token_embd.weight"]["why"] == "rule", t["token_embd.weight"]
+assert d["budget"]["bpw"] <= 4.6, d["budget"]
+print("ok: encoder calibrated on", len(cal), "groups, token_embd pinned")
+PY
+check "apply the encoder's plan" 0 "$nb" quantize "$enc" --plan "$tmp/pe.json" -o "$tmp/pe.gguf" -q
+check "embed the planned encoder" 0 "$nb" embed "$tmp/pe.gguf" --text "$data/text/embed_sentences.txt" -q
+check "--pure inside a budget" 1 "$nb" quantize "$src" --target-bpw 4.5 --pure -o "$tmp/x.gguf"
 check "--calibrate-kld without a target" 1 "$nb" quantize "$src" --type q8_0 --calibrate-kld "$eval_" -o "$tmp/x.gguf"
 
 # resumable measurement: a plan killed mid-measurement resumes from its --measure-state journal

@@ -398,6 +398,90 @@ START_TEST(expert_weights_scale_errors) {
 }
 END_TEST
 
+/* Gemma 3's block outputs are normalised: its blk.* errors are relative to the tensor's output
+ * energy, so scaling every column's importance by 4 leaves them unchanged, while token_embd's
+ * (and every llama tensor's) scale by 4. */
+START_TEST(relative_errors_in_sandwich_blocks) {
+    const char *g = synth("gemma3.gguf", "gemma3", 256, 512);
+    const char *l = synth("dense.gguf", "llama", 256, 512);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    for (int arch = 0; arch < 2; arch++) {
+        nb_model *m = NULL;
+        ck_assert(nb_model_open(arch ? l : g, &m, &ctx) == NB_OK);
+        nb_sens a, b;
+        nb_sens_opts so = {.runtime = NB_RUNTIME_LLAMACPP, .default_importance = 1.0};
+        ck_assert(nb_sens_measure(m, &so, &a, &ctx) == NB_OK);
+        so.default_importance = 4.0;
+        ck_assert(nb_sens_measure(m, &so, &b, &ctx) == NB_OK);
+        size_t n_rel = 0, n_abs = 0;
+        for (size_t i = 0; i < a.n_tensors; i++) {
+            if (!a.tensors[i].planned) continue;
+            bool rel = !arch && !strncmp(m->tensors[i].name, "blk.", 4);
+            for (size_t k = 0; k < a.tensors[i].n_cands; k++) {
+                double ea = a.tensors[i].cands[k].err, eb = b.tensors[i].cands[k].err;
+                if (rel) ck_assert_double_eq_tol(eb, ea, 1e-12 * (1 + ea));
+                else ck_assert_double_eq_tol(eb, 4 * ea, 1e-12 * (1 + ea));
+                /* a relative error at the cheapest type is a fraction of the output, not its energy */
+                if (rel && k == 0) ck_assert_msg(ea > 0 && ea < 1, "%s: %g", m->tensors[i].name, ea);
+            }
+            n_rel += rel;
+            n_abs += !rel;
+        }
+        ck_assert_uint_eq(a.n_relative, n_rel);
+        ck_assert_uint_eq(n_rel, arch ? 0 : 14); /* q k v o gate up down x 2 layers */
+        ck_assert_uint_ge(n_abs, 1);             /* token_embd (and llama's blocks) */
+        nb_sens_free(&a);
+        nb_sens_free(&b);
+        nb_model_close(m);
+    }
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
+/* --rule inside a budget: the tensors a rule names keep its type, the rest fill the budget. */
+START_TEST(pinned_tensors_keep_their_type) {
+    fx f;
+    fx_open(&f, "dense.gguf", "llama", 256, 512, 1);
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    nb_rules rules;
+    nb_rules_init(&rules);
+    ck_assert(nb_rules_add(&rules, "token_embd.weight=q8_0", &ctx) == NB_OK);
+    ck_assert(nb_rules_add(&rules, "blk.0.ffn_down.weight=q6_K", &ctx) == NB_OK);
+    size_t n_pin = 0, n_planned = 0;
+    for (size_t i = 0; i < f.s.n_tensors; i++) n_planned += f.s.tensors[i].planned;
+    uint64_t lo, hi;
+    extremes(&f.s, f.m, &lo, &hi);
+    ck_assert(nb_sens_pin(f.m, &f.s, &rules, &n_pin, &ctx) == NB_OK);
+    ck_assert_uint_eq(n_pin, 2);
+    nb_budget b = {.kind = NB_BUDGET_FILE, .bytes = lo + (hi - lo) / 3, .pins = &rules};
+    nb_plan p;
+    nb_budget_result r;
+    ck_assert_msg(nb_budget_plan(f.m, &f.s, &b, &p, &r, &ctx) == NB_OK, "%s", nb_errmsg(&ctx));
+    ck_assert_uint_le(r.file_bytes, b.bytes);
+    ck_assert_uint_eq(r.n_planned, n_planned - 2);
+    size_t seen = 0;
+    for (size_t i = 0; i < p.n_tensors; i++) {
+        const nb_plan_tensor *t = &p.tensors[i];
+        if (!strcmp(t->name, "token_embd.weight") || !strcmp(t->name, "blk.0.ffn_down.weight")) {
+            ck_assert_int_eq(t->why, NB_PLAN_RULE);
+            ck_assert_int_eq(t->type, t->name[0] == 't' ? NB_TYPE_Q8_0 : NB_TYPE_Q6_K);
+            seen++;
+        }
+    }
+    ck_assert_uint_eq(seen, 2);
+    nb_plan_free(&p);
+    /* the mean bits left for the planned tensors: what the allocation spends */
+    double bpw = 0;
+    ck_assert(nb_budget_planned_bpw(f.m, &f.s, &b, &bpw, &ctx) == NB_OK);
+    ck_assert_msg(bpw > 2 && bpw < 16, "%g", bpw);
+    nb_rules_free(&rules);
+    nb_ctx_free(&ctx);
+    fx_close(&f);
+}
+END_TEST
+
 START_TEST(job_budget_checks) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
@@ -686,6 +770,8 @@ int main(void) {
     tcase_add_test(tc, kv_cache_formula);
     tcase_add_test(tc, memory_budget_and_moe_message);
     tcase_add_test(tc, expert_weights_scale_errors);
+    tcase_add_test(tc, relative_errors_in_sandwich_blocks);
+    tcase_add_test(tc, pinned_tensors_keep_their_type);
     tcase_add_test(tc, job_budget_checks);
     tcase_add_test(tc, mixed_methods_plan);
     tcase_add_test(tc, mixed_methods_job);
