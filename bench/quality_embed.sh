@@ -19,7 +19,8 @@
 # the markdown table is printed from it at the end. Not a test: nothing asserted.
 #
 # usage: bench/quality_embed.sh [ROW...]   ROW = scheme:method, e.g. q4_k_m:gptq,
-#          llama:q4_k_m, llama:iq4_xs (default: every row, llama.cpp's first);
+#          llama:q4_k_m, llama:iq4_xs (default: every row, llama.cpp's first; llama@RE=TYPE:q4_k_m
+#          passes --tensor-type RE=TYPE to llama-quantize);
 #          scheme@T=TYPE adds --rule 'blk.*.T.weight=TYPE' (iq4_xs@ffn_down=q5_0:gptq; several
 #          @T=TYPE in a row add one rule each);
 #          sizeBYTES is the size planner's mix for a file of at most BYTES (--target-size);
@@ -85,8 +86,11 @@ one() { # one ROW
   local load; load=$(cut -d' ' -f1 /proc/loadavg)
   if [[ $sc == llama ]]; then
     [[ -n $llama ]] || { echo "skip $row: no LLAMA_BIN" >&2; return 0; }
-    /usr/bin/time -f "TIME %e %M" -o "$row.time" "$llama/llama-quantize" --imatrix ll-imatrix.gguf f32.gguf "$out" \
-      "${me^^}" "$thr" > "$row.log" 2>&1
+    local r; local -a rs=() la=()
+    [[ -n $rule ]] && IFS=@ read -ra rs <<< "$rule"
+    for r in "${rs[@]}"; do la+=(--tensor-type "$r"); done # llama@dense_2=q6_K:q4_k_m: a regex over the names
+    /usr/bin/time -f "TIME %e %M" -o "$row.time" "$llama/llama-quantize" --imatrix ll-imatrix.gguf "${la[@]}" \
+      f32.gguf "$out" "${me^^}" "$thr" > "$row.log" 2>&1
   else
     if [[ $sc == size* ]]; then args=(--target-size "${sc#size}" -t "$thr" --quiet) # the planner's mix
     elif [[ $sc == pinsize* ]]; then # the planner's mix, token_embd pinned to Q6_K as in llama.cpp's files

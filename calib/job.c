@@ -321,6 +321,11 @@ static nb_status job_plan_budget(const nb_quant_job *j, job_data *d, const nb_qu
         b.prune_criterion = nb_prune_criterion_name(rk.crit);
     }
     if (st == NB_OK) st = nb_budget_plan(mdl, &sens, &b, &r->plan, &r->budget, ctx);
+    if (st == NB_OK && r->group_cal.n)
+        r->budget.loss_unit = strcmp(r->group_cal.metric, "kld") ? "predicted cosine distance, calibrated per group"
+                                                                  : "predicted KLD, calibrated per tensor group";
+    else if (st == NB_OK && sens.n_relative)
+        r->budget.loss_unit = "importance-weighted squared error, relative to each block tensor's output";
     nb_sens_free(&sens);
     nb_model_close(mdl);
     return st;

@@ -700,7 +700,8 @@ void nb_budget_print(FILE *f, const nb_plan *p, const nb_budget_result *r, const
     if (r->keep)
         fprintf(f, "pruned      %u of %u experts kept per layer (%s; predicted loss of the dropped experts %.6g)\n",
                 r->keep, r->n_expert, p->prune.criterion, r->drop_loss);
-    fprintf(f, "predicted loss %.6g (importance-weighted squared error, summed over tensors)\n", r->pred_loss);
+    fprintf(f, "predicted loss %.6g (%s, summed over tensors)\n", r->pred_loss,
+            r->loss_unit ? r->loss_unit : "importance-weighted squared error");
     if (r->methods)
         fprintf(f, "methods     GPTQ on %zu, AWQ on %zu of %zu tensors: predicted loss %.6g (%.6g with imatrix rounding "
                 "alone), predicted work %.1f s (rounding alone %.1f s, GPTQ wherever it helps %.1f s)\n", r->n_gptq,

@@ -244,6 +244,8 @@ typedef struct nb_budget_result {
     double sec_all_gptq;     /* ... had every tensor GPTQ could help taken it */
     double sec_all_round;    /* ... had every tensor been rounded */
     double pred_loss_round;  /* pred_loss with every tensor rounded (the imatrix plan's) */
+    const char *loss_unit;   /* what pred_loss measures, for the table (static; NULL: importance-weighted
+                                squared error); set by the caller that calibrated or measured relatively */
 } nb_budget_result;
 
 /* Pinned tensors: every planned tensor of s that a rule of `pins` names
