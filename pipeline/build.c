@@ -36,10 +36,28 @@ typedef struct key {
     nb_sha256 s;
 } key;
 
+/* The running executable's SHA-256, once: a rebuilt nibble (a planner or quantizer that changed
+ * under the same version number) never reuses an older binary's work. Without /proc: zeros
+ * (the version alone). */
+static const unsigned char *self_digest(void) {
+    static unsigned char d[32];
+    static bool done;
+    if (!done) {
+        nb_ctx c;
+        nb_ctx_init(&c);
+        c.quiet = true;
+        if (nb_sha256_file("/proc/self/exe", d, &c) != NB_OK) memset(d, 0, sizeof d);
+        nb_ctx_free(&c);
+        done = true;
+    }
+    return d;
+}
+
 static void key_init(key *k, const char *stage) {
     nb_sha256_init(&k->s);
     const char *v = "nibble " NB_VERSION;
     nb_sha256_update(&k->s, v, strlen(v) + 1);
+    nb_sha256_update(&k->s, self_digest(), 32);
     nb_sha256_update(&k->s, stage, strlen(stage) + 1);
 }
 

@@ -212,7 +212,8 @@ static double energy(const sample *s, double *per_slice) {
 
 /* A stacked expert tensor (its slices are experts). */
 static bool expert_tensor(const nb_tensor *t) {
-    return t->n_dims >= 3 && t->ne[2] > 1 && nb_arch_is_expert_stack(t->name) && nb_arch_is_per_expert(t->name, NULL);
+    int layer;
+    return t->n_dims >= 3 && t->ne[2] > 1 && nb_arch_is_expert_stack(t->name) && nb_arch_is_per_expert(t->name, &layer);
 }
 
 /* Whether m's block outputs are normalised before the residual (errors relative: quant/budget.h). */
