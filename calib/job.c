@@ -299,6 +299,10 @@ static nb_status job_plan_budget(const nb_quant_job *j, job_data *d, const nb_qu
         pb.pins = j->plan.rules;
         st = nb_budget_planned_bpw(mdl, &sens, &pb, &go.ref_bpw, ctx);
         if (st == NB_OK) st = nb_group_calibrate(j->src, mdl, &sens, &go, &cq, &r->group_cal, ctx);
+        if (st == NB_OK)
+            NB_INFO(ctx, "budget: errors calibrated on %s (%s of %zu tensor groups, each measured near %.2f bpw)",
+                    go.text_path, strcmp(r->group_cal.metric, "kld") ? "cosine distance" : "KLD", r->group_cal.n,
+                    go.ref_bpw);
     }
     nb_budget b = j->budget;
     b.pins = j->plan.rules;

@@ -348,6 +348,7 @@ static nb_status recipe_job(const nb_recipe *rc, const char *src, const char *ds
         if (rc->target_runtime) nb_runtime_from_name(rc->target_runtime, &j->budget.mem.runtime);
         j->budget.mem.overhead = rc->target_overhead == UINT64_MAX ? NB_MEM_DEFAULT_OVERHEAD : rc->target_overhead;
         j->budget.allow_prune = rc->prune_auto;
+        j->group_cal = (nb_group_cal_opts){.text_path = rc->target_calibrate, .n_ctx = rc->target_calibrate_ctx};
         j->budget.prune_criterion = rc->prune_criterion ? rc->prune_criterion : "reap";
     }
     if (nb_quant_method_sequential(j->method)) {
@@ -543,6 +544,8 @@ static nb_status do_quantize(builder *b, const char *src, const char *imatrix, c
     key_str(&k, "kv", rc->target_kv_type);
     key_str(&k, "runtime", rc->target_runtime);
     key_num(&k, "overhead", (double)rc->target_overhead);
+    NB_TRY(key_file(&k, "calibrate", rc->target_calibrate, b->ctx));
+    key_num(&k, "calibrate_ctx", rc->target_calibrate_ctx);
     if (rc->prune_auto) {
         key_str(&k, "prune", "auto");
         key_str(&k, "criterion", rc->prune_criterion);

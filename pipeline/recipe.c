@@ -17,6 +17,7 @@ void nb_recipe_free(nb_recipe *r) {
     free(r->prune_criterion); free(r->calib_text); free(r->method); free(r->target_mix); free(r->target_plan);
     free(r->target_kv_type);
     free(r->target_runtime);
+    free(r->target_calibrate);
     for (size_t i = 0; i < r->n_rules; i++) free(r->rules[i]);
     free(r->eval_text); free(r->out_file);
     for (size_t i = 0; i < r->n_outputs; i++) free(r->outputs[i].name);
@@ -217,7 +218,8 @@ static nb_status parse_calibration(const rd *r, const cJSON *j, nb_recipe *out) 
 }
 
 static nb_status parse_target(const rd *r, const cJSON *j, nb_recipe *out) {
-    static const char *const k[] = {"mix", "plan", "size", "bpw", "budget", "ctx", "kv_type", "runtime", "overhead", NULL};
+    static const char *const k[] = {"mix",     "plan",     "size",      "bpw",          "budget", "ctx", "kv_type",
+                                    "runtime", "overhead", "calibrate", "calibrate_ctx", NULL};
     const cJSON *o;
     NB_TRY(get_obj(r, j, "target", k, &o));
     NB_RETURN_IF(r->ctx, !o, NB_ERR_FORMAT, "%s: target: missing (give {\"mix\": \"q4_k_m\"} or {\"plan\": FILE})",
@@ -255,6 +257,13 @@ static nb_status parse_target(const rd *r, const cJSON *j, nb_recipe *out) {
     NB_TRY(get_str(r, o, "target", "runtime", false, &out->target_runtime));
     static const char *const rt[] = {"llama.cpp", "nibble", NULL};
     if (out->target_runtime && !one_of(out->target_runtime, rt)) return want(r, "target", "runtime", "\"llama.cpp\" or \"nibble\"");
+    NB_TRY(get_str(r, o, "target", "calibrate", true, &out->target_calibrate));
+    c = 0;
+    NB_TRY(get_num(r, o, "target", "calibrate_ctx", 4, 1 << 20, true, &c, NULL));
+    out->target_calibrate_ctx = (int)c;
+    NB_RETURN_IF(r->ctx, (out->target_calibrate || out->target_calibrate_ctx) &&
+                             (out->target == NB_TARGET_MIX || out->target == NB_TARGET_PLAN),
+                 NB_ERR_FORMAT, "%s: target: \"calibrate\" calibrates the planner: give size, bpw or budget", r->what);
     return NB_OK;
 }
 

@@ -104,6 +104,9 @@ typedef struct nb_recipe {
     char *target_kv_type;   /* NB_TARGET_BUDGET: "f16" (default), "q8_0", "q4_0" */
     char *target_runtime;   /* "llama.cpp" (default) or "nibble" (also allows NF4/INT4 types) */
     uint64_t target_overhead; /* NB_TARGET_BUDGET: bytes added to the estimate; UINT64_MAX: the default */
+    char *target_calibrate; /* size/bpw/budget: the planner's errors calibrated on this text (nibble plan
+                               --calibrate-kld: KLD per tensor group, an encoder's cosine distance); NULL: not */
+    int target_calibrate_ctx; /* its chunk length (0: the default) */
     size_t n_rules;
     char *rules[NB_RECIPE_MAX_RULES];
     bool allow_requantize;

@@ -102,6 +102,23 @@ check "build dense-size" 0 "$nb" build "$root/recipes/dense-size.json" --source 
   --var SIZE=900KiB -o "$tmp/bs"
 sz=$(stat -c %s "$tmp/bs/dense-size.gguf")
 [ "$sz" -le 921600 ] || { echo "FAIL: dense-size wrote $sz bytes for a 900 KiB target"; fail=1; }
+# a budget with a pinned tensor (rules) and the planner calibrated per tensor group (target.calibrate)
+cat > "$tmp/cal.json" <<'JSON'
+{"nibble_recipe": 1, "name": "cal", "source": "${SOURCE}",
+ "calibration": {"text": "${CALIB}", "ctx": 64, "tokens": 1024}, "method": "imatrix",
+ "target": {"size": "900KiB", "calibrate": "${EVAL}", "calibrate_ctx": 64},
+ "rules": ["token_embd.weight=q8_0"],
+ "validation": {"text": "${EVAL}", "ctx": 64, "chunks": 2}}
+JSON
+TMPDIR="$tmp" check "build a calibrated, pinned budget" 0 "$nb" build "$tmp/cal.json" --source "$tmp/llama.gguf" \
+  --var "CALIB=$calib" --var "EVAL=$eval_" -o "$tmp/bc"
+has "calibrated on" "$tmp/err"
+has "pinned by --rule" "$tmp/err"
+[ "$(stat -c %s "$tmp/bc/cal.gguf")" -le 921600 ] || { echo "FAIL: the calibrated plan is over its 900 KiB target"; fail=1; }
+check "inspect the calibrated build" 0 "$nb" inspect "$tmp/bc/cal.gguf" --json
+python3 -c 'import json,sys; t={x["name"]: x["type"] for x in json.load(open(sys.argv[1]))["tensors"]}; assert t["token_embd.weight"] == "q8_0", t["token_embd.weight"]' "$tmp/out" ||
+  { echo "FAIL: the pinned token_embd is not q8_0"; fail=1; }
+ls "$tmp"/nibble-cal-* 2>/dev/null | grep -q . && { echo "FAIL: calibration temporaries left behind"; fail=1; }
 check "synth moe16" 0 "$nb" synth --arch mixtral --layers 2 --dim 256 --ff 256 --experts 16 --experts-used 2 --vocab 300 \
   --seed 4 -o "$tmp/moe16.gguf"
 check "build moe-24gb" 0 "$nb" build "$root/recipes/moe-24gb.json" --source "$tmp/moe16.gguf" "${vars[@]}" "${small[@]}" \
