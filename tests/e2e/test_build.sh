@@ -102,16 +102,18 @@ check "build dense-size" 0 "$nb" build "$root/recipes/dense-size.json" --source 
   --var SIZE=900KiB -o "$tmp/bs"
 sz=$(stat -c %s "$tmp/bs/dense-size.gguf")
 [ "$sz" -le 921600 ] || { echo "FAIL: dense-size wrote $sz bytes for a 900 KiB target"; fail=1; }
-# a budget with a pinned tensor (rules) and the planner calibrated per tensor group (target.calibrate)
+# a budget with a pinned tensor (rules) and the planner calibrated per tensor group (target.calibrate,
+# on a few chunks of text: one engine pass per group)
+head -c 3000 "$eval_" > "$tmp/cal_eval.txt"
 cat > "$tmp/cal.json" <<'JSON'
 {"nibble_recipe": 1, "name": "cal", "source": "${SOURCE}",
  "calibration": {"text": "${CALIB}", "ctx": 64, "tokens": 1024}, "method": "imatrix",
- "target": {"size": "900KiB", "calibrate": "${EVAL}", "calibrate_ctx": 64},
+ "target": {"size": "900KiB", "calibrate": "${CAL_EVAL}", "calibrate_ctx": 64},
  "rules": ["token_embd.weight=q8_0"],
  "validation": {"text": "${EVAL}", "ctx": 64, "chunks": 2}}
 JSON
 TMPDIR="$tmp" check "build a calibrated, pinned budget" 0 "$nb" build "$tmp/cal.json" --source "$tmp/llama.gguf" \
-  --var "CALIB=$calib" --var "EVAL=$eval_" -o "$tmp/bc"
+  --var "CALIB=$calib" --var "EVAL=$eval_" --var "CAL_EVAL=$tmp/cal_eval.txt" -o "$tmp/bc"
 has "calibrated on" "$tmp/err"
 has "pinned by --rule" "$tmp/err"
 [ "$(stat -c %s "$tmp/bc/cal.gguf")" -le 921600 ] || { echo "FAIL: the calibrated plan is over its 900 KiB target"; fail=1; }
