@@ -68,6 +68,21 @@ typedef float (*nb_vdot_fn)(int64_t n, const void *w, const void *x);
  * out[t] = dot(n, w, x[t]) exactly, bit for bit. */
 typedef void (*nb_vdot4_fn)(int64_t n, const void *w, const void *const *x, float *out);
 
+/* Eight tokens' NB_ACT_Q32 activations interleaved for the token-lane tiles
+ * (one token per int32 lane): chunk c (elements 32c..32c+31) of token t has
+ * its 4-code group k (elements 32c+4k..32c+4k+3) at qs[256c + 32k + 4t], its
+ * scale at d[8c + t] and its code sum at s[8c + t]. */
+typedef struct nb_xq8 {
+    const int8_t *qs; /* 8 n codes */
+    const float *d;   /* 8 (n/32) scales */
+    const int32_t *s; /* 8 (n/32) block sums */
+} nb_xq8;
+
+/* nr weight rows (row r at w + r * rb) times 8 tokens:
+ * y[t * ldy + r] = dot(n, row r, token t) bit for bit. */
+typedef void (*nb_vtile8_fn)(int64_t n, const void *w, uint64_t rb, int64_t nr, const nb_xq8 *x, float *y,
+                             int64_t ldy);
+
 /* Float weights (F32/F16/BF16): nr rows (row r at w + r * rb) times nt
  * tokens (token t at x + t * ldx): y[t * ldy + r] = dot(row r, token t),
  * each output bit for bit what the 1 x 1 call (and `dot`) gives. */
@@ -82,6 +97,7 @@ typedef struct nb_kernels {
     nb_vdot_fn dot[NB_TYPE_COUNT];  /* NULL: no kernel (nb_matmul uses the reference path) */
     nb_vdot4_fn dot4[NB_TYPE_COUNT]; /* optional 4-token versions (NULL: dot is used) */
     nb_ftile_fn ftile[NB_TYPE_COUNT]; /* optional row x token tiles of the float types (NULL: dot) */
+    nb_vtile8_fn tile8[NB_TYPE_COUNT]; /* optional rows x 8 token tiles of NB_ACT_Q32 types (NULL: dot4) */
     nb_act_fmt act[NB_TYPE_COUNT];  /* activation format each weight type pairs with (ggml's
                                      * vec_dot_type); ISA-independent, set by the generic filler */
     nb_actq_fn quant_q32;
