@@ -70,9 +70,54 @@ static void add_bias(float *y, const float *b, int64_t rows, int n) {
 }
 
 static inline float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* e^z for |z| <= 87 in +, -, *, / and integer bit moves only, so every
+ * compiler and vector width gives the same bits (the GELU loop below
+ * vectorises; libm's tanhf does not, and libms differ): z = n ln2 + r with
+ * n = round(z / ln2) (the 1.5 * 2^23 trick, ties to even), ln2 split Cody-
+ * Waite style so that n * 0.693359375 is exact, e^r by its degree-6 Taylor
+ * polynomial on |r| <= ln2/2 (relative error < 2e-7), times 2^n made in the
+ * exponent bits. */
+static inline float exp_small(float z) {
+    const float magic = 12582912.f; /* 1.5 * 2^23 */
+    const float t = z * 1.44269504088896341f + magic;
+    uint32_t tb;
+    memcpy(&tb, &t, sizeof tb);
+    const float n = t - magic;
+    const float r = (z - n * 0.693359375f) - n * -2.12194440e-4f;
+    float p = 1.f / 720.f;
+    p = p * r + 1.f / 120.f;
+    p = p * r + 1.f / 24.f;
+    p = p * r + 1.f / 6.f;
+    p = p * r + 0.5f;
+    p = p * r + 1.f;
+    p = p * r + 1.f;
+    /* tb's low 23 bits hold n + 2^22; 2^n has exponent field n + 127 */
+    const uint32_t sb = (((tb & 0x7fffffu) - 0x400000u) + 127u) << 23;
+    float s;
+    memcpy(&s, &sb, sizeof s);
+    return p * s;
+}
+
+/* GELU, tanh form: 0.5 x (1 + tanh(u)) = x / (1 + e^(-2u)) with
+ * u = sqrt(2/pi) x (1 + 0.044715 x^2); the second form has no cancellation
+ * for negative x. u is taken of x clamped to |x| <= 9.9 (|2u| <= 85, so e^-2u
+ * stays a normal float; beyond it GELU is x or below 1e-35 in magnitude).
+ * The clamp works on the bits (an integer min: floating-point compares would
+ * keep GCC from vectorising the loop under -ftrapping-math); a NaN clamps to
+ * 9.9 and still gives NaN through the numerator. */
 static inline float gelu_tanh(float x) {
     const float c = 0.79788456080286535588f; /* sqrt(2/pi) */
-    return 0.5f * x * (1.0f + tanhf(c * x * (1.0f + 0.044715f * x * x)));
+    uint32_t xb;
+    memcpy(&xb, &x, sizeof xb);
+    int32_t a = (int32_t)(xb & 0x7fffffffu);
+    const int32_t lim = 0x411e6666; /* 9.9f */
+    a = a > lim ? lim : a;
+    const uint32_t cb = (uint32_t)a | (xb & 0x80000000u);
+    float xc;
+    memcpy(&xc, &cb, sizeof xc);
+    const float u = c * xc * (1.0f + 0.044715f * xc * xc);
+    return x / (1.0f + exp_small(-2.f * u));
 }
 
 void nb_eng_glu(nb_act act, float *gate, const float *up, int64_t n) {
