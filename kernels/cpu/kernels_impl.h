@@ -68,20 +68,21 @@ typedef float (*nb_vdot_fn)(int64_t n, const void *w, const void *x);
  * out[t] = dot(n, w, x[t]) exactly, bit for bit. */
 typedef void (*nb_vdot4_fn)(int64_t n, const void *w, const void *const *x, float *out);
 
-/* Eight tokens' NB_ACT_Q32 activations interleaved for the token-lane tiles
- * (one token per int32 lane): chunk c (elements 32c..32c+31) of token t has
- * its 4-code group k (elements 32c+4k..32c+4k+3) at qs[256c + 32k + 4t], its
- * scale at d[8c + t] and its code sum at s[8c + t]. */
-typedef struct nb_xq8 {
-    const int8_t *qs; /* 8 n codes */
-    const float *d;   /* 8 (n/32) scales */
-    const int32_t *s; /* 8 (n/32) block sums */
-} nb_xq8;
+/* G tokens' NB_ACT_Q32 activations interleaved for the token-lane tiles (one
+ * token per int32 lane; G = the table's tile_tok): chunk c (elements
+ * 32c..32c+31) of token t has its 4-code group k (elements 32c+4k..32c+4k+3)
+ * at qs[32Gc + 4Gk + 4t], its scale at d[Gc + t] and its code sum at
+ * s[Gc + t]. */
+typedef struct nb_xqt {
+    const int8_t *qs; /* G n codes */
+    const float *d;   /* G (n/32) scales */
+    const int32_t *s; /* G (n/32) block sums */
+} nb_xqt;
 
-/* nr weight rows (row r at w + r * rb) times 8 tokens:
+/* nr weight rows (row r at w + r * rb) times the G tokens of x:
  * y[t * ldy + r] = dot(n, row r, token t) bit for bit. */
-typedef void (*nb_vtile8_fn)(int64_t n, const void *w, uint64_t rb, int64_t nr, const nb_xq8 *x, float *y,
-                             int64_t ldy);
+typedef void (*nb_vtile_fn)(int64_t n, const void *w, uint64_t rb, int64_t nr, const nb_xqt *x, float *y,
+                            int64_t ldy);
 
 /* Float weights (F32/F16/BF16): nr rows (row r at w + r * rb) times nt
  * tokens (token t at x + t * ldx): y[t * ldy + r] = dot(row r, token t),
@@ -97,7 +98,8 @@ typedef struct nb_kernels {
     nb_vdot_fn dot[NB_TYPE_COUNT];  /* NULL: no kernel (nb_matmul uses the reference path) */
     nb_vdot4_fn dot4[NB_TYPE_COUNT]; /* optional 4-token versions (NULL: dot is used) */
     nb_ftile_fn ftile[NB_TYPE_COUNT]; /* optional row x token tiles of the float types (NULL: dot) */
-    nb_vtile8_fn tile8[NB_TYPE_COUNT]; /* optional rows x 8 token tiles of NB_ACT_Q32 types (NULL: dot4) */
+    nb_vtile_fn tile[NB_TYPE_COUNT]; /* optional rows x tile_tok token tiles of NB_ACT_Q32 types (NULL: dot4) */
+    int tile_tok;                     /* tokens per `tile` call (8 or 16; 0 when no tile is set) */
     nb_act_fmt act[NB_TYPE_COUNT];  /* activation format each weight type pairs with (ggml's
                                      * vec_dot_type); ISA-independent, set by the generic filler */
     nb_actq_fn quant_q32;

@@ -190,29 +190,29 @@ static nb_xq act_row(const unsigned char *xbuf, int64_t t, uint64_t tok_bytes, i
     return xq;
 }
 
-/* Group g of 8 quantized tokens interleaved for the tile8 kernels (nb_xq8
- * layout), at x8buf + g * grp_bytes. */
-static nb_xq8 act_group(unsigned char *x8buf, int64_t g, uint64_t grp_bytes, int64_t n_in) {
-    unsigned char *p = x8buf + (uint64_t)g * grp_bytes;
-    nb_xq8 xq;
+/* Group g of G quantized tokens interleaved for the tile kernels (nb_xqt
+ * layout), at xgbuf + g * grp_bytes. */
+static nb_xqt act_group(unsigned char *xgbuf, int64_t g, uint64_t grp_bytes, int64_t n_in, int G) {
+    unsigned char *p = xgbuf + (uint64_t)g * grp_bytes;
+    nb_xqt xq;
     xq.qs = (const int8_t *)p;
-    xq.d = (const float *)(p + 8 * (uint64_t)n_in);
-    xq.s = (const int32_t *)(xq.d + 8 * (n_in / 32));
+    xq.d = (const float *)(p + (uint64_t)G * (uint64_t)n_in);
+    xq.s = (const int32_t *)(xq.d + G * (n_in / 32));
     return xq;
 }
 
 static void interleave_group(const unsigned char *xbuf, uint64_t tok_bytes, int64_t g, int64_t n_in, int64_t n_d,
-                             unsigned char *x8buf, uint64_t grp_bytes) {
-    const nb_xq8 dst = act_group(x8buf, g, grp_bytes, n_in);
+                             unsigned char *xgbuf, uint64_t grp_bytes, int G) {
+    const nb_xqt dst = act_group(xgbuf, g, grp_bytes, n_in, G);
     int8_t *qs = (int8_t *)dst.qs;
     float *d = (float *)dst.d;
     int32_t *s = (int32_t *)dst.s;
-    for (int t = 0; t < 8; t++) {
-        const nb_xq src = act_row(xbuf, 8 * g + t, tok_bytes, n_in, n_d);
+    for (int t = 0; t < G; t++) {
+        const nb_xq src = act_row(xbuf, G * g + t, tok_bytes, n_in, n_d);
         for (int64_t c = 0; c < n_in / 32; c++) {
-            for (int k = 0; k < 8; k++) memcpy(qs + 256 * c + 32 * k + 4 * t, src.qs + 32 * c + 4 * k, 4);
-            d[8 * c + t] = src.d[c];
-            s[8 * c + t] = src.s[c];
+            for (int k = 0; k < 8; k++) memcpy(qs + 32 * G * c + 4 * G * k + 4 * t, src.qs + 32 * c + 4 * k, 4);
+            d[G * c + t] = src.d[c];
+            s[G * c + t] = src.s[c];
         }
     }
 }
@@ -236,7 +236,8 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
     const nb_vdot_fn dot = (k && fmt != NB_ACT_NONE) ? k->dot[wtype] : NULL;
     const nb_vdot4_fn dot4 = dot ? k->dot4[wtype] : NULL;
     const nb_ftile_fn ftile = dot && fmt == NB_ACT_F32 ? k->ftile[wtype] : NULL;
-    const nb_vtile8_fn tile8 = dot && fmt == NB_ACT_Q32 && n_tok >= 8 ? k->tile8[wtype] : NULL;
+    const nb_vtile_fn tile = dot && fmt == NB_ACT_Q32 && n_tok >= k->tile_tok ? k->tile[wtype] : NULL;
+    const int G = k->tile_tok;
     if (!dot) return nb_matmul_ref(wtype, w, n_out, n_in, x, n_tok, y, n_threads, ctx);
     uint64_t rb;
     NB_TRY(nb_type_row_bytes(wtype, (uint64_t)n_in, &rb, ctx, "matmul weight row"));
@@ -262,18 +263,18 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
         if (!xbuf) return nb_err(ctx, NB_ERR_NOMEM, "matmul: out of memory for %llu bytes of activations",
                                  (unsigned long long)total);
     }
-    /* groups of 8 tokens interleaved for tile8: 8 x (codes, scales, int32 sums) */
-    const int64_t n_grp = tile8 ? n_tok / 8 : 0;
-    const uint64_t grp_bytes = 8 * ((uint64_t)n_in + (uint64_t)n_d * 8);
-    unsigned char *x8buf = NULL;
+    /* groups of G tokens interleaved for `tile`: G x (codes, scales, int32 sums) */
+    const int64_t n_grp = tile ? n_tok / G : 0;
+    const uint64_t grp_bytes = (uint64_t)G * ((uint64_t)n_in + (uint64_t)n_d * 8);
+    unsigned char *xgbuf = NULL;
     if (n_grp > 0) {
         uint64_t total;
         if (!nb_mul_u64(grp_bytes, (uint64_t)n_grp, &total) || total > SIZE_MAX) {
             free(xbuf);
             return nb_err(ctx, NB_ERR_RANGE, "matmul: activation buffer size overflows");
         }
-        x8buf = malloc((size_t)total);
-        if (!x8buf) {
+        xgbuf = malloc((size_t)total);
+        if (!xgbuf) {
             free(xbuf);
             return nb_err(ctx, NB_ERR_NOMEM, "matmul: out of memory for %llu bytes of activations",
                           (unsigned long long)total);
@@ -298,9 +299,9 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
 #pragma omp for schedule(static)
             for (int64_t t = 0; t < n_tok; t++) quant_row(quant, x, t, n_in, xbuf, tok_bytes, n_d);
         }
-        if (x8buf) {
+        if (xgbuf) {
 #pragma omp for schedule(static)
-            for (int64_t g = 0; g < n_grp; g++) interleave_group(xbuf, tok_bytes, g, n_in, n_d, x8buf, grp_bytes);
+            for (int64_t g = 0; g < n_grp; g++) interleave_group(xbuf, tok_bytes, g, n_in, n_d, xgbuf, grp_bytes, G);
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t item = 0; item < n_items; item++) {
@@ -312,10 +313,10 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
                 continue;
             }
             int64_t t = t0;
-            if (x8buf) /* TOK_TILE is a multiple of 8: groups start at t0 */
-                for (; t + 8 <= t1; t += 8) {
-                    const nb_xq8 xg = act_group(x8buf, t / 8, grp_bytes, n_in);
-                    tile8(n_in, wb + (uint64_t)r0 * rb, rb, r1 - r0, &xg, y + t * n_out + r0, n_out);
+            if (xgbuf) /* TOK_TILE is a multiple of G: groups start at t0 */
+                for (; t + G <= t1; t += G) {
+                    const nb_xqt xg = act_group(xgbuf, t / G, grp_bytes, n_in, G);
+                    tile(n_in, wb + (uint64_t)r0 * rb, rb, r1 - r0, &xg, y + t * n_out + r0, n_out);
                 }
             if (dot4 && xbuf)
                 for (; t + 4 <= t1; t += 4) {
@@ -345,7 +346,7 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
             }
         }
     }
-    free(x8buf);
+    free(xgbuf);
     free(xbuf);
     return NB_OK;
 }

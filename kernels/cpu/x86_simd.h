@@ -409,74 +409,101 @@ DOT32_FN(dot_nf4, wv_nf4, 1, SC_NF4, 0, NO_MIN)
 
 /* ------------------------------------------------------------ token-lane tiles */
 
-/* Rows x 8 tokens for the 32-element types, one token per int32 lane
- * (nb_xq8 layout), so no chunk needs a horizontal sum: lane t of
+/* Rows x TL_TOK tokens for the 32-element types, one token per int32 lane
+ * (nb_xqt layout), so no chunk needs a horizontal sum: lane t of
  * sum_k dot4(broadcast(weight codes 4k..4k+3), activation group k of token t)
  * is chunk c's exact integer product for token t. The weight side is the
  * unsigned form u = code + 2^OFF of the chunk's codes (u8 for maddubs /
  * vpdpbusd against the signed activations), so isum = sum(u * x) -
  * (block sum of x << OFF): the same exact int32 as generic.c. The float step
  * is generic's expression per lane, chunk c into accumulator c % 8, so each
- * output is the 1-token dot bit for bit. With VNNI two rows share each
- * activation load (32 vector registers); AVX2 (maddubs pair sums stay below
- * 2^15 only for u <= 31) does one row and only the types whose u fits. */
+ * output is the 1-token dot bit for bit. With VNNI: 16 tokens on 512-bit
+ * vectors and two rows sharing each activation load (32 vector registers);
+ * AVX2: 8 tokens, one row, and only the types whose u <= 31 (maddubs pair
+ * sums stay below 2^15). */
 #ifdef NB_X86_ZMM
 #define TL_ROWS 2
-INL __m256i tl_dot(__m256i acc, __m256i u, __m256i x) { return _mm256_dpbusd_epi32(acc, u, x); }
+#define TL_TOK 16
+typedef __m512i tl_vi;
+typedef __m512 tl_vf;
+INL tl_vi tl_loadi(const void *p) { return _mm512_loadu_si512(p); }
+INL tl_vi tl_set1i(int32_t v) { return _mm512_set1_epi32(v); }
+INL tl_vi tl_zeroi(void) { return _mm512_setzero_si512(); }
+INL tl_vi tl_dot(tl_vi acc, tl_vi u, tl_vi x) { return _mm512_dpbusd_epi32(acc, u, x); }
+INL tl_vi tl_subi(tl_vi a, tl_vi b) { return _mm512_sub_epi32(a, b); }
+INL tl_vi tl_shl(tl_vi a, unsigned k) { return _mm512_slli_epi32(a, k); }
+INL tl_vf tl_cvt(tl_vi a) { return _mm512_cvtepi32_ps(a); }
+INL tl_vf tl_loadf(const float *p) { return _mm512_loadu_ps(p); }
+INL tl_vf tl_set1f(float v) { return _mm512_set1_ps(v); }
+INL tl_vf tl_zerof(void) { return _mm512_setzero_ps(); }
+INL tl_vf tl_mul(tl_vf a, tl_vf b) { return _mm512_mul_ps(a, b); }
+INL tl_vf tl_add(tl_vf a, tl_vf b) { return _mm512_add_ps(a, b); }
+INL void tl_storef(float *p, tl_vf v) { _mm512_storeu_ps(p, v); }
 #else
 #define TL_ROWS 1
-INL __m256i tl_dot(__m256i acc, __m256i u, __m256i x) {
+#define TL_TOK 8
+typedef __m256i tl_vi;
+typedef __m256 tl_vf;
+INL tl_vi tl_loadi(const void *p) { return load256(p); }
+INL tl_vi tl_set1i(int32_t v) { return _mm256_set1_epi32(v); }
+INL tl_vi tl_zeroi(void) { return _mm256_setzero_si256(); }
+INL tl_vi tl_dot(tl_vi acc, tl_vi u, tl_vi x) {
     return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)));
 }
+INL tl_vi tl_subi(tl_vi a, tl_vi b) { return _mm256_sub_epi32(a, b); }
+INL tl_vi tl_shl(tl_vi a, unsigned k) { return _mm256_slli_epi32(a, (int)k); }
+INL tl_vf tl_cvt(tl_vi a) { return _mm256_cvtepi32_ps(a); }
+INL tl_vf tl_loadf(const float *p) { return _mm256_loadu_ps(p); }
+INL tl_vf tl_set1f(float v) { return _mm256_set1_ps(v); }
+INL tl_vf tl_zerof(void) { return _mm256_setzero_ps(); }
+INL tl_vf tl_mul(tl_vf a, tl_vf b) { return _mm256_mul_ps(a, b); }
+INL tl_vf tl_add(tl_vf a, tl_vf b) { return _mm256_add_ps(a, b); }
+INL void tl_storef(float *p, tl_vf v) { _mm256_storeu_ps(p, v); }
 #endif
 
 /* UV(w, c): chunk c's 32 unsigned codes; OFF: log2 of the code offset (0:
  * none); SCALE, MIN as in DOT32_FN. */
-#define TILE8_FN(name, UV, OFF, SCALE, HAS_MIN, MIN)                                                     \
-    INL void name##_rows(int64_t nc, const void *const *wr, const nb_xq8 *x, float *y, int64_t ldy,     \
+#define TILE_FN(name, UV, OFF, SCALE, HAS_MIN, MIN)                                                      \
+    INL void name##_rows(int64_t nc, const void *const *wr, const nb_xqt *x, float *y, int64_t ldy,     \
                          const int R) {                                                                \
-        __m256 acc[TL_ROWS][8];                                                                        \
+        tl_vf acc[TL_ROWS][8];                                                                         \
         for (int r = 0; r < R; r++)                                                                    \
-            for (int j = 0; j < 8; j++) acc[r][j] = _mm256_setzero_ps();                               \
+            for (int j = 0; j < 8; j++) acc[r][j] = tl_zerof();                                        \
         for (int64_t c0 = 0; c0 < nc; c0 += 8) {                                                       \
             _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {                                      \
                 const int64_t c = c0 + j;                                                              \
                 if (c >= nc) break;                                                                    \
                 int32_t wu[TL_ROWS][8] __attribute__((aligned(32)));                                   \
-                __m256i s[TL_ROWS];                                                                    \
+                tl_vi s[TL_ROWS];                                                                      \
                 for (int r = 0; r < R; r++) {                                                          \
                     _mm256_store_si256((__m256i *)wu[r], UV(wr[r], c));                                \
-                    s[r] = _mm256_setzero_si256();                                                     \
+                    s[r] = tl_zeroi();                                                                 \
                 }                                                                                      \
-                const int8_t *q = x->qs + 256 * c;                                                     \
+                const int8_t *q = x->qs + 32 * TL_TOK * c;                                             \
                 _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {                                  \
-                    const __m256i xv = load256(q + 32 * k);                                            \
-                    for (int r = 0; r < R; r++) s[r] = tl_dot(s[r], _mm256_set1_epi32(wu[r][k]), xv);  \
+                    const tl_vi xv = tl_loadi(q + 4 * TL_TOK * k);                                     \
+                    for (int r = 0; r < R; r++) s[r] = tl_dot(s[r], tl_set1i(wu[r][k]), xv);           \
                 }                                                                                      \
-                const __m256 dx = _mm256_loadu_ps(x->d + 8 * c);                                       \
-                const __m256i xs = load256(x->s + 8 * c);                                              \
+                const tl_vf dx = tl_loadf(x->d + TL_TOK * c);                                          \
+                const tl_vi xs = tl_loadi(x->s + TL_TOK * c);                                          \
                 for (int r = 0; r < R; r++) {                                                          \
-                    const __m256i is = (OFF) ? _mm256_sub_epi32(s[r], _mm256_slli_epi32(xs, (OFF))) : s[r]; \
-                    __m256 tt = _mm256_mul_ps(_mm256_cvtepi32_ps(is),                                  \
-                                              _mm256_mul_ps(_mm256_set1_ps(SCALE(wr[r], c)), dx));     \
-                    if (HAS_MIN)                                                                       \
-                        tt = _mm256_add_ps(tt, _mm256_mul_ps(_mm256_cvtepi32_ps(xs),                   \
-                                                             _mm256_mul_ps(_mm256_set1_ps(MIN(wr[r], c)), dx))); \
-                    acc[r][j] = _mm256_add_ps(acc[r][j], tt);                                          \
+                    const tl_vi is = (OFF) ? tl_subi(s[r], tl_shl(xs, (OFF))) : s[r];                  \
+                    tl_vf tt = tl_mul(tl_cvt(is), tl_mul(tl_set1f(SCALE(wr[r], c)), dx));              \
+                    if (HAS_MIN) tt = tl_add(tt, tl_mul(tl_cvt(xs), tl_mul(tl_set1f(MIN(wr[r], c)), dx))); \
+                    acc[r][j] = tl_add(acc[r][j], tt);                                                 \
                 }                                                                                      \
             }                                                                                          \
         }                                                                                              \
         for (int r = 0; r < R; r++) {                                                                  \
-            const __m256 v = _mm256_add_ps(                                                            \
-                _mm256_add_ps(_mm256_add_ps(acc[r][0], acc[r][1]), _mm256_add_ps(acc[r][2], acc[r][3])), \
-                _mm256_add_ps(_mm256_add_ps(acc[r][4], acc[r][5]), _mm256_add_ps(acc[r][6], acc[r][7]))); \
-            float o[8];                                                                                \
-            _mm256_storeu_ps(o, v);                                                                    \
-            for (int t = 0; t < 8; t++) y[t * ldy + r] = o[t];                                         \
+            const tl_vf v = tl_add(tl_add(tl_add(acc[r][0], acc[r][1]), tl_add(acc[r][2], acc[r][3])),  \
+                                   tl_add(tl_add(acc[r][4], acc[r][5]), tl_add(acc[r][6], acc[r][7]))); \
+            float o[TL_TOK];                                                                           \
+            tl_storef(o, v);                                                                           \
+            for (int t = 0; t < TL_TOK; t++) y[t * ldy + r] = o[t];                                    \
         }                                                                                              \
     }                                                                                                  \
-    static void name##_t8(int64_t n, const void *w, uint64_t rb, int64_t nr, const nb_xq8 *x, float *y, \
-                          int64_t ldy) {                                                               \
+    static void name(int64_t n, const void *w, uint64_t rb, int64_t nr, const nb_xqt *x, float *y,      \
+                     int64_t ldy) {                                                                    \
         const int64_t nc = n / 32;                                                                     \
         int64_t r = 0;                                                                                 \
         for (; r + TL_ROWS <= nr; r += TL_ROWS) {                                                      \
@@ -491,23 +518,23 @@ INL __m256i tl_dot(__m256i acc, __m256i u, __m256i x) {
     }
 
 INL __m256i uv_q4_0(const void *w, int64_t c) { return nib32(((const nb_block_q4_0 *)w)[c].qs); }
-TILE8_FN(tile_q4_0, uv_q4_0, 3, SC_Q4_0, 0, NO_MIN)
-TILE8_FN(tile_q4_1, wv_q4_1, 0, SC_Q4_1, 1, MN_Q4_1)
+TILE_FN(tile_q4_0, uv_q4_0, 3, SC_Q4_0, 0, NO_MIN)
+TILE_FN(tile_q4_1, wv_q4_1, 0, SC_Q4_1, 1, MN_Q4_1)
 INL __m256i uv_q5_0(const void *w, int64_t c) {
     const nb_block_q5_0 *b = (const nb_block_q5_0 *)w + c;
     return q5_codes(b->qs, b->qh);
 }
-TILE8_FN(tile_q5_0, uv_q5_0, 4, SC_Q5_0, 0, NO_MIN)
-TILE8_FN(tile_q5_1, wv_q5_1, 0, SC_Q5_1, 1, MN_Q5_1)
+TILE_FN(tile_q5_0, uv_q5_0, 4, SC_Q5_0, 0, NO_MIN)
+TILE_FN(tile_q5_1, wv_q5_1, 0, SC_Q5_1, 1, MN_Q5_1)
 #ifdef NB_X86_ZMM
 /* signed 8-bit codes: u = code + 128 */
 INL __m256i u128(__m256i v) { return _mm256_xor_si256(v, _mm256_set1_epi8((char)0x80)); }
 INL __m256i uv_q8_0(const void *w, int64_t c) { return u128(wv_q8_0(w, c)); }
-TILE8_FN(tile_q8_0, uv_q8_0, 7, SC_Q8_0, 0, NO_MIN)
+TILE_FN(tile_q8_0, uv_q8_0, 7, SC_Q8_0, 0, NO_MIN)
 INL __m256i uv_iq4_nl(const void *w, int64_t c) { return u128(wv_iq4_nl(w, c)); }
-TILE8_FN(tile_iq4_nl, uv_iq4_nl, 7, SC_IQ4_NL, 0, NO_MIN)
+TILE_FN(tile_iq4_nl, uv_iq4_nl, 7, SC_IQ4_NL, 0, NO_MIN)
 INL __m256i uv_nf4(const void *w, int64_t c) { return u128(wv_nf4(w, c)); }
-TILE8_FN(tile_nf4, uv_nf4, 7, SC_NF4, 0, NO_MIN)
+TILE_FN(tile_nf4, uv_nf4, 7, SC_NF4, 0, NO_MIN)
 #endif
 
 /* INT4 group-wise: low nibble first, value q - z */
@@ -890,14 +917,15 @@ static void x86_fill(nb_kernels *k) {
     k->dot4[NB_TYPE_Q6_K] = dot_q6_k_x4;
     k->dot[NB_TYPE_IQ4_XS] = dot_iq4_xs;
     k->dot4[NB_TYPE_IQ4_XS] = dot_iq4_xs_x4;
-    k->tile8[NB_TYPE_Q4_0] = tile_q4_0_t8;
-    k->tile8[NB_TYPE_Q4_1] = tile_q4_1_t8;
-    k->tile8[NB_TYPE_Q5_0] = tile_q5_0_t8;
-    k->tile8[NB_TYPE_Q5_1] = tile_q5_1_t8;
+    k->tile_tok = TL_TOK;
+    k->tile[NB_TYPE_Q4_0] = tile_q4_0;
+    k->tile[NB_TYPE_Q4_1] = tile_q4_1;
+    k->tile[NB_TYPE_Q5_0] = tile_q5_0;
+    k->tile[NB_TYPE_Q5_1] = tile_q5_1;
 #ifdef NB_X86_ZMM
-    k->tile8[NB_TYPE_Q8_0] = tile_q8_0_t8;
-    k->tile8[NB_TYPE_IQ4_NL] = tile_iq4_nl_t8;
-    k->tile8[NB_TYPE_NF4] = tile_nf4_t8;
+    k->tile[NB_TYPE_Q8_0] = tile_q8_0;
+    k->tile[NB_TYPE_IQ4_NL] = tile_iq4_nl;
+    k->tile[NB_TYPE_NF4] = tile_nf4;
 #endif
 }
 

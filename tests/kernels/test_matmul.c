@@ -156,10 +156,10 @@ static float *tricky_x(size_t n, uint64_t seed) {
 
 /* Every integer kernel of table kt gives generic's bits for rows of n_in
  * (quantized and random-byte weights, tricky activations), for a batch of
- * N_TOK_ISA tokens (two groups of the 8-token tiles, then 4-token and
- * 1-token kernels: the tricky blocks sit in the tiles) and for each token
- * alone through kt. */
-enum { N_TOK_ISA = 19 };
+ * N_TOK_ISA tokens (token tiles of 8 or 16, then 4-token and 1-token
+ * kernels; the tricky blocks sit in the first tile) and for each token alone
+ * through kt. */
+enum { N_TOK_ISA = 37 };
 static void isa_same_bits(const nb_kernels *g, const nb_kernels *kt, const char *isa, int64_t n_in, nb_ctx *ctx) {
     for (size_t i = 0; i < N_TYPES; i++) {
         const nb_type t = TYPES[i].t;
