@@ -68,15 +68,16 @@ typedef float (*nb_vdot_fn)(int64_t n, const void *w, const void *x);
  * out[t] = dot(n, w, x[t]) exactly, bit for bit. */
 typedef void (*nb_vdot4_fn)(int64_t n, const void *w, const void *const *x, float *out);
 
-/* G tokens' NB_ACT_Q32 activations interleaved for the token-lane tiles (one
- * token per int32 lane; G = the table's tile_tok): chunk c (elements
- * 32c..32c+31) of token t has its 4-code group k (elements 32c+4k..32c+4k+3)
- * at qs[32Gc + 4Gk + 4t], its scale at d[Gc + t] and its code sum at
- * s[Gc + t]. */
+/* G tokens' quantized activations (NB_ACT_Q32 or NB_ACT_Q256) interleaved
+ * for the token-lane tiles, one token per int32 lane (G = the table's
+ * tile_tok): the 4 codes 32c+4k..32c+4k+3 of token t (chunk c of 32, k < 8)
+ * at qs[32Gc + 4Gk + 4t]; the scale of its block b (of 32 or 256) at
+ * d[Gb + t]; the code sum of its group g (of 32, or of 16 for Q256) as an
+ * int32 at s[Gg + t]. */
 typedef struct nb_xqt {
     const int8_t *qs; /* G n codes */
-    const float *d;   /* G (n/32) scales */
-    const int32_t *s; /* G (n/32) block sums */
+    const float *d;   /* G (n/32 or n/256) scales */
+    const int32_t *s; /* G (n/32 or n/16) code sums */
 } nb_xqt;
 
 /* nr weight rows (row r at w + r * rb) times the G tokens of x:
@@ -98,7 +99,7 @@ typedef struct nb_kernels {
     nb_vdot_fn dot[NB_TYPE_COUNT];  /* NULL: no kernel (nb_matmul uses the reference path) */
     nb_vdot4_fn dot4[NB_TYPE_COUNT]; /* optional 4-token versions (NULL: dot is used) */
     nb_ftile_fn ftile[NB_TYPE_COUNT]; /* optional row x token tiles of the float types (NULL: dot) */
-    nb_vtile_fn tile[NB_TYPE_COUNT]; /* optional rows x tile_tok token tiles of NB_ACT_Q32 types (NULL: dot4) */
+    nb_vtile_fn tile[NB_TYPE_COUNT]; /* optional rows x tile_tok token tiles of the integer types (NULL: dot4) */
     int tile_tok;                     /* tokens per `tile` call (8 or 16; 0 when no tile is set) */
     nb_act_fmt act[NB_TYPE_COUNT];  /* activation format each weight type pairs with (ggml's
                                      * vec_dot_type); ISA-independent, set by the generic filler */

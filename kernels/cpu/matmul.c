@@ -191,29 +191,28 @@ static nb_xq act_row(const unsigned char *xbuf, int64_t t, uint64_t tok_bytes, i
 }
 
 /* Group g of G quantized tokens interleaved for the tile kernels (nb_xqt
- * layout), at xgbuf + g * grp_bytes. */
-static nb_xqt act_group(unsigned char *xgbuf, int64_t g, uint64_t grp_bytes, int64_t n_in, int G) {
+ * layout), at xgbuf + g * grp_bytes; n_d scales and n_s sums per token. */
+static nb_xqt act_group(unsigned char *xgbuf, int64_t g, uint64_t grp_bytes, int64_t n_in, int64_t n_d, int G) {
     unsigned char *p = xgbuf + (uint64_t)g * grp_bytes;
     nb_xqt xq;
     xq.qs = (const int8_t *)p;
     xq.d = (const float *)(p + (uint64_t)G * (uint64_t)n_in);
-    xq.s = (const int32_t *)(xq.d + G * (n_in / 32));
+    xq.s = (const int32_t *)(xq.d + G * n_d);
     return xq;
 }
 
 static void interleave_group(const unsigned char *xbuf, uint64_t tok_bytes, int64_t g, int64_t n_in, int64_t n_d,
-                             unsigned char *xgbuf, uint64_t grp_bytes, int G) {
-    const nb_xqt dst = act_group(xgbuf, g, grp_bytes, n_in, G);
+                             int64_t n_s, unsigned char *xgbuf, uint64_t grp_bytes, int G) {
+    const nb_xqt dst = act_group(xgbuf, g, grp_bytes, n_in, n_d, G);
     int8_t *qs = (int8_t *)dst.qs;
     float *d = (float *)dst.d;
     int32_t *s = (int32_t *)dst.s;
     for (int t = 0; t < G; t++) {
         const nb_xq src = act_row(xbuf, G * g + t, tok_bytes, n_in, n_d);
-        for (int64_t c = 0; c < n_in / 32; c++) {
+        for (int64_t c = 0; c < n_in / 32; c++)
             for (int k = 0; k < 8; k++) memcpy(qs + 32 * G * c + 4 * G * k + 4 * t, src.qs + 32 * c + 4 * k, 4);
-            d[G * c + t] = src.d[c];
-            s[G * c + t] = src.s[c];
-        }
+        for (int64_t b = 0; b < n_d; b++) d[G * b + t] = src.d[b];
+        for (int64_t j = 0; j < n_s; j++) s[G * j + t] = src.s[j];
     }
 }
 
@@ -236,7 +235,7 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
     const nb_vdot_fn dot = (k && fmt != NB_ACT_NONE) ? k->dot[wtype] : NULL;
     const nb_vdot4_fn dot4 = dot ? k->dot4[wtype] : NULL;
     const nb_ftile_fn ftile = dot && fmt == NB_ACT_F32 ? k->ftile[wtype] : NULL;
-    const nb_vtile_fn tile = dot && fmt == NB_ACT_Q32 && n_tok >= k->tile_tok ? k->tile[wtype] : NULL;
+    const nb_vtile_fn tile = dot && fmt != NB_ACT_F32 && n_tok >= k->tile_tok ? k->tile[wtype] : NULL;
     const int G = k->tile_tok;
     if (!dot) return nb_matmul_ref(wtype, w, n_out, n_in, x, n_tok, y, n_threads, ctx);
     uint64_t rb;
@@ -265,7 +264,7 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
     }
     /* groups of G tokens interleaved for `tile`: G x (codes, scales, int32 sums) */
     const int64_t n_grp = tile ? n_tok / G : 0;
-    const uint64_t grp_bytes = (uint64_t)G * ((uint64_t)n_in + (uint64_t)n_d * 8);
+    const uint64_t grp_bytes = (uint64_t)G * ((uint64_t)n_in + (uint64_t)n_d * 4 + (uint64_t)n_s * 4);
     unsigned char *xgbuf = NULL;
     if (n_grp > 0) {
         uint64_t total;
@@ -301,7 +300,7 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
         }
         if (xgbuf) {
 #pragma omp for schedule(static)
-            for (int64_t g = 0; g < n_grp; g++) interleave_group(xbuf, tok_bytes, g, n_in, n_d, xgbuf, grp_bytes, G);
+            for (int64_t g = 0; g < n_grp; g++) interleave_group(xbuf, tok_bytes, g, n_in, n_d, n_s, xgbuf, grp_bytes, G);
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t item = 0; item < n_items; item++) {
@@ -315,7 +314,7 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
             int64_t t = t0;
             if (xgbuf) /* TOK_TILE is a multiple of G: groups start at t0 */
                 for (; t + G <= t1; t += G) {
-                    const nb_xqt xg = act_group(xgbuf, t / G, grp_bytes, n_in, G);
+                    const nb_xqt xg = act_group(xgbuf, t / G, grp_bytes, n_in, n_d, G);
                     tile(n_in, wb + (uint64_t)r0 * rb, rb, r1 - r0, &xg, y + t * n_out + r0, n_out);
                 }
             if (dot4 && xbuf)

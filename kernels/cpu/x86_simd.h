@@ -461,6 +461,24 @@ INL tl_vf tl_add(tl_vf a, tl_vf b) { return _mm256_add_ps(a, b); }
 INL void tl_storef(float *p, tl_vf v) { _mm256_storeu_ps(p, v); }
 #endif
 
+/* The table entry over name##_rows: TL_ROWS rows at a time, then single rows;
+ * BLK: elements per step of name##_rows (its first argument counts them). */
+#define TILE_ENTRY(name, BLK)                                                                            \
+    static void name(int64_t n, const void *w, uint64_t rb, int64_t nr, const nb_xqt *x, float *y,      \
+                     int64_t ldy) {                                                                    \
+        const int64_t nc = n / (BLK);                                                                  \
+        int64_t r = 0;                                                                                 \
+        for (; r + TL_ROWS <= nr; r += TL_ROWS) {                                                      \
+            const void *wr[TL_ROWS];                                                                   \
+            for (int i = 0; i < TL_ROWS; i++) wr[i] = (const unsigned char *)w + (uint64_t)(r + i) * rb; \
+            name##_rows(nc, wr, x, y + r, ldy, TL_ROWS);                                               \
+        }                                                                                              \
+        for (; r < nr; r++) {                                                                          \
+            const void *wr[1] = {(const unsigned char *)w + (uint64_t)r * rb};                         \
+            name##_rows(nc, wr, x, y + r, ldy, 1);                                                     \
+        }                                                                                              \
+    }
+
 /* UV(w, c): chunk c's 32 unsigned codes; OFF: log2 of the code offset (0:
  * none); SCALE, MIN as in DOT32_FN. */
 #define TILE_FN(name, UV, OFF, SCALE, HAS_MIN, MIN)                                                      \
@@ -502,20 +520,7 @@ INL void tl_storef(float *p, tl_vf v) { _mm256_storeu_ps(p, v); }
             for (int t = 0; t < TL_TOK; t++) y[t * ldy + r] = o[t];                                    \
         }                                                                                              \
     }                                                                                                  \
-    static void name(int64_t n, const void *w, uint64_t rb, int64_t nr, const nb_xqt *x, float *y,      \
-                     int64_t ldy) {                                                                    \
-        const int64_t nc = n / 32;                                                                     \
-        int64_t r = 0;                                                                                 \
-        for (; r + TL_ROWS <= nr; r += TL_ROWS) {                                                      \
-            const void *wr[TL_ROWS];                                                                   \
-            for (int i = 0; i < TL_ROWS; i++) wr[i] = (const unsigned char *)w + (uint64_t)(r + i) * rb; \
-            name##_rows(nc, wr, x, y + r, ldy, TL_ROWS);                                               \
-        }                                                                                              \
-        for (; r < nr; r++) {                                                                          \
-            const void *wr[1] = {(const unsigned char *)w + (uint64_t)r * rb};                         \
-            name##_rows(nc, wr, x, y + r, ldy, 1);                                                     \
-        }                                                                                              \
-    }
+    TILE_ENTRY(name, 32)
 
 INL __m256i uv_q4_0(const void *w, int64_t c) { return nib32(((const nb_block_q4_0 *)w)[c].qs); }
 TILE_FN(tile_q4_0, uv_q4_0, 3, SC_Q4_0, 0, NO_MIN)
@@ -775,6 +780,109 @@ INL void mul_q6_k(const q6k_prep *p, const int8_t *q, const int16_t *bs, __m256i
 }
 KDOT4_FN(dot_q6_k, nb_block_q6_K, q6k_prep, prep_q6_k, mul_q6_k, 0, KMIN_NONE)
 
+/* Token-lane tiles of Q4_K and Q6_K (see TILE_FN): per 32-element chunk the
+ * exact int32 products of TL_TOK tokens in the lanes, then generic.c's
+ * integer combination with the sub-block scales (vpmulld: exact, no
+ * overflow for these ranges) and its float step per lane, super-block b
+ * into accumulator b % 8. WPREP(wb, wu, sm) unpacks a super-block: wu[ch]
+ * the 32 unsigned codes of chunk ch, sm its scales (and mins). */
+INL void tl_prep_q4_k(const nb_block_q4_K *wb, int32_t wu[8][8], int8_t sm[16]) {
+    const __m256i m4 = _mm256_set1_epi8(15);
+    for (int j = 0; j < 4; j++) {
+        const __m256i qb = load256(wb->qs + 32 * j);
+        _mm256_store_si256((__m256i *)wu[2 * j], _mm256_and_si256(qb, m4));
+        _mm256_store_si256((__m256i *)wu[2 * j + 1], _mm256_and_si256(_mm256_srli_epi16(qb, 4), m4));
+    }
+    _mm_storeu_si128((__m128i *)sm, k4_scales(wb->scales));
+}
+INL void tl_prep_q6_k(const nb_block_q6_K *wb, int32_t wu[8][8], int8_t sm[16]) {
+    q6k_prep p;
+    prep_q6_k(wb, &p);
+    for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)wu[i], p.u[i]);
+    memcpy(sm, wb->scales, 16);
+}
+
+#if defined(NB_X86_ZMM)
+INL tl_vi tl_mullo(tl_vi a, tl_vi b) { return _mm512_mullo_epi32(a, b); }
+INL tl_vi tl_addi(tl_vi a, tl_vi b) { return _mm512_add_epi32(a, b); }
+INL tl_vf tl_sub(tl_vf a, tl_vf b) { return _mm512_sub_ps(a, b); }
+#else
+INL tl_vi tl_mullo(tl_vi a, tl_vi b) { return _mm256_mullo_epi32(a, b); }
+INL tl_vi tl_addi(tl_vi a, tl_vi b) { return _mm256_add_epi32(a, b); }
+INL tl_vf tl_sub(tl_vf a, tl_vf b) { return _mm256_sub_ps(a, b); }
+#endif
+
+/* Q4_K: is = sum_j sc_j S_j, ms = sum_j m_j (bs[2j] + bs[2j+1]);
+ * acc += (d dx) is - (dmin dx) ms.
+ * Q6_K (codes 0..63 = value + 32): is = sum_g sc_g (S_g - 32 bs_g) over the
+ * 16 groups of 16 (S_g: one half of a chunk's 8 lane groups);
+ * acc += (d dx) is. */
+#define KTILE_FN(name, T, WPREP, Q6, KMIN)                                                                   \
+    INL void name##_rows(int64_t nb, const void *const *wr, const nb_xqt *x, float *y, int64_t ldy,     \
+                         const int R) {                                                                \
+        tl_vf acc[TL_ROWS][8];                                                                         \
+        for (int r = 0; r < R; r++)                                                                    \
+            for (int j = 0; j < 8; j++) acc[r][j] = tl_zerof();                                        \
+        for (int64_t b0 = 0; b0 < nb; b0 += 8) {                                                       \
+            _Pragma("GCC unroll 8") for (int j8 = 0; j8 < 8; j8++) {                                   \
+                const int64_t b = b0 + j8;                                                             \
+                if (b >= nb) break;                                                                    \
+                int32_t wu[TL_ROWS][8][8] __attribute__((aligned(32)));                                \
+                int8_t sm[TL_ROWS][16];                                                                \
+                tl_vi is[TL_ROWS], ms[TL_ROWS];                                                        \
+                for (int r = 0; r < R; r++) {                                                          \
+                    WPREP((const T *)wr[r] + b, wu[r], sm[r]);                                         \
+                    is[r] = tl_zeroi();                                                                \
+                    ms[r] = tl_zeroi();                                                                \
+                }                                                                                      \
+                for (int ch = 0; ch < 8; ch++) {                                                       \
+                    const int8_t *q = x->qs + 32 * TL_TOK * (8 * b + ch);                              \
+                    const int32_t *bs = x->s + TL_TOK * (16 * b + 2 * ch);                             \
+                    tl_vi s0[TL_ROWS], s1[TL_ROWS];                                                    \
+                    for (int r = 0; r < R; r++) s0[r] = s1[r] = tl_zeroi();                            \
+                    _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {                              \
+                        const tl_vi x0 = tl_loadi(q + 4 * TL_TOK * k), x1 = tl_loadi(q + 4 * TL_TOK * (k + 4)); \
+                        for (int r = 0; r < R; r++) {                                                  \
+                            s0[r] = tl_dot(s0[r], tl_set1i(wu[r][ch][k]), x0);                         \
+                            s1[r] = tl_dot(s1[r], tl_set1i(wu[r][ch][k + 4]), x1);                     \
+                        }                                                                              \
+                    }                                                                                  \
+                    const tl_vi b0v = tl_loadi(bs), b1v = tl_loadi(bs + TL_TOK);                       \
+                    for (int r = 0; r < R; r++) {                                                      \
+                        if (Q6) {                                                                      \
+                            is[r] = tl_addi(is[r], tl_mullo(tl_subi(s0[r], tl_shl(b0v, 5)),            \
+                                                            tl_set1i(sm[r][2 * ch])));                 \
+                            is[r] = tl_addi(is[r], tl_mullo(tl_subi(s1[r], tl_shl(b1v, 5)),            \
+                                                            tl_set1i(sm[r][2 * ch + 1])));             \
+                        } else {                                                                       \
+                            is[r] = tl_addi(is[r], tl_mullo(tl_addi(s0[r], s1[r]),                     \
+                                                            tl_set1i((uint8_t)sm[r][ch])));            \
+                            ms[r] = tl_addi(ms[r], tl_mullo(tl_addi(b0v, b1v),                         \
+                                                            tl_set1i((uint8_t)sm[r][8 + ch])));        \
+                        }                                                                              \
+                    }                                                                                  \
+                }                                                                                      \
+                const tl_vf dx = tl_loadf(x->d + TL_TOK * b);                                          \
+                for (int r = 0; r < R; r++) {                                                          \
+                    const T *wb = (const T *)wr[r] + b;                                                \
+                    tl_vf tt = tl_mul(tl_mul(tl_set1f(h2f(wb->d)), dx), tl_cvt(is[r]));                \
+                    if (!(Q6)) tt = tl_sub(tt, tl_mul(tl_mul(tl_set1f(KMIN(wb, 0)), dx), tl_cvt(ms[r])));    \
+                    acc[r][j8] = tl_add(acc[r][j8], tt);                                               \
+                }                                                                                      \
+            }                                                                                          \
+        }                                                                                              \
+        for (int r = 0; r < R; r++) {                                                                  \
+            const tl_vf v = tl_add(tl_add(tl_add(acc[r][0], acc[r][1]), tl_add(acc[r][2], acc[r][3])),  \
+                                   tl_add(tl_add(acc[r][4], acc[r][5]), tl_add(acc[r][6], acc[r][7]))); \
+            float o[TL_TOK];                                                                           \
+            tl_storef(o, v);                                                                           \
+            for (int t = 0; t < TL_TOK; t++) y[t * ldy + r] = o[t];                                    \
+        }                                                                                              \
+    }                                                                                                  \
+    TILE_ENTRY(name, 256)
+KTILE_FN(tile_q4_k, nb_block_q4_K, tl_prep_q4_k, 0, KMIN_DMIN)
+KTILE_FN(tile_q6_k, nb_block_q6_K, tl_prep_q6_k, 1, KMIN_NONE)
+
 /* Q3_K's 16 signed 6-bit scales (nb_kern_scale_q3k for j = 0..15) as bytes:
  * low 4 bits from bytes 0..7 (low nibbles for j < 8, high for j >= 8), high
  * 2 bits from bytes 8..11 (bit pair j / 4 of byte 8 + j % 4). */
@@ -922,6 +1030,8 @@ static void x86_fill(nb_kernels *k) {
     k->tile[NB_TYPE_Q4_1] = tile_q4_1;
     k->tile[NB_TYPE_Q5_0] = tile_q5_0;
     k->tile[NB_TYPE_Q5_1] = tile_q5_1;
+    k->tile[NB_TYPE_Q4_K] = tile_q4_k;
+    k->tile[NB_TYPE_Q6_K] = tile_q6_k;
 #ifdef NB_X86_ZMM
     k->tile[NB_TYPE_Q8_0] = tile_q8_0;
     k->tile[NB_TYPE_IQ4_NL] = tile_iq4_nl;
