@@ -80,9 +80,10 @@ typedef struct nb_xqt {
     const int32_t *s; /* G (n/32 or n/16) code sums */
 } nb_xqt;
 
-/* nr weight rows (row r at w + r * rb) times the G tokens of x:
- * y[t * ldy + r] = dot(n, row r, token t) bit for bit. */
-typedef void (*nb_vtile_fn)(int64_t n, const void *w, uint64_t rb, int64_t nr, const nb_xqt *x, float *y,
+/* nr weight rows (row r at w + r * rb) times the G tokens of x, of which the
+ * first nt (1..G) are stored: y[t * ldy + r] = dot(n, row r, token t) bit for
+ * bit (the lanes are independent, so padding tokens change nothing). */
+typedef void (*nb_vtile_fn)(int64_t n, const void *w, uint64_t rb, int64_t nr, const nb_xqt *x, int nt, float *y,
                             int64_t ldy);
 
 /* Float weights (F32/F16/BF16): nr rows (row r at w + r * rb) times nt

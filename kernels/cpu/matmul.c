@@ -202,12 +202,19 @@ static nb_xqt act_group(unsigned char *xgbuf, int64_t g, uint64_t grp_bytes, int
 }
 
 static void interleave_group(const unsigned char *xbuf, uint64_t tok_bytes, int64_t g, int64_t n_in, int64_t n_d,
-                             int64_t n_s, unsigned char *xgbuf, uint64_t grp_bytes, int G) {
+                             int64_t n_s, int64_t n_tok, unsigned char *xgbuf, uint64_t grp_bytes, int G) {
     const nb_xqt dst = act_group(xgbuf, g, grp_bytes, n_in, n_d, G);
     int8_t *qs = (int8_t *)dst.qs;
     float *d = (float *)dst.d;
     int32_t *s = (int32_t *)dst.s;
     for (int t = 0; t < G; t++) {
+        if (G * g + t >= n_tok) { /* padding of the last group: zero codes, scales and sums */
+            for (int64_t c = 0; c < n_in / 32; c++)
+                for (int k = 0; k < 8; k++) memset(qs + 32 * G * c + 4 * G * k + 4 * t, 0, 4);
+            for (int64_t b = 0; b < n_d; b++) d[G * b + t] = 0.f;
+            for (int64_t j = 0; j < n_s; j++) s[G * j + t] = 0;
+            continue;
+        }
         const nb_xq src = act_row(xbuf, G * g + t, tok_bytes, n_in, n_d);
         for (int64_t c = 0; c < n_in / 32; c++)
             for (int k = 0; k < 8; k++) memcpy(qs + 32 * G * c + 4 * G * k + 4 * t, src.qs + 32 * c + 4 * k, 4);
@@ -235,7 +242,7 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
     const nb_vdot_fn dot = (k && fmt != NB_ACT_NONE) ? k->dot[wtype] : NULL;
     const nb_vdot4_fn dot4 = dot ? k->dot4[wtype] : NULL;
     const nb_ftile_fn ftile = dot && fmt == NB_ACT_F32 ? k->ftile[wtype] : NULL;
-    const nb_vtile_fn tile = dot && fmt != NB_ACT_F32 && n_tok >= k->tile_tok ? k->tile[wtype] : NULL;
+    const nb_vtile_fn tile = dot && fmt != NB_ACT_F32 && n_tok >= k->tile_tok / 4 ? k->tile[wtype] : NULL;
     const int G = k->tile_tok;
     if (!dot) return nb_matmul_ref(wtype, w, n_out, n_in, x, n_tok, y, n_threads, ctx);
     uint64_t rb;
@@ -262,8 +269,10 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
         if (!xbuf) return nb_err(ctx, NB_ERR_NOMEM, "matmul: out of memory for %llu bytes of activations",
                                  (unsigned long long)total);
     }
-    /* groups of G tokens interleaved for `tile`: G x (codes, scales, int32 sums) */
-    const int64_t n_grp = tile ? n_tok / G : 0;
+    /* groups of G tokens interleaved for `tile`: G x (codes, scales, int32 sums);
+     * a last group of at least G/4 tokens is padded to a whole tile (cheaper
+     * than the 4-token kernels) */
+    const int64_t n_grp = !tile ? 0 : n_tok / G + (n_tok % G >= G / 4 ? 1 : 0);
     const uint64_t grp_bytes = (uint64_t)G * ((uint64_t)n_in + (uint64_t)n_d * 4 + (uint64_t)n_s * 4);
     unsigned char *xgbuf = NULL;
     if (n_grp > 0) {
@@ -300,7 +309,8 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
         }
         if (xgbuf) {
 #pragma omp for schedule(static)
-            for (int64_t g = 0; g < n_grp; g++) interleave_group(xbuf, tok_bytes, g, n_in, n_d, n_s, xgbuf, grp_bytes, G);
+            for (int64_t g = 0; g < n_grp; g++) interleave_group(xbuf, tok_bytes, g, n_in, n_d, n_s, n_tok, xgbuf,
+                                                                 grp_bytes, G);
         }
 #pragma omp for schedule(dynamic, 1)
         for (int64_t item = 0; item < n_items; item++) {
@@ -313,9 +323,10 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
             }
             int64_t t = t0;
             if (xgbuf) /* TOK_TILE is a multiple of G: groups start at t0 */
-                for (; t + G <= t1; t += G) {
+                for (; t < t1 && t / G < n_grp; t += G) {
                     const nb_xqt xg = act_group(xgbuf, t / G, grp_bytes, n_in, n_d, G);
-                    tile(n_in, wb + (uint64_t)r0 * rb, rb, r1 - r0, &xg, y + t * n_out + r0, n_out);
+                    const int nv = t1 - t < G ? (int)(t1 - t) : G;
+                    tile(n_in, wb + (uint64_t)r0 * rb, rb, r1 - r0, &xg, nv, y + t * n_out + r0, n_out);
                 }
             if (dot4 && xbuf)
                 for (; t + 4 <= t1; t += 4) {

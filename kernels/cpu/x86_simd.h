@@ -464,26 +464,26 @@ INL void tl_storef(float *p, tl_vf v) { _mm256_storeu_ps(p, v); }
 /* The table entry over name##_rows: TL_ROWS rows at a time, then single rows;
  * BLK: elements per step of name##_rows (its first argument counts them). */
 #define TILE_ENTRY(name, BLK)                                                                            \
-    static void name(int64_t n, const void *w, uint64_t rb, int64_t nr, const nb_xqt *x, float *y,      \
+    static void name(int64_t n, const void *w, uint64_t rb, int64_t nr, const nb_xqt *x, int nt, float *y, \
                      int64_t ldy) {                                                                    \
         const int64_t nc = n / (BLK);                                                                  \
         int64_t r = 0;                                                                                 \
         for (; r + TL_ROWS <= nr; r += TL_ROWS) {                                                      \
             const void *wr[TL_ROWS];                                                                   \
             for (int i = 0; i < TL_ROWS; i++) wr[i] = (const unsigned char *)w + (uint64_t)(r + i) * rb; \
-            name##_rows(nc, wr, x, y + r, ldy, TL_ROWS);                                               \
+            name##_rows(nc, wr, x, nt, y + r, ldy, TL_ROWS);                                               \
         }                                                                                              \
         for (; r < nr; r++) {                                                                          \
             const void *wr[1] = {(const unsigned char *)w + (uint64_t)r * rb};                         \
-            name##_rows(nc, wr, x, y + r, ldy, 1);                                                     \
+            name##_rows(nc, wr, x, nt, y + r, ldy, 1);                                                     \
         }                                                                                              \
     }
 
 /* UV(w, c): chunk c's 32 unsigned codes; OFF: log2 of the code offset (0:
  * none); SCALE, MIN as in DOT32_FN. */
 #define TILE_FN(name, UV, OFF, SCALE, HAS_MIN, MIN)                                                      \
-    INL void name##_rows(int64_t nc, const void *const *wr, const nb_xqt *x, float *y, int64_t ldy,     \
-                         const int R) {                                                                \
+    INL void name##_rows(int64_t nc, const void *const *wr, const nb_xqt *x, int nt, float *y,          \
+                         int64_t ldy, const int R) {                                                   \
         tl_vf acc[TL_ROWS][8];                                                                         \
         for (int r = 0; r < R; r++)                                                                    \
             for (int j = 0; j < 8; j++) acc[r][j] = tl_zerof();                                        \
@@ -517,7 +517,7 @@ INL void tl_storef(float *p, tl_vf v) { _mm256_storeu_ps(p, v); }
                                    tl_add(tl_add(acc[r][4], acc[r][5]), tl_add(acc[r][6], acc[r][7]))); \
             float o[TL_TOK];                                                                           \
             tl_storef(o, v);                                                                           \
-            for (int t = 0; t < TL_TOK; t++) y[t * ldy + r] = o[t];                                    \
+            for (int t = 0; t < nt; t++) y[t * ldy + r] = o[t];                                        \
         }                                                                                              \
     }                                                                                                  \
     TILE_ENTRY(name, 32)
@@ -818,8 +818,8 @@ INL tl_vf tl_sub(tl_vf a, tl_vf b) { return _mm256_sub_ps(a, b); }
  * 16 groups of 16 (S_g: one half of a chunk's 8 lane groups);
  * acc += (d dx) is. */
 #define KTILE_FN(name, T, WPREP, Q6, KMIN)                                                                   \
-    INL void name##_rows(int64_t nb, const void *const *wr, const nb_xqt *x, float *y, int64_t ldy,     \
-                         const int R) {                                                                \
+    INL void name##_rows(int64_t nb, const void *const *wr, const nb_xqt *x, int nt, float *y,          \
+                         int64_t ldy, const int R) {                                                   \
         tl_vf acc[TL_ROWS][8];                                                                         \
         for (int r = 0; r < R; r++)                                                                    \
             for (int j = 0; j < 8; j++) acc[r][j] = tl_zerof();                                        \
@@ -876,7 +876,7 @@ INL tl_vf tl_sub(tl_vf a, tl_vf b) { return _mm256_sub_ps(a, b); }
                                    tl_add(tl_add(acc[r][4], acc[r][5]), tl_add(acc[r][6], acc[r][7]))); \
             float o[TL_TOK];                                                                           \
             tl_storef(o, v);                                                                           \
-            for (int t = 0; t < TL_TOK; t++) y[t * ldy + r] = o[t];                                    \
+            for (int t = 0; t < nt; t++) y[t * ldy + r] = o[t];                                        \
         }                                                                                              \
     }                                                                                                  \
     TILE_ENTRY(name, 256)

@@ -156,32 +156,33 @@ static float *tricky_x(size_t n, uint64_t seed) {
 
 /* Every integer kernel of table kt gives generic's bits for rows of n_in
  * (quantized and random-byte weights, tricky activations), for a batch of
- * N_TOK_ISA tokens (token tiles of 8 or 16, then 4-token and 1-token
- * kernels; the tricky blocks sit in the first tile) and for each token alone
- * through kt. */
+ * n_tok <= N_TOK_ISA tokens (token tiles of 8 or 16, a padded last tile or
+ * the 4-token and 1-token kernels for the rest; the tricky blocks sit in the
+ * first tile) and for each token alone through kt. */
 enum { N_TOK_ISA = 37 };
-static void isa_same_bits(const nb_kernels *g, const nb_kernels *kt, const char *isa, int64_t n_in, nb_ctx *ctx) {
+static void isa_same_bits(const nb_kernels *g, const nb_kernels *kt, const char *isa, int64_t n_in, int64_t n_tok,
+                          nb_ctx *ctx) {
     for (size_t i = 0; i < N_TYPES; i++) {
         const nb_type t = TYPES[i].t;
         if (n_in % nb_type_get(t)->block_size) continue;
-        float *xs = tricky_x((size_t)N_TOK_ISA * n_in, 17);
+        float *xs = tricky_x((size_t)n_tok * n_in, 17);
         for (int pass = 0; pass < 2; pass++) {
             if (pass == 1 && is_float_type(t)) break;
             void *w = pass == 0 ? weights(t, N_OUT, n_in, 3 + i) : random_bytes(t, N_OUT, n_in, 7 + i);
             float ya[N_TOK_ISA * N_OUT], yb[N_TOK_ISA * N_OUT], y1[N_OUT];
-            ck_assert_int_eq(nb_matmul_with(g, t, w, N_OUT, n_in, xs, N_TOK_ISA, ya, 1, ctx), NB_OK);
-            ck_assert_int_eq(nb_matmul_with(kt, t, w, N_OUT, n_in, xs, N_TOK_ISA, yb, 1, ctx), NB_OK);
+            ck_assert_int_eq(nb_matmul_with(g, t, w, N_OUT, n_in, xs, n_tok, ya, 1, ctx), NB_OK);
+            ck_assert_int_eq(nb_matmul_with(kt, t, w, N_OUT, n_in, xs, n_tok, yb, 1, ctx), NB_OK);
             if (is_float_type(t)) {
-                double e = rel_rms(yb, ya, (size_t)N_TOK_ISA * N_OUT);
+                double e = rel_rms(yb, ya, (size_t)n_tok * N_OUT);
                 ck_assert_msg(e <= 1e-6, "%s %s vs generic: rel rms %g", isa, nb_type_name(t), e);
             } else {
                 size_t at = 0;
-                ck_assert_msg(same_bits(ya, yb, (size_t)N_TOK_ISA * N_OUT, &at),
+                ck_assert_msg(same_bits(ya, yb, (size_t)n_tok * N_OUT, &at),
                               "%s %s (%s weights) differs from generic at %zu: %.9g vs %.9g", isa,
                               nb_type_name(t), pass ? "random-byte" : "quantized", at, (double)ya[at],
                               (double)yb[at]);
             }
-            for (int64_t tk = 0; tk < N_TOK_ISA; tk++) {
+            for (int64_t tk = 0; tk < n_tok; tk++) {
                 ck_assert_int_eq(nb_matmul_with(kt, t, w, N_OUT, n_in, xs + tk * n_in, 1, y1, 1, ctx), NB_OK);
                 size_t at = 0;
                 ck_assert_msg(same_bits(y1, yb + tk * N_OUT, N_OUT, &at),
@@ -224,11 +225,12 @@ START_TEST(isas_agree) {
         ck_assert_mem_eq(sa, sb, sizeof sa);
         free(x);
 
-        isa_same_bits(g, kt, isas[k], N_IN, &ctx);
-        /* 20 chunks of 32: the 8-token tiles' tail of chunks (a Gemma 3 270M row) */
-        isa_same_bits(g, kt, isas[k], 640, &ctx);
+        isa_same_bits(g, kt, isas[k], N_IN, N_TOK_ISA, &ctx);
+        /* 20 chunks of 32: the tiles' tail of chunks (a Gemma 3 270M row); 35
+         * tokens: 3 left after the 16-token tiles (4-token and 1-token kernels) */
+        isa_same_bits(g, kt, isas[k], 640, 35, &ctx);
         /* 11 super-blocks: the SIMD K-quant kernels' 8-at-a-time path and their tail */
-        isa_same_bits(g, kt, isas[k], 11 * 256, &ctx);
+        isa_same_bits(g, kt, isas[k], 11 * 256, N_TOK_ISA, &ctx);
     }
     if (!compared) printf("isas_agree: only the generic kernels run on this CPU/build\n");
     nb_ctx_free(&ctx);
