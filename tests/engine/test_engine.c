@@ -509,8 +509,8 @@ static nb_tensor *find_mut(nb_model *m, const char *name) {
     return NULL;
 }
 
-/* GeGLU's GELU (own exp, no libm): within 3e-6 of the tanh formula in double
- * (relative, or absolute below 1e-6) from -20 to 20, exact at 0 and the
+/* GeGLU's GELU (own exp, no libm) and SwiGLU's SiLU: within 3e-6 / 1e-6 of
+ * the formulas in double (relative, or absolute near 0), exact at 0 and the
  * infinities, NaN stays NaN, and the gate/up product applied. */
 START_TEST(test_gelu) {
     enum { N = 54721 };
@@ -532,6 +532,18 @@ START_TEST(test_gelu) {
     float sp[5] = {0.f, INFINITY, -INFINITY, NAN, 9.9f}, one[5] = {1, 1, 1, 1, 1};
     nb_eng_glu(NB_ACT_GELU_TANH, sp, one, 5);
     ck_assert(sp[0] == 0.f && sp[1] == INFINITY && sp[2] == -INFINITY && isnan(sp[3]) && sp[4] == 9.9f);
+    /* SiLU: x / (1 + e^-x) from -100 to 100 */
+    for (int i = 0; i < N; i++) g[i] = -100.f + 200.f * (float)i / (float)(N - 1);
+    nb_eng_glu(NB_ACT_SILU, g, up, N);
+    for (int i = 0; i < N; i++) {
+        const float xf = -100.f + 200.f * (float)i / (float)(N - 1);
+        const double ref = xf / (1 + exp(-(double)xf)) * up[i];
+        ck_assert_msg(fabs(g[i] - ref) <= 1e-6 * fmax(fabs(ref), 1.0 / 3), "silu(%.9g) = %.9g, want %.9g",
+                      (double)xf, (double)g[i], ref);
+    }
+    float sq[4] = {0.f, INFINITY, NAN, 100.f};
+    nb_eng_glu(NB_ACT_SILU, sq, one, 4);
+    ck_assert(sq[0] == 0.f && sq[1] == INFINITY && isnan(sq[2]) && sq[3] == 100.f);
     free(g);
     free(up);
 }
