@@ -4,7 +4,10 @@
  * quantized once to 8-bit blocks in the format the weight type pairs with,
  * then every output element is one "vec_dot" of a packed weight row with one
  * quantized activation row. F32/F16/BF16 weights skip the quantization and
- * take float dots against the f32 activations.
+ * take float dots against the f32 activations. Batches take the same dots
+ * 4 tokens per weight row (dot4) or, where a `tile` entry exists, rows x G
+ * tokens at once with one token per vector lane (nb_xqt); each computes
+ * every output exactly as `dot` does.
  *
  * Activation formats (nb_act_fmt):
  *   NB_ACT_F32   the f32 row itself

@@ -461,6 +461,16 @@ INL tl_vf tl_add(tl_vf a, tl_vf b) { return _mm256_add_ps(a, b); }
 INL void tl_storef(float *p, tl_vf v) { _mm256_storeu_ps(p, v); }
 #endif
 
+/* Row r's 8 canonical accumulators (lane t: token t) reduced in the fixed
+ * order of nb_kern_acc_sum; the first nt tokens' outputs stored. */
+INL void tl_store_row(const tl_vf a[8], int nt, float *y, int64_t ldy) {
+    const tl_vf v =
+        tl_add(tl_add(tl_add(a[0], a[1]), tl_add(a[2], a[3])), tl_add(tl_add(a[4], a[5]), tl_add(a[6], a[7])));
+    float o[TL_TOK];
+    tl_storef(o, v);
+    for (int t = 0; t < nt; t++) y[t * ldy] = o[t];
+}
+
 /* The table entry over name##_rows: TL_ROWS rows at a time, then single rows;
  * BLK: elements per step of name##_rows (its first argument counts them). */
 #define TILE_ENTRY(name, BLK)                                                                            \
@@ -512,13 +522,7 @@ INL void tl_storef(float *p, tl_vf v) { _mm256_storeu_ps(p, v); }
                 }                                                                                      \
             }                                                                                          \
         }                                                                                              \
-        for (int r = 0; r < R; r++) {                                                                  \
-            const tl_vf v = tl_add(tl_add(tl_add(acc[r][0], acc[r][1]), tl_add(acc[r][2], acc[r][3])),  \
-                                   tl_add(tl_add(acc[r][4], acc[r][5]), tl_add(acc[r][6], acc[r][7]))); \
-            float o[TL_TOK];                                                                           \
-            tl_storef(o, v);                                                                           \
-            for (int t = 0; t < nt; t++) y[t * ldy + r] = o[t];                                        \
-        }                                                                                              \
+        for (int r = 0; r < R; r++) tl_store_row(acc[r], nt, y + r, ldy);                              \
     }                                                                                                  \
     TILE_ENTRY(name, 32)
 
@@ -871,13 +875,7 @@ INL tl_vf tl_sub(tl_vf a, tl_vf b) { return _mm256_sub_ps(a, b); }
                 }                                                                                      \
             }                                                                                          \
         }                                                                                              \
-        for (int r = 0; r < R; r++) {                                                                  \
-            const tl_vf v = tl_add(tl_add(tl_add(acc[r][0], acc[r][1]), tl_add(acc[r][2], acc[r][3])),  \
-                                   tl_add(tl_add(acc[r][4], acc[r][5]), tl_add(acc[r][6], acc[r][7]))); \
-            float o[TL_TOK];                                                                           \
-            tl_storef(o, v);                                                                           \
-            for (int t = 0; t < nt; t++) y[t * ldy + r] = o[t];                                        \
-        }                                                                                              \
+        for (int r = 0; r < R; r++) tl_store_row(acc[r], nt, y + r, ldy);                              \
     }                                                                                                  \
     TILE_ENTRY(name, 256)
 KTILE_FN(tile_q4_k, nb_block_q4_K, tl_prep_q4_k, 0, KMIN_DMIN)
