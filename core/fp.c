@@ -86,6 +86,12 @@ __attribute__((target("avx2,f16c"))) static void f32_to_f16_f16c(const float *s,
                          _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; i++) d[i] = nb_f32_to_f16(s[i]);
 }
+__attribute__((target("avx2,f16c"))) static void f16_round_f16c(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(x + i, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT)));
+    for (; i < n; i++) x[i] = nb_f16_to_f32(nb_f32_to_f16(x[i]));
+}
 __attribute__((target("avx2"))) static void bf16_to_f32_avx2(const uint16_t *s, float *d, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) {
@@ -130,6 +136,13 @@ void nb_f16_to_f32_n(const uint16_t *src, float *dst, size_t n) {
     if (have_avx2_f16c()) { f16_to_f32_f16c(src, dst, n); return; }
 #endif
     for (size_t i = 0; i < n; i++) dst[i] = nb_f16_to_f32(src[i]);
+}
+
+void nb_f16_round_n(float *x, size_t n) {
+#ifdef NB_X86
+    if (have_avx2_f16c()) { f16_round_f16c(x, n); return; }
+#endif
+    for (size_t i = 0; i < n; i++) x[i] = nb_f16_to_f32(nb_f32_to_f16(x[i]));
 }
 
 void nb_f32_to_f16_n(const float *src, uint16_t *dst, size_t n) {

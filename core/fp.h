@@ -22,5 +22,8 @@ void nb_f16_to_f32_n(const uint16_t *src, float *dst, size_t n);
 void nb_f32_to_f16_n(const float *src, uint16_t *dst, size_t n);
 void nb_bf16_to_f32_n(const uint16_t *src, float *dst, size_t n);
 void nb_f32_to_bf16_n(const float *src, uint16_t *dst, size_t n);
+/* x[i] = nb_f16_to_f32(nb_f32_to_f16(x[i])) in place (a value as an F16 store
+ * and load would leave it), the same bits on either path. */
+void nb_f16_round_n(float *x, size_t n);
 
 #endif

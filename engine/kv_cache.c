@@ -160,9 +160,10 @@ void nb_cache_attend_tile(nb_cache_type t, int nq, const float *const *q, const 
     for (int i = 0; i < nq; i++) {
         assert(p0[i] <= p1[i] && (i == 0 || (p0[i - 1] <= p0[i] && p1[i - 1] <= p1[i])));
         unsigned char *qi = qp + (size_t)i * ldq; /* Q8_0: blocks of 34 bytes, 2-byte aligned */
-        if (t == NB_CACHE_F16)
-            for (int d = 0; d < hd; d++) ((float *)qi)[d] = nb_f16_to_f32(nb_f32_to_f16(q[i][d]));
-        else if (t == NB_CACHE_Q8_0)
+        if (t == NB_CACHE_F16) {
+            memcpy(qi, q[i], (size_t)hd * sizeof(float));
+            nb_f16_round_n((float *)qi, (size_t)hd);
+        } else if (t == NB_CACHE_Q8_0)
             nb_quantize_q8_0(q[i], qi, 1, hd, NULL);
         else
             memcpy(qi, q[i], (size_t)hd * sizeof(float));
@@ -181,10 +182,8 @@ void nb_cache_attend_tile(nb_cache_type t, int nq, const float *const *q, const 
             sum += s[p];
         }
         const float inv = (float)(1.0 / sum);
-        for (int p = p0[i]; p <= p1[i]; p++) {
-            const float w = s[p] * inv;
-            s[p] = t == NB_CACHE_F16 ? nb_f16_to_f32(nb_f32_to_f16(w)) : w;
-        }
+        for (int p = p0[i]; p <= p1[i]; p++) s[p] = s[p] * inv;
+        if (t == NB_CACHE_F16) nb_f16_round_n(s + p0[i], (size_t)(p1[i] - p0[i] + 1));
     }
     memset(acc, 0, (size_t)nq * (size_t)hd * sizeof *acc);
     for (int p = p0[0], pe, ia, ib; next_run(nq, p0, p1, &p, &pe, &ia, &ib); p = pe + 1)

@@ -100,6 +100,11 @@ START_TEST(bulk_equals_scalar) {
     }
     nb_bf16_to_f32_n(h, g, N);
     for (int i = 0; i < N; i++) ck_assert_uint_eq(f2u(g[i]), (uint32_t)h[i] << 16);
+    /* rounding through F16 in place: the scalar pair's bits */
+    memcpy(g, f, N * 4);
+    nb_f16_round_n(g, N);
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(f2u(g[i]) == f2u(nb_f16_to_f32(nb_f32_to_f16(f[i]))), "f16 round i=%d %08x", i, f2u(f[i]));
     free(f); free(g); free(h); free(b);
 }
 END_TEST
