@@ -439,6 +439,8 @@ INL tl_vf tl_zerof(void) { return _mm512_setzero_ps(); }
 INL tl_vf tl_mul(tl_vf a, tl_vf b) { return _mm512_mul_ps(a, b); }
 INL tl_vf tl_add(tl_vf a, tl_vf b) { return _mm512_add_ps(a, b); }
 INL void tl_storef(float *p, tl_vf v) { _mm512_storeu_ps(p, v); }
+/* int32 lane k of u in every lane (one vpermd) */
+INL tl_vi tl_bcast(__m256i u, int k) { return _mm512_permutexvar_epi32(_mm512_set1_epi32(k), _mm512_castsi256_si512(u)); }
 #else
 #define TL_ROWS 1
 #define TL_TOK 8
@@ -459,6 +461,7 @@ INL tl_vf tl_zerof(void) { return _mm256_setzero_ps(); }
 INL tl_vf tl_mul(tl_vf a, tl_vf b) { return _mm256_mul_ps(a, b); }
 INL tl_vf tl_add(tl_vf a, tl_vf b) { return _mm256_add_ps(a, b); }
 INL void tl_storef(float *p, tl_vf v) { _mm256_storeu_ps(p, v); }
+INL tl_vi tl_bcast(__m256i u, int k) { return _mm256_permutevar8x32_epi32(u, _mm256_set1_epi32(k)); }
 #endif
 
 /* Row r's 8 canonical accumulators (lane t: token t) reduced in the fixed
@@ -501,16 +504,16 @@ INL void tl_store_row(const tl_vf a[8], int nt, float *y, int64_t ldy) {
             _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {                                      \
                 const int64_t c = c0 + j;                                                              \
                 if (c >= nc) break;                                                                    \
-                int32_t wu[TL_ROWS][8] __attribute__((aligned(32)));                                   \
+                __m256i wu[TL_ROWS];                                                                   \
                 tl_vi s[TL_ROWS];                                                                      \
                 for (int r = 0; r < R; r++) {                                                          \
-                    _mm256_store_si256((__m256i *)wu[r], UV(wr[r], c));                                \
+                    wu[r] = UV(wr[r], c);                                                              \
                     s[r] = tl_zeroi();                                                                 \
                 }                                                                                      \
                 const int8_t *q = x->qs + 32 * TL_TOK * c;                                             \
                 _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {                                  \
                     const tl_vi xv = tl_loadi(q + 4 * TL_TOK * k);                                     \
-                    for (int r = 0; r < R; r++) s[r] = tl_dot(s[r], tl_set1i(wu[r][k]), xv);           \
+                    for (int r = 0; r < R; r++) s[r] = tl_dot(s[r], tl_bcast(wu[r], k), xv);           \
                 }                                                                                      \
                 const tl_vf dx = tl_loadf(x->d + TL_TOK * c);                                          \
                 const tl_vi xs = tl_loadi(x->s + TL_TOK * c);                                          \
@@ -790,19 +793,19 @@ KDOT4_FN(dot_q6_k, nb_block_q6_K, q6k_prep, prep_q6_k, mul_q6_k, 0, KMIN_NONE)
  * overflow for these ranges) and its float step per lane, super-block b
  * into accumulator b % 8. WPREP(wb, wu, sm) unpacks a super-block: wu[ch]
  * the 32 unsigned codes of chunk ch, sm its scales (and mins). */
-INL void tl_prep_q4_k(const nb_block_q4_K *wb, int32_t wu[8][8], int8_t sm[16]) {
+INL void tl_prep_q4_k(const nb_block_q4_K *wb, __m256i wu[8], int8_t sm[16]) {
     const __m256i m4 = _mm256_set1_epi8(15);
     for (int j = 0; j < 4; j++) {
         const __m256i qb = load256(wb->qs + 32 * j);
-        _mm256_store_si256((__m256i *)wu[2 * j], _mm256_and_si256(qb, m4));
-        _mm256_store_si256((__m256i *)wu[2 * j + 1], _mm256_and_si256(_mm256_srli_epi16(qb, 4), m4));
+        wu[2 * j] = _mm256_and_si256(qb, m4);
+        wu[2 * j + 1] = _mm256_and_si256(_mm256_srli_epi16(qb, 4), m4);
     }
     _mm_storeu_si128((__m128i *)sm, k4_scales(wb->scales));
 }
-INL void tl_prep_q6_k(const nb_block_q6_K *wb, int32_t wu[8][8], int8_t sm[16]) {
+INL void tl_prep_q6_k(const nb_block_q6_K *wb, __m256i wu[8], int8_t sm[16]) {
     q6k_prep p;
     prep_q6_k(wb, &p);
-    for (int i = 0; i < 8; i++) _mm256_store_si256((__m256i *)wu[i], p.u[i]);
+    for (int i = 0; i < 8; i++) wu[i] = p.u[i];
     memcpy(sm, wb->scales, 16);
 }
 
@@ -831,7 +834,7 @@ INL tl_vf tl_sub(tl_vf a, tl_vf b) { return _mm256_sub_ps(a, b); }
             _Pragma("GCC unroll 8") for (int j8 = 0; j8 < 8; j8++) {                                   \
                 const int64_t b = b0 + j8;                                                             \
                 if (b >= nb) break;                                                                    \
-                int32_t wu[TL_ROWS][8][8] __attribute__((aligned(32)));                                \
+                __m256i wu[TL_ROWS][8];                                                                \
                 int8_t sm[TL_ROWS][16];                                                                \
                 tl_vi is[TL_ROWS], ms[TL_ROWS];                                                        \
                 for (int r = 0; r < R; r++) {                                                          \
@@ -847,8 +850,8 @@ INL tl_vf tl_sub(tl_vf a, tl_vf b) { return _mm256_sub_ps(a, b); }
                     _Pragma("GCC unroll 4") for (int k = 0; k < 4; k++) {                              \
                         const tl_vi x0 = tl_loadi(q + 4 * TL_TOK * k), x1 = tl_loadi(q + 4 * TL_TOK * (k + 4)); \
                         for (int r = 0; r < R; r++) {                                                  \
-                            s0[r] = tl_dot(s0[r], tl_set1i(wu[r][ch][k]), x0);                         \
-                            s1[r] = tl_dot(s1[r], tl_set1i(wu[r][ch][k + 4]), x1);                     \
+                            s0[r] = tl_dot(s0[r], tl_bcast(wu[r][ch], k), x0);                         \
+                            s1[r] = tl_dot(s1[r], tl_bcast(wu[r][ch], k + 4), x1);                     \
                         }                                                                              \
                     }                                                                                  \
                     const tl_vi b0v = tl_loadi(bs), b1v = tl_loadi(bs + TL_TOK);                       \
