@@ -5,6 +5,7 @@
 #include "core/checked.h"
 #include "kernels/cpu/kernels_impl.h"
 
+#include <assert.h>
 #include <omp.h>
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -243,7 +244,8 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
     const nb_vdot4_fn dot4 = dot ? k->dot4[wtype] : NULL;
     const nb_ftile_fn ftile = dot && fmt == NB_ACT_F32 ? k->ftile[wtype] : NULL;
     const nb_vtile_fn tile = dot && fmt != NB_ACT_F32 && n_tok >= k->tile_tok / 4 ? k->tile[wtype] : NULL;
-    const int G = k->tile_tok;
+    const int G = tile ? k->tile_tok : 0;
+    assert(!tile || (G > 0 && TOK_TILE % G == 0)); /* groups must not straddle work items */
     if (!dot) return nb_matmul_ref(wtype, w, n_out, n_in, x, n_tok, y, n_threads, ctx);
     uint64_t rb;
     NB_TRY(nb_type_row_bytes(wtype, (uint64_t)n_in, &rb, ctx, "matmul weight row"));
