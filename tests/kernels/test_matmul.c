@@ -275,6 +275,37 @@ START_TEST(threads_identical) {
 }
 END_TEST
 
+/* A generation step of a tall matrix (an output layer): enough multiply-adds
+ * for 2-3 threads, which then take contiguous runs of row tiles; every thread
+ * count gives the 1-thread bits, for 1 and 3 tokens. */
+START_TEST(generation_split_identical) {
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    enum { ROWS = 16411, COLS = 768 };
+    const nb_type ts[] = {NB_TYPE_Q8_0, NB_TYPE_Q4_K, NB_TYPE_F16};
+    float *x = gauss(3 * COLS, 31, 1.f);
+    float *y1 = malloc(sizeof(float) * 3 * ROWS), *yn = malloc(sizeof(float) * 3 * ROWS);
+    ck_assert(x && y1 && yn);
+    for (size_t i = 0; i < 3; i++) {
+        void *w = weights(ts[i], ROWS, COLS, 29);
+        for (int64_t n_tok = 1; n_tok <= 3; n_tok += 2) {
+            ck_assert_int_eq(nb_matmul(ts[i], w, ROWS, COLS, x, n_tok, y1, 1, &ctx), NB_OK);
+            for (int th = 2; th <= 3; th++) {
+                memset(yn, 0xff, sizeof(float) * 3 * ROWS);
+                ck_assert_int_eq(nb_matmul(ts[i], w, ROWS, COLS, x, n_tok, yn, th, &ctx), NB_OK);
+                ck_assert_msg(!memcmp(y1, yn, sizeof(float) * (size_t)(n_tok * ROWS)), "%s: %lld tokens, %d threads",
+                              nb_type_name(ts[i]), (long long)n_tok, th);
+            }
+        }
+        free(w);
+    }
+    free(x);
+    free(y1);
+    free(yn);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 START_TEST(nan_stays_in_its_token) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
@@ -359,6 +390,7 @@ int main(void) {
     tcase_add_loop_test(tc, matches_reference, 0, (int)N_TYPES);
     tcase_add_test(tc, isas_agree);
     tcase_add_loop_test(tc, threads_identical, 0, (int)N_TYPES);
+    tcase_add_test(tc, generation_split_identical);
     tcase_add_test(tc, nan_stays_in_its_token);
     tcase_add_test(tc, fallback_and_errors);
     tcase_add_test(tc, nf4_codebook);
