@@ -71,6 +71,7 @@ static const char *const DEFAULT_TYPES[] = {"q4_K",  "q6_K",   "q5_0",   "q8_0",
 int main(int argc, char **argv) {
     int64_t rows = 4096, cols = 4096;
     int threads[8] = {1, 2}, n_threads = 2;
+    bool packed = false; /* -p: the packed copy and its row-lane kernels, where the type has them */
     int ntoks[8] = {1, 64, 512}, n_ntok = 3;
     const char *types[64];
     int n_types = 0;
@@ -79,6 +80,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "-c") && i + 1 < argc) cols = atoll(argv[++i]);
         else if (!strcmp(argv[i], "-t") && i + 1 < argc) n_threads = parse_list(argv[++i], threads, 8);
         else if (!strcmp(argv[i], "-n") && i + 1 < argc) n_ntok = parse_list(argv[++i], ntoks, 8);
+        else if (!strcmp(argv[i], "-p")) packed = true;
         else if (n_types < 64) types[n_types++] = argv[i];
     }
     if (!n_types)
@@ -118,6 +120,13 @@ int main(int argc, char **argv) {
             fprintf(stderr, "%s: %s\n", types[ti], nb_errmsg(&ctx));
             continue;
         }
+        const uint64_t pb = packed ? nb_matmul_pack_bytes(t, rows, cols) : 0;
+        void *wp = pb ? malloc(pb) : NULL;
+        if (pb && !wp) return 1;
+        if (wp) nb_matmul_pack(t, wq, rows, cols, wp, 2);
+#define MM(nt_, th_)                                                                                   \
+    (wp ? nb_matmul_packed(t, wp, rows, cols, x, (nt_), y, (th_), &ctx)                                \
+        : nb_matmul(t, wq, rows, cols, x, (nt_), y, (th_), &ctx))
         for (int64_t r = 0; r < rows; r++) {
             err += ((double)y[r] - yr[r]) * ((double)y[r] - yr[r]);
             ref += (double)yr[r] * yr[r];
@@ -128,10 +137,10 @@ int main(int argc, char **argv) {
                 double ms[64], cpu[64];
                 int runs = 0;
                 double t_all = 0;
-                (void)nb_matmul(t, wq, rows, cols, x, nt, y, threads[hi], &ctx); /* warm-up */
+                (void)MM(nt, threads[hi]); /* warm-up */
                 while (runs < 64 && (runs < 3 || t_all < 0.3)) {
                     double t0 = now(), c0 = cpu_now();
-                    (void)nb_matmul(t, wq, rows, cols, x, nt, y, threads[hi], &ctx);
+                    (void)MM(nt, threads[hi]);
                     double dt = now() - t0;
                     cpu[runs] = (cpu_now() - c0) * 1e3;
                     ms[runs++] = dt * 1e3;
@@ -140,11 +149,13 @@ int main(int argc, char **argv) {
                 qsort(ms, (size_t)runs, sizeof ms[0], cmp_d);
                 qsort(cpu, (size_t)runs, sizeof cpu[0], cmp_d);
                 const double med = ms[runs / 2] / 1e3;
-                printf("| %s | %lld | %d | %.3f | %.3f | %.2f | %.1f | %.2e |\n", tr->name, (long long)nt,
+                printf("| %s%s | %lld | %d | %.3f | %.3f | %.2f | %.1f | %.2e |\n", tr->name, wp ? " packed" : "",
+                       (long long)nt,
                        threads[hi], med * 1e3, cpu[runs / 2], (double)rb * (double)rows / med / 1e9,
                        2.0 * (double)rows * (double)cols * (double)nt / med / 1e9, sqrt(err / ref));
                 fflush(stdout);
             }
+        free(wp);
     }
     nb_ctx_free(&ctx);
     free(wf);

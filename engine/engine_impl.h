@@ -28,6 +28,8 @@ typedef struct nb_wmat {
     int64_t n_mat;       /* ne[2]: experts in a stack, else 1 */
     uint64_t row_bytes;  /* bytes of one row of n_in elements */
     uint64_t mat_bytes;  /* row_bytes * n_out: stride between experts */
+    const void *packed;  /* row-interleaved copy for the row-lane kernels (NULL: none; nb_matmul_pack) */
+    uint64_t packed_mat_bytes; /* stride between the experts' packed copies */
 } nb_wmat;
 
 typedef enum nb_rope_layout {

@@ -34,6 +34,10 @@ nb_status nb_eng_matmul(nb_engine *e, const nb_wmat *w, int expert, const float 
     const unsigned char *base = w->data;
     if (expert > 0) base += (uint64_t)expert * w->mat_bytes;
     if (e->precise) return nb_matmul_ref(w->type, base, w->n_out, w->n_in, x, n_tok, y, e->n_threads, ctx);
+    if (w->packed)
+        return nb_matmul_packed(w->type, (const unsigned char *)w->packed + (uint64_t)(expert > 0 ? expert : 0) *
+                                                                                w->packed_mat_bytes,
+                                w->n_out, w->n_in, x, n_tok, y, e->n_threads, ctx);
     return nb_matmul(w->type, base, w->n_out, w->n_in, x, n_tok, y, e->n_threads, ctx);
 }
 

@@ -95,6 +95,34 @@ typedef void (*nb_vtile_fn)(int64_t n, const void *w, uint64_t rb, int64_t nr, c
 typedef void (*nb_ftile_fn)(int64_t n, const void *w, uint64_t rb, int64_t nr, const float *x, int64_t ldx,
                             int64_t nt, float *y, int64_t ldy);
 
+/* Row-interleaved ("packed") weights for the row-lane kernels (Q4_0,
+ * IQ4_NL, NF4, Q8_0; packed.c writes them): groups of NB_PACK_ROWS = 16
+ * rows, one after another, each n/32 chunk records of code bytes, then the
+ * chunks' scales. 4-bit types (256 bytes a chunk): byte 64i + 4r + b holds
+ * chunk element 8i + b of row r's code index in its low nibble and element
+ * 8i + 4 + b in its high nibble (i, b < 4), so the low nibbles of the 64
+ * bytes at 64i are elements 4k..4k+3 of every row for k = 2i, the high ones
+ * for k = 2i + 1. Q8_0 (512 bytes a chunk): byte 64k + 4r + b is element
+ * 4k + b of row r, as code + 128. Records start 64-byte aligned when the
+ * copy does. Scales: 16 per chunk, row r of chunk c at index 16c + r: the
+ * F16 block scale (Q4_0, IQ4_NL, Q8_0) or the float absmax * (1/127) (NF4).
+ * n_out must be a multiple of 16 (else the matrix stays unpacked). */
+enum { NB_PACK_ROWS = 16 };
+/* Bytes of the packed copy (0: this type has no packed form, or the shape
+ * does not fit it), the code bytes of a chunk record, the bytes per chunk
+ * of a group (codes and scales), and the packing itself (dst holds
+ * nb_pack_layout_bytes bytes). */
+uint64_t nb_pack_layout_bytes(nb_type t, int64_t n_out, int64_t n_in);
+int nb_pack_code_bytes(nb_type t);
+int nb_pack_chunk_bytes(nb_type t);
+void nb_pack_layout(nb_type t, const void *w, int64_t n_out, int64_t n_in, void *dst, int n_threads);
+
+/* Row-lane kernel on packed weights: n_grp groups of 16 rows from wp times
+ * nt tokens (x[t], quantized NB_ACT_Q32 rows): y[t * ldy + 16 g + r] =
+ * dot(n, row 16 g + r, token t) bit for bit. */
+typedef void (*nb_ptile_fn)(int64_t n, const void *wp, int64_t n_grp, const nb_xq *x, int nt, float *y,
+                            int64_t ldy);
+
 /* Quantize one activation row of n floats (n a multiple of 32 / 256). */
 typedef void (*nb_actq_fn)(const float *x, int64_t n, int8_t *qs, float *d, int16_t *s);
 
@@ -105,6 +133,7 @@ typedef struct nb_kernels {
     nb_ftile_fn ftile[NB_TYPE_COUNT]; /* optional row x token tiles of the float types (NULL: dot) */
     nb_vtile_fn tile[NB_TYPE_COUNT]; /* optional rows x tile_tok token tiles of the integer types (NULL: dot4) */
     int tile_tok;                     /* tokens per `tile` call (8 or 16; 0 when no tile is set) */
+    nb_ptile_fn ptile[NB_TYPE_COUNT]; /* optional row-lane kernels on packed weights (NULL: no packing) */
     nb_act_fmt act[NB_TYPE_COUNT];  /* activation format each weight type pairs with (ggml's
                                      * vec_dot_type); ISA-independent, set by the generic filler */
     nb_actq_fn quant_q32;
@@ -140,6 +169,11 @@ const nb_kernels *nb_kernels_by_name(const char *isa);
 /* nb_matmul with an explicit table (tests compare ISAs through it). */
 nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int64_t n_out, int64_t n_in,
                          const float *x, int64_t n_tok, float *y, int n_threads, nb_ctx *ctx);
+
+/* nb_matmul on a packed copy wp (nb_pack_layout) with an explicit table,
+ * whose ptile entry for wtype must be set. */
+nb_status nb_matmul_packed_with(const nb_kernels *k, nb_type wtype, const void *wp, int64_t n_out, int64_t n_in,
+                                const float *x, int64_t n_tok, float *y, int n_threads, nb_ctx *ctx);
 
 /* The fixed final reduction of the 8 canonical accumulators. */
 static inline float nb_kern_acc_sum(const float a[8]) {

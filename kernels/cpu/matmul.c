@@ -253,6 +253,9 @@ typedef struct {
     nb_vdot4_fn dot4;
     nb_vtile_fn tile;
     nb_ftile_fn ftile;
+    nb_ptile_fn ptile; /* row-lane kernel on the packed copy wp (NULL: none) */
+    const unsigned char *wp;
+    uint64_t grp_w_bytes; /* bytes of one packed group of 16 rows */
 } mm_job;
 
 /* Work item `item`: row tile item / n_tt against token tile item % n_tt. */
@@ -262,6 +265,13 @@ static void run_item(const mm_job *j, int64_t item) {
     const uint64_t rb = j->rb;
     const int64_t r0 = (item / j->n_tt) * j->row_tile, r1 = r0 + j->row_tile < n_out ? r0 + j->row_tile : n_out;
     const int64_t t0 = (item % j->n_tt) * TOK_TILE, t1 = t0 + TOK_TILE < j->n_tok ? t0 + TOK_TILE : j->n_tok;
+    if (j->ptile) {
+        nb_xq xq[TOK_TILE];
+        for (int64_t t = t0; t < t1; t++) xq[t - t0] = act_row(j->xbuf, t, j->tok_bytes, n_in, j->n_d);
+        j->ptile(n_in, j->wp + (uint64_t)(r0 / NB_PACK_ROWS) * j->grp_w_bytes, (r1 - r0) / NB_PACK_ROWS, xq,
+                 (int)(t1 - t0), j->y + t0 * n_out + r0, n_out);
+        return;
+    }
     if (j->ftile) {
         j->ftile(n_in, wb + (uint64_t)r0 * rb, rb, r1 - r0, j->x + t0 * n_in, n_in, t1 - t0, j->y + t0 * n_out + r0,
                  n_out);
@@ -302,16 +312,21 @@ static void run_item(const mm_job *j, int64_t item) {
     }
 }
 
-nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int64_t n_out, int64_t n_in,
-                         const float *x, int64_t n_tok, float *y, int n_threads, nb_ctx *ctx) {
+/* nb_matmul_with, or (wp != NULL) its row-lane form on the packed copy wp. */
+static nb_status matmul_run(const nb_kernels *k, nb_type wtype, const void *w, const void *wp, int64_t n_out,
+                            int64_t n_in, const float *x, int64_t n_tok, float *y, int n_threads, nb_ctx *ctx) {
     if (n_out < 0 || n_in < 0 || n_tok < 0)
         return nb_err(ctx, NB_ERR_INVALID, "matmul: negative shape (%lld x %lld, %lld tokens)", (long long)n_out,
                       (long long)n_in, (long long)n_tok);
     const nb_act_fmt fmt = k && wtype >= 0 && wtype < NB_TYPE_COUNT ? k->act[wtype] : NB_ACT_NONE;
+    const nb_ptile_fn ptile = wp && fmt == NB_ACT_Q32 ? k->ptile[wtype] : NULL;
+    if (wp && (!ptile || !nb_pack_layout_bytes(wtype, n_out, n_in)))
+        return nb_err(ctx, NB_ERR_INVALID, "matmul: no packed kernel for %s %lld x %lld", nb_type_name(wtype),
+                      (long long)n_out, (long long)n_in);
     const nb_vdot_fn dot = (k && fmt != NB_ACT_NONE) ? k->dot[wtype] : NULL;
-    const nb_vdot4_fn dot4 = dot ? k->dot4[wtype] : NULL;
+    const nb_vdot4_fn dot4 = dot && !ptile ? k->dot4[wtype] : NULL;
     const nb_ftile_fn ftile = dot && fmt == NB_ACT_F32 ? k->ftile[wtype] : NULL;
-    const nb_vtile_fn tile = dot && fmt != NB_ACT_F32 && n_tok >= k->tile_tok / 4 ? k->tile[wtype] : NULL;
+    const nb_vtile_fn tile = dot && !ptile && fmt != NB_ACT_F32 && n_tok >= k->tile_tok / 4 ? k->tile[wtype] : NULL;
     const int G = tile ? k->tile_tok : 0;
     assert(!tile || (G > 0 && TOK_TILE % G == 0)); /* groups must not straddle work items */
     if (!dot) return nb_matmul_ref(wtype, w, n_out, n_in, x, n_tok, y, n_threads, ctx);
@@ -362,6 +377,9 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
     int64_t row_tile = (int64_t)(TILE_BYTES / rb);
     row_tile = row_tile < 1 ? 1 : row_tile > MAX_ROW_TILE ? MAX_ROW_TILE : row_tile;
     if (ftile && row_tile < FTILE_ROWS) row_tile = n_out < FTILE_ROWS ? n_out : FTILE_ROWS;
+    /* packed: whole groups of 16 rows; one group per item in a generation
+     * step (even shares for the threads), 4 in a batch */
+    if (ptile) row_tile = n_tok <= 4 ? NB_PACK_ROWS : 4 * NB_PACK_ROWS;
     const int64_t n_rt = (n_out + row_tile - 1) / row_tile, n_tt = (n_tok + TOK_TILE - 1) / TOK_TILE;
     const int64_t n_items = n_rt * n_tt;
 
@@ -378,7 +396,8 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
     const mm_job job = {.n_in = n_in, .n_out = n_out, .n_tok = n_tok, .wb = wb, .rb = rb, .x = x, .y = y,
                         .xbuf = xbuf, .tok_bytes = tok_bytes, .n_d = n_d, .xgbuf = xgbuf, .grp_bytes = grp_bytes,
                         .n_grp = n_grp, .G = G, .row_tile = row_tile, .n_tt = n_tt, .dot = dot, .dot4 = dot4,
-                        .tile = tile, .ftile = ftile};
+                        .tile = tile, .ftile = ftile, .ptile = ptile, .wp = wp,
+                        .grp_w_bytes = ptile ? (uint64_t)(n_in / 32) * (uint64_t)nb_pack_chunk_bytes(wtype) : 0};
     if (quant_first)
         for (int64_t t = 0; t < n_tok; t++) quant_row(quant, x, t, n_in, xbuf, tok_bytes, n_d);
 #pragma omp parallel num_threads(nt)
@@ -407,6 +426,31 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
     free(xgbuf);
     free(xbuf);
     return NB_OK;
+}
+
+nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int64_t n_out, int64_t n_in,
+                         const float *x, int64_t n_tok, float *y, int n_threads, nb_ctx *ctx) {
+    return matmul_run(k, wtype, w, NULL, n_out, n_in, x, n_tok, y, n_threads, ctx);
+}
+
+nb_status nb_matmul_packed_with(const nb_kernels *k, nb_type wtype, const void *wp, int64_t n_out, int64_t n_in,
+                                const float *x, int64_t n_tok, float *y, int n_threads, nb_ctx *ctx) {
+    return matmul_run(k, wtype, NULL, wp, n_out, n_in, x, n_tok, y, n_threads, ctx);
+}
+
+uint64_t nb_matmul_pack_bytes(nb_type wtype, int64_t n_out, int64_t n_in) {
+    const nb_kernels *k = nb_kernels_best();
+    if (wtype < 0 || wtype >= NB_TYPE_COUNT || !k->ptile[wtype]) return 0;
+    return nb_pack_layout_bytes(wtype, n_out, n_in);
+}
+
+void nb_matmul_pack(nb_type wtype, const void *w, int64_t n_out, int64_t n_in, void *wp, int n_threads) {
+    nb_pack_layout(wtype, w, n_out, n_in, wp, n_threads);
+}
+
+nb_status nb_matmul_packed(nb_type wtype, const void *wp, int64_t n_out, int64_t n_in, const float *x,
+                           int64_t n_tok, float *y, int n_threads, nb_ctx *ctx) {
+    return matmul_run(nb_kernels_best(), wtype, NULL, wp, n_out, n_in, x, n_tok, y, n_threads, ctx);
 }
 
 nb_status nb_matmul(nb_type wtype, const void *w, int64_t n_out, int64_t n_in, const float *x, int64_t n_tok,

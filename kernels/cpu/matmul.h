@@ -38,6 +38,18 @@
 nb_status nb_matmul(nb_type wtype, const void *w, int64_t n_out, int64_t n_in, const float *x, int64_t n_tok,
                     float *y, int n_threads, nb_ctx *ctx);
 
+/* Row-interleaved copies of 4-bit weight matrices (Q4_0, IQ4_NL, NF4) for
+ * this CPU's row-lane kernels: one weight row per vector lane, 16 rows per
+ * group (kernels/cpu/kernels_impl.h has the layout). The engine packs such
+ * matrices once when it opens a model; nb_matmul_packed then gives exactly
+ * nb_matmul's bits, faster. nb_matmul_pack_bytes: the copy's size, 0 when
+ * this CPU's kernels have no packed form for the type, or n_out is not a
+ * multiple of 16. nb_matmul_pack writes it into wp (that many bytes). */
+uint64_t nb_matmul_pack_bytes(nb_type wtype, int64_t n_out, int64_t n_in);
+void nb_matmul_pack(nb_type wtype, const void *w, int64_t n_out, int64_t n_in, void *wp, int n_threads);
+nb_status nb_matmul_packed(nb_type wtype, const void *wp, int64_t n_out, int64_t n_in, const float *x,
+                           int64_t n_tok, float *y, int n_threads, nb_ctx *ctx);
+
 /* The reference path (dequantize row, F32 dot in double-free fixed order),
  * exposed so tests can compare the fast kernels against it. */
 nb_status nb_matmul_ref(nb_type wtype, const void *w, int64_t n_out, int64_t n_in, const float *x,

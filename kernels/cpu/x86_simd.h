@@ -85,6 +85,16 @@ INL __m256i table16(const int8_t *t) {
 
 INL float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
+/* Software prefetch NB_PF_DIST bytes ahead of a weight stream that is about
+ * to consume `len` bytes at p: a one-token step reads each weight once, from
+ * memory, and the hardware prefetchers alone left it at 17-19 GB/s on one
+ * core (Zen 5); 12 KiB ahead reached 31-43 GB/s (bench/RESULTS.md). A
+ * prefetch never faults, so running past the end of the matrix is harmless. */
+#define NB_PF_DIST 12288
+INL void nb_prefetch_ahead(const char *p, int len) {
+    for (int l = 0; l < len; l += 64) _mm_prefetch(p + NB_PF_DIST + l, _MM_HINT_T0);
+}
+
 /* ------------------------------------------------------------ activations */
 
 /* See generic.c quant_block: same scale, same codes (cvtps2dq rounds to
@@ -299,12 +309,13 @@ static float dot_bf16(int64_t n, const void *w, const void *x) {
         name##_core(n, w, (const nb_xq *const *)vx, 4, out);                                           \
     }
 
-#define DOT32_FN(name, WV, SG, SCALE, HAS_MIN, MIN)                                                       \
+#define DOT32_FN(name, WV, SG, SCALE, HAS_MIN, MIN, BS8)                                                  \
     INL void name##_core(int64_t n, const void *w, const nb_xq *const *xs, const int NT, float *out) {   \
         const int64_t nc = n / 32;                                                                     \
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
         int64_t c = 0;                                                                                 \
         for (; c + 8 <= nc; c += 8) {                                                                  \
+            nb_prefetch_ahead((const char *)w + c / 8 * (BS8), (BS8));                                 \
             __m256i u[8], sg[8];                                                                       \
             _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {                                      \
                 const __m256i v = WV(w, c + k);                                                        \
@@ -356,20 +367,20 @@ static float dot_bf16(int64_t n, const void *w, const void *x) {
 /* Q8_0 */
 INL __m256i wv_q8_0(const void *w, int64_t c) { return load256(((const nb_block_q8_0 *)w)[c].qs); }
 #define SC_Q8_0(w, c) h2f(((const nb_block_q8_0 *)(w))[c].d)
-DOT32_FN(dot_q8_0, wv_q8_0, 1, SC_Q8_0, 0, NO_MIN)
+DOT32_FN(dot_q8_0, wv_q8_0, 1, SC_Q8_0, 0, NO_MIN, 8 * 34)
 
 /* Q4_0: code - 8 */
 INL __m256i wv_q4_0(const void *w, int64_t c) {
     return _mm256_sub_epi8(nib32(((const nb_block_q4_0 *)w)[c].qs), _mm256_set1_epi8(8));
 }
 #define SC_Q4_0(w, c) h2f(((const nb_block_q4_0 *)(w))[c].d)
-DOT32_FN(dot_q4_0, wv_q4_0, 1, SC_Q4_0, 0, NO_MIN)
+DOT32_FN(dot_q4_0, wv_q4_0, 1, SC_Q4_0, 0, NO_MIN, 8 * 18)
 
 /* Q4_1: unsigned code, min term from the activation sums */
 INL __m256i wv_q4_1(const void *w, int64_t c) { return nib32(((const nb_block_q4_1 *)w)[c].qs); }
 #define SC_Q4_1(w, c) h2f(((const nb_block_q4_1 *)(w))[c].d)
 #define MN_Q4_1(w, c) h2f(((const nb_block_q4_1 *)(w))[c].m)
-DOT32_FN(dot_q4_1, wv_q4_1, 0, SC_Q4_1, 1, MN_Q4_1)
+DOT32_FN(dot_q4_1, wv_q4_1, 0, SC_Q4_1, 1, MN_Q4_1, 8 * 20)
 
 /* Q5_0 / Q5_1: fifth bit from qh */
 INL __m256i q5_codes(const uint8_t *qs, const uint8_t *qh) {
@@ -382,7 +393,7 @@ INL __m256i wv_q5_0(const void *w, int64_t c) {
     return _mm256_sub_epi8(q5_codes(b->qs, b->qh), _mm256_set1_epi8(16));
 }
 #define SC_Q5_0(w, c) h2f(((const nb_block_q5_0 *)(w))[c].d)
-DOT32_FN(dot_q5_0, wv_q5_0, 1, SC_Q5_0, 0, NO_MIN)
+DOT32_FN(dot_q5_0, wv_q5_0, 1, SC_Q5_0, 0, NO_MIN, 8 * 22)
 
 INL __m256i wv_q5_1(const void *w, int64_t c) {
     const nb_block_q5_1 *b = (const nb_block_q5_1 *)w + c;
@@ -390,14 +401,14 @@ INL __m256i wv_q5_1(const void *w, int64_t c) {
 }
 #define SC_Q5_1(w, c) h2f(((const nb_block_q5_1 *)(w))[c].d)
 #define MN_Q5_1(w, c) h2f(((const nb_block_q5_1 *)(w))[c].m)
-DOT32_FN(dot_q5_1, wv_q5_1, 0, SC_Q5_1, 1, MN_Q5_1)
+DOT32_FN(dot_q5_1, wv_q5_1, 0, SC_Q5_1, 1, MN_Q5_1, 8 * 24)
 
 /* IQ4_NL: code book lookup */
 INL __m256i wv_iq4_nl(const void *w, int64_t c) {
     return _mm256_shuffle_epi8(table16(nb_kvalues_iq4nl), nib32(((const nb_block_iq4_nl *)w)[c].qs));
 }
 #define SC_IQ4_NL(w, c) h2f(((const nb_block_iq4_nl *)(w))[c].d)
-DOT32_FN(dot_iq4_nl, wv_iq4_nl, 1, SC_IQ4_NL, 0, NO_MIN)
+DOT32_FN(dot_iq4_nl, wv_iq4_nl, 1, SC_IQ4_NL, 0, NO_MIN, 8 * 18)
 
 /* NF4: 2 chunks per 64-block, high nibble first, int8 code book */
 INL __m256i wv_nf4(const void *w, int64_t c) {
@@ -405,7 +416,7 @@ INL __m256i wv_nf4(const void *w, int64_t c) {
     return _mm256_shuffle_epi8(table16(nb_kern_nf4_i8), nib32_interleaved(b->qs + 16 * (c & 1), 0));
 }
 #define SC_NF4(w, c) (((const nb_block_nf4 *)(w))[(c) / 2].d * (1.f / 127.f))
-DOT32_FN(dot_nf4, wv_nf4, 1, SC_NF4, 0, NO_MIN)
+DOT32_FN(dot_nf4, wv_nf4, 1, SC_NF4, 0, NO_MIN, 4 * 36)
 
 /* ------------------------------------------------------------ token-lane tiles */
 
@@ -565,7 +576,7 @@ TILE_FN(tile_nf4, uv_nf4, 7, SC_NF4, 0, NO_MIN)
         memcpy(&h, blk_##sfx(w, c), 2);                                                                \
         return h2f(h);                                                                                 \
     }                                                                                                  \
-    DOT32_FN(dot_##sfx, wv_##sfx, 1, sc_##sfx, 0, NO_MIN)
+    DOT32_FN(dot_##sfx, wv_##sfx, 1, sc_##sfx, 0, NO_MIN, (2 + 2 * (A) + (G) / 2) * 256 / (G))
 INT4_FNS(int4_s32, 32, 0)
 INT4_FNS(int4_s64, 64, 0)
 INT4_FNS(int4_s128, 128, 0)
@@ -981,6 +992,144 @@ INL void mul_iq4_xs(const iq4xs_prep *p, const int8_t *q, const int16_t *bs, __m
 }
 KDOT4_FN(dot_iq4_xs, nb_block_iq4_xs, iq4xs_prep, prep_iq4_xs, mul_iq4_xs, 0, KMIN_NONE)
 
+/* ------------------------------------------------------------ row-lane kernels on packed weights */
+
+#ifdef NB_X86_ZMM
+/* One weight row per int32 lane, 16 rows (one packed group, kernels_impl.h)
+ * per 512-bit vector: chunk c's exact integer product for the 16 rows is
+ * sum_k vpdpbusd(unsigned codes 4k..4k+3 of each row, activation bytes
+ * 4k..4k+3 of the token broadcast to every lane), minus the code offset
+ * times the activation block's sum (OFF: log2 of the offset); the float step
+ * is generic.c's (float)isum * (dw * dx) per lane, chunk c into accumulator
+ * c % 8 in increasing c, and the 8 accumulators are reduced in
+ * nb_kern_acc_sum's order: each output is the 1-token dot bit for bit. The
+ * weights are unpacked once per chunk for up to PK_TB tokens. UTAB: the
+ * unsigned code book (index -> code + 2^OFF) for the code-book types, NULL
+ * for Q4_0 (the index is the unsigned code); SF16: the scales are F16. */
+#define PK_TB 8
+
+INL __m512i pk_bcast4(const int8_t *q) {
+    int32_t v;
+    memcpy(&v, q, 4);
+    return _mm512_set1_epi32(v);
+}
+
+/* chunk record p's 8 code vectors (lane r: 4 unsigned codes of row r);
+ * CB: code bytes of a record (512: bytes as they are, 256: nibbles) */
+INL void pk_unpack(const uint8_t *p, const uint8_t *utab, __m512i u[8], const int CB) {
+    if (CB == 512) {
+        _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) u[k] = _mm512_loadu_si512(p + 64 * k);
+        return;
+    }
+    const __m512i m4 = _mm512_set1_epi8(15);
+    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
+        const __m512i v = _mm512_loadu_si512(p + 64 * i);
+        __m512i lo = _mm512_and_si512(v, m4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        if (utab) {
+            const __m512i tab = _mm512_broadcast_i32x4(load128(utab));
+            lo = _mm512_shuffle_epi8(tab, lo);
+            hi = _mm512_shuffle_epi8(tab, hi);
+        }
+        u[2 * i] = lo;
+        u[2 * i + 1] = hi;
+    }
+}
+
+/* the float contribution of chunk c for token x (16 lanes: the group's rows) */
+INL __m512 pk_chunk(const __m512i u[8], const nb_xq *x, int64_t c, __m512 dw, const int OFF) {
+    const int8_t *q = x->qs + 32 * c;
+    __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
+    _Pragma("GCC unroll 4") for (int k = 0; k < 8; k += 2) {
+        s0 = _mm512_dpbusd_epi32(s0, u[k], pk_bcast4(q + 4 * k));
+        s1 = _mm512_dpbusd_epi32(s1, u[k + 1], pk_bcast4(q + 4 * k + 4));
+    }
+    const __m512i is = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_set1_epi32((int32_t)x->s[c] * (1 << OFF)));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(dw, _mm512_set1_ps(x->d[c])));
+}
+
+/* chunk c's 16 scales (sc: the group's scales) */
+INL __m512 pk_scales(const uint8_t *sc, int64_t c, const int SF16) {
+    return SF16 ? _mm512_cvtph_ps(load256(sc + 32 * c)) : _mm512_loadu_ps(sc + 64 * c);
+}
+
+INL __m512 pk_tree(const __m512 a[8]) {
+    return _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])),
+                         _mm512_add_ps(_mm512_add_ps(a[4], a[5]), _mm512_add_ps(a[6], a[7])));
+}
+
+/* TB (1, 2) tokens: all 8 accumulators of each token in registers, the
+ * chunks in file order (a generation step streams the weights once) */
+INL void pk_seq(int64_t nc, const uint8_t *gp, const uint8_t *sc, const uint8_t *utab, const nb_xq *x, float *y,
+                int64_t ldy, const int TB, const int OFF, const int SF16, const int CB) {
+    __m512 acc[2][8];
+    for (int t = 0; t < TB; t++)
+        for (int j = 0; j < 8; j++) acc[t][j] = _mm512_setzero_ps();
+    for (int64_t c0 = 0; c0 < nc; c0 += 8)
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            const int64_t c = c0 + j;
+            if (c >= nc) break;
+            __m512i u[8];
+            nb_prefetch_ahead((const char *)gp + (uint64_t)c * CB, CB);
+            _mm_prefetch((const char *)sc + (uint64_t)c * (SF16 ? 32 : 64) + NB_PF_DIST / 8, _MM_HINT_T0);
+            pk_unpack(gp + (uint64_t)c * CB, utab, u, CB);
+            const __m512 dw = pk_scales(sc, c, SF16);
+            for (int t = 0; t < TB; t++) acc[t][j] = _mm512_add_ps(acc[t][j], pk_chunk(u, x + t, c, dw, OFF));
+        }
+    for (int t = 0; t < TB; t++) _mm512_storeu_ps(y + t * ldy, pk_tree(acc[t]));
+}
+
+/* TB (3..PK_TB) tokens: accumulator j of every token at a time (chunks j,
+ * j + 8, ...: the same order per accumulator), then the 8 reduced */
+INL void pk_jout(int64_t nc, const uint8_t *gp, const uint8_t *sc, const uint8_t *utab, const nb_xq *x, float *y,
+                 int64_t ldy, const int TB, const int OFF, const int SF16, const int CB) {
+    __m512 part[PK_TB][8];
+    for (int j = 0; j < 8; j++) {
+        __m512 acc[PK_TB];
+        for (int t = 0; t < TB; t++) acc[t] = _mm512_setzero_ps();
+        for (int64_t c = j; c < nc; c += 8) {
+            __m512i u[8];
+            pk_unpack(gp + (uint64_t)c * CB, utab, u, CB);
+            const __m512 dw = pk_scales(sc, c, SF16);
+            for (int t = 0; t < TB; t++) acc[t] = _mm512_add_ps(acc[t], pk_chunk(u, x + t, c, dw, OFF));
+        }
+        for (int t = 0; t < TB; t++) part[t][j] = acc[t];
+    }
+    for (int t = 0; t < TB; t++) _mm512_storeu_ps(y + t * ldy, pk_tree(part[t]));
+}
+
+#define PTILE_FN(name, UTAB, OFF, SF16, CB)                                                              \
+    static void name(int64_t n, const void *wp, int64_t n_grp, const nb_xq *x, int nt, float *y, int64_t ldy) { \
+        const int64_t nc = n / 32;                                                                     \
+        const uint64_t cb = (CB) + NB_PACK_ROWS * ((SF16) ? 2 : 4);                                    \
+        for (int64_t g = 0; g < n_grp; g++) {                                                          \
+            const uint8_t *gp = (const uint8_t *)wp + (uint64_t)g * (uint64_t)nc * cb;                 \
+            const uint8_t *sc = gp + (uint64_t)nc * (CB);                                              \
+            float *yg = y + NB_PACK_ROWS * g;                                                          \
+            int t = 0;                                                                                 \
+            for (; t + PK_TB <= nt; t += PK_TB) pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, PK_TB, OFF, SF16, CB); \
+            switch (nt - t) {                                                                          \
+            case 1: pk_seq(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 1, OFF, SF16, CB); break;          \
+            case 2: pk_seq(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 2, OFF, SF16, CB); break;          \
+            case 3: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 3, OFF, SF16, CB); break;         \
+            case 4: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 4, OFF, SF16, CB); break;         \
+            case 5: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 5, OFF, SF16, CB); break;         \
+            case 6: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 6, OFF, SF16, CB); break;         \
+            case 7: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 7, OFF, SF16, CB); break;         \
+            default: break;                                                                            \
+            }                                                                                          \
+        }                                                                                              \
+    }
+
+/* unsigned code books: nb_kvalues_iq4nl / nb_kern_nf4_i8 + 128 as bytes
+ * (tests/kernels compare every packed kernel with generic.c's dot) */
+static const uint8_t pk_utab_iq4_nl[16] = {1, 24, 45, 63, 79, 93, 106, 118, 129, 141, 153, 166, 181, 197, 217, 241};
+static const uint8_t pk_utab_nf4[16] = {1, 40, 61, 78, 92, 105, 116, 128, 138, 148, 159, 171, 184, 199, 220, 255};
+PTILE_FN(ptile_q4_0, (const uint8_t *)NULL, 3, 1, 256)
+PTILE_FN(ptile_iq4_nl, pk_utab_iq4_nl, 7, 1, 256)
+PTILE_FN(ptile_nf4, pk_utab_nf4, 7, 0, 256)
+PTILE_FN(ptile_q8_0, (const uint8_t *)NULL, 7, 1, 512)
+#endif
+
 static void x86_fill(nb_kernels *k) {
     k->quant_q32 = quant_q32;
     k->quant_q256 = quant_q256;
@@ -1037,6 +1186,10 @@ static void x86_fill(nb_kernels *k) {
     k->tile[NB_TYPE_Q8_0] = tile_q8_0;
     k->tile[NB_TYPE_IQ4_NL] = tile_iq4_nl;
     k->tile[NB_TYPE_NF4] = tile_nf4;
+    k->ptile[NB_TYPE_Q4_0] = ptile_q4_0;
+    k->ptile[NB_TYPE_IQ4_NL] = ptile_iq4_nl;
+    k->ptile[NB_TYPE_NF4] = ptile_nf4;
+    k->ptile[NB_TYPE_Q8_0] = ptile_q8_0;
 #endif
 }
 

@@ -306,6 +306,66 @@ START_TEST(generation_split_identical) {
 }
 END_TEST
 
+/* The row-lane kernels on packed weights give generic.c's dot bit for bit:
+ * every type with a packed form, trained-like and random weights (every
+ * code, NaN / Inf scales), chunk counts below and above 8, 1-70 tokens (the
+ * 1-2 token and 3-8 token kernels, remainders, more than a work item's 64),
+ * 1-3 threads, and a tall matrix split over threads in a generation step. */
+START_TEST(packed_equals_dot) {
+    const nb_kernels *k = nb_kernels_by_name("avx512");
+    if (!k || !k->ptile[NB_TYPE_Q4_0]) {
+        printf("packed_equals_dot: skipped: no AVX-512 VNNI on this machine (no packed kernels)\n");
+        return;
+    }
+    const nb_kernels *gen = nb_kernels_by_name("generic");
+    nb_ctx ctx;
+    nbt_ctx(&ctx);
+    const nb_type ts[] = {NB_TYPE_Q4_0, NB_TYPE_IQ4_NL, NB_TYPE_NF4, NB_TYPE_Q8_0};
+    const int64_t shapes[][2] = {{48, 640}, {32, 192}, {16384, 640}};
+    const int toks[] = {1, 2, 3, 4, 5, 8, 9, 16, 37, 70};
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+        for (size_t sh = 0; sh < 3; sh++)
+            for (int rnd = 0; rnd < 2; rnd++) {
+                const int64_t n_out = shapes[sh][0], n_in = shapes[sh][1];
+                const bool tall = sh == 2;
+                void *w = rnd ? random_bytes(ts[i], n_out, n_in, 41 + i) : weights(ts[i], n_out, n_in, 43 + i);
+                const uint64_t pb = nb_pack_layout_bytes(ts[i], n_out, n_in);
+                ck_assert_uint_gt(pb, 0);
+                ck_assert_uint_eq(pb, nb_matmul_pack_bytes(ts[i], n_out, n_in));
+                void *wp = malloc(pb);
+                ck_assert_ptr_nonnull(wp);
+                nb_matmul_pack(ts[i], w, n_out, n_in, wp, 2);
+                const int max_tok = tall ? 3 : 70;
+                float *x = gauss((size_t)(max_tok * n_in), 47, 1.5f);
+                float *yr = malloc(sizeof(float) * (size_t)(max_tok * n_out)),
+                      *yp = malloc(sizeof(float) * (size_t)(max_tok * n_out));
+                ck_assert(x && yr && yp);
+                for (size_t ti = 0; ti < sizeof toks / sizeof toks[0] && toks[ti] <= max_tok; ti++) {
+                    const int nt = toks[ti];
+                    ck_assert_int_eq(nb_matmul_with(gen, ts[i], w, n_out, n_in, x, nt, yr, 1, &ctx), NB_OK);
+                    for (int th = 1; th <= 3; th++) {
+                        ck_assert_int_eq(nb_matmul_packed_with(k, ts[i], wp, n_out, n_in, x, nt, yp, th, &ctx), NB_OK);
+                        size_t where = 0;
+                        ck_assert_msg(same_bits(yp, yr, (size_t)(nt * n_out), &where),
+                                      "%s %lld x %lld %s, %d tokens, %d threads: output %zu %.9g vs %.9g",
+                                      nb_type_name(ts[i]), (long long)n_out, (long long)n_in,
+                                      rnd ? "random bytes" : "weights", nt, th, where, yp[where], yr[where]);
+                    }
+                }
+                free(w);
+                free(wp);
+                free(x);
+                free(yr);
+                free(yp);
+            }
+    /* no packed form: a type without one, rows not a multiple of 16 */
+    ck_assert_uint_eq(nb_pack_layout_bytes(NB_TYPE_Q4_K, 64, 256), 0);
+    ck_assert_uint_eq(nb_pack_layout_bytes(NB_TYPE_Q4_0, 40, 256), 0);
+    ck_assert_uint_eq(nb_pack_layout_bytes(NB_TYPE_NF4, 64, 96), 0);
+    nb_ctx_free(&ctx);
+}
+END_TEST
+
 START_TEST(nan_stays_in_its_token) {
     nb_ctx ctx;
     nbt_ctx(&ctx);
@@ -391,6 +451,7 @@ int main(void) {
     tcase_add_test(tc, isas_agree);
     tcase_add_loop_test(tc, threads_identical, 0, (int)N_TYPES);
     tcase_add_test(tc, generation_split_identical);
+    tcase_add_test(tc, packed_equals_dot);
     tcase_add_test(tc, nan_stays_in_its_token);
     tcase_add_test(tc, fallback_and_errors);
     tcase_add_test(tc, nf4_codebook);
