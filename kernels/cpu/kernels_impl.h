@@ -105,7 +105,8 @@ typedef void (*nb_ftile_fn)(int64_t n, const void *w, uint64_t rb, int64_t nr, c
  * for k = 2i + 1. Q8_0 (512 bytes a chunk): byte 64k + 4r + b is element
  * 4k + b of row r, as code + 128. Records start 64-byte aligned when the
  * copy does. Scales: 16 per chunk, row r of chunk c at index 16c + r: the
- * F16 block scale (Q4_0, IQ4_NL, Q8_0) or the float absmax * (1/127) (NF4).
+ * F16 block scale (Q4_0, IQ4_NL, Q8_0); NF4: 16 per block of 64 (two
+ * chunks), row r of chunk c at 16(c/2) + r, the float absmax * (1/127).
  * n_out must be a multiple of 16 (else the matrix stays unpacked). */
 enum { NB_PACK_ROWS = 16 };
 /* Bytes of the packed copy (0: this type has no packed form, or the shape
@@ -174,6 +175,14 @@ nb_status nb_matmul_with(const nb_kernels *k, nb_type wtype, const void *w, int6
  * whose ptile entry for wtype must be set. */
 nb_status nb_matmul_packed_with(const nb_kernels *k, nb_type wtype, const void *wp, int64_t n_out, int64_t n_in,
                                 const float *x, int64_t n_tok, float *y, int n_threads, nb_ctx *ctx);
+
+/* Software prefetch distance of the packed weight streams: a one-token step
+ * reads each weight once, from memory, and the hardware prefetchers alone
+ * left the row-lane Q4_0 kernel at 17-19 GB/s on one Zen 5 core (31-44 GB/s
+ * with 12 KiB; bench/RESULTS.md; the row-by-row kernels, compute-bound,
+ * gained nothing measurable from it). A prefetch never faults, so running
+ * past the end of a matrix is harmless. */
+#define NB_PF_DIST 12288
 
 /* The fixed final reduction of the 8 canonical accumulators. */
 static inline float nb_kern_acc_sum(const float a[8]) {

@@ -36,7 +36,9 @@ uint64_t nb_pack_layout_bytes(nb_type t, int64_t n_out, int64_t n_in) {
 }
 
 int nb_pack_code_bytes(nb_type t) { return t == NB_TYPE_Q8_0 ? 512 : 256; }
-int nb_pack_chunk_bytes(nb_type t) { return nb_pack_code_bytes(t) + NB_PACK_ROWS * scale_bytes(t); }
+/* chunks per scale: NF4's 64-element block scale serves its two chunks */
+static int scale_chunks(nb_type t) { return t == NB_TYPE_NF4 ? 2 : 1; }
+int nb_pack_chunk_bytes(nb_type t) { return nb_pack_code_bytes(t) + NB_PACK_ROWS * scale_bytes(t) / scale_chunks(t); }
 
 /* Chunk c (32 elements) of one row: its code indices (4-bit types) or its
  * codes + 128 (Q8_0) in element order, and its scale's bytes as the copy
@@ -70,7 +72,8 @@ static void row_chunk(nb_type t, const unsigned char *row, int64_t c, uint8_t id
 
 void nb_pack_layout(nb_type t, const void *w, int64_t n_out, int64_t n_in, void *dst, int n_threads) {
     const int64_t nc = n_in / 32, n_grp = n_out / NB_PACK_ROWS;
-    const int sb = scale_bytes(t), cb = nb_pack_chunk_bytes(t), codes = nb_pack_code_bytes(t);
+    const int sb = scale_bytes(t), cb = nb_pack_chunk_bytes(t), codes = nb_pack_code_bytes(t),
+              spc = scale_chunks(t);
     uint64_t rb = 0;
     nb_type_row_bytes(t, (uint64_t)n_in, &rb, NULL, "pack");
 #pragma omp parallel for num_threads(n_threads < 1 ? 1 : n_threads) schedule(static)
@@ -82,7 +85,7 @@ void nb_pack_layout(nb_type t, const void *w, int64_t n_out, int64_t n_in, void 
             for (int r = 0; r < NB_PACK_ROWS; r++) {
                 uint8_t idx[32];
                 row_chunk(t, (const unsigned char *)w + (uint64_t)(g * NB_PACK_ROWS + r) * rb, c, idx,
-                          scales + ((uint64_t)c * NB_PACK_ROWS + (uint64_t)r) * (uint64_t)sb);
+                          scales + ((uint64_t)(c / spc) * NB_PACK_ROWS + (uint64_t)r) * (uint64_t)sb);
                 if (codes == 512)
                     for (int k = 0; k < 8; k++)
                         for (int b = 0; b < 4; b++) p[64 * k + 4 * r + b] = idx[4 * k + b];

@@ -85,12 +85,8 @@ INL __m256i table16(const int8_t *t) {
 
 INL float h2f(uint16_t h) { return _cvtsh_ss(h); }
 
-/* Software prefetch NB_PF_DIST bytes ahead of a weight stream that is about
- * to consume `len` bytes at p: a one-token step reads each weight once, from
- * memory, and the hardware prefetchers alone left it at 17-19 GB/s on one
- * core (Zen 5); 12 KiB ahead reached 31-43 GB/s (bench/RESULTS.md). A
- * prefetch never faults, so running past the end of the matrix is harmless. */
-#define NB_PF_DIST 12288
+/* Software prefetch NB_PF_DIST bytes ahead of a packed weight stream about
+ * to consume `len` bytes at p (kernels_impl.h: why). */
 INL void nb_prefetch_ahead(const char *p, int len) {
     for (int l = 0; l < len; l += 64) _mm_prefetch(p + NB_PF_DIST + l, _MM_HINT_T0);
 }
@@ -309,13 +305,12 @@ static float dot_bf16(int64_t n, const void *w, const void *x) {
         name##_core(n, w, (const nb_xq *const *)vx, 4, out);                                           \
     }
 
-#define DOT32_FN(name, WV, SG, SCALE, HAS_MIN, MIN, BS8)                                                  \
+#define DOT32_FN(name, WV, SG, SCALE, HAS_MIN, MIN)                                                       \
     INL void name##_core(int64_t n, const void *w, const nb_xq *const *xs, const int NT, float *out) {   \
         const int64_t nc = n / 32;                                                                     \
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()}; \
         int64_t c = 0;                                                                                 \
         for (; c + 8 <= nc; c += 8) {                                                                  \
-            nb_prefetch_ahead((const char *)w + c / 8 * (BS8), (BS8));                                 \
             __m256i u[8], sg[8];                                                                       \
             _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) {                                      \
                 const __m256i v = WV(w, c + k);                                                        \
@@ -367,20 +362,20 @@ static float dot_bf16(int64_t n, const void *w, const void *x) {
 /* Q8_0 */
 INL __m256i wv_q8_0(const void *w, int64_t c) { return load256(((const nb_block_q8_0 *)w)[c].qs); }
 #define SC_Q8_0(w, c) h2f(((const nb_block_q8_0 *)(w))[c].d)
-DOT32_FN(dot_q8_0, wv_q8_0, 1, SC_Q8_0, 0, NO_MIN, 8 * 34)
+DOT32_FN(dot_q8_0, wv_q8_0, 1, SC_Q8_0, 0, NO_MIN)
 
 /* Q4_0: code - 8 */
 INL __m256i wv_q4_0(const void *w, int64_t c) {
     return _mm256_sub_epi8(nib32(((const nb_block_q4_0 *)w)[c].qs), _mm256_set1_epi8(8));
 }
 #define SC_Q4_0(w, c) h2f(((const nb_block_q4_0 *)(w))[c].d)
-DOT32_FN(dot_q4_0, wv_q4_0, 1, SC_Q4_0, 0, NO_MIN, 8 * 18)
+DOT32_FN(dot_q4_0, wv_q4_0, 1, SC_Q4_0, 0, NO_MIN)
 
 /* Q4_1: unsigned code, min term from the activation sums */
 INL __m256i wv_q4_1(const void *w, int64_t c) { return nib32(((const nb_block_q4_1 *)w)[c].qs); }
 #define SC_Q4_1(w, c) h2f(((const nb_block_q4_1 *)(w))[c].d)
 #define MN_Q4_1(w, c) h2f(((const nb_block_q4_1 *)(w))[c].m)
-DOT32_FN(dot_q4_1, wv_q4_1, 0, SC_Q4_1, 1, MN_Q4_1, 8 * 20)
+DOT32_FN(dot_q4_1, wv_q4_1, 0, SC_Q4_1, 1, MN_Q4_1)
 
 /* Q5_0 / Q5_1: fifth bit from qh */
 INL __m256i q5_codes(const uint8_t *qs, const uint8_t *qh) {
@@ -393,7 +388,7 @@ INL __m256i wv_q5_0(const void *w, int64_t c) {
     return _mm256_sub_epi8(q5_codes(b->qs, b->qh), _mm256_set1_epi8(16));
 }
 #define SC_Q5_0(w, c) h2f(((const nb_block_q5_0 *)(w))[c].d)
-DOT32_FN(dot_q5_0, wv_q5_0, 1, SC_Q5_0, 0, NO_MIN, 8 * 22)
+DOT32_FN(dot_q5_0, wv_q5_0, 1, SC_Q5_0, 0, NO_MIN)
 
 INL __m256i wv_q5_1(const void *w, int64_t c) {
     const nb_block_q5_1 *b = (const nb_block_q5_1 *)w + c;
@@ -401,14 +396,14 @@ INL __m256i wv_q5_1(const void *w, int64_t c) {
 }
 #define SC_Q5_1(w, c) h2f(((const nb_block_q5_1 *)(w))[c].d)
 #define MN_Q5_1(w, c) h2f(((const nb_block_q5_1 *)(w))[c].m)
-DOT32_FN(dot_q5_1, wv_q5_1, 0, SC_Q5_1, 1, MN_Q5_1, 8 * 24)
+DOT32_FN(dot_q5_1, wv_q5_1, 0, SC_Q5_1, 1, MN_Q5_1)
 
 /* IQ4_NL: code book lookup */
 INL __m256i wv_iq4_nl(const void *w, int64_t c) {
     return _mm256_shuffle_epi8(table16(nb_kvalues_iq4nl), nib32(((const nb_block_iq4_nl *)w)[c].qs));
 }
 #define SC_IQ4_NL(w, c) h2f(((const nb_block_iq4_nl *)(w))[c].d)
-DOT32_FN(dot_iq4_nl, wv_iq4_nl, 1, SC_IQ4_NL, 0, NO_MIN, 8 * 18)
+DOT32_FN(dot_iq4_nl, wv_iq4_nl, 1, SC_IQ4_NL, 0, NO_MIN)
 
 /* NF4: 2 chunks per 64-block, high nibble first, int8 code book */
 INL __m256i wv_nf4(const void *w, int64_t c) {
@@ -416,7 +411,7 @@ INL __m256i wv_nf4(const void *w, int64_t c) {
     return _mm256_shuffle_epi8(table16(nb_kern_nf4_i8), nib32_interleaved(b->qs + 16 * (c & 1), 0));
 }
 #define SC_NF4(w, c) (((const nb_block_nf4 *)(w))[(c) / 2].d * (1.f / 127.f))
-DOT32_FN(dot_nf4, wv_nf4, 1, SC_NF4, 0, NO_MIN, 4 * 36)
+DOT32_FN(dot_nf4, wv_nf4, 1, SC_NF4, 0, NO_MIN)
 
 /* ------------------------------------------------------------ token-lane tiles */
 
@@ -576,7 +571,7 @@ TILE_FN(tile_nf4, uv_nf4, 7, SC_NF4, 0, NO_MIN)
         memcpy(&h, blk_##sfx(w, c), 2);                                                                \
         return h2f(h);                                                                                 \
     }                                                                                                  \
-    DOT32_FN(dot_##sfx, wv_##sfx, 1, sc_##sfx, 0, NO_MIN, (2 + 2 * (A) + (G) / 2) * 256 / (G))
+    DOT32_FN(dot_##sfx, wv_##sfx, 1, sc_##sfx, 0, NO_MIN)
 INT4_FNS(int4_s32, 32, 0)
 INT4_FNS(int4_s64, 64, 0)
 INT4_FNS(int4_s128, 128, 0)
@@ -1047,9 +1042,10 @@ INL __m512 pk_chunk(const __m512i u[8], const nb_xq *x, int64_t c, __m512 dw, co
     return _mm512_mul_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(dw, _mm512_set1_ps(x->d[c])));
 }
 
-/* chunk c's 16 scales (sc: the group's scales) */
+/* chunk c's 16 scales (sc: the group's scales; F16 per chunk, or F32 per
+ * block of two chunks) */
 INL __m512 pk_scales(const uint8_t *sc, int64_t c, const int SF16) {
-    return SF16 ? _mm512_cvtph_ps(load256(sc + 32 * c)) : _mm512_loadu_ps(sc + 64 * c);
+    return SF16 ? _mm512_cvtph_ps(load256(sc + 32 * c)) : _mm512_loadu_ps(sc + 64 * (c / 2));
 }
 
 INL __m512 pk_tree(const __m512 a[8]) {
@@ -1070,7 +1066,7 @@ INL void pk_seq(int64_t nc, const uint8_t *gp, const uint8_t *sc, const uint8_t 
             if (c >= nc) break;
             __m512i u[8];
             nb_prefetch_ahead((const char *)gp + (uint64_t)c * CB, CB);
-            _mm_prefetch((const char *)sc + (uint64_t)c * (SF16 ? 32 : 64) + NB_PF_DIST / 8, _MM_HINT_T0);
+            _mm_prefetch((const char *)sc + (uint64_t)c * 32 + NB_PF_DIST / 8, _MM_HINT_T0);
             pk_unpack(gp + (uint64_t)c * CB, utab, u, CB);
             const __m512 dw = pk_scales(sc, c, SF16);
             for (int t = 0; t < TB; t++) acc[t][j] = _mm512_add_ps(acc[t][j], pk_chunk(u, x + t, c, dw, OFF));
@@ -1100,7 +1096,7 @@ INL void pk_jout(int64_t nc, const uint8_t *gp, const uint8_t *sc, const uint8_t
 #define PTILE_FN(name, UTAB, OFF, SF16, CB)                                                              \
     static void name(int64_t n, const void *wp, int64_t n_grp, const nb_xq *x, int nt, float *y, int64_t ldy) { \
         const int64_t nc = n / 32;                                                                     \
-        const uint64_t cb = (CB) + NB_PACK_ROWS * ((SF16) ? 2 : 4);                                    \
+        const uint64_t cb = (CB) + NB_PACK_ROWS * 2; /* F16 per chunk, or F32 per two */              \
         for (int64_t g = 0; g < n_grp; g++) {                                                          \
             const uint8_t *gp = (const uint8_t *)wp + (uint64_t)g * (uint64_t)nc * cb;                 \
             const uint8_t *sc = gp + (uint64_t)nc * (CB);                                              \
