@@ -23,6 +23,7 @@
  */
 #include "engine/engine_impl.h"
 
+#include "core/expf.h"
 #include "core/fp.h"
 #include "kernels/cpu/attn.h"
 #include "quant/ggml_quants.h"
@@ -103,11 +104,9 @@ void nb_cache_attend(nb_cache_type t, const float *q, const unsigned char *K, co
         }
         if (sc[p] > mx) mx = sc[p];
     }
+    nb_expf_shift_n(sc + p0, mx, sc + p0, (size_t)(p1 - p0 + 1));
     double sum = 0;
-    for (int p = p0; p <= p1; p++) {
-        sc[p] = expf(sc[p] - mx);
-        sum += sc[p];
-    }
+    for (int p = p0; p <= p1; p++) sum += sc[p];
     const float inv = (float)(1.0 / sum);
     memset(out, 0, (size_t)hd * sizeof *out);
     for (int p = p0; p <= p1; p++) {
@@ -173,14 +172,12 @@ void nb_cache_attend_tile(nb_cache_type t, int nq, const float *const *q, const 
         kn.qk(hd, K + (size_t)p * kv_row, kv_row, pe - p + 1, qp + (size_t)ia * ldq, ldq, ib - ia,
               sc + (size_t)ia * ld_sc + p, (int64_t)ld_sc);
     for (int i = 0; i < nq; i++) {
-        float *s = sc + (size_t)i * ld_sc, mx = -INFINITY;
-        for (int p = p0[i]; p <= p1[i]; p++)
-            if (s[p] > mx) mx = s[p];
+        float *s = sc + (size_t)i * ld_sc;
+        const size_t np = (size_t)(p1[i] - p0[i] + 1);
+        /* expf(s - max) in bulk: nb_expf gives libm's bits (core/expf.h) */
+        nb_expf_shift_n(s + p0[i], nb_max_n(s + p0[i], np), s + p0[i], np);
         double sum = 0;
-        for (int p = p0[i]; p <= p1[i]; p++) {
-            s[p] = expf(s[p] - mx);
-            sum += s[p];
-        }
+        for (int p = p0[i]; p <= p1[i]; p++) sum += s[p];
         const float inv = (float)(1.0 / sum);
         for (int p = p0[i]; p <= p1[i]; p++) s[p] = s[p] * inv;
         if (t == NB_CACHE_F16) nb_f16_round_n(s + p0[i], (size_t)(p1[i] - p0[i] + 1));

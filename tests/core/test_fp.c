@@ -1,9 +1,13 @@
 /* FP16/BF16 conversions: exact, RNE, NaN/Inf/subnormals; bulk == scalar. */
+#include "core/expf.h"
 #include "core/fp.h"
 #include "testutil.h"
 
 #include <check.h>
 #include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -109,6 +113,56 @@ START_TEST(bulk_equals_scalar) {
 }
 END_TEST
 
+/* nb_expf: the bulk form equals the scalar one on every 61st float (all
+ * exponents and signs, NaNs, infinities, the over/underflow edges), with a
+ * shift; both equal glibc's expf on x86-64 (bench/expf_check.c checks every
+ * float); nb_max_n skips NaNs. */
+START_TEST(expf_exact) {
+    enum { B = 1024 };
+    static float x[B], y[B];
+    uint64_t n = 0, libm_bad = 0;
+    size_t m = 0;
+    const float edges[] = {0x1.62e42ep6f, 0x1.62e430p6f, -0x1.9fe368p6f, -0x1.9fe36ap6f, -88.f, 88.f, -0.f, 0.f,
+                           INFINITY, -INFINITY, NAN};
+    for (uint64_t u = 0; u <= 0xffffffffu + (uint64_t)(sizeof edges / sizeof edges[0]); u += (u <= 0xffffffffu ? 61 : 1)) {
+        if (u <= 0xffffffffu) {
+            const uint32_t v = (uint32_t)u;
+            memcpy(&x[m++], &v, 4);
+        } else {
+            x[m++] = edges[u - 0xffffffffu - 1];
+        }
+        const bool last = u + 61 > 0xffffffffu + (uint64_t)(sizeof edges / sizeof edges[0]);
+        if (m < B && !last) continue;
+        for (int sh = 0; sh < 2; sh++) {
+            const float shift = sh ? 1.5f : 0.f;
+            nb_expf_shift_n(x, shift, y, m);
+            for (size_t i = 0; i < m; i++) {
+                const float want = nb_expf(x[i] - shift);
+                /* a plain test: each ck_assert reports to the parent process */
+                if (!((isnan(want) && isnan(y[i])) || !memcmp(&want, &y[i], 4)))
+                    ck_abort_msg("expf(%a - %g): bulk %a, scalar %a", x[i], shift, y[i], want);
+            }
+        }
+#if defined(__GLIBC__) && defined(__x86_64__)
+        for (size_t i = 0; i < m; i++) {
+            const float a = nb_expf(x[i]), b = expf(x[i]);
+            if (!((isnan(a) && isnan(b)) || !memcmp(&a, &b, 4))) libm_bad++;
+        }
+#endif
+        n += m;
+        m = 0;
+    }
+    ck_assert_uint_gt(n, 70000000);
+    ck_assert_msg(libm_bad == 0, "nb_expf differs from glibc's expf on %llu of %llu inputs", (unsigned long long)libm_bad,
+                  (unsigned long long)n);
+    const float v[] = {NAN, -3.f, NAN, 2.5f, -INFINITY, 2.5f, 1.f, NAN, 0.f, -7.f, 1e30f, NAN, 0.f, 0.f, 0.f, 0.f, 3.f, NAN, 4.f};
+    ck_assert(nb_max_n(v, 19) == 1e30f);
+    ck_assert(nb_max_n(v, 4) == 2.5f);
+    const float nans[] = {NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN};
+    ck_assert(nb_max_n(nans, 17) == -INFINITY && nb_max_n(nans, 0) == -INFINITY);
+}
+END_TEST
+
 START_TEST(fp8) {
     ck_assert(nb_f8e4m3_to_f32(0x38) == 1.0f);
     ck_assert(nb_f8e4m3_to_f32(0x7e) == 448.0f);
@@ -131,6 +185,7 @@ int main(void) {
     tcase_add_test(tc, bf16_exact);
     tcase_add_test(tc, bulk_equals_scalar);
     tcase_add_test(tc, fp8);
+    tcase_add_test(tc, expf_exact);
     suite_add_tcase(s, tc);
     return nbt_run_suite(s);
 }
