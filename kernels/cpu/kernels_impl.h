@@ -95,17 +95,19 @@ typedef void (*nb_vtile_fn)(int64_t n, const void *w, uint64_t rb, int64_t nr, c
 typedef void (*nb_ftile_fn)(int64_t n, const void *w, uint64_t rb, int64_t nr, const float *x, int64_t ldx,
                             int64_t nt, float *y, int64_t ldy);
 
-/* Row-interleaved ("packed") weights for the row-lane kernels (Q4_0,
+/* Row-interleaved ("packed") weights for the row-lane kernels (Q4_0, Q5_0,
  * IQ4_NL, NF4, Q8_0; packed.c writes them): groups of NB_PACK_ROWS = 16
  * rows, one after another, each n/32 chunk records of code bytes, then the
  * chunks' scales. 4-bit types (256 bytes a chunk): byte 64i + 4r + b holds
  * chunk element 8i + b of row r's code index in its low nibble and element
  * 8i + 4 + b in its high nibble (i, b < 4), so the low nibbles of the 64
  * bytes at 64i are elements 4k..4k+3 of every row for k = 2i, the high ones
- * for k = 2i + 1. Q8_0 (512 bytes a chunk): byte 64k + 4r + b is element
- * 4k + b of row r, as code + 128. Records start 64-byte aligned when the
+ * for k = 2i + 1. Q5_0 (320 bytes a chunk): those 256 bytes for the low 4
+ * bits of the codes, then 64 bytes of fifth bits, bit k of byte 256 + 4r + b
+ * for element 4k + b of row r. Q8_0 (512 bytes a chunk): byte 64k + 4r + b
+ * is element 4k + b of row r, as code + 128. Records start 64-byte aligned when the
  * copy does. Scales: 16 per chunk, row r of chunk c at index 16c + r: the
- * F16 block scale (Q4_0, IQ4_NL, Q8_0); NF4: 16 per block of 64 (two
+ * F16 block scale (Q4_0, Q5_0, IQ4_NL, Q8_0); NF4: 16 per block of 64 (two
  * chunks), row r of chunk c at 16(c/2) + r, the float absmax * (1/127).
  * n_out must be a multiple of 16 (else the matrix stays unpacked). */
 enum { NB_PACK_ROWS = 16 };

@@ -6,7 +6,7 @@
  * lane, with no horizontal sum and no per-row float step. That needs the 16
  * rows' codes side by side, which the file layout (row after row) does not
  * give; this file writes the copy once, when the engine opens a model
- * (Q4_0, IQ4_NL, NF4 and Q8_0).
+ * (Q4_0, Q5_0, IQ4_NL, NF4 and Q8_0).
  * Layout in kernels_impl.h (NB_PACK_*).
  */
 #include "kernels/cpu/kernels_impl.h"
@@ -21,6 +21,7 @@
 static int scale_bytes(nb_type t) {
     switch (t) {
     case NB_TYPE_Q4_0:
+    case NB_TYPE_Q5_0:
     case NB_TYPE_IQ4_NL:
     case NB_TYPE_Q8_0: return 2;
     case NB_TYPE_NF4: return 4;
@@ -35,7 +36,7 @@ uint64_t nb_pack_layout_bytes(nb_type t, int64_t n_out, int64_t n_in) {
     return (uint64_t)(n_out / NB_PACK_ROWS) * (uint64_t)(n_in / 32) * (uint64_t)nb_pack_chunk_bytes(t);
 }
 
-int nb_pack_code_bytes(nb_type t) { return t == NB_TYPE_Q8_0 ? 512 : 256; }
+int nb_pack_code_bytes(nb_type t) { return t == NB_TYPE_Q8_0 ? 512 : t == NB_TYPE_Q5_0 ? 320 : 256; }
 /* chunks per scale: NF4's 64-element block scale serves its two chunks */
 static int scale_chunks(nb_type t) { return t == NB_TYPE_NF4 ? 2 : 1; }
 int nb_pack_chunk_bytes(nb_type t) { return nb_pack_code_bytes(t) + NB_PACK_ROWS * scale_bytes(t) / scale_chunks(t); }
@@ -59,6 +60,17 @@ static void row_chunk(nb_type t, const unsigned char *row, int64_t c, uint8_t id
         }
         const float s = b->d * (1.f / 127.f); /* generic.c's expression */
         memcpy(scale, &s, 4);
+        return;
+    }
+    if (t == NB_TYPE_Q5_0) {
+        const nb_block_q5_0 *b = (const nb_block_q5_0 *)row + c;
+        uint32_t qh;
+        memcpy(&qh, b->qh, 4);
+        for (int j = 0; j < 16; j++) {
+            idx[j] = (uint8_t)((b->qs[j] & 15) | ((qh >> j) & 1) << 4);
+            idx[j + 16] = (uint8_t)((b->qs[j] >> 4) | ((qh >> (j + 16)) & 1) << 4);
+        }
+        memcpy(scale, &b->d, 2);
         return;
     }
     /* Q4_0 and IQ4_NL share the block: d, then element j low / j+16 high */
@@ -92,7 +104,13 @@ void nb_pack_layout(nb_type t, const void *w, int64_t n_out, int64_t n_in, void 
                 else
                     for (int i = 0; i < 4; i++)
                         for (int b = 0; b < 4; b++)
-                            p[64 * i + 4 * r + b] = (uint8_t)(idx[8 * i + b] | idx[8 * i + 4 + b] << 4);
+                            p[64 * i + 4 * r + b] = (uint8_t)((idx[8 * i + b] & 15) | (idx[8 * i + 4 + b] & 15) << 4);
+                if (codes == 320) /* the fifth bits: bit k of byte 256 + 4r + b is element 4k + b's */
+                    for (int b = 0; b < 4; b++) {
+                        uint8_t h = 0;
+                        for (int k = 0; k < 8; k++) h |= (uint8_t)(((idx[4 * k + b] >> 4) & 1) << k);
+                        p[256 + 4 * r + b] = h;
+                    }
             }
         }
     }

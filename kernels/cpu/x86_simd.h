@@ -1010,7 +1010,8 @@ INL __m512i pk_bcast4(const int8_t *q) {
 }
 
 /* chunk record p's 8 code vectors (lane r: 4 unsigned codes of row r);
- * CB: code bytes of a record (512: bytes as they are, 256: nibbles) */
+ * CB: code bytes of a record (512: bytes as they are, 256: nibbles, 320:
+ * nibbles and fifth bits) */
 INL void pk_unpack(const uint8_t *p, const uint8_t *utab, __m512i u[8], const int CB) {
     if (CB == 512) {
         _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++) u[k] = _mm512_loadu_si512(p + 64 * k);
@@ -1027,6 +1028,11 @@ INL void pk_unpack(const uint8_t *p, const uint8_t *utab, __m512i u[8], const in
         }
         u[2 * i] = lo;
         u[2 * i + 1] = hi;
+    }
+    if (CB == 320) { /* Q5_0: the fifth bit of element 4k + b is bit k of its byte */
+        const __m512i h = _mm512_loadu_si512(p + 256), sixteen = _mm512_set1_epi8(16);
+        _Pragma("GCC unroll 8") for (int k = 0; k < 8; k++)
+            u[k] = _mm512_mask_add_epi8(u[k], _mm512_test_epi8_mask(h, _mm512_set1_epi8((char)(1 << k))), u[k], sixteen);
     }
 }
 
@@ -1124,6 +1130,7 @@ PTILE_FN(ptile_q4_0, (const uint8_t *)NULL, 3, 1, 256)
 PTILE_FN(ptile_iq4_nl, pk_utab_iq4_nl, 7, 1, 256)
 PTILE_FN(ptile_nf4, pk_utab_nf4, 7, 0, 256)
 PTILE_FN(ptile_q8_0, (const uint8_t *)NULL, 7, 1, 512)
+PTILE_FN(ptile_q5_0, (const uint8_t *)NULL, 4, 1, 320)
 #endif
 
 static void x86_fill(nb_kernels *k) {
@@ -1186,6 +1193,7 @@ static void x86_fill(nb_kernels *k) {
     k->ptile[NB_TYPE_IQ4_NL] = ptile_iq4_nl;
     k->ptile[NB_TYPE_NF4] = ptile_nf4;
     k->ptile[NB_TYPE_Q8_0] = ptile_q8_0;
+    k->ptile[NB_TYPE_Q5_0] = ptile_q5_0;
 #endif
 }
 
