@@ -7,7 +7,11 @@
 # load average around each type's runs. A few minutes on an idle 2-core machine.
 #
 #   [NB_BENCH=build/rel/bench_matmul] [PY=.venv/bin/python] [TYPES="q4_K f16 ..."]
-#   [THREADS=1,2] [NTOK=1,64,512] bench/matmul_vs_ggml.sh
+#   [THREADS=1,2] [NTOK=1,64,512] [PACKED=1] bench/matmul_vs_ggml.sh
+#
+# PACKED=1: the types with a packed form (Q4_0, Q5_0, IQ4_NL, NF4, Q8_0 on
+# AVX-512 VNNI) run on it (bench_matmul -p), as the engine runs them; the
+# type column then says "packed".
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bm=${NB_BENCH:-$root/build/rel/bench_matmul}
@@ -25,12 +29,13 @@ echo "| type | n_tok | threads | nibble ms | ggml ms | ggml / nibble | nibble CP
 echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 for t in $types; do
   l0=$(load)
-  nbo=$("$bm" -t "$threads" -n "$ntok" "$t" | grep '^| [a-z]' | grep -v '^| type' || true)
+  nbo=$("$bm" ${PACKED:+-p} -t "$threads" -n "$ntok" "$t" | grep '^| [a-z]' | grep -v '^| type' || true)
   ggo=$("$py" "$root/bench/ggml_matmul.py" -t "$threads" -n "$ntok" "$t" | grep '^| [a-z]' | grep -v '^| type' || true)
   l1=$(load)
   python3 - "$t" "$l0" "$l1" "$nbo" "$ggo" <<'EOF'
 import sys
 t, l0, l1, nbo, ggo = sys.argv[1:]
+if " packed |" in nbo: t += " packed"
 def rows(txt):
     out = {}
     for line in txt.splitlines():
