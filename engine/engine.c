@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #define ENG_MAX_CTX (1 << 22)   /* KV cache positions accepted from options */
 #define ENG_MAX_LAYER 65536
@@ -106,13 +108,29 @@ static nb_status shape_err(nb_engine *e, const nb_tensor *t, uint32_t n_dims, co
                   t->name, have, e->arch->gguf_arch, want);
 }
 
+/* Drop the file pages of a mapped range from this process (the whole pages
+ * inside it): they stay in the page cache, and a later read (an embedding
+ * row of a tied output matrix) maps them again. Without it a packed model
+ * would hold both the copy and the pages it was read from. */
+static void release_pages(const void *p, uint64_t n) {
+#ifdef MADV_DONTNEED
+    const long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) return;
+    const uintptr_t a = ((uintptr_t)p + (uintptr_t)page - 1) & ~((uintptr_t)page - 1),
+                    b = ((uintptr_t)p + (uintptr_t)n) & ~((uintptr_t)page - 1);
+    if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+#else
+    (void)p, (void)n;
+#endif
+}
+
 /* A row-interleaved copy of w for the row-lane kernels, where this CPU has
  * them for its type (Q4_0, Q5_0, IQ4_NL, NF4, Q8_0 with AVX-512 VNNI): the same bits,
  * about twice the speed (kernels/cpu/matmul.h). Not for --precise, which
  * reads the file's rows, nor with NB_PACK=0 in the environment (benchmarks,
  * debugging). The copy costs the matrix's size in memory once; the file's
- * pages it was read from stay clean and can be dropped. */
-static nb_status pack_mat(nb_engine *e, nb_wmat *w, nb_ctx *ctx) {
+ * pages it was read from are released (release_pages). */
+static nb_status pack_mat(nb_engine *e, nb_wmat *w, bool mapped, nb_ctx *ctx) {
     const char *env = getenv("NB_PACK");
     if (e->precise || (env && !strcmp(env, "0"))) return NB_OK;
     const uint64_t pb = nb_matmul_pack_bytes(w->type, w->n_out, w->n_in);
@@ -129,6 +147,7 @@ static nb_status pack_mat(nb_engine *e, nb_wmat *w, nb_ctx *ctx) {
                        (unsigned char *)p + (uint64_t)m * pb, e->n_threads);
     w->packed = p;
     w->packed_mat_bytes = pb;
+    if (mapped) release_pages(w->data, w->mat_bytes * (uint64_t)w->n_mat);
     return NB_OK;
 }
 
@@ -165,7 +184,7 @@ static nb_status bind_mat(nb_engine *e, const char *name, int64_t n_in, int64_t 
     w->row_bytes = rb;
     w->mat_bytes = mb;
     NB_TRY(tensor_bytes(e, t, &w->data, ctx));
-    return pack_mat(e, w, ctx);
+    return pack_mat(e, w, w->data == t->data, ctx);
 }
 
 /* Bind a vector of n floats (norm weights, biases): F32 in place when
