@@ -125,7 +125,7 @@ static void release_pages(const void *p, uint64_t n) {
 }
 
 /* A row-interleaved copy of w for the row-lane kernels, where this CPU has
- * them for its type (Q4_0, Q5_0, IQ4_NL, NF4, Q8_0 with AVX-512 VNNI): the same bits,
+ * them for its type (Q4_0, Q4_1, Q5_0, IQ4_NL, NF4, Q8_0 with AVX-512 VNNI): the same bits,
  * about twice the speed (kernels/cpu/matmul.h). Not for --precise, which
  * reads the file's rows, nor with NB_PACK=0 in the environment (benchmarks,
  * debugging). The copy costs the matrix's size in memory once; the file's

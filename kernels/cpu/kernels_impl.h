@@ -95,8 +95,8 @@ typedef void (*nb_vtile_fn)(int64_t n, const void *w, uint64_t rb, int64_t nr, c
 typedef void (*nb_ftile_fn)(int64_t n, const void *w, uint64_t rb, int64_t nr, const float *x, int64_t ldx,
                             int64_t nt, float *y, int64_t ldy);
 
-/* Row-interleaved ("packed") weights for the row-lane kernels (Q4_0, Q5_0,
- * IQ4_NL, NF4, Q8_0; packed.c writes them): groups of NB_PACK_ROWS = 16
+/* Row-interleaved ("packed") weights for the row-lane kernels (Q4_0, Q4_1,
+ * Q5_0, IQ4_NL, NF4, Q8_0; packed.c writes them): groups of NB_PACK_ROWS = 16
  * rows, one after another, each n/32 chunk records of code bytes, then the
  * chunks' scales. 4-bit types (256 bytes a chunk): byte 64i + 4r + b holds
  * chunk element 8i + b of row r's code index in its low nibble and element
@@ -107,7 +107,8 @@ typedef void (*nb_ftile_fn)(int64_t n, const void *w, uint64_t rb, int64_t nr, c
  * for element 4k + b of row r. Q8_0 (512 bytes a chunk): byte 64k + 4r + b
  * is element 4k + b of row r, as code + 128. Records start 64-byte aligned when the
  * copy does. Scales: 16 per chunk, row r of chunk c at index 16c + r: the
- * F16 block scale (Q4_0, Q5_0, IQ4_NL, Q8_0); NF4: 16 per block of 64 (two
+ * F16 block scale (Q4_0, Q5_0, IQ4_NL, Q8_0); Q4_1: 32 per chunk, the 16
+ * F16 d of chunk c at 32c + r, then its 16 F16 m at 32c + 16 + r; NF4: 16 per block of 64 (two
  * chunks), row r of chunk c at 16(c/2) + r, the float absmax * (1/127).
  * n_out must be a multiple of 16 (else the matrix stays unpacked). */
 enum { NB_PACK_ROWS = 16 };

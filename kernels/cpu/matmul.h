@@ -38,7 +38,7 @@
 nb_status nb_matmul(nb_type wtype, const void *w, int64_t n_out, int64_t n_in, const float *x, int64_t n_tok,
                     float *y, int n_threads, nb_ctx *ctx);
 
-/* Row-interleaved copies of weight matrices (Q4_0, Q5_0, IQ4_NL, NF4, Q8_0) for
+/* Row-interleaved copies of weight matrices (Q4_0, Q4_1, Q5_0, IQ4_NL, NF4, Q8_0) for
  * this CPU's row-lane kernels: one weight row per vector lane, 16 rows per
  * group (kernels/cpu/kernels_impl.h has the layout). The engine packs such
  * matrices once when it opens a model; nb_matmul_packed then gives exactly

@@ -6,7 +6,7 @@
  * lane, with no horizontal sum and no per-row float step. That needs the 16
  * rows' codes side by side, which the file layout (row after row) does not
  * give; this file writes the copy once, when the engine opens a model
- * (Q4_0, Q5_0, IQ4_NL, NF4 and Q8_0).
+ * (Q4_0, Q4_1, Q5_0, IQ4_NL, NF4 and Q8_0).
  * Layout in kernels_impl.h (NB_PACK_*).
  */
 #include "kernels/cpu/kernels_impl.h"
@@ -24,7 +24,8 @@ static int scale_bytes(nb_type t) {
     case NB_TYPE_Q5_0:
     case NB_TYPE_IQ4_NL:
     case NB_TYPE_Q8_0: return 2;
-    case NB_TYPE_NF4: return 4;
+    case NB_TYPE_NF4:
+    case NB_TYPE_Q4_1: return 4; /* Q4_1: F16 d and F16 m */
     default: return 0;
     }
 }
@@ -73,6 +74,16 @@ static void row_chunk(nb_type t, const unsigned char *row, int64_t c, uint8_t id
         memcpy(scale, &b->d, 2);
         return;
     }
+    if (t == NB_TYPE_Q4_1) {
+        const nb_block_q4_1 *b = (const nb_block_q4_1 *)row + c;
+        for (int j = 0; j < 16; j++) {
+            idx[j] = b->qs[j] & 15;
+            idx[j + 16] = b->qs[j] >> 4;
+        }
+        memcpy(scale, &b->d, 2);
+        memcpy(scale + 2, &b->m, 2);
+        return;
+    }
     /* Q4_0 and IQ4_NL share the block: d, then element j low / j+16 high */
     const nb_block_q4_0 *b = (const nb_block_q4_0 *)row + c;
     for (int j = 0; j < 16; j++) {
@@ -96,8 +107,15 @@ void nb_pack_layout(nb_type t, const void *w, int64_t n_out, int64_t n_in, void 
             unsigned char *p = gp + (uint64_t)c * (uint64_t)codes;
             for (int r = 0; r < NB_PACK_ROWS; r++) {
                 uint8_t idx[32];
-                row_chunk(t, (const unsigned char *)w + (uint64_t)(g * NB_PACK_ROWS + r) * rb, c, idx,
-                          scales + ((uint64_t)(c / spc) * NB_PACK_ROWS + (uint64_t)r) * (uint64_t)sb);
+                unsigned char sc[4];
+                row_chunk(t, (const unsigned char *)w + (uint64_t)(g * NB_PACK_ROWS + r) * rb, c, idx, sc);
+                unsigned char *s0 = scales + (uint64_t)(c / spc) * NB_PACK_ROWS * (uint64_t)sb;
+                if (t == NB_TYPE_Q4_1) { /* the chunk's 16 d, then its 16 m */
+                    memcpy(s0 + 2 * r, sc, 2);
+                    memcpy(s0 + 2 * NB_PACK_ROWS + 2 * r, sc + 2, 2);
+                } else {
+                    memcpy(s0 + (uint64_t)r * (uint64_t)sb, sc, (size_t)sb);
+                }
                 if (codes == 512)
                     for (int k = 0; k < 8; k++)
                         for (int b = 0; b < 4; b++) p[64 * k + 4 * r + b] = idx[4 * k + b];

@@ -1000,7 +1000,7 @@ KDOT4_FN(dot_iq4_xs, nb_block_iq4_xs, iq4xs_prep, prep_iq4_xs, mul_iq4_xs, 0, KM
  * nb_kern_acc_sum's order: each output is the 1-token dot bit for bit. The
  * weights are unpacked once per chunk for up to PK_TB tokens. UTAB: the
  * unsigned code book (index -> code + 2^OFF) for the code-book types, NULL
- * for Q4_0 (the index is the unsigned code); SF16: the scales are F16. */
+ * for Q4_0 (the index is the unsigned code); SK: the scales' kind (pk_scales). */
 #define PK_TB 8
 
 INL __m512i pk_bcast4(const int8_t *q) {
@@ -1037,21 +1037,32 @@ INL void pk_unpack(const uint8_t *p, const uint8_t *utab, __m512i u[8], const in
 }
 
 /* the float contribution of chunk c for token x (16 lanes: the group's rows) */
-INL __m512 pk_chunk(const __m512i u[8], const nb_xq *x, int64_t c, __m512 dw, const int OFF) {
+INL __m512 pk_chunk(const __m512i u[8], const nb_xq *x, int64_t c, __m512 dw, __m512 mw, const int OFF,
+                    const int SK) {
     const int8_t *q = x->qs + 32 * c;
     __m512i s0 = _mm512_setzero_si512(), s1 = _mm512_setzero_si512();
     _Pragma("GCC unroll 4") for (int k = 0; k < 8; k += 2) {
         s0 = _mm512_dpbusd_epi32(s0, u[k], pk_bcast4(q + 4 * k));
         s1 = _mm512_dpbusd_epi32(s1, u[k + 1], pk_bcast4(q + 4 * k + 4));
     }
+    const __m512 dx = _mm512_set1_ps(x->d[c]);
+    if (SK == 2) { /* value = code * d + m: generic's two terms */
+        const __m512 tt = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(s0, s1)), _mm512_mul_ps(dw, dx));
+        return _mm512_add_ps(tt, _mm512_mul_ps(_mm512_set1_ps((float)x->s[c]), _mm512_mul_ps(mw, dx)));
+    }
     const __m512i is = _mm512_sub_epi32(_mm512_add_epi32(s0, s1), _mm512_set1_epi32((int32_t)x->s[c] * (1 << OFF)));
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(dw, _mm512_set1_ps(x->d[c])));
+    return _mm512_mul_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(dw, dx));
 }
 
-/* chunk c's 16 scales (sc: the group's scales; F16 per chunk, or F32 per
- * block of two chunks) */
-INL __m512 pk_scales(const uint8_t *sc, int64_t c, const int SF16) {
-    return SF16 ? _mm512_cvtph_ps(load256(sc + 32 * c)) : _mm512_loadu_ps(sc + 64 * (c / 2));
+/* chunk c's 16 scales (sc: the group's scales). SK 0: F32 per block of two
+ * chunks (NF4); 1: F16 per chunk; 2: F16 d then F16 m per chunk (Q4_1) */
+INL __m512 pk_scales(const uint8_t *sc, int64_t c, const int SK, __m512 *mw) {
+    if (SK == 2) {
+        *mw = _mm512_cvtph_ps(load256(sc + 64 * c + 32));
+        return _mm512_cvtph_ps(load256(sc + 64 * c));
+    }
+    *mw = _mm512_setzero_ps();
+    return SK ? _mm512_cvtph_ps(load256(sc + 32 * c)) : _mm512_loadu_ps(sc + 64 * (c / 2));
 }
 
 INL __m512 pk_tree(const __m512 a[8]) {
@@ -1062,7 +1073,7 @@ INL __m512 pk_tree(const __m512 a[8]) {
 /* TB (1, 2) tokens: all 8 accumulators of each token in registers, the
  * chunks in file order (a generation step streams the weights once) */
 INL void pk_seq(int64_t nc, const uint8_t *gp, const uint8_t *sc, const uint8_t *utab, const nb_xq *x, float *y,
-                int64_t ldy, const int TB, const int OFF, const int SF16, const int CB) {
+                int64_t ldy, const int TB, const int OFF, const int SK, const int CB) {
     __m512 acc[2][8];
     for (int t = 0; t < TB; t++)
         for (int j = 0; j < 8; j++) acc[t][j] = _mm512_setzero_ps();
@@ -1072,10 +1083,11 @@ INL void pk_seq(int64_t nc, const uint8_t *gp, const uint8_t *sc, const uint8_t 
             if (c >= nc) break;
             __m512i u[8];
             nb_prefetch_ahead((const char *)gp + (uint64_t)c * CB, CB);
-            _mm_prefetch((const char *)sc + (uint64_t)c * 32 + NB_PF_DIST / 8, _MM_HINT_T0);
+            _mm_prefetch((const char *)sc + (uint64_t)c * (SK == 2 ? 64 : 32) + NB_PF_DIST / 8, _MM_HINT_T0);
             pk_unpack(gp + (uint64_t)c * CB, utab, u, CB);
-            const __m512 dw = pk_scales(sc, c, SF16);
-            for (int t = 0; t < TB; t++) acc[t][j] = _mm512_add_ps(acc[t][j], pk_chunk(u, x + t, c, dw, OFF));
+            __m512 mw;
+            const __m512 dw = pk_scales(sc, c, SK, &mw);
+            for (int t = 0; t < TB; t++) acc[t][j] = _mm512_add_ps(acc[t][j], pk_chunk(u, x + t, c, dw, mw, OFF, SK));
         }
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(y + t * ldy, pk_tree(acc[t]));
 }
@@ -1083,7 +1095,7 @@ INL void pk_seq(int64_t nc, const uint8_t *gp, const uint8_t *sc, const uint8_t 
 /* TB (3..PK_TB) tokens: accumulator j of every token at a time (chunks j,
  * j + 8, ...: the same order per accumulator), then the 8 reduced */
 INL void pk_jout(int64_t nc, const uint8_t *gp, const uint8_t *sc, const uint8_t *utab, const nb_xq *x, float *y,
-                 int64_t ldy, const int TB, const int OFF, const int SF16, const int CB) {
+                 int64_t ldy, const int TB, const int OFF, const int SK, const int CB) {
     __m512 part[PK_TB][8];
     for (int j = 0; j < 8; j++) {
         __m512 acc[PK_TB];
@@ -1091,32 +1103,33 @@ INL void pk_jout(int64_t nc, const uint8_t *gp, const uint8_t *sc, const uint8_t
         for (int64_t c = j; c < nc; c += 8) {
             __m512i u[8];
             pk_unpack(gp + (uint64_t)c * CB, utab, u, CB);
-            const __m512 dw = pk_scales(sc, c, SF16);
-            for (int t = 0; t < TB; t++) acc[t] = _mm512_add_ps(acc[t], pk_chunk(u, x + t, c, dw, OFF));
+            __m512 mw;
+            const __m512 dw = pk_scales(sc, c, SK, &mw);
+            for (int t = 0; t < TB; t++) acc[t] = _mm512_add_ps(acc[t], pk_chunk(u, x + t, c, dw, mw, OFF, SK));
         }
         for (int t = 0; t < TB; t++) part[t][j] = acc[t];
     }
     for (int t = 0; t < TB; t++) _mm512_storeu_ps(y + t * ldy, pk_tree(part[t]));
 }
 
-#define PTILE_FN(name, UTAB, OFF, SF16, CB)                                                              \
+#define PTILE_FN(name, UTAB, OFF, SK, CB)                                                                \
     static void name(int64_t n, const void *wp, int64_t n_grp, const nb_xq *x, int nt, float *y, int64_t ldy) { \
         const int64_t nc = n / 32;                                                                     \
-        const uint64_t cb = (CB) + NB_PACK_ROWS * 2; /* F16 per chunk, or F32 per two */              \
+        const uint64_t cb = (CB) + NB_PACK_ROWS * ((SK) == 2 ? 4 : 2); /* scale bytes per chunk */    \
         for (int64_t g = 0; g < n_grp; g++) {                                                          \
             const uint8_t *gp = (const uint8_t *)wp + (uint64_t)g * (uint64_t)nc * cb;                 \
             const uint8_t *sc = gp + (uint64_t)nc * (CB);                                              \
             float *yg = y + NB_PACK_ROWS * g;                                                          \
             int t = 0;                                                                                 \
-            for (; t + PK_TB <= nt; t += PK_TB) pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, PK_TB, OFF, SF16, CB); \
+            for (; t + PK_TB <= nt; t += PK_TB) pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, PK_TB, OFF, SK, CB); \
             switch (nt - t) {                                                                          \
-            case 1: pk_seq(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 1, OFF, SF16, CB); break;          \
-            case 2: pk_seq(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 2, OFF, SF16, CB); break;          \
-            case 3: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 3, OFF, SF16, CB); break;         \
-            case 4: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 4, OFF, SF16, CB); break;         \
-            case 5: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 5, OFF, SF16, CB); break;         \
-            case 6: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 6, OFF, SF16, CB); break;         \
-            case 7: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 7, OFF, SF16, CB); break;         \
+            case 1: pk_seq(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 1, OFF, SK, CB); break;          \
+            case 2: pk_seq(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 2, OFF, SK, CB); break;          \
+            case 3: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 3, OFF, SK, CB); break;         \
+            case 4: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 4, OFF, SK, CB); break;         \
+            case 5: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 5, OFF, SK, CB); break;         \
+            case 6: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 6, OFF, SK, CB); break;         \
+            case 7: pk_jout(nc, gp, sc, UTAB, x + t, yg + t * ldy, ldy, 7, OFF, SK, CB); break;         \
             default: break;                                                                            \
             }                                                                                          \
         }                                                                                              \
@@ -1131,6 +1144,7 @@ PTILE_FN(ptile_iq4_nl, pk_utab_iq4_nl, 7, 1, 256)
 PTILE_FN(ptile_nf4, pk_utab_nf4, 7, 0, 256)
 PTILE_FN(ptile_q8_0, (const uint8_t *)NULL, 7, 1, 512)
 PTILE_FN(ptile_q5_0, (const uint8_t *)NULL, 4, 1, 320)
+PTILE_FN(ptile_q4_1, (const uint8_t *)NULL, 0, 2, 256)
 #endif
 
 static void x86_fill(nb_kernels *k) {
@@ -1194,6 +1208,7 @@ static void x86_fill(nb_kernels *k) {
     k->ptile[NB_TYPE_NF4] = ptile_nf4;
     k->ptile[NB_TYPE_Q8_0] = ptile_q8_0;
     k->ptile[NB_TYPE_Q5_0] = ptile_q5_0;
+    k->ptile[NB_TYPE_Q4_1] = ptile_q4_1;
 #endif
 }
 

@@ -80,7 +80,7 @@ EOF
 fi
 
 # ---- packed weights: the same PPL as the file's rows -------------------------------------
-# The engine keeps row-interleaved copies of Q4_0/Q5_0/IQ4_NL/NF4/Q8_0 matrices for
+# The engine keeps row-interleaved copies of Q4_0/Q4_1/Q5_0/IQ4_NL/NF4/Q8_0 matrices for
 # its row-lane kernels where the CPU has them (AVX-512 VNNI); NB_PACK=0 turns
 # that off. Every logit must be the same, so the PPL is the same to the last
 # digit, at 1 and 2 threads and in odd batches (1-8 token kernels, remainders);
@@ -88,7 +88,7 @@ fi
 expect 0 "$nb" synth --arch qwen2moe --layers 2 --dim 64 --ff 64 --heads 4 --kv-heads 2 --vocab 300 --seed 9 \
   -o "$tmp/moe.gguf" || fail "synth moe"
 for src in tiny moe; do
-  for ty in q4_0 q5_0 iq4_nl nf4 q8_0; do
+  for ty in q4_0 q4_1 q5_0 iq4_nl nf4 q8_0; do
     expect 0 "$nb" quantize "$tmp/$src.gguf" -o "$tmp/pk-$src-$ty.gguf" --type $ty --quiet || continue
     NB_PACK=0 expect 0 "$nb" ppl "$tmp/pk-$src-$ty.gguf" --text "$text" --ctx $ctx --chunks 2 --threads 1 || continue
     want=$(final "$tmp/out")

@@ -320,7 +320,7 @@ START_TEST(packed_equals_dot) {
     const nb_kernels *gen = nb_kernels_by_name("generic");
     nb_ctx ctx;
     nbt_ctx(&ctx);
-    const nb_type ts[] = {NB_TYPE_Q4_0, NB_TYPE_Q5_0, NB_TYPE_IQ4_NL, NB_TYPE_NF4, NB_TYPE_Q8_0};
+    const nb_type ts[] = {NB_TYPE_Q4_0, NB_TYPE_Q4_1, NB_TYPE_Q5_0, NB_TYPE_IQ4_NL, NB_TYPE_NF4, NB_TYPE_Q8_0};
     const int64_t shapes[][2] = {{48, 640}, {32, 192}, {16384, 640}};
     const int toks[] = {1, 2, 3, 4, 5, 8, 9, 16, 37, 70};
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
