@@ -42,8 +42,7 @@ static nb_status kld_of(const char *path, const nb_group_cal_opts *o, const char
 }
 
 static bool is_encoder(const nb_model *m) {
-    const char *g = nb_kv_get_str(&m->kv, "general.architecture");
-    const nb_arch *a = g ? nb_arch_from_gguf(g, false) : NULL;
+    const nb_arch *a = nb_model_arch(m);
     return a && (a->flags & NB_ARCH_F_ENCODER);
 }
 

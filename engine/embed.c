@@ -31,7 +31,7 @@ nb_status nb_embed_open(const char *path, const nb_embed_opts *o, nb_embedder **
     nb_status st = NB_OK;
     nb_embedder *m = NULL;
     const char *g = nb_kv_get_str(&model->kv, "general.architecture");
-    const nb_arch *a = g ? nb_arch_from_gguf(g, false) : NULL;
+    const nb_arch *a = nb_model_arch(model);
     if (!a || !(a->flags & NB_ARCH_F_ENCODER)) {
         nb_err(ctx, NB_ERR_UNSUPPORTED, "%s: architecture '%s' is not a text encoder (supported: gemma-embedding)",
                path, g ? g : "(none)");

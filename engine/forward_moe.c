@@ -18,19 +18,17 @@
  */
 #include "engine/engine_impl.h"
 
+#include "core/expf.h"
+
 #include <math.h>
 #include <string.h>
 
 void nb_eng_route_token(const float *logits, int X, int U, bool norm, float scale, float *probs, int32_t *sel,
                         float *w) {
-    float mx = -INFINITY;
-    for (int i = 0; i < X; i++)
-        if (logits[i] > mx) mx = logits[i];
+    /* nb_expf: libm's expf bits on every platform (core/expf.h) */
+    nb_expf_shift_n(logits, nb_max_n(logits, (size_t)X), probs, (size_t)X);
     double sum = 0;
-    for (int i = 0; i < X; i++) {
-        probs[i] = expf(logits[i] - mx);
-        sum += probs[i];
-    }
+    for (int i = 0; i < X; i++) sum += probs[i];
     const float inv = (float)(1.0 / sum);
     for (int i = 0; i < X; i++) probs[i] *= inv;
     for (int k = 0; k < U; k++) {
@@ -109,7 +107,7 @@ nb_status nb_engine_moe(nb_engine *e, int L, const float *xb, int n, float *out,
         for (int t = 0; t < n; t++) nb_eng_glu(hp->act, e->hb + t * Fs, e->hb2 + t * Fs, Fs);
         NB_TRY(nb_eng_matmul(e, &l->down_shexp, -1, e->hb, n, e->ye, ctx));
         for (int t = 0; t < n; t++) {
-            const float s = 1.0f / (1.0f + expf(-g[t]));
+            const float s = 1.0f / (1.0f + nb_expf(-g[t]));
             for (int i = 0; i < E; i++) out[(size_t)t * E + i] += s * e->ye[(size_t)t * E + i];
         }
     }

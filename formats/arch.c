@@ -124,6 +124,11 @@ const nb_arch *nb_arch_find(const char *name) {
     return NULL;
 }
 
+const nb_arch *nb_model_arch(const nb_model *m) {
+    const char *g = nb_kv_get_str(&m->kv, "general.architecture");
+    return g ? nb_arch_from_gguf(g, false) : NULL;
+}
+
 const nb_arch *nb_arch_from_gguf(const char *g, bool has_experts) {
     if (!g) return NULL;
     if (strcmp(g, "llama") == 0) return &k_arch[has_experts ? NB_ARCH_MIXTRAL : NB_ARCH_LLAMA];

@@ -144,6 +144,9 @@ const nb_arch *nb_arch_from_hf_class(const char *cls);
 const nb_arch *nb_arch_from_model_type(const char *model_type);
 /* Row for a GGUF architecture: "llama" with experts gives mixtral. NULL if unknown. */
 const nb_arch *nb_arch_from_gguf(const char *gguf_arch, bool has_experts);
+/* The row of m's general.architecture (as nb_arch_from_gguf without
+ * experts: the flags of the family), NULL when absent or unknown. */
+const nb_arch *nb_model_arch(const nb_model *m);
 /* "llama, mistral, mixtral, ..." — for error messages. Static string. */
 const char *nb_arch_supported_list(void);
 

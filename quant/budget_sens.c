@@ -218,8 +218,7 @@ static bool expert_tensor(const nb_tensor *t) {
 
 /* Whether m's block outputs are normalised before the residual (errors relative: quant/budget.h). */
 static bool relative_model(const nb_model *m) {
-    const char *g = nb_kv_get_str(&m->kv, "general.architecture");
-    const nb_arch *a = g ? nb_arch_from_gguf(g, false) : NULL;
+    const nb_arch *a = nb_model_arch(m);
     return a && (a->flags & NB_ARCH_F_SANDWICH);
 }
 
